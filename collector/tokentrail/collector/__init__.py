@@ -1,0 +1,1 @@
+"""The OTLP collector: receive, decode, normalize, spool, write."""

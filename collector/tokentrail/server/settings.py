@@ -1,0 +1,128 @@
+"""One frozen settings object per server process, read from the environment by `from_env`.
+
+Servers are strict: a bad value stops start-up with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["Settings", "SettingsError", "from_env"]
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    #: `chdb:///abs/path` (embedded) or `http(s)://user:password@host:8123`.
+    clickhouse_url: str
+    database: str = "tokentrail"
+    #: ClickHouse cluster name for `ON CLUSTER` DDL; empty for a single server or chDB.
+    cluster: str = ""
+    host: str = "127.0.0.1"
+    otlp_http_port: int = 4318
+    otlp_grpc_port: int = 4317
+    ui_port: int = 4320
+    #: API key -> project. Empty: no authentication, everything goes to `default_project`.
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    default_project: str = "default"
+    spool_max_bytes: int = 1 << 30
+    max_body_bytes: int = 32 << 20
+    writer_batch_spans: int = 20_000
+    writer_flush_seconds: float = 0.5
+    summary_interval_seconds: float = 1.0
+    #: Per-query memory limit for the embedded engine (chDB defaults to 0.9 x RAM).
+    chdb_max_memory_bytes: int = 4 << 30
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def embedded(self) -> bool:
+        return self.clickhouse_url.startswith("chdb:")
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: int = 1 << 62) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is out of range ({low} to {high})")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _api_keys(raw: str) -> dict[str, str]:
+    """`key1:project1,key2:project2`; a key without a project maps to `default`."""
+    keys: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, _, project = item.partition(":")
+        project = project.strip() or "default"
+        if not key.strip():
+            raise SettingsError(f"TOKENTRAIL_API_KEYS has an entry with an empty key: {item!r}")
+        if not _IDENT.match(project.replace("-", "_")):
+            raise SettingsError(f"TOKENTRAIL_API_KEYS: project name {project!r} must be letters, digits, - or _")
+        keys[key.strip()] = project
+    return keys
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("TOKENTRAIL_DATA_DIR") or ".tokentrail").expanduser().resolve()
+    url = env.get("TOKENTRAIL_CLICKHOUSE_URL", "").strip() or f"chdb://{data_dir / 'chdb'}"
+    if not url.startswith(("chdb:", "http://", "https://")):
+        raise SettingsError(
+            f"TOKENTRAIL_CLICKHOUSE_URL={url!r}: use chdb:///absolute/path or http(s)://host:8123"
+        )
+    database = env.get("TOKENTRAIL_CLICKHOUSE_DATABASE", "tokentrail")
+    if not _IDENT.match(database):
+        raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_DATABASE={database!r} is not a valid database name")
+    cluster = env.get("TOKENTRAIL_CLICKHOUSE_CLUSTER", "")
+    if cluster and not _IDENT.match(cluster):
+        raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_CLUSTER={cluster!r} is not a valid cluster name")
+    return Settings(
+        data_dir=data_dir,
+        clickhouse_url=url,
+        database=database,
+        cluster=cluster,
+        host=env.get("TOKENTRAIL_HOST", "127.0.0.1"),
+        otlp_http_port=_int(env, "TOKENTRAIL_OTLP_HTTP_PORT", 4318, 0, 65535),
+        otlp_grpc_port=_int(env, "TOKENTRAIL_OTLP_GRPC_PORT", 4317, 0, 65535),
+        ui_port=_int(env, "TOKENTRAIL_UI_PORT", 4320, 0, 65535),
+        api_keys=_api_keys(env.get("TOKENTRAIL_API_KEYS", "")),
+        spool_max_bytes=_int(env, "TOKENTRAIL_SPOOL_MAX_BYTES", 1 << 30, 1 << 20),
+        max_body_bytes=_int(env, "TOKENTRAIL_MAX_BODY_BYTES", 32 << 20, 1024),
+        writer_batch_spans=_int(env, "TOKENTRAIL_WRITER_BATCH_SPANS", 20_000, 1),
+        writer_flush_seconds=_float(env, "TOKENTRAIL_WRITER_FLUSH_SECONDS", 0.5),
+        summary_interval_seconds=_float(env, "TOKENTRAIL_SUMMARY_INTERVAL_SECONDS", 1.0),
+        chdb_max_memory_bytes=_int(env, "TOKENTRAIL_CHDB_MAX_MEMORY_BYTES", 4 << 30, 64 << 20),
+    )

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tokentrail.server.settings import SettingsError, from_env
+from tokentrail.server.store import connect, load_migrations, migrate
+
+
+def test_migrate_creates_schema_and_is_idempotent(store):
+    tables = {row[0] for row in store.client.query("SHOW TABLES").result_rows}
+    assert {"spans", "traces", "logs", "schema_migrations"} <= tables
+    assert migrate(store) == []
+    recorded = store.client.query("SELECT version FROM schema_migrations FINAL ORDER BY version").result_rows
+    assert [r[0] for r in recorded] == [m.version for m in load_migrations()]
+
+
+def test_second_process_is_told_the_database_is_in_use(settings, store):
+    code = (
+        "from tokentrail.server.settings import from_env\n"
+        "from tokentrail.server.store import connect, DatabaseInUse\n"
+        "import os\n"
+        "try:\n"
+        f"    connect(from_env({{'TOKENTRAIL_CLICKHOUSE_URL': {settings.clickhouse_url!r}}}))\n"
+        "except DatabaseInUse as e:\n"
+        "    print('IN USE', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "IN USE" in out.stdout, out.stderr
+    assert "is in use by pid" in out.stdout
+
+
+def test_settings_are_strict():
+    with pytest.raises(SettingsError, match="TOKENTRAIL_OTLP_HTTP_PORT"):
+        from_env({"TOKENTRAIL_OTLP_HTTP_PORT": "http"})
+    with pytest.raises(SettingsError, match="TOKENTRAIL_CLICKHOUSE_URL"):
+        from_env({"TOKENTRAIL_CLICKHOUSE_URL": "postgres://x"})
+    with pytest.raises(SettingsError, match="empty key"):
+        from_env({"TOKENTRAIL_API_KEYS": ":proj"})
+    assert from_env({"TOKENTRAIL_API_KEYS": "k1:team-a, k2"}).api_keys == {"k1": "team-a", "k2": "default"}
+
+
+def test_reopen_after_close(settings):
+    st = connect(settings)
+    migrate(st)
+    st.close()
+    st = connect(settings)
+    assert st.client.query("SELECT count() FROM spans").result_rows == [(0,)]
+    st.client.command(f"DROP DATABASE {settings.database}")
+    st.close()

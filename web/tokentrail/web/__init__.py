@@ -1,0 +1,1 @@
+"""The Tokentrail web UI."""

@@ -1,0 +1,171 @@
+"""Decode OTLP request bodies (protobuf or JSON, optionally gzip) and drop spans with bad ids.
+
+Pure functions: bytes in, protobuf message and a count of rejected items out. Both receivers
+(HTTP and gRPC) call these through `ingest`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+__all__ = ["BadRequest", "Decoded", "Signal", "decode", "gunzip", "validate_logs", "validate_traces"]
+
+Signal = Literal["traces", "logs"]
+Encoding = Literal["protobuf", "json"]
+
+_REQUEST_TYPES: dict[str, type[ExportTraceServiceRequest] | type[ExportLogsServiceRequest]] = {
+    "traces": ExportTraceServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+
+
+class BadRequest(ValueError):
+    """The body cannot be decoded; the message says what is wrong and is returned to the sender."""
+
+
+@dataclass
+class Decoded:
+    request: ExportTraceServiceRequest | ExportLogsServiceRequest
+    #: protobuf encoding of `request` (the original bytes when nothing was dropped)
+    payload: bytes
+    accepted: int
+    rejected: int
+    reason: str = ""
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Inflate a gzip body, refusing to grow past `limit` bytes (a small bomb must not eat memory)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyTooLarge(f"decompressed body is larger than the limit of {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest("gzip body is truncated")
+    return out
+
+
+class BodyTooLarge(ValueError):
+    """The body (or what it inflates to) is over the configured limit."""
+
+
+# OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def _hex_ids_to_base64(obj: Any) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in _ID_FIELDS and isinstance(value, str) and value:
+                try:
+                    obj[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise BadRequest(f"{key} {value[:40]!r} is not hex") from None
+            elif isinstance(value, (dict, list)):
+                _hex_ids_to_base64(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            _hex_ids_to_base64(item)
+
+
+def _parse(signal: Signal, body: bytes, encoding: Encoding) -> Any:
+    message = _REQUEST_TYPES[signal]()
+    if encoding == "protobuf":
+        try:
+            message.ParseFromString(body)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise BadRequest(f"body is not a valid OTLP {signal} protobuf message: {exc}") from None
+        return message
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object with resourceSpans or resourceLogs")
+    _hex_ids_to_base64(data)
+    try:
+        # Receivers must ignore unknown fields (OTLP spec, JSON encoding).
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise BadRequest(f"body is not a valid OTLP {signal} JSON message: {exc}") from None
+    return message
+
+
+def _valid_id(raw: bytes, size: int) -> bool:
+    return len(raw) == size and raw != bytes(size)
+
+
+def validate_traces(request: ExportTraceServiceRequest) -> tuple[int, int, str]:
+    """Remove spans whose ids are invalid; returns (accepted, rejected, reason)."""
+    accepted = rejected = 0
+    reason = ""
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            bad = [
+                i
+                for i, span in enumerate(spans)
+                if not _valid_id(span.trace_id, 16)
+                or not _valid_id(span.span_id, 8)
+                or (span.parent_span_id and len(span.parent_span_id) != 8)
+            ]
+            if bad:
+                if not reason:
+                    span = spans[bad[0]]
+                    reason = (
+                        f"span {span.name[:80]!r} has an invalid id (trace_id must be 16 bytes, span_id 8 bytes, "
+                        f"neither all zero; got {len(span.trace_id)} and {len(span.span_id)} bytes)"
+                    )
+                for i in reversed(bad):
+                    del spans[i]
+                rejected += len(bad)
+            accepted += len(spans)
+    return accepted, rejected, reason
+
+
+def validate_logs(request: ExportLogsServiceRequest) -> tuple[int, int, str]:
+    """Log records need no ids; drop only those whose ids are present but malformed."""
+    accepted = rejected = 0
+    reason = ""
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            records = scope_logs.log_records
+            bad = [
+                i
+                for i, rec in enumerate(records)
+                if (rec.trace_id and len(rec.trace_id) != 16) or (rec.span_id and len(rec.span_id) != 8)
+            ]
+            if bad:
+                reason = reason or "log record has a malformed trace_id or span_id"
+                for i in reversed(bad):
+                    del records[i]
+                rejected += len(bad)
+            accepted += len(records)
+    return accepted, rejected, reason
+
+
+def decode(signal: Signal, body: bytes, encoding: Encoding) -> Decoded:
+    request = _parse(signal, body, encoding)
+    if signal == "traces":
+        accepted, rejected, reason = validate_traces(request)
+    else:
+        accepted, rejected, reason = validate_logs(request)
+    payload = body if encoding == "protobuf" and not rejected else request.SerializeToString()
+    return Decoded(request, payload, accepted, rejected, reason)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip `data` (tests and benchmarks send compressed bodies)."""
+    return gzip.compress(data, compresslevel=1)

@@ -1,0 +1,276 @@
+"""Turn decoded OTLP requests into column-oriented row batches for ClickHouse.
+
+Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
+Everything here is pure and CPU-bound; it is the ingest hot path, so it appends straight into
+per-column lists instead of building a dict per row.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from tokentrail.collector.normalize import normalize
+
+__all__ = ["LOG_COLUMNS", "SPAN_COLUMNS", "LogBatch", "Pricer", "SpanBatch", "any_value", "attributes"]
+
+_SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+_STATUS = ("UNSET", "OK", "ERROR")
+
+
+class Pricer(Protocol):
+    version: str
+
+    def cost(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> float | None: ...
+
+
+def any_value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value
+    return None
+
+
+def _text(value: Any) -> str:
+    """The string form stored in attribute maps (as the OTel ClickHouse exporter does)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(Python values for the normalizer, string values for the attribute Map column)."""
+    values: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for kv in kvs:
+        v = any_value(kv.value)
+        values[kv.key] = v
+        texts[kv.key] = v if isinstance(v, str) else _text(v)
+    return values, texts
+
+
+SPAN_COLUMNS = (
+    "project", "trace_id", "span_id", "parent_span_id", "trace_state", "name", "span_kind",
+    "start_time", "end_time", "duration_ns", "service_name", "scope_name", "scope_version",
+    "resource_attributes", "attributes", "status_code", "status_message",
+    "events.time", "events.name", "events.attributes",
+    "links.trace_id", "links.span_id", "links.trace_state", "links.attributes",
+    "convention", "step_kind", "step_subkind", "operation", "agent_name", "workflow_name",
+    "request_model", "response_model", "provider",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
+    "usage_reported", "billable", "cost_usd", "cost_source", "price_version",
+    "tool_name", "tool_call_id", "tool_args_hash", "input_hash", "conversation_id", "user_id",
+    "response_id", "finish_reasons", "error_type", "retry_attempt", "retry_reason",
+    "input_messages", "output_messages", "system_instructions", "tool_arguments", "tool_result",
+)  # fmt: skip
+
+
+class SpanBatch:
+    def __init__(self, pricer: Pricer | None = None) -> None:
+        self.pricer = pricer
+        self.columns: list[list[Any]] = [[] for _ in SPAN_COLUMNS]
+        self.traces: set[tuple[str, str]] = set()
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def add(self, project: str, request: ExportTraceServiceRequest) -> int:
+        (
+            c_project, c_trace, c_span, c_parent, c_state, c_name, c_kind,
+            c_start, c_end, c_dur, c_service, c_scope, c_scope_v,
+            c_res, c_attrs, c_status, c_status_msg,
+            c_ev_time, c_ev_name, c_ev_attrs,
+            c_ln_trace, c_ln_span, c_ln_state, c_ln_attrs,
+            c_conv, c_step, c_sub, c_op, c_agent, c_wf,
+            c_req_model, c_resp_model, c_provider,
+            c_in, c_out, c_cread, c_cwrite, c_reason,
+            c_usage, c_billable, c_cost, c_cost_src, c_price_v,
+            c_tool, c_tool_id, c_args_hash, c_input_hash, c_conv_id, c_user,
+            c_resp_id, c_finish, c_err, c_retry, c_retry_reason,
+            c_in_msgs, c_out_msgs, c_sys, c_tool_args, c_tool_result,
+        ) = self.columns  # fmt: skip
+        pricer = self.pricer
+        added = 0
+        for resource_spans in request.resource_spans:
+            res_values, res_texts = attributes(resource_spans.resource.attributes)
+            service = res_texts.get("service.name", "unknown_service")
+            for scope_spans in resource_spans.scope_spans:
+                scope_name = scope_spans.scope.name
+                scope_version = scope_spans.scope.version
+                for span in scope_spans.spans:
+                    trace_id = span.trace_id.hex()
+                    values, texts = attributes(span.attributes)
+                    is_error = span.status.code == 2
+                    events = []
+                    ev_time, ev_name, ev_attrs = [], [], []
+                    for ev in span.events:
+                        ev_values, ev_texts = attributes(ev.attributes)
+                        events.append((ev.name, ev_values))
+                        ev_time.append(ev.time_unix_nano)
+                        ev_name.append(ev.name)
+                        ev_attrs.append(ev_texts)
+                    n = normalize(span.name, values, res_values, is_error=is_error, events=events)
+
+                    c_project.append(project)
+                    c_trace.append(trace_id)
+                    c_span.append(span.span_id.hex())
+                    c_parent.append(span.parent_span_id.hex())
+                    c_state.append(span.trace_state)
+                    c_name.append(span.name)
+                    c_kind.append(_SPAN_KINDS[span.kind] if span.kind < 6 else "UNSPECIFIED")
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    c_start.append(start)
+                    c_end.append(end)
+                    c_dur.append(end - start if end > start else 0)
+                    c_service.append(service)
+                    c_scope.append(scope_name)
+                    c_scope_v.append(scope_version)
+                    c_res.append(res_texts)
+                    c_attrs.append(texts)
+                    c_status.append(_STATUS[span.status.code] if span.status.code < 3 else "UNSET")
+                    c_status_msg.append(span.status.message)
+                    c_ev_time.append(ev_time)
+                    c_ev_name.append(ev_name)
+                    c_ev_attrs.append(ev_attrs)
+                    c_ln_trace.append([ln.trace_id.hex() for ln in span.links])
+                    c_ln_span.append([ln.span_id.hex() for ln in span.links])
+                    c_ln_state.append([ln.trace_state for ln in span.links])
+                    c_ln_attrs.append([attributes(ln.attributes)[1] for ln in span.links])
+
+                    c_conv.append(n.convention)
+                    c_step.append(n.step_kind)
+                    c_sub.append(n.step_subkind)
+                    c_op.append(n.operation)
+                    c_agent.append(n.agent_name)
+                    c_wf.append(n.workflow_name)
+                    c_req_model.append(n.request_model)
+                    c_resp_model.append(n.response_model)
+                    c_provider.append(n.provider)
+                    c_in.append(n.input_tokens)
+                    c_out.append(n.output_tokens)
+                    c_cread.append(n.cache_read_tokens)
+                    c_cwrite.append(n.cache_write_tokens)
+                    c_reason.append(n.reasoning_tokens)
+                    c_usage.append(1 if n.usage_reported else 0)
+                    c_billable.append(1 if n.billable else 0)
+                    cost: float | None = None
+                    source = version = ""
+                    if n.reported_cost is not None:
+                        cost, source = n.reported_cost, "reported"
+                    elif n.billable:
+                        if pricer is not None:
+                            cost = pricer.cost(
+                                n.provider,
+                                n.response_model or n.request_model,
+                                input_tokens=n.input_tokens,
+                                output_tokens=n.output_tokens,
+                                cache_read_tokens=n.cache_read_tokens,
+                                cache_write_tokens=n.cache_write_tokens,
+                                reasoning_tokens=n.reasoning_tokens,
+                            )
+                            version = pricer.version
+                        source = "computed" if cost is not None else "unknown"
+                    c_cost.append(cost)
+                    c_cost_src.append(source)
+                    c_price_v.append(version)
+                    c_tool.append(n.tool_name)
+                    c_tool_id.append(n.tool_call_id)
+                    c_args_hash.append(n.tool_args_hash)
+                    c_input_hash.append(n.input_hash)
+                    c_conv_id.append(n.conversation_id)
+                    c_user.append(n.user_id)
+                    c_resp_id.append(n.response_id)
+                    c_finish.append(n.finish_reasons)
+                    c_err.append(n.error_type)
+                    c_retry.append(n.retry_attempt)
+                    c_retry_reason.append(n.retry_reason)
+                    c_in_msgs.append(n.input_messages)
+                    c_out_msgs.append(n.output_messages)
+                    c_sys.append(n.system_instructions)
+                    c_tool_args.append(n.tool_arguments)
+                    c_tool_result.append(n.tool_result)
+                    self.traces.add((project, trace_id))
+                    added += 1
+        return added
+
+
+LOG_COLUMNS = (
+    "project", "timestamp", "observed_timestamp", "trace_id", "span_id", "flags",
+    "severity_text", "severity_number", "service_name", "scope_name", "scope_version",
+    "event_name", "body", "resource_attributes", "attributes", "record_hash",
+)  # fmt: skip
+
+
+class LogBatch:
+    def __init__(self) -> None:
+        self.rows: list[list[Any]] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, project: str, request: ExportLogsServiceRequest) -> int:
+        added = 0
+        for resource_logs in request.resource_logs:
+            _, res_texts = attributes(resource_logs.resource.attributes)
+            service = res_texts.get("service.name", "unknown_service")
+            for scope_logs in resource_logs.scope_logs:
+                for rec in scope_logs.log_records:
+                    _, texts = attributes(rec.attributes)
+                    body = any_value(rec.body)
+                    event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
+                    digest = hashlib.blake2b(rec.SerializeToString(deterministic=True), digest_size=8).digest()
+                    timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
+                    self.rows.append(
+                        [
+                            project, timestamp, rec.observed_time_unix_nano, rec.trace_id.hex(),
+                            rec.span_id.hex(), rec.flags, rec.severity_text, min(rec.severity_number, 255),
+                            service, scope_logs.scope.name, scope_logs.scope.version, event_name,
+                            _text(body), res_texts, texts, int.from_bytes(digest, "little"),
+                        ]
+                    )  # fmt: skip
+                    added += 1
+        return added
+

@@ -1,0 +1,83 @@
+"""OTLP/gRPC receiver: TraceService/Export and LogsService/Export.
+
+Requests arrive as raw bytes (no deserializer), so the spool stores exactly what was sent and
+both receivers share `Ingestor.ingest`. gRPC handles gzip itself.
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from tokentrail.collector.decode import BadRequest, Signal
+from tokentrail.collector.ingest import Ingestor, Unauthorized
+from tokentrail.collector.spool import SpoolFull
+
+__all__ = ["create_server"]
+
+
+def _api_key(context: Any) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and value.lower().startswith("bearer "):
+            return str(value[7:].strip())
+        if key == "x-tokentrail-api-key":
+            return str(value)
+    return None
+
+
+def _handler(ingestor: Ingestor, signal: Signal) -> Any:
+    def export(body: bytes, context: Any) -> bytes:
+        try:
+            project = ingestor.project_for(_api_key(context))
+            if len(body) > ingestor.settings.max_body_bytes:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request is over the size limit")
+            decoded = ingestor.ingest(signal, body, "protobuf", project)
+        except Unauthorized as exc:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except BadRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except SpoolFull as exc:
+            # UNAVAILABLE is retryable for OTLP exporters; they back off and send again.
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if signal == "traces":
+            traces_reply = ExportTraceServiceResponse()
+            if decoded.rejected:
+                traces_reply.partial_success.rejected_spans = decoded.rejected
+                traces_reply.partial_success.error_message = f"{decoded.rejected} spans rejected: {decoded.reason}"
+            return traces_reply.SerializeToString()
+        logs_reply = ExportLogsServiceResponse()
+        if decoded.rejected:
+            logs_reply.partial_success.rejected_log_records = decoded.rejected
+            logs_reply.partial_success.error_message = f"{decoded.rejected} log records rejected: {decoded.reason}"
+        return logs_reply.SerializeToString()
+
+    return grpc.unary_unary_rpc_method_handler(export)
+
+
+def create_server(ingestor: Ingestor, address: str, *, workers: int = 8) -> tuple[Any, int]:
+    """A started-ready (not started) gRPC server bound to `address`; returns it and the bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokentrail-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", ingestor.settings.max_body_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": _handler(ingestor, "traces")}
+            ),
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": _handler(ingestor, "logs")}
+            ),
+        )
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+    return server, port

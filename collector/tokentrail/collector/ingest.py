@@ -1,0 +1,57 @@
+"""The one ingest path both receivers call: decode, drop bad items, spool durably, count."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tokentrail.collector.decode import Decoded, Encoding, Signal, decode
+from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Spool
+from tokentrail.collector.stats import Stats
+from tokentrail.server.settings import Settings
+
+__all__ = ["Ingestor", "Unauthorized"]
+
+
+class Unauthorized(PermissionError):
+    """Authentication is on and the request carries no valid API key."""
+
+
+@dataclass
+class Ingestor:
+    settings: Settings
+    spool: Spool
+    stats: Stats
+    #: called after each durable append (wakes the writer)
+    on_spooled: Callable[[], None] = field(default=lambda: None)
+
+    def project_for(self, api_key: str | None) -> str:
+        keys = self.settings.api_keys
+        if not keys:
+            return self.settings.default_project
+        if api_key and api_key in keys:
+            return keys[api_key]
+        raise Unauthorized(
+            "missing or unknown API key: send it as `Authorization: Bearer <key>` "
+            "(OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<key>)"
+        )
+
+    def ingest(self, signal: Signal, body: bytes, encoding: Encoding, project: str) -> Decoded:
+        """Raises BadRequest (nothing stored) or SpoolFull (nothing stored, retry later)."""
+        noun = "spans" if signal == "traces" else "logs"
+        try:
+            decoded = decode(signal, body, encoding)
+        except ValueError:
+            self.stats.add("tokentrail_requests_invalid_total")
+            raise
+        self.stats.add(f"tokentrail_{noun}_received_total", decoded.accepted + decoded.rejected)
+        self.stats.add(f"tokentrail_{noun}_rejected_total", decoded.rejected)
+        if decoded.accepted:
+            try:
+                self.spool.append(KIND_TRACES if signal == "traces" else KIND_LOGS, project, decoded.payload)
+            except Exception:
+                self.stats.add("tokentrail_requests_refused_total")
+                raise
+            self.stats.add(f"tokentrail_{noun}_spooled_total", decoded.accepted)
+            self.on_spooled()
+        return decoded

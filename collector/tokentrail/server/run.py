@@ -1,0 +1,100 @@
+"""Run the servers: `tokentrail up` (collector + web UI on one embedded database, one process)
+and `tokentrail collector` / `tokentrail web` as separate processes against a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from tokentrail.server.settings import Settings
+from tokentrail.server.store import Store, connect, migrate
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("tokentrail")
+
+
+class _Server(uvicorn.Server):
+    """Signals are handled once for all servers in the process, not by each uvicorn server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _pricer() -> Any:
+    from tokentrail.collector.pricing import PriceBook
+
+    return PriceBook()
+
+
+def _web_app(settings: Settings, store: Store) -> Any:
+    from tokentrail.web.app import create_app
+
+    return create_app(settings, store)
+
+
+async def _serve_all(servers: list[_Server]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> None:
+    store = connect(settings)
+    applied = migrate(store)
+    if applied:
+        logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
+    servers: list[_Server] = []
+    running: Any = None
+    try:
+        if collector:
+            from tokentrail.collector.service import Collector
+
+            running = Collector(settings, store, pricer=_pricer())
+            running.start()
+            servers.append(
+                _Server(
+                    uvicorn.Config(
+                        running.app, host=settings.host, port=settings.otlp_http_port,
+                        log_level="warning", access_log=False,
+                    )
+                )
+            )  # fmt: skip
+        if web:
+            servers.append(
+                _Server(
+                    uvicorn.Config(
+                        _web_app(settings, store), host=settings.host, port=settings.ui_port,
+                        log_level="warning", access_log=False,
+                    )
+                )
+            )  # fmt: skip
+        if collector:
+            print(
+                f"OTLP/HTTP  http://{settings.host}:{settings.otlp_http_port}  "
+                f"(OTEL_EXPORTER_OTLP_ENDPOINT=http://{settings.host}:{settings.otlp_http_port})\n"
+                f"OTLP/gRPC  {settings.host}:{settings.otlp_grpc_port}",
+                flush=True,
+            )
+        if web:
+            print(f"Web UI     http://{settings.host}:{settings.ui_port}/", flush=True)
+        print(f"Database   {settings.clickhouse_url} (database {settings.database})", flush=True)
+        asyncio.run(_serve_all(servers))
+    finally:
+        if running is not None:
+            running.stop()
+        store.close()

@@ -1,0 +1,3 @@
+from tokentrail.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""A running collector for tests: real HTTP and gRPC listeners on free loopback ports."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from tokentrail.collector.service import Collector
+from tokentrail.server.settings import Settings
+from tokentrail.server.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    collector: Collector
+    http_url: str
+    grpc_endpoint: str
+    store: Store
+
+    def flush(self) -> None:
+        """Wait until everything acknowledged is in ClickHouse and summaries are fresh."""
+        self.collector.writer.flush()
+
+    def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        return list(self.store.client.query(sql, parameters=params).result_rows)
+
+
+@contextmanager
+def running_collector(settings: Settings, store: Store, *, pricer: Any = None, writer: bool = True) -> Iterator[Running]:
+    settings = settings.with_(otlp_http_port=free_port(), otlp_grpc_port=free_port())
+    collector = Collector(settings, store, pricer=pricer)
+    collector.start(grpc=True)
+    if not writer:
+        collector.writer.stop()
+    server = uvicorn.Server(
+        uvicorn.Config(collector.app, host="127.0.0.1", port=settings.otlp_http_port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("collector HTTP server did not start")
+        time.sleep(0.02)
+    try:
+        yield Running(
+            collector,
+            f"http://127.0.0.1:{settings.otlp_http_port}",
+            f"127.0.0.1:{collector.grpc_port}",
+            store,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        collector.stop()

@@ -10,6 +10,7 @@ import base64
 import gzip
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +19,10 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-__all__ = ["BadRequest", "Decoded", "Signal", "decode", "gunzip", "validate_logs", "validate_traces"]
+__all__ = [
+    "BadRequest", "BodyTooLarge", "Decoded", "Signal", "decode", "gunzip", "gzip_bytes",
+    "validate_logs", "validate_traces",
+]  # fmt: skip
 
 Signal = Literal["traces", "logs"]
 Encoding = Literal["protobuf", "json"]
@@ -31,6 +35,10 @@ _REQUEST_TYPES: dict[str, type[ExportTraceServiceRequest] | type[ExportLogsServi
 
 class BadRequest(ValueError):
     """The body cannot be decoded; the message says what is wrong and is returned to the sender."""
+
+
+class BodyTooLarge(ValueError):
+    """The body (or what it inflates to) is over the configured limit."""
 
 
 @dataclass
@@ -55,10 +63,6 @@ def gunzip(body: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise BadRequest("gzip body is truncated")
     return out
-
-
-class BodyTooLarge(ValueError):
-    """The body (or what it inflates to) is over the configured limit."""
 
 
 # OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
@@ -107,53 +111,53 @@ def _valid_id(raw: bytes, size: int) -> bool:
     return len(raw) == size and raw != bytes(size)
 
 
+def _drop(items: Any, is_bad: Callable[[Any], bool]) -> tuple[int, Any]:
+    """Delete the bad items of a repeated field in place; returns (how many, the first bad one)."""
+    bad = [i for i, item in enumerate(items) if is_bad(item)]
+    first = items[bad[0]] if bad else None
+    for i in reversed(bad):
+        del items[i]
+    return len(bad), first
+
+
+def _bad_span(span: Any) -> bool:
+    return (
+        not _valid_id(span.trace_id, 16)
+        or not _valid_id(span.span_id, 8)
+        or (bool(span.parent_span_id) and len(span.parent_span_id) != 8)
+    )
+
+
+def _bad_log(record: Any) -> bool:
+    # Log records need no ids; only ids that are present but malformed are refused.
+    return bool(record.trace_id and len(record.trace_id) != 16) or bool(record.span_id and len(record.span_id) != 8)
+
+
 def validate_traces(request: ExportTraceServiceRequest) -> tuple[int, int, str]:
     """Remove spans whose ids are invalid; returns (accepted, rejected, reason)."""
     accepted = rejected = 0
     reason = ""
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
-            spans = scope_spans.spans
-            bad = [
-                i
-                for i, span in enumerate(spans)
-                if not _valid_id(span.trace_id, 16)
-                or not _valid_id(span.span_id, 8)
-                or (span.parent_span_id and len(span.parent_span_id) != 8)
-            ]
-            if bad:
-                if not reason:
-                    span = spans[bad[0]]
-                    reason = (
-                        f"span {span.name[:80]!r} has an invalid id (trace_id must be 16 bytes, span_id 8 bytes, "
-                        f"neither all zero; got {len(span.trace_id)} and {len(span.span_id)} bytes)"
-                    )
-                for i in reversed(bad):
-                    del spans[i]
-                rejected += len(bad)
-            accepted += len(spans)
+            dropped, first = _drop(scope_spans.spans, _bad_span)
+            if first is not None and not reason:
+                reason = (
+                    f"span {first.name[:80]!r} has an invalid id (trace_id must be 16 bytes, span_id 8 bytes, "
+                    f"neither all zero; got {len(first.trace_id)} and {len(first.span_id)} bytes)"
+                )
+            rejected += dropped
+            accepted += len(scope_spans.spans)
     return accepted, rejected, reason
 
 
 def validate_logs(request: ExportLogsServiceRequest) -> tuple[int, int, str]:
-    """Log records need no ids; drop only those whose ids are present but malformed."""
     accepted = rejected = 0
-    reason = ""
     for resource_logs in request.resource_logs:
         for scope_logs in resource_logs.scope_logs:
-            records = scope_logs.log_records
-            bad = [
-                i
-                for i, rec in enumerate(records)
-                if (rec.trace_id and len(rec.trace_id) != 16) or (rec.span_id and len(rec.span_id) != 8)
-            ]
-            if bad:
-                reason = reason or "log record has a malformed trace_id or span_id"
-                for i in reversed(bad):
-                    del records[i]
-                rejected += len(bad)
-            accepted += len(records)
-    return accepted, rejected, reason
+            dropped, _ = _drop(scope_logs.log_records, _bad_log)
+            rejected += dropped
+            accepted += len(scope_logs.log_records)
+    return accepted, rejected, "log record has a malformed trace_id or span_id" if rejected else ""
 
 
 def decode(signal: Signal, body: bytes, encoding: Encoding) -> Decoded:

@@ -1,0 +1,141 @@
+"""kill -9 the collector during sustained ingest: every acknowledged span must be stored exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.collector.harness import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _request(rng: random.Random, spans: int) -> tuple[bytes, list[str]]:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    attr = rs.resource.attributes.add()
+    attr.key, attr.value.string_value = "service.name", "crash-test"
+    scope = rs.scope_spans.add()
+    trace_id = rng.randbytes(16)
+    ids = []
+    for i in range(spans):
+        span = scope.spans.add()
+        span.trace_id = trace_id
+        span.span_id = rng.randbytes(8)
+        span.name = f"chat step {i}"
+        span.start_time_unix_nano = time.time_ns()
+        span.end_time_unix_nano = span.start_time_unix_nano + 1000
+        for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o-mini")):
+            kv = span.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        kv = span.attributes.add()
+        kv.key, kv.value.int_value = "gen_ai.usage.input_tokens", 100
+        ids.append(span.span_id.hex())
+    return request.SerializeToString(), ids
+
+
+def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokentrail", "collector"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"collector exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("collector did not become healthy")
+
+
+def _stored(env: dict[str, str]) -> dict[str, int]:
+    code = (
+        "import json\n"
+        "from tokentrail.server.settings import from_env\n"
+        "from tokentrail.server.store import connect\n"
+        "st = connect(from_env())\n"
+        "rows = st.client.query('SELECT span_id, count() FROM spans FINAL GROUP BY span_id').result_rows\n"
+        "raw = st.client.query('SELECT count(), uniqExact(span_id) FROM spans FINAL').result_rows[0]\n"
+        "print(json.dumps({'per_span': dict(rows), 'raw': list(raw)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["raw"][0] == data["raw"][1]
+    return {k: int(v) for k, v in data["per_span"].items()}
+
+
+def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
+    port, grpc_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))},
+        "TOKENTRAIL_DATA_DIR": str(tmp_path / "data"),
+        "TOKENTRAIL_OTLP_HTTP_PORT": str(port),
+        "TOKENTRAIL_OTLP_GRPC_PORT": str(grpc_port),
+        "TOKENTRAIL_WRITER_BATCH_SPANS": "2000",
+    }
+    proc = _start(env, port)
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=5) as client:
+            while not stop.is_set():
+                body, ids = _request(rng, 200)
+                try:
+                    r = client.post(
+                        f"http://127.0.0.1:{port}/v1/traces", content=body,
+                        headers={"content-type": "application/x-protobuf"},
+                    )  # fmt: skip
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+                    continue
+                if r.status_code == 200:
+                    with lock:
+                        acked.extend(ids)
+
+    threads = [threading.Thread(target=sender, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    with lock:
+        acknowledged = list(acked)
+    assert len(acknowledged) > 1000, "the collector acknowledged too little to make the test meaningful"
+
+    proc = _start(env, port)  # restart: the writer replays the spool from its checkpoint
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(f"http://127.0.0.1:{port}/api/status").json()
+        if status["spool"]["backlog_bytes"] == 0:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+    stored = _stored(env)
+    missing = [s for s in acknowledged if s not in stored]
+    assert missing == [], f"{len(missing)} of {len(acknowledged)} acknowledged spans are missing"
+    assert all(stored[s] == 1 for s in acknowledged)

@@ -36,6 +36,8 @@ def settings(chdb_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
             "TOKENTRAIL_DATA_DIR": str(tmp_path),
             "TOKENTRAIL_CLICKHOUSE_URL": f"chdb://{chdb_dir / 'chdb'}",
             "TOKENTRAIL_CLICKHOUSE_DATABASE": database,
+            # flatten on the writer thread: no worker process per test (test_receivers covers both)
+            "TOKENTRAIL_WRITER_WORKERS": "0",
         }
     )
 

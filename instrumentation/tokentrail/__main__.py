@@ -1,3 +1,5 @@
 from tokentrail.cli import main
 
-raise SystemExit(main())
+# Guarded: worker processes started with "spawn" import the main module as __mp_main__.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.collector.harness import running_collector
@@ -54,9 +54,11 @@ def _provider(exporter) -> TracerProvider:
     return provider
 
 
-@pytest.mark.parametrize("transport", ["http", "http-gzip", "grpc"])
+@pytest.mark.parametrize("transport", ["http", "http-gzip", "grpc", "http-worker-process"])
 def test_sdk_exporter_spans_land_normalized(settings, store, transport):
-    with running_collector(settings, store) as tt:
+    workers = 1 if transport == "http-worker-process" else 0
+    with running_collector(settings.with_(writer_workers=workers), store) as tt:
+        exporter: SpanExporter
         if transport == "grpc":
             exporter = GrpcSpanExporter(endpoint=tt.grpc_endpoint, insecure=True)
         else:

@@ -18,8 +18,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from tokentrail.collector.normalize import normalize
+from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES
 
-__all__ = ["LOG_COLUMNS", "SPAN_COLUMNS", "LogBatch", "Pricer", "SpanBatch", "any_value", "attributes"]
+__all__ = [
+    "LOG_COLUMNS", "SPAN_COLUMNS", "Flattened", "LogBatch", "Pricer", "SpanBatch", "any_value", "attributes",
+    "flatten_in_worker", "flatten_records", "init_worker",
+]  # fmt: skip
 
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS = ("UNSET", "OK", "ERROR")
@@ -79,6 +83,11 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return str(value)
+
+
+def ts(nanos: int) -> str:
+    """A DateTime64(9) value for JSON input: seconds with nine decimals, exact (no float)."""
+    return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
 
 
 def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -149,7 +158,7 @@ class SpanBatch:
                     for ev in span.events:
                         ev_values, ev_texts = attributes(ev.attributes)
                         events.append((ev.name, ev_values))
-                        ev_time.append(ev.time_unix_nano)
+                        ev_time.append(ts(ev.time_unix_nano))
                         ev_name.append(ev.name)
                         ev_attrs.append(ev_texts)
                     n = normalize(span.name, values, res_values, is_error=is_error, events=events)
@@ -162,8 +171,8 @@ class SpanBatch:
                     c_name.append(span.name)
                     c_kind.append(_SPAN_KINDS[span.kind] if span.kind < 6 else "UNSPECIFIED")
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    c_start.append(start)
-                    c_end.append(end)
+                    c_start.append(ts(start))
+                    c_end.append(ts(end))
                     c_dur.append(end - start if end > start else 0)
                     c_service.append(service)
                     c_scope.append(scope_name)
@@ -265,7 +274,7 @@ class LogBatch:
                     timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
                     self.rows.append(
                         [
-                            project, timestamp, rec.observed_time_unix_nano, rec.trace_id.hex(),
+                            project, ts(timestamp), ts(rec.observed_time_unix_nano), rec.trace_id.hex(),
                             rec.span_id.hex(), rec.flags, rec.severity_text, min(rec.severity_number, 255),
                             service, scope_logs.scope.name, scope_logs.scope.version, event_name,
                             _text(body), res_texts, texts, int.from_bytes(digest, "little"),
@@ -274,3 +283,53 @@ class LogBatch:
                     added += 1
         return added
 
+
+
+# --- batch flattening, in-process or in a worker process -------------------------------------
+
+class Flattened:
+    """One batch of spool records as JSONCompactEachRow bytes, ready for ClickHouse to parse.
+
+    Encoding here (C-speed `json`) and letting ClickHouse parse in C++ keeps the inserting
+    process's Python work per span near zero, and the bytes cross a process boundary cheaply.
+    """
+
+    __slots__ = ("log_count", "log_json", "span_count", "span_json", "traces")
+
+    def __init__(self, spans: SpanBatch, logs: LogBatch) -> None:
+        self.span_count = len(spans)
+        self.span_json = _encode(zip(*spans.columns, strict=True)) if len(spans) else b""
+        self.traces = spans.traces
+        self.log_count = len(logs)
+        self.log_json = _encode(logs.rows) if len(logs) else b""
+
+
+def _encode(rows: Iterable[Any]) -> bytes:
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
+    return "\n".join(map(dumps, rows)).encode()
+
+
+def flatten_records(records: list[tuple[int, str, bytes]], pricer: Pricer | None) -> Flattened:
+    spans, logs = SpanBatch(pricer), LogBatch()
+    for kind, project, payload in records:
+        if kind == KIND_TRACES:
+            spans.add(project, ExportTraceServiceRequest.FromString(payload))
+        elif kind == KIND_LOGS:
+            logs.add(project, ExportLogsServiceRequest.FromString(payload))
+    return Flattened(spans, logs)
+
+
+_worker_pricer: Pricer | None = None
+
+
+def init_worker(with_pricing: bool) -> None:
+    """Process-pool initializer: each worker builds its own price book once."""
+    global _worker_pricer
+    if with_pricing:
+        from tokentrail.collector.pricing import PriceBook
+
+        _worker_pricer = PriceBook()
+
+
+def flatten_in_worker(records: list[tuple[int, str, bytes]]) -> Flattened:
+    return flatten_records(records, _worker_pricer)

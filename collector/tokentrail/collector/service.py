@@ -36,6 +36,7 @@ class Collector:
             batch_spans=settings.writer_batch_spans,
             idle_seconds=settings.writer_flush_seconds,
             summary_seconds=settings.summary_interval_seconds,
+            workers=settings.writer_workers,
         )
         self.ingestor = Ingestor(settings, self.spool, self.stats, on_spooled=self.writer.wake)
         self.stats.gauge(

@@ -1,24 +1,34 @@
-"""Drain the spool into ClickHouse: decode, flatten, insert, then advance the checkpoint.
+"""Drain the spool into ClickHouse: flatten, insert, then advance the checkpoint.
 
-Runs on its own thread with its own client. When ClickHouse is down or slow the spool keeps
-absorbing requests and the writer retries with backoff; a record that ClickHouse rejects while
-it is otherwise healthy is moved to `spool/dead/` and counted, never dropped silently.
+Flattening (protobuf → rows, normalization, pricing) is CPU-bound Python, so it runs in a worker
+process while the previous batch is inserted; with `workers=0` it runs in this thread instead.
+When ClickHouse is down or slow the spool keeps absorbing requests and the writer retries with
+backoff; a record that ClickHouse rejects while it is otherwise healthy is moved to
+`spool/dead/` and counted, never dropped silently.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 import time
-from pathlib import Path
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from tokentrail.collector import summary
-from tokentrail.collector.flatten import LOG_COLUMNS, SPAN_COLUMNS, LogBatch, Pricer, SpanBatch
-from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Record, Spool
+from tokentrail.collector.flatten import (
+    LOG_COLUMNS,
+    SPAN_COLUMNS,
+    Flattened,
+    Pricer,
+    flatten_in_worker,
+    flatten_records,
+    init_worker,
+)
+from tokentrail.collector.spool import Position, Record, Spool
 from tokentrail.collector.stats import Stats
 
 __all__ = ["Writer"]
@@ -27,6 +37,12 @@ logger = logging.getLogger("tokentrail.collector")
 
 _INSERT_SETTINGS = {"async_insert": 0}
 _MAX_BACKOFF = 30.0
+
+
+@dataclass
+class _Job:
+    records: list[Record]
+    rows: Future[Flattened]
 
 
 class Writer:
@@ -40,6 +56,7 @@ class Writer:
         batch_spans: int = 20_000,
         idle_seconds: float = 0.5,
         summary_seconds: float = 1.0,
+        workers: int = 0,
     ) -> None:
         self.client = client
         self.spool = spool
@@ -49,6 +66,14 @@ class Writer:
         self.idle_seconds = idle_seconds
         self.summary_seconds = summary_seconds
         self.dead_dir = spool.directory / "dead"
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding chDB
+                initializer=init_worker,
+                initargs=(pricer is not None,),
+            )
         self._dirty: set[tuple[str, str]] = set()
         self._last_summary = 0.0
         self._stop = threading.Event()
@@ -59,63 +84,91 @@ class Writer:
         # drain and summarize may be called from the thread and from flush(); one at a time
         self._step = threading.RLock()
 
-    # --- one step ----------------------------------------------------------------------------
+    # --- stages ------------------------------------------------------------------------------
 
-    def _take(self, single: bool) -> list[Record]:
+    def _take(self, start: Position, single: bool = False) -> list[Record]:
         records: list[Record] = []
         items = 0
-        for record in self.spool.read():
+        for record in self.spool.read(start):
             records.append(record)
             items += max(1, len(record.payload) // 2048)  # rough: ~2 KB per span
             if single or items >= self.batch_spans:
                 break
         return records
 
-    def _build(self, records: list[Record]) -> tuple[SpanBatch, LogBatch]:
-        spans, logs = SpanBatch(self.pricer), LogBatch()
-        for record in records:
-            if record.kind == KIND_TRACES:
-                trace_request = ExportTraceServiceRequest()
-                trace_request.ParseFromString(record.payload)
-                spans.add(record.project, trace_request)
-            elif record.kind == KIND_LOGS:
-                logs_request = ExportLogsServiceRequest()
-                logs_request.ParseFromString(record.payload)
-                logs.add(record.project, logs_request)
-        return spans, logs
+    def _submit(self, records: list[Record]) -> _Job:
+        raw = [(r.kind, r.project, r.payload) for r in records]
+        if self._pool is not None:
+            try:
+                return _Job(records, self._pool.submit(flatten_in_worker, raw))
+            except BrokenProcessPool:
+                logger.error("the flattening worker process died; flattening on the writer thread from now on")
+                self._pool = None
+        done: Future[Flattened] = Future()
+        try:
+            done.set_result(flatten_records(raw, self.pricer))
+        except Exception as exc:
+            done.set_exception(exc)
+        return _Job(records, done)
 
-    def _insert(self, spans: SpanBatch, logs: LogBatch) -> None:
-        if len(spans):
-            self.client.insert(
-                "spans", spans.columns, column_names=list(SPAN_COLUMNS), column_oriented=True,
-                settings=_INSERT_SETTINGS,
-            )  # fmt: skip
-        if len(logs):
-            self.client.insert("logs", logs.rows, column_names=list(LOG_COLUMNS), settings=_INSERT_SETTINGS)
+    def _complete(self, job: _Job) -> int:
+        """Insert a flattened job and advance the checkpoint; raises if anything fails."""
+        rows = job.rows.result()
+        if rows.span_count:
+            self.client.raw_insert(
+                "spans", list(SPAN_COLUMNS), rows.span_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
+            )
+        if rows.log_count:
+            self.client.raw_insert(
+                "logs", list(LOG_COLUMNS), rows.log_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
+            )
+        self.spool.commit(job.records[-1].end)
+        self._failures = 0
+        self.last_error = ""
+        self.stats.add("tokentrail_spans_stored_total", rows.span_count)
+        self.stats.add("tokentrail_logs_stored_total", rows.log_count)
+        self._dirty |= rows.traces
+        return rows.span_count + rows.log_count
 
     def drain_once(self) -> int:
         """Move one batch from the spool into ClickHouse; returns the items stored."""
         with self._step:
-            return self._drain_once()
+            single = self._failures >= 3
+            records = self._take(self.spool.checkpoint, single)
+            if not records:
+                return 0
+            job = self._submit(records)
+            try:
+                return self._complete(job)
+            except Exception as exc:
+                self._failed(records, exc, single)
+                return 0
 
-    def _drain_once(self) -> int:
-        single = self._failures >= 3
-        records = self._take(single)
-        if not records:
-            return 0
-        try:
-            spans, logs = self._build(records)
-            self._insert(spans, logs)
-        except Exception as exc:
-            self._failed(records, exc, single)
-            return 0
-        self._failures = 0
-        self.last_error = ""
-        self.spool.commit(records[-1].end)
-        self.stats.add("tokentrail_spans_stored_total", len(spans))
-        self.stats.add("tokentrail_logs_stored_total", len(logs))
-        self._dirty |= spans.traces
-        return len(spans) + len(logs)
+    def _pipeline(self) -> int:
+        """Like drain_once, but flattens the next batch while this one is inserted."""
+        with self._step:
+            if self._failures:
+                return self.drain_once()
+            records = self._take(self.spool.checkpoint)
+            if not records:
+                return 0
+            job = self._submit(records)
+            stored = 0
+            while not self._stop.is_set():
+                ahead = self._take(job.records[-1].end)
+                next_job = self._submit(ahead) if ahead else None
+                try:
+                    stored += self._complete(job)
+                except Exception as exc:
+                    if next_job is not None:
+                        next_job.rows.cancel()
+                    self._failed(job.records, exc, single=False)
+                    return stored
+                self._summarize(force=False)
+                if next_job is None:
+                    break
+                job = next_job
+            return stored
 
     def _failed(self, records: list[Record], exc: Exception, single: bool) -> None:
         self._failures += 1
@@ -128,7 +181,8 @@ class Writer:
             self.spool.commit(records[0].end)
             self._failures = 3
             return
-        time.sleep(min(_MAX_BACKOFF, 0.2 * 2 ** min(self._failures, 8)) if not self._stop.is_set() else 0)
+        if not self._stop.is_set():
+            time.sleep(min(_MAX_BACKOFF, 0.2 * 2 ** min(self._failures, 8)))
 
     def _healthy(self) -> bool:
         try:
@@ -141,7 +195,7 @@ class Writer:
         self.dead_dir.mkdir(exist_ok=True)
         name = f"{record.end.segment:016d}-{record.end.offset:012d}"
         (self.dead_dir / f"{name}.pb").write_bytes(record.payload)
-        Path(self.dead_dir / f"{name}.txt").write_text(f"kind={record.kind} project={record.project}\n{exc}\n")
+        (self.dead_dir / f"{name}.txt").write_text(f"kind={record.kind} project={record.project}\n{exc}\n")
         self.stats.add("tokentrail_spans_rejected_total")
         logger.error("spool record %s refused by ClickHouse; kept in %s", name, self.dead_dir)
 
@@ -178,7 +232,7 @@ class Writer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                stored = self.drain_once()
+                stored = self._pipeline()
                 self.summarize()
             except Exception:
                 logger.exception("writer step failed")
@@ -200,3 +254,7 @@ class Writer:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None

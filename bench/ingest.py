@@ -24,20 +24,7 @@ from pathlib import Path
 import httpx
 
 from bench.payloads import encoded_batches
-from tests.collector.harness import free_port
-
-
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "tokentrail", "collector"], env=env, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("collector did not start")
+from tests.collector.harness import collector_env, free_port, start_collector_process
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -61,13 +48,9 @@ def _count_in_clickhouse(env: dict[str, str]) -> int:
 def run_once(payloads: list[bytes], spans_per_request: int, concurrency: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-") as tmp:
         port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))},
-            "TOKENTRAIL_DATA_DIR": tmp,
-            "TOKENTRAIL_OTLP_HTTP_PORT": str(port),
-            "TOKENTRAIL_OTLP_GRPC_PORT": str(free_port()),
-        }
-        proc = _start(env, port)
+        extra = {k: v for k, v in os.environ.items() if k.startswith("TOKENTRAIL_WRITER_")}
+        proc = start_collector_process(collector_env(tmp, port, **extra), port)
+        env = collector_env(tmp, port)
         url = f"http://127.0.0.1:{port}"
         queue = list(payloads)
         lock = threading.Lock()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import uvicorn
 
 from tokentrail.collector.service import Collector
@@ -66,3 +70,34 @@ def running_collector(settings: Settings, store: Store, *, pricer: Any = None, w
         server.should_exit = True
         thread.join(timeout=10)
         collector.stop()
+
+
+def collector_env(data_dir: str, port: int, **extra: str) -> dict[str, str]:
+    """The environment for a `tokentrail collector` subprocess, free of the developer's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))}
+    env.update(
+        TOKENTRAIL_DATA_DIR=data_dir,
+        TOKENTRAIL_OTLP_HTTP_PORT=str(port),
+        TOKENTRAIL_OTLP_GRPC_PORT=str(free_port()),
+        **extra,
+    )
+    return env
+
+
+def start_collector_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """Start `tokentrail collector` and wait until /health answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokentrail", "collector"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"collector exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("collector did not become healthy")

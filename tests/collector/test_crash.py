@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.collector.harness import free_port
+from tests.collector.harness import collector_env, free_port, start_collector_process
 
 pytestmark = pytest.mark.slow
 
@@ -45,24 +44,6 @@ def _request(rng: random.Random, spans: int) -> tuple[bytes, list[str]]:
     return request.SerializeToString(), ids
 
 
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokentrail", "collector"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"collector exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("collector did not become healthy")
-
-
 def _stored(env: dict[str, str]) -> dict[str, int]:
     code = (
         "import json\n"
@@ -81,15 +62,9 @@ def _stored(env: dict[str, str]) -> dict[str, int]:
 
 
 def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
-    port, grpc_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))},
-        "TOKENTRAIL_DATA_DIR": str(tmp_path / "data"),
-        "TOKENTRAIL_OTLP_HTTP_PORT": str(port),
-        "TOKENTRAIL_OTLP_GRPC_PORT": str(grpc_port),
-        "TOKENTRAIL_WRITER_BATCH_SPANS": "2000",
-    }
-    proc = _start(env, port)
+    port = free_port()
+    env = collector_env(str(tmp_path / "data"), port, TOKENTRAIL_WRITER_BATCH_SPANS="2000")
+    proc = start_collector_process(env, port)
     acked: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -125,7 +100,7 @@ def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
         acknowledged = list(acked)
     assert len(acknowledged) > 1000, "the collector acknowledged too little to make the test meaningful"
 
-    proc = _start(env, port)  # restart: the writer replays the spool from its checkpoint
+    proc = start_collector_process(env, port)  # restart: the writer replays the spool from its checkpoint
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         status = httpx.get(f"http://127.0.0.1:{port}/api/status").json()

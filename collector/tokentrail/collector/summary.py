@@ -16,12 +16,15 @@ __all__ = ["refresh"]
 _UNBILL_PARENTS = """
 INSERT INTO spans
 SELECT * REPLACE (toUInt8(0) AS billable, now64(3) AS ingested_at)
-FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
-  AND (trace_id, span_id) IN (
-      SELECT trace_id, parent_span_id FROM spans FINAL
-      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
-        AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != '')
+FROM (
+    -- a subquery, because the REPLACE alias would shadow `billable` in this WHERE
+    SELECT * FROM spans FINAL
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
+      AND span_id IN (
+          SELECT parent_span_id FROM spans FINAL
+          WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+            AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != '')
+)
 """
 
 _SUMMARIZE = """

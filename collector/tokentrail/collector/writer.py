@@ -46,6 +46,9 @@ class _Job:
 
 
 class Writer:
+    #: first retry delay after a failed write; doubles per failure up to _MAX_BACKOFF
+    backoff_base = 0.2
+
     def __init__(
         self,
         client: Any,
@@ -182,7 +185,7 @@ class Writer:
             self._failures = 3
             return
         if not self._stop.is_set():
-            time.sleep(min(_MAX_BACKOFF, 0.2 * 2 ** min(self._failures, 8)))
+            time.sleep(min(_MAX_BACKOFF, self.backoff_base * 2 ** min(self._failures, 8)))
 
     def _healthy(self) -> bool:
         try:

@@ -95,9 +95,22 @@ def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]
     values: dict[str, Any] = {}
     texts: dict[str, str] = {}
     for kv in kvs:
-        v = any_value(kv.value)
-        values[kv.key] = v
-        texts[kv.key] = v if isinstance(v, str) else _text(v)
+        key = kv.key
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # the hot path: most attributes are strings or ints (kept inline: no call per attribute)
+        if kind == "string_value":
+            text = value.string_value
+            values[key] = text
+            texts[key] = text
+        elif kind == "int_value":
+            number = value.int_value
+            values[key] = number
+            texts[key] = str(number)
+        else:
+            v = any_value(value)
+            values[key] = v
+            texts[key] = _text(v)
     return values, texts
 
 

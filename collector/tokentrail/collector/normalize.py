@@ -1,0 +1,392 @@
+"""Map a span from any emitter's convention onto Tokentrail's normalized columns.
+
+Pure and never raising: bad input degrades to empty fields. Sources and key orders follow
+CONVENTIONS.md §6 (first non-empty key wins). This runs once per span on the ingest hot path, so
+key lists are tuples looked up directly in the attribute dict, and flattened-message scans run
+only when a marker key says such keys exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokentrail import semconv as sc
+from tokentrail.collector import _messages
+
+__all__ = ["Normalized", "normalize"]
+
+logger = logging.getLogger("tokentrail.collector")
+
+
+@dataclass(slots=True)
+class Normalized:
+    convention: str = ""
+    step_kind: str = sc.STEP_OTHER
+    step_subkind: str = ""
+    operation: str = ""
+    agent_name: str = ""
+    workflow_name: str = ""
+    request_model: str = ""
+    response_model: str = ""
+    provider: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    usage_reported: bool = False
+    billable: bool = False
+    reported_cost: float | None = None
+    tool_name: str = ""
+    tool_call_id: str = ""
+    tool_arguments: str = ""
+    tool_result: str = ""
+    tool_args_hash: int = 0
+    input_hash: int = 0
+    conversation_id: str = ""
+    user_id: str = ""
+    response_id: str = ""
+    finish_reasons: list[str] = field(default_factory=list)
+    error_type: str = ""
+    retry_attempt: int = 0
+    retry_reason: str = ""
+    input_messages: str = ""
+    output_messages: str = ""
+    system_instructions: str = ""
+
+
+# --- step kind -------------------------------------------------------------------------------
+
+_OPERATIONS = {
+    "chat": (sc.STEP_LLM, ""), "generate_content": (sc.STEP_LLM, ""), "text_completion": (sc.STEP_LLM, ""),
+    "completion": (sc.STEP_LLM, ""), "generate": (sc.STEP_LLM, ""), "fetch_response": (sc.STEP_OTHER, "fetch_response"),
+    "response": (sc.STEP_LLM, ""), "llm_call": (sc.STEP_LLM, ""), "llm_request": (sc.STEP_LLM, ""),
+    "transcription": (sc.STEP_LLM, "transcription"), "speech_generation": (sc.STEP_LLM, "speech"),
+    "embeddings": (sc.STEP_EMBEDDING, ""), "embedding": (sc.STEP_EMBEDDING, ""),
+    "retrieval": (sc.STEP_RETRIEVAL, ""), "vector_db_retrieve": (sc.STEP_RETRIEVAL, ""),
+    "execute_tool": (sc.STEP_TOOL, ""), "tool_call": (sc.STEP_TOOL, ""),
+    "invoke_agent": (sc.STEP_AGENT, ""), "create_agent": (sc.STEP_AGENT, "create"),
+    "invoke_workflow": (sc.STEP_AGENT, "workflow"), "execute_task": (sc.STEP_OTHER, "task"),
+    "plan": (sc.STEP_PLAN, ""), "guardrail_check": (sc.STEP_OTHER, "guardrail"),
+    "agent_handoff": (sc.STEP_OTHER, "handoff"),
+}  # fmt: skip
+_OPENINFERENCE = {
+    "LLM": (sc.STEP_LLM, ""), "EMBEDDING": (sc.STEP_EMBEDDING, ""), "RETRIEVER": (sc.STEP_RETRIEVAL, ""),
+    "RERANKER": (sc.STEP_RETRIEVAL, "reranker"), "TOOL": (sc.STEP_TOOL, ""), "AGENT": (sc.STEP_AGENT, ""),
+    "CHAIN": (sc.STEP_OTHER, "chain"), "PROMPT": (sc.STEP_OTHER, "prompt"),
+    "GUARDRAIL": (sc.STEP_OTHER, "guardrail"), "EVALUATOR": (sc.STEP_OTHER, "evaluator"),
+}  # fmt: skip
+_TRACELOOP = {
+    "workflow": (sc.STEP_AGENT, "workflow"), "agent": (sc.STEP_AGENT, ""), "tool": (sc.STEP_TOOL, ""),
+    "task": (sc.STEP_OTHER, "task"),
+}  # fmt: skip
+_LLM_REQUEST_TYPE = {
+    "chat": (sc.STEP_LLM, ""), "completion": (sc.STEP_LLM, ""), "embedding": (sc.STEP_EMBEDDING, ""),
+    "rerank": (sc.STEP_RETRIEVAL, "reranker"),
+}  # fmt: skip
+_SPAN_NAMES = {  # emitters that say what a span is only through its name
+    "claude_code.llm_request": (sc.STEP_LLM, ""), "claude_code.tool": (sc.STEP_TOOL, ""),
+    "claude_code.tool.execution": (sc.STEP_OTHER, "tool_execution"),
+    "claude_code.tool.blocked_on_user": (sc.STEP_OTHER, "blocked_on_user"),
+    "claude_code.interaction": (sc.STEP_AGENT, "turn"), "claude_code.hook": (sc.STEP_OTHER, "hook"),
+    "agent run": (sc.STEP_AGENT, ""), "running tool": (sc.STEP_TOOL, ""),
+}  # fmt: skip
+
+# --- keys, first non-empty wins ----------------------------------------------------------------
+
+_REQUEST_MODEL = (sc.GEN_AI_REQUEST_MODEL, "llm.request.model_name", "llm.model_name", "embedding.model_name", "model")
+_RESPONSE_MODEL = (sc.GEN_AI_RESPONSE_MODEL, "llm.response.model_name")
+_PROVIDER = (sc.GEN_AI_PROVIDER_NAME, "llm.system", "llm.provider", sc.GEN_AI_SYSTEM)
+_INPUT = (sc.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.token_count.prompt", "input_token_count")
+_OUTPUT = (
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.token_count.completion", "output_token_count",
+)  # fmt: skip
+_CACHE_READ = (
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens",
+    "llm.token_count.prompt_details.cache_read", "gen_ai.usage.details.cache_read_tokens",
+    "cached_content_token_count", "cached_token_count",
+)  # fmt: skip
+_CACHE_WRITE = (
+    sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens", "gen_ai.usage.cache_write_input_tokens",
+    "llm.token_count.prompt_details.cache_write", "gen_ai.usage.details.cache_write_tokens",
+    "gen_ai.usage.details.cache_creation_input_tokens", "cache_write_token_count",
+)  # fmt: skip
+_REASONING = (
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, "gen_ai.usage.reasoning_tokens", "llm.usage.reasoning_tokens",
+    "llm.token_count.completion_details.reasoning", "gen_ai.usage.details.reasoning_tokens",
+    "thoughts_token_count", "reasoning_token_count", "codex.usage.reasoning_output_tokens",
+)  # fmt: skip
+_COST = ("llm.cost.total", "gen_ai.usage.cost", "cost_usd")
+_TOOL_NAME = (sc.GEN_AI_TOOL_NAME, "tool.name", "tool_name", "function_name")
+_TOOL_CALL_ID = (sc.GEN_AI_TOOL_CALL_ID, "gen_ai.tool.call_id", "tool.id", "tool_use_id", "call_id")
+_TOOL_ARGS = (sc.GEN_AI_TOOL_CALL_ARGUMENTS, "traceloop.entity.input", "tool_input", "tool_parameters",
+              "function_args", "arguments")  # fmt: skip
+_TOOL_RESULT = (sc.GEN_AI_TOOL_CALL_RESULT, "traceloop.entity.output", "output")
+_AGENT = (sc.GEN_AI_AGENT_NAME, "agent.name", "agent_name")
+_WORKFLOW = (sc.GEN_AI_WORKFLOW_NAME, "traceloop.workflow.name", "workflow.name")
+_CONVERSATION = (sc.GEN_AI_CONVERSATION_ID, sc.SESSION_ID, "traceloop.association.properties.session_id",
+                 "conversation.id", "session_id")  # fmt: skip
+_USER = (sc.USER_ID, sc.ENDUSER_ID, "traceloop.association.properties.user_id", "user.email")
+_RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID, "request_id", "llm.response.id")
+_FINISH = (sc.GEN_AI_RESPONSE_FINISH_REASONS, "gen_ai.response.finish_reason", "llm.response.finish_reason",
+           "llm.finish_reason", "stop_reason", "finish_reasons")  # fmt: skip
+_RETRY = (sc.TT_RETRY_ATTEMPT, "attempt")
+
+# OTel provider names (CONVENTIONS.md §6.3); frameworks are not providers
+_PROVIDER_ALIASES = {
+    "az.ai.openai": "azure.ai.openai", "azure": "azure.ai.openai", "azure_openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference", "gemini": "gcp.gemini", "vertex_ai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai", "google": "gcp.gen_ai", "aws": "aws.bedrock", "bedrock": "aws.bedrock",
+    "xai": "x_ai", "mistralai": "mistral_ai", "mistral": "mistral_ai", "moonshot": "moonshot_ai",
+    "watsonx": "ibm.watsonx.ai",
+}  # fmt: skip
+_FRAMEWORKS = frozenset({"langchain", "crewai", "langgraph", "llamaindex", "llama_index", "haystack", "dspy", "autogen"})
+_CLAUDE_CODE_SERVICES = frozenset({"claude-code", "claude_code"})
+_CODEX_SERVICES = frozenset({"codex_cli_rs", "codex-cli", "codex_exec", "codex"})
+
+
+def _first(attrs: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _str(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _count(value: Any) -> int:
+    """A token count from int, float or numeric text; anything else (or negative) is 0."""
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int):
+        return value if value > 0 else 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0
+    return int(number) if number > 0 and number == number and number != float("inf") else 0
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 and number == number and number != float("inf") else None
+
+
+def _strings(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        if value.startswith("["):
+            try:
+                parsed = json.loads(value)
+                return [str(v) for v in parsed] if isinstance(parsed, list) else [value]
+            except ValueError:
+                return [value]
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _hash(*parts: str) -> int:
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _canonical(text: str) -> str:
+    """JSON with sorted keys, so equal structures hash alike whatever their key order."""
+    try:
+        return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, TypeError):
+        return text
+
+
+def provider_name(raw: Any) -> str:
+    value = _str(raw).strip().lower()
+    if not value or value in _FRAMEWORKS:
+        return ""
+    return _PROVIDER_ALIASES.get(value, value)
+
+
+def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str) -> str:
+    service = _str(resource.get(sc.SERVICE_NAME))
+    if sc.TT_STEP_KIND in attrs or sc.TT_RETRY_ATTEMPT in attrs:
+        return "tokentrail"
+    if "openinference.span.kind" in attrs:
+        return "openinference"
+    if "traceloop.span.kind" in attrs or "llm.request.type" in attrs or "traceloop.entity.name" in attrs:
+        return "openllmetry"
+    if name.startswith("claude_code.") or service in _CLAUDE_CODE_SERVICES:
+        return "claude_code"
+    if service in _CODEX_SERVICES or name in ("run_turn", "stream_request", "session_loop", "codex.exec"):
+        return "codex"
+    if attrs.get(sc.GEN_AI_AGENT_NAME) == "gemini-cli" or service.startswith("gemini-cli"):
+        return "gemini_cli"
+    if "logfire.msg" in attrs or "pydantic_ai.all_messages" in attrs or "gen_ai.aggregated_usage.input_tokens" in attrs:
+        return "pydantic_ai"
+    if "gen_ai.handoff.to_agent" in attrs or "gen_ai.guardrail.name" in attrs:
+        return "openai_agents"
+    if _str(resource.get("telemetry.sdk.name")) == "openlit" or "gen_ai.usage.cost" in attrs:
+        return "openlit"
+    if any(key.startswith("gen_ai.") for key in attrs):
+        return "otel"
+    return ""
+
+
+def _kind(attrs: Mapping[str, Any], name: str, operation: str) -> tuple[str, str]:
+    own = attrs.get(sc.TT_STEP_KIND)
+    if own in sc.STEP_KINDS:
+        return str(own), _str(attrs.get("tokentrail.step.subkind"))
+    oi = attrs.get("openinference.span.kind")
+    if isinstance(oi, str) and oi.upper() in _OPENINFERENCE:
+        return _OPENINFERENCE[oi.upper()]
+    tl = attrs.get("traceloop.span.kind")
+    if isinstance(tl, str) and tl in _TRACELOOP:
+        return _TRACELOOP[tl]
+    if operation in _OPERATIONS:
+        return _OPERATIONS[operation]
+    request_type = attrs.get("llm.request.type")
+    if isinstance(request_type, str) and request_type in _LLM_REQUEST_TYPE:
+        return _LLM_REQUEST_TYPE[request_type]
+    if name in _SPAN_NAMES:
+        return _SPAN_NAMES[name]
+    if sc.TT_RETRY_ATTEMPT in attrs:
+        return sc.STEP_RETRY, ""
+    if _first(attrs, _REQUEST_MODEL) is not None and _first(attrs, _INPUT) is not None:
+        return sc.STEP_LLM, ""  # v1.26-era spans carry no operation name
+    if sc.GEN_AI_TOOL_NAME in attrs:
+        return sc.STEP_TOOL, ""
+    return sc.STEP_OTHER, ""
+
+
+def _usage(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
+    raw_in = _first(attrs, _INPUT)
+    raw_out = _first(attrs, _OUTPUT)
+    if convention == "claude_code" and raw_in is None:
+        raw_in, raw_out = attrs.get("input_tokens"), attrs.get("output_tokens")
+    n.cache_read_tokens = _count(_first(attrs, _CACHE_READ) or (attrs.get("cache_read_tokens") if convention == "claude_code" else None))
+    n.cache_write_tokens = _count(
+        _first(attrs, _CACHE_WRITE) or (attrs.get("cache_creation_tokens") if convention == "claude_code" else None)
+    )
+    n.input_tokens = _count(raw_in)
+    if convention == "claude_code" and sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs:
+        # Claude Code reports the raw Anthropic usage: input excludes cache reads and writes.
+        n.input_tokens += n.cache_read_tokens + n.cache_write_tokens
+    n.output_tokens = _count(raw_out)
+    n.reasoning_tokens = _count(_first(attrs, _REASONING))
+    n.usage_reported = raw_in is not None or raw_out is not None
+
+
+def _messages_into(n: Normalized, attrs: Mapping[str, Any], events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    n.input_messages = _messages.as_json(attrs.get(sc.GEN_AI_INPUT_MESSAGES))
+    n.output_messages = _messages.as_json(attrs.get(sc.GEN_AI_OUTPUT_MESSAGES))
+    n.system_instructions = _messages.as_json(attrs.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
+    if not n.input_messages and "llm.input_messages.0.message.role" in attrs:
+        system, n.input_messages = _messages.openinference(attrs, "llm.input_messages.")
+        n.system_instructions = n.system_instructions or system
+    if not n.output_messages and "llm.output_messages.0.message.role" in attrs:
+        _, n.output_messages = _messages.openinference(attrs, "llm.output_messages.")
+    if not n.input_messages and ("gen_ai.prompt.0.role" in attrs or "gen_ai.prompt.0.content" in attrs):
+        system, n.input_messages, _ = _messages.openllmetry(attrs, "gen_ai.prompt.")
+        n.system_instructions = n.system_instructions or system
+    if not n.output_messages and ("gen_ai.completion.0.role" in attrs or "gen_ai.completion.0.content" in attrs):
+        _, n.output_messages, finish = _messages.openllmetry(attrs, "gen_ai.completion.")
+        n.finish_reasons = n.finish_reasons or finish
+    if not n.input_messages:  # v1.26-1.27: one string, as an attribute or a span event
+        prompt = attrs.get("gen_ai.prompt") or next(
+            (a.get("gen_ai.prompt") for e, a in events if e == "gen_ai.content.prompt"), None
+        )
+        n.input_messages = _messages.from_text(prompt, "user") or _messages.from_text(attrs.get("user_prompt"), "user")
+    if not n.output_messages:
+        completion = attrs.get("gen_ai.completion") or next(
+            (a.get("gen_ai.completion") for e, a in events if e == "gen_ai.content.completion"), None
+        )
+        n.output_messages = _messages.from_text(completion, "assistant")
+
+
+def _tool_into(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
+    name = _first(attrs, _TOOL_NAME)
+    if name is None and n.step_kind == sc.STEP_TOOL and convention == "openllmetry":
+        name = attrs.get("traceloop.entity.name")
+    n.tool_name = _str(name)
+    n.tool_call_id = _str(_first(attrs, _TOOL_CALL_ID))
+    args = _first(attrs, _TOOL_ARGS)
+    result = _first(attrs, _TOOL_RESULT)
+    if n.step_kind == sc.STEP_TOOL and convention == "openinference":
+        args = args if args is not None else attrs.get("input.value")
+        result = result if result is not None else attrs.get("output.value")
+    n.tool_arguments = _messages.as_json(args)
+    n.tool_result = _messages.as_json(result)
+    if n.tool_arguments:
+        n.tool_args_hash = _hash(n.tool_name, _canonical(n.tool_arguments))
+
+
+def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[str, Any], is_error: bool,
+          events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:  # fmt: skip
+    convention = n.convention = _convention(attrs, resource, name)
+    operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
+    n.operation = operation
+    n.step_kind, n.step_subkind = _kind(attrs, name, operation)
+    n.request_model = _str(_first(attrs, _REQUEST_MODEL))
+    n.response_model = _str(_first(attrs, _RESPONSE_MODEL))
+    n.provider = provider_name(_first(attrs, _PROVIDER))
+    if not n.provider and convention == "claude_code" and n.step_kind == sc.STEP_LLM:
+        n.provider = "anthropic"
+    _usage(n, attrs, convention)
+    n.billable = n.step_kind == sc.STEP_LLM and n.usage_reported
+    n.reported_cost = _float(_first(attrs, _COST))
+    if n.reported_cost is None and attrs.get("cost_usd_micros") is not None:
+        micros = _float(attrs.get("cost_usd_micros"))
+        n.reported_cost = micros / 1e6 if micros is not None else None
+    agent = _first(attrs, _AGENT)
+    if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openllmetry":
+        agent = attrs.get("traceloop.entity.name")
+    n.agent_name = _str(agent)
+    n.workflow_name = _str(_first(attrs, _WORKFLOW))
+    n.conversation_id = _str(_first(attrs, _CONVERSATION) or _first(resource, _CONVERSATION))
+    n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))
+    n.response_id = _str(_first(attrs, _RESPONSE_ID))
+    n.finish_reasons = _strings(_first(attrs, _FINISH))
+    n.error_type = _str(attrs.get(sc.ERROR_TYPE))
+    if not n.error_type and is_error:
+        n.error_type = next((_str(a.get("exception.type")) for e, a in events if e == "exception"), "") or "_OTHER"
+    n.retry_attempt = min(_count(_first(attrs, _RETRY)), 65535)
+    n.retry_reason = _str(attrs.get(sc.TT_RETRY_REASON))
+    _tool_into(n, attrs, convention)
+    _messages_into(n, attrs, events)
+    if n.input_messages:
+        n.input_hash = _hash(
+            n.request_model or n.response_model, _canonical(n.system_instructions), _canonical(n.input_messages)
+        )
+
+
+def normalize(
+    name: str,
+    attributes: Mapping[str, Any],
+    resource: Mapping[str, Any],
+    *,
+    is_error: bool = False,
+    events: Sequence[tuple[str, Mapping[str, Any]]] = (),
+) -> Normalized:
+    n = Normalized()
+    try:
+        _fill(n, name, attributes, resource, is_error, events)
+    except Exception:  # never let one odd span stop the pipeline; what was filled stays
+        logger.debug("normalizing span %r failed", name, exc_info=True)
+    return n

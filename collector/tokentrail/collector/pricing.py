@@ -1,0 +1,148 @@
+"""Cost of a model call from the maintained `genai-prices` catalog (never a hand-typed table).
+
+Token semantics are OpenTelemetry's, which the catalog shares: input tokens include cache reads
+and writes, output tokens include reasoning. The catalog's own `calc_price` is exact but costs
+tens of microseconds, too slow to call per span at ingest rates; for models whose price is linear
+in the token counts, the per-token rates are read once through `calc_price` itself and applied
+as floats. Tiered prices (e.g. long-context surcharges) are detected and always go through
+`calc_price`. An unknown model has unknown cost (None), never zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import genai_prices
+from genai_prices import Usage, calc_price
+
+__all__ = ["PriceBook", "catalog_provider"]
+
+logger = logging.getLogger("tokentrail.collector")
+
+# OTel gen_ai.provider.name values -> genai-prices provider ids
+_PROVIDERS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "aws.bedrock": "aws",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "mistral_ai": "mistral",
+    "x_ai": "x-ai",
+    "deepseek": "deepseek",
+    "groq": "groq",
+    "cohere": "cohere",
+    "perplexity": "perplexity",
+    "moonshot_ai": "moonshotai",
+    "together": "together",
+    "fireworks": "fireworks",
+    "cerebras": "cerebras",
+    "openrouter": "openrouter",
+}
+
+_MTOK = 1_000_000
+_RATES_TTL = 600.0  # catalog prices can change with time (promotions, off-peak): re-read rates
+
+
+def catalog_provider(provider: str) -> str | None:
+    return _PROVIDERS.get(provider.lower()) if provider else None
+
+
+def _price(usage: Usage, model: str, provider_id: str | None, at: datetime) -> Decimal:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=at).total_price
+
+
+class _Rates:
+    """USD per token for one (provider, model), or `exact` when the price is not linear."""
+
+    __slots__ = ("cache_read", "cache_write", "exact", "expires", "fresh_input", "output", "provider_id")
+
+    def __init__(self, model: str, provider_id: str | None, now: datetime) -> None:
+        self.provider_id = provider_id
+        self.expires = time.monotonic() + _RATES_TTL
+        per = Decimal(_MTOK)
+        fresh = _price(Usage(input_tokens=_MTOK), model, provider_id, now) / per
+        small = _price(Usage(input_tokens=1000), model, provider_id, now) / Decimal(1000)
+        self.exact = fresh != small  # tiered by input size
+        self.fresh_input = float(fresh)
+        self.cache_read = float(_price(Usage(input_tokens=_MTOK, cache_read_tokens=_MTOK), model, provider_id, now) / per)
+        self.cache_write = float(
+            _price(Usage(input_tokens=_MTOK, cache_write_tokens=_MTOK), model, provider_id, now) / per
+        )
+        self.output = float(_price(Usage(output_tokens=_MTOK), model, provider_id, now) / per)
+
+
+class PriceBook:
+    def __init__(self) -> None:
+        self.version = f"genai-prices {genai_prices.__version__}"
+        self._rates: dict[tuple[str, str], _Rates | None] = {}
+
+    def _lookup(self, provider: str, model: str) -> _Rates | None:
+        key = (provider, model)
+        if key in self._rates:
+            cached = self._rates[key]
+            if cached is None or cached.expires > time.monotonic():
+                return cached
+        now = datetime.now(tz=UTC)
+        found: _Rates | None = None
+        candidates = [catalog_provider(provider), None] if catalog_provider(provider) else [None]
+        names = [model]
+        if "/" in model:  # "openai/gpt-4o", "anthropic/claude-…" style prefixes
+            names.append(model.split("/", 1)[1])
+        for name in names:
+            for provider_id in candidates:
+                try:
+                    found = _Rates(name, provider_id, now)
+                    break
+                except LookupError:
+                    continue
+                except Exception:
+                    logger.debug("pricing %s/%s failed", provider, name, exc_info=True)
+                    continue
+            if found is not None:
+                break
+        self._rates[key] = found
+        return found
+
+    def cost(
+        self,
+        provider: str,
+        model: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        at: datetime | None = None,
+    ) -> float | None:
+        """USD for one call, or None when the catalog does not know the model."""
+        if not model:
+            return None
+        rates = self._lookup(provider, model)
+        if rates is None:
+            return None
+        if rates.exact or at is not None:
+            usage = Usage(
+                input_tokens=input_tokens, output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
+            )  # fmt: skip
+            try:
+                return float(_price(usage, model, rates.provider_id, at or datetime.now(tz=UTC)))
+            except Exception:
+                return None
+        fresh = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
+        return (
+            fresh * rates.fresh_input
+            + cache_read_tokens * rates.cache_read
+            + cache_write_tokens * rates.cache_write
+            + output_tokens * rates.output
+        )

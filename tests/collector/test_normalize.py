@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.collector.conventions import CASES, JSON_FIELDS, ConventionCase
+from tokentrail.collector.normalize import Normalized, normalize
+
+
+def _events(case: ConventionCase) -> list[tuple[str, dict[str, Any]]]:
+    return [("exception", {"exception.type": "openai.RateLimitError"})] if case.error else []
+
+
+def check(actual: Normalized | dict[str, Any], expected: dict[str, Any]) -> None:
+    for key, want in expected.items():
+        got = actual[key] if isinstance(actual, dict) else getattr(actual, key)
+        if key in JSON_FIELDS:
+            got = json.loads(got)
+        if isinstance(want, float):
+            assert got == pytest.approx(want), key
+        else:
+            assert got == want, key
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_each_convention_normalizes(case: ConventionCase):
+    n = normalize(case.span_name, case.attributes, case.resource, is_error=case.error, events=_events(case))
+    check(n, case.expected)
+
+
+def test_anthropic_style_exclusive_input_becomes_inclusive():
+    case = next(c for c in CASES if c.name == "claude-code-llm-request")
+    n = normalize(case.span_name, case.attributes, case.resource)
+    assert n.input_tokens == 100 + 30 + 20
+
+
+def test_flattened_messages_sort_numerically():
+    attrs = {f"llm.input_messages.{i}.message.role": "user" for i in range(12)}
+    attrs |= {f"llm.input_messages.{i}.message.content": f"m{i}" for i in range(12)}
+    messages = json.loads(normalize("llm", {"openinference.span.kind": "LLM", **attrs}, {}).input_messages)
+    assert [m["parts"][0]["content"] for m in messages] == [f"m{i}" for i in range(12)]
+
+
+def test_tool_args_hash_ignores_key_order_but_not_values_or_tool():
+    def h(name: str, args: str) -> int:
+        return normalize("t", {"gen_ai.tool.name": name, "gen_ai.tool.call.arguments": args}, {}).tool_args_hash
+
+    assert h("search", '{"q": "x", "n": 3}') == h("search", '{"n": 3, "q": "x"}') != 0
+    assert h("search", '{"q": "x", "n": 3}') != h("search", '{"q": "y", "n": 3}')
+    assert h("search", '{"q": "x"}') != h("lookup", '{"q": "x"}')
+    assert normalize("t", {"gen_ai.tool.name": "search"}, {}).tool_args_hash == 0
+
+
+def test_input_hash_is_equal_for_the_same_request_only():
+    def h(model: str, content: str) -> int:
+        msgs = [{"role": "user", "parts": [{"type": "text", "content": content}]}]
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.input.messages": msgs}
+        return normalize("chat", attrs, {}).input_hash
+
+    assert h("gpt-4o", "hi") == h("gpt-4o", "hi") != 0
+    assert h("gpt-4o", "hi") != h("gpt-4o", "hello")
+    assert h("gpt-4o", "hi") != h("gpt-4o-mini", "hi")
+    assert normalize("chat", {"gen_ai.operation.name": "chat"}, {}).input_hash == 0
+
+
+def test_provider_aliases_and_frameworks():
+    def p(value: str) -> str:
+        return normalize("c", {"gen_ai.operation.name": "chat", "gen_ai.system": value}, {}).provider
+
+    assert [p(v) for v in ("Anthropic", "MistralAI", "az.ai.openai", "vertex_ai", "gemini", "xai", "AWS")] == [
+        "anthropic", "mistral_ai", "azure.ai.openai", "gcp.vertex_ai", "gcp.gemini", "x_ai", "aws.bedrock",
+    ]  # fmt: skip
+    assert p("langchain") == p("crewai") == ""
+
+
+def test_garbage_degrades_to_empty_fields():
+    n = normalize("x", {"gen_ai.usage.input_tokens": "many", "gen_ai.usage.output_tokens": -5,
+                        "gen_ai.input.messages": "{not json", "gen_ai.response.finish_reasons": 7}, {})  # fmt: skip
+    assert (n.input_tokens, n.output_tokens) == (0, 0)
+    assert n.input_messages == "{not json"
+    assert n.finish_reasons == ["7"]
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+_keys = st.sampled_from(
+    ["gen_ai.operation.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "llm.token_count.prompt",
+     "gen_ai.input.messages", "llm.input_messages.0.message.role", "llm.input_messages.0.message.content",
+     "gen_ai.prompt.0.role", "gen_ai.tool.call.arguments", "openinference.span.kind", "gen_ai.system",
+     "tokentrail.step.kind", "attempt", "input_tokens", "cache_read_tokens", "gen_ai.response.finish_reasons",
+     "llm.cost.total", "traceloop.span.kind"]
+) | st.text(max_size=30)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=12), st.dictionaries(_keys, _values, max_size=4), st.text(max_size=30))
+def test_normalize_never_raises_and_counts_are_never_negative(attrs, resource, name):
+    n = normalize(name, attrs, resource)
+    for count in (n.input_tokens, n.output_tokens, n.cache_read_tokens, n.cache_write_tokens, n.reasoning_tokens):
+        assert isinstance(count, int) and count >= 0
+    assert 0 <= n.tool_args_hash < 2**64 and 0 <= n.input_hash < 2**64
+    assert n.step_kind in ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")

@@ -40,3 +40,40 @@ def test_status_reads_the_running_collector(settings, store):
     down = _run("status", "--url", "http://127.0.0.1:9/api/status")
     assert down.returncode == 1
     assert "not reachable" in down.stdout
+
+
+def test_up_serves_otlp_over_http_and_grpc(tmp_path):
+    import signal
+    import time
+
+    import httpx
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tests.collector.harness import collector_env, free_port, start_collector_process
+
+    port = free_port()
+    env = collector_env(str(tmp_path), port, TOKENTRAIL_UI_PORT=str(free_port()))
+    proc = start_collector_process(env, port, command="up")
+    try:
+        for exporter in (HttpExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"),
+                         GrpcExporter(endpoint=f"127.0.0.1:{env['TOKENTRAIL_OTLP_GRPC_PORT']}", insecure=True)):  # fmt: skip
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            with provider.get_tracer("t").start_as_current_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat"}):
+                pass
+            provider.shutdown()
+        deadline = time.monotonic() + 30
+        stored = 0
+        while time.monotonic() < deadline and stored < 2:
+            stored = httpx.get(f"http://127.0.0.1:{port}/api/status").json()["stats"]["tokentrail_spans_stored_total"]
+            time.sleep(0.2)
+        assert stored == 2
+        status = _run("status", TOKENTRAIL_OTLP_HTTP_PORT=str(port))
+        assert "collector: running" in status.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert (tmp_path / "chdb").is_dir()

@@ -84,10 +84,10 @@ def collector_env(data_dir: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_collector_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """Start `tokentrail collector` and wait until /health answers."""
+def start_collector_process(env: dict[str, str], port: int, command: str = "collector") -> subprocess.Popen[bytes]:
+    """Start `tokentrail collector` (or `up`) and wait until the collector's /health answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tokentrail", "collector"], env=env,
+        [sys.executable, "-m", "tokentrail", command], env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     deadline = time.monotonic() + 60

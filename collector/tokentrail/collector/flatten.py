@@ -11,38 +11,24 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from tokentrail import semconv as sc
 from tokentrail.collector.normalize import normalize
+from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES
 
 __all__ = [
-    "LOG_COLUMNS", "SPAN_COLUMNS", "Flattened", "LogBatch", "Pricer", "SpanBatch", "any_value", "attributes",
+    "LOG_COLUMNS", "SPAN_COLUMNS", "Flattened", "LogBatch", "SpanBatch", "any_value", "attributes",
     "flatten_in_worker", "flatten_records", "init_worker",
 ]  # fmt: skip
 
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS = ("UNSET", "OK", "ERROR")
-
-
-class Pricer(Protocol):
-    version: str
-
-    def cost(
-        self,
-        provider: str,
-        model: str,
-        *,
-        input_tokens: int,
-        output_tokens: int,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-        reasoning_tokens: int = 0,
-    ) -> float | None: ...
 
 
 def any_value(value: AnyValue) -> Any:
@@ -114,6 +100,15 @@ def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]
     return values, texts
 
 
+# Content attributes the normalizer moves into columns of their own (kept once, not twice).
+_CONTENT_KEYS = (
+    (sc.GEN_AI_INPUT_MESSAGES, "input_messages"),
+    (sc.GEN_AI_OUTPUT_MESSAGES, "output_messages"),
+    (sc.GEN_AI_SYSTEM_INSTRUCTIONS, "system_instructions"),
+    (sc.GEN_AI_TOOL_CALL_ARGUMENTS, "tool_arguments"),
+    (sc.GEN_AI_TOOL_CALL_RESULT, "tool_result"),
+)
+
 SPAN_COLUMNS = (
     "project", "trace_id", "span_id", "parent_span_id", "trace_state", "name", "span_kind",
     "start_time", "end_time", "duration_ns", "service_name", "scope_name", "scope_version",
@@ -131,7 +126,7 @@ SPAN_COLUMNS = (
 
 
 class SpanBatch:
-    def __init__(self, pricer: Pricer | None = None) -> None:
+    def __init__(self, pricer: PriceBook | None = None) -> None:
         self.pricer = pricer
         self.columns: list[list[Any]] = [[] for _ in SPAN_COLUMNS]
         self.traces: set[tuple[str, str]] = set()
@@ -175,6 +170,9 @@ class SpanBatch:
                         ev_name.append(ev.name)
                         ev_attrs.append(ev_texts)
                     n = normalize(span.name, values, res_values, is_error=is_error, events=events)
+                    for key, column in _CONTENT_KEYS:
+                        if key in texts and getattr(n, column):
+                            del texts[key]  # stored once, in its own column
 
                     c_project.append(project)
                     c_trace.append(trace_id)
@@ -322,7 +320,7 @@ def _encode(rows: Iterable[Any]) -> bytes:
     return "\n".join(map(dumps, rows)).encode()
 
 
-def flatten_records(records: list[tuple[int, str, bytes]], pricer: Pricer | None) -> Flattened:
+def flatten_records(records: list[tuple[int, str, bytes]], pricer: PriceBook | None) -> Flattened:
     spans, logs = SpanBatch(pricer), LogBatch()
     for kind, project, payload in records:
         if kind == KIND_TRACES:
@@ -332,7 +330,7 @@ def flatten_records(records: list[tuple[int, str, bytes]], pricer: Pricer | None
     return Flattened(spans, logs)
 
 
-_worker_pricer: Pricer | None = None
+_worker_pricer: PriceBook | None = None
 
 
 def init_worker(with_pricing: bool) -> None:

@@ -371,9 +371,9 @@ def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[
     _tool_into(n, attrs, convention)
     _messages_into(n, attrs, events)
     if n.input_messages:
-        n.input_hash = _hash(
-            n.request_model or n.response_model, _canonical(n.system_instructions), _canonical(n.input_messages)
-        )
+        # Raw text, not canonical JSON: repeats of one request come from one emitter, which encodes
+        # them alike, and re-encoding large conversations per span costs more than it buys.
+        n.input_hash = _hash(n.request_model or n.response_model, n.system_instructions, n.input_messages)
 
 
 def normalize(

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from bisect import bisect_left
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import genai_prices
-from genai_prices import Usage, calc_price
+from genai_prices import Usage, calc_price, data_snapshot
+from genai_prices.types import TieredPrices
 
 __all__ = ["PriceBook", "catalog_provider"]
 
@@ -60,24 +62,49 @@ def _price(usage: Usage, model: str, provider_id: str | None, at: datetime) -> D
         return calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=at).total_price
 
 
-class _Rates:
-    """USD per token for one (provider, model), or `exact` when the price is not linear."""
+def _tier_starts(model: str, provider_id: str | None, now: datetime) -> list[int]:
+    """Input sizes at which a tiered price changes ("cliff" tiers: past a start, all tokens pay more)."""
+    _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+    prices = info.get_prices(now)
+    starts = {
+        tier.start
+        for value in vars(prices).values()
+        if isinstance(value, TieredPrices)
+        for tier in value.tiers
+    }
+    return sorted(starts)
 
-    __slots__ = ("cache_read", "cache_write", "exact", "expires", "fresh_input", "output", "provider_id")
+
+class _Band:
+    """USD per token within one input-size band of a model's price."""
+
+    __slots__ = ("cache_read", "cache_write", "fresh_input", "output")
+
+    def __init__(self, model: str, provider_id: str | None, now: datetime, size: int) -> None:
+        # Each rate is read from calc_price itself at an input size inside the band.
+        n = Decimal(size)
+        base = _price(Usage(input_tokens=size), model, provider_id, now)
+        self.fresh_input = float(base / n)
+        self.cache_read = float(_price(Usage(input_tokens=size, cache_read_tokens=size), model, provider_id, now) / n)
+        self.cache_write = float(_price(Usage(input_tokens=size, cache_write_tokens=size), model, provider_id, now) / n)
+        with_output = _price(Usage(input_tokens=size, output_tokens=_MTOK), model, provider_id, now)
+        self.output = float((with_output - base) / Decimal(_MTOK))
+
+
+class _Rates:
+    """Linear rates per input-size band for one (provider, model)."""
+
+    __slots__ = ("bands", "expires", "provider_id", "starts")
 
     def __init__(self, model: str, provider_id: str | None, now: datetime) -> None:
         self.provider_id = provider_id
         self.expires = time.monotonic() + _RATES_TTL
-        per = Decimal(_MTOK)
-        fresh = _price(Usage(input_tokens=_MTOK), model, provider_id, now) / per
-        small = _price(Usage(input_tokens=1000), model, provider_id, now) / Decimal(1000)
-        self.exact = fresh != small  # tiered by input size
-        self.fresh_input = float(fresh)
-        self.cache_read = float(_price(Usage(input_tokens=_MTOK, cache_read_tokens=_MTOK), model, provider_id, now) / per)
-        self.cache_write = float(
-            _price(Usage(input_tokens=_MTOK, cache_write_tokens=_MTOK), model, provider_id, now) / per
-        )
-        self.output = float(_price(Usage(output_tokens=_MTOK), model, provider_id, now) / per)
+        self.starts = _tier_starts(model, provider_id, now)
+        sizes = [min(_MTOK, self.starts[0]) if self.starts else _MTOK] + [s + 1 for s in self.starts]
+        self.bands = [_Band(model, provider_id, now, size) for size in sizes]
+
+    def band(self, input_tokens: int) -> _Band:
+        return self.bands[bisect_left(self.starts, input_tokens)]
 
 
 class PriceBook:
@@ -130,7 +157,7 @@ class PriceBook:
         rates = self._lookup(provider, model)
         if rates is None:
             return None
-        if rates.exact or at is not None:
+        if at is not None:  # a past date: the catalog picks the prices in force then
             usage = Usage(
                 input_tokens=input_tokens, output_tokens=output_tokens,
                 cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
@@ -139,10 +166,11 @@ class PriceBook:
                 return float(_price(usage, model, rates.provider_id, at or datetime.now(tz=UTC)))
             except Exception:
                 return None
+        band = rates.band(input_tokens)
         fresh = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
         return (
-            fresh * rates.fresh_input
-            + cache_read_tokens * rates.cache_read
-            + cache_write_tokens * rates.cache_write
-            + output_tokens * rates.output
+            fresh * band.fresh_input
+            + cache_read_tokens * band.cache_read
+            + cache_write_tokens * band.cache_write
+            + output_tokens * band.output
         )

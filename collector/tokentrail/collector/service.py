@@ -9,8 +9,8 @@ from starlette.applications import Starlette
 
 from tokentrail.collector import grpc as grpc_receiver
 from tokentrail.collector import http as http_receiver
-from tokentrail.collector.flatten import Pricer
 from tokentrail.collector.ingest import Ingestor
+from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.spool import Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer
@@ -23,7 +23,7 @@ logger = logging.getLogger("tokentrail.collector")
 
 
 class Collector:
-    def __init__(self, settings: Settings, store: Store, *, pricer: Pricer | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, *, pricer: PriceBook | None = None) -> None:
         self.settings = settings
         self.store = store
         self.stats = Stats()

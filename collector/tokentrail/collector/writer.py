@@ -23,11 +23,11 @@ from tokentrail.collector.flatten import (
     LOG_COLUMNS,
     SPAN_COLUMNS,
     Flattened,
-    Pricer,
     flatten_in_worker,
     flatten_records,
     init_worker,
 )
+from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.spool import Position, Record, Spool
 from tokentrail.collector.stats import Stats
 
@@ -55,7 +55,7 @@ class Writer:
         spool: Spool,
         stats: Stats,
         *,
-        pricer: Pricer | None = None,
+        pricer: PriceBook | None = None,
         batch_spans: int = 20_000,
         idle_seconds: float = 0.5,
         summary_seconds: float = 1.0,

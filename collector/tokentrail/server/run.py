@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 from collections.abc import Iterator
@@ -35,10 +36,13 @@ def _pricer() -> Any:
     return PriceBook()
 
 
-def _web_app(settings: Settings, store: Store) -> Any:
-    from tokentrail.web.app import create_app
-
-    return create_app(settings, store)
+def _web_app(settings: Settings, store: Store) -> Any | None:
+    """The web UI's ASGI app, or None in an install that has no web UI."""
+    try:
+        module = importlib.import_module("tokentrail.web.app")
+    except ModuleNotFoundError:
+        return None
+    return module.create_app(settings, store)
 
 
 async def _serve_all(servers: list[_Server]) -> None:
@@ -74,12 +78,12 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
                     )
                 )
             )  # fmt: skip
-        if web:
+        web_app = _web_app(settings, store) if web else None
+        if web_app is not None:
             servers.append(
                 _Server(
                     uvicorn.Config(
-                        _web_app(settings, store), host=settings.host, port=settings.ui_port,
-                        log_level="warning", access_log=False,
+                        web_app, host=settings.host, port=settings.ui_port, log_level="warning", access_log=False,
                     )
                 )
             )  # fmt: skip
@@ -90,8 +94,12 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
                 f"OTLP/gRPC  {settings.host}:{settings.otlp_grpc_port}",
                 flush=True,
             )
-        if web:
+        if web_app is not None:
             print(f"Web UI     http://{settings.host}:{settings.ui_port}/", flush=True)
+        elif web:
+            print("Web UI     not part of this install", flush=True)
+        if not servers:
+            raise OSError("nothing to serve")
         print(f"Database   {settings.clickhouse_url} (database {settings.database})", flush=True)
         asyncio.run(_serve_all(servers))
     finally:

@@ -266,3 +266,35 @@ def test_metrics_endpoint_reports_counters(settings, store):
         status = httpx.get(f"{tt.http_url}/api/status").json()
         assert status["stats"]["tokentrail_spans_stored_total"] == 1
         assert json.dumps(status)
+
+
+def test_grpc_errors_use_the_retryable_codes(settings, store):
+    import grpc
+
+    def call(channel, body: bytes, key: str | None = None):
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        metadata = [("authorization", f"Bearer {key}")] if key else None
+        return export(body, metadata=metadata, timeout=10)
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x07" * 16, b"\x08" * 8, "x" * 2000
+    body = request.SerializeToString()
+    keyed = settings.with_(api_keys={"k1": "team-a"}, spool_max_bytes=5000)
+    with running_collector(keyed, store, writer=False) as tt, grpc.insecure_channel(tt.grpc_endpoint) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            call(channel, body)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as err:
+            call(channel, b"\xff\x00garbage", "k1")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid OTLP traces protobuf" in (err.value.details() or "")
+        codes = []
+        for _ in range(4):
+            try:
+                reply = ExportTraceServiceResponse.FromString(call(channel, body, "k1"))
+                codes.append(("OK", reply.partial_success.rejected_spans))
+            except grpc.RpcError as exc:
+                codes.append((exc.code().name, 0))
+        assert codes[0] == ("OK", 0)
+        assert ("UNAVAILABLE", 0) in codes

@@ -96,3 +96,5 @@ STEP_RETRIEVAL: Final = "retrieval"
 STEP_EMBEDDING: Final = "embedding"
 STEP_OTHER: Final = "other"
 STEP_KINDS: Final = (STEP_AGENT, STEP_PLAN, STEP_LLM, STEP_TOOL, STEP_RETRY, STEP_RETRIEVAL, STEP_EMBEDDING, STEP_OTHER)
+TT_OUTCOME_TRACE_ID: Final = "tokentrail.outcome.trace_id"
+TT_STEP_SUBKIND: Final = "tokentrail.step.subkind"

@@ -54,3 +54,15 @@ def test_an_instrumented_agent_reaches_clickhouse(settings, store):
         ]
         summary = tt.query("SELECT agent_name, llm_calls, tool_calls, cost_usd > 0 FROM traces FINAL")
         assert summary == [("refunds", 1, 1, 1)]
+
+
+def test_init_instruments_installed_libraries_through_entry_points():
+    from tokentrail.instrumentation.tenacity import TenacityInstrumentor
+
+    provider = TracerProvider()
+    try:
+        _setup.init(tracer_provider=provider, endpoint="http://127.0.0.1:9", instrument=["tenacity"])
+        assert TenacityInstrumentor().is_instrumented_by_opentelemetry
+    finally:
+        TenacityInstrumentor().uninstrument()
+        provider.shutdown()

@@ -249,6 +249,9 @@ class Writer:
             logger.exception("final flush failed; the spool keeps the rest for the next start")
 
     def start(self) -> None:
+        if self._pool is not None:
+            # Start the worker (process spawn, imports, price catalog) now, not on the first batch.
+            self._pool.submit(flatten_in_worker, [])
         self._thread = threading.Thread(target=self._run, name="tokentrail-writer", daemon=True)
         self._thread.start()
 

@@ -37,6 +37,7 @@ class Collector:
             idle_seconds=settings.writer_flush_seconds,
             summary_seconds=settings.summary_interval_seconds,
             workers=settings.writer_workers,
+            summary_client=store.new_client(),
         )
         self.ingestor = Ingestor(settings, self.spool, self.stats, on_spooled=self.writer.wake)
         self.stats.gauge(

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -60,8 +61,11 @@ class Writer:
         idle_seconds: float = 0.5,
         summary_seconds: float = 1.0,
         workers: int = 0,
+        summary_client: Any = None,
     ) -> None:
         self.client = client
+        #: a second client lets summaries run on their own thread, beside the inserts
+        self.summary_client = summary_client
         self.spool = spool
         self.stats = stats
         self.pricer = pricer
@@ -69,6 +73,7 @@ class Writer:
         self.idle_seconds = idle_seconds
         self.summary_seconds = summary_seconds
         self.dead_dir = spool.directory / "dead"
+        self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         if workers > 0:
             self._pool = ProcessPoolExecutor(
@@ -84,8 +89,11 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self.last_error = ""
-        # drain and summarize may be called from the thread and from flush(); one at a time
+        # drain may be called from the thread and from flush(); one at a time (likewise summaries)
         self._step = threading.RLock()
+        self._summary_lock = threading.Lock()
+        self._dirty_lock = threading.Lock()
+        self._summary_thread: threading.Thread | None = None
 
     # --- stages ------------------------------------------------------------------------------
 
@@ -130,7 +138,8 @@ class Writer:
         self.last_error = ""
         self.stats.add("tokentrail_spans_stored_total", rows.span_count)
         self.stats.add("tokentrail_logs_stored_total", rows.log_count)
-        self._dirty |= rows.traces
+        with self._dirty_lock:
+            self._dirty |= rows.traces
         return rows.span_count + rows.log_count
 
     def drain_once(self) -> int:
@@ -148,29 +157,36 @@ class Writer:
                 return 0
 
     def _pipeline(self) -> int:
-        """Like drain_once, but flattens the next batch while this one is inserted."""
+        """Like drain_once, but keeps one batch per worker flattening while earlier ones insert."""
         with self._step:
             if self._failures:
                 return self.drain_once()
-            records = self._take(self.spool.checkpoint)
-            if not records:
-                return 0
-            job = self._submit(records)
+            # one batch inserting while each worker flattens another
+            depth = self._workers + 1 if self._pool is not None else 1
+            jobs: deque[_Job] = deque()
+            position = self.spool.checkpoint
             stored = 0
             while not self._stop.is_set():
-                ahead = self._take(job.records[-1].end)
-                next_job = self._submit(ahead) if ahead else None
+                while len(jobs) < depth:
+                    records = self._take(position)
+                    if not records:
+                        break
+                    jobs.append(self._submit(records))
+                    position = records[-1].end
+                if not jobs:
+                    break
+                job = jobs.popleft()
                 try:
                     stored += self._complete(job)
                 except Exception as exc:
-                    if next_job is not None:
-                        next_job.rows.cancel()
+                    for pending in jobs:
+                        pending.rows.cancel()
                     self._failed(job.records, exc, single=False)
                     return stored
-                self._summarize(force=False)
-                if next_job is None:
-                    break
-                job = next_job
+                if self.summary_client is None:
+                    self.summarize()
+            for pending in jobs:  # stopping: the spool still holds them; they are replayed
+                pending.rows.cancel()
             return stored
 
     def _failed(self, records: list[Record], exc: Exception, single: bool) -> None:
@@ -203,22 +219,32 @@ class Writer:
         logger.error("spool record %s refused by ClickHouse; kept in %s", name, self.dead_dir)
 
     def summarize(self, force: bool = False) -> int:
-        with self._step:
-            return self._summarize(force)
+        """Recompute summaries of the traces written since the last call (at most every
+        summary_seconds unless forced); returns how many."""
+        with self._summary_lock:
+            now = time.monotonic()
+            if not force and now - self._last_summary < self.summary_seconds:
+                return 0
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            if not dirty:
+                return 0
+            try:
+                done = summary.refresh(self.summary_client or self.client, dirty)
+            except Exception as exc:
+                with self._dirty_lock:
+                    self._dirty |= dirty
+                logger.warning("refreshing trace summaries failed: %s", exc)
+                return 0
+            self._last_summary = now
+            return done
 
-    def _summarize(self, force: bool) -> int:
-        now = time.monotonic()
-        if not self._dirty or (not force and now - self._last_summary < self.summary_seconds):
-            return 0
-        dirty, self._dirty = self._dirty, set()
-        try:
-            done = summary.refresh(self.client, dirty)
-        except Exception as exc:
-            self._dirty |= dirty
-            logger.warning("refreshing trace summaries failed: %s", exc)
-            return 0
-        self._last_summary = now
-        return done
+    def _summaries(self) -> None:
+        while not self._stop.wait(self.summary_seconds):
+            try:
+                self.summarize(force=True)
+            except Exception:
+                logger.exception("summary step failed")
 
     def flush(self, timeout: float = 60.0) -> None:
         """Drain everything durable now and refresh summaries (tests, shutdown)."""
@@ -236,7 +262,8 @@ class Writer:
         while not self._stop.is_set():
             try:
                 stored = self._pipeline()
-                self.summarize()
+                if self.summary_client is None:
+                    self.summarize()
             except Exception:
                 logger.exception("writer step failed")
                 stored = 0
@@ -254,13 +281,17 @@ class Writer:
             self._pool.submit(flatten_in_worker, [])
         self._thread = threading.Thread(target=self._run, name="tokentrail-writer", daemon=True)
         self._thread.start()
+        if self.summary_client is not None:
+            self._summary_thread = threading.Thread(target=self._summaries, name="tokentrail-summaries", daemon=True)
+            self._summary_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        for thread in (self._thread, self._summary_thread):
+            if thread is not None:
+                thread.join(timeout=60)
+        self._thread = self._summary_thread = None
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None

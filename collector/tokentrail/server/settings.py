@@ -40,7 +40,7 @@ class Settings:
     writer_batch_spans: int = 20_000
     writer_flush_seconds: float = 0.5
     #: processes that flatten spans for the writer; 0 flattens on the writer thread
-    writer_workers: int = 1
+    writer_workers: int = 2
     summary_interval_seconds: float = 1.0
     #: Per-query memory limit for the embedded engine (chDB defaults to 0.9 x RAM).
     chdb_max_memory_bytes: int = 4 << 30
@@ -125,7 +125,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_body_bytes=_int(env, "TOKENTRAIL_MAX_BODY_BYTES", 32 << 20, 1024),
         writer_batch_spans=_int(env, "TOKENTRAIL_WRITER_BATCH_SPANS", 20_000, 1),
         writer_flush_seconds=_float(env, "TOKENTRAIL_WRITER_FLUSH_SECONDS", 0.5),
-        writer_workers=_int(env, "TOKENTRAIL_WRITER_WORKERS", 1, 0, 64),
+        writer_workers=_int(env, "TOKENTRAIL_WRITER_WORKERS", 2, 0, 64),
         summary_interval_seconds=_float(env, "TOKENTRAIL_SUMMARY_INTERVAL_SECONDS", 1.0),
         chdb_max_memory_bytes=_int(env, "TOKENTRAIL_CHDB_MAX_MEMORY_BYTES", 4 << 30, 64 << 20),
     )

@@ -93,6 +93,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     spool = status["spool"]
     print(f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in {spool['directory']}")
     print(f"refused:   {int(stats['tokentrail_requests_refused_total']):,} requests (spool full)")
+    quarantined = int(stats.get("tokentrail_records_quarantined_total", 0))
+    if quarantined:
+        print(f"dead:      {quarantined:,} spool records refused by ClickHouse, kept in {spool['directory']}/dead")
     if status["writer"]["last_error"]:
         print(f"writer:    last error: {status['writer']['last_error']}")
     return 0

@@ -19,6 +19,7 @@ _HELP = {
     "tokentrail_requests_refused_total": "Requests answered 503/UNAVAILABLE because the spool was full.",
     "tokentrail_requests_invalid_total": "Requests answered 4xx/INVALID_ARGUMENT.",
     "tokentrail_write_errors_total": "Failed ClickHouse writes (retried).",
+    "tokentrail_records_quarantined_total": "Spool records ClickHouse refused, kept in spool/dead.",
 }
 
 

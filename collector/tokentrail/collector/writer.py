@@ -215,7 +215,7 @@ class Writer:
         name = f"{record.end.segment:016d}-{record.end.offset:012d}"
         (self.dead_dir / f"{name}.pb").write_bytes(record.payload)
         (self.dead_dir / f"{name}.txt").write_text(f"kind={record.kind} project={record.project}\n{exc}\n")
-        self.stats.add("tokentrail_spans_rejected_total")
+        self.stats.add("tokentrail_records_quarantined_total")
         logger.error("spool record %s refused by ClickHouse; kept in %s", name, self.dead_dir)
 
     def summarize(self, force: bool = False) -> int:
@@ -247,13 +247,12 @@ class Writer:
                 logger.exception("summary step failed")
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Drain everything durable now and refresh summaries (tests, shutdown)."""
+        """Drain what is durable now, for at most `timeout` seconds, and refresh summaries.
+        Whatever is left stays in the spool and is written after the next start."""
         deadline = time.monotonic() + timeout
-        while self.drain_once() or (self._failures and time.monotonic() < deadline):
+        while time.monotonic() < deadline and (self.drain_once() or self._failures):
             pass
         self.summarize(force=True)
-
-    # --- thread ------------------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()

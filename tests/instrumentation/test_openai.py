@@ -1,0 +1,86 @@
+"""The openai instrumentor with the real client against the local API stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+
+import tokentrail
+from tokentrail.demo.llm_server import LLMServer
+from tokentrail.instrumentation import _content
+from tokentrail.instrumentation.openai import OpenAIInstrumentor
+
+HISTORY = [{"role": "system", "content": "You are a support agent. " * 400}, {"role": "user", "content": "Order 42?"}]
+
+
+@pytest.fixture
+def server(spans) -> Iterator[LLMServer]:
+    OpenAIInstrumentor().instrument()
+    with LLMServer(reply="It shipped.") as srv:
+        yield srv
+    OpenAIInstrumentor().uninstrument()
+
+
+def _client(server: LLMServer, **kw: Any) -> Any:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="t", **kw)
+
+
+def _chats(spans):
+    return [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+
+
+def test_chat_completion_span_with_usage_and_cache(spans, server):
+    client = _client(server)
+    with tokentrail.agent("support"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=HISTORY, temperature=0.2)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[*HISTORY, {"role": "user", "content": "thx"}])
+    first, second = _chats(spans)
+    assert first.name == "chat gpt-4o-mini" and first.kind == SpanKind.CLIENT
+    assert first.attributes["gen_ai.provider.name"] == "openai"
+    assert first.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-08-06"
+    assert first.attributes["gen_ai.request.temperature"] == 0.2
+    assert first.attributes["server.address"] == "127.0.0.1"
+    assert second.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
+    assert second.attributes["gen_ai.usage.cache_read.input_tokens"] == reply.usage.prompt_tokens_details.cached_tokens > 0
+    assert second.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    root = next(s for s in spans.get_finished_spans() if s.name == "invoke_agent support")
+    assert first.parent.span_id == root.context.span_id
+    assert "gen_ai.input.messages" not in first.attributes
+
+
+def test_stream_span_ends_with_the_stream_and_carries_usage(spans, server):
+    stream = _client(server).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+    )
+    assert _chats(spans) == []  # still open while the stream is unread
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.strip() == "It shipped."
+    (span,) = _chats(spans)
+    assert span.attributes["gen_ai.usage.output_tokens"] > 0
+    assert span.attributes["gen_ai.request.stream"] is True
+
+
+def test_async_call_and_content_capture(spans, server):
+    _content.configure(enabled=True)
+    client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t")
+    asyncio.run(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}]))
+    (span,) = _chats(spans)
+    assert json.loads(span.attributes["gen_ai.input.messages"]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "hello"}]}
+    ]
+    assert json.loads(span.attributes["gen_ai.output.messages"])[0]["parts"][0]["content"] == "It shipped."
+
+
+def test_errors_pass_through_and_are_recorded(spans, server):
+    server.fail_next(429, retry_after=0.01, times=3)
+    with pytest.raises(openai.RateLimitError):
+        _client(server, max_retries=1).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    (span,) = _chats(spans)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes["error.type"] == "RateLimitError"

@@ -174,6 +174,15 @@ class _StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         return await self.__wrapped__.__aexit__(*exc)
 
 
+def _finished(span: Span, response: Any, kwargs: dict[str, Any]) -> Any:
+    """End the span now, or hand it to a stream proxy that ends it when the stream is done."""
+    if kwargs.get("stream"):
+        return _StreamProxy(response, span)
+    _record_response(span, response)
+    span.end()
+    return response
+
+
 def _sync_create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     span = _start(instance, kwargs)
     if span is None:
@@ -186,11 +195,7 @@ def _sync_create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dic
         raise
     finally:
         otel_context.detach(token)
-    if kwargs.get("stream"):
-        return _StreamProxy(response, span)
-    _record_response(span, response)
-    span.end()
-    return response
+    return _finished(span, response, kwargs)
 
 
 async def _async_create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -205,11 +210,7 @@ async def _async_create(wrapped: Any, instance: Any, args: tuple[Any, ...], kwar
         raise
     finally:
         otel_context.detach(token)
-    if kwargs.get("stream"):
-        return _StreamProxy(response, span)
-    _record_response(span, response)
-    span.end()
-    return response
+    return _finished(span, response, kwargs)
 
 
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]

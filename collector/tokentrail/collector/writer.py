@@ -14,6 +14,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -29,10 +30,10 @@ from tokentrail.collector.flatten import (
     init_worker,
 )
 from tokentrail.collector.pricing import PriceBook
-from tokentrail.collector.spool import Position, Record, Spool
+from tokentrail.collector.spool import KIND_TRACES, Position, Record, Spool
 from tokentrail.collector.stats import Stats
 
-__all__ = ["Writer"]
+__all__ = ["Writer", "insert", "load"]
 
 logger = logging.getLogger("tokentrail.collector")
 
@@ -44,6 +45,26 @@ _MAX_BACKOFF = 30.0
 class _Job:
     records: list[Record]
     rows: Future[Flattened]
+
+
+def insert(client: Any, rows: Flattened) -> None:
+    """Insert one flattened batch synchronously (acknowledged = written, not queued)."""
+    if rows.span_count:
+        client.raw_insert("spans", list(SPAN_COLUMNS), rows.span_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
+    if rows.log_count:
+        client.raw_insert("logs", list(LOG_COLUMNS), rows.log_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
+
+
+def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook | None = None) -> int:
+    """Write encoded `ExportTraceServiceRequest`s straight to ClickHouse, without the spool,
+    and refresh their summaries: for seeding a database (benchmarks, tests). Returns spans written."""
+    written = 0
+    for payload in requests:
+        rows = flatten_records([(KIND_TRACES, project, payload)], pricer)
+        insert(client, rows)
+        summary.refresh(client, rows.traces)
+        written += rows.span_count
+    return written
 
 
 class Writer:
@@ -125,14 +146,7 @@ class Writer:
     def _complete(self, job: _Job) -> int:
         """Insert a flattened job and advance the checkpoint; raises if anything fails."""
         rows = job.rows.result()
-        if rows.span_count:
-            self.client.raw_insert(
-                "spans", list(SPAN_COLUMNS), rows.span_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
-            )
-        if rows.log_count:
-            self.client.raw_insert(
-                "logs", list(LOG_COLUMNS), rows.log_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
-            )
+        insert(self.client, rows)
         self.spool.commit(job.records[-1].end)
         self._failures = 0
         self.last_error = ""

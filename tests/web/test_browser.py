@@ -1,0 +1,120 @@
+"""The UI in headless Chromium: the everyday journey, and hostile span content.
+
+Screenshots land in test-artifacts/ (kept by CI) for a person to look at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.web.data import Recorder, support_run
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_list_filter_open_trace_and_read_a_span(live, store, browser_page):
+    rec = Recorder()
+    for i in range(4):
+        support_run(rec, agent="triage" if i % 2 else "billing", conversation=f"conv-{i}", fail=i == 3)
+    rec.store(store.client)
+    page = browser_page
+    page.goto(live + "/")
+    assert page.locator("table.traces tbody tr").count() == 4
+    assert page.locator("[data-total=traces]").inner_text() == "4"
+    _shot(page, "traces-list")
+
+    page.select_option("select[name=agent]", "triage")  # htmx swaps the results, the URL follows
+    page.wait_for_url("**agent=triage**")
+    expect(page.locator("table.traces tbody tr")).to_have_count(2)
+    assert page.locator("[data-total=traces]").inner_text() == "2"
+    page.select_option("select[name=status]", "error")
+    expect(page.locator("table.traces tbody tr")).to_have_count(1)
+    _shot(page, "traces-filtered")
+
+    page.locator("table.traces td.name > a").first.click()
+    page.wait_for_selector("#wf .wf-row")
+    assert page.locator("#wf .wf-row").count() == 6
+    assert page.locator("#wf .wf-row.err").count() == 2
+    page.locator("#wf .wf-row").nth(5).click()  # the retried call that succeeded
+    page.wait_for_selector("#detail .span-detail")
+    assert page.locator("#detail [data-field=input_tokens]").inner_text() == "1,400 of which 1,024 cached"
+    assert "It ships tomorrow." in page.locator("#detail .chat").inner_text()
+    assert "#span-" in page.url
+    _shot(page, "trace-with-span")
+
+    page.locator("#wf .wf-row").first.locator(".wf-toggle").click()  # collapse the agent run
+    assert page.locator("#wf .wf-row:visible").count() == 1
+    page.locator("#wf .wf-row").first.locator(".wf-toggle").click()
+    assert page.locator("#wf .wf-row:visible").count() == 6
+    page.reload()  # the selected span survives a reload (the URL names it)
+    page.wait_for_selector("#detail .span-detail")
+    assert page.locator("#wf .wf-row.selected").count() == 1
+    assert page.problems == []
+
+
+HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+BREAKOUT = '"><svg onload="window.__pwned=3"></svg><a href="javascript:window.__pwned=4">x</a>'
+
+
+def _hostile_trace(store: Any) -> str:
+    rec = Recorder()
+    extra: dict[str, Any] = {f"k{BREAKOUT}": BREAKOUT, "huge": "y" * 1_000_000, "unbroken": "z" * 5000}
+    with rec.span(f"invoke_agent {HOSTILE}", gen_ai__operation__name="invoke_agent",
+                  gen_ai__agent__name=BREAKOUT, gen_ai__conversation__id=BREAKOUT) as root:  # fmt: skip
+        rec.chat(f"gpt-4o{BREAKOUT}", "openai", 100, 10, agent=BREAKOUT,
+                 messages=[{"role": f"user{BREAKOUT}", "parts": [{"type": "text", "content": HOSTILE * 3}]},
+                           {"role": "assistant", "parts": [{"type": "tool_call", "id": BREAKOUT, "name": HOSTILE,
+                                                            "arguments": {"q": HOSTILE}}]}],
+                 output=[{"role": "assistant", "parts": [{"type": "text", "content": "x" * 300_000}]}],
+                 **extra)  # fmt: skip
+        with rec.span("W" * 3000, gen_ai__operation__name="execute_tool", gen_ai__tool__name=HOSTILE,
+                      gen_ai__tool__call__arguments=HOSTILE, gen_ai__tool__call__result=BREAKOUT):  # fmt: skip
+            pass
+    rec.store(store.client)
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    # Another writer may have stored bytes that are not UTF-8 (the collector cannot: protobuf
+    # refuses them), so put some in directly.
+    store.client.command(
+        "INSERT INTO spans (project, trace_id, span_id, parent_span_id, name, start_time, end_time, duration_ns, "
+        "attributes, step_kind) SELECT 'default', {t:String}, 'ffffffffffffffff', '', "
+        "concat('bad ', unhex('FFFE'), ' utf8'), now64(9), now64(9), 1000, map('bytes', unhex('C328A0A1')), 'tool'",
+        parameters={"t": trace_id},
+    )
+    return trace_id
+
+
+def test_hostile_content_is_shown_as_text_and_runs_nothing(live, store, browser_page):
+    trace_id = _hostile_trace(store)
+    page = browser_page
+    for path in ("/", "/conversations?range=all", f"/trace/{trace_id}"):
+        page.goto(live + path)
+        assert page.evaluate("window.__pwned") is None, path
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1400, (path, width)  # nothing pushes the layout sideways
+    assert HOSTILE[:40] in page.locator("h1").inner_text()
+    rows = page.locator("#wf .wf-row")
+    assert rows.count() == 4
+    for i in range(rows.count()):
+        rows.nth(i).click()
+        page.wait_for_selector(f"#detail .span-detail[data-span='{rows.nth(i).get_attribute('data-span')}']")
+        assert page.evaluate("window.__pwned") is None
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+        if i == 1:
+            _shot(page, "hostile-model-span")
+            detail = page.locator("#detail").inner_text()
+            assert HOSTILE in detail and "more characters (full text in the JSON view)" in detail
+            assert page.locator("#detail svg, #detail img, #detail script:not([src])").count() == 0
+    assert "bad \ufffd" in page.locator("#wf").inner_text()
+    _shot(page, "hostile-trace")
+    assert page.problems == []

@@ -1,0 +1,217 @@
+"""The web UI in-process against the real engine: what a user sees on each page and its JSON twin."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bs4 import BeautifulSoup
+
+from tests.web.data import Recorder, support_run
+from tokentrail.web.format import usd
+
+
+def _soup(response) -> Any:  # Any: bs4's Optional returns would need a check per selector
+    assert response.status_code == 200, response.text[:500]
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def _soup_any(text: str) -> Any:
+    return BeautifulSoup(text, "html.parser")
+
+
+def _stat(soup: Any, label: str) -> str:
+    for stat in soup.select(".stat"):
+        if stat.select_one(".label").get_text(strip=True) == label:
+            return str(stat.select_one(".value").get_text(" ", strip=True))
+    raise AssertionError(f"no {label!r} stat")
+
+
+def test_empty_project_explains_how_to_send_data(web):
+    soup = _soup(web.get("/"))
+    text = soup.select_one(".onboarding").get_text(" ", strip=True)
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT=http://testserver:4318" in text
+    assert "tokentrail.init()" in text and "tokentrail demo" in text
+    assert web.get("/traces.json").json()["has_data"] is False
+
+
+def test_list_shows_each_run_with_totals_and_json_twin(web, store, rec: Recorder):
+    ids = [support_run(rec, conversation=f"conv-{i}", fail=i == 2) for i in range(3)]
+    rec.store(store.client)
+    soup = _soup(web.get("/traces"))
+    rows = soup.select("table.traces tbody tr")
+    assert len(rows) == 3
+    links = [a["href"] for a in soup.select("table.traces td.name > a")]
+    assert links == [f"/trace/{i}" for i in reversed(ids)]  # newest first
+    assert [r.get("class") == ["error"] for r in rows].count(True) == 1
+    api = web.get("/traces.json").json()
+    totals = api["totals"]
+    assert totals["traces"] == 3 and totals["errors"] == 1
+    # leaf model calls only: 3 per run, every price known
+    assert totals["llm_calls"] == 9 and totals["unpriced_calls"] == 0
+    assert totals["input_tokens"] == 3 * (1200 + 1400 + 1400)
+    assert totals["cost_usd"] == sum(t["cost_usd"] for t in api["traces"]) > 0
+    assert _stat(soup, "Traces") == "3"
+    assert _stat(soup, "Cost") == usd(totals["cost_usd"])
+    assert _stat(soup, "Model calls") == "9"
+    assert [t["trace_id"] for t in api["traces"]] == list(reversed(ids))
+
+
+def test_filters_narrow_the_list(web, store, rec: Recorder):
+    support_run(rec, agent="billing", conversation="c-a", user="alice")
+    failed = support_run(rec, agent="triage", conversation="c-b", user="bob", fail=True)
+    rec.chat("claude-3-5-haiku", "anthropic", 300, 20, agent="triage")  # a trace of its own
+    rec.store(store.client)
+
+    def ids(**params) -> list[str]:
+        return [t["trace_id"] for t in web.get("/traces.json", params=params).json()["traces"]]
+
+    assert len(ids()) == 3
+    assert ids(status="error") == [failed]
+    assert len(ids(agent="triage")) == 2
+    assert len(ids(agent="billing")) == 1
+    assert len(ids(model="claude-3-5-haiku-20241022")) + len(ids(model="claude-3-5-haiku")) == 1
+    assert ids(conversation="c-b") == [failed]
+    assert ids(user="alice") != [] and failed not in ids(user="alice")
+    assert ids(q="LOOKUP_order") == ids(q="lookup") and len(ids(q="lookup")) == 2
+    assert ids(q="no such span") == []
+    assert len(ids(min_cost="0.000001")) == 3 and ids(min_cost="1000") == []
+    assert ids(range="all") == ids()
+    old = web.get("/traces.json", params={"from": "2001-01-01", "to": "2001-01-02"}).json()
+    assert old["traces"] == [] and old["totals"]["traces"] == 0
+    facets = _soup(web.get("/traces"))
+    agents = [o["value"] for o in facets.select("select[name=agent] option") if o["value"]]
+    assert agents == ["billing", "triage"]
+
+
+def test_bad_parameters_get_a_clear_400(web):
+    for params, message in [
+        ({"range": "3w"}, "range must be one of 1h, 6h, 24h, 7d, 30d, 90d, all"),
+        ({"min_cost": "cheap"}, "min_cost must be a number of dollars"),
+        ({"min_cost": "-1"}, "min_cost must be zero or more"),
+        ({"sort": "name"}, "sort must be one of"),
+        ({"limit": "100000"}, "limit must be between 1 and 500"),
+        ({"from": "yesterday"}, "from must be an ISO date"),
+        ({"cursor": "garbage"}, "cursor"),
+        ({"project": "a b"}, "project must be"),
+    ]:
+        api = web.get("/traces.json", params=params)
+        assert api.status_code == 400 and message in api.json()["error"], (params, api.text)
+        page = web.get("/traces", params=params)
+        assert page.status_code == 400 and message in _soup_any(page.text).select_one(".error-page p").text
+    assert web.get("/trace/nothex.json").status_code == 400
+    missing = web.get("/trace/" + "ab" * 16)
+    assert missing.status_code == 404 and "no trace" in missing.text
+
+
+def test_keyset_pages_cover_every_trace_once_in_order(web, store, rec: Recorder):
+    for i in range(23):
+        rec.chat("gpt-4o-mini", "openai", 100 + (i % 5) * 10, 10)
+    rec.store(store.client)
+    for sort in ("start", "cost", "tokens", "duration"):
+        for direction in ("desc", "asc"):
+            seen, params = [], {"limit": "5", "sort": sort, "dir": direction}
+            while True:
+                page = web.get("/traces.json", params=params).json()
+                seen += page["traces"]
+                if not page["next"]:
+                    break
+                params = page["next"]
+            assert len(seen) == 23 and len({t["trace_id"] for t in seen}) == 23, (sort, direction)
+            key = {"start": "start_ns", "cost": "cost_usd", "duration": "duration_ns"}.get(sort)
+            values = [t[key] if key else t["input_tokens"] + t["output_tokens"] for t in seen]
+            assert values == sorted(values, reverse=direction == "desc"), (sort, direction)
+
+
+def test_project_scoping(web, store, rec: Recorder):
+    trace_id = support_run(rec)
+    rec.store(store.client, project="team-b")
+    assert web.get("/traces.json").json()["traces"] == []
+    assert web.get(f"/trace/{trace_id}").status_code == 404
+    assert [t["trace_id"] for t in web.get("/traces.json?project=team-b").json()["traces"]] == [trace_id]
+    page = _soup(web.get(f"/trace/{trace_id}?project=team-b"))
+    assert page.select_one("#wf")["data-query"] == "?project=team-b"
+
+
+def test_trace_page_is_a_nested_timeline(web, store, rec: Recorder):
+    trace_id = support_run(rec, fail=True)
+    rec.store(store.client)
+    soup = _soup(web.get(f"/trace/{trace_id}"))
+    rows = soup.select("#wf .wf-row")
+    names = [r.select_one(".wf-name").get_text(strip=True) for r in rows]
+    assert names == ["invoke_agent support", "plan support", "chat gpt-4o", "execute_tool lookup_order",
+                     "chat gpt-4o", "chat gpt-4o"]  # fmt: skip
+    assert [int(r["data-depth"]) for r in rows] == [0, 1, 1, 1, 1, 1]
+    assert [c for r in rows for c in r["class"] if c.startswith("kind-")] == [
+        "kind-agent", "kind-plan", "kind-llm", "kind-tool", "kind-llm", "kind-llm"]  # fmt: skip
+    assert ["err" in r["class"] for r in rows] == [True, False, False, False, True, False]
+    assert rows[5].select_one(".badge.retry").get_text() == "#2"
+    bars = [r.select_one(".wf-bar")["style"] for r in rows]
+    left, width = map(float, re.findall(r"[\d.]+", bars[0]))
+    assert left == 0 and width == 100
+    api = web.get(f"/trace/{trace_id}.json").json()
+    assert [s["name"] for s in api["spans"]] == names
+    assert api["summary"]["llm_calls"] == 3 and api["summary"]["status"] == "error"
+    # the context chart: one column per model call, cached + carried + new = input
+    assert len(soup.select(".chart .col")) == 3
+    for step in api["context"]:
+        assert step["cached"] + step["carried"] + step["new"] == step["input_tokens"]
+    assert [s["cached"] for s in api["context"]] == [0, 0, 1024]
+    # the second call carries the first call's 1200 + 80 tokens, the rest is new
+    assert (api["context"][1]["carried"], api["context"][1]["new"]) == (1280, 120)
+
+
+def test_span_detail_shows_tokens_cost_messages_and_tool(web, store, rec: Recorder):
+    trace_id = support_run(rec)
+    rec.store(store.client)
+    spans = web.get(f"/trace/{trace_id}.json").json()["spans"]
+    final = spans[5]
+    detail = _soup(web.get(f"/trace/{trace_id}/span/{final['span_id']}", headers={"HX-Request": "true"}))
+    assert detail.select_one("html") is None  # a partial for htmx
+    assert detail.select_one("[data-field=input_tokens]").get_text(" ", strip=True) == "1,400 of which 1,024 cached"
+    cost = detail.select_one("[data-field=cost]").get_text(" ", strip=True)
+    span_api = web.get(f"/trace/{trace_id}/span/{final['span_id']}.json").json()["span"]
+    assert span_api["cost_source"] == "computed" and span_api["price_version"].startswith("genai-prices")
+    assert cost.startswith(f"${span_api['cost_usd']:.4f}") and "computed · genai-prices" in cost
+    assert [m.get_text(" ", strip=True) for m in detail.select(".chat .msg")] == ["assistant · response It ships tomorrow."]
+    tool = _soup(web.get(f"/trace/{trace_id}/span/{spans[3]['span_id']}"))
+    assert tool.select_one("html") is not None  # opened directly: a whole page
+    blocks = [p.get_text() for p in tool.select(".span-detail pre.content")]
+    assert '{"order": 42}' in blocks and '{"status": "shipped", "eta": "tomorrow"}' in blocks
+    first = _soup(web.get(f"/trace/{trace_id}/span/{spans[2]['span_id']}"))
+    call = first.select_one(".part.tool-call")
+    assert call.select_one("code").get_text() == "lookup_order" and '"order": 42' in call.select_one("pre").get_text()
+    assert web.get(f"/trace/{trace_id}/span/{'0' * 16}").status_code == 404
+
+
+def test_unknown_model_cost_is_unknown_not_zero(web, store, rec: Recorder):
+    rec.chat("house-model-x", "acme", 500, 50)
+    rec.store(store.client)
+    (trace,) = web.get("/traces.json").json()["traces"]
+    assert trace["unpriced_calls"] == 1
+    span = web.get(f"/trace/{trace['trace_id']}.json").json()["spans"][0]
+    assert span["cost_usd"] is None
+    detail = _soup(web.get(f"/trace/{trace['trace_id']}/span/{span['span_id']}"))
+    assert detail.select_one("[data-field=cost]").get_text(" ", strip=True).startswith("unknown")
+    listing = _soup(web.get("/traces"))
+    assert "1 unpriced call" in listing.select_one(".totals").get_text(" ", strip=True)
+    assert _stat(listing, "Cost") == "unknown"  # not $0: the only call has no known price
+    assert listing.select("table.traces td.num")[-1].get_text(" ", strip=True) == "unknown +?"
+
+
+def test_conversations_group_traces_with_cost(web, store, rec: Recorder):
+    a1 = support_run(rec, conversation="conv-a")
+    a2 = support_run(rec, conversation="conv-a")
+    b = support_run(rec, conversation="conv-b")
+    rec.store(store.client)
+    traces = {t["trace_id"]: t for t in web.get("/traces.json").json()["traces"]}
+    convs = web.get("/conversations.json").json()["conversations"]
+    assert [c["conversation_id"] for c in convs] == ["conv-b", "conv-a"]
+    assert convs[1]["traces"] == 2
+    assert abs(convs[1]["cost_usd"] - traces[a1]["cost_usd"] - traces[a2]["cost_usd"]) < 1e-12
+    assert convs[0]["cost_usd"] == traces[b]["cost_usd"]
+    soup = _soup(web.get("/conversations"))
+    link = soup.select_one("table.conversations td.name a")
+    assert link.get_text() == "conv-b"
+    listed = web.get(link["href"].replace("/traces", "/traces.json")).json()["traces"]
+    assert [t["trace_id"] for t in listed] == [b]

@@ -1,0 +1,48 @@
+"""Waterfall layout and the context split, without a database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tokentrail.web.timeline import context_steps, layout
+
+
+def _span(span_id: str, parent: str = "", start: int = 0, dur: int = 10, kind: str = "other", **kw: Any) -> dict[str, Any]:
+    row = {"span_id": span_id, "parent_span_id": parent, "name": span_id, "step_kind": kind, "start_ns": start,
+           "duration_ns": dur, "billable": 0, "agent_name": "", "input_tokens": 0, "output_tokens": 0,
+           "cache_read_tokens": 0, "model": ""}  # fmt: skip
+    row.update(kw)
+    return row
+
+
+def test_depth_first_with_orphans_cycles_and_unknown_kinds():
+    spans = [_span("a", start=0, dur=100, kind="agent"), _span("b", "a", 10, 20, kind="llm"),
+             _span("c", "b", 12, 5, kind="weird"), _span("d", "a", 50, 50, kind="tool"),
+             _span("o", "missing", 60, 10), _span("x", "y", 70, 1), _span("y", "x", 71, 1)]  # fmt: skip
+    tl = layout(spans)
+    assert [(r.span["span_id"], r.depth) for r in tl.rows] == [("a", 0), ("b", 1), ("c", 2), ("d", 1), ("o", 0), ("x", 0), ("y", 1)]
+    assert [r.kind for r in tl.rows] == ["agent", "llm", "other", "tool", "other", "other", "other"]
+    assert tl.rows[4].orphan and not tl.rows[0].orphan
+    assert (tl.rows[3].left, tl.rows[3].width) == (50.0, 50.0)
+    assert tl.duration_ns == 100 and tl.ticks[-1] == (100.0, 100)
+
+
+def test_big_traces_start_with_deep_subtrees_collapsed():
+    spans = [_span("root")]
+    for i in range(300):
+        spans += [_span(f"s{i}", "root", i), _span(f"h{i}", f"s{i}", i), _span(f"r{i}", f"h{i}", i)]
+    tl = layout(spans)
+    by_id = {r.span["span_id"]: r for r in tl.rows}
+    assert len(tl.rows) == 901
+    assert not by_id["s7"].hidden and not by_id["h7"].hidden and by_id["h7"].collapsed
+    assert by_id["r7"].hidden
+
+
+def test_context_split_adds_up_per_agent():
+    calls = [_span("1", billable=1, agent_name="a", input_tokens=1000, output_tokens=100),
+             _span("2", billable=1, agent_name="b", input_tokens=500, output_tokens=50),
+             _span("3", billable=1, agent_name="a", input_tokens=1500, output_tokens=10, cache_read_tokens=800),
+             _span("4", billable=0, agent_name="a", input_tokens=9999)]  # fmt: skip
+    steps = context_steps(calls)
+    assert [(s.cached, s.carried, s.new) for s in steps] == [(0, 0, 1000), (0, 0, 500), (800, 300, 400)]
+    assert all(s.cached + s.carried + s.new == s.input_tokens for s in steps)

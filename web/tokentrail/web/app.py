@@ -1,0 +1,217 @@
+"""The web UI: FastAPI + Jinja2, htmx for partial updates. Every page has a JSON twin at the same
+path plus `.json`, built from the same view dict.
+
+`create_app(settings, store)` is called by `tokentrail up` / `tokentrail web`; nothing is built at
+import time.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from tokentrail.server.settings import Settings
+from tokentrail.server.store import Store
+from tokentrail.web import views
+from tokentrail.web.filters import BadRequest, TraceFilter, parse_trace_filter
+from tokentrail.web.format import FILTERS
+from tokentrail.web.queries import Queries
+from tokentrail.web.timeline import KINDS
+
+__all__ = ["create_app"]
+
+_HERE = Path(__file__).resolve().parent
+_PROJECT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HEADERS = {
+    # Span content is untrusted: no inline or foreign script can run, whatever slips through.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class _SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers.update(_HEADERS)
+        return response
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _query_string(default_project: str) -> Callable[..., str]:
+    def qs(args: dict[str, Any], project: str) -> str:
+        """`?a=1&b=2` for a link, the project included unless it is the default one."""
+        items = dict(args)
+        if project != default_project:
+            items["project"] = project
+        return "?" + urlencode(items) if items else ""
+
+    return qs
+
+
+def _project_query(default_project: str) -> Callable[..., str]:
+    def project_query(project: str, leading: str = "&") -> str:
+        return "" if project == default_project else leading + urlencode({"project": project})
+
+    return project_query
+
+
+def create_app(settings: Settings, store: Store) -> FastAPI:
+    local = threading.local()
+    clients: list[Any] = []
+    clients_lock = threading.Lock()
+
+    def queries() -> Queries:
+        # One client per worker thread: a client runs one query at a time.
+        q: Queries | None = getattr(local, "queries", None)
+        if q is None:
+            client = store.new_client()
+            with clients_lock:
+                clients.append(client)
+            q = local.queries = Queries(client)
+        return q
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        with clients_lock:
+            for client in clients:
+                client.close()
+            clients.clear()
+
+    app = FastAPI(title="Tokentrail", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    templates = Jinja2Templates(directory=_HERE / "templates")
+    templates.env.filters.update(FILTERS)
+    templates.env.globals.update(kinds=KINDS, qs=_query_string(settings.default_project),
+                                 project_query=_project_query(settings.default_project))  # fmt: skip
+
+    def project_of(request: Request) -> str:
+        project = request.query_params.get("project", "").strip() or settings.default_project
+        if not _PROJECT.match(project):
+            raise BadRequest("project must be 1 to 64 letters, digits, - or _")
+        return project
+
+    def page(request: Request, template: str, data: dict[str, Any], status: int = 200) -> Response:
+        project = data.get("project") or settings.default_project
+        context = {"request": request, "project": project, "default_project": settings.default_project, **data}
+        return templates.TemplateResponse(request, template, context, status_code=status)
+
+    def handle(request: Request, as_json: bool, build: Callable[[], tuple[str, dict[str, Any]]],
+               to_json: Callable[[dict[str, Any]], Any] | None = None) -> Response:  # fmt: skip
+        try:
+            template, data = build()
+        except BadRequest as exc:
+            return _error(request, as_json, 400, "Bad request", str(exc))
+        except views.NotFound as exc:
+            return _error(request, as_json, 404, "Not found", str(exc))
+        if as_json:
+            return JSONResponse(_jsonable(to_json(data) if to_json else data))
+        if request.headers.get("HX-Request") and request.headers.get("HX-Target") == "results":
+            template = "_traces_results.html" if template == "traces.html" else template
+        return page(request, template, data)
+
+    def _error(request: Request, as_json: bool, status: int, title: str, message: str) -> Response:
+        if as_json:
+            return JSONResponse({"error": message}, status_code=status)
+        return page(request, "error.html", {"title": title, "message": message}, status)
+
+    def trace_filter(request: Request) -> TraceFilter:
+        return parse_trace_filter(dict(request.query_params), project_of(request))
+
+    def traces_json(data: dict[str, Any]) -> dict[str, Any]:
+        f: TraceFilter = data["filter"]
+        return {
+            "filter": {k: v for k, v in asdict(f).items() if k != "cursor"},
+            "totals": data["totals"],
+            "traces": data["traces"],
+            "next": data["next"],
+            "has_data": data["has_data"],
+        }
+
+    def traces(request: Request, as_json: bool) -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            q = queries()
+            f = trace_filter(request)
+            data = views.traces_view(q, f)
+            data.update(project=f.project, has_data=bool(data["traces"]) or q.has_data(f.project),
+                        projects=q.projects())  # fmt: skip
+            return "traces.html", data
+
+        return handle(request, as_json, build, traces_json)
+
+    def conversations(request: Request, as_json: bool) -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            f = trace_filter(request)
+            data = views.conversations_view(queries(), f)
+            data["project"] = f.project
+            return "conversations.html", data
+
+        def to_json(data: dict[str, Any]) -> dict[str, Any]:
+            return {"conversations": data["conversations"], "next": data["next"]}
+
+        return handle(request, as_json, build, to_json)
+
+    def trace(request: Request, as_json: bool, trace_id: str) -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            return "trace.html", views.trace_view(queries(), project_of(request), trace_id)
+
+        return handle(request, as_json, build, views.trace_json)
+
+    def span(request: Request, as_json: bool, trace_id: str, span_id: str) -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            data = views.span_view(queries(), project_of(request), trace_id, span_id)
+            # htmx swaps the detail into the trace page; opened directly it is a page of its own
+            return ("_span.html" if request.headers.get("HX-Request") else "span.html"), data
+
+        return handle(request, as_json, build, views.span_json)
+
+    def twin(path: str, handler: Callable[..., Response]) -> None:
+        """Register a page and its JSON twin (`path.json`) on one handler."""
+
+        def as_page(request: Request) -> Response:
+            return handler(request, False, **request.path_params)
+
+        def as_json(request: Request) -> Response:
+            return handler(request, True, **request.path_params)
+
+        # the .json route first: `{trace_id}` alone would also match "abc.json"
+        app.add_api_route(path + ".json", as_json, methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, as_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+
+    twin("/traces", traces)
+    twin("/conversations", conversations)
+    twin("/trace/{trace_id}", trace)
+    twin("/trace/{trace_id}/span/{span_id}", span)
+
+    def index(request: Request) -> Response:
+        return traces(request, False)
+
+    app.add_api_route("/", index, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+
+    return app

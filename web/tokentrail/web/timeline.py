@@ -1,0 +1,146 @@
+"""A trace's spans → waterfall rows and the per-step context chart. Pure functions over the rows
+`Queries.spans` returns, so they are tested and benchmarked without a database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["KINDS", "ContextStep", "Row", "Timeline", "context_steps", "layout"]
+
+#: step kinds the UI colours; anything else shows as "other"
+KINDS = ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")
+
+#: above this many spans, subtrees below `_DEEP` start collapsed so the page stays light
+_COLLAPSE_ABOVE = 500
+_DEEP = 2
+_MIN_WIDTH = 0.2  # percent: a 1 µs span is still a visible, clickable bar
+
+
+@dataclass
+class Row:
+    span: dict[str, Any]
+    depth: int
+    children: int
+    kind: str
+    left: float  # percent of the trace's duration
+    width: float
+    hidden: bool  # under a collapsed ancestor
+    collapsed: bool  # its own children start hidden
+    orphan: bool  # its parent is not in the trace (not received, or still on its way)
+
+
+@dataclass
+class Timeline:
+    rows: list[Row]
+    start_ns: int
+    duration_ns: int
+    ticks: list[tuple[float, int]]  # (percent, offset ns)
+
+
+def _kind(value: str) -> str:
+    return value if value in KINDS else "other"
+
+
+def layout(spans: Sequence[dict[str, Any]]) -> Timeline:
+    """Depth-first rows (children in start order) with bar positions on the trace's time axis."""
+    if not spans:
+        return Timeline([], 0, 0, [])
+    ids = {s["span_id"] for s in spans}
+    children: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    roots: list[dict[str, Any]] = []
+    for span in spans:  # already in start order
+        parent = span["parent_span_id"]
+        if parent and parent in ids and parent != span["span_id"]:
+            children[parent].append(span)
+        else:
+            roots.append(span)
+    start = min(s["start_ns"] for s in spans)
+    end = max(s["start_ns"] + s["duration_ns"] for s in spans)
+    total = max(end - start, 1)
+    collapse = len(spans) > _COLLAPSE_ABOVE
+    rows: list[Row] = []
+    seen: set[str] = set()
+    # (span, depth, hidden); a stack instead of recursion: agent traces can nest deeply
+    stack: list[tuple[dict[str, Any], int, bool]] = [(r, 0, False) for r in reversed(roots)]
+    pending = iter(spans)
+    while True:
+        if not stack:
+            # spans whose parents form a cycle (bad input) are reached from no root: show them too
+            rest = next((s for s in pending if s["span_id"] not in seen), None)
+            if rest is None:
+                break
+            stack.append((rest, 0, False))
+        span, depth, hidden = stack.pop()
+        if span["span_id"] in seen:  # a parent cycle in bad input; show each span once
+            continue
+        seen.add(span["span_id"])
+        kids = children.get(span["span_id"], [])
+        collapsed = collapse and depth >= _DEEP and bool(kids)
+        left = (span["start_ns"] - start) / total * 100
+        width = max(span["duration_ns"] / total * 100, _MIN_WIDTH)
+        rows.append(
+            Row(
+                span=span,
+                depth=depth,
+                children=len(kids),
+                kind=_kind(span["step_kind"]),
+                left=round(min(left, 100 - _MIN_WIDTH), 3),
+                width=round(min(width, 100 - min(left, 100 - _MIN_WIDTH)), 3),
+                hidden=hidden,
+                collapsed=collapsed,
+                orphan=bool(span["parent_span_id"]) and span["parent_span_id"] not in ids,
+            )
+        )
+        stack.extend((kid, depth + 1, hidden or collapsed) for kid in reversed(kids))
+    ticks = [(p * 20.0, total * p // 5) for p in range(6)]
+    return Timeline(rows, start, total, ticks)
+
+
+@dataclass
+class ContextStep:
+    span_id: str
+    label: str
+    agent: str
+    input_tokens: int
+    cached: int
+    carried: int
+    new: int
+    output: int
+
+
+def context_steps(spans: Sequence[dict[str, Any]]) -> list[ContextStep]:
+    """Input of every billable model call, split into cached, carried over and new tokens.
+
+    From token counts alone: a call's context is what the same agent's previous call read and
+    wrote (its input + output); the part of this call's uncached input up to that size is
+    *carried over*, the rest is *new*. Cached tokens are what the provider reported as read from
+    its prompt cache.
+    """
+    previous: dict[str, int] = {}
+    steps = []
+    for span in spans:
+        if not span["billable"]:
+            continue
+        agent = span["agent_name"]
+        total = int(span["input_tokens"])
+        cached = min(int(span["cache_read_tokens"]), total)
+        prior = previous.get(agent, 0)
+        carried = max(0, min(total, prior) - cached)
+        carried = min(carried, total - cached)
+        steps.append(
+            ContextStep(
+                span_id=span["span_id"],
+                label=span["model"] or span["name"],
+                agent=agent,
+                input_tokens=total,
+                cached=cached,
+                carried=carried,
+                new=total - cached - carried,
+                output=int(span["output_tokens"]),
+            )
+        )
+        previous[agent] = total + int(span["output_tokens"])
+    return steps

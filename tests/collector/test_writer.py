@@ -134,3 +134,21 @@ def test_a_record_clickhouse_refuses_is_set_aside_visibly(store, spool):
     dead = sorted(p.suffix for p in (spool.directory / "dead").iterdir())
     assert dead == [".pb", ".txt"]
     assert stats.snapshot()["tokentrail_records_quarantined_total"] == 1
+
+
+def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(store):
+    from tokentrail.collector.pricing import PriceBook
+    from tokentrail.collector.writer import load
+
+    request = ExportTraceServiceRequest()
+    usage = {"gen_ai__usage__input_tokens": 1000, "gen_ai__usage__output_tokens": 200, "gen_ai__provider__name": "openai",
+             "gen_ai__operation__name": "chat", "gen_ai__request__model": "gpt-4o-mini"}  # fmt: skip
+    _span(request, "00000000000000c1", "", "chat gpt-4o-mini", gen_ai__response__model="gpt-4o-mini-2099-01-01", **usage)
+    _span(request, "00000000000000c2", "", "chat gpt-4o-mini", gen_ai__response__model="gpt-4o-mini", **usage)
+    prices = PriceBook()
+    assert prices.cost("openai", "gpt-4o-mini-2099-01-01", input_tokens=1000, output_tokens=200) is None
+    assert load(store.client, "default", [request.SerializeToString()], prices) == 2
+    costs = store.client.query("SELECT cost_usd, cost_source FROM spans FINAL ORDER BY span_id").result_rows
+    expected = prices.cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=200)
+    assert costs == [(expected, "computed"), (expected, "computed")]
+    assert store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows == [(2 * expected, 0)]

@@ -222,15 +222,20 @@ class SpanBatch:
                         cost, source = n.reported_cost, "reported"
                     elif n.billable:
                         if pricer is not None:
-                            cost = pricer.cost(
-                                n.provider,
-                                n.response_model or n.request_model,
-                                input_tokens=n.input_tokens,
-                                output_tokens=n.output_tokens,
-                                cache_read_tokens=n.cache_read_tokens,
-                                cache_write_tokens=n.cache_write_tokens,
-                                reasoning_tokens=n.reasoning_tokens,
-                            )
+                            # the served snapshot first; a snapshot the catalog does not list yet
+                            # is priced as the model that was asked for
+                            for model in dict.fromkeys(m for m in (n.response_model, n.request_model) if m):
+                                cost = pricer.cost(
+                                    n.provider,
+                                    model,
+                                    input_tokens=n.input_tokens,
+                                    output_tokens=n.output_tokens,
+                                    cache_read_tokens=n.cache_read_tokens,
+                                    cache_write_tokens=n.cache_write_tokens,
+                                    reasoning_tokens=n.reasoning_tokens,
+                                )
+                                if cost is not None:
+                                    break
                             version = pricer.version
                         source = "computed" if cost is not None else "unknown"
                     c_cost.append(cost)

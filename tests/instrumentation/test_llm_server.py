@@ -27,7 +27,7 @@ def test_openai_chat_with_usage_and_prompt_caching(server):
                {"role": "user", "content": "Where is order 42?"}]  # fmt: skip
     first = client.chat.completions.create(model="gpt-4o-mini", messages=history)
     assert first.choices[0].message.content == "Order 42 shipped yesterday."
-    assert first.model == "gpt-4o-mini-2024-08-06"
+    assert first.model == "gpt-4o-mini-2024-07-18"
     assert first.usage.prompt_tokens > 2000
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     again = client.chat.completions.create(model="gpt-4o-mini", messages=[*history, {"role": "user", "content": "thanks"}])

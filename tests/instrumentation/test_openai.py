@@ -43,7 +43,7 @@ def test_chat_completion_span_with_usage_and_cache(spans, server):
     first, second = _chats(spans)
     assert first.name == "chat gpt-4o-mini" and first.kind == SpanKind.CLIENT
     assert first.attributes["gen_ai.provider.name"] == "openai"
-    assert first.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-08-06"
+    assert first.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
     assert first.attributes["gen_ai.request.temperature"] == 0.2
     assert first.attributes["server.address"] == "127.0.0.1"
     assert second.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens

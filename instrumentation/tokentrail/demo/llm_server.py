@@ -46,6 +46,8 @@ class LLMServer:
     host: str = "127.0.0.1"
     port: int = 0
     reply: str = "Done."
+    #: seconds each answer takes, plus this much per 100 output tokens (a model's pace, roughly)
+    latency: float = 0.0
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _prefixes: list[tuple[float, str, str]] = field(default_factory=list)  # (time, model, prompt text)
@@ -121,6 +123,8 @@ class LLMServer:
             self.requests.append((h.path, body))
         anthropic = h.path.rstrip("/").endswith("/messages")
         failure = self._failure()
+        if self.latency:
+            time.sleep(self.latency * (1 + (0 if failure else _tokens(self.reply) / 100)))
         if failure is not None:
             self._error(h, failure, anthropic)
             return
@@ -178,7 +182,7 @@ class LLMServer:
             "completion_tokens_details": {"reasoning_tokens": 0},
         }  # fmt: skip
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        served = f"{model}-2024-08-06" if model in ("gpt-4o", "gpt-4o-mini") else model
+        served = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}.get(model, model)
         if not body.get("stream"):
             self._json(h, 200, {
                 "id": ident, "object": "chat.completion", "created": created, "model": served,

@@ -46,3 +46,14 @@ def test_context_split_adds_up_per_agent():
     steps = context_steps(calls)
     assert [(s.cached, s.carried, s.new) for s in steps] == [(0, 0, 1000), (0, 0, 500), (800, 300, 400)]
     assert all(s.cached + s.carried + s.new == s.input_tokens for s in steps)
+
+
+def test_chart_buckets_long_traces_into_averages():
+    from tokentrail.web.timeline import ContextStep, chart_columns
+
+    steps = [ContextStep(f"{i:016x}", "m", "a", 100 + i, 0, 0, 100 + i, 10) for i in range(1000)]
+    columns = chart_columns(steps, most=300)
+    assert len(columns) == 250 and (columns[0].first, columns[0].last) == (1, 4)
+    assert columns[0].step.input_tokens == (100 + 101 + 102 + 103) // 4
+    assert columns[0].step.span_id == f"{3:016x}"  # a click opens the bucket's largest call
+    assert [c.step for c in chart_columns(steps[:5])] == steps[:5]

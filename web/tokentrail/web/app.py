@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.gzip import GZipMiddleware
 
 from tokentrail.server.settings import Settings
 from tokentrail.server.store import Store
@@ -105,6 +106,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     app = FastAPI(title="Tokentrail", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(_SecurityHeaders)
+    # a 10,000-span trace page is ~5 MB of repetitive HTML and ~10x smaller compressed
+    app.add_middleware(GZipMiddleware, minimum_size=2048)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     templates = Jinja2Templates(directory=_HERE / "templates")
     templates.env.filters.update(FILTERS)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["KINDS", "ContextStep", "Row", "Timeline", "context_steps", "layout"]
+__all__ = ["KINDS", "ChartColumn", "ContextStep", "Row", "Timeline", "chart_columns", "context_steps", "layout"]
 
 #: step kinds the UI colours; anything else shows as "other"
 KINDS = ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")
@@ -144,3 +144,30 @@ def context_steps(spans: Sequence[dict[str, Any]]) -> list[ContextStep]:
         )
         previous[agent] = total + int(span["output_tokens"])
     return steps
+
+
+@dataclass
+class ChartColumn:
+    first: int  # 1-based call numbers this column covers
+    last: int
+    step: ContextStep  # the call itself, or the bucket's average (span_id: its largest call)
+
+
+def chart_columns(steps: Sequence[ContextStep], most: int = 300) -> list[ChartColumn]:
+    """One column per call; past `most` calls, consecutive calls share a column showing their
+    average, so a 10,000-call trace still draws a readable chart of a few hundred columns."""
+    size = max(1, -(-len(steps) // most))
+    columns = []
+    for i in range(0, len(steps), size):
+        bucket = steps[i : i + size]
+        if len(bucket) == 1:
+            columns.append(ChartColumn(i + 1, i + 1, bucket[0]))
+            continue
+        n = len(bucket)
+        biggest = max(bucket, key=lambda s: s.input_tokens)
+        columns.append(ChartColumn(i + 1, i + n, ContextStep(
+            span_id=biggest.span_id, label=f"average of calls {i + 1}-{i + n}", agent="",
+            input_tokens=sum(s.input_tokens for s in bucket) // n, cached=sum(s.cached for s in bucket) // n,
+            carried=sum(s.carried for s in bucket) // n, new=sum(s.new for s in bucket) // n,
+            output=sum(s.output for s in bucket) // n)))  # fmt: skip
+    return columns

@@ -9,7 +9,7 @@ from typing import Any
 
 from tokentrail.web.filters import TraceFilter, check_id
 from tokentrail.web.queries import Queries
-from tokentrail.web.timeline import context_steps, layout
+from tokentrail.web.timeline import chart_columns, context_steps, layout
 
 __all__ = ["NotFound", "conversations_view", "span_view", "trace_view", "traces_view"]
 
@@ -58,7 +58,8 @@ def trace_view(queries: Queries, project: str, trace_id: str) -> dict[str, Any]:
         "trace_id": trace_id,
         "summary": summary,
         "timeline": layout(spans),
-        "context": context_steps(spans),
+        "context": (steps := context_steps(spans)),
+        "chart": chart_columns(steps),
         "truncated": truncated,
     }
 

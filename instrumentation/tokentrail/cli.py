@@ -1,7 +1,7 @@
 """The `tokentrail` command.
 
-Server commands import server code lazily, so the SDK-only install can still run `demo`-free
-commands and say what to install for the rest.
+Server commands import server code lazily, so the SDK-only install can still run `demo` and
+`status` and say what to install for the rest.
 """
 
 from __future__ import annotations
@@ -101,6 +101,30 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    from tokentrail.instrumentation._setup import DEFAULT_ENDPOINT
+
+    endpoint = (args.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")  # fmt: skip
+    base = endpoint.removesuffix("/v1/traces")
+    try:
+        urllib.request.urlopen(base + "/health", timeout=3).close()
+    except urllib.error.HTTPError:
+        pass  # something answers: another OTLP receiver without our /health
+    except (urllib.error.URLError, OSError):
+        print(f"No collector answers at {base}. Start one with `tokentrail up` (or `make up`), "
+              "or point OTEL_EXPORTER_OTLP_ENDPOINT at yours.", file=sys.stderr)  # fmt: skip
+        return 1
+    from tokentrail.demo.workload import run
+
+    print(f"Running {args.tasks} agent tasks against a local model stand-in; spans go to {base}")
+    run(tasks=args.tasks, endpoint=args.endpoint, latency=args.latency)
+    print(f"Done. Open the web UI (http://127.0.0.1:4320/ with `tokentrail up`) to see {args.tasks} new traces.")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokentrail", description="Observability for AI agents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -112,10 +136,15 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the running collector's counters")
     status.add_argument("--url", help="status URL (default: the local collector)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    demo = sub.add_parser("demo", help="send a realistic multi-agent workload (with waste) through the SDK")
+    demo.add_argument("--tasks", type=int, default=18, help="agent tasks to run (default 18)")
+    demo.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local collector)")
+    demo.add_argument("--latency", type=float, default=0.05, help="seconds per simulated model answer")
     return parser
 
 
 _COMMANDS = {
+    "demo": _cmd_demo,
     "up": _cmd_up,
     "collector": _cmd_up,
     "web": _cmd_up,
@@ -127,9 +156,11 @@ _COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("tokentrail").setLevel(logging.INFO)  # ours at INFO, libraries' at WARNING
     return _COMMANDS[args.command](args)
 
 

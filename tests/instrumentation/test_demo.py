@@ -1,0 +1,68 @@
+"""`tokentrail demo` end to end: a subprocess runs the workload, a real collector stores it, and
+the rows hold every waste pattern the demo promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from itertools import pairwise
+
+from tests.collector.harness import free_port, running_collector
+from tokentrail.collector.pricing import PriceBook
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "tokentrail", "demo", *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_demo_without_a_collector_says_how_to_start_one():
+    out = _demo("--endpoint", f"http://127.0.0.1:{free_port()}", "--tasks", "1")
+    assert out.returncode == 1
+    assert "No collector answers at" in out.stderr and "tokentrail up" in out.stderr
+
+
+def test_demo_sends_every_waste_pattern(settings, store):
+    with running_collector(settings, store, pricer=PriceBook()) as tt:
+        out = _demo("--endpoint", tt.http_url, "--tasks", "6", "--latency", "0")
+        assert out.returncode == 0, out.stderr
+        assert "[6/6]" in out.stdout
+        tt.flush()
+
+        def one(sql: str) -> list[tuple]:
+            return tt.query(sql)
+
+        def run_of(agent: str) -> str:
+            return f"trace_id IN (SELECT trace_id FROM traces FINAL WHERE agent_name = '{agent}')"
+
+        agents = dict(one("SELECT agent_name, count() FROM traces FINAL GROUP BY agent_name"))
+        assert agents == {a: 1 for a in ("support", "router", "billing", "researcher", "drafter", "refunds")}
+        # retry chain: two rate-limited attempts, then one that works
+        attempts = one("SELECT retry_attempt, status_code FROM spans FINAL WHERE step_kind = 'retry' ORDER BY retry_attempt")
+        assert attempts == [(1, "ERROR"), (2, "ERROR"), (3, "UNSET")]
+        # duplicate: the same model input sent twice in the billing run
+        dupes = one(f"SELECT count() c FROM spans FINAL WHERE {run_of('billing')} AND billable = 1 "
+                    "AND status_code != 'ERROR' GROUP BY input_hash HAVING c > 1")  # fmt: skip
+        assert len(dupes) >= 1
+        # loop: the researcher's search/read cycle three times with the same arguments
+        cycle = one("SELECT tool_name, count(), uniqExact(tool_args_hash) FROM spans FINAL "
+                    "WHERE step_kind = 'tool' AND tool_name IN ('search_policy', 'read_document') GROUP BY tool_name")  # fmt: skip
+        assert sorted(cycle) == [("read_document", 3, 1), ("search_policy", 3, 1)]
+        # growing uncached context: five drafter calls, input growing, nothing read from cache
+        drafts = one(f"SELECT input_tokens, cache_read_tokens FROM spans FINAL WHERE {run_of('drafter')} "
+                     "AND billable = 1 ORDER BY start_time")  # fmt: skip
+        assert len(drafts) == 5 and all(b[0] > a[0] for a, b in pairwise(drafts))
+        assert sum(cached for _, cached in drafts) == 0
+        # the productive runs do hit the cache (same long prompt prefix)
+        assert one(f"SELECT sum(cache_read_tokens) FROM spans FINAL WHERE {run_of('support')}")[0][0] > 0
+        # a premium model for a one-word answer
+        ((model, output),) = one(f"SELECT request_model, output_tokens FROM spans FINAL WHERE {run_of('router')} AND billable = 1")
+        assert model == "gpt-4.1" and output <= 3
+        # the failed task: an error status and a failed outcome for its conversation
+        assert one("SELECT status FROM traces FINAL WHERE agent_name = 'refunds'") == [("error",)]
+        outcome = one("SELECT attributes['tokentrail.outcome.name'], attributes['tokentrail.outcome.success'] "
+                      "FROM spans FINAL WHERE agent_name = 'refunds' AND parent_span_id = ''")  # fmt: skip
+        assert outcome == [("refund_issued", "false")]
+        # every model call is priced from the catalog
+        assert one("SELECT countIf(cost_usd IS NULL), count() FROM spans FINAL WHERE billable = 1")[0][0] == 0

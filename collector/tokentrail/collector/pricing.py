@@ -139,6 +139,14 @@ class PriceBook:
         self._rates[key] = found
         return found
 
+    def unit_prices(self, provider: str, model: str, input_tokens: int) -> tuple[float, float, float] | None:
+        """USD per token (fresh input, cache read, output) for a call of this input size, or None."""
+        rates = self._lookup(provider, model) if model else None
+        if rates is None:
+            return None
+        band = rates.band(input_tokens)
+        return band.fresh_input, band.cache_read, band.output
+
     def cost(
         self,
         provider: str,

@@ -64,12 +64,18 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
         logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
     servers: list[_Server] = []
     running: Any = None
+    analyzer: Any = None
     try:
         if collector:
+            from tokentrail.analysis.run import Analyzer
             from tokentrail.collector.service import Collector
 
-            running = Collector(settings, store, pricer=_pricer())
+            pricer = _pricer()
+            running = Collector(settings, store, pricer=pricer)
             running.start()
+            # traces are analysed for waste once they have been quiet for waste_idle_seconds
+            analyzer = Analyzer(store.new_client(), settings, pricer)
+            analyzer.start()
             servers.append(
                 _Server(
                     uvicorn.Config(
@@ -103,6 +109,9 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
         print(f"Database   {settings.clickhouse_url} (database {settings.database})", flush=True)
         asyncio.run(_serve_all(servers))
     finally:
+        if analyzer is not None:
+            analyzer.stop()
+            analyzer.client.close()
         if running is not None:
             running.stop()
         store.close()

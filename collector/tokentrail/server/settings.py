@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tokentrail.analysis.ledger import Thresholds
+
 __all__ = ["Settings", "SettingsError", "from_env"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -44,6 +46,10 @@ class Settings:
     summary_interval_seconds: float = 1.0
     #: Per-query memory limit for the embedded engine (chDB defaults to 0.9 x RAM).
     chdb_max_memory_bytes: int = 4 << 30
+    #: a trace is analysed for waste once it has had no new spans for this long
+    waste_idle_seconds: float = 30.0
+    #: the waste detectors' thresholds (tokentrail.analysis.ledger documents each)
+    waste: Thresholds = field(default_factory=Thresholds)
 
     @property
     def spool_dir(self) -> Path:
@@ -108,6 +114,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     database = env.get("TOKENTRAIL_CLICKHOUSE_DATABASE", "tokentrail")
     if not _IDENT.match(database):
         raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_DATABASE={database!r} is not a valid database name")
+    if _float(env, "TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING", 0.5) >= 1:
+        raise SettingsError("TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING is a share of the cost: above 0 and below 1")
     cluster = env.get("TOKENTRAIL_CLICKHOUSE_CLUSTER", "")
     if cluster and not _IDENT.match(cluster):
         raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_CLUSTER={cluster!r} is not a valid cluster name")
@@ -128,4 +136,19 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         writer_workers=_int(env, "TOKENTRAIL_WRITER_WORKERS", 2, 0, 64),
         summary_interval_seconds=_float(env, "TOKENTRAIL_SUMMARY_INTERVAL_SECONDS", 1.0),
         chdb_max_memory_bytes=_int(env, "TOKENTRAIL_CHDB_MAX_MEMORY_BYTES", 4 << 30, 64 << 20),
+        waste_idle_seconds=_float(env, "TOKENTRAIL_WASTE_IDLE_SECONDS", 30.0),
+        waste=_thresholds(env),
+    )
+
+
+def _thresholds(env: Mapping[str, str]) -> Thresholds:
+    d = Thresholds()
+    return Thresholds(
+        loop_min_repeats=_int(env, "TOKENTRAIL_WASTE_LOOP_MIN_REPEATS", d.loop_min_repeats, 2, 100),
+        bloat_carry_tokens=_int(env, "TOKENTRAIL_WASTE_BLOAT_CARRY_TOKENS", d.bloat_carry_tokens, 1),
+        cache_min_tokens=_int(env, "TOKENTRAIL_WASTE_CACHE_MIN_TOKENS", d.cache_min_tokens, 1),
+        cache_ttl_seconds=_float(env, "TOKENTRAIL_WASTE_CACHE_TTL_SECONDS", d.cache_ttl_seconds),
+        oversized_max_output_tokens=_int(env, "TOKENTRAIL_WASTE_OVERSIZED_MAX_OUTPUT_TOKENS",
+                                         d.oversized_max_output_tokens, 0),
+        oversized_min_saving=_float(env, "TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING", d.oversized_min_saving),
     )

@@ -1,0 +1,174 @@
+"""Run the waste ledger over stored traces and store what it finds.
+
+Traces are analysed once they have been idle for `waste_idle_seconds` (no new spans; a late span
+or outcome makes a trace due again), by a background thread of the server, and on demand over a
+time range (`tokentrail analyze --since 7d`). The spans of a batch of traces are read in one query
+of typed columns; the ledger itself is per trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tokentrail.analysis.ledger import BUCKETS, Ledger, Thresholds, analyze
+from tokentrail.collector.pricing import PriceBook
+from tokentrail.server.settings import Settings
+
+__all__ = ["Analyzer", "analyze_range", "analyze_traces"]
+
+logger = logging.getLogger("tokentrail.analysis")
+
+_SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "step_kind", "start_ns", "duration_ns", "status_code",
+                 "tool_name", "tool_args_hash", "has_tool_args", "model", "provider", "input_tokens", "output_tokens",
+                 "cache_read_tokens", "billable", "cost_usd", "input_hash", "finish_reasons", "error_type",
+                 "outcome")  # fmt: skip
+
+_SPANS = """
+SELECT trace_id, span_id, parent_span_id, step_kind, toUnixTimestamp64Nano(start_time), duration_ns,
+    status_code, tool_name, tool_args_hash, tool_arguments != '',
+    if(response_model != '', response_model, request_model), provider, input_tokens, output_tokens,
+    cache_read_tokens, billable, cost_usd, input_hash, finish_reasons, error_type,
+    attributes['tokentrail.outcome.success']
+FROM spans FINAL
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+ORDER BY trace_id, start_time, span_id
+"""
+
+_TRACES = """
+SELECT trace_id, start_time, service_name, agent_name, user_id FROM traces FINAL
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+"""
+
+# the models a project uses successfully: candidates for the oversized-model rule
+_ALTERNATIVES = """
+SELECT DISTINCT provider, if(response_model != '', response_model, request_model) AS model FROM spans
+WHERE project = {project:String} AND billable = 1 AND status_code != 'ERROR' AND model != ''
+  AND start_time > now64(9) - INTERVAL 30 DAY
+LIMIT 200
+"""
+
+_PENDING = """
+SELECT t.project, t.trace_id FROM (
+    SELECT project, trace_id, max(updated_at) AS updated FROM traces
+    WHERE updated_at > now64(3) - toIntervalSecond({lookback:UInt32})
+    GROUP BY project, trace_id
+    HAVING updated < now64(3) - toIntervalMillisecond({idle_ms:UInt32})
+) AS t
+LEFT JOIN (
+    SELECT project, trace_id, max(analyzed_at) AS analyzed FROM trace_waste GROUP BY project, trace_id
+) AS w ON t.project = w.project AND t.trace_id = w.trace_id
+WHERE w.analyzed < t.updated
+ORDER BY t.updated
+LIMIT {limit:UInt32}
+"""
+
+_WASTE_COLUMNS = ["project", "trace_id", "start_time", "service_name", "agent_name", "user_id", "total_usd",
+                  *(f"{b}_usd" for b in BUCKETS), "wasted_tokens", "findings", "unpriced_calls", "outcome",
+                  "analyzed_at"]  # fmt: skip
+_FINDING_COLUMNS = ["project", "trace_id", "analyzed_at", "detector", "span_id", "related_span_ids", "wasted_usd",
+                    "wasted_tokens", "reason", "model", "start_time", "service_name", "agent_name", "user_id"]  # fmt: skip
+
+_CHUNK = 1000
+
+
+def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: PriceBook,
+                   t: Thresholds = Thresholds()) -> dict[str, Ledger]:  # fmt: skip
+    """Analyse these traces of one project and store their ledgers and findings."""
+    ledgers: dict[str, Ledger] = {}
+    alternatives = [tuple(r) for r in client.query(_ALTERNATIVES, parameters={"project": project}).result_rows]
+    for i in range(0, len(trace_ids), _CHUNK):
+        params = {"project": project, "trace_ids": list(trace_ids[i : i + _CHUNK])}
+        spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in client.query(_SPANS, parameters=params).result_rows:
+            spans[row[0]].append(dict(zip(_SPAN_COLUMNS, row, strict=True)))
+        info = {r[0]: r[1:] for r in client.query(_TRACES, parameters=params).result_rows}
+        now = datetime.now(tz=UTC)
+        waste_rows: list[list[Any]] = []
+        finding_rows: list[list[Any]] = []
+        for trace_id, rows in spans.items():
+            if trace_id not in info:
+                continue  # its summary is not written yet; it is analysed when it is
+            ledger = analyze(rows, prices.unit_prices, alternatives, t)  # type: ignore[arg-type]
+            ledgers[trace_id] = ledger
+            start, service, agent, user = info[trace_id]
+            waste_rows.append([project, trace_id, start, service, agent, user, ledger.total_usd,
+                               *(ledger.buckets[b] for b in BUCKETS), ledger.wasted_tokens, len(ledger.findings),
+                               ledger.unpriced_calls, ledger.outcome, now])  # fmt: skip
+            finding_rows.extend(
+                [project, trace_id, now, f.detector, f.span_id, f.related, f.wasted_usd, f.wasted_tokens, f.reason,
+                 f.model, start, service, agent, user]
+                for f in ledger.findings
+            )
+        if finding_rows:
+            client.insert("waste_findings", finding_rows, column_names=_FINDING_COLUMNS, settings={"async_insert": 0})
+        if waste_rows:
+            client.insert("trace_waste", waste_rows, column_names=_WASTE_COLUMNS, settings={"async_insert": 0})
+    return ledgers
+
+
+def analyze_range(client: Any, project: str, start_ns: int, end_ns: int, prices: PriceBook,
+                  t: Thresholds = Thresholds(), progress: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
+    """Re-analyse every trace of a project that started in [start_ns, end_ns); returns how many."""
+    ids = [r[0] for r in client.query(
+        "SELECT trace_id FROM traces FINAL WHERE project = {project:String} "
+        "AND start_time >= fromUnixTimestamp64Nano({start:Int64}) AND start_time < fromUnixTimestamp64Nano({end:Int64}) "
+        "ORDER BY trace_id", parameters={"project": project, "start": start_ns, "end": end_ns}).result_rows]  # fmt: skip
+    done = 0
+    for i in range(0, len(ids), _CHUNK * 5):
+        batch = ids[i : i + _CHUNK * 5]
+        analyze_traces(client, project, batch, prices, t)
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(ids))
+    return done
+
+
+class Analyzer:
+    """Background analysis of traces that have gone quiet."""
+
+    def __init__(self, client: Any, settings: Settings, prices: PriceBook, *, interval: float = 5.0) -> None:
+        self.client = client
+        self.settings = settings
+        self.prices = prices
+        self.interval = interval
+        self.thresholds = settings.waste
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.analyzed = 0
+
+    def run_once(self, limit: int = 5000) -> int:
+        params = {"lookback": 7 * 86_400, "idle_ms": int(self.settings.waste_idle_seconds * 1000), "limit": limit}
+        by_project: dict[str, list[str]] = defaultdict(list)
+        for project, trace_id in self.client.query(_PENDING, parameters=params).result_rows:
+            by_project[project].append(trace_id)
+        done = 0
+        for project, ids in by_project.items():
+            done += len(analyze_traces(self.client, project, ids, self.prices, self.thresholds))
+        self.analyzed += done
+        return done
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                while self.run_once() and not self._stop.is_set():
+                    pass
+            except Exception:
+                logger.exception("waste analysis step failed; retrying")
+                time.sleep(self.interval)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tokentrail-analysis", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+

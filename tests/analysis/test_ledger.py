@@ -1,0 +1,83 @@
+"""Properties of the ledger for any trace: the buckets add up to the trace's cost, no bucket is
+negative, and no dollar of a call is charged twice."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokentrail.analysis.ledger import BUCKETS, Thresholds, analyze
+
+MODELS = {"big": (5e-6, 2.5e-6, 2e-5), "small": (1.5e-7, 7.5e-8, 6e-7), "nocache": (1e-6, 1e-6, 2e-6)}
+
+
+def _prices(provider: str, model: str, input_tokens: int) -> tuple[float, float, float] | None:
+    return MODELS.get(model)
+
+
+def _cost(model: str, inp: int, out: int, cached: int) -> float | None:
+    unit = MODELS.get(model)
+    if unit is None:
+        return None
+    return (inp - cached) * unit[0] + cached * unit[1] + out * unit[2]
+
+
+@st.composite
+def traces(draw: Any) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, 25))
+    spans = [{"span_id": "root", "parent_span_id": "", "step_kind": "agent", "start_ns": 0, "duration_ns": 10**12,
+              "status_code": draw(st.sampled_from(["UNSET", "ERROR"])), "outcome": draw(st.sampled_from(["", "true", "false"])),
+              "tool_name": "", "tool_args_hash": 0, "has_tool_args": False, "model": "", "provider": "",
+              "input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "billable": 0, "cost_usd": None,
+              "input_hash": 0, "finish_reasons": [], "error_type": ""}]  # fmt: skip
+    clock = 1
+    for i in range(n):
+        parent = draw(st.sampled_from([s["span_id"] for s in spans if s["step_kind"] in ("agent", "retry")]))
+        kind = draw(st.sampled_from(["llm", "llm", "tool", "retry", "agent"]))
+        base = dict(spans[0], span_id=f"s{i}", parent_span_id=parent, step_kind=kind, start_ns=clock,
+                    duration_ns=draw(st.integers(0, 10**12)), outcome="",
+                    status_code=draw(st.sampled_from(["UNSET", "UNSET", "ERROR"])))  # fmt: skip
+        clock += draw(st.integers(1, 10**12))
+        if kind == "llm":
+            model = draw(st.sampled_from([*MODELS, "unknown"]))
+            inp = draw(st.integers(0, 200_000))
+            out = draw(st.integers(0, 5000))
+            cached = draw(st.integers(0, inp))
+            base.update(model=model, provider="p", input_tokens=inp, output_tokens=out, cache_read_tokens=cached,
+                        billable=draw(st.sampled_from([0, 1, 1])), cost_usd=_cost(model, inp, out, cached),
+                        input_hash=draw(st.integers(0, 3)),
+                        finish_reasons=[draw(st.sampled_from(["stop", "length", "tool_calls"]))])  # fmt: skip
+        elif kind == "tool":
+            base.update(tool_name=draw(st.sampled_from(["a", "b"])), tool_args_hash=draw(st.integers(0, 2)),
+                        has_tool_args=draw(st.booleans()))  # fmt: skip
+        spans.append(base)
+    return spans
+
+
+@settings(max_examples=300, deadline=None)
+@given(traces(), st.integers(1, 50_000), st.integers(1, 4000))
+def test_buckets_add_up_and_no_dollar_counts_twice(spans, bloat, cache_min):
+    t = Thresholds(bloat_carry_tokens=bloat, cache_min_tokens=cache_min)
+    ledger = analyze(spans, _prices, [("p", m) for m in MODELS], t)
+    total = sum(s["cost_usd"] for s in spans if s["step_kind"] == "llm" and s["billable"] and s["cost_usd"] is not None)
+    assert math.isclose(ledger.total_usd, total, rel_tol=1e-9, abs_tol=1e-12)
+    assert set(ledger.buckets) == set(BUCKETS)
+    assert all(v >= -1e-12 for v in ledger.buckets.values())
+    assert math.isclose(sum(ledger.buckets.values()), total, rel_tol=1e-9, abs_tol=1e-12)
+    charged: dict[str, float] = defaultdict(float)
+    cost = {s["span_id"]: s["cost_usd"] for s in spans}
+    for f in ledger.findings:
+        if f.wasted_usd is not None:
+            assert f.wasted_usd >= 0
+            charged[f.span_id] += f.wasted_usd
+        else:
+            assert cost[f.span_id] is None  # only an unpriced call has an unknown waste
+    for span_id, amount in charged.items():
+        assert amount <= cost[span_id] + 1e-12
+    assert math.isclose(sum(charged.values()), ledger.wasted_usd, rel_tol=1e-9, abs_tol=1e-12)
+    definite = {f.span_id for f in ledger.findings if f.detector in ("retry", "loop", "duplicate")}
+    assert len(definite) == len([f for f in ledger.findings if f.detector in ("retry", "loop", "duplicate")])

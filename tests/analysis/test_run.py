@@ -1,0 +1,49 @@
+"""Background analysis: a trace is analysed once it has gone quiet, and again when it changes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel
+
+from tests.web.data import Recorder, prices, text
+from tokentrail.analysis.run import Analyzer
+from tokentrail.server.settings import SettingsError, from_env
+
+
+def test_quiet_traces_are_analysed_once_and_again_after_a_late_span(settings, store):
+    rec = Recorder()
+    with rec.span("invoke_agent a", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="a") as root:
+        rec.chat("gpt-4o", "openai", 900, 40, messages=text("hello"))
+    rec.store(store.client)
+    analyzer = Analyzer(store.client, settings.with_(waste_idle_seconds=1.0), prices())
+    time.sleep(1.1)
+    assert analyzer.run_once() == 1
+    assert analyzer.run_once() == 0  # nothing changed since
+    ((total, productive, findings),) = store.client.query(
+        "SELECT total_usd, productive_usd, findings FROM trace_waste FINAL").result_rows
+    assert total == productive > 0 and findings == 0
+
+    # the same request again, arriving later in the same trace: the trace is due again
+    token = otel_context.attach(otel.set_span_in_context(otel.NonRecordingSpan(root.get_span_context())))
+    try:
+        rec.chat("gpt-4o", "openai", 900, 40, messages=text("hello"))
+    finally:
+        otel_context.detach(token)
+    rec.store(store.client)
+    assert analyzer.run_once() == 0  # not quiet yet
+    time.sleep(1.1)
+    assert analyzer.run_once() == 1
+    ((total2, duplicate, findings2),) = store.client.query(
+        "SELECT total_usd, duplicate_usd, findings FROM trace_waste FINAL").result_rows
+    assert findings2 == 1 and total2 == pytest.approx(2 * total) and duplicate == pytest.approx(total)
+
+
+def test_waste_settings_are_checked():
+    with pytest.raises(SettingsError, match="TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING"):
+        from_env({"TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING": "1.5"})
+    with pytest.raises(SettingsError, match="TOKENTRAIL_WASTE_LOOP_MIN_REPEATS"):
+        from_env({"TOKENTRAIL_WASTE_LOOP_MIN_REPEATS": "1"})
+    assert from_env({"TOKENTRAIL_WASTE_BLOAT_CARRY_TOKENS": "5000"}).waste.bloat_carry_tokens == 5000

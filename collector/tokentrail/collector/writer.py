@@ -59,11 +59,16 @@ def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook
     """Write encoded `ExportTraceServiceRequest`s straight to ClickHouse, without the spool,
     and refresh their summaries: for seeding a database (benchmarks, tests). Returns spans written."""
     written = 0
+    dirty: set[tuple[str, str]] = set()
     for payload in requests:
         rows = flatten_records([(KIND_TRACES, project, payload)], pricer)
         insert(client, rows)
-        summary.refresh(client, rows.traces)
+        dirty |= rows.traces
         written += rows.span_count
+        if len(dirty) >= 5000:  # summaries in large batches: one refresh per request is the slow part
+            summary.refresh(client, dirty)
+            dirty = set()
+    summary.refresh(client, dirty)
     return written
 
 

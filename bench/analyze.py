@@ -1,0 +1,50 @@
+"""Waste analysis over a whole database: `python -m bench.analyze [--spans 1000000]`.
+
+Loads realistic agent traces (bench.payloads, ~20 spans a trace), then times
+`analyze_range` over all of them: read the spans' typed columns, run the ledger per trace, write
+`trace_waste` and `waste_findings`. Prints the wall time, traces/s and what was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from bench.dataset import ensure_spans
+from tokentrail.analysis.run import analyze_range
+from tokentrail.collector.pricing import PriceBook
+from tokentrail.server.settings import from_env
+from tokentrail.server.store import connect, migrate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    pricer = PriceBook()
+    with tempfile.TemporaryDirectory(prefix="tokentrail-bench-analyze-") as tmp:
+        store = connect(from_env({"TOKENTRAIL_DATA_DIR": tmp}))
+        migrate(store)
+        spans = ensure_spans(store, args.spans, pricer)
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            traces = analyze_range(store.client, "default", 0, 2**62, pricer)
+            times.append(time.perf_counter() - start)
+        best = sorted(times)[len(times) // 2]
+        print(f"analysed {traces:,} traces ({spans:,} spans): median {best:.1f}s of {args.runs} runs "
+              f"({traces / best:,.0f} traces/s, {spans / best:,.0f} spans/s)")  # fmt: skip
+        found = store.client.query(
+            "SELECT detector, count(), round(sum(ifNull(wasted_usd, 0)), 2) FROM waste_findings "
+            "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL) "
+            "GROUP BY detector ORDER BY detector").result_rows  # fmt: skip
+        total = store.client.query("SELECT round(sum(total_usd), 2), round(sum(total_usd - productive_usd), 2) "
+                                   "FROM trace_waste FINAL").result_rows[0]  # fmt: skip
+        print(f"spend ${total[0]:,}, wasted ${total[1]:,}; findings: " + ", ".join(f"{d} {n:,} (${u:,})" for d, n, u in found))
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -125,6 +125,96 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"m": 60, "h": 3600, "d": 86_400}
+
+
+def _duration(text: str) -> int:
+    """`30m`, `24h`, `7d` → seconds."""
+    value, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not value.isdigit() or int(value) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 24h or 7d")
+    return int(value) * _UNITS[unit]
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    end = "\n" if done >= total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} traces", end=end, file=sys.stderr, flush=True)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import time
+
+    from tokentrail.analysis.run import analyze_range
+    from tokentrail.collector.pricing import PriceBook
+    from tokentrail.server.store import DatabaseInUse, connect, migrate
+
+    settings = _server_settings()
+    try:
+        store = connect(settings)
+    except DatabaseInUse as exc:
+        raise SystemExit(
+            f"tokentrail: {exc}\nThe running server analyses traces itself as they complete; stop it to "
+            "re-analyse a time range of the embedded database."
+        ) from None
+    try:
+        migrate(store)
+        now = time.time_ns()
+        start = time.monotonic()
+        done = analyze_range(store.client, args.project or settings.default_project, now - args.since * 10**9,
+                             now + 60 * 10**9, PriceBook(), settings.waste, progress=_progress)  # fmt: skip
+    finally:
+        store.close()
+    print(f"analysed {done:,} traces in {time.monotonic() - start:.1f}s")
+    return 0
+
+
+def _cmd_waste(args: argparse.Namespace) -> int:
+    import csv
+    import os
+    import urllib.parse
+
+    base = (args.url or f"http://127.0.0.1:{os.environ.get('TOKENTRAIL_UI_PORT', '4320')}").rstrip("/")
+    query = {"since": f"{args.since}s", "by": args.by}
+    if args.project:
+        query["project"] = args.project
+    url = f"{base}/waste.json?{urllib.parse.urlencode(query)}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            report: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        raise SystemExit(f"tokentrail: {url}: HTTP {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise SystemExit(f"tokentrail: no Tokentrail web UI at {base} ({exc}); start it with `tokentrail up`, "
+                         "or pass --url") from None  # fmt: skip
+    rows = report["rows"]
+    buckets: list[str] = report["buckets"]
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow([args.by, "total_usd", "wasted_usd", "waste_share", *(f"{b}_usd" for b in buckets), "traces"])
+        for r in rows:
+            writer.writerow([r["key"], r["total_usd"], r["wasted_usd"], r["waste_share"],
+                             *(r["buckets"][b] for b in buckets), r["traces"]])  # fmt: skip
+    else:
+        head = f"{args.by:<28}{'cost':>12}{'wasted':>12}{'share':>7}  top bucket"
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            waste = {b: v for b, v in r["buckets"].items() if b != "productive" and v > 0}
+            top = max(waste, key=lambda b: waste[b]) if waste else "-"
+            share = f"{r['waste_share'] * 100:.0f}%" if r["waste_share"] is not None else "-"
+            print(f"{str(r['key'])[:27]:<28}{r['total_usd']:>12.4f}{r['wasted_usd']:>12.4f}{share:>7}  {top}")
+        t = report["totals"]
+        print("-" * len(head))
+        share = f"{t['waste_share'] * 100:.0f}%" if t["waste_share"] is not None else "-"
+        print(f"{'total':<28}{t['total_usd']:>12.4f}{t['wasted_usd']:>12.4f}{share:>7}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokentrail", description="Observability for AI agents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -140,10 +230,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=int, default=18, help="agent tasks to run (default 18)")
     demo.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local collector)")
     demo.add_argument("--latency", type=float, default=0.05, help="seconds per simulated model answer")
+    analyze = sub.add_parser("analyze", help="(re)compute the waste ledger of a time range, with progress")
+    analyze.add_argument("--since", type=_duration, default=_duration("7d"), help="how far back (30m, 24h, 7d)")
+    analyze.add_argument("--project", help="project (default: the default project)")
+    waste = sub.add_parser("waste", help="the waste ledger by bucket and agent/model/service/user/day")
+    waste.add_argument("--since", type=_duration, default=_duration("24h"), help="how far back (30m, 24h, 7d)")
+    waste.add_argument("--by", choices=["agent", "model", "service", "user", "day"], default="agent")
+    waste.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    waste.add_argument("--project", help="project (default: the default project)")
+    waste.add_argument("--url", help="web UI address (default: the local one)")
     return parser
 
 
 _COMMANDS = {
+    "analyze": _cmd_analyze,
+    "waste": _cmd_waste,
     "demo": _cmd_demo,
     "up": _cmd_up,
     "collector": _cmd_up,

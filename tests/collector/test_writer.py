@@ -150,5 +150,6 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
     assert load(store.client, "default", [request.SerializeToString()], prices) == 2
     costs = store.client.query("SELECT cost_usd, cost_source FROM spans FINAL ORDER BY span_id").result_rows
     expected = prices.cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=200)
+    assert expected is not None
     assert costs == [(expected, "computed"), (expected, "computed")]
     assert store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows == [(2 * expected, 0)]

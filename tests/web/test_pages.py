@@ -196,7 +196,7 @@ def test_unknown_model_cost_is_unknown_not_zero(web, store, rec: Recorder):
     listing = _soup(web.get("/traces"))
     assert "1 unpriced call" in listing.select_one(".totals").get_text(" ", strip=True)
     assert _stat(listing, "Cost") == "unknown"  # not $0: the only call has no known price
-    assert listing.select("table.traces td.num")[-1].get_text(" ", strip=True) == "unknown +?"
+    assert listing.select("table.traces td.num")[-2].get_text(" ", strip=True) == "unknown +?"
 
 
 def test_conversations_group_traces_with_cost(web, store, rec: Recorder):

@@ -12,12 +12,13 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, is_dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
@@ -30,6 +31,7 @@ from tokentrail.web.filters import BadRequest, TraceFilter, parse_trace_filter
 from tokentrail.web.format import FILTERS
 from tokentrail.web.queries import Queries
 from tokentrail.web.timeline import KINDS
+from tokentrail.web.waste import WasteQueries, report_csv, report_json, report_view
 
 __all__ = ["create_app"]
 
@@ -60,6 +62,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
     return value
 
 
@@ -86,15 +90,20 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     clients: list[Any] = []
     clients_lock = threading.Lock()
 
-    def queries() -> Queries:
+    def client() -> Any:
         # One client per worker thread: a client runs one query at a time.
-        q: Queries | None = getattr(local, "queries", None)
-        if q is None:
-            client = store.new_client()
+        c = getattr(local, "client", None)
+        if c is None:
+            c = local.client = store.new_client()
             with clients_lock:
-                clients.append(client)
-            q = local.queries = Queries(client)
-        return q
+                clients.append(c)
+        return c
+
+    def queries() -> Queries:
+        return Queries(client())
+
+    def waste_queries() -> WasteQueries:
+        return WasteQueries(client())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,17 +191,39 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def trace(request: Request, as_json: bool, trace_id: str) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            return "trace.html", views.trace_view(queries(), project_of(request), trace_id)
+            return "trace.html", views.trace_view(queries(), project_of(request), trace_id, waste_queries())
 
         return handle(request, as_json, build, views.trace_json)
 
     def span(request: Request, as_json: bool, trace_id: str, span_id: str) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            data = views.span_view(queries(), project_of(request), trace_id, span_id)
+            data = views.span_view(queries(), project_of(request), trace_id, span_id, waste_queries())
             # htmx swaps the detail into the trace page; opened directly it is a page of its own
             return ("_span.html" if request.headers.get("HX-Request") else "span.html"), data
 
         return handle(request, as_json, build, views.span_json)
+
+    def waste_report(request: Request, as_json: bool, template: str = "waste.html") -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            f = trace_filter(request)
+            data = report_view(waste_queries(), f, request.query_params.get("by", "agent"))
+            data["project"] = f.project
+            return template, data
+
+        return handle(request, as_json, build, report_json)
+
+    def overview(request: Request, as_json: bool) -> Response:
+        return waste_report(request, as_json, "overview.html")
+
+    def waste_csv(request: Request) -> Response:
+        try:
+            f = trace_filter(request)
+            data = report_view(waste_queries(), f, request.query_params.get("by", "agent"))
+        except BadRequest as exc:
+            return PlainTextResponse(str(exc) + "\n", status_code=400)
+        name = f"tokentrail-waste-by-{data['by']}.csv"
+        return Response(report_csv(data), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
     def twin(path: str, handler: Callable[..., Response]) -> None:
         """Register a page and its JSON twin (`path.json`) on one handler."""
@@ -207,6 +238,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         app.add_api_route(path + ".json", as_json, methods=["GET"], include_in_schema=False)
         app.add_api_route(path, as_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
 
+    app.add_api_route("/waste.csv", waste_csv, methods=["GET"], include_in_schema=False)
+    twin("/waste", waste_report)
+    twin("/overview", overview)
     twin("/traces", traces)
     twin("/conversations", conversations)
     twin("/trace/{trace_id}", trace)

@@ -22,7 +22,7 @@ class BadRequest(ValueError):
 #: time-range choices in the UI, in seconds; "all" has no lower bound
 RANGES: dict[str, int] = {"1h": 3600, "6h": 6 * 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400,
                           "90d": 90 * 86_400, "all": 0}  # fmt: skip
-SORTS = ("start", "cost", "tokens", "duration", "spans")
+SORTS = ("start", "cost", "waste", "tokens", "duration", "spans")
 DEFAULT_RANGE = "7d"
 MAX_LIMIT = 500
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -49,6 +49,7 @@ class TraceFilter:
     user: str = ""
     min_cost: float | None = None
     q: str = ""
+    has_waste: bool = False
     sort: str = "start"
     dir: str = "desc"
     limit: int = 50
@@ -69,6 +70,8 @@ class TraceFilter:
                 args[name] = getattr(f, name)
         if f.min_cost is not None:
             args["min_cost"] = repr(f.min_cost)
+        if f.has_waste:
+            args["has_waste"] = "1"
         if f.sort != "start":
             args["sort"] = f.sort
         if f.dir != "desc":
@@ -82,7 +85,7 @@ class TraceFilter:
     @property
     def is_default(self) -> bool:
         return not any((self.service, self.agent, self.model, self.status, self.conversation, self.user, self.q,
-                        self.min_cost is not None))  # fmt: skip
+                        self.min_cost is not None, self.has_waste))  # fmt: skip
 
 
 def _iso(ns: int) -> str:
@@ -132,7 +135,14 @@ def _choice(params: Mapping[str, str], name: str, choices: tuple[str, ...] | lis
 def parse_trace_filter(params: Mapping[str, str], project: str, now_ns: int | None = None) -> TraceFilter:
     now_ns = now_ns if now_ns is not None else time.time_ns()
     start_ns = end_ns = 0
-    if params.get("from") or params.get("to"):
+    if params.get("since"):  # `since=24h`, `since=90m`, `since=3600s`: a window ending now
+        raw = params["since"].strip()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+        if raw[-1:] not in units or not raw[:-1].isdigit() or int(raw[:-1]) <= 0:
+            raise BadRequest(f"since must be a duration such as 90m, 24h or 7d, got {raw[:40]!r}")
+        range_ = "custom"
+        start_ns = now_ns - int(raw[:-1]) * units[raw[-1]] * 1_000_000_000
+    elif params.get("from") or params.get("to"):
         range_ = "custom"
         start_ns = _time(params["from"], "from") if params.get("from") else 0
         end_ns = _time(params["to"], "to") if params.get("to") else 0
@@ -171,6 +181,7 @@ def parse_trace_filter(params: Mapping[str, str], project: str, now_ns: int | No
         user=_text(params, "user", 500),
         min_cost=min_cost,
         q=_text(params, "q"),
+        has_waste=_choice(params, "has_waste", ("", "0", "1"), "") == "1",
         sort=sort,
         dir=direction,
         limit=limit,

@@ -25,18 +25,26 @@ _SORT_KEYS = {
     "tokens": ("input_tokens + output_tokens", "Int64"),
     "duration": ("duration_ns", "Int64"),
     "spans": ("span_count", "Int64"),
+    "waste": ("wasted_usd", "Float64"),
 }
+
+# Each trace's waste, from its latest analysis; `analyzed` is 0 for a trace not analysed yet.
+_WITH_WASTE = """traces FINAL LEFT JOIN (
+    SELECT trace_id, total_usd - productive_usd AS wasted_usd, 1 AS analyzed FROM trace_waste FINAL
+    WHERE project = {project:String}) AS w USING (trace_id)"""
 
 TRACE_COLUMNS = (
     "trace_id", "start_ns", "duration_ns", "root_name", "service_name", "agent_name", "models", "span_count",
     "llm_calls", "tool_calls", "error_count", "input_tokens", "output_tokens", "cache_read_tokens",
-    "reasoning_tokens", "cost_usd", "unpriced_calls", "conversation_id", "user_id", "status",
+    "reasoning_tokens", "cost_usd", "unpriced_calls", "conversation_id", "user_id", "status", "wasted_usd",
+    "analyzed",
 )  # fmt: skip
 
 _TRACE_SELECT = """
 SELECT trace_id, toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, toValidUTF8(root_name), service_name,
     agent_name, models, span_count, llm_calls, tool_calls, error_count, input_tokens, output_tokens,
-    cache_read_tokens, reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status
+    cache_read_tokens, reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status,
+    wasted_usd, analyzed
 """
 
 SPAN_COLUMNS = (
@@ -139,6 +147,8 @@ class Queries:
         if f.min_cost is not None:
             clauses.append("cost_usd >= {min_cost:Float64}")
             params["min_cost"] = f.min_cost
+        if f.has_waste:
+            clauses.append("wasted_usd > 0")
         if f.q:
             # Span-name text over the spans of the same window (a span starts no earlier than its trace).
             span_time = " AND start_time >= fromUnixTimestamp64Nano({start_ns:Int64})" if f.start_ns else ""
@@ -160,7 +170,7 @@ class Queries:
             params["cursor_value"], params["cursor_trace"] = f.cursor
         params["limit"] = f.limit + 1
         sql = (
-            f"{_TRACE_SELECT}, {key} AS sort_value FROM traces FINAL WHERE {where} "
+            f"{_TRACE_SELECT}, {key} AS sort_value FROM {_WITH_WASTE} WHERE {where} "
             f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
         )
         result = self._query(sql, params)
@@ -178,11 +188,12 @@ class Queries:
         sql = (
             "SELECT count(), sum(span_count), sum(llm_calls), sum(input_tokens), sum(output_tokens), "
             "sum(cache_read_tokens), sum(cost_usd), sum(unpriced_calls), countIf(status = 'error'), "
-            "quantileExactIf(0.5)(cost_usd, unpriced_calls = 0), quantileExactIf(0.95)(cost_usd, unpriced_calls = 0) "
-            f"FROM traces FINAL WHERE {where}"
+            "quantileExactIf(0.5)(cost_usd, unpriced_calls = 0), quantileExactIf(0.95)(cost_usd, unpriced_calls = 0), "
+            "sum(wasted_usd), countIf(analyzed = 0) "
+            f"FROM {_WITH_WASTE} WHERE {where}"
         )
         names = ("traces", "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd",
-                 "unpriced_calls", "errors", "cost_p50", "cost_p95")  # fmt: skip
+                 "unpriced_calls", "errors", "cost_p50", "cost_p95", "wasted_usd", "not_analyzed")  # fmt: skip
         row = dict(zip(names, self._query(sql, params).result_rows[0], strict=True))
         for key in ("cost_p50", "cost_p95"):  # NaN when no trace is fully priced
             if not row["traces"] or row[key] != row[key]:
@@ -212,7 +223,7 @@ class Queries:
     # --- one trace ---------------------------------------------------------------------------
 
     def trace(self, project: str, trace_id: str) -> dict[str, Any] | None:
-        sql = _TRACE_SELECT + " FROM traces FINAL WHERE project = {project:String} AND trace_id = {trace_id:String}"
+        sql = _TRACE_SELECT + f" FROM {_WITH_WASTE} WHERE project = {{project:String}} AND trace_id = {{trace_id:String}}"
         rows = _rows(self._query(sql, {"project": project, "trace_id": trace_id}), TRACE_COLUMNS)
         return rows[0] if rows else None
 

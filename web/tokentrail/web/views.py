@@ -10,6 +10,7 @@ from typing import Any
 from tokentrail.web.filters import TraceFilter, check_id
 from tokentrail.web.queries import Queries
 from tokentrail.web.timeline import chart_columns, context_steps, layout
+from tokentrail.web.waste import LABELS, WasteQueries
 
 __all__ = ["NotFound", "conversations_view", "span_view", "trace_view", "traces_view"]
 
@@ -44,7 +45,7 @@ def conversations_view(queries: Queries, f: TraceFilter) -> dict[str, Any]:
     }
 
 
-def trace_view(queries: Queries, project: str, trace_id: str) -> dict[str, Any]:
+def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQueries | None = None) -> dict[str, Any]:
     trace_id = check_id(trace_id, 32, "trace id")
     spans = queries.spans(project, trace_id, MAX_TRACE_SPANS + 1)
     if not spans:
@@ -53,10 +54,20 @@ def trace_view(queries: Queries, project: str, trace_id: str) -> dict[str, Any]:
     spans = spans[:MAX_TRACE_SPANS]
     # The summary lags the spans by a second or two; a trace still arriving has none yet.
     summary = queries.trace(project, trace_id)
+    findings = waste.findings(project, trace_id) if waste is not None else []
+    names = {s["span_id"]: s["name"] for s in spans}
+    marks: dict[str, list[dict[str, Any]]] = {}
+    for finding in findings:
+        marks.setdefault(finding["span_id"], []).append(finding)
     return {
         "project": project,
         "trace_id": trace_id,
         "summary": summary,
+        "ledger": waste.ledger(project, trace_id) if waste is not None else None,
+        "findings": findings,
+        "marks": marks,
+        "names": names,
+        "labels": LABELS,
         "timeline": layout(spans),
         "context": (steps := context_steps(spans)),
         "chart": chart_columns(steps),
@@ -71,6 +82,8 @@ def trace_json(data: dict[str, Any]) -> dict[str, Any]:
         "project": data["project"],
         "trace_id": data["trace_id"],
         "summary": data["summary"],
+        "ledger": data["ledger"],
+        "findings": data["findings"],
         "truncated": data["truncated"],
         "spans": [dict(row.span, depth=row.depth, kind=row.kind) for row in timeline.rows],
         "context": [asdict(step) for step in data["context"]],
@@ -138,7 +151,8 @@ def messages(raw: str) -> list[dict[str, Any]] | None:
     return shown
 
 
-def span_view(queries: Queries, project: str, trace_id: str, span_id: str) -> dict[str, Any]:
+def span_view(queries: Queries, project: str, trace_id: str, span_id: str,
+              waste: WasteQueries | None = None) -> dict[str, Any]:  # fmt: skip
     trace_id = check_id(trace_id, 32, "trace id")
     span_id = check_id(span_id, 16, "span id")
     span = queries.span(project, trace_id, span_id)
@@ -162,6 +176,8 @@ def span_view(queries: Queries, project: str, trace_id: str, span_id: str) -> di
         "system": _parts(system) if system is not None else None,
         "tool_arguments": _clip(span["tool_arguments"]) if span["tool_arguments"] else None,
         "tool_result": _clip(span["tool_result"]) if span["tool_result"] else None,
+        "findings": [x for x in waste.findings(project, trace_id) if x["span_id"] == span_id] if waste else [],
+        "labels": LABELS,
     }
 
 

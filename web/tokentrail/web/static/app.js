@@ -78,10 +78,10 @@
     var all = target.closest("[data-wf]");
     if (all) { setAll(all.dataset.wf === "expand"); return; }
     if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
-    var item = target.closest(".wf-row, .chart .col");
+    var item = target.closest(".wf-row, .chart .col, .span-link");
     if (item && document.getElementById("wf")) {
       event.preventDefault();
-      select(item.dataset.span, item.classList.contains("col"));
+      select(item.dataset.span, !item.classList.contains("wf-row"));
     }
   });
 

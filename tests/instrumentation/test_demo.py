@@ -8,6 +8,7 @@ import sys
 from itertools import pairwise
 
 from tests.collector.harness import free_port, running_collector
+from tokentrail.analysis.run import analyze_range
 from tokentrail.collector.pricing import PriceBook
 
 
@@ -66,3 +67,12 @@ def test_demo_sends_every_waste_pattern(settings, store):
         assert outcome == [("refund_issued", "false")]
         # every model call is priced from the catalog
         assert one("SELECT countIf(cost_usd IS NULL), count() FROM spans FINAL WHERE billable = 1")[0][0] == 0
+
+        # and the waste analysis finds each kind of waste where the demo put it
+        analyze_range(store.client, "default", 0, 2**62, PriceBook())
+        found = dict(one("SELECT detector, groupUniqArray(t.agent_name) FROM waste_findings AS f "
+                         "JOIN traces AS t FINAL ON f.trace_id = t.trace_id GROUP BY detector"))  # fmt: skip
+        assert {k: sorted(v) for k, v in found.items()} == {
+            "retry": ["billing"], "duplicate": ["billing"], "loop": ["researcher"], "no_outcome": ["refunds"],
+            "context_bloat": ["drafter"], "cache_miss": ["drafter"], "oversized_model": ["router"],
+        }  # fmt: skip

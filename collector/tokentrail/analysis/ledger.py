@@ -171,9 +171,16 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Seque
     scopes = _scopes(spans)
     by_id = {s["span_id"]: s for s in spans}
     calls: list[_Call] = []
+    wrappers = {s["parent_span_id"] for s in spans if s["step_kind"] == "llm"}
     for span in spans:
-        if span["step_kind"] != "llm" or not span["billable"]:
+        if span["step_kind"] != "llm":
             continue
+        if not span["billable"]:
+            # A failed request that reported no usage (a 429, a timeout) is still an attempt of a
+            # retry chain; it was not billed, so it costs 0 here. Framework spans around one are not.
+            if span["status_code"] != "ERROR" or span["input_tokens"] or span["span_id"] in wrappers:
+                continue
+            span = dict(span, cost_usd=0.0)
         parent = by_id.get(span["parent_span_id"])
         failed = (span["status_code"] == "ERROR" or bool(_TRUNCATED & set(span["finish_reasons"]))
                   or (parent is not None and parent["step_kind"] == "retry" and parent["status_code"] == "ERROR"))  # fmt: skip
@@ -253,7 +260,7 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Seque
         _avoidable(calls, prices, alternatives, t, waste)
 
     buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
-    total = sum(c.cost for c in calls if c.cost is not None)
+    total = sum(c.cost for c in calls if c.cost is not None and c.span["billable"])
     wasted_tokens = sum(f.wasted_tokens for f in findings)
     return Ledger(total, buckets, findings, wasted_tokens, sum(1 for c in calls if c.cost is None), outcome)
 
@@ -292,7 +299,8 @@ def _avoidable(calls: list[_Call], prices: Prices, alternatives: Sequence[tuple[
             waste("cache_miss", call, missed * (unit[0] - unit[1]) if priced else None, missed,
                   [before.span["span_id"]], f"{missed:,} carried-over tokens were not read from the cache: {why}")  # fmt: skip
         # 7. oversized model
-        if not priced or out > t.oversized_max_output_tokens or set(span["finish_reasons"]) - {"stop", "end_turn"}:
+        if (not priced or not call.cost or out > t.oversized_max_output_tokens
+                or set(span["finish_reasons"]) - {"stop", "end_turn"}):  # fmt: skip
             continue
         best: tuple[float, str] | None = None
         for provider, model in alternatives:

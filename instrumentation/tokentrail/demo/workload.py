@@ -101,13 +101,14 @@ def retries_and_duplicates(models: _Models, rng: random.Random, customer: str) -
     with tokentrail.agent("billing", conversation_id=f"chat-{customer}", user_id=customer, task_type="invoice"):
         history = [_system(), {"role": "user", "content": "Please send the invoice for my last order."}]
         models.server.fail_next(429, retry_after=0.05, times=2)
-        tokentrail.retrying(lambda: models.chat("gpt-4o", history, reply="Fetching the invoice."),
+        tokentrail.retrying(lambda: models.chat("gpt-4o", history, reply="I found your account; fetching the latest invoice and checking its payment status now."),
                             name="chat gpt-4o", attempts=3, wait=0.05)  # fmt: skip
         _tool("get_invoice", {"invoice": "INV-204", "total": 84.5}, customer=customer)
         # the agent asks the same question twice: the second answer was already there
         history.append({"role": "tool", "content": '{"invoice": "INV-204", "total": 84.5}'})
-        models.chat("gpt-4o", history, reply="Invoice INV-204 is on its way.")
-        models.chat("gpt-4o", history, reply="Invoice INV-204 is on its way.")
+        answer = "Invoice INV-204 for 84.50 EUR is attached to the email we just sent to the address on your account."
+        models.chat("gpt-4o", history, reply=answer)
+        models.chat("gpt-4o", history, reply=answer)
         tokentrail.record_outcome("resolved", success=True)
 
 
@@ -115,10 +116,11 @@ def looping_researcher(models: _Models, rng: random.Random, customer: str) -> No
     with tokentrail.agent("researcher", conversation_id=f"chat-{customer}", user_id=customer, task_type="policy_question"):
         history = [_system(), {"role": "user", "content": "Is a damaged mirror covered?"}]
         for _ in range(3):  # search → read → search → read … on the same query, learning nothing
-            models.chat("gpt-4o", history, reply="Let me search the policy.")
-            _tool("search_policy", ["policy/damage.md"], query="damaged mirror")
-            _tool("read_document", "Damaged items are replaced at no cost.", path="policy/damage.md")
-        models.chat("gpt-4o", history, reply="Yes: damaged items are replaced at no cost.")
+            models.chat("gpt-4o", history, reply="I will search the policy documents for damaged items and read the section that applies.")
+            found = _tool("search_policy", ["policy/damage.md"], query="damaged mirror")
+            text = _tool("read_document", "Damaged items are replaced at no cost.", path="policy/damage.md")
+            history.append({"role": "tool", "content": json.dumps(found) + "\n" + text})
+        models.chat("gpt-4o", history, reply="Yes: a mirror that arrived damaged is replaced at no cost; send us a photo and we ship a new one.")
         tokentrail.record_outcome("resolved", success=True)
 
 
@@ -126,9 +128,10 @@ def bloated_drafter(models: _Models, rng: random.Random, customer: str) -> None:
     with tokentrail.agent("drafter", conversation_id=f"chat-{customer}", user_id=customer, task_type="complaint_reply"):
         # a timestamp at the top of the prompt: no two requests share a prefix, nothing is cached
         history = [_system(f"Now: {time.time_ns()}\n"), {"role": "user", "content": "Write a reply to this complaint."}]
-        for _ in range(5):
+        for page in range(5):
             models.chat("claude-sonnet-4-5", history, reply="Draft paragraph. " * 20)
-            crm = _tool("fetch_crm_history", "Ticket history: " + "previous ticket text. " * 300, customer=customer)
+            crm = _tool("fetch_crm_history", "Ticket history: " + "previous ticket text. " * 1500, customer=customer,
+                        page=page)  # fmt: skip
             history.append({"role": "tool", "content": crm})  # carried along every following step
             history[0] = _system(f"Now: {time.time_ns()}\n")
         tokentrail.record_outcome("sent", success=True)

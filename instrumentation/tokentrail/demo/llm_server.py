@@ -165,11 +165,14 @@ class LLMServer:
         h.send_header("cache-control", "no-cache")
         h.send_header("connection", "close")
         h.end_headers()
-        for event, data in events:
-            text = (f"event: {event}\n" if event else "") + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
-            h.wfile.write(text.encode())
-            h.wfile.flush()
         h.close_connection = True
+        try:
+            for event, data in events:
+                text = (f"event: {event}\n" if event else "") + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+                h.wfile.write(text.encode())
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading (closed the stream early): as a real API, just stop
 
     def _openai_chat(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         model = str(body.get("model", "gpt-4o-mini"))

@@ -32,8 +32,8 @@ _CUSTOMERS = ["ana", "bo", "chen", "dara", "eli", "fay", "gus", "hana"]
 
 
 class _Models:
-    """Chat calls through the openai client when it is installed (instrumented automatically),
-    else through a plain HTTP request marked up with the manual API."""
+    """Chat calls through the openai and anthropic clients when they are installed (instrumented
+    automatically), else through a plain HTTP request marked up with the manual API."""
 
     def __init__(self, server: LLMServer) -> None:
         self.server = server
@@ -43,9 +43,21 @@ class _Models:
             self.client: Any = None
         else:
             self.client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="demo", max_retries=0)
+        try:
+            import anthropic
+        except ImportError:
+            self.anthropic: Any = None
+        else:
+            self.anthropic = anthropic.Anthropic(base_url=server.base_url, api_key="demo", max_retries=0)
 
     def chat(self, model: str, messages: list[dict[str, Any]], reply: str = "Done.") -> str:
         self.server.reply = reply
+        if model.startswith("claude") and self.anthropic is not None:
+            system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+            turns = [{"role": "assistant" if m["role"] == "assistant" else "user", "content": m["content"]}
+                     for m in messages if m["role"] != "system"]  # fmt: skip
+            message = self.anthropic.messages.create(model=model, system=system, messages=turns, max_tokens=1024)
+            return "".join(block.text for block in message.content if block.type == "text")
         if self.client is not None:
             response = self.client.chat.completions.create(model=model, messages=messages)
             return str(response.choices[0].message.content)

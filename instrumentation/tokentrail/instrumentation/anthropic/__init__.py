@@ -1,0 +1,323 @@
+"""anthropic: a `chat {model}` span for every Messages call: `create` (sync, async, `stream=True`)
+and the `stream()` helper.
+
+Anthropic's `input_tokens` leaves out cache reads and writes; OTel's `gen_ai.usage.input_tokens`
+includes them (CONVENTIONS.md §1.4), so the span reports the sum and the two cache counts beside
+it. A stream keeps its span open until it is read to the end, closed or left, and takes its usage
+from `message_start`, updated by `message_delta`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import wrapt
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.trace import Span
+
+from tokentrail import semconv as sc
+from tokentrail.instrumentation import _content, _llm
+from tokentrail.instrumentation._safe import safely
+
+__all__ = ["AnthropicInstrumentor"]
+
+_instruments = ("anthropic >= 0.30",)
+_MODULE = "anthropic.resources.messages"  # both classes import from here, module or package alike
+_PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
+           sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
+_USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+_BLOCK = ("type", "text", "thinking", "id", "name", "input", "source", "content", "tool_use_id")
+
+
+def _get(obj: Any, key: str) -> Any:
+    """A field of a request's dict or of a response's model alike."""
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# --- content, in the OTel message shape (CONVENTIONS.md §1.5) ------------------------------------
+
+
+def _media(block: Any, modality: str) -> dict[str, Any]:
+    source = _get(block, "source")
+    kind = _get(source, "type")
+    if kind == "url":
+        return {"type": "uri", "modality": modality, "uri": str(_get(source, "url"))}
+    if kind == "file":
+        return {"type": "file", "modality": modality, "file_id": str(_get(source, "file_id"))}
+    # Inline bytes are left out: one image would use up the whole capture budget.
+    part: dict[str, Any] = {"type": "blob", "modality": modality}
+    if _get(source, "media_type"):
+        part["mime_type"] = str(_get(source, "media_type"))
+    return part
+
+
+def _part(block: Any) -> dict[str, Any]:
+    if isinstance(block, str):
+        return {"type": "text", "content": block}
+    kind = str(_get(block, "type") or "")
+    if kind == "text":
+        return {"type": "text", "content": str(_get(block, "text") or "")}
+    if kind == "tool_use":
+        return {
+            "type": "tool_call",
+            "id": _get(block, "id"),
+            "name": _get(block, "name"),
+            "arguments": _get(block, "input"),
+        }
+    if kind == "tool_result":
+        content = _get(block, "content")
+        response = content if isinstance(content, str) else _parts(content)
+        return {"type": "tool_call_response", "id": _get(block, "tool_use_id"), "response": response}
+    if kind == "thinking":
+        return {"type": "reasoning", "content": str(_get(block, "thinking") or "")}
+    if kind in ("image", "document"):
+        return _media(block, kind)
+    return {"type": kind}  # a generic part: the kind is known, its payload is not captured
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    # Lists only: a generator given as content would be used up here and sent empty.
+    if isinstance(content, str):
+        return [_part(content)]
+    return [_part(block) for block in content] if isinstance(content, (list, tuple)) else []
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, (list, tuple)):
+        return []
+    return [{"role": str(_get(m, "role") or "user"), "parts": _parts(_get(m, "content"))} for m in messages]
+
+
+def _system(system: Any) -> list[dict[str, Any]]:
+    """System instructions are text parts only (CONVENTIONS.md §1.5)."""
+    return [p for p in _parts(system) if p["type"] == "text" and p["content"]]
+
+
+def _record_output(span: Span, role: Any, content: Any) -> None:
+    parts = _parts(content)
+    if parts:
+        output = [{"role": str(role or "assistant"), "parts": parts}]
+        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
+
+
+# --- spans -----------------------------------------------------------------------------------------
+
+
+@safely
+def _start(instance: Any, kwargs: dict[str, Any]) -> Span:
+    kwargs = _llm.sent(kwargs)
+    attributes = _llm.scalars(kwargs, _PARAMS)
+    stops = kwargs.get("stop_sequences")
+    if isinstance(stops, (list, tuple)) and stops and all(isinstance(s, str) for s in stops):
+        attributes[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stops)
+    policy = _content.policy()
+    if policy.enabled:
+        for key, value in ((sc.GEN_AI_SYSTEM_INSTRUCTIONS, _system(kwargs.get("system"))),
+                           (sc.GEN_AI_INPUT_MESSAGES, _messages(kwargs.get("messages")))):  # fmt: skip
+            text = policy.prepare(value) if value else None
+            if text is not None:
+                attributes[key] = text
+    return _llm.start_chat("tokentrail.anthropic", "anthropic", instance, kwargs, attributes)
+
+
+def _record_usage(span: Span, usage: Any) -> None:
+    fresh = _count(_get(usage, "input_tokens"))
+    if fresh is None:
+        return
+    read = _count(_get(usage, "cache_read_input_tokens"))
+    write = _count(_get(usage, "cache_creation_input_tokens"))
+    thinking = _count(_get(_get(usage, "output_tokens_details"), "thinking_tokens"))
+    _llm.set_usage(span, input_tokens=fresh + (read or 0) + (write or 0),
+                   output_tokens=_count(_get(usage, "output_tokens")) or 0,
+                   cache_read=read, cache_write=write, reasoning=thinking)  # fmt: skip
+
+
+def _record_message(span: Span, message: Any) -> None:
+    stop = _get(message, "stop_reason")
+    finish = [str(stop)] if stop else []
+    _llm.set_response(span, model=_get(message, "model"), ident=_get(message, "id"), finish=finish)
+    _record_usage(span, _get(message, "usage"))
+    _record_output(span, _get(message, "role"), _get(message, "content"))
+
+
+class _Events:
+    """What the events of a stream add up to; content blocks are rebuilt only when content is captured."""
+
+    def __init__(self) -> None:
+        self.capture = _content.policy().enabled
+        self.message: dict[str, Any] = {}
+        self.usage: dict[str, Any] = {}
+        self.blocks: dict[int, dict[str, Any]] = {}
+
+    def _merge_usage(self, usage: Any) -> None:
+        # message_delta counts are cumulative and may repeat or update those of message_start
+        for key in _USAGE:
+            if _count(_get(usage, key)) is not None:
+                self.usage[key] = _get(usage, key)
+        details = _get(usage, "output_tokens_details")
+        if details is not None:
+            self.usage["output_tokens_details"] = details
+
+    def add(self, event: Any) -> None:
+        kind = _get(event, "type")
+        if kind == "message_start":
+            message = _get(event, "message")
+            self.message = {key: _get(message, key) for key in ("id", "model", "role")}
+            self._merge_usage(_get(message, "usage"))
+        elif kind == "message_delta":
+            stop = _get(_get(event, "delta"), "stop_reason")
+            if stop:
+                self.message["stop_reason"] = stop
+            self._merge_usage(_get(event, "usage"))
+        elif self.capture and kind == "content_block_start":
+            started = {key: _get(_get(event, "content_block"), key) for key in _BLOCK}
+            self.blocks[int(_get(event, "index") or 0)] = started | {"json": []}
+        elif self.capture and kind == "content_block_delta":
+            block = self.blocks.get(int(_get(event, "index") or 0))
+            if block is None:
+                return
+            delta = _get(event, "delta")
+            step = _get(delta, "type")
+            if step == "text_delta":
+                block["text"] = (block["text"] or "") + str(_get(delta, "text") or "")
+            elif step == "thinking_delta":
+                block["thinking"] = (block["thinking"] or "") + str(_get(delta, "thinking") or "")
+            elif step == "input_json_delta":
+                block["json"].append(str(_get(delta, "partial_json") or ""))
+
+    def record(self, span: Span) -> None:
+        _record_message(span, {**self.message, "usage": self.usage if self.usage else None})
+        blocks = [self.blocks[i] for i in sorted(self.blocks)]
+        for block in blocks:
+            if block["json"]:
+                raw = "".join(block["json"])
+                try:
+                    block["input"] = json.loads(raw)
+                except ValueError:
+                    block["input"] = raw  # cut off mid-stream: keep what arrived
+        _record_output(span, self.message.get("role"), blocks)
+
+
+_HOOKS = _llm.Hooks(start=_start, record=_record_message, accumulator=_Events)
+
+
+# --- the stream() helper ---------------------------------------------------------------------------
+
+
+def _watch(stream: Any, span: Span) -> bool:
+    """Route the helper's raw event stream through a proxy that ends the span; False when there is none.
+
+    The helper reads `_raw_stream` for iteration, `text_stream`, `get_final_message()` and `close()`
+    alike, so watching it covers every way of reading the events.
+    """
+    raw = getattr(stream, "_raw_stream", None)
+    if raw is None:
+        return False
+    stream._raw_stream = _llm.StreamProxy(raw, span, _Events())
+    return True
+
+
+def _snapshot(stream: Any) -> Any:
+    return getattr(stream, "current_message_snapshot", None)
+
+
+class _Helper(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The `stream()` helper's context manager: the span covers the request and the reading of its events."""
+
+    def __init__(self, manager: Any, instance: Any, kwargs: dict[str, Any]) -> None:
+        super().__init__(manager)
+        self._self_instance = instance
+        self._self_kwargs = {**kwargs, "stream": True}
+        self._self_stream: Any = None
+        self._self_span: Span | None = None  # kept here only when the stream could not be watched
+
+    def _self_open(self, stream: Any, span: Span) -> Any:
+        self._self_stream = stream
+        if not safely(_watch)(stream, span):
+            self._self_span = span
+        return stream
+
+    def _self_close(self) -> None:
+        """Without a watched stream (older SDKs), the span ends on exit with the accumulated message."""
+        span, self._self_span = self._self_span, None
+        if span is not None:
+            safely(_record_message)(span, safely(_snapshot)(self._self_stream))
+            span.end()
+
+    def __enter__(self) -> Any:
+        span = _start(self._self_instance, self._self_kwargs)
+        if span is None:
+            return self.__wrapped__.__enter__()
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            stream = self.__wrapped__.__enter__()
+        except BaseException as exc:
+            _llm.fail(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        return self._self_open(stream, span)
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc)
+        finally:
+            self._self_close()
+
+    async def __aenter__(self) -> Any:
+        span = _start(self._self_instance, self._self_kwargs)
+        if span is None:
+            return await self.__wrapped__.__aenter__()
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            stream = await self.__wrapped__.__aenter__()
+        except BaseException as exc:
+            _llm.fail(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        return self._self_open(stream, span)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc)
+        finally:
+            self._self_close()
+
+
+def _stream_helper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    manager = wrapped(*args, **kwargs)
+    helper = safely(_Helper)(manager, instance, kwargs)
+    return manager if helper is None else helper
+
+
+class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        import anthropic.resources.messages as module
+
+        wrapt.wrap_function_wrapper(_MODULE, "Messages.create", _llm.sync_wrapper(_HOOKS))
+        wrapt.wrap_function_wrapper(_MODULE, "AsyncMessages.create", _llm.async_wrapper(_HOOKS))
+        for cls in ("Messages", "AsyncMessages"):  # the async helper is a plain function too
+            if hasattr(getattr(module, cls), "stream"):
+                wrapt.wrap_function_wrapper(_MODULE, f"{cls}.stream", _stream_helper)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        import anthropic.resources.messages as module
+
+        for cls in (module.Messages, module.AsyncMessages):
+            unwrap(cls, "create")
+            unwrap(cls, "stream")

@@ -165,9 +165,11 @@ def _loops(steps: list[tuple[Any, _Call | None]], t: Thresholds) -> list[tuple[l
 
 
 def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Sequence[tuple[str, str]] = (),
-            t: Thresholds = Thresholds()) -> Ledger:  # fmt: skip
+            t: Thresholds = Thresholds(), outcome: str = "") -> Ledger:  # fmt: skip
     """The ledger of one trace. `spans` are rows in start order; `alternatives` are the
-    (provider, model) pairs the project uses, candidates for the oversized-model rule."""
+    (provider, model) pairs the project uses, candidates for the oversized-model rule; `outcome`
+    is the trace's verdict from the outcomes table ("success", "failure" or "" when unknown, in
+    which case outcome attributes on its spans decide)."""
     scopes = _scopes(spans)
     by_id = {s["span_id"]: s for s in spans}
     calls: list[_Call] = []
@@ -249,7 +251,8 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Seque
     # 4. no outcome
     outcomes = {s["outcome"] for s in spans if s.get("outcome")}
     root_error = any(s["status_code"] == "ERROR" for s in spans if not s["parent_span_id"])
-    outcome = "success" if "true" in outcomes else "failure" if "false" in outcomes else ""
+    if not outcome:
+        outcome = "failure" if "false" in outcomes else "success" if "true" in outcomes else ""
     if outcome == "failure" or (t.no_outcome_on_error and root_error and outcome != "success"):
         why = "the recorded outcome is a failure" if outcome == "failure" else "the run ended in an error"
         for call in calls:

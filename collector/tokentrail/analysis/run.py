@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokentrail.analysis.ledger import BUCKETS, Ledger, Thresholds, analyze
+from tokentrail.analysis.outcomes import traces_with_outcome
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import Settings
 
@@ -40,10 +41,10 @@ WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 ORDER BY trace_id, start_time, span_id
 """
 
-_TRACES = """
-SELECT trace_id, start_time, service_name, agent_name, user_id FROM traces FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
-"""
+_TRACES = traces_with_outcome(
+    "t.trace_id, t.start_time, t.service_name, t.agent_name, t.user_id",
+    "project = {project:String} AND trace_id IN {trace_ids:Array(String)}",
+)
 
 # the models a project uses successfully: candidates for the oversized-model rule
 _ALTERNATIVES = """
@@ -94,9 +95,9 @@ def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: 
         for trace_id, rows in spans.items():
             if trace_id not in info:
                 continue  # its summary is not written yet; it is analysed when it is
-            ledger = analyze(rows, prices.unit_prices, alternatives, t)  # type: ignore[arg-type]
+            start, service, agent, user, outcome, _ = info[trace_id]
+            ledger = analyze(rows, prices.unit_prices, alternatives, t, outcome=outcome)  # type: ignore[arg-type]
             ledgers[trace_id] = ledger
-            start, service, agent, user = info[trace_id]
             waste_rows.append([project, trace_id, start, service, agent, user, ledger.total_usd,
                                *(ledger.buckets[b] for b in BUCKETS), ledger.wasted_tokens, len(ledger.findings),
                                ledger.unpriced_calls, ledger.outcome, now])  # fmt: skip

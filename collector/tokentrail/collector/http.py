@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from tokentrail.collector.decode import BadRequest, BodyTooLarge, Encoding, Signal, gunzip
 from tokentrail.collector.ingest import Ingestor, Unauthorized
+from tokentrail.collector.outcomes import outcomes_endpoint
 from tokentrail.collector.spool import SpoolFull
 
 __all__ = ["create_app"]
@@ -123,5 +124,6 @@ def create_app(ingestor: Ingestor, status: Callable[[], dict[str, Any]] | None =
             Route("/metrics", metrics, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/api/status", api_status, methods=["GET"]),
+            Route("/api/outcomes", outcomes_endpoint(ingestor, _api_key), methods=["POST"]),
         ]
     )

@@ -31,7 +31,7 @@ _SUMMARIZE = """
 INSERT INTO traces (project, trace_id, start_time, end_time, duration_ns, root_span_id, root_name,
     service_name, services, agent_name, agents, models, span_count, llm_calls, tool_calls,
     error_count, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-    reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status)
+    reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status, task_id, task_type)
 SELECT
     project,
     trace_id,
@@ -61,10 +61,54 @@ SELECT
     toUInt32(countIf(billable = 1 AND cost_usd IS NULL)),
     anyIf(conversation_id, conversation_id != ''),
     anyIf(user_id, user_id != ''),
-    if(argMin(status_code, (parent_span_id != '', start_time)) = 'ERROR', 'error', 'ok')
+    if(argMin(status_code, (parent_span_id != '', start_time)) = 'ERROR', 'error', 'ok'),
+    anyIf(attributes['tokentrail.task.id'], attributes['tokentrail.task.id'] != ''
+          AND NOT (parent_span_id = '' AND startsWith(name, 'outcome '))),
+    argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != '')
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 GROUP BY project, trace_id
+"""
+
+# Outcomes carried by spans: on a span of the trace they judge (`record_outcome()` inside the
+# work), or as a standalone `outcome {name}` span aimed at a trace, a task or a conversation.
+_OUTCOMES = """
+INSERT INTO outcomes (project, target_kind, target_id, outcome_id, name, success, value, recorded_at,
+    source_trace_id)
+SELECT project,
+    multiIf(NOT standalone OR target_trace != '', 'trace', task != '', 'task', conversation_id != '', 'conversation',
+            'trace') AS kind,
+    multiIf(NOT standalone, trace_id, target_trace != '', target_trace, task != '', task,
+            conversation_id != '', conversation_id, trace_id),
+    span_id,
+    attributes['tokentrail.outcome.name'],
+    multiIf(verdict IN ('true', '1'), toNullable(toUInt8(1)), verdict IN ('false', '0'), toNullable(toUInt8(0)), NULL),
+    attributes['tokentrail.outcome.value'],
+    end_time,
+    trace_id
+FROM (
+    SELECT *, parent_span_id = '' AND startsWith(name, 'outcome ') AS standalone,
+        attributes['tokentrail.outcome.trace_id'] AS target_trace, attributes['tokentrail.task.id'] AS task,
+        lower(attributes['tokentrail.outcome.success']) AS verdict
+    FROM spans FINAL
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+      AND attributes['tokentrail.outcome.name'] != ''
+)
+"""
+
+# Targets elsewhere that just received an outcome: their summary is rewritten (same values, new
+# updated_at), so the waste analysis looks at them again.
+_TARGETS = """
+SELECT DISTINCT target_kind, target_id FROM outcomes
+WHERE project = {project:String} AND source_trace_id IN {trace_ids:Array(String)}
+  AND NOT (target_kind = 'trace' AND target_id IN {trace_ids:Array(String)})
+"""
+
+_TOUCH = """
+INSERT INTO traces SELECT * REPLACE (now64(3) AS updated_at) FROM traces FINAL
+WHERE project = {project:String}
+  AND (trace_id IN {traces:Array(String)} OR task_id IN {tasks:Array(String)}
+       OR conversation_id IN {conversations:Array(String)})
 """
 
 _CHUNK = 2000
@@ -81,5 +125,12 @@ def refresh(client: Any, traces: Iterable[tuple[str, str]]) -> int:
             params = {"project": project, "trace_ids": ids[i : i + _CHUNK]}
             client.command(_UNBILL_PARENTS, parameters=params)
             client.command(_SUMMARIZE, parameters=params)
+            client.command(_OUTCOMES, parameters=params)
+            targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
+            for kind, target in client.query(_TARGETS, parameters=params).result_rows:
+                targets[kind].append(target)
+            if any(targets.values()):
+                client.command(_TOUCH, parameters={"project": project, "traces": targets["trace"],
+                                                   "tasks": targets["task"], "conversations": targets["conversation"]})  # fmt: skip
             done += len(params["trace_ids"])
     return done

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, is_dataclass
@@ -27,6 +28,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from tokentrail.server.settings import Settings
 from tokentrail.server.store import Store
 from tokentrail.web import views
+from tokentrail.web.costs import CostQueries, costs_json, costs_view
 from tokentrail.web.filters import BadRequest, TraceFilter, parse_trace_filter
 from tokentrail.web.format import FILTERS
 from tokentrail.web.queries import Queries
@@ -212,6 +214,15 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
         return handle(request, as_json, build, report_json)
 
+    def costs(request: Request, as_json: bool) -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            f = trace_filter(request)
+            data = costs_view(CostQueries(client()), f, request.query_params.get("by", "task"), time.time_ns())
+            data["project"] = f.project
+            return "costs.html", data
+
+        return handle(request, as_json, build, costs_json)
+
     def overview(request: Request, as_json: bool) -> Response:
         return waste_report(request, as_json, "overview.html")
 
@@ -241,6 +252,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.add_api_route("/waste.csv", waste_csv, methods=["GET"], include_in_schema=False)
     twin("/waste", waste_report)
     twin("/overview", overview)
+    twin("/costs", costs)
     twin("/traces", traces)
     twin("/conversations", conversations)
     twin("/trace/{trace_id}", trace)

@@ -136,11 +136,11 @@ def _duration(text: str) -> int:
     return int(value) * _UNITS[unit]
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(done: int, total: int, noun: str = "traces") -> None:
     width = 30
     filled = width * done // total if total else width
     end = "\n" if done >= total else ""
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} traces", end=end, file=sys.stderr, flush=True)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {noun}", end=end, file=sys.stderr, flush=True)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -167,6 +167,31 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"analysed {done:,} traces in {time.monotonic() - start:.1f}s")
+    return 0
+
+
+def _cmd_reprice(args: argparse.Namespace) -> int:
+    import time
+
+    from tokentrail.collector.pricing import PriceBook
+    from tokentrail.collector.reprice import reprice
+    from tokentrail.server.store import DatabaseInUse, connect, migrate
+
+    settings = _server_settings()
+    try:
+        store = connect(settings)
+    except DatabaseInUse as exc:
+        raise SystemExit(f"tokentrail: {exc}\nStop the server to reprice the embedded database.") from None
+    try:
+        migrate(store)
+        now = time.time_ns()
+        prices = PriceBook()
+        result = reprice(store.client, args.project or settings.default_project, now - args.since * 10**9,
+                         now + 60 * 10**9, prices, progress=lambda d, t: _progress(d, t, "spans"))  # fmt: skip
+    finally:
+        store.close()
+    print(f"{result.examined:,} model calls with computed costs examined; {result.changed:,} changed "
+          f"in {result.traces:,} traces; prices from {result.version}")  # fmt: skip
     return 0
 
 
@@ -233,6 +258,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="(re)compute the waste ledger of a time range, with progress")
     analyze.add_argument("--since", type=_duration, default=_duration("7d"), help="how far back (30m, 24h, 7d)")
     analyze.add_argument("--project", help="project (default: the default project)")
+    reprice = sub.add_parser("reprice", help="recompute computed costs with the installed price catalog")
+    reprice.add_argument("--since", type=_duration, default=_duration("30d"), help="how far back (24h, 30d)")
+    reprice.add_argument("--project", help="project (default: the default project)")
     waste = sub.add_parser("waste", help="the waste ledger by bucket and agent/model/service/user/day")
     waste.add_argument("--since", type=_duration, default=_duration("24h"), help="how far back (30m, 24h, 7d)")
     waste.add_argument("--by", choices=["agent", "model", "service", "user", "day"], default="agent")
@@ -244,6 +272,7 @@ def _parser() -> argparse.ArgumentParser:
 
 _COMMANDS = {
     "analyze": _cmd_analyze,
+    "reprice": _cmd_reprice,
     "waste": _cmd_waste,
     "demo": _cmd_demo,
     "up": _cmd_up,

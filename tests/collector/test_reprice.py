@@ -1,0 +1,79 @@
+"""Repricing: computed costs follow the installed catalog; reported costs stay; summaries follow."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.collector.test_writer import _span
+from tokentrail.collector.pricing import PriceBook
+from tokentrail.collector.reprice import reprice
+from tokentrail.collector.writer import load
+
+
+class OldCatalog(PriceBook):
+    """An older catalog: every price twice today's, and a model it did not know yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = "genai-prices 0.0.1"
+
+    def cost(self, provider: str, model: str, **usage: Any) -> float | None:  # type: ignore[override]
+        if model.startswith("gpt-4.1"):
+            return None
+        now = super().cost(provider, model, **usage)
+        return None if now is None else 2 * now
+
+
+def _request() -> bytes:
+    request = ExportTraceServiceRequest()
+    chat = {"gen_ai__operation__name": "chat", "gen_ai__provider__name": "openai",
+            "gen_ai__usage__input_tokens": 1000, "gen_ai__usage__output_tokens": 100}  # fmt: skip
+    _span(request, "00000000000000d1", "", "chat gpt-4o", gen_ai__request__model="gpt-4o", **chat)
+    _span(request, "00000000000000d2", "", "chat gpt-4.1", gen_ai__request__model="gpt-4.1", **chat)
+    _span(request, "00000000000000d3", "", "chat house", gen_ai__request__model="house-model", **chat)
+    _span(request, "00000000000000d4", "", "ChatOpenAI", openinference__span__kind="LLM", llm__model_name="gpt-4o",
+          llm__provider="openai", llm__token_count__prompt=1000, llm__token_count__completion=100,
+          llm__cost__total="0.5")  # fmt: skip
+    return request.SerializeToString()
+
+
+def test_reprice_recomputes_computed_costs_only(store):
+    load(store.client, "default", [_request()], OldCatalog())
+    before = dict((r[0], r[1:]) for r in store.client.query(
+        "SELECT span_id, cost_usd, cost_source, price_version FROM spans FINAL").result_rows)  # fmt: skip
+    today = PriceBook()
+    gpt4o = today.cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
+    gpt41 = today.cost("openai", "gpt-4.1", input_tokens=1000, output_tokens=100)
+    assert gpt4o is not None and gpt41 is not None
+    assert before["00000000000000d1"] == (2 * gpt4o, "computed", "genai-prices 0.0.1")
+    assert before["00000000000000d2"][:2] == (None, "unknown")
+
+    result = reprice(store.client, "default", 0, 2**62, today)
+    assert (result.examined, result.changed, result.traces) == (3, 2, 1)  # the reported cost is not examined
+    after = dict((r[0], r[1:]) for r in store.client.query(
+        "SELECT span_id, cost_usd, cost_source, price_version FROM spans FINAL").result_rows)  # fmt: skip
+    assert after["00000000000000d1"] == (gpt4o, "computed", today.version)
+    assert after["00000000000000d2"] == (gpt41, "computed", today.version)  # newly known model
+    assert after["00000000000000d3"][:2] == (None, "unknown")  # still unknown: unchanged
+    assert after["00000000000000d4"][:2] == (0.5, "reported")
+    ((cost, unpriced),) = store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows
+    assert math.isclose(cost, gpt4o + gpt41 + 0.5, rel_tol=1e-9) and unpriced == 1
+    assert reprice(store.client, "default", 0, 2**62, today).changed == 0  # nothing left to change
+
+
+def test_reprice_command(store, settings, monkeypatch, capsys):
+    from tokentrail.cli import main
+
+    load(store.client, "default", [_request()], OldCatalog())
+    monkeypatch.setenv("TOKENTRAIL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("TOKENTRAIL_CLICKHOUSE_URL", settings.clickhouse_url)
+    monkeypatch.setenv("TOKENTRAIL_CLICKHOUSE_DATABASE", settings.database)
+    assert main(["reprice", "--since", "30d"]) == 0
+    assert "0 model calls" in capsys.readouterr().out  # the spans are from 2023
+    assert main(["reprice", "--since", "2000d"]) == 0
+    out = capsys.readouterr()
+    assert "3 model calls with computed costs examined; 2 changed in 1 traces" in out.out
+    assert "2/2 spans" in out.err  # the progress bar

@@ -65,6 +65,7 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
     servers: list[_Server] = []
     running: Any = None
     analyzer: Any = None
+    alerter: Any = None
     try:
         if collector:
             from tokentrail.analysis.run import Analyzer
@@ -76,6 +77,12 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
             # traces are analysed for waste once they have been quiet for waste_idle_seconds
             analyzer = Analyzer(store.new_client(), settings, pricer)
             analyzer.start()
+            if settings.budgets and settings.budget_webhook:
+                from tokentrail.analysis.budgets import BudgetAlerter
+
+                alerter = BudgetAlerter(store.new_client(), list(settings.budgets), settings.budget_webhook,
+                                        ui_url=f"http://{settings.host}:{settings.ui_port}")  # fmt: skip
+                alerter.start()
             servers.append(
                 _Server(
                     uvicorn.Config(
@@ -109,6 +116,9 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
         print(f"Database   {settings.clickhouse_url} (database {settings.database})", flush=True)
         asyncio.run(_serve_all(servers))
     finally:
+        if alerter is not None:
+            alerter.stop()
+            alerter.client.close()
         if analyzer is not None:
             analyzer.stop()
             analyzer.client.close()

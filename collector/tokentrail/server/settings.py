@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tokentrail.analysis.budgets import Budget, parse_budgets
 from tokentrail.analysis.ledger import Thresholds
 
 __all__ = ["Settings", "SettingsError", "from_env"]
@@ -50,6 +51,9 @@ class Settings:
     waste_idle_seconds: float = 30.0
     #: the waste detectors' thresholds (tokentrail.analysis.ledger documents each)
     waste: Thresholds = field(default_factory=Thresholds)
+    #: spend limits (tokentrail.analysis.budgets) and where to post alerts about them
+    budgets: tuple[Budget, ...] = ()
+    budget_webhook: str = ""
 
     @property
     def spool_dir(self) -> Path:
@@ -138,7 +142,23 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         chdb_max_memory_bytes=_int(env, "TOKENTRAIL_CHDB_MAX_MEMORY_BYTES", 4 << 30, 64 << 20),
         waste_idle_seconds=_float(env, "TOKENTRAIL_WASTE_IDLE_SECONDS", 30.0),
         waste=_thresholds(env),
+        budgets=_budgets(env),
+        budget_webhook=_webhook(env),
     )
+
+
+def _budgets(env: Mapping[str, str]) -> tuple[Budget, ...]:
+    try:
+        return tuple(parse_budgets(env.get("TOKENTRAIL_BUDGETS", ""), "default"))
+    except ValueError as exc:
+        raise SettingsError(f"TOKENTRAIL_BUDGETS: {exc}") from None
+
+
+def _webhook(env: Mapping[str, str]) -> str:
+    url = env.get("TOKENTRAIL_BUDGET_WEBHOOK", "").strip()
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"TOKENTRAIL_BUDGET_WEBHOOK={url!r} must be an http(s) URL")
+    return url
 
 
 def _thresholds(env: Mapping[str, str]) -> Thresholds:

@@ -25,6 +25,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.middleware.gzip import GZipMiddleware
 
+from tokentrail.analysis.budgets import evaluate
 from tokentrail.server.settings import Settings
 from tokentrail.server.store import Store
 from tokentrail.web import views
@@ -224,7 +225,18 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         return handle(request, as_json, build, costs_json)
 
     def overview(request: Request, as_json: bool) -> Response:
-        return waste_report(request, as_json, "overview.html")
+        def build() -> tuple[str, dict[str, Any]]:
+            f = trace_filter(request)
+            data = report_view(waste_queries(), f, "agent")
+            data["project"] = f.project
+            data["budgets"] = evaluate(client(), [b for b in settings.budgets if b.project == f.project])
+            return "overview.html", data
+
+        def to_json(data: dict[str, Any]) -> dict[str, Any]:
+            budgets = [dict(asdict(s), state=s.state) for s in data["budgets"]]
+            return {**report_json(data), "budgets": budgets}
+
+        return handle(request, as_json, build, to_json)
 
     def waste_csv(request: Request) -> Response:
         try:

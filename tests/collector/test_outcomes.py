@@ -133,3 +133,11 @@ def test_outcomes_need_the_api_key_when_keys_are_set(settings, store):
         assert ok.status_code == 202 and ok.json()["project"] == "team-a"
         tt.flush()
         assert tt.query("SELECT project, target_kind, target_id FROM outcomes FINAL") == [("team-a", "task", "a")]
+
+
+def test_a_standalone_outcome_is_not_listed_as_a_task(settings, store):
+    with running_collector(settings, store) as tt:
+        assert _post(tt, task_id="T-1", name="merged", success=True).status_code == 202
+        tt.flush()
+        assert tt.query("SELECT count() FROM traces FINAL") == [(0,)]
+        assert tt.query("SELECT target_id FROM outcomes FINAL") == [("T-1",)]

@@ -68,6 +68,9 @@ SELECT
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 GROUP BY project, trace_id
+-- a trace that is only a standalone outcome (aimed at other work) is not a task of its own
+HAVING countIf(NOT (parent_span_id = '' AND startsWith(name, 'outcome ')
+                    AND attributes['tokentrail.outcome.name'] != '')) > 0
 """
 
 # Outcomes carried by spans: on a span of the trace they judge (`record_outcome()` inside the

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from typing import Any
 
 import openai
 
@@ -25,11 +26,12 @@ POLICY = "Refunds are possible within 30 days of delivery. " * 60
 
 def refund(client: openai.OpenAI, order: int) -> None:
     with tokentrail.agent("refunds", task_id=f"refund-{order}", task_type="refund"):
-        history = [{"role": "system", "content": POLICY}, {"role": "user", "content": f"Refund order {order}."}]
+        history: list[Any] = [{"role": "system", "content": POLICY},
+                              {"role": "user", "content": f"Refund order {order}."}]  # fmt: skip
         client.chat.completions.create(model="gpt-4o-mini", messages=history)
         with tokentrail.tool("issue_refund", arguments={"order": order}) as step:
             step.set_result({"order": order, "refunded": True})
-        client.chat.completions.create(model="gpt-4o-mini", messages=[*history, {"role": "tool", "content": "done"}])
+        client.chat.completions.create(model="gpt-4o-mini", messages=[*history, {"role": "user", "content": "done"}])
 
 
 def main() -> None:

@@ -73,6 +73,15 @@ def test_up_serves_otlp_over_http_and_grpc(tmp_path):
         assert stored == 2
         status = _run("status", TOKENTRAIL_OTLP_HTTP_PORT=str(port))
         assert "collector: running" in status.stdout
+        # the same process serves the web UI, which lists the two traces once summarized
+        ui = f"http://127.0.0.1:{env['TOKENTRAIL_UI_PORT']}"
+        deadline = time.monotonic() + 30
+        listed: list[dict[str, object]] = []
+        while time.monotonic() < deadline and len(listed) < 2:
+            listed = httpx.get(f"{ui}/traces.json").json()["traces"]
+            time.sleep(0.2)
+        assert [t["root_name"] for t in listed] == ["chat gpt-4o", "chat gpt-4o"]
+        assert "Tokentrail" in httpx.get(f"{ui}/").text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

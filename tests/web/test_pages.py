@@ -215,3 +215,21 @@ def test_conversations_group_traces_with_cost(web, store, rec: Recorder):
     assert link.get_text() == "conv-b"
     listed = web.get(link["href"].replace("/traces", "/traces.json")).json()["traces"]
     assert [t["trace_id"] for t in listed] == [b]
+
+
+def test_a_large_trace_renders_its_first_rows_and_loads_the_rest(web, store, rec: Recorder):
+    with rec.span("invoke_agent big", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="big") as root:
+        for i in range(1300):
+            with rec.span(f"execute_tool t{i}", 1, gen_ai__operation__name="execute_tool", gen_ai__tool__name="t"):
+                pass
+    rec.store(store.client)
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    page = _soup(web.get(f"/trace/{trace_id}"))
+    assert len(page.select("#wf .wf-row")) == 1000
+    more = page.select_one("#wf button.wf-more")
+    assert more.get_text(" ", strip=True) == "Show 301 more of 301 remaining spans"
+    rest = _soup(web.get(more["hx-get"], headers={"HX-Request": "true"}))
+    names = [r.select_one(".wf-name").get_text() for r in rest.select(".wf-row")]
+    assert names[0] == "execute_tool t999" and names[-1] == "execute_tool t1299" and len(names) == 301
+    assert rest.select_one("button.wf-more") is None
+    assert web.get(f"/trace/{trace_id}/rows?first=x").status_code == 400

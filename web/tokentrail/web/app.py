@@ -198,6 +198,20 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
         return handle(request, as_json, build, views.trace_json)
 
+    def trace_rows(request: Request) -> Response:
+        """The next waterfall rows of a large trace, for htmx to put in place of its button."""
+
+        def build() -> tuple[str, dict[str, Any]]:
+            data = views.trace_view(queries(), project_of(request), request.path_params["trace_id"], waste_queries())
+            try:
+                data["first"] = max(0, int(request.query_params.get("first", "0")))
+            except ValueError:
+                raise BadRequest("first must be a whole number") from None
+            data["count"] = data["page_rows"]
+            return "_wf_rows.html", data
+
+        return handle(request, False, build)
+
     def span(request: Request, as_json: bool, trace_id: str, span_id: str) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
             data = views.span_view(queries(), project_of(request), trace_id, span_id, waste_queries())
@@ -267,6 +281,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     twin("/costs", costs)
     twin("/traces", traces)
     twin("/conversations", conversations)
+    app.add_api_route("/trace/{trace_id}/rows", trace_rows, methods=["GET"], response_class=HTMLResponse,
+                      include_in_schema=False)  # fmt: skip
     twin("/trace/{trace_id}", trace)
     twin("/trace/{trace_id}/span/{span_id}", span)
 

@@ -16,6 +16,8 @@ __all__ = ["NotFound", "conversations_view", "span_view", "trace_view", "traces_
 
 #: a trace page shows at most this many spans (the JSON API says when it cut)
 MAX_TRACE_SPANS = 50_000
+#: waterfall rows rendered at once; the rest load on demand (a 10,000-span page stays light)
+PAGE_ROWS = 1000
 #: longest text shown inline in a span's detail; the JSON API returns everything
 MAX_TEXT = 20_000
 
@@ -56,6 +58,8 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
     summary = queries.trace(project, trace_id)
     findings = waste.findings(project, trace_id) if waste is not None else []
     names = {s["span_id"]: s["name"] for s in spans}
+    position = {s["span_id"]: i for i, s in enumerate(spans)}
+    findings.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))  # in timeline order
     marks: dict[str, list[dict[str, Any]]] = {}
     for finding in findings:
         marks.setdefault(finding["span_id"], []).append(finding)
@@ -69,6 +73,7 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
         "names": names,
         "labels": LABELS,
         "timeline": layout(spans),
+        "page_rows": PAGE_ROWS,
         "context": (steps := context_steps(spans)),
         "chart": chart_columns(steps),
         "truncated": truncated,

@@ -18,6 +18,8 @@ __all__ = ["NotFound", "conversations_view", "span_view", "trace_view", "traces_
 MAX_TRACE_SPANS = 50_000
 #: waterfall rows rendered at once; the rest load on demand (a 10,000-span page stays light)
 PAGE_ROWS = 1000
+#: findings listed in a trace's ledger box
+MAX_FINDINGS_SHOWN = 50
 #: longest text shown inline in a span's detail; the JSON API returns everything
 MAX_TEXT = 20_000
 
@@ -63,10 +65,14 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
     marks: dict[str, list[dict[str, Any]]] = {}
     for finding in findings:
         marks.setdefault(finding["span_id"], []).append(finding)
+    shown = findings
+    if len(findings) > MAX_FINDINGS_SHOWN:  # the costliest; the JSON twin lists every one
+        shown = sorted(findings, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
     return {
         "project": project,
         "trace_id": trace_id,
         "summary": summary,
+        "findings_shown": shown,
         "ledger": waste.ledger(project, trace_id) if waste is not None else None,
         "findings": findings,
         "marks": marks,

@@ -58,6 +58,8 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
     spans = spans[:MAX_TRACE_SPANS]
     # The summary lags the spans by a second or two; a trace still arriving has none yet.
     summary = queries.trace(project, trace_id)
+    steps = context_steps(spans)
+    chart = chart_columns(steps)
     findings = waste.findings(project, trace_id) if waste is not None else []
     names = {s["span_id"]: s["name"] for s in spans}
     position = {s["span_id"]: i for i, s in enumerate(spans)}
@@ -65,6 +67,13 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
     marks: dict[str, list[dict[str, Any]]] = {}
     for finding in findings:
         marks.setdefault(finding["span_id"], []).append(finding)
+    # context findings flagged on the chart: per column, which calls were bloated or missed the cache
+    flagged = {x["span_id"]: x for x in findings if x["detector"] in ("context_bloat", "cache_miss")}
+    flags = []
+    for column in chart:
+        hits = [flagged[c.span_id] for c in steps[column.first - 1 : column.last] if c.span_id in flagged]
+        flags.append({"detectors": sorted({h["detector"] for h in hits}), "count": len(hits),
+                      "reason": hits[0]["reason"] if hits else ""})  # fmt: skip
     shown = findings
     if len(findings) > MAX_FINDINGS_SHOWN:  # the costliest; the JSON twin lists every one
         shown = sorted(findings, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
@@ -80,8 +89,9 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
         "labels": LABELS,
         "timeline": layout(spans),
         "page_rows": PAGE_ROWS,
-        "context": (steps := context_steps(spans)),
-        "chart": chart_columns(steps),
+        "context": steps,
+        "chart": chart,
+        "chart_flags": flags,
         "truncated": truncated,
     }
 

@@ -187,7 +187,8 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
         now = time.time_ns()
         prices = PriceBook()
         result = reprice(store.client, args.project or settings.default_project, now - args.since * 10**9,
-                         now + 60 * 10**9, prices, progress=lambda d, t: _progress(d, t, "spans"))  # fmt: skip
+                         now + 60 * 10**9, prices, progress=lambda d, t: _progress(d, t, "spans"),
+                         task_attribute=settings.task_type_attribute)  # fmt: skip
     finally:
         store.close()
     print(f"{result.examined:,} model calls with computed costs examined; {result.changed:,} changed "

@@ -66,3 +66,19 @@ def test_right_sizing_names_the_premium_step_and_its_saving(web, store):
     assert "gpt-4o-mini" in premium["suggestion"]
     assert ("classify", "gpt-4o-mini") in advice  # the task type uses two models: both shown for comparison
     assert ("triage", "gpt-4o") not in advice
+
+
+def test_the_task_type_can_come_from_an_attribute_the_user_names(store):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from tokentrail.collector.writer import load
+
+    rec = Recorder()
+    with rec.span("invoke_agent x", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="x", app__workflow="refunds"):
+        rec.chat("gpt-4o", "openai", 100, 10)
+    with rec.span("invoke_agent y", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="y"):
+        rec.chat("gpt-4o", "openai", 100, 10)
+    request = encode_spans(rec.finished()).SerializeToString()
+    load(store.client, "default", [request], prices(), task_attribute="app.workflow")
+    rows = store.client.query("SELECT agent_name, task_type FROM traces FINAL ORDER BY agent_name").result_rows
+    assert rows == [("x", "refunds"), ("y", "")]  # y falls back to its agent name on the costs page

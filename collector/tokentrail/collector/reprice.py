@@ -63,7 +63,7 @@ def _cost(prices: PriceBook, row: tuple[Any, ...]) -> float | None:
 
 
 def reprice(client: Any, project: str, start_ns: int, end_ns: int, prices: PriceBook,
-            progress: Callable[[int, int], None] | None = None) -> RepriceResult:  # fmt: skip
+            progress: Callable[[int, int], None] | None = None, task_attribute: str = "") -> RepriceResult:  # fmt: skip
     rows = client.query(_CANDIDATES, parameters={"project": project, "start": start_ns, "end": end_ns}).result_rows
     result = RepriceResult(examined=len(rows), version=prices.version)
     changed: list[tuple[str, str, float | None]] = []
@@ -86,7 +86,7 @@ def reprice(client: Any, project: str, start_ns: int, end_ns: int, prices: Price
         }
         client.command(_REWRITE, parameters=params, settings={"async_insert": 0})
         batch_traces = {(project, t) for t in trace_ids}
-        summary.refresh(client, batch_traces)
+        summary.refresh(client, batch_traces, task_attribute)
         touched |= batch_traces
         if progress is not None:
             progress(min(i + _BATCH, len(changed)), len(changed))

@@ -38,6 +38,7 @@ class Collector:
             summary_seconds=settings.summary_interval_seconds,
             workers=settings.writer_workers,
             summary_client=store.new_client(),
+            task_attribute=settings.task_type_attribute,
         )
         self.ingestor = Ingestor(settings, self.spool, self.stats, on_spooled=self.writer.wake)
         self.stats.gauge(

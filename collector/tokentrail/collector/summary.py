@@ -64,9 +64,15 @@ SELECT
     if(argMin(status_code, (parent_span_id != '', start_time)) = 'ERROR', 'error', 'ok'),
     anyIf(attributes['tokentrail.task.id'], attributes['tokentrail.task.id'] != ''
           AND NOT (parent_span_id = '' AND startsWith(name, 'outcome '))),
-    argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != '')
-FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+    -- the attribute the user named (on a span, else on its resource), else ours
+    if(countIf(named != '') > 0, argMinIf(named, start_time, named != ''),
+       argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != ''))
+FROM (
+    SELECT *, if(attributes[{task_attribute:String}] != '', attributes[{task_attribute:String}],
+                 resource_attributes[{task_attribute:String}]) AS named
+    FROM spans FINAL
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+)
 GROUP BY project, trace_id
 -- a trace that is only a standalone outcome (aimed at other work) is not a task of its own
 HAVING countIf(NOT (parent_span_id = '' AND startsWith(name, 'outcome ')
@@ -117,8 +123,11 @@ WHERE project = {project:String}
 _CHUNK = 2000
 
 
-def refresh(client: Any, traces: Iterable[tuple[str, str]]) -> int:
-    """Recompute billable flags and summaries for these (project, trace_id) pairs."""
+def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str = "") -> int:
+    """Recompute billable flags and summaries for these (project, trace_id) pairs.
+
+    `task_attribute`: a span or resource attribute that names a trace's task type
+    (TOKENTRAIL_TASK_TYPE_ATTRIBUTE); `tokentrail.task.type` when it is absent."""
     by_project: dict[str, list[str]] = {}
     for project, trace_id in traces:
         by_project.setdefault(project, []).append(trace_id)
@@ -127,7 +136,7 @@ def refresh(client: Any, traces: Iterable[tuple[str, str]]) -> int:
         for i in range(0, len(ids), _CHUNK):
             params = {"project": project, "trace_ids": ids[i : i + _CHUNK]}
             client.command(_UNBILL_PARENTS, parameters=params)
-            client.command(_SUMMARIZE, parameters=params)
+            client.command(_SUMMARIZE, parameters={**params, "task_attribute": task_attribute})
             client.command(_OUTCOMES, parameters=params)
             targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
             for kind, target in client.query(_TARGETS, parameters=params).result_rows:

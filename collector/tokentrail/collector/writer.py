@@ -55,7 +55,8 @@ def insert(client: Any, rows: Flattened) -> None:
         client.raw_insert("logs", list(LOG_COLUMNS), rows.log_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
 
 
-def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook | None = None) -> int:
+def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook | None = None,
+         task_attribute: str = "") -> int:  # fmt: skip
     """Write encoded `ExportTraceServiceRequest`s straight to ClickHouse, without the spool,
     and refresh their summaries: for seeding a database (benchmarks, tests). Returns spans written."""
     written = 0
@@ -66,9 +67,9 @@ def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook
         dirty |= rows.traces
         written += rows.span_count
         if len(dirty) >= 5000:  # summaries in large batches: one refresh per request is the slow part
-            summary.refresh(client, dirty)
+            summary.refresh(client, dirty, task_attribute)
             dirty = set()
-    summary.refresh(client, dirty)
+    summary.refresh(client, dirty, task_attribute)
     return written
 
 
@@ -88,10 +89,12 @@ class Writer:
         summary_seconds: float = 1.0,
         workers: int = 0,
         summary_client: Any = None,
+        task_attribute: str = "",
     ) -> None:
         self.client = client
         #: a second client lets summaries run on their own thread, beside the inserts
         self.summary_client = summary_client
+        self.task_attribute = task_attribute
         self.spool = spool
         self.stats = stats
         self.pricer = pricer
@@ -249,7 +252,7 @@ class Writer:
             if not dirty:
                 return 0
             try:
-                done = summary.refresh(self.summary_client or self.client, dirty)
+                done = summary.refresh(self.summary_client or self.client, dirty, self.task_attribute)
             except Exception as exc:
                 with self._dirty_lock:
                     self._dirty |= dirty

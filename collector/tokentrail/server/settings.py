@@ -51,6 +51,8 @@ class Settings:
     waste_idle_seconds: float = 30.0
     #: the waste detectors' thresholds (tokentrail.analysis.ledger documents each)
     waste: Thresholds = field(default_factory=Thresholds)
+    #: a span or resource attribute that names a task's type (else `tokentrail.task.type`)
+    task_type_attribute: str = ""
     #: spend limits (tokentrail.analysis.budgets) and where to post alerts about them
     budgets: tuple[Budget, ...] = ()
     budget_webhook: str = ""
@@ -142,6 +144,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         chdb_max_memory_bytes=_int(env, "TOKENTRAIL_CHDB_MAX_MEMORY_BYTES", 4 << 30, 64 << 20),
         waste_idle_seconds=_float(env, "TOKENTRAIL_WASTE_IDLE_SECONDS", 30.0),
         waste=_thresholds(env),
+        task_type_attribute=env.get("TOKENTRAIL_TASK_TYPE_ATTRIBUTE", "").strip(),
         budgets=_budgets(env),
         budget_webhook=_webhook(env),
     )

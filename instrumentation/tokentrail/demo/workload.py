@@ -141,7 +141,7 @@ def bloated_drafter(models: _Models, rng: random.Random, customer: str) -> None:
         # a timestamp at the top of the prompt: no two requests share a prefix, nothing is cached
         history = [_system(f"Now: {time.time_ns()}\n"), {"role": "user", "content": "Write a reply to this complaint."}]
         for page in range(5):
-            models.chat("claude-sonnet-4-5", history, reply="Draft paragraph. " * 20)
+            models.chat("claude-sonnet-4-6", history, reply="Draft paragraph. " * 20)
             crm = _tool("fetch_crm_history", "Ticket history: " + "previous ticket text. " * 1500, customer=customer,
                         page=page)  # fmt: skip
             history.append({"role": "tool", "content": crm})  # carried along every following step

@@ -152,6 +152,9 @@ def test_openai_client_span_nests_under_the_langchain_chat_span(spans, server):
     assert outer.instrumentation_scope.name == "tokentrail.langchain"
     assert inner.instrumentation_scope.name == "tokentrail.openai"
     assert _parent_of(inner) == outer.context.span_id
+    # the leaf (the client's span) carries the same usage: it is the one the collector bills
+    assert inner.attributes["gen_ai.usage.input_tokens"] == outer.attributes["gen_ai.usage.input_tokens"] > 0
+    assert inner.attributes["gen_ai.usage.output_tokens"] == outer.attributes["gen_ai.usage.output_tokens"]
 
 
 def test_langgraph_graph_is_an_agent_with_node_and_tool_children(spans, server):

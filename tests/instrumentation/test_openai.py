@@ -84,3 +84,16 @@ def test_errors_pass_through_and_are_recorded(spans, server):
     (span,) = _chats(spans)
     assert span.status.status_code == StatusCode.ERROR
     assert span.attributes["error.type"] == "RateLimitError"
+
+
+def test_raw_response_calls_carry_usage(spans, server):
+    """LangChain calls `with_raw_response.create`; the span must still have the usage, or the
+    collector would bill the leaf call as nothing."""
+    raw = _client(server).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    completion = raw.parse()
+    (span,) = _chats(spans)
+    assert span.attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens > 0
+    assert span.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+    assert span.attributes["gen_ai.response.id"] == completion.id

@@ -68,6 +68,13 @@ def _record(span: Span, *, model: Any, ident: Any, finish: list[str], usage: Any
 
 
 def _record_response(span: Span, response: Any) -> None:
+    http = getattr(response, "http_response", None)
+    if http is not None and callable(getattr(response, "parse", None)):
+        # `with_raw_response` (LangChain calls the client this way): the client caches what
+        # parse() returns, so reading it here costs the caller nothing
+        if "json" not in http.headers.get("content-type", ""):
+            return
+        response = response.parse()
     choices = getattr(response, "choices", None) or []
     text = getattr(getattr(choices[0], "message", None), "content", None) if choices else None
     _record(span, model=getattr(response, "model", None), ident=getattr(response, "id", None),

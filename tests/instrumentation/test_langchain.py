@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 import openai
@@ -31,33 +28,14 @@ from tokentrail.instrumentation import _content
 from tokentrail.instrumentation.langchain import LangChainInstrumentor
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 
-
-@dataclass
-class ScriptedServer(LLMServer):
-    """The stand-in, except that the next chat completions answer with these tool calls, one per request."""
-
-    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def _openai_chat(self, h: Any, body: dict[str, Any]) -> None:
-        if not self.tool_calls:
-            super()._openai_chat(h, body)
-            return
-        name, arguments = self.tool_calls.pop(0)
-        call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                "function": {"name": name, "arguments": json.dumps(arguments)}}  # fmt: skip
-        self._json(h, 200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                         "finish_reason": "tool_calls", "logprobs": None}],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
-        })  # fmt: skip
+# tool calls the stand-in answers with report this usage, so the figures below are exact
+USAGE = {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52}
 
 
 @pytest.fixture
-def server(spans) -> Iterator[ScriptedServer]:
+def server(spans) -> Iterator[LLMServer]:
     LangChainInstrumentor().instrument()
-    srv = ScriptedServer(reply="It shipped.")
+    srv = LLMServer(reply="It shipped.")
     with srv:
         yield srv
     LangChainInstrumentor().uninstrument()
@@ -158,7 +136,7 @@ def test_openai_client_span_nests_under_the_langchain_chat_span(spans, server):
 
 
 def test_langgraph_graph_is_an_agent_with_node_and_tool_children(spans, server):
-    server.tool_calls.append(("get_order_status", {"order_id": "42"}))
+    server.tool_calls.append(("get_order_status", {"order_id": "42"}, USAGE))
     inside_tool.clear()
     result = _graph(_model(server)).invoke({"messages": [HumanMessage("Where is order 42?")]},
                                            config={"configurable": {"thread_id": "thread-7"}})  # fmt: skip
@@ -191,7 +169,7 @@ def test_langgraph_graph_is_an_agent_with_node_and_tool_children(spans, server):
 
 def test_async_graph_with_content_capture(spans, server):
     _content.configure(enabled=True)
-    server.tool_calls.append(("get_order_status", {"order_id": "7"}))
+    server.tool_calls.append(("get_order_status", {"order_id": "7"}, USAGE))
     graph = _graph(_model(server))
     asyncio.run(graph.ainvoke({"messages": [HumanMessage("Status of 7?")]}))
     s = _by_name(spans)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -32,37 +29,16 @@ from tokentrail.instrumentation import _content
 from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.instrumentation.openai_agents import OpenAIAgentsInstrumentor
 
-
-@dataclass
-class ScriptedServer(LLMServer):
-    """The stand-in, except that the next chat completions answer with these tool calls, one per request
-    (the stand-in itself only ever answers with text, and handoffs are tool calls)."""
-
-    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def _openai_chat(self, h: Any, body: dict[str, Any]) -> None:
-        if not self.tool_calls:
-            super()._openai_chat(h, body)
-            return
-        name, arguments = self.tool_calls.pop(0)
-        call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                "function": {"name": name, "arguments": json.dumps(arguments)}}  # fmt: skip
-        self._json(h, 200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                         "finish_reason": "tool_calls", "logprobs": None}],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52,
-                      "prompt_tokens_details": {"cached_tokens": 8}},
-        })  # fmt: skip
+# tool calls the stand-in answers with report this usage, so the figures below are exact
+USAGE = {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52, "prompt_tokens_details": {"cached_tokens": 8}}
 
 
 @pytest.fixture
-def server(spans) -> Iterator[ScriptedServer]:
+def server(spans) -> Iterator[LLMServer]:
     # Only our processor: the SDK's default one would try to export to OpenAI (there is no internet here).
     set_trace_processors([])
     OpenAIAgentsInstrumentor().instrument()
-    srv = ScriptedServer(reply="It shipped.")
+    srv = LLMServer(reply="It shipped.")
     with srv:
         yield srv
     OpenAIAgentsInstrumentor().uninstrument()
@@ -92,7 +68,7 @@ def _agents(server: LLMServer, **client_kw: Any) -> Agent[Any]:
                  handoffs=[billing], input_guardrails=[polite])  # fmt: skip
 
 
-def _run(server: ScriptedServer, text: str = "Where is order 42?", **kw: Any) -> Any:
+def _run(server: LLMServer, text: str = "Where is order 42?", **kw: Any) -> Any:
     return asyncio.run(Runner.run(_agents(server), text, **kw))
 
 
@@ -105,7 +81,7 @@ def _named(spans, name: str) -> list[Any]:
 
 
 def test_agent_run_with_tool_handoff_and_guardrail(spans, server):
-    server.tool_calls += [("get_order", {"order_id": "42"}), ("transfer_to_billing", {})]
+    server.tool_calls += [("get_order", {"order_id": "42"}, USAGE), ("transfer_to_billing", {}, USAGE)]
     inside_tool.clear()
     result = _run(server, run_config=RunConfig(workflow_name="support", group_id="conv-9"))
     assert result.final_output == "It shipped." and result.last_agent.name == "billing"
@@ -177,7 +153,7 @@ def test_openai_client_span_nests_under_the_agents_chat_span(spans, server):
 
 def test_content_capture(spans, server):
     _content.configure(enabled=True)
-    server.tool_calls.append(("get_order", {"order_id": "7"}))
+    server.tool_calls.append(("get_order", {"order_id": "7"}, USAGE))
     _run(server, "Status of 7?")
     (tool_span,) = _named(spans, "execute_tool get_order")
     assert json.loads(tool_span.attributes["gen_ai.tool.call.arguments"]) == {"order_id": "7"}

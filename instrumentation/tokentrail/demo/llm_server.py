@@ -46,6 +46,9 @@ class LLMServer:
     host: str = "127.0.0.1"
     port: int = 0
     reply: str = "Done."
+    #: the next chat completions (OpenAI, not streamed) answer with these tool calls, one per
+    #: request: `(name, arguments)` or `(name, arguments, usage)` to give the usage it reports
+    tool_calls: list[tuple[Any, ...]] = field(default_factory=list)
     #: seconds each answer takes, plus this much per 100 output tokens (a model's pace, roughly)
     latency: float = 0.0
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -190,6 +193,19 @@ class LLMServer:
         }  # fmt: skip
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         served = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}.get(model, model)
+        with self._lock:
+            scripted = self.tool_calls.pop(0) if self.tool_calls and not body.get("stream") else None
+        if scripted is not None:
+            name, arguments, *rest = scripted
+            call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)}}  # fmt: skip
+            self._json(h, 200, {
+                "id": ident, "object": "chat.completion", "created": created, "model": served,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                             "finish_reason": "tool_calls", "logprobs": None}],
+                "usage": rest[0] if rest else usage,
+            })  # fmt: skip
+            return
         if not body.get("stream"):
             self._json(h, 200, {
                 "id": ident, "object": "chat.completion", "created": created, "model": served,

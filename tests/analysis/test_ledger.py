@@ -81,3 +81,28 @@ def test_buckets_add_up_and_no_dollar_counts_twice(spans, bloat, cache_min):
     assert math.isclose(sum(charged.values()), ledger.wasted_usd, rel_tol=1e-9, abs_tol=1e-12)
     definite = {f.span_id for f in ledger.findings if f.detector in ("retry", "loop", "duplicate")}
     assert len(definite) == len([f for f in ledger.findings if f.detector in ("retry", "loop", "duplicate")])
+
+
+def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
+    import json
+
+    from tokentrail.analysis.ledger import largest_carried_item
+
+    base = {"parent_span_id": "root", "step_kind": "llm", "duration_ns": 1, "status_code": "UNSET", "outcome": "",
+            "tool_name": "", "tool_args_hash": 0, "has_tool_args": False, "model": "big", "provider": "p",
+            "cache_read_tokens": 0, "billable": 1, "input_hash": 0, "finish_reasons": ["stop"], "error_type": ""}  # fmt: skip
+    root = dict(base, span_id="root", parent_span_id="", step_kind="agent", billable=0, cost_usd=None,
+                input_tokens=0, output_tokens=0, start_ns=0)  # fmt: skip
+    calls = [dict(base, span_id=f"c{i}", start_ns=i + 1, input_tokens=n, output_tokens=100,
+                  cost_usd=_cost("big", n, 100, 0)) for i, n in enumerate((5_000, 30_000, 60_000))]  # fmt: skip
+    ledger = analyze([root, *calls], _prices, [], Thresholds(bloat_carry_tokens=16_000))
+    (bloat,) = [f for f in ledger.findings if f.detector == "context_bloat"]
+    assert bloat.span_id == "c2" and "grew from 5,000 to 60,000 tokens over 3 calls (12.0x)" in bloat.reason
+    messages = [
+        {"role": "user", "parts": [{"type": "text", "content": "Write the reply."}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "fetch_crm_history"}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "x" * 40_000}]},
+        {"role": "user", "parts": [{"type": "text", "content": "Shorter, please."}]},
+    ]
+    assert largest_carried_item(json.dumps(messages)) == ("the result of tool fetch_crm_history (message 3 of 4)", 10_000)
+    assert largest_carried_item("not json") is None

@@ -130,3 +130,20 @@ def test_outcomes_inline_and_late(spans):
     assert late.attributes["tokentrail.task.id"] == "TASK-7"
     assert late.attributes["tokentrail.outcome.success"] is False
     assert late.parent is None
+
+
+def test_long_structured_content_is_cut_inside_and_stays_valid_json():
+    import json
+
+    from tokentrail.instrumentation._content import ContentPolicy
+
+    policy = ContentPolicy(enabled=True, max_chars=2000)
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "short question"}]},
+                {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "x" * 50_000}]}]  # fmt: skip
+    text = policy.prepare(messages)
+    assert text is not None and len(text) <= 2000
+    parsed = json.loads(text)
+    assert parsed[0]["parts"][0]["content"] == "short question"  # short strings untouched
+    cut = parsed[1]["parts"][0]["response"]
+    assert cut.startswith("xxx") and "truncated" in cut and len(cut) < 2000
+    assert (policy.prepare("y" * 5000) or "").endswith("chars]")  # plain text: cut at the end as before

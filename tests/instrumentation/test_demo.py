@@ -76,3 +76,6 @@ def test_demo_sends_every_waste_pattern(settings, store):
             "retry": ["billing"], "duplicate": ["billing"], "loop": ["researcher"], "no_outcome": ["refunds"],
             "context_bloat": ["drafter"], "cache_miss": ["drafter"], "oversized_model": ["router"],
         }  # fmt: skip
+        # with content captured, a bloat finding names what was carried along
+        reasons = [r for (r,) in one("SELECT reason FROM waste_findings WHERE detector = 'context_bloat'")]
+        assert reasons and all("the largest item carried along is a user message" in r and "~8," in r for r in reasons)

@@ -40,17 +40,20 @@ zero); its findings say so with a wasted cost of None.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BUCKETS", "DEFINITE", "Finding", "Ledger", "Thresholds", "analyze", "context_split"]
+__all__ = ["BUCKETS", "DEFINITE", "Finding", "Ledger", "Thresholds", "analyze", "context_split",
+           "largest_carried_item"]
 
 BUCKETS = ("retry", "loop", "duplicate", "no_outcome", "context_bloat", "cache_miss", "oversized_model",
            "productive")  # fmt: skip
 DEFINITE = ("retry", "loop", "duplicate", "no_outcome")
 _TRUNCATED = frozenset({"length", "max_tokens", "model_length"})
+_CUT = re.compile(r"…\[truncated (\d+) chars\]$")
 
 
 @dataclass(frozen=True)
@@ -271,10 +274,13 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Seque
 def _avoidable(calls: list[_Call], prices: Prices, alternatives: Sequence[tuple[str, str]], t: Thresholds,
                waste: Callable[..., None]) -> None:  # fmt: skip
     previous: dict[str, _Call] = {}
+    first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
     for call in calls:
         span = call.span
         before = previous.get(call.scope)
         previous[call.scope] = call
+        start_input, n = first.get(call.scope, (int(span["input_tokens"]), 0))
+        first[call.scope] = (start_input, n + 1)
         if call.failed:
             continue
         inp, out = int(span["input_tokens"]), int(span["output_tokens"])
@@ -288,7 +294,9 @@ def _avoidable(calls: list[_Call], prices: Prices, alternatives: Sequence[tuple[
             fresh = unit[0] if unit else 0.0
             waste("context_bloat", call, excess * fresh if priced else None, excess,
                   [before.span["span_id"]] if before else [],
-                  f"carried {carried:,} tokens of earlier context, {excess:,} over the {t.bloat_carry_tokens:,}-token budget")  # fmt: skip
+                  f"carried {carried:,} tokens of earlier context, {excess:,} over the {t.bloat_carry_tokens:,}-token "
+                  f"budget; the context grew from {start_input:,} to {inp:,} tokens over {n + 1} calls"
+                  + (f" ({inp / start_input:.1f}x)" if start_input else ""))  # fmt: skip
         # 6. cache miss
         missed = carried - excess
         if before is not None and missed >= t.cache_min_tokens and unit is not None and unit[1] < unit[0]:
@@ -320,3 +328,42 @@ def _avoidable(calls: list[_Call], prices: Prices, alternatives: Sequence[tuple[
             waste("oversized_model", call, call.cost - best[0], 0, [],
                   f"{out} output tokens; {best[1]}, which this project already uses, would cost "
                   f"{best[0] / call.cost:.0%} of it")  # fmt: skip
+
+
+def largest_carried_item(input_messages: str) -> tuple[str, int] | None:
+    """From a call's captured input (OTel message JSON): the largest tool result or earlier
+    message it carried along, as (what it is, estimated tokens at ~4 characters a token)."""
+    import json
+
+    try:
+        messages = json.loads(input_messages)
+    except ValueError:
+        return None
+    if not isinstance(messages, list) or len(messages) < 2:
+        return None
+    names: dict[str, str] = {}
+    best: tuple[str, int] | None = None
+    for i, message in enumerate(messages[:-1]):  # the last message is the new input
+        if not isinstance(message, dict):
+            continue
+        role = str(message.get("role", ""))
+        for part in message.get("parts") or []:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "tool_call":
+                names[str(part.get("id", ""))] = str(part.get("name", ""))
+                continue
+            body = part.get("response", part.get("content", ""))
+            body = body if isinstance(body, str) else json.dumps(body)
+            cut = _CUT.search(body)  # the SDK cut a long value when capturing it and said by how much
+            size = (len(body) + (int(cut[1]) if cut else 0)) // 4
+            if part.get("type") == "tool_call_response":
+                what = f"the result of tool {names.get(str(part.get('id', '')), '') or part.get('id', '?')}"
+            elif role == "tool":
+                what = "a tool result"
+            else:
+                what = f"a {role or 'earlier'} message"
+            what += f" (message {i + 1} of {len(messages)})"
+            if best is None or size > best[1]:
+                best = (what, size)
+    return best

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tokentrail.analysis.ledger import BUCKETS, Ledger, Thresholds, analyze
+from tokentrail.analysis.ledger import BUCKETS, Ledger, Thresholds, analyze, largest_carried_item
 from tokentrail.analysis.outcomes import traces_with_outcome
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import Settings
@@ -106,11 +106,33 @@ def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: 
                  f.model, start, service, agent, user]
                 for f in ledger.findings
             )
+        _name_carried_items(client, project, finding_rows)
         if finding_rows:
             client.insert("waste_findings", finding_rows, column_names=_FINDING_COLUMNS, settings={"async_insert": 0})
         if waste_rows:
             client.insert("trace_waste", waste_rows, column_names=_WASTE_COLUMNS, settings={"async_insert": 0})
     return ledgers
+
+
+def _name_carried_items(client: Any, project: str, rows: list[list[Any]]) -> None:
+    """Where message content was captured, a context-bloat finding also names the largest thing
+    the call carried along (token counts alone cannot say which tool output it was)."""
+    bloat = {(r[1], r[4]): r for r in rows if r[3] == "context_bloat"}
+    if not bloat:
+        return
+    # the billed leaf may be a client library's own span under ours; the content is then on ours
+    spans = client.query(
+        "SELECT trace_id, span_id, parent_span_id, input_messages FROM spans FINAL WHERE project = {project:String} "
+        "AND trace_id IN {trace_ids:Array(String)} AND step_kind = 'llm'",
+        parameters={"project": project, "trace_ids": sorted({t for t, _ in bloat})},
+    ).result_rows  # fmt: skip
+    content = {(t, s): m for t, s, _, m in spans if m}
+    parents = {(t, s): p for t, s, p, _ in spans}
+    for (trace_id, span_id), row in bloat.items():
+        messages = content.get((trace_id, span_id)) or content.get((trace_id, parents.get((trace_id, span_id), "")))
+        item = largest_carried_item(messages) if messages else None
+        if item is not None:
+            row[8] += f"; the largest item carried along is {item[0]}, ~{item[1]:,} tokens"
 
 
 def analyze_range(client: Any, project: str, start_ns: int, end_ns: int, prices: PriceBook,

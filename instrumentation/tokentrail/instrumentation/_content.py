@@ -52,7 +52,7 @@ class ContentPolicy:
         """
         if not self.enabled or value is None:
             return None
-        text = value if isinstance(value, str) else to_json(value)
+        text = value if isinstance(value, str) else _fitting_json(value, self.max_chars)
         if self.redact is not None:
             try:
                 text = self.redact(text)
@@ -63,6 +63,48 @@ class ContentPolicy:
             cut = len(text) - self.max_chars
             text = text[: self.max_chars] + TRUNCATION_MARK.format(n=cut)
         return text
+
+
+def _strings(value: Any, out: list[int]) -> None:
+    if isinstance(value, str):
+        out.append(len(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings(item, out)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings(item, out)
+
+
+def _shrink(value: Any, cap: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= cap else value[:cap] + TRUNCATION_MARK.format(n=len(value) - cap)
+    if isinstance(value, dict):
+        return {k: _shrink(v, cap) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shrink(v, cap) for v in value]
+    return value
+
+
+def _fitting_json(value: Any, max_chars: int) -> str:
+    """JSON for `value` within `max_chars` where it can be: the longest strings inside are cut
+    (each marked), so messages stay valid JSON that the UI and the analysis can still read."""
+    text = to_json(value)
+    if len(text) <= max_chars:
+        return text
+    lengths: list[int] = []
+    _strings(value, lengths)
+    budget = max_chars - (len(text) - sum(lengths)) - 40 * len(lengths)  # room for the structure and marks
+    if budget <= 0:
+        return text
+    low, high = 0, max(lengths, default=0)
+    while low < high:  # the largest per-string cap that fits the budget
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return to_json(_shrink(value, low))
 
 
 def to_json(value: Any) -> str:

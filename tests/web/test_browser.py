@@ -118,3 +118,32 @@ def test_hostile_content_is_shown_as_text_and_runs_nothing(live, store, browser_
     assert "bad \ufffd" in page.locator("#wf").inner_text()
     _shot(page, "hostile-trace")
     assert page.problems == []
+
+
+def test_waste_report_leads_to_the_span_that_wasted(live, store, browser_page):
+    from tests.analysis.corpus import duplicate, loop, oversized, productive, retry
+    from tests.web.data import prices
+    from tokentrail.analysis.run import analyze_range
+
+    rec = Recorder()
+    for build in (productive, retry, loop, duplicate, oversized):
+        build(rec)
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    page = browser_page
+    page.goto(live + "/overview")
+    assert page.locator(".ledger-bar span").count() >= 4
+    _shot(page, "overview")
+    page.goto(live + "/waste?by=agent")
+    _shot(page, "waste-report")
+    top = page.locator("table.top-findings tbody tr").first
+    detector = top.locator("td").first.inner_text()
+    top.locator("td.name a").click()  # the costliest finding: its trace, its span selected
+    page.wait_for_selector("#detail .span-detail")
+    assert page.locator("#wf .wf-row.selected .badge.waste").first.inner_text() == detector
+    assert detector in page.locator("#detail .waste-callout").inner_text()
+    _shot(page, "trace-with-finding")
+    page.goto(live + "/costs")
+    assert page.locator("table.costs tbody tr").count() == 5
+    _shot(page, "costs")
+    assert page.problems == []

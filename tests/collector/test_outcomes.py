@@ -51,6 +51,8 @@ def test_outcomes_attach_on_the_trace_late_early_and_by_task_or_conversation(set
         _run(rec, "chat-1", gen_ai__conversation__id="conv-9")
         _run(rec, "chat-2", gen_ai__conversation__id="conv-9")
         _run(rec, "nothing")
+        with rec.span("invoke_agent by-event", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="by-event") as s:
+            s.add_event("tokentrail.outcome", {"tokentrail.outcome.name": "reviewed", "tokentrail.outcome.success": False})
         _send(tt, rec)
         tt.flush()
         assert _outcomes(tt)["inline"] == ("success", 1) and _outcomes(tt)["late"] == ("", 0)
@@ -75,6 +77,7 @@ def test_outcomes_attach_on_the_trace_late_early_and_by_task_or_conversation(set
         assert got["by-task"] == ("success", 2)  # pr_merged true + csat (a value, no verdict)
         assert got["chat-1"] == got["chat-2"] == ("success", 1)
         assert got["nothing"] == ("", 0)
+        assert got["by-event"] == ("failure", 1)  # an outcome sent as a span event
 
         # a reopened ticket: the latest outcome of a name decides
         time.sleep(0.01)

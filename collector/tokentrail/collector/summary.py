@@ -105,6 +105,22 @@ FROM (
 )
 """
 
+# ... or as a `tokentrail.outcome` event on any span of the trace it judges (when the span does
+# not also carry it as attributes, as `record_outcome()` does, so it is not filed twice).
+_OUTCOME_EVENTS = """
+INSERT INTO outcomes (project, target_kind, target_id, outcome_id, name, success, value, recorded_at,
+    source_trace_id)
+SELECT project, 'trace', trace_id, concat(span_id, ':', toString(n)), e_attrs['tokentrail.outcome.name'],
+    multiIf(lower(e_attrs['tokentrail.outcome.success']) IN ('true', '1'), toNullable(toUInt8(1)),
+            lower(e_attrs['tokentrail.outcome.success']) IN ('false', '0'), toNullable(toUInt8(0)), NULL),
+    e_attrs['tokentrail.outcome.value'], e_time, trace_id
+FROM spans FINAL
+ARRAY JOIN events.name AS e_name, events.attributes AS e_attrs, events.time AS e_time, arrayEnumerate(events.name) AS n
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+  AND e_name = 'tokentrail.outcome' AND e_attrs['tokentrail.outcome.name'] != ''
+  AND attributes['tokentrail.outcome.name'] = ''
+"""
+
 # Targets elsewhere that just received an outcome: their summary is rewritten (same values, new
 # updated_at), so the waste analysis looks at them again.
 _TARGETS = """
@@ -138,6 +154,7 @@ def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str 
             client.command(_UNBILL_PARENTS, parameters=params)
             client.command(_SUMMARIZE, parameters={**params, "task_attribute": task_attribute})
             client.command(_OUTCOMES, parameters=params)
+            client.command(_OUTCOME_EVENTS, parameters=params)
             targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
             for kind, target in client.query(_TARGETS, parameters=params).result_rows:
                 targets[kind].append(target)

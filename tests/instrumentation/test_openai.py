@@ -97,3 +97,37 @@ def test_raw_response_calls_carry_usage(spans, server):
     assert span.attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens > 0
     assert span.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
     assert span.attributes["gen_ai.response.id"] == completion.id
+
+
+def test_responses_api_sync_and_stream(spans, server):
+    client = _client(server)
+    long_instructions = "You are a careful support agent. " * 300
+    first = client.responses.create(model="gpt-4o", instructions=long_instructions, input="Where is order 42?")
+    second = client.responses.create(model="gpt-4o", instructions=long_instructions, input="And order 43?")
+    assert first.output_text == "It shipped."
+    one, two = _chats(spans)
+    assert one.name == "chat gpt-4o" and one.attributes["gen_ai.operation.name"] == "chat"
+    assert one.attributes["gen_ai.usage.input_tokens"] == first.usage.input_tokens > 0
+    assert one.attributes["gen_ai.usage.output_tokens"] == first.usage.output_tokens
+    assert one.attributes["gen_ai.response.id"] == first.id and one.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    cached = second.usage.input_tokens_details.cached_tokens
+    assert cached > 0 and two.attributes["gen_ai.usage.cache_read.input_tokens"] == cached
+    stream = client.responses.create(model="gpt-4o-mini", input="hi", stream=True)
+    assert len(_chats(spans)) == 2  # open while the stream is unread
+    text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    assert text.strip() == "It shipped."
+    streamed = _chats(spans)[2]
+    assert streamed.attributes["gen_ai.usage.output_tokens"] > 0 and streamed.attributes["gen_ai.request.stream"] is True
+
+
+def test_embeddings_span_with_input_tokens(spans, server):
+    client = _client(server)
+    result = client.embeddings.create(model="text-embedding-3-small", input=["refund policy", "shipping times"])
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 8
+    (span,) = [s for s in spans.get_finished_spans() if s.name.startswith("embeddings ")]
+    assert span.name == "embeddings text-embedding-3-small" and span.kind == SpanKind.CLIENT
+    assert span.attributes["gen_ai.operation.name"] == "embeddings"
+    assert span.attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens > 0
+    asyncio.run(openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t").embeddings.create(
+        model="text-embedding-3-small", input="x"))  # fmt: skip
+    assert len([s for s in spans.get_finished_spans() if s.name.startswith("embeddings ")]) == 2

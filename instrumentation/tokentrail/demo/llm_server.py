@@ -4,6 +4,8 @@ It speaks the documented wire formats, streaming included, so the real client li
 their real code paths against it:
 - OpenAI `POST /v1/chat/completions` (JSON, or SSE chunks with a final usage chunk when
   `stream_options.include_usage` is set), with `prompt_tokens_details.cached_tokens`;
+  `POST /v1/responses` (JSON, or the SSE events `response.created` … `response.completed`);
+  `POST /v1/embeddings`;
 - Anthropic `POST /v1/messages` (JSON, or the SSE event sequence `message_start` …
   `message_stop`), with `cache_read_input_tokens` / `cache_creation_input_tokens`.
 Token counts are deterministic (about four characters a token), so identical requests cost the
@@ -14,7 +16,9 @@ scripted (`fail_next(429, retry_after=0.01)`), and every request is recorded.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
 import uuid
@@ -137,6 +141,10 @@ class LLMServer:
             return
         if h.path.rstrip("/").endswith("/chat/completions"):
             self._openai_chat(h, body)
+        elif h.path.rstrip("/").endswith("/responses"):
+            self._openai_responses(h, body)
+        elif h.path.rstrip("/").endswith("/embeddings"):
+            self._openai_embeddings(h, body)
         elif anthropic:
             self._anthropic_messages(h, body)
         else:
@@ -226,6 +234,57 @@ class LLMServer:
             yield None, "[DONE]"
 
         self._sse(h, chunks())
+
+    def _openai_responses(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        """`POST /v1/responses`: one output message; streamed as created → text deltas → completed."""
+        model = str(body.get("model", "gpt-4o-mini"))
+        prompt = json.dumps([body.get("instructions", ""), body.get("input", "")], sort_keys=True)
+        input_tokens, output_tokens = _tokens(prompt), _tokens(self.reply)
+        usage = {"input_tokens": input_tokens,
+                 "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
+                 "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": input_tokens + output_tokens}  # fmt: skip
+        ident, item = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
+        message = {"type": "message", "id": item, "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": self.reply, "annotations": []}]}  # fmt: skip
+        response = {"id": ident, "object": "response", "created_at": int(time.time()), "status": "completed",
+                    "model": {"gpt-4o": "gpt-4o-2024-08-06"}.get(model, model), "output": [message],
+                    "usage": usage, "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
+                    "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "metadata": {}}  # fmt: skip
+        if not body.get("stream"):
+            self._json(h, 200, response)
+            return
+
+        def events() -> Iterator[tuple[str | None, Any]]:
+            started = {**response, "status": "in_progress", "output": [], "usage": None}
+            yield "response.created", {"type": "response.created", "sequence_number": 0, "response": started}
+            n = 1
+            for word in self.reply.split(" "):
+                yield "response.output_text.delta", {"type": "response.output_text.delta", "item_id": item,
+                                                     "output_index": 0, "content_index": 0, "delta": word + " ",
+                                                     "logprobs": [], "sequence_number": n}  # fmt: skip
+                n += 1
+            yield "response.completed", {"type": "response.completed", "sequence_number": n, "response": response}
+
+        self._sse(h, events())
+
+    def _openai_embeddings(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        """`POST /v1/embeddings`: a deterministic vector per input (base64 float32 when asked, as the
+        client does by default)."""
+        inputs = body.get("input", "")
+        inputs = inputs if isinstance(inputs, list) else [inputs]
+        dims = int(body.get("dimensions") or 8)
+        data = []
+        for i, text in enumerate(inputs):
+            seed = sum(str(text).encode()) or 1
+            vector = [((seed * (k + 1)) % 1000) / 1000 for k in range(dims)]
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": encoded})
+        tokens = sum(_tokens(str(t)) for t in inputs)
+        self._json(h, 200, {"object": "list", "data": data, "model": body.get("model", "text-embedding-3-small"),
+                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 
     def _anthropic_messages(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         model = str(body.get("model", "claude-sonnet-4-6"))

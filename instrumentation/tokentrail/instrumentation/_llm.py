@@ -75,11 +75,13 @@ def scalars(kwargs: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, A
 
 
 def start_chat(
-    tracer: str, provider: str, instance: Any, kwargs: Mapping[str, Any], attributes: Mapping[str, Any]
+    tracer: str, provider: str, instance: Any, kwargs: Mapping[str, Any], attributes: Mapping[str, Any],
+    operation: str = sc.OP_CHAT,
 ) -> Span:
-    """A CLIENT span for one chat call, with the attributes a sampler should see from the start."""
+    """A CLIENT span for one model call (`chat {model}`, `embeddings {model}`), with the attributes a
+    sampler should see from the start."""
     model = str(kwargs.get("model", ""))
-    attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT, sc.GEN_AI_PROVIDER_NAME: provider,
+    attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: provider,
                              sc.GEN_AI_REQUEST_MODEL: model}  # fmt: skip
     # Both OpenAI- and Anthropic-style resources keep their client as `_client`.
     base = urlsplit(str(getattr(getattr(instance, "_client", None), "base_url", "")))
@@ -87,7 +89,7 @@ def start_chat(
         attrs[sc.SERVER_ADDRESS] = base.hostname
         attrs[sc.SERVER_PORT] = base.port or (443 if base.scheme == "https" else 80)
     attrs.update(attributes)
-    return trace.get_tracer(tracer).start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs)
+    return trace.get_tracer(tracer).start_span(f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attrs)
 
 
 def set_response(span: Span, *, model: Any, ident: Any, finish: Sequence[str]) -> None:

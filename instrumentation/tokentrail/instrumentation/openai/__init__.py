@@ -1,8 +1,10 @@
-"""openai: a `chat {model}` span for every chat completion, sync, async and streaming.
+"""openai: a `chat {model}` span for every chat completion and every Responses API call, and an
+`embeddings {model}` span for every embeddings call; sync, async and streaming.
 
-Usage comes from the response, or from the final chunk of a stream; input tokens are OpenAI's
-`prompt_tokens`, which include the cached part (OTel semantics). A stream is wrapped so the span
-ends when the stream is consumed, closed or left; everything else about it is unchanged.
+Usage comes from the response, or from the final chunk (chat) or `response.completed` event
+(Responses) of a stream; input tokens are OpenAI's `prompt_tokens` / `input_tokens`, which include
+the cached part (OTel semantics). A stream is wrapped so the span ends when the stream is consumed,
+closed or left; everything else about it is unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ __all__ = ["OpenAIInstrumentor"]
 
 _instruments = ("openai >= 1.40",)
 _MODULE = "openai.resources.chat.completions"
+_RESPONSES = "openai.resources.responses"
+_EMBEDDINGS = "openai.resources.embeddings"
 _PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
            sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
 
@@ -67,14 +71,20 @@ def _record(span: Span, *, model: Any, ident: Any, finish: list[str], usage: Any
         _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
 
 
-def _record_response(span: Span, response: Any) -> None:
+def _parsed(response: Any) -> Any:
+    """The response object, also for `with_raw_response` calls (LangChain calls the client this
+    way; the client caches what parse() returns, so reading it here costs the caller nothing);
+    None for a raw streamed response."""
     http = getattr(response, "http_response", None)
     if http is not None and callable(getattr(response, "parse", None)):
-        # `with_raw_response` (LangChain calls the client this way): the client caches what
-        # parse() returns, so reading it here costs the caller nothing
-        if "json" not in http.headers.get("content-type", ""):
-            return
-        response = response.parse()
+        return response.parse() if "json" in http.headers.get("content-type", "") else None
+    return response
+
+
+def _record_response(span: Span, response: Any) -> None:
+    response = _parsed(response)
+    if response is None:
+        return
     choices = getattr(response, "choices", None) or []
     text = getattr(getattr(choices[0], "message", None), "content", None) if choices else None
     _record(span, model=getattr(response, "model", None), ident=getattr(response, "id", None),
@@ -112,16 +122,128 @@ class _Chunks:
 _HOOKS = _llm.Hooks(start=_start, record=_record_response, accumulator=_Chunks)
 
 
+# --- Responses API -------------------------------------------------------------------------------
+
+_RESPONSE_PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_output_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
+                    sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
+
+
+@safely
+def _start_response(instance: Any, kwargs: dict[str, Any]) -> Span:
+    kwargs = _llm.sent(kwargs)
+    attributes = _llm.scalars(kwargs, _RESPONSE_PARAMS)
+    policy = _content.policy()
+    if policy.enabled:
+        given = kwargs.get("input")
+        messages = [{"role": "user", "parts": [{"type": "text", "content": given}]}] if isinstance(given, str) \
+            else _messages(given)  # fmt: skip
+        for key, value in ((sc.GEN_AI_INPUT_MESSAGES, messages),
+                           (sc.GEN_AI_SYSTEM_INSTRUCTIONS, kwargs.get("instructions"))):  # fmt: skip
+            text = policy.prepare(value) if value else None
+            if text is not None:
+                attributes[key] = text
+    return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, attributes)
+
+
+def _finish_reason(response: Any) -> list[str]:
+    status = getattr(response, "status", None)
+    if status == "completed":
+        return ["stop"]
+    reason = getattr(getattr(response, "incomplete_details", None), "reason", None)
+    if reason == "max_output_tokens":
+        return ["length"]
+    return [str(reason or status)] if (reason or status) else []
+
+
+def _record_responses_api(span: Span, response: Any) -> None:
+    response = _parsed(response)
+    if response is None:
+        return
+    _llm.set_response(span, model=getattr(response, "model", None), ident=getattr(response, "id", None),
+                      finish=_finish_reason(response))  # fmt: skip
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)
+        reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)
+        _llm.set_usage(span, input_tokens=int(usage.input_tokens or 0), output_tokens=int(usage.output_tokens or 0),
+                       cache_read=None if cached is None else int(cached),
+                       reasoning=None if reasoning is None else int(reasoning))  # fmt: skip
+    text = getattr(response, "output_text", None)
+    if text:
+        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "parts": [{"type": "text", "content": text}]}])
+
+
+class _Events:
+    """A Responses stream: the final `response.completed` (or `.incomplete` / `.failed`) event
+    carries the whole response, usage included."""
+
+    def __init__(self) -> None:
+        self.final: Any = None
+
+    def add(self, event: Any) -> None:
+        if getattr(event, "type", "") in ("response.completed", "response.incomplete", "response.failed"):
+            self.final = getattr(event, "response", None)
+
+    def record(self, span: Span) -> None:
+        if self.final is not None:
+            _record_responses_api(span, self.final)
+
+
+_RESPONSE_HOOKS = _llm.Hooks(start=_start_response, record=_record_responses_api, accumulator=_Events)
+
+
+# --- embeddings ----------------------------------------------------------------------------------
+
+
+@safely
+def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> Span:
+    kwargs = _llm.sent(kwargs)
+    return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, {}, operation=sc.OP_EMBEDDINGS)
+
+
+def _record_embeddings(span: Span, response: Any) -> None:
+    _llm.set_response(span, model=getattr(response, "model", None), ident=None, finish=[])
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        _llm.set_usage(span, input_tokens=int(usage.prompt_tokens or 0), output_tokens=0)
+
+
+class _NoStream:
+    def add(self, item: Any) -> None:
+        pass
+
+    def record(self, span: Span) -> None:
+        pass
+
+
+_EMBEDDING_HOOKS = _llm.Hooks(start=_start_embeddings, record=_record_embeddings, accumulator=_NoStream)
+_WRAPPED = (
+    (_MODULE, "Completions", "AsyncCompletions", _HOOKS),
+    (_RESPONSES, "Responses", "AsyncResponses", _RESPONSE_HOOKS),
+    (_EMBEDDINGS, "Embeddings", "AsyncEmbeddings", _EMBEDDING_HOOKS),
+)
+
+
 class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        wrapt.wrap_function_wrapper(_MODULE, "Completions.create", _llm.sync_wrapper(_HOOKS))
-        wrapt.wrap_function_wrapper(_MODULE, "AsyncCompletions.create", _llm.async_wrapper(_HOOKS))
+        for module, sync, async_, hooks in _WRAPPED:
+            try:
+                wrapt.wrap_function_wrapper(module, f"{sync}.create", _llm.sync_wrapper(hooks))
+                wrapt.wrap_function_wrapper(module, f"{async_}.create", _llm.async_wrapper(hooks))
+            except (ImportError, AttributeError):  # an older openai without this API
+                continue
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        import openai.resources.chat.completions as module
+        import importlib
 
-        unwrap(module.Completions, "create")
-        unwrap(module.AsyncCompletions, "create")
+        for module, sync, async_, _ in _WRAPPED:
+            try:
+                loaded = importlib.import_module(module)
+            except ImportError:
+                continue
+            for name in (sync, async_):
+                if hasattr(loaded, name):
+                    unwrap(getattr(loaded, name), "create")

@@ -153,3 +153,20 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
     assert expected is not None
     assert costs == [(expected, "computed"), (expected, "computed")]
     assert store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows == [(2 * expected, 0)]
+
+
+def test_embedding_calls_are_billed_on_their_input(store):
+    from tokentrail.collector.pricing import PriceBook
+    from tokentrail.collector.writer import load
+
+    request = ExportTraceServiceRequest()
+    _span(request, "00000000000000e1", "", "embeddings text-embedding-3-small", gen_ai__operation__name="embeddings",
+          gen_ai__provider__name="openai", gen_ai__request__model="text-embedding-3-small",
+          gen_ai__usage__input_tokens=100_000)  # fmt: skip
+    prices = PriceBook()
+    load(store.client, "default", [request.SerializeToString()], prices)
+    expected = prices.cost("openai", "text-embedding-3-small", input_tokens=100_000, output_tokens=0)
+    assert expected is not None and expected > 0
+    rows = store.client.query("SELECT step_kind, billable, cost_usd FROM spans FINAL").result_rows
+    assert rows == [("embedding", 1, expected)]
+    assert store.client.query("SELECT llm_calls, cost_usd FROM traces FINAL").result_rows == [(1, expected)]

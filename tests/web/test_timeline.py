@@ -39,10 +39,12 @@ def test_big_traces_start_with_deep_subtrees_collapsed():
 
 
 def test_context_split_adds_up_per_agent():
-    calls = [_span("1", billable=1, agent_name="a", input_tokens=1000, output_tokens=100),
-             _span("2", billable=1, agent_name="b", input_tokens=500, output_tokens=50),
-             _span("3", billable=1, agent_name="a", input_tokens=1500, output_tokens=10, cache_read_tokens=800),
-             _span("4", billable=0, agent_name="a", input_tokens=9999)]  # fmt: skip
+    calls = [_span("1", kind="llm", billable=1, agent_name="a", input_tokens=1000, output_tokens=100),
+             _span("2", kind="llm", billable=1, agent_name="b", input_tokens=500, output_tokens=50),
+             _span("e", kind="embedding", billable=1, agent_name="a", input_tokens=7777),
+             _span("3", kind="llm", billable=1, agent_name="a", input_tokens=1500, output_tokens=10,
+                   cache_read_tokens=800),
+             _span("4", kind="llm", billable=0, agent_name="a", input_tokens=9999)]  # fmt: skip
     steps = context_steps(calls)
     assert [(s.cached, s.carried, s.new) for s in steps] == [(0, 0, 1000), (0, 0, 500), (800, 300, 400)]
     assert all(s.cached + s.carried + s.new == s.input_tokens for s in steps)

@@ -178,7 +178,7 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Seque
     calls: list[_Call] = []
     wrappers = {s["parent_span_id"] for s in spans if s["step_kind"] == "llm"}
     for span in spans:
-        if span["step_kind"] != "llm":
+        if span["step_kind"] not in ("llm", "embedding"):
             continue
         if not span["billable"]:
             # A failed request that reported no usage (a 429, a timeout) is still an attempt of a
@@ -277,6 +277,8 @@ def _avoidable(calls: list[_Call], prices: Prices, alternatives: Sequence[tuple[
     first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
     for call in calls:
         span = call.span
+        if span["step_kind"] != "llm":
+            continue  # an embedding's input is not a conversation: no context rules for it
         before = previous.get(call.scope)
         previous[call.scope] = call
         start_input, n = first.get(call.scope, (int(span["input_tokens"]), 0))

@@ -349,7 +349,8 @@ def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[
     if not n.provider and convention == "claude_code" and n.step_kind == sc.STEP_LLM:
         n.provider = "anthropic"
     _usage(n, attrs, convention)
-    n.billable = n.step_kind == sc.STEP_LLM and n.usage_reported
+    # embeddings are model calls too: billed on their input tokens
+    n.billable = n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING) and n.usage_reported
     n.reported_cost = _float(_first(attrs, _COST))
     if n.reported_cost is None and attrs.get("cost_usd_micros") is not None:
         micros = _float(attrs.get("cost_usd_micros"))

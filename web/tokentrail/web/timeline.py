@@ -122,7 +122,7 @@ def context_steps(spans: Sequence[dict[str, Any]]) -> list[ContextStep]:
     previous: dict[str, int] = {}
     steps = []
     for span in spans:
-        if not span["billable"]:
+        if not span["billable"] or span["step_kind"] != "llm":
             continue
         agent = span["agent_name"]
         total = int(span["input_tokens"])

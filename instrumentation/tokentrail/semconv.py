@@ -79,6 +79,8 @@ TT_RETRY_ATTEMPT: Final = "tokentrail.retry.attempt"
 TT_RETRY_REASON: Final = "tokentrail.retry.reason"
 TT_RETRY_WAIT_S: Final = "tokentrail.retry.wait_s"
 TT_RETRY_FIRST_SPAN_ID: Final = "tokentrail.retry.first_span_id"
+#: where the retry happened: "http" for the attempts a model client retries on its own
+TT_RETRY_LAYER: Final = "tokentrail.retry.layer"
 TT_OUTCOME_NAME: Final = "tokentrail.outcome.name"
 TT_OUTCOME_VALUE: Final = "tokentrail.outcome.value"
 TT_OUTCOME_SUCCESS: Final = "tokentrail.outcome.success"

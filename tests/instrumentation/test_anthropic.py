@@ -208,3 +208,18 @@ def test_spans_nest_under_the_agent(spans, server):
     # The SDK's own call span, when it emits one, nests under ours: the collector bills only the leaf.
     native = [s for s in spans.get_finished_spans() if s.instrumentation_scope.name.startswith("com.anthropic")]
     assert all(s.parent is not None and s.parent.span_id == chat.context.span_id for s in native)
+
+
+def test_the_clients_own_http_retries_are_spans_under_the_call(spans, server):
+    server.fail_next(529, retry_after=0.02, times=1)
+    message = _client(server).messages.create(model="claude-sonnet-4-6", max_tokens=100,
+                                              messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    (chat,) = [s for s in spans.get_finished_spans() if s.name == "chat claude-sonnet-4-6"]
+    (retry,) = [s for s in spans.get_finished_spans() if s.attributes.get("tokentrail.retry.layer") == "http"]
+    # under the call: ours, or the client library's own span inside it (anthropic >= 2 makes one)
+    by_id = {s.context.span_id: s for s in spans.get_finished_spans()}
+    parent = by_id[retry.parent.span_id]
+    assert parent is chat or parent.parent.span_id == chat.context.span_id
+    assert retry.name == f"retry {parent.name}"
+    assert retry.attributes["http.response.status_code"] == 529 and retry.attributes["tokentrail.retry.attempt"] == 1
+    assert chat.attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens

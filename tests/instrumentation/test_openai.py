@@ -131,3 +131,27 @@ def test_embeddings_span_with_input_tokens(spans, server):
     asyncio.run(openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t").embeddings.create(
         model="text-embedding-3-small", input="x"))  # fmt: skip
     assert len([s for s in spans.get_finished_spans() if s.name.startswith("embeddings ")]) == 2
+
+
+def test_the_clients_own_http_retries_are_spans_under_the_call(spans, server):
+    server.fail_next(429, retry_after=0.05, times=2)
+    reply = _client(server).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    (chat,) = _chats(spans)
+    retries = sorted((s for s in spans.get_finished_spans() if s.name == "retry chat gpt-4o"),
+                     key=lambda s: s.attributes["tokentrail.retry.attempt"])  # fmt: skip
+    assert [s.attributes["tokentrail.retry.attempt"] for s in retries] == [1, 2]
+    for retry in retries:
+        assert retry.parent.span_id == chat.context.span_id
+        assert retry.attributes["http.response.status_code"] == 429
+        assert retry.attributes["tokentrail.retry.reason"] == "429 Too Many Requests"
+        assert retry.attributes["tokentrail.retry.wait_s"] >= 0.04  # the client honoured retry-after
+        assert retry.status.status_code == StatusCode.ERROR
+    assert retries[0].end_time <= retries[1].start_time <= retries[1].end_time <= chat.end_time
+    assert chat.status.status_code != StatusCode.ERROR  # the call itself succeeded
+    assert chat.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
+    server.fail_next(500, times=1)
+    asyncio.run(openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t").chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "again"}]))  # fmt: skip
+    (async_retry,) = [s for s in spans.get_finished_spans() if s.name == "retry chat gpt-4o"
+                      and s.attributes["http.response.status_code"] == 500]  # fmt: skip
+    assert async_retry.attributes["tokentrail.retry.attempt"] == 1

@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 
 from tokentrail import semconv as sc
-from tokentrail.instrumentation import _content, _llm
+from tokentrail.instrumentation import _content, _http_retries, _llm
 from tokentrail.instrumentation._safe import safely
 
 __all__ = ["AnthropicInstrumentor"]
@@ -309,6 +309,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         import anthropic.resources.messages as module
 
+        _http_retries.install("anthropic._base_client")
         wrapt.wrap_function_wrapper(_MODULE, "Messages.create", _llm.sync_wrapper(_HOOKS))
         wrapt.wrap_function_wrapper(_MODULE, "AsyncMessages.create", _llm.async_wrapper(_HOOKS))
         for cls in ("Messages", "AsyncMessages"):  # the async helper is a plain function too
@@ -318,6 +319,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         import anthropic.resources.messages as module
 
+        _http_retries.uninstall("anthropic._base_client")
         for cls in (module.Messages, module.AsyncMessages):
             unwrap(cls, "create")
             unwrap(cls, "stream")

@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 
 from tokentrail import semconv as sc
-from tokentrail.instrumentation import _content, _llm
+from tokentrail.instrumentation import _content, _http_retries, _llm
 from tokentrail.instrumentation._safe import safely
 
 __all__ = ["OpenAIInstrumentor"]
@@ -229,6 +229,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
+        _http_retries.install("openai._base_client")
         for module, sync, async_, hooks in _WRAPPED:
             try:
                 wrapt.wrap_function_wrapper(module, f"{sync}.create", _llm.sync_wrapper(hooks))
@@ -239,6 +240,7 @@ class OpenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _uninstrument(self, **kwargs: Any) -> None:
         import importlib
 
+        _http_retries.uninstall("openai._base_client")
         for module, sync, async_, _ in _WRAPPED:
             try:
                 loaded = importlib.import_module(module)

@@ -66,3 +66,29 @@ def test_init_instruments_installed_libraries_through_entry_points():
     finally:
         TenacityInstrumentor().uninstrument()
         provider.shutdown()
+
+
+def test_opentelemetry_instrument_needs_no_code_change(settings, store):
+    """`opentelemetry-instrument python agent.py`: our configurator sets up export, our entry
+    points instrument the openai client; the agent imports nothing of Tokentrail."""
+    import os
+
+    agent = textwrap.dedent(
+        """
+        import openai
+        from tokentrail.demo.llm_server import LLMServer  # only the stand-in for the provider's API
+
+        with LLMServer(reply="ok") as server:
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="t")
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        """
+    )
+    with running_collector(settings, store, pricer=PriceBook()) as tt:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": tt.http_url, "OTEL_SERVICE_NAME": "plain-agent", "PATH": "/usr/bin:/bin"}
+        command = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+        out = subprocess.run([command, sys.executable, "-c", agent], env=env, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        tt.flush()
+        rows = tt.query("SELECT name, service_name, scope_name, billable, input_tokens > 0 FROM spans FINAL")
+        assert rows == [("chat gpt-4o-mini", "plain-agent", "tokentrail.openai", 1, 1)]

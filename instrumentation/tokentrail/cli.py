@@ -28,6 +28,22 @@ def _server_settings() -> Any:
         raise SystemExit(f"tokentrail: {exc}") from None
 
 
+def _open_store(settings: Any, hint: str = "") -> tuple[Any, list[Any]]:
+    """The database, migrated (and the migrations applied now); a clear exit when the embedded
+    one is held by a running server."""
+    from tokentrail.server.store import DatabaseInUse, connect, migrate
+
+    try:
+        store = connect(settings)
+    except DatabaseInUse as exc:
+        raise SystemExit(f"tokentrail: {exc}{hint}") from None
+    try:
+        return store, migrate(store)
+    except BaseException:
+        store.close()
+        raise
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from tokentrail.server.run import serve
     from tokentrail.server.store import DatabaseInUse
@@ -43,17 +59,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from tokentrail.server.store import DatabaseInUse, connect, migrate
-
     settings = _server_settings()
-    try:
-        store = connect(settings)
-    except DatabaseInUse as exc:
-        raise SystemExit(f"tokentrail: {exc}") from None
-    try:
-        applied = migrate(store)
-    finally:
-        store.close()
+    store, applied = _open_store(settings)
+    store.close()
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     print(f"database {settings.database} is up to date ({len(applied)} applied now)")
@@ -148,18 +156,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     from tokentrail.analysis.run import analyze_range
     from tokentrail.collector.pricing import PriceBook
-    from tokentrail.server.store import DatabaseInUse, connect, migrate
 
     settings = _server_settings()
+    store, _ = _open_store(settings, "\nThe running server analyses traces itself as they complete; stop it to "
+                                  "re-analyse a time range of the embedded database.")  # fmt: skip
     try:
-        store = connect(settings)
-    except DatabaseInUse as exc:
-        raise SystemExit(
-            f"tokentrail: {exc}\nThe running server analyses traces itself as they complete; stop it to "
-            "re-analyse a time range of the embedded database."
-        ) from None
-    try:
-        migrate(store)
         now = time.time_ns()
         start = time.monotonic()
         done = analyze_range(store.client, args.project or settings.default_project, now - args.since * 10**9,
@@ -175,15 +176,10 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
 
     from tokentrail.collector.pricing import PriceBook
     from tokentrail.collector.reprice import reprice
-    from tokentrail.server.store import DatabaseInUse, connect, migrate
 
     settings = _server_settings()
+    store, _ = _open_store(settings, "\nStop the server to reprice the embedded database.")
     try:
-        store = connect(settings)
-    except DatabaseInUse as exc:
-        raise SystemExit(f"tokentrail: {exc}\nStop the server to reprice the embedded database.") from None
-    try:
-        migrate(store)
         now = time.time_ns()
         prices = PriceBook()
         result = reprice(store.client, args.project or settings.default_project, now - args.since * 10**9,

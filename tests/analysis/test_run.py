@@ -47,3 +47,20 @@ def test_waste_settings_are_checked():
     with pytest.raises(SettingsError, match="TOKENTRAIL_WASTE_LOOP_MIN_REPEATS"):
         from_env({"TOKENTRAIL_WASTE_LOOP_MIN_REPEATS": "1"})
     assert from_env({"TOKENTRAIL_WASTE_BLOAT_CARRY_TOKENS": "5000"}).waste.bloat_carry_tokens == 5000
+
+
+def test_analyze_command_shows_progress(store, settings, monkeypatch, capsys):
+    from tokentrail.cli import main
+
+    rec = Recorder()
+    for _ in range(3):
+        with rec.span("invoke_agent a", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="a"):
+            rec.chat("gpt-4o", "openai", 900, 40)
+    rec.store(store.client)
+    monkeypatch.setenv("TOKENTRAIL_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("TOKENTRAIL_CLICKHOUSE_URL", settings.clickhouse_url)
+    monkeypatch.setenv("TOKENTRAIL_CLICKHOUSE_DATABASE", settings.database)
+    assert main(["analyze", "--since", "1d"]) == 0
+    out = capsys.readouterr()
+    assert "analysed 3 traces" in out.out and "3/3 traces" in out.err
+    assert store.client.query("SELECT count() FROM trace_waste FINAL").result_rows == [(3,)]

@@ -32,10 +32,10 @@ _SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "step_kind", "start_ns
 
 _SPANS = """
 SELECT trace_id, span_id, parent_span_id, step_kind, toUnixTimestamp64Nano(start_time), duration_ns,
-    status_code, tool_name, tool_args_hash, tool_arguments != '',
+    status_code, tool_name, tool_args_hash, tool_args_hash != 0,
     if(response_model != '', response_model, request_model), provider, input_tokens, output_tokens,
     cache_read_tokens, billable, cost_usd, input_hash, finish_reasons, error_type,
-    attributes['tokentrail.outcome.success']
+    '' -- the outcome comes from the outcomes table (traces_with_outcome), not from attribute maps
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 ORDER BY trace_id, start_time, span_id

@@ -33,9 +33,9 @@ def prices() -> PriceBook:
 class Recorder:
     """A tracer provider of its own (not the global one) whose spans go to a store."""
 
-    def __init__(self, service: str = "support-bot") -> None:
+    def __init__(self, service: str = "support-bot", resource: dict[str, str] | None = None) -> None:
         self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider(resource=Resource.create({sc.SERVICE_NAME: service}))
+        self.provider = TracerProvider(resource=Resource.create({sc.SERVICE_NAME: service, **(resource or {})}))
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer: Tracer = self.provider.get_tracer("tests.web")
         self.clock = time.time_ns() - 3_600_000_000_000  # an hour ago: inside the default range

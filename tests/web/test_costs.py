@@ -82,3 +82,18 @@ def test_the_task_type_can_come_from_an_attribute_the_user_names(store):
     load(store.client, "default", [request], prices(), task_attribute="app.workflow")
     rows = store.client.query("SELECT agent_name, task_type FROM traces FINAL ORDER BY agent_name").result_rows
     assert rows == [("x", "refunds"), ("y", "")]  # y falls back to its agent name on the costs page
+
+
+def test_costs_by_team_from_resource_attributes(store, settings):
+    from fastapi.testclient import TestClient
+
+    from tokentrail.web.app import create_app
+
+    for team, n in (("payments", 2), ("support", 1)):
+        rec = Recorder(service=f"{team}-bot", resource={"team": team})
+        for _ in range(n):
+            _task(rec, "triage", "gpt-4o", 1000, 100, True)
+        rec.store(store.client)
+    web = TestClient(create_app(settings, store))
+    rows = {r["key"]: (r["tasks"], r["succeeded"]) for r in web.get("/costs.json", params={"by": "team"}).json()["rows"]}
+    assert rows == {"payments": (2, 2), "support": (1, 1)}

@@ -21,16 +21,18 @@ _VERDICTS = """(
 )"""
 
 
-def traces_with_outcome(columns: str, where: str) -> str:
+def traces_with_outcome(columns: str, where: str, joins: str = "") -> str:
     """`SELECT {columns}, outcome, outcomes FROM traces FINAL WHERE {where}` with each trace's outcome
     ('success', 'failure' or '') and how many outcomes judged it. `columns` and `where` are the
-    caller's fixed SQL over `traces` columns; values stay bound parameters."""
+    caller's fixed SQL over `traces` columns (and `joins`, more joins onto `t`); values stay bound
+    parameters."""
     return f"""
 SELECT {columns},
     multiIf(ot.failed OR ok.failed OR oc.failed, 'failure', ot.succeeded OR ok.succeeded OR oc.succeeded, 'success', '')
         AS outcome,
     ot.outcomes + ok.outcomes + oc.outcomes AS outcomes
 FROM (SELECT * FROM traces FINAL WHERE {where}) AS t
+{joins}
 LEFT JOIN {_VERDICTS.format(kind="trace")} AS ot ON ot.target_id = t.trace_id
 LEFT JOIN {_VERDICTS.format(kind="task")} AS ok ON ok.target_id = t.task_id
 LEFT JOIN {_VERDICTS.format(kind="conversation")} AS oc ON oc.target_id = t.conversation_id

@@ -53,6 +53,8 @@ class Settings:
     waste: Thresholds = field(default_factory=Thresholds)
     #: a span or resource attribute that names a task's type (else `tokentrail.task.type`)
     task_type_attribute: str = ""
+    #: a root-span or resource attribute that names the team a trace belongs to (costs by team)
+    team_attribute: str = "team"
     #: spend limits (tokentrail.analysis.budgets) and where to post alerts about them
     budgets: tuple[Budget, ...] = ()
     budget_webhook: str = ""
@@ -145,6 +147,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         waste_idle_seconds=_float(env, "TOKENTRAIL_WASTE_IDLE_SECONDS", 30.0),
         waste=_thresholds(env),
         task_type_attribute=env.get("TOKENTRAIL_TASK_TYPE_ATTRIBUTE", "").strip(),
+        team_attribute=env.get("TOKENTRAIL_TEAM_ATTRIBUTE", "").strip() or "team",
         budgets=_budgets(env),
         budget_webhook=_webhook(env),
     )

@@ -232,7 +232,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     def costs(request: Request, as_json: bool) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
             f = trace_filter(request)
-            data = costs_view(CostQueries(client()), f, request.query_params.get("by", "task"), time.time_ns())
+            queries = CostQueries(client(), settings.team_attribute)
+            data = costs_view(queries, f, request.query_params.get("by", "task"), time.time_ns())
             data["project"] = f.project
             return "costs.html", data
 

@@ -19,8 +19,15 @@ Client = Any
 
 _TASK = "if(t.task_type != '', t.task_type, if(t.agent_name != '', t.agent_name, t.root_name))"
 #: grouping -> expression over `traces` (model is per call, from spans)
-GROUPS = {"task": _TASK, "user": "t.user_id", "service": "t.service_name", "day": "toString(toDate(t.start_time))",
-          "model": ""}  # fmt: skip
+GROUPS = {"task": _TASK, "user": "t.user_id", "team": "r.team", "service": "t.service_name",
+          "day": "toString(toDate(t.start_time))", "model": ""}  # fmt: skip
+# a trace's team: the named attribute on its root span, else on the root span's resource
+_TEAMS = """LEFT JOIN (
+    SELECT trace_id, any(if(attributes[{team_attribute:String}] != '', attributes[{team_attribute:String}],
+                            resource_attributes[{team_attribute:String}])) AS team
+    FROM spans WHERE project = {project:String} AND parent_span_id = ''
+      AND start_time >= fromUnixTimestamp64Nano({start_ns:Int64})
+    GROUP BY trace_id) AS r ON r.trace_id = t.trace_id"""
 _RANGE = (
     "project = {project:String} AND start_time >= fromUnixTimestamp64Nano({start_ns:Int64})"
     " AND start_time < fromUnixTimestamp64Nano({end_ns:Int64})"
@@ -41,8 +48,9 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class CostQueries:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, team_attribute: str = "team") -> None:
         self.client = client
+        self.team_attribute = team_attribute
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return list(self.client.query(sql, parameters=params).result_rows)
@@ -51,14 +59,15 @@ class CostQueries:
         if by == "model":
             return self._by_model(f)
         inner = traces_with_outcome(f"{GROUPS[by]} AS key, t.cost_usd AS cost, t.unpriced_calls AS unpriced, "
-                                    "t.models AS models", _RANGE)  # fmt: skip
+                                    "t.models AS models", _RANGE, _TEAMS if by == "team" else "")  # fmt: skip
         order = "key" if by == "day" else "sum(cost) DESC, key"
         sql = (
             "SELECT key, count(), countIf(outcome = 'success'), countIf(outcome = 'failure'), sum(cost), avg(cost), "
             "quantileExact(0.5)(cost), quantileExact(0.95)(cost), sum(unpriced), "
             f"arraySort(groupUniqArrayArray(models)) FROM ({inner}) GROUP BY key ORDER BY {order} LIMIT 500"
         )
-        return [_finish(dict(zip(_COLUMNS, r, strict=True))) for r in self._rows(sql, _params(f))]
+        params = {**_params(f), "team_attribute": self.team_attribute}
+        return [_finish(dict(zip(_COLUMNS, r, strict=True))) for r in self._rows(sql, params)]
 
     def _by_model(self, f: TraceFilter) -> list[dict[str, Any]]:
         """Per model: its calls' cost, and the outcomes of the tasks it worked on."""

@@ -130,6 +130,8 @@ class SpanBatch:
         self.pricer = pricer
         self.columns: list[list[Any]] = [[] for _ in SPAN_COLUMNS]
         self.traces: set[tuple[str, str]] = set()
+        #: traces with a span that records an outcome: only these need outcomes filed
+        self.outcome_traces: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self.columns[0])
@@ -258,6 +260,8 @@ class SpanBatch:
                     c_tool_args.append(n.tool_arguments)
                     c_tool_result.append(n.tool_result)
                     self.traces.add((project, trace_id))
+                    if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in ev_name:
+                        self.outcome_traces.add((project, trace_id))
                     added += 1
         return added
 
@@ -310,12 +314,13 @@ class Flattened:
     process's Python work per span near zero, and the bytes cross a process boundary cheaply.
     """
 
-    __slots__ = ("log_count", "log_json", "span_count", "span_json", "traces")
+    __slots__ = ("log_count", "log_json", "outcome_traces", "span_count", "span_json", "traces")
 
     def __init__(self, spans: SpanBatch, logs: LogBatch) -> None:
         self.span_count = len(spans)
         self.span_json = _encode(zip(*spans.columns, strict=True)) if len(spans) else b""
         self.traces = spans.traces
+        self.outcome_traces = spans.outcome_traces
         self.log_count = len(logs)
         self.log_json = _encode(logs.rows) if len(logs) else b""
 

@@ -139,27 +139,39 @@ WHERE project = {project:String}
 _CHUNK = 2000
 
 
-def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str = "") -> int:
+def _file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
+    params = {"project": project, "trace_ids": trace_ids}
+    client.command(_OUTCOMES, parameters=params)
+    client.command(_OUTCOME_EVENTS, parameters=params)
+    targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
+    for kind, target in client.query(_TARGETS, parameters=params).result_rows:
+        targets[kind].append(target)
+    if any(targets.values()):
+        client.command(_TOUCH, parameters={"project": project, "traces": targets["trace"], "tasks": targets["task"],
+                                           "conversations": targets["conversation"]})  # fmt: skip
+
+
+def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str = "",
+            outcome_traces: Iterable[tuple[str, str]] | None = None) -> int:  # fmt: skip
     """Recompute billable flags and summaries for these (project, trace_id) pairs.
 
     `task_attribute`: a span or resource attribute that names a trace's task type
-    (TOKENTRAIL_TASK_TYPE_ATTRIBUTE); `tokentrail.task.type` when it is absent."""
+    (TOKENTRAIL_TASK_TYPE_ATTRIBUTE); `tokentrail.task.type` when it is absent.
+    `outcome_traces`: those of the traces with a span that records an outcome (None: any may);
+    outcomes are filed for these only, which spares the other traces' attribute maps."""
+    with_outcomes = None if outcome_traces is None else set(outcome_traces)
     by_project: dict[str, list[str]] = {}
     for project, trace_id in traces:
         by_project.setdefault(project, []).append(trace_id)
     done = 0
     for project, ids in by_project.items():
         for i in range(0, len(ids), _CHUNK):
-            params = {"project": project, "trace_ids": ids[i : i + _CHUNK]}
+            chunk = ids[i : i + _CHUNK]
+            params = {"project": project, "trace_ids": chunk}
             client.command(_UNBILL_PARENTS, parameters=params)
             client.command(_SUMMARIZE, parameters={**params, "task_attribute": task_attribute})
-            client.command(_OUTCOMES, parameters=params)
-            client.command(_OUTCOME_EVENTS, parameters=params)
-            targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
-            for kind, target in client.query(_TARGETS, parameters=params).result_rows:
-                targets[kind].append(target)
-            if any(targets.values()):
-                client.command(_TOUCH, parameters={"project": project, "traces": targets["trace"],
-                                                   "tasks": targets["task"], "conversations": targets["conversation"]})  # fmt: skip
-            done += len(params["trace_ids"])
+            done += len(chunk)
+            judged = [t for t in chunk if with_outcomes is None or (project, t) in with_outcomes]
+            if judged:
+                _file_outcomes(client, project, judged)
     return done

@@ -61,15 +61,17 @@ def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook
     and refresh their summaries: for seeding a database (benchmarks, tests). Returns spans written."""
     written = 0
     dirty: set[tuple[str, str]] = set()
+    judged: set[tuple[str, str]] = set()
     for payload in requests:
         rows = flatten_records([(KIND_TRACES, project, payload)], pricer)
         insert(client, rows)
         dirty |= rows.traces
+        judged |= rows.outcome_traces
         written += rows.span_count
         if len(dirty) >= 5000:  # summaries in large batches: one refresh per request is the slow part
-            summary.refresh(client, dirty, task_attribute)
-            dirty = set()
-    summary.refresh(client, dirty, task_attribute)
+            summary.refresh(client, dirty, task_attribute, judged)
+            dirty, judged = set(), set()
+    summary.refresh(client, dirty, task_attribute, judged)
     return written
 
 
@@ -112,6 +114,7 @@ class Writer:
                 initargs=(pricer is not None,),
             )
         self._dirty: set[tuple[str, str]] = set()
+        self._outcome_dirty: set[tuple[str, str]] = set()
         self._last_summary = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -162,6 +165,7 @@ class Writer:
         self.stats.add("tokentrail_logs_stored_total", rows.log_count)
         with self._dirty_lock:
             self._dirty |= rows.traces
+            self._outcome_dirty |= rows.outcome_traces
         return rows.span_count + rows.log_count
 
     def drain_once(self) -> int:
@@ -249,13 +253,15 @@ class Writer:
                 return 0
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, set()
+                judged, self._outcome_dirty = self._outcome_dirty, set()
             if not dirty:
                 return 0
             try:
-                done = summary.refresh(self.summary_client or self.client, dirty, self.task_attribute)
+                done = summary.refresh(self.summary_client or self.client, dirty, self.task_attribute, judged)
             except Exception as exc:
                 with self._dirty_lock:
                     self._dirty |= dirty
+                    self._outcome_dirty |= judged
                 logger.warning("refreshing trace summaries failed: %s", exc)
                 return 0
             self._last_summary = now

@@ -61,6 +61,26 @@ def _stored(env: dict[str, str]) -> dict[str, int]:
     return {k: int(v) for k, v in data["per_span"].items()}
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it
+
+
 def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
     port = free_port()
     env = collector_env(str(tmp_path / "data"), port, TOKENTRAIL_WRITER_BATCH_SPANS="2000")
@@ -90,6 +110,8 @@ def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
     for t in threads:
         t.start()
     time.sleep(3.0)
+    workers = _children(proc.pid)
+    assert workers, "the collector runs flattening worker processes"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(0.5)
@@ -99,6 +121,11 @@ def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
     with lock:
         acknowledged = list(acked)
     assert len(acknowledged) > 1000, "the collector acknowledged too little to make the test meaningful"
+
+    deadline = time.monotonic() + 10  # its workers notice and exit instead of idling on forever
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)]
 
     proc = start_collector_process(env, port)  # restart: the writer replays the spool from its checkpoint
     deadline = time.monotonic() + 120

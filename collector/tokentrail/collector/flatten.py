@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -343,9 +346,18 @@ def flatten_records(records: list[tuple[int, str, bytes]], pricer: PriceBook | N
 _worker_pricer: PriceBook | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    # A collector killed with -9 cannot stop its workers, and they would idle on forever.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
 def init_worker(with_pricing: bool) -> None:
-    """Process-pool initializer: each worker builds its own price book once."""
+    """Process-pool initializer: each worker builds its own price book once, and exits when the
+    collector that started it is gone."""
     global _worker_pricer
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     if with_pricing:
         from tokentrail.collector.pricing import PriceBook
 

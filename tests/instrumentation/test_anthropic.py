@@ -210,16 +210,41 @@ def test_spans_nest_under_the_agent(spans, server):
     assert all(s.parent is not None and s.parent.span_id == chat.context.span_id for s in native)
 
 
+def _http_retries(spans):
+    found = [s for s in spans.get_finished_spans() if s.attributes.get("tokentrail.retry.layer") == "http"]
+    return sorted(found, key=lambda s: s.start_time)
+
+
 def test_the_clients_own_http_retries_are_spans_under_the_call(spans, server):
-    server.fail_next(529, retry_after=0.02, times=1)
-    message = _client(server).messages.create(model="claude-sonnet-4-6", max_tokens=100,
-                                              messages=[{"role": "user", "content": "hi"}])  # fmt: skip
-    (chat,) = [s for s in spans.get_finished_spans() if s.name == "chat claude-sonnet-4-6"]
-    (retry,) = [s for s in spans.get_finished_spans() if s.attributes.get("tokentrail.retry.layer") == "http"]
-    # under the call: ours, or the client library's own span inside it (anthropic >= 2 makes one)
+    server.fail_next(529, retry_after=0.02, times=2)
+    message = _client(server).messages.create(model=MODEL, max_tokens=100, messages=ASK)
+    (chat,) = _chats(spans)
+    retries = _http_retries(spans)
+    assert [r.attributes["tokentrail.retry.attempt"] for r in retries] == [1, 2]
     by_id = {s.context.span_id: s for s in spans.get_finished_spans()}
-    parent = by_id[retry.parent.span_id]
-    assert parent is chat or parent.parent.span_id == chat.context.span_id
-    assert retry.name == f"retry {parent.name}"
-    assert retry.attributes["http.response.status_code"] == 529 and retry.attributes["tokentrail.retry.attempt"] == 1
+    for retry in retries:
+        # under the call: ours, or the client library's own call span inside it (anthropic >= 2 makes one)
+        parent = by_id[retry.parent.span_id]
+        assert parent is chat or parent.parent.span_id == chat.context.span_id
+        assert retry.name == f"retry chat {MODEL}" and retry.status.status_code == StatusCode.ERROR
+        assert retry.attributes["http.response.status_code"] == 529
+        assert retry.attributes["tokentrail.retry.reason"] == "529 Overloaded"
+        assert 0.02 <= retry.attributes["tokentrail.retry.wait_s"] < 0.3  # `retry-after-ms: 20`, honoured
+    assert [link.context.span_id for link in retries[1].links] == [retries[0].context.span_id]
+    assert retries[1].end_time <= chat.end_time and chat.status.status_code != StatusCode.ERROR
     assert chat.attributes["gen_ai.usage.output_tokens"] == message.usage.output_tokens
+
+
+def test_async_stream_retry_after_a_rate_limit(spans, server):
+    async def run() -> str:
+        server.fail_next(429, retry_after=0.01)
+        client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="t")
+        async with client.messages.stream(model=MODEL, max_tokens=100, messages=ASK) as stream:
+            return await stream.get_final_text()
+
+    assert asyncio.run(run()).strip() == "It shipped."
+    (retry,) = _http_retries(spans)
+    (chat,) = _chats(spans)
+    assert retry.attributes["tokentrail.retry.reason"] == "429 Too Many Requests"
+    assert retry.attributes["tokentrail.retry.attempt"] == 1 and retry.context.trace_id == chat.context.trace_id
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0

@@ -4,7 +4,9 @@ It speaks the documented wire formats, streaming included, so the real client li
 their real code paths against it:
 - OpenAI `POST /v1/chat/completions` (JSON, or SSE chunks with a final usage chunk when
   `stream_options.include_usage` is set), with `prompt_tokens_details.cached_tokens`;
-  `POST /v1/responses` (JSON, or the SSE events `response.created` … `response.completed`);
+  `POST /v1/responses` (JSON, or the SSE events `response.created`, `response.output_item.added`,
+  `response.output_text.delta` … `response.completed`), reporting cached input tokens and, for
+  reasoning models (o-series, gpt-5), reasoning tokens;
   `POST /v1/embeddings`;
 - Anthropic `POST /v1/messages` (JSON, or the SSE event sequence `message_start` …
   `message_stop`), with `cache_read_input_tokens` / `cache_creation_input_tokens`.
@@ -17,6 +19,7 @@ scripted (`fail_next(429, retry_after=0.01)`), and every request is recorded.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import struct
 import threading
@@ -32,6 +35,8 @@ __all__ = ["LLMServer"]
 _CACHE_TTL = 300.0
 _MIN_CACHED = 1024  # providers cache prefixes of at least this many tokens…
 _CACHE_STEP = 128  # …in steps of this many
+_REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")  # Responses API models that report reasoning tokens
+_REASONING_EFFORT = {"none": 0, "minimal": 0, "low": 2, "medium": 8, "high": 32}  # × the answer's tokens
 
 
 def _tokens(text: str) -> int:
@@ -236,19 +241,28 @@ class LLMServer:
         self._sse(h, chunks())
 
     def _openai_responses(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
-        """`POST /v1/responses`: one output message; streamed as created → text deltas → completed."""
+        """`POST /v1/responses`: one output message (after a reasoning item for reasoning models, whose
+        reasoning tokens count in `output_tokens`); streamed in the documented event order."""
         model = str(body.get("model", "gpt-4o-mini"))
         prompt = json.dumps([body.get("instructions", ""), body.get("input", "")], sort_keys=True)
-        input_tokens, output_tokens = _tokens(prompt), _tokens(self.reply)
+        input_tokens, text_tokens = _tokens(prompt), _tokens(self.reply)
+        reasoning_tokens = 0
+        if model.startswith(_REASONING_MODELS):
+            effort = str((body.get("reasoning") or {}).get("effort") or "medium")
+            reasoning_tokens = _REASONING_EFFORT.get(effort, 8) * text_tokens
+        output_tokens = text_tokens + reasoning_tokens
         usage = {"input_tokens": input_tokens,
                  "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
-                 "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                 "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
                  "total_tokens": input_tokens + output_tokens}  # fmt: skip
         ident, item = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
-        message = {"type": "message", "id": item, "status": "completed", "role": "assistant",
-                   "content": [{"type": "output_text", "text": self.reply, "annotations": []}]}  # fmt: skip
+        text = {"type": "output_text", "text": self.reply, "annotations": [], "logprobs": []}
+        message = {"type": "message", "id": item, "status": "completed", "role": "assistant", "content": [text]}
+        output: list[dict[str, Any]] = [message]
+        if reasoning_tokens:
+            output.insert(0, {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:24]}", "summary": []})
         response = {"id": ident, "object": "response", "created_at": int(time.time()), "status": "completed",
-                    "model": {"gpt-4o": "gpt-4o-2024-08-06"}.get(model, model), "output": [message],
+                    "model": {"gpt-4o": "gpt-4o-2024-08-06"}.get(model, model), "output": output,
                     "usage": usage, "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
                     "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "metadata": {}}  # fmt: skip
         if not body.get("stream"):
@@ -256,15 +270,28 @@ class LLMServer:
             return
 
         def events() -> Iterator[tuple[str | None, Any]]:
+            seq = itertools.count()
+
+            def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+                return kind, {"type": kind, "sequence_number": next(seq), **fields}
+
             started = {**response, "status": "in_progress", "output": [], "usage": None}
-            yield "response.created", {"type": "response.created", "sequence_number": 0, "response": started}
-            n = 1
+            yield event("response.created", response=started)
+            yield event("response.in_progress", response=started)
+            at = len(output) - 1  # the message's output index
+            if reasoning_tokens:
+                yield event("response.output_item.added", output_index=0, item=output[0])
+                yield event("response.output_item.done", output_index=0, item=output[0])
+            where = {"item_id": item, "output_index": at, "content_index": 0}
+            yield event("response.output_item.added", output_index=at,
+                        item={**message, "status": "in_progress", "content": []})  # fmt: skip
+            yield event("response.content_part.added", **where, part={**text, "text": ""})
             for word in self.reply.split(" "):
-                yield "response.output_text.delta", {"type": "response.output_text.delta", "item_id": item,
-                                                     "output_index": 0, "content_index": 0, "delta": word + " ",
-                                                     "logprobs": [], "sequence_number": n}  # fmt: skip
-                n += 1
-            yield "response.completed", {"type": "response.completed", "sequence_number": n, "response": response}
+                yield event("response.output_text.delta", **where, delta=word + " ", logprobs=[])
+            yield event("response.output_text.done", **where, text=self.reply, logprobs=[])
+            yield event("response.content_part.done", **where, part=text)
+            yield event("response.output_item.done", output_index=at, item=message)
+            yield event("response.completed", response=response)
 
         self._sse(h, events())
 

@@ -57,15 +57,27 @@ def _start(instance: Any, kwargs: dict[str, Any]) -> Span:
     return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, attributes)
 
 
+def _detail(usage: Any, details: str, name: str) -> int | None:
+    """`usage.<details>.<name>` as an int, None when the API version does not report it."""
+    value = getattr(getattr(usage, details, None), name, None)
+    return None if value is None else int(value)
+
+
+def _set_usage(span: Span, usage: Any, *, api: str) -> None:
+    """Chat completions (`prompt_…`/`completion_…`) and Responses (`input_…`/`output_…`) usage alike;
+    OpenAI's input count already includes the cached part, as OTel's does."""
+    inputs, outputs = ("prompt", "completion") if api == "chat" else ("input", "output")
+    _llm.set_usage(span, input_tokens=int(getattr(usage, f"{inputs}_tokens", 0) or 0),
+                   output_tokens=int(getattr(usage, f"{outputs}_tokens", 0) or 0),
+                   cache_read=_detail(usage, f"{inputs}_tokens_details", "cached_tokens"),
+                   cache_write=_detail(usage, f"{inputs}_tokens_details", "cache_write_tokens"),
+                   reasoning=_detail(usage, f"{outputs}_tokens_details", "reasoning_tokens"))  # fmt: skip
+
+
 def _record(span: Span, *, model: Any, ident: Any, finish: list[str], usage: Any, text: str | None) -> None:
     _llm.set_response(span, model=model, ident=ident, finish=finish)
     if usage is not None:
-        cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
-        reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
-        _llm.set_usage(span, input_tokens=int(usage.prompt_tokens or 0),
-                       output_tokens=int(usage.completion_tokens or 0),
-                       cache_read=None if cached is None else int(cached),
-                       reasoning=None if reasoning is None else int(reasoning))  # fmt: skip
+        _set_usage(span, usage, api="chat")
     if text:
         output = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
         _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
@@ -145,10 +157,20 @@ def _start_response(instance: Any, kwargs: dict[str, Any]) -> Span:
     return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, attributes)
 
 
+# Output items that wait for the application to run a tool (built-in tools such as web search run
+# server-side and end in a message).
+_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", "computer_call", "local_shell_call", "shell_call",
+                           "apply_patch_call"})  # fmt: skip
+
+
 def _finish_reason(response: Any) -> list[str]:
+    """A Responses API status in the conventions' finish reasons (`stop`, `length`, `tool_call`, …)."""
     status = getattr(response, "status", None)
     if status == "completed":
-        return ["stop"]
+        calls = any(getattr(item, "type", None) in _CLIENT_CALLS for item in getattr(response, "output", None) or [])
+        return ["tool_call" if calls else "stop"]
+    if status == "failed":
+        return ["error"]
     reason = getattr(getattr(response, "incomplete_details", None), "reason", None)
     if reason == "max_output_tokens":
         return ["length"]
@@ -163,14 +185,11 @@ def _record_responses_api(span: Span, response: Any) -> None:
                       finish=_finish_reason(response))  # fmt: skip
     usage = getattr(response, "usage", None)
     if usage is not None:
-        cached = getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", None)
-        reasoning = getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", None)
-        _llm.set_usage(span, input_tokens=int(usage.input_tokens or 0), output_tokens=int(usage.output_tokens or 0),
-                       cache_read=None if cached is None else int(cached),
-                       reasoning=None if reasoning is None else int(reasoning))  # fmt: skip
+        _set_usage(span, usage, api="responses")
     text = getattr(response, "output_text", None)
     if text:
-        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, [{"role": "assistant", "parts": [{"type": "text", "content": text}]}])
+        output = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
+        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
 
 
 class _Events:
@@ -202,6 +221,9 @@ def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> Span:
 
 
 def _record_embeddings(span: Span, response: Any) -> None:
+    response = _parsed(response)
+    if response is None:
+        return
     _llm.set_response(span, model=getattr(response, "model", None), ident=None, finish=[])
     usage = getattr(response, "usage", None)
     if usage is not None:

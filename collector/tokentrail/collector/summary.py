@@ -13,17 +13,25 @@ __all__ = ["refresh"]
 
 # An LLM span whose child is an LLM span reporting usage (a framework span around the client
 # call) repeats the child's usage: only the leaf stays billable (DESIGN.md "Billable").
-_UNBILL_PARENTS = """
+# First the few such parents, from narrow columns; then only those rows are rewritten (reading
+# every column of every span of the traces, to find none in most batches, was the slow part).
+_BILLED_PARENTS = """
+SELECT trace_id, span_id FROM spans FINAL
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
+  AND span_id IN (
+      SELECT parent_span_id FROM spans FINAL
+      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+        AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != '')
+"""
+
+_UNBILL = """
 INSERT INTO spans
 SELECT * REPLACE (toUInt8(0) AS billable, now64(3) AS ingested_at)
 FROM (
     -- a subquery, because the REPLACE alias would shadow `billable` in this WHERE
     SELECT * FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
-      AND span_id IN (
-          SELECT parent_span_id FROM spans FINAL
-          WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
-            AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != '')
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+      AND span_id IN {span_ids:Array(String)} AND billable = 1
 )
 """
 
@@ -168,7 +176,10 @@ def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str 
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
             params = {"project": project, "trace_ids": chunk}
-            client.command(_UNBILL_PARENTS, parameters=params)
+            parents = client.query(_BILLED_PARENTS, parameters=params).result_rows
+            if parents:
+                client.command(_UNBILL, parameters={"project": project, "trace_ids": sorted({t for t, _ in parents}),
+                                                    "span_ids": [s for _, s in parents]})  # fmt: skip
             client.command(_SUMMARIZE, parameters={**params, "task_attribute": task_attribute})
             done += len(chunk)
             judged = [t for t in chunk if with_outcomes is None or (project, t) in with_outcomes]

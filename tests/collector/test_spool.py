@@ -4,7 +4,15 @@ import threading
 
 import pytest
 
-from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Position, Spool, SpoolFull
+from tokentrail.collector.spool import (
+    KIND_LOGS,
+    KIND_TRACES,
+    CorruptRecord,
+    Position,
+    Spool,
+    SpoolFull,
+    load_payload,
+)
 
 
 def test_records_come_back_in_order_with_project_and_kind(tmp_path):
@@ -43,6 +51,30 @@ def test_torn_tail_from_a_crash_is_skipped(tmp_path):
     reopened = Spool(tmp_path)
     reopened.append(KIND_TRACES, "p", b"after")
     assert [r.payload for r in reopened.read()] == [b"complete", b"after"]
+
+
+def test_records_read_without_payloads_are_loaded_and_checked_elsewhere(tmp_path):
+    spool = Spool(tmp_path)
+    spool.append(KIND_TRACES, "before", b"from an earlier process")
+    spool.close()
+    spool = Spool(tmp_path)
+    spool.append(KIND_TRACES, "alpha", b"one" * 500)
+    spool.append(KIND_LOGS, "beta", b"two")
+    records = list(spool.read(payloads=False))
+    # an earlier process's segment may end torn: it is read and checked here, as always
+    assert (records[0].project, records[0].payload) == ("before", b"from an earlier process")
+    assert [(r.kind, r.project, r.payload, r.size) for r in records[1:]] == [
+        (KIND_TRACES, "alpha", b"", 1500), (KIND_LOGS, "beta", b"", 3)]  # fmt: skip
+    assert [load_payload(r.stored) for r in records if r.stored] == [b"from an earlier process", b"one" * 500, b"two"]
+    assert [r.end for r in records] == [r.end for r in spool.read()]
+
+    stored = records[1].stored
+    assert stored is not None
+    with open(stored.path, "r+b") as f:  # a flipped byte on disk
+        f.seek(stored.offset + stored.length - 1)
+        f.write(b"X")
+    with pytest.raises(CorruptRecord, match="does not match its checksum"):
+        load_payload(stored)
 
 
 def test_full_spool_refuses_and_accepts_again_after_commit(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tokentrail.collector.spool import KIND_TRACES, Spool
 from tokentrail.collector.stats import Stats
@@ -170,3 +172,119 @@ def test_embedding_calls_are_billed_on_their_input(store):
     rows = store.client.query("SELECT step_kind, billable, cost_usd FROM spans FINAL").result_rows
     assert rows == [("embedding", 1, expected)]
     assert store.client.query("SELECT llm_calls, cost_usd FROM traces FINAL").result_rows == [(1, expected)]
+
+
+def _every_field() -> bytes:
+    """One span using every OTLP field the spans table keeps, with nanosecond-exact times."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "checkout"
+    scope = rs.scope_spans.add()
+    scope.scope.name, scope.scope.version = "acme.agent", "1.2.3"
+    span = scope.spans.add()
+    span.trace_id, span.span_id, span.parent_span_id = TRACE, bytes.fromhex("00000000000000f2"), bytes.fromhex("00000000000000f1")
+    span.trace_state, span.name, span.kind = "vendor=1", "tool lookup", Span.SpanKind.SPAN_KIND_CLIENT
+    span.start_time_unix_nano = 1_700_000_000_123_456_789
+    span.end_time_unix_nano = 1_700_000_001_987_654_321
+    span.status.code, span.status.message = Status.StatusCode.STATUS_CODE_ERROR, "boom <b>"
+    for key, setter in (("s", lambda v: setattr(v, "string_value", "text ✓")), ("i", lambda v: setattr(v, "int_value", -7)),
+                        ("d", lambda v: setattr(v, "double_value", 0.25)), ("b", lambda v: setattr(v, "bool_value", True)),
+                        ("raw", lambda v: setattr(v, "bytes_value", b"\x00\xff"))):  # fmt: skip
+        kv = span.attributes.add()
+        kv.key = key
+        setter(kv.value)
+    kv = span.attributes.add()
+    kv.key = "list"
+    kv.value.array_value.values.add().string_value = "a"
+    kv.value.array_value.values.add().int_value = 2
+    for n, offset in ((1, 5), (2, 999_999_999)):
+        event = span.events.add()
+        event.time_unix_nano, event.name = span.start_time_unix_nano + offset, f"step {n}"
+        attr = event.attributes.add()
+        attr.key, attr.value.int_value = "n", n
+    link = span.links.add()
+    link.trace_id, link.span_id, link.trace_state = bytes.fromhex("11" * 16), bytes.fromhex("22" * 8), "other=2"
+    attr = link.attributes.add()
+    attr.key, attr.value.string_value = "why", "retry of"
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-staged"])
+def test_every_otel_field_survives_the_trip(store, spool, tmp_path, workers):
+    writer = Writer(store.new_client(), spool, Stats(), workers=workers, stage_dir=tmp_path / "staging")
+    try:
+        spool.append(KIND_TRACES, "default", _every_field())
+        writer.flush()
+    finally:
+        writer.stop()
+    row = store.client.query(
+        "SELECT trace_id, span_id, parent_span_id, trace_state, name, span_kind, toUnixTimestamp64Nano(start_time),"
+        " toUnixTimestamp64Nano(end_time), duration_ns, service_name, scope_name, scope_version, status_code,"
+        " status_message, attributes, arrayMap(t -> toUnixTimestamp64Nano(t), events.time), events.name,"
+        " events.attributes, links.trace_id, links.span_id, links.trace_state, links.attributes, step_kind,"
+        " cost_usd, error_type FROM spans FINAL"
+    ).result_rows
+    assert row == [(
+        TRACE.hex(), "00000000000000f2", "00000000000000f1", "vendor=1", "tool lookup", "CLIENT",
+        1_700_000_000_123_456_789, 1_700_000_001_987_654_321, 1_864_197_532, "checkout", "acme.agent", "1.2.3",
+        "ERROR", "boom <b>",
+        {"s": "text ✓", "i": "-7", "d": "0.25", "b": "true", "raw": "AP8=", "list": '["a",2]'},
+        [1_700_000_000_123_456_794, 1_700_000_001_123_456_788], ["step 1", "step 2"], [{"n": "1"}, {"n": "2"}],
+        ["11" * 16], ["22" * 8], ["other=2"], [{"why": "retry of"}], "other", None, "_OTHER",
+    )]  # fmt: skip
+
+
+class _CountingClient:
+    """The real client, counting the span inserts it is asked for."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.span_inserts: list[str] = []
+
+    def command(self, sql: str, **kw: Any) -> Any:
+        if sql.startswith("INSERT INTO spans ("):
+            self.span_inserts.append(sql)
+        return self.client.command(sql, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
+    stage = tmp_path / "staging"
+    stage.mkdir()
+    (stage / "left-by-a-crash.arrow").write_bytes(b"half a batch")
+    client = _CountingClient(store.new_client())
+    stats = Stats()
+    # one span per chunk, four chunks per insert: eight requests take two inserts
+    writer = Writer(client, spool, stats, workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage)
+    assert not list(stage.iterdir()), "a previous run's staged chunks are cleared (the spool replays them)"
+    for n in range(8):
+        request = ExportTraceServiceRequest()
+        _span(request, f"00000000000000{n:02x}", "", f"step {n}")
+        spool.append(KIND_TRACES, "default", request.SerializeToString())
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while stats.snapshot().get("tokentrail_spans_stored_total", 0) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        writer.stop()
+    assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(8,)]
+    assert len(client.span_inserts) == 2
+    assert all("FROM INFILE" in sql and sql.count(".arrow") == 4 for sql in client.span_inserts)
+    assert not list(stage.iterdir()), "staged chunks are removed once inserted"
+    assert spool.backlog_bytes == 0
+
+
+def test_a_staging_path_clickhouse_would_read_as_a_pattern_still_works(store, spool, tmp_path):
+    stage = tmp_path / "it's {odd} *"
+    writer = Writer(store.new_client(), spool, Stats(), workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage)
+    try:
+        spool.append(KIND_TRACES, "default", _framework_wrapping_client_call())
+        writer.flush()
+    finally:
+        writer.stop()
+    assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(3,)]
+    assert not list(stage.iterdir())

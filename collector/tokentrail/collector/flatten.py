@@ -2,20 +2,25 @@
 
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
 Everything here is pure and CPU-bound; it is the ingest hot path, so it appends straight into
-per-column lists instead of building a dict per row.
+per-column lists instead of building a dict per row, and hands ClickHouse an Arrow stream:
+built column by column in C++, and read by ClickHouse without parsing text.
 """
 
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -23,11 +28,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from tokentrail import semconv as sc
 from tokentrail.collector.normalize import normalize
 from tokentrail.collector.pricing import PriceBook
-from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES
+from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Stored, load_payload
 
 __all__ = [
-    "LOG_COLUMNS", "SPAN_COLUMNS", "Flattened", "LogBatch", "SpanBatch", "any_value", "attributes",
-    "flatten_in_worker", "flatten_records", "init_worker",
+    "LOG_COLUMNS", "SPAN_COLUMNS", "SPAN_SCHEMA", "Flattened", "LogBatch", "SpanBatch", "SpoolItem",
+    "any_value", "attributes", "flatten_in_worker", "flatten_records", "init_worker",
 ]  # fmt: skip
 
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -82,24 +87,20 @@ def ts(nanos: int) -> str:
 def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]:
     """(Python values for the normalizer, string values for the attribute Map column)."""
     values: dict[str, Any] = {}
-    texts: dict[str, str] = {}
+    others: list[str] = []
     for kv in kvs:
-        key = kv.key
         value = kv.value
         kind = value.WhichOneof("value")
-        # the hot path: most attributes are strings or ints (kept inline: no call per attribute)
+        # the hot path: most attributes are strings (kept inline: no call per attribute)
         if kind == "string_value":
-            text = value.string_value
-            values[key] = text
-            texts[key] = text
-        elif kind == "int_value":
-            number = value.int_value
-            values[key] = number
-            texts[key] = str(number)
+            values[kv.key] = value.string_value
         else:
-            v = any_value(value)
-            values[key] = v
-            texts[key] = _text(v)
+            key = kv.key
+            values[key] = value.int_value if kind == "int_value" else any_value(value)
+            others.append(key)
+    texts = values.copy()  # the same strings; only the other kinds need a text form
+    for key in others:
+        texts[key] = _text(values[key])
     return values, texts
 
 
@@ -127,6 +128,24 @@ SPAN_COLUMNS = (
     "input_messages", "output_messages", "system_instructions", "tool_arguments", "tool_result",
 )  # fmt: skip
 
+_STR = pa.string()
+_MAP = pa.map_(pa.string(), pa.string())
+_NS = pa.timestamp("ns")  # DateTime64(9): nanoseconds since the epoch, exact
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "start_time": _NS, "end_time": _NS, "duration_ns": pa.uint64(),
+    "resource_attributes": _MAP, "attributes": _MAP,
+    "events.time": pa.list_(_NS), "events.name": pa.list_(_STR), "events.attributes": pa.list_(_MAP),
+    "links.trace_id": pa.list_(_STR), "links.span_id": pa.list_(_STR), "links.trace_state": pa.list_(_STR),
+    "links.attributes": pa.list_(_MAP),
+    "input_tokens": pa.uint64(), "output_tokens": pa.uint64(), "cache_read_tokens": pa.uint64(),
+    "cache_write_tokens": pa.uint64(), "reasoning_tokens": pa.uint64(),
+    "usage_reported": pa.uint8(), "billable": pa.uint8(), "cost_usd": pa.float64(),
+    "tool_args_hash": pa.uint64(), "input_hash": pa.uint64(),
+    "finish_reasons": pa.list_(_STR), "retry_attempt": pa.uint16(),
+}  # fmt: skip
+#: the Arrow schema of span batches; every column not listed above is a string
+SPAN_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, _STR)) for name in SPAN_COLUMNS])
+
 
 class SpanBatch:
     def __init__(self, pricer: PriceBook | None = None) -> None:
@@ -138,6 +157,16 @@ class SpanBatch:
 
     def __len__(self) -> int:
         return len(self.columns[0])
+
+    def arrow(self) -> bytes:
+        """The batch as one Arrow IPC stream."""
+        arrays = [
+            pa.array(column, type=field.type) for column, field in zip(self.columns, SPAN_SCHEMA, strict=True)
+        ]
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, SPAN_SCHEMA) as stream:
+            stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA))
+        return bytes(sink.getvalue())
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
         (
@@ -165,13 +194,16 @@ class SpanBatch:
                 for span in scope_spans.spans:
                     trace_id = span.trace_id.hex()
                     values, texts = attributes(span.attributes)
-                    is_error = span.status.code == 2
-                    events = []
-                    ev_time, ev_name, ev_attrs = [], [], []
+                    status = span.status
+                    is_error = status.code == 2
+                    events: list[tuple[str, dict[str, Any]]] = []
+                    ev_time: list[int] = []
+                    ev_name: list[str] = []
+                    ev_attrs: list[dict[str, str]] = []
                     for ev in span.events:
                         ev_values, ev_texts = attributes(ev.attributes)
                         events.append((ev.name, ev_values))
-                        ev_time.append(ts(ev.time_unix_nano))
+                        ev_time.append(ev.time_unix_nano)
                         ev_name.append(ev.name)
                         ev_attrs.append(ev_texts)
                     n = normalize(span.name, values, res_values, is_error=is_error, events=events)
@@ -187,23 +219,31 @@ class SpanBatch:
                     c_name.append(span.name)
                     c_kind.append(_SPAN_KINDS[span.kind] if span.kind < 6 else "UNSPECIFIED")
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    c_start.append(ts(start))
-                    c_end.append(ts(end))
+                    c_start.append(start)
+                    c_end.append(end)
                     c_dur.append(end - start if end > start else 0)
                     c_service.append(service)
                     c_scope.append(scope_name)
                     c_scope_v.append(scope_version)
                     c_res.append(res_texts)
                     c_attrs.append(texts)
-                    c_status.append(_STATUS[span.status.code] if span.status.code < 3 else "UNSET")
-                    c_status_msg.append(span.status.message)
+                    code = status.code
+                    c_status.append(_STATUS[code] if code < 3 else "UNSET")
+                    c_status_msg.append(status.message)
                     c_ev_time.append(ev_time)
                     c_ev_name.append(ev_name)
                     c_ev_attrs.append(ev_attrs)
-                    c_ln_trace.append([ln.trace_id.hex() for ln in span.links])
-                    c_ln_span.append([ln.span_id.hex() for ln in span.links])
-                    c_ln_state.append([ln.trace_state for ln in span.links])
-                    c_ln_attrs.append([attributes(ln.attributes)[1] for ln in span.links])
+                    links = span.links
+                    if links:
+                        c_ln_trace.append([ln.trace_id.hex() for ln in links])
+                        c_ln_span.append([ln.span_id.hex() for ln in links])
+                        c_ln_state.append([ln.trace_state for ln in links])
+                        c_ln_attrs.append([attributes(ln.attributes)[1] for ln in links])
+                    else:
+                        c_ln_trace.append([])
+                        c_ln_span.append([])
+                        c_ln_state.append([])
+                        c_ln_attrs.append([])
 
                     c_conv.append(n.convention)
                     c_step.append(n.step_kind)
@@ -293,7 +333,9 @@ class LogBatch:
                     _, texts = attributes(rec.attributes)
                     body = any_value(rec.body)
                     event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
-                    digest = hashlib.blake2b(rec.SerializeToString(deterministic=True), digest_size=8).digest()
+                    digest = hashlib.blake2b(
+                        rec.SerializeToString(deterministic=True), digest_size=8
+                    ).digest()
                     timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
                     self.rows.append(
                         [
@@ -307,25 +349,39 @@ class LogBatch:
         return added
 
 
-
 # --- batch flattening, in-process or in a worker process -------------------------------------
 
-class Flattened:
-    """One batch of spool records as JSONCompactEachRow bytes, ready for ClickHouse to parse.
 
-    Encoding here (C-speed `json`) and letting ClickHouse parse in C++ keeps the inserting
-    process's Python work per span near zero, and the bytes cross a process boundary cheaply.
+class Flattened:
+    """One batch of spool records, ready for ClickHouse to read.
+
+    Spans are an Arrow stream: in memory (`span_arrow`), or staged in a file (`span_file`) that
+    a worker process wrote, so that the inserting process reads it from disk instead of
+    receiving it through a pipe. Logs, rare and small, are JSONCompactEachRow bytes.
     """
 
-    __slots__ = ("log_count", "log_json", "outcome_traces", "span_count", "span_json", "traces")
+    __slots__ = ("log_count", "log_json", "outcome_traces", "span_arrow", "span_count", "span_file", "traces")
 
-    def __init__(self, spans: SpanBatch, logs: LogBatch) -> None:
+    def __init__(self, spans: SpanBatch, logs: LogBatch, stage_dir: Path | None = None) -> None:
         self.span_count = len(spans)
-        self.span_json = _encode(zip(*spans.columns, strict=True)) if len(spans) else b""
+        self.span_arrow = b""
+        self.span_file: Path | None = None
+        if len(spans):
+            data = spans.arrow()
+            if stage_dir is None:
+                self.span_arrow = data
+            else:
+                self.span_file = stage_dir / f"{uuid.uuid4().hex}.arrow"
+                self.span_file.write_bytes(data)
         self.traces = spans.traces
         self.outcome_traces = spans.outcome_traces
         self.log_count = len(logs)
         self.log_json = _encode(logs.rows) if len(logs) else b""
+
+    def discard(self) -> None:
+        """Remove the staged file (after its insert, or when the batch is abandoned)."""
+        if self.span_file is not None:
+            self.span_file.unlink(missing_ok=True)
 
 
 def _encode(rows: Iterable[Any]) -> bytes:
@@ -333,17 +389,23 @@ def _encode(rows: Iterable[Any]) -> bytes:
     return "\n".join(map(dumps, rows)).encode()
 
 
-def flatten_records(records: list[tuple[int, str, bytes]], pricer: PriceBook | None) -> Flattened:
+#: a spool record as (kind, project, payload), the payload given or where to read it
+SpoolItem = tuple[int, str, bytes | Stored]
+
+
+def flatten_records(records: list[SpoolItem], pricer: PriceBook | None, stage_dir: Path | None = None) -> Flattened:
     spans, logs = SpanBatch(pricer), LogBatch()
-    for kind, project, payload in records:
+    for kind, project, data in records:
+        payload = load_payload(data) if isinstance(data, Stored) else data
         if kind == KIND_TRACES:
             spans.add(project, ExportTraceServiceRequest.FromString(payload))
         elif kind == KIND_LOGS:
             logs.add(project, ExportLogsServiceRequest.FromString(payload))
-    return Flattened(spans, logs)
+    return Flattened(spans, logs, stage_dir)
 
 
 _worker_pricer: PriceBook | None = None
+_worker_stage_dir: Path | None = None
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -353,16 +415,23 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def init_worker(with_pricing: bool) -> None:
+def init_worker(with_pricing: bool, stage_dir: str | None = None) -> None:
     """Process-pool initializer: each worker builds its own price book once, and exits when the
-    collector that started it is gone."""
-    global _worker_pricer
+    collector that started it is gone. With `stage_dir`, batches are handed back as files there."""
+    global _worker_pricer, _worker_stage_dir
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _worker_stage_dir = Path(stage_dir) if stage_dir else None
     if with_pricing:
         from tokentrail.collector.pricing import PriceBook
 
         _worker_pricer = PriceBook()
 
 
-def flatten_in_worker(records: list[tuple[int, str, bytes]]) -> Flattened:
-    return flatten_records(records, _worker_pricer)
+def flatten_in_worker(records: list[SpoolItem]) -> Flattened:
+    # A batch builds many small containers and no reference cycles: collecting garbage while it
+    # runs only walks them again and again.
+    gc.disable()
+    try:
+        return flatten_records(records, _worker_pricer, _worker_stage_dir)
+    finally:
+        gc.enable()

@@ -37,6 +37,7 @@ class Collector:
             idle_seconds=settings.writer_flush_seconds,
             summary_seconds=settings.summary_interval_seconds,
             workers=settings.writer_workers,
+            stage_dir=settings.spool_dir / "staging" if settings.embedded else None,
             summary_client=store.new_client(),
             task_attribute=settings.task_type_attribute,
         )

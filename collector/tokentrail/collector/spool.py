@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Position", "Record", "Spool", "SpoolFull"]
+__all__ = ["CorruptRecord", "Position", "Record", "Spool", "SpoolFull", "Stored", "load_payload"]
 
 _HEADER = struct.Struct("<II")
 _SEGMENT_BYTES = 64 << 20
@@ -42,11 +42,37 @@ class Position:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """Where a record's body lies on disk, for a reader in another process."""
+
+    path: str
+    offset: int
+    length: int
+    crc: int
+
+
+@dataclass(frozen=True)
 class Record:
     kind: int
     project: str
+    #: b"" when read without payloads (`Spool.read(payloads=False)`): see `stored`
     payload: bytes
     end: Position  # position just after this record
+    size: int = 0  # payload bytes
+    stored: Stored | None = None
+
+
+class CorruptRecord(ValueError):
+    """A spool record's bytes do not match its checksum."""
+
+
+def load_payload(stored: Stored) -> bytes:
+    """Read and verify a record's payload: for a process that got the record without it."""
+    with open(stored.path, "rb") as f:
+        body = os.pread(f.fileno(), stored.length, stored.offset)
+    if len(body) != stored.length or zlib.crc32(body) != stored.crc:
+        raise CorruptRecord(f"spool record at {stored.path}:{stored.offset} does not match its checksum")
+    return body[2 + body[1] :]
 
 
 def _segment_name(seq: int) -> str:
@@ -65,6 +91,7 @@ class Spool:
         self._checkpoint = self._read_checkpoint()
         existing = self._segments()
         self._seq = (existing[-1] + 1) if existing else max(self._checkpoint.segment, 1)
+        self._first_seq = self._seq  # segments before this one were written by an earlier process
         self._file = open(directory / _segment_name(self._seq), "ab", buffering=0)  # noqa: SIM115
         self._written = 0
         self._synced_pos = Position(self._seq, 0)
@@ -77,8 +104,9 @@ class Spool:
     def append(self, kind: int, project: str, payload: bytes) -> Position:
         """Write one record durably; returns once it is on disk."""
         project_bytes = project.encode()
-        body = bytes((kind, len(project_bytes))) + project_bytes + payload
-        record = _HEADER.pack(len(body), zlib.crc32(body)) + body
+        prefix = bytes((kind, len(project_bytes))) + project_bytes
+        length = len(prefix) + len(payload)
+        record = b"".join((_HEADER.pack(length, zlib.crc32(payload, zlib.crc32(prefix))), prefix, payload))
         with self._lock:
             if self._backlog + len(record) > self.max_bytes:
                 raise SpoolFull(
@@ -127,8 +155,12 @@ class Spool:
 
     # --- reading (writer) ------------------------------------------------------------------
 
-    def read(self, start: Position | None = None, max_bytes: int = 32 << 20) -> Iterator[Record]:
-        """Durable records after `start` (default: the checkpoint), in order, up to ~max_bytes."""
+    def read(self, start: Position | None = None, max_bytes: int = 32 << 20, payloads: bool = True) -> Iterator[Record]:
+        """Durable records after `start` (default: the checkpoint), in order, up to ~max_bytes.
+
+        With `payloads=False`, records this process appended (complete and fsynced: no torn
+        tail to look for) come without their payload, to be read with `load_payload`, which
+        checks it; those of earlier processes are read and checked here as always."""
         pos = start or self._checkpoint
         limit = self._synced_pos
         budget = max_bytes
@@ -139,24 +171,31 @@ class Spool:
             end = limit.offset if seq == limit.segment else None
             if seq > limit.segment:
                 return
-            with open(self.directory / _segment_name(seq), "rb") as f:
+            path = self.directory / _segment_name(seq)
+            skim = not payloads and seq >= self._first_seq
+            with open(path, "rb") as f:
                 f.seek(offset)
                 while end is None or offset < end:
                     header = f.read(_HEADER.size)
                     if len(header) < _HEADER.size:
                         break
                     length, crc = _HEADER.unpack(header)
-                    body = f.read(length)
-                    if len(body) < length or zlib.crc32(body) != crc:
-                        break  # torn tail of a segment no process appends to any more
+                    if skim:
+                        prefix = f.read(2)
+                        project = f.read(prefix[1]).decode()
+                        f.seek(offset + _HEADER.size + length)
+                        kind, payload = prefix[0], b""
+                        size = length - 2 - prefix[1]
+                    else:
+                        body = f.read(length)
+                        if len(body) < length or zlib.crc32(body) != crc:
+                            break  # torn tail of a segment no process appends to any more
+                        project_len = body[1]
+                        kind, project, payload = body[0], body[2 : 2 + project_len].decode(), body[2 + project_len :]
+                        size = len(payload)
+                    stored = Stored(str(path), offset + _HEADER.size, length, crc)
                     offset += _HEADER.size + length
-                    project_len = body[1]
-                    yield Record(
-                        kind=body[0],
-                        project=body[2 : 2 + project_len].decode(),
-                        payload=body[2 + project_len :],
-                        end=Position(seq, offset),
-                    )
+                    yield Record(kind, project, payload, Position(seq, offset), size, stored)
                     budget -= length
                     if budget <= 0:
                         return

@@ -1,7 +1,10 @@
 """Drain the spool into ClickHouse: flatten, insert, then advance the checkpoint.
 
-Flattening (protobuf → rows, normalization, pricing) is CPU-bound Python, so it runs in a worker
-process while the previous batch is inserted; with `workers=0` it runs in this thread instead.
+Flattening (protobuf → rows, normalization, pricing) is CPU-bound Python, so it runs in worker
+processes, in chunks small enough to keep every worker busy, while earlier chunks are inserted
+several at a time (fewer, larger parts for ClickHouse to write and merge); with `workers=0` it
+runs in this thread instead. With the embedded database, workers stage their chunks as Arrow
+files that chDB reads directly, so no batch crosses a pipe twice.
 When ClickHouse is down or slow the spool keeps absorbing requests and the writer retries with
 backoff; a record that ClickHouse rejects while it is otherwise healthy is moved to
 `spool/dead/` and counted, never dropped silently.
@@ -11,20 +14,27 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import re
+import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from tokentrail.collector import summary
 from tokentrail.collector.flatten import (
     LOG_COLUMNS,
     SPAN_COLUMNS,
+    SPAN_SCHEMA,
     Flattened,
+    SpoolItem,
     flatten_in_worker,
     flatten_records,
     init_worker,
@@ -47,12 +57,57 @@ class _Job:
     rows: Future[Flattened]
 
 
-def insert(client: Any, rows: Flattened) -> None:
-    """Insert one flattened batch synchronously (acknowledged = written, not queued)."""
-    if rows.span_count:
-        client.raw_insert("spans", list(SPAN_COLUMNS), rows.span_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
-    if rows.log_count:
-        client.raw_insert("logs", list(LOG_COLUMNS), rows.log_json, settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_GLOB_CHARS = re.compile(r"[*?{}\[\]]")
+_SPAN_COLUMN_LIST = ", ".join(f"`{name}`" for name in SPAN_COLUMNS)
+
+
+def _insert_staged(client: Any, files: list[Path]) -> None:
+    # Staged files exist only with the embedded database, which reads them itself: one INSERT
+    # for all of them (a glob of their names) makes one part instead of one per file.
+    directory = files[0].parent
+    if _GLOB_CHARS.search(str(directory)) or any(f.parent != directory for f in files):
+        # a path ClickHouse would read as a pattern: hand over the bytes instead
+        data = _one_stream([f.read_bytes() for f in files])
+        client.raw_insert("spans", list(SPAN_COLUMNS), data, settings=_INSERT_SETTINGS, fmt="ArrowStream")
+        return
+    names = files[0].name if len(files) == 1 else "{" + ",".join(f.name for f in files) + "}"
+    client.command(
+        f"INSERT INTO spans ({_SPAN_COLUMN_LIST}) FROM INFILE {_sql_string(f'{directory}/{names}')} FORMAT ArrowStream",
+        settings=_INSERT_SETTINGS,
+    )
+
+
+def _one_stream(streams: list[bytes]) -> bytes:
+    if len(streams) == 1:
+        return streams[0]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SPAN_SCHEMA) as out:
+        for data in streams:
+            for batch in pa.ipc.open_stream(data):
+                out.write_batch(batch)
+    return bytes(sink.getvalue())
+
+
+def insert(client: Any, batches: Sequence[Flattened]) -> None:
+    """Insert flattened batches synchronously (acknowledged = written, not queued), as one
+    block per table."""
+    staged = [b.span_file for b in batches if b.span_file is not None]
+    if staged:
+        _insert_staged(client, staged)
+    in_memory = [b.span_arrow for b in batches if b.span_arrow]
+    if in_memory:
+        client.raw_insert(
+            "spans", list(SPAN_COLUMNS), _one_stream(in_memory), settings=_INSERT_SETTINGS, fmt="ArrowStream"
+        )
+    logs = [b.log_json for b in batches if b.log_json]
+    if logs:
+        client.raw_insert(
+            "logs", list(LOG_COLUMNS), b"\n".join(logs), settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
+        )
 
 
 def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook | None = None,
@@ -64,7 +119,7 @@ def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook
     judged: set[tuple[str, str]] = set()
     for payload in requests:
         rows = flatten_records([(KIND_TRACES, project, payload)], pricer)
-        insert(client, rows)
+        insert(client, [rows])
         dirty |= rows.traces
         judged |= rows.outcome_traces
         written += rows.span_count
@@ -73,6 +128,22 @@ def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook
             dirty, judged = set(), set()
     summary.refresh(client, dirty, task_attribute, judged)
     return written
+
+
+def _estimate(job: _Job) -> int:
+    return sum(max(1, r.size // 2048) for r in job.records)
+
+
+def _discard_result(future: Future[Flattened]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().discard()
+
+
+def _abandon(jobs: Iterable[_Job]) -> None:
+    """Drop jobs that will not be inserted now; their staged files go when they finish."""
+    for job in jobs:
+        job.rows.cancel()
+        job.rows.add_done_callback(_discard_result)
 
 
 class Writer:
@@ -87,12 +158,17 @@ class Writer:
         *,
         pricer: PriceBook | None = None,
         batch_spans: int = 20_000,
+        chunk_spans: int = 5_000,
         idle_seconds: float = 0.5,
         summary_seconds: float = 1.0,
         workers: int = 0,
+        stage_dir: Path | None = None,
         summary_client: Any = None,
         task_attribute: str = "",
     ) -> None:
+        """`batch_spans`: spans per insert; `chunk_spans`: spans per flattening job (with workers).
+        `stage_dir`: where workers stage flattened chunks as files; only for the embedded
+        database, which reads them from this process."""
         self.client = client
         #: a second client lets summaries run on their own thread, beside the inserts
         self.summary_client = summary_client
@@ -101,17 +177,23 @@ class Writer:
         self.stats = stats
         self.pricer = pricer
         self.batch_spans = batch_spans
+        self.chunk_spans = min(chunk_spans, batch_spans)
         self.idle_seconds = idle_seconds
         self.summary_seconds = summary_seconds
         self.dead_dir = spool.directory / "dead"
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self.stage_dir = stage_dir if workers > 0 else None
+        if self.stage_dir is not None:
+            # chunks staged by a run that ended mid-batch; the spool still holds their records
+            shutil.rmtree(self.stage_dir, ignore_errors=True)
+            self.stage_dir.mkdir(parents=True)
         if workers > 0:
             self._pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding chDB
                 initializer=init_worker,
-                initargs=(pricer is not None,),
+                initargs=(pricer is not None, str(self.stage_dir) if self.stage_dir else None),
             )
         self._dirty: set[tuple[str, str]] = set()
         self._outcome_dirty: set[tuple[str, str]] = set()
@@ -129,18 +211,20 @@ class Writer:
 
     # --- stages ------------------------------------------------------------------------------
 
-    def _take(self, start: Position, single: bool = False) -> list[Record]:
+    def _take(self, start: Position, spans: int, single: bool = False) -> list[Record]:
         records: list[Record] = []
         items = 0
-        for record in self.spool.read(start):
+        # Worker processes read payloads themselves; a record kept aside needs its payload here.
+        for record in self.spool.read(start, payloads=self._pool is None or single):
             records.append(record)
-            items += max(1, len(record.payload) // 2048)  # rough: ~2 KB per span
-            if single or items >= self.batch_spans:
+            items += max(1, record.size // 2048)  # rough: ~2 KB per span
+            if single or items >= spans:
                 break
         return records
 
     def _submit(self, records: list[Record]) -> _Job:
-        raw = [(r.kind, r.project, r.payload) for r in records]
+        raw: list[SpoolItem] = [(r.kind, r.project, r.stored if r.size and not r.payload and r.stored else r.payload)
+                                for r in records]  # fmt: skip
         if self._pool is not None:
             try:
                 return _Job(records, self._pool.submit(flatten_in_worker, raw))
@@ -154,65 +238,89 @@ class Writer:
             done.set_exception(exc)
         return _Job(records, done)
 
-    def _complete(self, job: _Job) -> int:
-        """Insert a flattened job and advance the checkpoint; raises if anything fails."""
-        rows = job.rows.result()
-        insert(self.client, rows)
-        self.spool.commit(job.records[-1].end)
+    def _complete(self, jobs: list[_Job]) -> int:
+        """Insert flattened jobs (in spool order) as one, then advance the checkpoint past the
+        last; raises if anything fails."""
+        batches: list[Flattened] = []
+        try:
+            for job in jobs:
+                batches.append(job.rows.result())
+            insert(self.client, batches)
+        finally:
+            for rows in batches:
+                rows.discard()
+            _abandon(jobs[len(batches) :])
+        self.spool.commit(jobs[-1].records[-1].end)
         self._failures = 0
         self.last_error = ""
-        self.stats.add("tokentrail_spans_stored_total", rows.span_count)
-        self.stats.add("tokentrail_logs_stored_total", rows.log_count)
+        spans = sum(rows.span_count for rows in batches)
+        logs = sum(rows.log_count for rows in batches)
+        self.stats.add("tokentrail_spans_stored_total", spans)
+        self.stats.add("tokentrail_logs_stored_total", logs)
         with self._dirty_lock:
-            self._dirty |= rows.traces
-            self._outcome_dirty |= rows.outcome_traces
-        return rows.span_count + rows.log_count
+            for rows in batches:
+                self._dirty |= rows.traces
+                self._outcome_dirty |= rows.outcome_traces
+        return spans + logs
 
     def drain_once(self) -> int:
         """Move one batch from the spool into ClickHouse; returns the items stored."""
         with self._step:
             single = self._failures >= 3
-            records = self._take(self.spool.checkpoint, single)
+            records = self._take(self.spool.checkpoint, self.batch_spans, single)
             if not records:
                 return 0
             job = self._submit(records)
             try:
-                return self._complete(job)
+                return self._complete([job])
             except Exception as exc:
                 self._failed(records, exc, single)
                 return 0
 
     def _pipeline(self) -> int:
-        """Like drain_once, but keeps one batch per worker flattening while earlier ones insert."""
+        """Like drain_once, but keeps the workers busy flattening chunks while earlier chunks
+        are inserted, several at a time."""
         with self._step:
             if self._failures:
                 return self.drain_once()
-            # one batch inserting while each worker flattens another
-            depth = self._workers + 1 if self._pool is not None else 1
+            if self._pool is None:
+                chunk, depth = self.batch_spans, 1
+            else:
+                # enough chunks for the next insert, plus one per worker to flatten meanwhile
+                chunk = self.chunk_spans
+                depth = -(-self.batch_spans // chunk) + self._workers
             jobs: deque[_Job] = deque()
             position = self.spool.checkpoint
             stored = 0
-            while not self._stop.is_set():
+
+            def refill() -> None:
+                nonlocal position
                 while len(jobs) < depth:
-                    records = self._take(position)
+                    records = self._take(position, chunk)
                     if not records:
-                        break
+                        return
                     jobs.append(self._submit(records))
                     position = records[-1].end
+
+            while not self._stop.is_set():
+                refill()
                 if not jobs:
                     break
-                job = jobs.popleft()
+                group = [jobs.popleft()]
+                spans = _estimate(group[0])
+                while jobs and spans + _estimate(jobs[0]) <= self.batch_spans:
+                    spans += _estimate(jobs[0])
+                    group.append(jobs.popleft())
+                refill()  # the workers go on with the next chunks while this group is inserted
                 try:
-                    stored += self._complete(job)
+                    stored += self._complete(group)
                 except Exception as exc:
-                    for pending in jobs:
-                        pending.rows.cancel()
-                    self._failed(job.records, exc, single=False)
+                    _abandon(jobs)
+                    self._failed([r for job in group for r in job.records], exc, single=False)
                     return stored
                 if self.summary_client is None:
                     self.summarize()
-            for pending in jobs:  # stopping: the spool still holds them; they are replayed
-                pending.rows.cancel()
+            _abandon(jobs)  # stopping: the spool still holds them; they are replayed
             return stored
 
     def _failed(self, records: list[Record], exc: Exception, single: bool) -> None:
@@ -309,7 +417,9 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tokentrail-writer", daemon=True)
         self._thread.start()
         if self.summary_client is not None:
-            self._summary_thread = threading.Thread(target=self._summaries, name="tokentrail-summaries", daemon=True)
+            self._summary_thread = threading.Thread(
+                target=self._summaries, name="tokentrail-summaries", daemon=True
+            )
             self._summary_thread.start()
 
     def stop(self) -> None:

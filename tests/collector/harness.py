@@ -75,10 +75,13 @@ def running_collector(settings: Settings, store: Store, *, pricer: Any = None, w
 def collector_env(data_dir: str, port: int, **extra: str) -> dict[str, str]:
     """The environment for a `tokentrail collector` subprocess, free of the developer's settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))}
+    grpc_port = free_port()
+    while grpc_port == port:  # both were free a moment ago; the OS may hand out the same one twice
+        grpc_port = free_port()
     env.update(
         TOKENTRAIL_DATA_DIR=data_dir,
         TOKENTRAIL_OTLP_HTTP_PORT=str(port),
-        TOKENTRAIL_OTLP_GRPC_PORT=str(free_port()),
+        TOKENTRAIL_OTLP_GRPC_PORT=str(grpc_port),
         **extra,
     )
     return env

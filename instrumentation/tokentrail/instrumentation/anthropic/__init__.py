@@ -28,6 +28,7 @@ __all__ = ["AnthropicInstrumentor"]
 
 _instruments = ("anthropic >= 0.30",)
 _MODULE = "anthropic.resources.messages"  # both classes import from here, module or package alike
+_SCOPE = "tokentrail.anthropic"
 _PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
            sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
 _USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
@@ -126,7 +127,7 @@ def _start(instance: Any, kwargs: dict[str, Any]) -> Span:
             text = policy.prepare(value) if value else None
             if text is not None:
                 attributes[key] = text
-    return _llm.start_chat("tokentrail.anthropic", "anthropic", instance, kwargs, attributes)
+    return _llm.start_chat(_SCOPE, "anthropic", instance, kwargs, attributes)
 
 
 def _record_usage(span: Span, usage: Any) -> None:
@@ -208,6 +209,44 @@ class _Events:
 
 
 _HOOKS = _llm.Hooks(start=_start, record=_record_message, accumulator=_Events)
+
+
+# --- the client's own call span ---------------------------------------------------------------
+# anthropic >= 2 traces its API calls itself. Inside a call we trace, its span would be a second
+# model span for the same call (one more row in every timeline), so there the client gets no
+# tracer; its other calls (batches, files, models…) keep their spans.
+
+_native_tracer: dict[str, property] = {}
+
+
+def _ours(span: Any) -> bool:
+    scope = getattr(span, "instrumentation_scope", None)
+    return getattr(scope, "name", None) == _SCOPE
+
+
+def _silence_native_spans() -> None:
+    try:
+        from anthropic._base_client import BaseClient
+    except ImportError:
+        return
+    original = BaseClient.__dict__.get("_tracer")
+    if not isinstance(original, property) or original.fget is None or "_tracer" in _native_tracer:
+        return
+    getter = original.fget
+
+    def tracer(client: Any) -> Any:
+        return None if _ours(trace.get_current_span()) else getter(client)
+
+    _native_tracer["_tracer"] = original
+    BaseClient._tracer = property(tracer, doc=original.__doc__)  # type: ignore[method-assign,assignment]
+
+
+def _restore_native_spans() -> None:
+    original = _native_tracer.pop("_tracer", None)
+    if original is not None:
+        from anthropic._base_client import BaseClient
+
+        BaseClient._tracer = original  # type: ignore[method-assign,assignment]
 
 
 # --- the stream() helper ---------------------------------------------------------------------------
@@ -310,6 +349,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import anthropic.resources.messages as module
 
         _http_retries.install("anthropic._base_client")
+        _silence_native_spans()
         wrapt.wrap_function_wrapper(_MODULE, "Messages.create", _llm.sync_wrapper(_HOOKS))
         wrapt.wrap_function_wrapper(_MODULE, "AsyncMessages.create", _llm.async_wrapper(_HOOKS))
         for cls in ("Messages", "AsyncMessages"):  # the async helper is a plain function too
@@ -320,6 +360,7 @@ class AnthropicInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         import anthropic.resources.messages as module
 
         _http_retries.uninstall("anthropic._base_client")
+        _restore_native_spans()
         for cls in (module.Messages, module.AsyncMessages):
             unwrap(cls, "create")
             unwrap(cls, "stream")

@@ -130,8 +130,12 @@ def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook
     return written
 
 
+def _approx_spans(record: Record) -> int:
+    return max(1, record.size // 2048)  # rough: ~2 KB per span
+
+
 def _estimate(job: _Job) -> int:
-    return sum(max(1, r.size // 2048) for r in job.records)
+    return sum(map(_approx_spans, job.records))
 
 
 def _discard_result(future: Future[Flattened]) -> None:
@@ -217,7 +221,7 @@ class Writer:
         # Worker processes read payloads themselves; a record kept aside needs its payload here.
         for record in self.spool.read(start, payloads=self._pool is None or single):
             records.append(record)
-            items += max(1, record.size // 2048)  # rough: ~2 KB per span
+            items += _approx_spans(record)
             if single or items >= spans:
                 break
         return records

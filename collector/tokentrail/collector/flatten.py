@@ -333,9 +333,7 @@ class LogBatch:
                     _, texts = attributes(rec.attributes)
                     body = any_value(rec.body)
                     event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
-                    digest = hashlib.blake2b(
-                        rec.SerializeToString(deterministic=True), digest_size=8
-                    ).digest()
+                    digest = hashlib.blake2b(rec.SerializeToString(deterministic=True), digest_size=8).digest()
                     timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
                     self.rows.append(
                         [
@@ -349,8 +347,8 @@ class LogBatch:
         return added
 
 
-# --- batch flattening, in-process or in a worker process -------------------------------------
 
+# --- batch flattening, in-process or in a worker process -------------------------------------
 
 class Flattened:
     """One batch of spool records, ready for ClickHouse to read.

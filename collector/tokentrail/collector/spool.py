@@ -72,7 +72,13 @@ def load_payload(stored: Stored) -> bytes:
         body = os.pread(f.fileno(), stored.length, stored.offset)
     if len(body) != stored.length or zlib.crc32(body) != stored.crc:
         raise CorruptRecord(f"spool record at {stored.path}:{stored.offset} does not match its checksum")
-    return body[2 + body[1] :]
+    return _split(body)[2]
+
+
+def _split(body: bytes) -> tuple[int, str, bytes]:
+    """A record body's (kind, project, payload)."""
+    project_len = body[1]
+    return body[0], body[2 : 2 + project_len].decode(), body[2 + project_len :]
 
 
 def _segment_name(seq: int) -> str:
@@ -190,8 +196,7 @@ class Spool:
                         body = f.read(length)
                         if len(body) < length or zlib.crc32(body) != crc:
                             break  # torn tail of a segment no process appends to any more
-                        project_len = body[1]
-                        kind, project, payload = body[0], body[2 : 2 + project_len].decode(), body[2 + project_len :]
+                        kind, project, payload = _split(body)
                         size = len(payload)
                     stored = Stored(str(path), offset + _HEADER.size, length, crc)
                     offset += _HEADER.size + length

@@ -65,22 +65,6 @@ _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
 _SPAN_COLUMN_LIST = ", ".join(f"`{name}`" for name in SPAN_COLUMNS)
 
 
-def _insert_staged(client: Any, files: list[Path]) -> None:
-    # Staged files exist only with the embedded database, which reads them itself: one INSERT
-    # for all of them (a glob of their names) makes one part instead of one per file.
-    directory = files[0].parent
-    if _GLOB_CHARS.search(str(directory)) or any(f.parent != directory for f in files):
-        # a path ClickHouse would read as a pattern: hand over the bytes instead
-        data = _one_stream([f.read_bytes() for f in files])
-        client.raw_insert("spans", list(SPAN_COLUMNS), data, settings=_INSERT_SETTINGS, fmt="ArrowStream")
-        return
-    names = files[0].name if len(files) == 1 else "{" + ",".join(f.name for f in files) + "}"
-    client.command(
-        f"INSERT INTO spans ({_SPAN_COLUMN_LIST}) FROM INFILE {_sql_string(f'{directory}/{names}')} FORMAT ArrowStream",
-        settings=_INSERT_SETTINGS,
-    )
-
-
 def _one_stream(streams: list[bytes]) -> bytes:
     if len(streams) == 1:
         return streams[0]
@@ -95,19 +79,24 @@ def _one_stream(streams: list[bytes]) -> bytes:
 def insert(client: Any, batches: Sequence[Flattened]) -> None:
     """Insert flattened batches synchronously (acknowledged = written, not queued), as one
     block per table."""
+    streams = [b.span_arrow for b in batches if b.span_arrow]
     staged = [b.span_file for b in batches if b.span_file is not None]
     if staged:
-        _insert_staged(client, staged)
-    in_memory = [b.span_arrow for b in batches if b.span_arrow]
-    if in_memory:
-        client.raw_insert(
-            "spans", list(SPAN_COLUMNS), _one_stream(in_memory), settings=_INSERT_SETTINGS, fmt="ArrowStream"
-        )
+        # Staged files exist only with the embedded database, which reads them itself: one
+        # INSERT for all of them (a glob of their names) makes one part instead of one per file.
+        directory = staged[0].parent
+        if _GLOB_CHARS.search(str(directory)) or any(f.parent != directory for f in staged):
+            streams += [f.read_bytes() for f in staged]  # a path ClickHouse would read as a pattern
+        else:
+            names = staged[0].name if len(staged) == 1 else "{" + ",".join(f.name for f in staged) + "}"
+            path = _sql_string(f"{directory}/{names}")
+            client.command(f"INSERT INTO spans ({_SPAN_COLUMN_LIST}) FROM INFILE {path} FORMAT ArrowStream",
+                           settings=_INSERT_SETTINGS)  # fmt: skip
+    if streams:
+        client.raw_insert("spans", list(SPAN_COLUMNS), _one_stream(streams), settings=_INSERT_SETTINGS, fmt="ArrowStream")
     logs = [b.log_json for b in batches if b.log_json]
     if logs:
-        client.raw_insert(
-            "logs", list(LOG_COLUMNS), b"\n".join(logs), settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
-        )
+        client.raw_insert("logs", list(LOG_COLUMNS), b"\n".join(logs), settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
 
 
 def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook | None = None,
@@ -227,8 +216,8 @@ class Writer:
         return records
 
     def _submit(self, records: list[Record]) -> _Job:
-        raw: list[SpoolItem] = [(r.kind, r.project, r.stored if r.size and not r.payload and r.stored else r.payload)
-                                for r in records]  # fmt: skip
+        # the payload, or (read without it) where a worker finds it
+        raw: list[SpoolItem] = [(r.kind, r.project, r.payload or r.stored or b"") for r in records]
         if self._pool is not None:
             try:
                 return _Job(records, self._pool.submit(flatten_in_worker, raw))
@@ -312,8 +301,8 @@ class Writer:
                     break
                 group = [jobs.popleft()]
                 spans = _estimate(group[0])
-                while jobs and spans + _estimate(jobs[0]) <= self.batch_spans:
-                    spans += _estimate(jobs[0])
+                while jobs and spans + (more := _estimate(jobs[0])) <= self.batch_spans:
+                    spans += more
                     group.append(jobs.popleft())
                 refill()  # the workers go on with the next chunks while this group is inserted
                 try:
@@ -421,9 +410,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tokentrail-writer", daemon=True)
         self._thread.start()
         if self.summary_client is not None:
-            self._summary_thread = threading.Thread(
-                target=self._summaries, name="tokentrail-summaries", daemon=True
-            )
+            self._summary_thread = threading.Thread(target=self._summaries, name="tokentrail-summaries", daemon=True)
             self._summary_thread.start()
 
     def stop(self) -> None:

@@ -216,7 +216,7 @@ _HOOKS = _llm.Hooks(start=_start, record=_record_message, accumulator=_Events)
 # model span for the same call (one more row in every timeline), so there the client gets no
 # tracer; its other calls (batches, files, models…) keep their spans.
 
-_native_tracer: dict[str, property] = {}
+_native_tracer: property | None = None  # the client's own, while ours stands in its place
 
 
 def _ours(span: Any) -> bool:
@@ -225,24 +225,26 @@ def _ours(span: Any) -> bool:
 
 
 def _silence_native_spans() -> None:
+    global _native_tracer
     try:
         from anthropic._base_client import BaseClient
     except ImportError:
         return
     original = BaseClient.__dict__.get("_tracer")
-    if not isinstance(original, property) or original.fget is None or "_tracer" in _native_tracer:
+    if not isinstance(original, property) or original.fget is None or _native_tracer is not None:
         return
     getter = original.fget
 
     def tracer(client: Any) -> Any:
         return None if _ours(trace.get_current_span()) else getter(client)
 
-    _native_tracer["_tracer"] = original
+    _native_tracer = original
     BaseClient._tracer = property(tracer, doc=original.__doc__)  # type: ignore[method-assign,assignment]
 
 
 def _restore_native_spans() -> None:
-    original = _native_tracer.pop("_tracer", None)
+    global _native_tracer
+    original, _native_tracer = _native_tracer, None
     if original is not None:
         from anthropic._base_client import BaseClient
 

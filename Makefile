@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: install up test lint typecheck pytest bench clean
+.PHONY: install up test lint typecheck pytest bench corpus-envs clean
 
 install: $(VENV)/.installed
 
@@ -11,6 +11,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[server,dev]'
+	touch $@
+
+# The third-party waste corpus runs real third-party instrumentations, each environment pinned
+# (OpenLIT needs older client libraries than the others, so it has its own).
+CORPUS = tests/analysis/thirdparty
+corpus-envs: .venv-emitters/.installed .venv-openlit/.installed
+
+.venv-%/.installed: $(CORPUS)/requirements-%.txt
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --no-deps -r $<
 	touch $@
 
 up: install
@@ -22,7 +32,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install corpus-envs
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
@@ -31,4 +41,4 @@ bench: install
 	$(BIN)/python -m bench.ingest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-emitters .venv-openlit .mypy_cache .ruff_cache .pytest_cache

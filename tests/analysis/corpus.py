@@ -10,6 +10,7 @@ analysis.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from tests.web.data import Recorder, prices, text
+from tokentrail.analysis.run import analyze_range
 
 # label -> (detector, expected wasted USD or None when it is computed by the case)
 Expected = dict[str, tuple[str, float]]
@@ -196,3 +198,35 @@ def openinference_duplicate(rec: Recorder) -> Expected:
 CASES = [Case(f.__name__, f) for f in (productive, retry, loop, ping_pong, varied_tools, duplicate, failed_outcome,
                                         abandoned, cache_miss_model_switch, cache_miss_gap, bloat, oversized,
                                         openinference_duplicate)]  # fmt: skip
+
+
+_LABEL = re.compile(r"\[([\w+-]+)\]$")
+
+
+def run_own_corpus(client: Any, pricebook: Any) -> tuple[dict[tuple[Any, str], float | None], dict[tuple[Any, str], float | None]]:
+    """Build every case, store it, analyse it: (expected, found) charges keyed by
+    ((case, label), detector), for `tests.analysis.scoring`."""
+    rec = Recorder()
+    expected: dict[tuple[Any, str], float | None] = {}
+    roots: dict[str, str] = {}
+    for case in CASES:
+        before = len(rec.exporter.get_finished_spans())
+        for label, (detector, usd) in case.build(rec).items():
+            expected[((case.name, label.rstrip("+")), detector)] = usd  # "+": a second finding on one call
+        root = rec.exporter.get_finished_spans()[-1]
+        assert len(rec.exporter.get_finished_spans()) > before and root.parent is None
+        roots[format(root.context.trace_id, "032x")] = case.name
+    rec.store(client)
+    assert analyze_range(client, "default", 0, 2**62, pricebook) == len(CASES)
+    labels = {
+        (trace_id, span_id): _LABEL.search(name).group(1)  # type: ignore[union-attr]
+        for trace_id, span_id, name in client.query("SELECT trace_id, span_id, name FROM spans").result_rows
+        if _LABEL.search(name)
+    }
+    found: dict[tuple[Any, str], float | None] = {}
+    rows = client.query(
+        "SELECT trace_id, span_id, detector, wasted_usd FROM waste_findings "
+        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)").result_rows
+    for trace_id, span_id, detector, usd in rows:
+        found[((roots[trace_id], labels.get((trace_id, span_id), span_id)), detector)] = usd
+    return expected, found

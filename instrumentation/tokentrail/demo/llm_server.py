@@ -12,8 +12,14 @@ their real code paths against it:
   `message_stop`), with `cache_read_input_tokens` / `cache_creation_input_tokens`.
 Token counts are deterministic (about four characters a token), so identical requests cost the
 same and growing conversations cost more. Prompt caching is simulated: a request sharing a long
-prefix with an earlier one (within five minutes) reports that prefix as cached. Failures can be
-scripted (`fail_next(429, retry_after=0.01)`), and every request is recorded.
+prefix with an earlier one for the same model (within `cache_ttl` seconds) reports that prefix
+as cached.
+
+Each request can be scripted (`script(Reply(...))`): an HTTP error, a tool call, a reply cut off
+at the output limit, a reply text, and a label. A label is written into what the provider
+returns about the request (response ids, error messages, request-id headers), so a test can
+find the spans any instrumentation made of that request without controlling their names. Every
+request is recorded with the usage it was answered with (`calls`).
 """
 
 from __future__ import annotations
@@ -30,17 +36,54 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["LLMServer"]
+__all__ = ["Call", "LLMServer", "Reply"]
 
-_CACHE_TTL = 300.0
 _MIN_CACHED = 1024  # providers cache prefixes of at least this many tokens…
 _CACHE_STEP = 128  # …in steps of this many
 _REASONING_MODELS = ("o1", "o3", "o4", "gpt-5")  # Responses API models that report reasoning tokens
 _REASONING_EFFORT = {"none": 0, "minimal": 0, "low": 2, "medium": 8, "high": 32}  # × the answer's tokens
+_SERVED = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}  # snapshot names
 
 
 def _tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4)
+
+
+@dataclass
+class Reply:
+    """How the stand-in answers one request."""
+
+    #: written into the response's id and any error message, so the request's spans can be found
+    label: str = ""
+    #: an HTTP error status (429, 500, 529…) answers with the provider's error body
+    status: int = 200
+    retry_after: float | None = None
+    #: the reply text (default: the server's `reply`)
+    text: str | None = None
+    #: a tool call instead of text: (name, arguments)
+    tool: tuple[str, Any] | None = None
+    #: the reply stopped at the output token limit (finish reason length / max_tokens / incomplete)
+    truncated: bool = False
+    #: the usage to report, in the provider's own shape, instead of the computed one
+    usage: dict[str, Any] | None = None
+
+
+@dataclass
+class Call:
+    """One request as the stand-in answered it. Tokens are OpenTelemetry's: input includes cache
+    reads and writes, output includes reasoning."""
+
+    label: str
+    api: str  # "chat", "responses", "messages", "embeddings"
+    model: str
+    status: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    stream: bool = False
+    at: float = 0.0  # time.time() when the answer was sent
 
 
 @dataclass
@@ -60,7 +103,11 @@ class LLMServer:
     tool_calls: list[tuple[Any, ...]] = field(default_factory=list)
     #: seconds each answer takes, plus this much per 100 output tokens (a model's pace, roughly)
     latency: float = 0.0
+    #: how long a prompt prefix stays cached
+    cache_ttl: float = 300.0
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    _script: list[Reply] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _prefixes: list[tuple[float, str, str]] = field(default_factory=list)  # (time, model, prompt text)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,6 +123,12 @@ class LLMServer:
         """Answer the next `times` requests with this HTTP error (429, 500, 503, 529, …)."""
         with self._lock:
             self._failures.append(_Failure(status, retry_after, times))
+
+    def script(self, *replies: Reply) -> None:
+        """Answer the next requests, one each, as these replies say (before `fail_next` and
+        `tool_calls`, which apply once the script is used up)."""
+        with self._lock:
+            self._script.extend(replies)
 
     def __enter__(self) -> LLMServer:
         server = self
@@ -109,7 +162,7 @@ class LLMServer:
         now = time.monotonic()
         best = 0
         with self._lock:
-            self._prefixes = [p for p in self._prefixes if now - p[0] < _CACHE_TTL]
+            self._prefixes = [p for p in self._prefixes if now - p[0] < self.cache_ttl]
             for _, seen_model, seen in self._prefixes:
                 if seen_model != model:
                     continue
@@ -123,37 +176,51 @@ class LLMServer:
             del self._prefixes[:-256]  # the recent prompts are enough, and each request scans them
         return best // _CACHE_STEP * _CACHE_STEP if best >= _MIN_CACHED else 0
 
-    def _failure(self) -> _Failure | None:
+    def _next(self, api: str, body: dict[str, Any]) -> Reply:
+        """The scripted reply for this request, else the legacy queues, else a plain answer."""
         with self._lock:
-            if not self._failures:
-                return None
-            failure = self._failures[0]
-            failure.times -= 1
-            if failure.times <= 0:
-                self._failures.pop(0)
-            return failure
+            if self._script:
+                return self._script.pop(0)
+            if self._failures:
+                failure = self._failures[0]
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.pop(0)
+                return Reply(status=failure.status, retry_after=failure.retry_after)
+            if api == "chat" and self.tool_calls and not body.get("stream"):
+                name, arguments, *rest = self.tool_calls.pop(0)
+                return Reply(tool=(name, arguments), usage=rest[0] if rest else None)
+        return Reply()
+
+    def _record(self, reply: Reply, api: str, model: str, body: dict[str, Any], **tokens: int) -> None:
+        call = Call(reply.label, api, model, reply.status, stream=bool(body.get("stream")), at=time.time(), **tokens)
+        with self._lock:
+            self.calls.append(call)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         body = json.loads(h.rfile.read(int(h.headers.get("content-length") or 0)) or b"{}")
         with self._lock:
             self.requests.append((h.path, body))
-        anthropic = h.path.rstrip("/").endswith("/messages")
-        failure = self._failure()
+        path = h.path.rstrip("/")
+        api = next((a for suffix, a in _ROUTES if path.endswith(suffix)), "")
+        reply = self._next(api, body)
         if self.latency:
-            time.sleep(self.latency * (1 + (0 if failure else _tokens(self.reply) / 100)))
-        if failure is not None:
-            self._error(h, failure, anthropic)
+            time.sleep(self.latency * (1 + (0 if reply.status != 200 else _tokens(self._text(reply)) / 100)))
+        if reply.status != 200:
+            self._record(reply, api, str(body.get("model", "")), body)
+            self._error(h, reply, api == "messages")
             return
-        if h.path.rstrip("/").endswith("/chat/completions"):
-            self._openai_chat(h, body)
-        elif h.path.rstrip("/").endswith("/responses"):
-            self._openai_responses(h, body)
-        elif h.path.rstrip("/").endswith("/embeddings"):
-            self._openai_embeddings(h, body)
-        elif anthropic:
-            self._anthropic_messages(h, body)
-        else:
+        if not api:
             self._json(h, 404, {"error": {"message": f"no route {h.path}", "type": "invalid_request_error"}})
+            return
+        getattr(self, f"_{api}")(h, body, reply)
+
+    def _text(self, reply: Reply) -> str:
+        return reply.text if reply.text is not None else self.reply
+
+    @staticmethod
+    def _id(prefix: str, reply: Reply) -> str:
+        return f"{prefix}{reply.label}{'-' if reply.label else ''}{uuid.uuid4().hex[:20]}"
 
     def _json(self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -165,19 +232,21 @@ class LLMServer:
         h.end_headers()
         h.wfile.write(data)
 
-    def _error(self, h: BaseHTTPRequestHandler, failure: _Failure, anthropic: bool) -> None:
+    def _error(self, h: BaseHTTPRequestHandler, reply: Reply, anthropic: bool) -> None:
         kinds = {429: "rate_limit_error", 500: "api_error", 503: "overloaded_error", 529: "overloaded_error"}
-        kind = kinds.get(failure.status, "api_error")
-        headers = {}
-        if failure.retry_after is not None:
-            headers["retry-after-ms"] = str(int(failure.retry_after * 1000))
-            headers["retry-after"] = str(max(0, round(failure.retry_after)))
+        kind = kinds.get(reply.status, "api_error")
+        message = f"{kind} (scripted)" + (f" [{reply.label}]" if reply.label else "")
+        request_id = self._id("req_", reply)
+        headers = {"x-request-id": request_id, "request-id": request_id}
+        if reply.retry_after is not None:
+            headers["retry-after-ms"] = str(int(reply.retry_after * 1000))
+            headers["retry-after"] = str(max(0, round(reply.retry_after)))
         if anthropic:
-            payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": f"{kind} (scripted)"}}
+            payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
         else:
-            code = "rate_limit_exceeded" if failure.status == 429 else None
-            payload = {"error": {"message": f"{kind} (scripted)", "type": kind, "param": None, "code": code}}
-        self._json(h, failure.status, payload, headers)
+            code = "rate_limit_exceeded" if reply.status == 429 else None
+            payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        self._json(h, reply.status, payload, headers)
 
     def _sse(self, h: BaseHTTPRequestHandler, events: Iterator[tuple[str | None, Any]]) -> None:
         h.send_response(200)
@@ -194,36 +263,37 @@ class LLMServer:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading (closed the stream early): as a real API, just stop
 
-    def _openai_chat(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    # --- OpenAI chat completions -------------------------------------------------------------
+
+    def _chat(self, h: BaseHTTPRequestHandler, body: dict[str, Any], reply: Reply) -> None:
         model = str(body.get("model", "gpt-4o-mini"))
         prompt = json.dumps(body.get("messages", []), sort_keys=True)
-        prompt_tokens, completion_tokens = _tokens(prompt), _tokens(self.reply)
-        usage = {
+        text = self._text(reply)
+        prompt_tokens = _tokens(prompt)
+        completion_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
+        cached = min(self._cached(model, prompt), prompt_tokens)
+        usage = reply.usage or {
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": min(self._cached(model, prompt), prompt_tokens)},
+            "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": 0},
         }  # fmt: skip
-        ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        served = {"gpt-4o": "gpt-4o-2024-08-06", "gpt-4o-mini": "gpt-4o-mini-2024-07-18"}.get(model, model)
-        with self._lock:
-            scripted = self.tool_calls.pop(0) if self.tool_calls and not body.get("stream") else None
-        if scripted is not None:
-            name, arguments, *rest = scripted
+        self._record(reply, "chat", model, body, input_tokens=int(usage.get("prompt_tokens", 0)),
+                     output_tokens=int(usage.get("completion_tokens", 0)),
+                     cache_read_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)))  # fmt: skip
+        ident, created, served = self._id("chatcmpl-", reply), int(time.time()), _SERVED.get(model, model)
+        finish = "length" if reply.truncated else "tool_calls" if reply.tool else "stop"
+        call = None
+        if reply.tool:
             call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(arguments)}}  # fmt: skip
-            self._json(h, 200, {
-                "id": ident, "object": "chat.completion", "created": created, "model": served,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                             "finish_reason": "tool_calls", "logprobs": None}],
-                "usage": rest[0] if rest else usage,
-            })  # fmt: skip
-            return
+                    "function": {"name": reply.tool[0], "arguments": json.dumps(reply.tool[1])}}  # fmt: skip
         if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+            if call:
+                message["tool_calls"] = [call]
             self._json(h, 200, {
                 "id": ident, "object": "chat.completion", "created": created, "model": served,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": self.reply},
-                             "finish_reason": "stop", "logprobs": None}],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": usage,
             })  # fmt: skip
             return
@@ -231,40 +301,62 @@ class LLMServer:
         def chunks() -> Iterator[tuple[str | None, Any]]:
             base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": served}
             yield None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-            for word in self.reply.split(" "):
-                yield None, {**base, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
-            yield None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            if call:
+                delta = {"tool_calls": [{"index": 0, **call}]}
+                yield None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            else:
+                for word in text.split(" "):
+                    yield None, {**base, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+            yield None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield None, {**base, "choices": [], "usage": usage}
             yield None, "[DONE]"
 
         self._sse(h, chunks())
 
-    def _openai_responses(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
-        """`POST /v1/responses`: one output message (after a reasoning item for reasoning models, whose
-        reasoning tokens count in `output_tokens`); streamed in the documented event order."""
+    # --- OpenAI Responses ----------------------------------------------------------------------
+
+    def _responses(self, h: BaseHTTPRequestHandler, body: dict[str, Any], reply: Reply) -> None:
+        """`POST /v1/responses`: one output message or function call (after a reasoning item for
+        reasoning models, whose reasoning tokens count in `output_tokens`); streamed in the
+        documented event order."""
         model = str(body.get("model", "gpt-4o-mini"))
         prompt = json.dumps([body.get("instructions", ""), body.get("input", "")], sort_keys=True)
-        input_tokens, text_tokens = _tokens(prompt), _tokens(self.reply)
+        text = self._text(reply)
+        input_tokens = _tokens(prompt)
+        text_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
         reasoning_tokens = 0
         if model.startswith(_REASONING_MODELS):
             effort = str((body.get("reasoning") or {}).get("effort") or "medium")
             reasoning_tokens = _REASONING_EFFORT.get(effort, 8) * text_tokens
         output_tokens = text_tokens + reasoning_tokens
-        usage = {"input_tokens": input_tokens,
-                 "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
-                 "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-                 "total_tokens": input_tokens + output_tokens}  # fmt: skip
-        ident, item = f"resp_{uuid.uuid4().hex[:24]}", f"msg_{uuid.uuid4().hex[:24]}"
-        text = {"type": "output_text", "text": self.reply, "annotations": [], "logprobs": []}
-        message = {"type": "message", "id": item, "status": "completed", "role": "assistant", "content": [text]}
+        usage = reply.usage or {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
+            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "total_tokens": input_tokens + output_tokens}  # fmt: skip
+        self._record(reply, "responses", model, body, input_tokens=int(usage.get("input_tokens", 0)),
+                     output_tokens=int(usage.get("output_tokens", 0)),
+                     cache_read_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)),
+                     reasoning_tokens=int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)))  # fmt: skip
+        ident, item = self._id("resp_", reply), f"msg_{uuid.uuid4().hex[:24]}"
+        content = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        if reply.tool:
+            message: dict[str, Any] = {
+                "type": "function_call", "id": f"fc_{uuid.uuid4().hex[:24]}", "call_id": f"call_{uuid.uuid4().hex[:12]}",
+                "name": reply.tool[0], "arguments": json.dumps(reply.tool[1]), "status": "completed"}  # fmt: skip
+        else:
+            message = {"type": "message", "id": item, "status": "completed", "role": "assistant", "content": [content]}
         output: list[dict[str, Any]] = [message]
         if reasoning_tokens:
             output.insert(0, {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:24]}", "summary": []})
-        response = {"id": ident, "object": "response", "created_at": int(time.time()), "status": "completed",
-                    "model": {"gpt-4o": "gpt-4o-2024-08-06"}.get(model, model), "output": output,
-                    "usage": usage, "error": None, "incomplete_details": None, "instructions": body.get("instructions"),
-                    "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "metadata": {}}  # fmt: skip
+        response = {"id": ident, "object": "response", "created_at": int(time.time()),
+                    "status": "incomplete" if reply.truncated else "completed",
+                    "model": _SERVED.get(model, model) if model == "gpt-4o" else model, "output": output,
+                    "usage": usage, "error": None,
+                    "incomplete_details": {"reason": "max_output_tokens"} if reply.truncated else None,
+                    "instructions": body.get("instructions"), "parallel_tool_calls": True, "tool_choice": "auto",
+                    "tools": body.get("tools") or [], "metadata": {}}  # fmt: skip
         if not body.get("stream"):
             self._json(h, 200, response)
             return
@@ -282,20 +374,29 @@ class LLMServer:
             if reasoning_tokens:
                 yield event("response.output_item.added", output_index=0, item=output[0])
                 yield event("response.output_item.done", output_index=0, item=output[0])
-            where = {"item_id": item, "output_index": at, "content_index": 0}
-            yield event("response.output_item.added", output_index=at,
-                        item={**message, "status": "in_progress", "content": []})  # fmt: skip
-            yield event("response.content_part.added", **where, part={**text, "text": ""})
-            for word in self.reply.split(" "):
-                yield event("response.output_text.delta", **where, delta=word + " ", logprobs=[])
-            yield event("response.output_text.done", **where, text=self.reply, logprobs=[])
-            yield event("response.content_part.done", **where, part=text)
+            if reply.tool:
+                yield event("response.output_item.added", output_index=at, item={**message, "arguments": ""})
+                yield event("response.function_call_arguments.delta", item_id=message["id"], output_index=at,
+                            delta=message["arguments"])  # fmt: skip
+                yield event("response.function_call_arguments.done", item_id=message["id"], output_index=at,
+                            arguments=message["arguments"])  # fmt: skip
+            else:
+                where = {"item_id": item, "output_index": at, "content_index": 0}
+                yield event("response.output_item.added", output_index=at,
+                            item={**message, "status": "in_progress", "content": []})  # fmt: skip
+                yield event("response.content_part.added", **where, part={**content, "text": ""})
+                for word in text.split(" "):
+                    yield event("response.output_text.delta", **where, delta=word + " ", logprobs=[])
+                yield event("response.output_text.done", **where, text=text, logprobs=[])
+                yield event("response.content_part.done", **where, part=content)
             yield event("response.output_item.done", output_index=at, item=message)
-            yield event("response.completed", response=response)
+            yield event("response.incomplete" if reply.truncated else "response.completed", response=response)
 
         self._sse(h, events())
 
-    def _openai_embeddings(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    # --- OpenAI embeddings ---------------------------------------------------------------------
+
+    def _embeddings(self, h: BaseHTTPRequestHandler, body: dict[str, Any], reply: Reply) -> None:
         """`POST /v1/embeddings`: a deterministic vector per input (base64 float32 when asked, as the
         client does by default)."""
         inputs = body.get("input", "")
@@ -310,21 +411,36 @@ class LLMServer:
                 encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         tokens = sum(_tokens(str(t)) for t in inputs)
-        self._json(h, 200, {"object": "list", "data": data, "model": body.get("model", "text-embedding-3-small"),
+        model = str(body.get("model", "text-embedding-3-small"))
+        self._record(reply, "embeddings", model, body, input_tokens=tokens)
+        self._json(h, 200, {"object": "list", "data": data, "model": model,
                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 
-    def _anthropic_messages(self, h: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+    # --- Anthropic messages --------------------------------------------------------------------
+
+    def _messages(self, h: BaseHTTPRequestHandler, body: dict[str, Any], reply: Reply) -> None:
         model = str(body.get("model", "claude-sonnet-4-6"))
         prompt = json.dumps([body.get("system", ""), body.get("messages", [])], sort_keys=True)
+        text = self._text(reply)
         total = _tokens(prompt)
         cached = min(self._cached(model, prompt), total)
+        out_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
         # Anthropic reports input_tokens *excluding* cache reads and writes.
-        usage = {"input_tokens": total - cached, "output_tokens": _tokens(self.reply),
-                 "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}  # fmt: skip
-        ident = f"msg_{uuid.uuid4().hex[:24]}"
-        message = {"id": ident, "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": self.reply}], "stop_reason": "end_turn",
-                   "stop_sequence": None, "usage": usage}  # fmt: skip
+        usage = reply.usage or {"input_tokens": total - cached, "output_tokens": out_tokens,
+                                "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}  # fmt: skip
+        read, write = int(usage.get("cache_read_input_tokens") or 0), int(usage.get("cache_creation_input_tokens") or 0)
+        self._record(reply, "messages", model, body, input_tokens=int(usage.get("input_tokens", 0)) + read + write,
+                     output_tokens=int(usage.get("output_tokens", 0)), cache_read_tokens=read,
+                     cache_write_tokens=write)  # fmt: skip
+        ident = self._id("msg_", reply)
+        if reply.tool:
+            block: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": reply.tool[0],
+                                     "input": reply.tool[1]}  # fmt: skip
+        else:
+            block = {"type": "text", "text": text}
+        stop = "max_tokens" if reply.truncated else "tool_use" if reply.tool else "end_turn"
+        message = {"id": ident, "type": "message", "role": "assistant", "model": model, "content": [block],
+                   "stop_reason": stop, "stop_sequence": None, "usage": usage}  # fmt: skip
         if not body.get("stream"):
             self._json(h, 200, message)
             return
@@ -332,14 +448,24 @@ class LLMServer:
         def events() -> Iterator[tuple[str | None, Any]]:
             start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
             yield "message_start", {"type": "message_start", "message": start}
-            yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                          "content_block": {"type": "text", "text": ""}}  # fmt: skip
-            for word in self.reply.split(" "):
+            if reply.tool:
+                yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                              "content_block": {**block, "input": {}}}  # fmt: skip
                 yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "text_delta", "text": word + " "}}  # fmt: skip
+                                              "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}  # fmt: skip
+            else:
+                yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                              "content_block": {"type": "text", "text": ""}}  # fmt: skip
+                for word in text.split(" "):
+                    yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                  "delta": {"type": "text_delta", "text": word + " "}}  # fmt: skip
             yield "content_block_stop", {"type": "content_block_stop", "index": 0}
-            yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                                     "usage": {"output_tokens": usage["output_tokens"]}}  # fmt: skip
             yield "message_stop", {"type": "message_stop"}
 
         self._sse(h, events())
+
+
+_ROUTES = (("/chat/completions", "chat"), ("/responses", "responses"), ("/embeddings", "embeddings"),
+           ("/messages", "messages"))  # fmt: skip

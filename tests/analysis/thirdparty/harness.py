@@ -35,10 +35,10 @@ class Result:
 
 def run_corpus(settings: Settings, store: Store, prices: PriceBook, names: Iterable[str] = EMITTERS,
                workdir: Path | None = None) -> Result:  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="tokentrail-corpus-") as tmp:
-        with running_collector(settings, store, pricer=prices) as collector:
-            emitted = run_emitters(collector.http_url, workdir or Path(tmp), list(names))
-            collector.flush()
+    with (tempfile.TemporaryDirectory(prefix="tokentrail-corpus-") as tmp,
+          running_collector(settings, store, pricer=prices) as collector):  # fmt: skip
+        emitted = run_emitters(collector.http_url, workdir or Path(tmp), list(names))
+        collector.flush()
     analyze_range(store.client, "default", 0, 2**62, prices, THRESHOLDS)
     expected = expected_charges(emitted, prices)
     found = found_charges(store.client, emitted)

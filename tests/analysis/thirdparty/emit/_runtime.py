@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tokentrail.demo.llm_server import LLMServer, Reply
 
-__all__ = ["CACHE_TTL", "Run", "Reply"]
+__all__ = ["CACHE_TTL", "Reply", "Run"]
 
 #: the stand-in's prompt-cache lifetime in corpus runs; the analysis is run with the same value
 CACHE_TTL = 2.0

@@ -74,25 +74,27 @@ def main() -> None:
             for detector, reason in rows:
                 print(f"  {detector}: {reason}")
         if args.dump:
-            _dump(store.client)
+            _dump(store.client, {i["label"]: f"{i['case']}/{i['name']}" for e in result.emitted for i in e.expected})
         store.close()
 
 
-def _dump(client) -> None:  # type: ignore[no-untyped-def]
+def _dump(client, names: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     labels = span_labels(client)
     rows = client.query(
         "SELECT trace_id, span_id, parent_span_id, name, convention, step_kind, step_subkind, "
         "if(response_model != '', response_model, request_model), provider, input_tokens, output_tokens, "
         "cache_read_tokens, billable, cost_usd, tool_name, tool_args_hash != 0, status_code, error_type, "
-        "finish_reasons FROM spans FINAL ORDER BY trace_id, start_time").result_rows  # fmt: skip
+        "finish_reasons, agent_name, system_hash, length(requested_tools), cache_reported "
+        "FROM spans FINAL ORDER BY trace_id, start_time").result_rows  # fmt: skip
     trace = ""
     for r in rows:
         if r[0] != trace:
             trace = r[0]
             print(f"\ntrace {trace}")
         print(f"  {r[1][:8]}<{r[2][:8] or '-':8} {r[3][:40]:<40} {r[4]:<12} {r[5]}/{r[6] or '-':<8} {r[7][:24]:<24} "
-              f"{r[8]:<10} in={r[9]} out={r[10]} cr={r[11]} bill={r[12]} ${r[13] if r[13] is None else round(r[13], 6)} "
-              f"tool={r[14]}{'(args)' if r[15] else ''} {r[16]} {r[17]} {list(r[18])} {labels.get((r[0], r[1]), '')}")
+              f"{r[8]:<10} in={r[9]} out={r[10]} cr={r[11]}{'' if r[22] else '?'} bill={r[12]} ${r[13] if r[13] is None else round(r[13], 6)} "
+              f"tool={r[14]}{'(args)' if r[15] else ''} req={r[21]} ag={r[19][:16]} sys={r[20] % 1000} {r[16]} {r[17]} {list(r[18])} "
+              f"{names.get(labels.get((r[0], r[1]), ''), '')}")
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
                          task_attribute=settings.task_type_attribute)  # fmt: skip
     finally:
         store.close()
-    print(f"{result.examined:,} model calls with computed costs examined; {result.changed:,} changed "
+    print(f"{result.examined:,} model calls examined; {result.changed:,} changed "
           f"in {result.traces:,} traces; prices from {result.version}")  # fmt: skip
     return 0
 

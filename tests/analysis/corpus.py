@@ -162,15 +162,20 @@ def cache_miss_gap(rec: Recorder) -> Expected:
 
 
 def bloat(rec: Recorder) -> Expected:
+    """The task is 10,000 tokens; at each later call, what earlier calls already read is re-sent
+    (stale), and up to the task's own size of it is allowed."""
     with agent(rec, "drafter"):
         call(rec, "d1", "gpt-4o", 10_000, 100, cached=0)
-        call(rec, "d2", "gpt-4o", 30_000, 100, cached=9_984)   # carries 116 uncached: nothing
-        call(rec, "d3", "gpt-4o", 60_000, 100, cached=29_952)  # carries 30,100 - 29,952 = 148
-        call(rec, "d4", "gpt-4o", 90_000, 100, cached=0)       # carries 60,100: 44,100 over the budget
-    fresh, cached, _ = _unit("gpt-4o", "openai", 90_000)
-    excess = 60_100 - 16_000
-    # the bloat takes the excess at the input price; the rest of the carried tokens missed the cache
-    return {"d4": ("context_bloat", excess * fresh), "d4+": ("cache_miss", 16_000 * (fresh - cached))}
+        call(rec, "d2", "gpt-4o", 30_000, 100, cached=9_984)   # stale: min(10,000, 30,000) - 10,000 = 0
+        call(rec, "d3", "gpt-4o", 60_000, 100, cached=29_952)  # stale: 30,000 - 10,000 = 20,000
+        call(rec, "d4", "gpt-4o", 90_000, 100, cached=0)       # stale: 60,000 - 10,000 = 50,000
+    fresh3, read3, _ = _unit("gpt-4o", "openai", 60_000)
+    fresh4, read4, _ = _unit("gpt-4o", "openai", 90_000)
+    # d3: 10,000 over the allowance, tokens 20,000-30,000 of the prompt; the cache held its first 29,952
+    d3 = 48 * fresh3 + 9_952 * read3
+    # d4: 40,000 over, none cached; of the 60,100 tokens carried from d3, the other 20,100 missed the cache
+    return {"d3": ("context_bloat", d3), "d4": ("context_bloat", 40_000 * fresh4),
+            "d4+": ("cache_miss", 20_100 * (fresh4 - read4))}
 
 
 def oversized(rec: Recorder) -> Expected:

@@ -1,4 +1,5 @@
-"""Repricing: computed costs follow the installed catalog; reported costs stay; summaries follow."""
+"""Repricing: computed costs follow the installed catalog; reported costs stay, with the catalog's figure
+beside them brought up to date; summaries follow."""
 
 from __future__ import annotations
 
@@ -51,14 +52,18 @@ def test_reprice_recomputes_computed_costs_only(store):
     assert before["00000000000000d1"] == (2 * gpt4o, "computed", "genai-prices 0.0.1")
     assert before["00000000000000d2"][:2] == (None, "unknown")
 
+    assert before["00000000000000d4"] == (0.5, "reported", "genai-prices 0.0.1")
+
     result = reprice(store.client, "default", 0, 2**62, today)
-    assert (result.examined, result.changed, result.traces) == (3, 2, 1)  # the reported cost is not examined
+    # the reported cost stays; only the catalog's figure beside it changes
+    assert (result.examined, result.changed, result.traces) == (4, 3, 1)
     after = dict((r[0], r[1:]) for r in store.client.query(
-        "SELECT span_id, cost_usd, cost_source, price_version FROM spans FINAL").result_rows)  # fmt: skip
-    assert after["00000000000000d1"] == (gpt4o, "computed", today.version)
-    assert after["00000000000000d2"] == (gpt41, "computed", today.version)  # newly known model
+        "SELECT span_id, cost_usd, cost_source, price_version, reported_cost_usd, catalog_cost_usd FROM spans FINAL"
+    ).result_rows)  # fmt: skip
+    assert after["00000000000000d1"] == (gpt4o, "computed", today.version, None, gpt4o)
+    assert after["00000000000000d2"] == (gpt41, "computed", today.version, None, gpt41)  # newly known model
     assert after["00000000000000d3"][:2] == (None, "unknown")  # still unknown: unchanged
-    assert after["00000000000000d4"][:2] == (0.5, "reported")
+    assert after["00000000000000d4"] == (0.5, "reported", today.version, 0.5, gpt4o)
     ((cost, unpriced),) = store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows
     assert math.isclose(cost, gpt4o + gpt41 + 0.5, rel_tol=1e-9) and unpriced == 1
     assert reprice(store.client, "default", 0, 2**62, today).changed == 0  # nothing left to change
@@ -75,5 +80,30 @@ def test_reprice_command(store, settings, monkeypatch, capsys):
     assert "0 model calls" in capsys.readouterr().out  # the spans are from 2023
     assert main(["reprice", "--since", "2000d"]) == 0
     out = capsys.readouterr()
-    assert "3 model calls with computed costs examined; 2 changed in 1 traces" in out.out
-    assert "2/2 spans" in out.err  # the progress bar
+    assert "4 model calls examined; 3 changed in 1 traces" in out.out
+    assert "3/3 spans" in out.err  # the progress bar
+
+
+def test_a_reported_zero_the_catalog_contradicts_does_not_count(store):
+    """OpenLIT reports gen_ai.usage.cost = 0 when it cannot fetch its price list: the catalog's price
+    counts then, and the reported figure is kept beside it."""
+    request = ExportTraceServiceRequest()
+    _span(request, "00000000000000e1", "", "chat gpt-4o-mini", gen_ai__operation__name="chat",
+          gen_ai__system="openai", gen_ai__request__model="gpt-4o-mini", gen_ai__usage__input_tokens=1000,
+          gen_ai__usage__output_tokens=100, gen_ai__usage__cost=0.0)  # fmt: skip
+    _span(request, "00000000000000e2", "", "chat unknown", gen_ai__operation__name="chat",
+          gen_ai__system="openai", gen_ai__request__model="house-model", gen_ai__usage__input_tokens=1000,
+          gen_ai__usage__output_tokens=100, gen_ai__usage__cost=0.0)  # fmt: skip
+    _span(request, "00000000000000e3", "", "chat gpt-4o", gen_ai__operation__name="chat",
+          gen_ai__system="openai", gen_ai__request__model="gpt-4o", gen_ai__usage__input_tokens=1000,
+          gen_ai__usage__output_tokens=100, gen_ai__usage__cost=0.02)  # fmt: skip
+    load(store.client, "default", [request.SerializeToString()], PriceBook())
+    rows = dict((r[0], r[1:]) for r in store.client.query(
+        "SELECT span_id, cost_usd, cost_source, reported_cost_usd, catalog_cost_usd FROM spans FINAL").result_rows)  # fmt: skip
+    mini = PriceBook().cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=100)
+    gpt4o = PriceBook().cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
+    assert rows["00000000000000e1"] == (mini, "computed", 0.0, mini)
+    assert rows["00000000000000e2"] == (None, "unknown", 0.0, None)  # unknown, never $0
+    assert rows["00000000000000e3"] == (0.02, "reported", 0.02, gpt4o)  # kept; the difference can be shown
+    ((cost, unpriced),) = store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows
+    assert math.isclose(cost, mini + 0.02) and unpriced == 1

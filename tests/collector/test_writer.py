@@ -31,6 +31,8 @@ def _span(request: ExportTraceServiceRequest, span_id: str, parent: str, name: s
         kv.key = key.replace("__", ".")
         if isinstance(value, int):
             kv.value.int_value = value
+        elif isinstance(value, float):
+            kv.value.double_value = value
         else:
             kv.value.string_value = value
 

@@ -3,36 +3,34 @@
 Pure functions over a trace's spans (typed columns only), so the rules are tested without a
 database and the same code runs for one trace or a million. The buckets add up to the trace's
 cost by construction: each rule takes its share from what earlier rules left of a call's cost,
-and whatever is left is productive.
+and whatever is left is productive. Every finding names its rule, the spans it compared and the
+numbers behind its dollars (`evidence`).
 
-Order of the rules (first match takes the call's whole remaining cost in the definite tier):
+Terms. A *model call* is a leaf span of a model invocation (an LLM or embedding span; a framework
+span around the client's own span repeats its usage and is not billed again). It *failed* when
+it ended in an error (status, `error.type`, an HTTP 4xx/5xx) or was cut off at the output limit.
+A failed call that reported no usage was not billed: it costs $0 but still counts as an attempt.
+An *agent run* is the subtree of the nearest agent span (the whole trace when there is none).
 
-Definite waste: the work was thrown away.
-1. retry: a model call that failed (error status, or cut off at the token limit) and was made
-   again later in the same agent run with the same model. Waste = the failed call's cost.
-2. loop: the agent repeated a cycle of steps (A→B→A→B, or the same tool with the same arguments
-   over and over) in its run. Steps are model calls (by model) and tool calls (by tool and
-   argument hash); a cycle must contain a tool call and repeat at least `loop_min_repeats` times.
-   Waste = the model calls of every complete iteration after the first.
-3. duplicate: a model call with the same model and the same input (hash of system instructions
-   and messages, so it needs captured content) as an earlier successful call of the trace.
-   Waste = the repeat's cost.
-4. no outcome: the task's recorded outcome is a failure (`tokentrail.outcome.success=false`),
-   or the run ended in an error with no successful outcome. Waste = all its remaining cost.
+Definite waste: the work was thrown away. First match takes the call's whole remaining cost.
+1. retry. (a) A failed model call, tried again later in the same agent run with the same model.
+   (b) An HTTP attempt under a model call (an HTTP client span of httpx, requests, aiohttp or
+   urllib3 instrumentation, or Tokentrail's own retry span) that failed with 408/409/429/5xx or
+   a transport error and was followed by another attempt: the client retried on its own.
+   Waste = the failed call's cost ($0 for unbilled attempts); the time lost is recorded.
+2. loop. A cycle of steps (model calls by model; tool calls by tool and arguments) that contains
+   a tool call and repeats at least `loop_min_repeats` times in a row in an agent run. Tool steps
+   come from tool spans; in a run with none, from the tool calls the model asked for in its
+   captured output. Waste = the model calls of every iteration after the first.
+3. duplicate. (a) A model call with the same model and the same input (system instructions and
+   messages, so it needs captured content) as an earlier successful call of the trace. (b) A cycle
+   as in 2 that occurs only twice: a single re-request of the same tool with the same arguments,
+   whose result was already there. Waste = the repeat's cost.
+4. no outcome. The task's recorded outcome is a failure, or the run ended in an error with no
+   successful outcome. Waste = all its remaining cost.
 
-Avoidable cost (the work was needed, the price was not), per remaining call, in this order:
-5. context bloat: of the input carried over from the same agent's previous call (see
-   `context_split`), the tokens beyond `bloat_carry_tokens`. Waste = those tokens at the price
-   they were billed at (fresh input price, or the cache-read price for the part that was cached).
-6. cache miss: carried-over tokens not read from the prompt cache although the model offers one
-   (its cache-read price is below its input price), when there are at least `cache_min_tokens`.
-   Waste = those tokens × (input price − cache-read price). The reason says why the prefix missed:
-   the model changed since the previous call, a gap longer than `cache_ttl_seconds`, or the
-   prefix itself changed (or caching was not enabled).
-7. oversized model: a call that produced at most `oversized_max_output_tokens` and ended
-   normally, where a cheaper model of the same provider that this project already uses would
-   have cost at least `oversized_min_saving` less for the same tokens. Waste = cost − that cost.
-8. productive: the rest.
+Avoidable cost (the work was needed, the price was not) follows in `tokentrail.analysis.avoidable`:
+5. context bloat, 6. cache miss, 7. oversized model. 8. Productive: the rest.
 
 A call whose model has no known price adds tokens but no dollars (its cost is unknown, not
 zero); its findings say so with a wasted cost of None.
@@ -40,33 +38,23 @@ zero); its findings say so with a wasted cost of None.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BUCKETS", "DEFINITE", "Finding", "Ledger", "Thresholds", "analyze", "context_split",
-           "largest_carried_item"]
+from tokentrail.analysis import avoidable
+from tokentrail.analysis.avoidable import Evidence, Previous, Prices, largest_carried_item, step_keys
+from tokentrail.analysis.calls import Call, Thresholds, usd_formula
+
+__all__ = ["BUCKETS", "DEFINITE", "Evidence", "Finding", "Ledger", "Previous", "Prices", "Thresholds", "analyze",
+           "largest_carried_item", "scoped_step_keys", "successful_steps", "trace_failed"]  # fmt: skip
 
 BUCKETS = ("retry", "loop", "duplicate", "no_outcome", "context_bloat", "cache_miss", "oversized_model",
            "productive")  # fmt: skip
 DEFINITE = ("retry", "loop", "duplicate", "no_outcome")
-_TRUNCATED = frozenset({"length", "max_tokens", "model_length"})
-_CUT = re.compile(r"…\[truncated (\d+) chars\]$")
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    loop_min_repeats: int = 2
-    loop_max_cycle: int = 4
-    bloat_carry_tokens: int = 16_000
-    cache_min_tokens: int = 1024
-    cache_ttl_seconds: float = 300.0
-    oversized_max_output_tokens: int = 16
-    oversized_min_saving: float = 0.5
-    #: a run that ended in an error without a successful outcome counts as no outcome
-    no_outcome_on_error: bool = True
+_TRUNCATED = frozenset({"length", "max_tokens", "model_length", "max_output_tokens", "incomplete", "MAX_TOKENS"})
+_RETRIED_STATUS = frozenset({"408", "409", "429"})
 
 
 @dataclass
@@ -78,6 +66,12 @@ class Finding:
     related: list[str] = field(default_factory=list)
     reason: str = ""
     model: str = ""
+    #: the rule that made it (`retry.failed_call`, `cache_miss.model_changed`…)
+    rule: str = ""
+    #: the numbers the dollars rest on, and the formula that combines them
+    evidence: dict[str, Any] = field(default_factory=dict)
+    #: wall time the waste cost (a failed attempt and the wait before the next one)
+    time_lost_ns: int = 0
 
 
 @dataclass
@@ -94,28 +88,7 @@ class Ledger:
         return sum(v for k, v in self.buckets.items() if k != "productive")
 
 
-# (provider, model, input tokens) -> (fresh input, cache read, output) USD per token, or None
-Prices = Callable[[str, str, int], tuple[float, float, float] | None]
-
-
-@dataclass
-class _Call:
-    span: dict[str, Any]
-    scope: str  # span id of the nearest agent ancestor ("" at top level)
-    cost: float | None
-    remaining: float
-    failed: bool
-    carried: int = 0
-    cached: int = 0
-
-
-def context_split(input_tokens: int, cached: int, prior: int) -> tuple[int, int, int]:
-    """(cached, carried over, new) tokens of a call's input, from token counts alone: the part of
-    its uncached input up to the size of the same agent's previous call (input + output) is
-    carried over, the rest is new."""
-    cached = min(max(cached, 0), input_tokens)
-    carried = min(max(0, min(input_tokens, prior) - cached), input_tokens - cached)
-    return cached, carried, input_tokens - cached - carried
+Waste = Callable[..., None]
 
 
 def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -136,20 +109,181 @@ def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
     return found
 
 
-def _take(call: _Call, amount: float) -> float:
-    amount = max(0.0, min(amount, call.remaining))
-    call.remaining -= amount
-    return amount
+def _failed(span: dict[str, Any]) -> bool:
+    return span["status_code"] == "ERROR" or bool(span["error_type"]) or bool(_TRUNCATED & set(span["finish_reasons"]))
 
 
-def _loops(steps: list[tuple[Any, _Call | None]], t: Thresholds) -> list[tuple[list[int], list[int], int]]:
-    """Repeated cycles in a run's step sequence: (first iteration positions, later positions, length)."""
-    keys = [k for k, _ in steps]
+def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str]) -> list[Call]:
+    """The trace's model calls in start order: billed leaves, and failed attempts that were not
+    billed. A leaf under a framework's span of the same call takes what only the framework span
+    recorded (content, finish reasons): the leaf knows the usage, the framework the conversation."""
+    by_id = {s["span_id"]: s for s in spans}
+    wrappers = {s["parent_span_id"] for s in spans if s["step_kind"] in ("llm", "embedding")
+                and s["step_subkind"] != "attempt"}  # fmt: skip
+    calls = []
+    for span in spans:
+        if span["step_kind"] not in ("llm", "embedding"):
+            continue
+        if not span["billable"]:
+            # A failed request that reported no usage (a 429, a timeout) is still an attempt of a
+            # retry chain; it was not billed, so it costs 0 here. Framework spans around one are not.
+            if not (span["status_code"] == "ERROR" or span["error_type"]) or span["input_tokens"]:
+                continue
+            if span["span_id"] in wrappers:
+                continue
+            span = dict(span, cost_usd=0.0)
+        parent = by_id.get(span["parent_span_id"])
+        if parent is not None and parent["step_kind"] == span["step_kind"] and span["step_subkind"] != "attempt":
+            span = _inherit(span, parent)
+        failed = _failed(span) or (parent is not None and parent["step_kind"] == "retry" and parent["status_code"] == "ERROR")
+        cost = span["cost_usd"]
+        calls.append(Call(span, scopes[span["span_id"]], cost, cost or 0.0, failed))
+    return calls
+
+
+_INHERITED = ("input_hash", "system_hash", "requested_tools", "finish_reasons", "request_model")
+
+
+def _inherit(span: dict[str, Any], wrapper: dict[str, Any]) -> dict[str, Any]:
+    missing = {k: wrapper[k] for k in _INHERITED if not span.get(k) and wrapper.get(k)}
+    return dict(span, **missing) if missing else span
+
+
+def analyze(spans: Sequence[dict[str, Any]], prices: Prices, evidence: Evidence | None = None,
+            t: Thresholds = Thresholds(), outcome: str = "", previous: Previous | None = None,
+            task_type: str = "") -> Ledger:  # fmt: skip
+    """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
+    models this project has seen doing a kind of step (the oversized-model rule's evidence);
+    `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
+    unknown, in which case outcome attributes on its spans decide); `previous` is the last model
+    call of the conversation's previous trace, for cache misses across traces."""
+    scopes = _scopes(spans)
+    calls = _calls(spans, scopes)
+    findings: list[Finding] = []
+    buckets = dict.fromkeys(BUCKETS, 0.0)
+
+    def waste(detector: str, call: Call, amount: float | None, tokens: int, related: list[str], reason: str,
+              rule: str, numbers: dict[str, Any], time_lost_ns: int = 0, span_id: str = "") -> None:  # fmt: skip
+        # nothing to take is $0 even on a call of unknown price (an attempt that failed was not billed)
+        taken = 0.0 if amount == 0 else call.take(amount) if amount is not None and call.cost is not None else None
+        if taken is not None:
+            buckets[detector] += taken
+        findings.append(Finding(detector, span_id or call.span["span_id"], taken, tokens, related, reason,
+                                call.span["model"], rule, numbers, time_lost_ns))  # fmt: skip
+
+    done: set[str] = set()
+    _retries(calls, spans, waste, done)
+    _cycles(spans, calls, scopes, t, waste, done)
+    _duplicate_requests(calls, spans, waste, done)
+    outcome = _no_outcome(spans, calls, t, outcome, waste, done)
+    if outcome != "failure":
+        avoidable.apply(calls, spans, scopes, prices, evidence, t, waste, previous, task_type)
+
+    buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
+    total = sum(c.cost for c in calls if c.cost is not None and c.span["billable"])
+    wasted_tokens = sum(f.wasted_tokens for f in findings)
+    return Ledger(total, buckets, findings, wasted_tokens, sum(1 for c in calls if c.cost is None), outcome)
+
+
+def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]) -> None:
+    # (a) a failed call tried again with the same model in the same run
+    for i, call in enumerate(calls):
+        if not call.failed:
+            continue
+        # an attempt nested in a model call was retried by that call (pydantic-ai's attempt spans);
+        # a failed call that recorded no model (some bridges drop it on errors) matches any model
+        again = next((c for c in calls if c.span["span_id"] == call.span["parent_span_id"]), None) or next(
+            (c for c in calls[i + 1 :] if c.scope == call.scope and (c.model == call.model or not call.model)), None)
+        if again is None:
+            continue
+        why = call.span["error_type"] or "cut off at the output limit"
+        if why.isdigit():
+            why = f"HTTP {why}"
+        gap = again.span["start_ns"] - call.span["start_ns"]
+        waste("retry", call, call.whole(), call.tokens, [again.span["span_id"]], f"failed ({why}) and was tried again",
+              "retry.failed_call", {"error": why, "retried_by": again.span["span_id"], "model": call.model,
+                                    **usd_formula(call)}, max(gap, 0))  # fmt: skip
+        done.add(call.span["span_id"])
+    # (b) attempts an HTTP client made inside one model call
+    attempts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    call_of = {c.span["span_id"]: c for c in calls}
+    parents = {s["span_id"]: s for s in spans if s["step_kind"] in ("llm", "embedding")}
+    for span in spans:
+        owner = span["parent_span_id"]
+        if owner in parents and (span["step_subkind"] == "http" or span["step_kind"] == "retry"):
+            attempts[owner].append(span)
+    for owner, tries in attempts.items():
+        call = call_of.get(owner) or next((c for c in calls if c.span["parent_span_id"] == owner), None)
+        if call is None:
+            continue
+        for i, attempt in enumerate(tries):
+            ours = attempt["step_kind"] == "retry"  # Tokentrail's own: one span per retried attempt
+            status = attempt["error_type"]
+            retried_status = status in _RETRIED_STATUS or status.startswith("5") or (
+                attempt["status_code"] == "ERROR" and not status.isdigit())  # fmt: skip
+            nxt = tries[i + 1] if i + 1 < len(tries) else None
+            if not (ours or (retried_status and nxt is not None)):
+                continue
+            lost = (nxt["start_ns"] - attempt["start_ns"]) if nxt is not None else attempt["duration_ns"]
+            what = f"HTTP {status}" if status.isdigit() else (status or "a transport error")
+            waste("retry", call, 0.0, 0, [nxt["span_id"] if nxt else owner],
+                  f"attempt {i + 1} of {len(tries) + (1 if ours else 0)} failed ({what}); the client tried again "
+                  f"after {lost / 1e9:.2f} s", "retry.http_attempt",
+                  {"status": what, "attempt": i + 1, "model_call": owner, "time_lost_s": round(lost / 1e9, 3),
+                   "formula": "an attempt that failed was not billed: $0; its time is what it cost"},
+                  max(lost, 0), span_id=attempt["span_id"])  # fmt: skip
+
+
+def _cycles(spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str, str], t: Thresholds,
+            waste: Waste, done: set[str]) -> None:  # fmt: skip
+    """Loops (a cycle repeating `loop_min_repeats` times or more) and duplicate tool calls (a cycle
+    that occurs twice), per agent run."""
+    runs: dict[str, list[tuple[Any, Call | None, str]]] = defaultdict(list)
+    call_of = {c.span["span_id"]: c for c in calls}
+    with_tool_spans = {scopes[s["span_id"]] for s in spans if s["step_kind"] == "tool"}
+    for span in spans:
+        scope = scopes[span["span_id"]]
+        call = call_of.get(span["span_id"])
+        if call is not None:
+            runs[scope].append((("llm", call.model), call, span["span_id"]))
+            if scope not in with_tool_spans:  # the tools left no spans: the model's requests stand in
+                for h in span.get("requested_tools") or ():
+                    runs[scope].append((("tool", "", h), None, span["span_id"]))
+        elif span["step_kind"] == "tool":
+            # without captured arguments two calls of one tool cannot be told apart: never a cycle
+            args = span["tool_args_hash"] if span["has_tool_args"] else span["span_id"]
+            runs[scope].append((("tool", span["tool_name"], args), None, span["span_id"]))
+    for steps in runs.values():
+        for first, later, length in _find_cycles([k for k, _, _ in steps], t):
+            iterations = 1 + len(later) // length
+            loop = iterations >= t.loop_min_repeats
+            names = " → ".join(str(steps[j][0][1]) or "tool" for j in first)
+            for n, j in enumerate(later):
+                repeat = steps[j][1]
+                if repeat is None or repeat.span["span_id"] in done:
+                    continue
+                origin = steps[first[n % length]][2]
+                tools = [steps[k][2] for k in first if steps[k][0][0] == "tool"]
+                numbers = {"cycle": names, "iterations": iterations, "iteration": n // length + 2,
+                           "first_iteration": [steps[k][2] for k in first], **usd_formula(repeat)}  # fmt: skip
+                if loop:
+                    waste("loop", repeat, repeat.whole(), repeat.tokens, [origin],
+                          f"iteration {n // length + 2} of {iterations} of the cycle {names}", "loop.cycle", numbers)  # fmt: skip
+                else:
+                    waste("duplicate", repeat, repeat.whole(), repeat.tokens, [origin, *tools],
+                          f"asked for the same tool call again ({names}); its result was already there",
+                          "duplicate.tool_call", numbers)  # fmt: skip
+                done.add(repeat.span["span_id"])
+
+
+def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[int], int]]:
+    """Repeated cycles (at least twice in a row) in a step sequence: (first iteration positions,
+    later positions, length). Shortest cycles first; a step belongs to one cycle at most."""
     used = [False] * len(keys)
     found = []
     for length in range(1, t.loop_max_cycle + 1):
         i = 0
-        while i + length * t.loop_min_repeats <= len(keys):
+        while i + length * 2 <= len(keys):
             cycle = keys[i : i + length]
             if any(used[i : i + length]) or not any(k[0] == "tool" for k in cycle):
                 i += 1
@@ -157,7 +291,7 @@ def _loops(steps: list[tuple[Any, _Call | None]], t: Thresholds) -> list[tuple[l
             end = i + length
             while end + length <= len(keys) and keys[end : end + length] == cycle and not any(used[end : end + length]):
                 end += length
-            if (end - i) // length >= t.loop_min_repeats:
+            if (end - i) // length >= 2:
                 for j in range(i, end):
                     used[j] = True
                 found.append((list(range(i, i + length)), list(range(i + length, end)), length))
@@ -167,205 +301,83 @@ def _loops(steps: list[tuple[Any, _Call | None]], t: Thresholds) -> list[tuple[l
     return found
 
 
-def analyze(spans: Sequence[dict[str, Any]], prices: Prices, alternatives: Sequence[tuple[str, str]] = (),
-            t: Thresholds = Thresholds(), outcome: str = "") -> Ledger:  # fmt: skip
-    """The ledger of one trace. `spans` are rows in start order; `alternatives` are the
-    (provider, model) pairs the project uses, candidates for the oversized-model rule; `outcome`
-    is the trace's verdict from the outcomes table ("success", "failure" or "" when unknown, in
-    which case outcome attributes on its spans decide)."""
-    scopes = _scopes(spans)
+def _duplicate_requests(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]) -> None:
     by_id = {s["span_id"]: s for s in spans}
-    calls: list[_Call] = []
-    wrappers = {s["parent_span_id"] for s in spans if s["step_kind"] == "llm"}
-    for span in spans:
-        if span["step_kind"] not in ("llm", "embedding"):
-            continue
-        if not span["billable"]:
-            # A failed request that reported no usage (a 429, a timeout) is still an attempt of a
-            # retry chain; it was not billed, so it costs 0 here. Framework spans around one are not.
-            if span["status_code"] != "ERROR" or span["input_tokens"] or span["span_id"] in wrappers:
-                continue
-            span = dict(span, cost_usd=0.0)
-        parent = by_id.get(span["parent_span_id"])
-        failed = (span["status_code"] == "ERROR" or bool(_TRUNCATED & set(span["finish_reasons"]))
-                  or (parent is not None and parent["step_kind"] == "retry" and parent["status_code"] == "ERROR"))  # fmt: skip
-        cost = span["cost_usd"]
-        calls.append(_Call(span, scopes[span["span_id"]], cost, cost or 0.0, failed))
-    findings: list[Finding] = []
-    buckets = dict.fromkeys(BUCKETS, 0.0)
-
-    def waste(detector: str, call: _Call, amount: float | None, tokens: int, related: list[str], reason: str) -> None:
-        taken = _take(call, amount) if amount is not None and call.cost is not None else None
-        if taken is not None:
-            buckets[detector] += taken
-        findings.append(Finding(detector, call.span["span_id"], taken, tokens, related, reason, call.span["model"]))
-
-    def full(call: _Call) -> float | None:
-        return call.remaining if call.cost is not None else None
-
-    def tokens(call: _Call) -> int:
-        return int(call.span["input_tokens"]) + int(call.span["output_tokens"])
-
-    # 1. retry
-    for i, call in enumerate(calls):
-        if not call.failed:
-            continue
-        again = next((c for c in calls[i + 1 :] if c.scope == call.scope and c.span["model"] == call.span["model"]), None)
-        if again is not None:
-            why = call.span["error_type"] or "cut off at the token limit"
-            waste("retry", call, full(call), tokens(call), [again.span["span_id"]],
-                  f"failed ({why}) and was tried again")  # fmt: skip
-    done = {f.span_id for f in findings}
-
-    # 2. loop: per agent run, the sequence of model and tool steps
-    runs: dict[str, list[tuple[Any, _Call | None]]] = defaultdict(list)
-    call_of = {c.span["span_id"]: c for c in calls}
-    for span in spans:
-        if span["span_id"] in call_of:
-            runs[scopes[span["span_id"]]].append((("llm", span["model"]), call_of[span["span_id"]]))
-        elif span["step_kind"] == "tool":
-            # without captured arguments two calls of one tool cannot be told apart: never a cycle
-            args = span["tool_args_hash"] if span["has_tool_args"] else span["span_id"]
-            runs[scopes[span["span_id"]]].append((("tool", span["tool_name"], args), None))
-    for steps in runs.values():
-        for first, later, length in _loops(steps, t):
-            iterations = 1 + len(later) // length
-            tools = " → ".join(str(steps[j][0][1]) for j in first)
-            for n, j in enumerate(later):
-                repeat = steps[j][1]
-                if repeat is None or repeat.span["span_id"] in done:
-                    continue
-                origin = steps[first[n % length]][1]
-                waste("loop", repeat, full(repeat), tokens(repeat), [origin.span["span_id"]] if origin else [],
-                      f"iteration {n // length + 2} of {iterations} of the cycle {tools}")  # fmt: skip
-                done.add(repeat.span["span_id"])
-
-    # 3. duplicate
-    seen: dict[tuple[str, int], str] = {}
+    seen: dict[tuple[str, str, int, int], str] = {}
     for call in calls:
-        key = (call.span["model"], int(call.span["input_hash"]))
-        if not key[1] or call.failed:
+        # The same input size too: an emitter that records only part of the input (some drop tool
+        # results and instructions) would otherwise make every call of a tool chain look alike. And
+        # the same agent: another agent asking alike did not have the first one's answer.
+        agent = by_id.get(call.scope)
+        who = (agent["agent_name"] or agent["name"]) if agent is not None else ""
+        key = (who, call.model, int(call.span["input_hash"]), int(call.span["input_tokens"]))
+        if not key[2] or call.failed:
             continue
         if key in seen and call.span["span_id"] not in done:
-            waste("duplicate", call, full(call), tokens(call), [seen[key]], "same model and input as an earlier call")
+            waste("duplicate", call, call.whole(), call.tokens, [seen[key]], "same model and input as an earlier call",
+                  "duplicate.request", {"same_as": seen[key], "model": call.model, **usd_formula(call)})  # fmt: skip
             done.add(call.span["span_id"])
         seen.setdefault(key, call.span["span_id"])
 
-    # 4. no outcome
-    outcomes = {s["outcome"] for s in spans if s.get("outcome")}
-    root_error = any(s["status_code"] == "ERROR" for s in spans if not s["parent_span_id"])
+
+def trace_failed(spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds) -> tuple[str, bool, str]:
+    """(outcome, failed, why): the task's outcome ("success", "failure" or "") from the outcomes
+    table or, when it has none, outcome attributes on its spans; failed when that is a failure or
+    the run ended in an error without a successful outcome."""
     if not outcome:
+        outcomes = {s["outcome"] for s in spans if s.get("outcome")}
         outcome = "failure" if "false" in outcomes else "success" if "true" in outcomes else ""
-    if outcome == "failure" or (t.no_outcome_on_error and root_error and outcome != "success"):
-        why = "the recorded outcome is a failure" if outcome == "failure" else "the run ended in an error"
-        for call in calls:
-            if call.span["span_id"] not in done and (call.remaining > 0 or call.cost is None):
-                waste("no_outcome", call, full(call), tokens(call), [], why)
-        outcome = outcome or "failure"
-    else:
-        _avoidable(calls, prices, alternatives, t, waste)
-
-    buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
-    total = sum(c.cost for c in calls if c.cost is not None and c.span["billable"])
-    wasted_tokens = sum(f.wasted_tokens for f in findings)
-    return Ledger(total, buckets, findings, wasted_tokens, sum(1 for c in calls if c.cost is None), outcome)
+    if outcome == "failure":
+        return outcome, True, "the recorded outcome is a failure"
+    if t.no_outcome_on_error and outcome != "success" and _ended_in_error(spans):
+        return outcome, True, "the run ended in an error"
+    return outcome, False, ""
 
 
-def _avoidable(calls: list[_Call], prices: Prices, alternatives: Sequence[tuple[str, str]], t: Thresholds,
-               waste: Callable[..., None]) -> None:  # fmt: skip
-    previous: dict[str, _Call] = {}
-    first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
+def _ended_in_error(spans: Sequence[dict[str, Any]]) -> bool:
+    """The root span ended in an error; or the root is only a workflow around agents (an agent span
+    without an agent, whose status some bridges set OK whatever happened) and the agent that held
+    the task last did."""
+    roots = [s for s in spans if not s["parent_span_id"]]
+    if any(s["status_code"] == "ERROR" for s in roots):
+        return True
+    workflows = {s["span_id"] for s in roots if s["step_kind"] == "agent" and s["step_subkind"] == "workflow"}
+    if not workflows:
+        return False
+    scopes = _scopes(spans)
+    agents = [s for s in spans if s["step_kind"] == "agent" and scopes[s["span_id"]] in workflows]
+    return bool(agents) and max(agents, key=lambda s: s["start_ns"])["status_code"] == "ERROR"
+
+
+def _no_outcome(spans: Sequence[dict[str, Any]], calls: list[Call], t: Thresholds, outcome: str, waste: Waste,
+                done: set[str]) -> str:  # fmt: skip
+    outcome, failed, why = trace_failed(spans, outcome, t)
+    if not failed:
+        return outcome
+    rule = "no_outcome.failure" if outcome == "failure" else "no_outcome.error"
     for call in calls:
-        span = call.span
-        if span["step_kind"] != "llm":
-            continue  # an embedding's input is not a conversation: no context rules for it
-        before = previous.get(call.scope)
-        previous[call.scope] = call
-        start_input, n = first.get(call.scope, (int(span["input_tokens"]), 0))
-        first[call.scope] = (start_input, n + 1)
-        if call.failed:
-            continue
-        inp, out = int(span["input_tokens"]), int(span["output_tokens"])
-        prior = int(before.span["input_tokens"]) + int(before.span["output_tokens"]) if before else 0
-        cached, carried, _ = context_split(inp, int(span["cache_read_tokens"]), prior)
-        unit = prices(span["provider"], span["model"], inp)
-        priced = call.cost is not None and unit is not None
-        # 5. context bloat
-        excess = max(0, carried - t.bloat_carry_tokens)
-        if excess:
-            fresh = unit[0] if unit else 0.0
-            waste("context_bloat", call, excess * fresh if priced else None, excess,
-                  [before.span["span_id"]] if before else [],
-                  f"carried {carried:,} tokens of earlier context, {excess:,} over the {t.bloat_carry_tokens:,}-token "
-                  f"budget; the context grew from {start_input:,} to {inp:,} tokens over {n + 1} calls"
-                  + (f" ({inp / start_input:.1f}x)" if start_input else ""))  # fmt: skip
-        # 6. cache miss
-        missed = carried - excess
-        if before is not None and missed >= t.cache_min_tokens and unit is not None and unit[1] < unit[0]:
-            gap = (span["start_ns"] - before.span["start_ns"] - before.span["duration_ns"]) / 1e9
-            if before.span["model"] != span["model"]:
-                why = f"the model changed from {before.span['model']}"
-            elif gap > t.cache_ttl_seconds:
-                why = f"{gap:.0f} s since the previous call, beyond the {t.cache_ttl_seconds:.0f} s cache lifetime"
-            else:
-                why = "the prompt prefix changed, or caching was not enabled for it"
-            waste("cache_miss", call, missed * (unit[0] - unit[1]) if priced else None, missed,
-                  [before.span["span_id"]], f"{missed:,} carried-over tokens were not read from the cache: {why}")  # fmt: skip
-        # 7. oversized model
-        if (not priced or not call.cost or out > t.oversized_max_output_tokens
-                or set(span["finish_reasons"]) - {"stop", "end_turn"}):  # fmt: skip
-            continue
-        best: tuple[float, str] | None = None
-        for provider, model in alternatives:
-            if provider != span["provider"] or model == span["model"]:
-                continue
-            alt = prices(provider, model, inp)
-            if alt is None:
-                continue
-            alt_cost = (inp - cached) * alt[0] + cached * alt[1] + out * alt[2]
-            if best is None or alt_cost < best[0]:
-                best = (alt_cost, model)
-        assert call.cost is not None
-        if best is not None and best[0] <= (1 - t.oversized_min_saving) * call.cost:
-            waste("oversized_model", call, call.cost - best[0], 0, [],
-                  f"{out} output tokens; {best[1]}, which this project already uses, would cost "
-                  f"{best[0] / call.cost:.0%} of it")  # fmt: skip
+        if call.span["span_id"] not in done:  # attempts that cost $0 included: they were part of it
+            waste("no_outcome", call, call.whole(), call.tokens, [], why, rule, {"outcome": outcome or "error",
+                                                                                 **usd_formula(call)})  # fmt: skip
+    return "failure"
 
 
-def largest_carried_item(input_messages: str) -> tuple[str, int] | None:
-    """From a call's captured input (OTel message JSON): the largest tool result or earlier
-    message it carried along, as (what it is, estimated tokens at ~4 characters a token)."""
-    import json
+def successful_steps(spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds,
+                     task_type: str = "") -> list[tuple[str, str, str, str, str]]:  # fmt: skip
+    """(step, step kind, provider, model, span id) of the trace's successful model calls, when the
+    task itself did not fail: evidence that a model does that kind of step."""
+    if trace_failed(spans, outcome, t)[1]:
+        return []
+    scopes = _scopes(spans)
+    keys = step_keys(spans, scopes, task_type)
+    out = []
+    for call in _calls(spans, scopes):
+        step = keys.get(call.span["span_id"], "")
+        if step and not call.failed and call.span["billable"] and call.span["step_kind"] == "llm":
+            out.append((step, call.span["step_kind"], call.span["provider"], call.span["model"], call.span["span_id"]))
+    return out
 
-    try:
-        messages = json.loads(input_messages)
-    except ValueError:
-        return None
-    if not isinstance(messages, list) or len(messages) < 2:
-        return None
-    names: dict[str, str] = {}
-    best: tuple[str, int] | None = None
-    for i, message in enumerate(messages[:-1]):  # the last message is the new input
-        if not isinstance(message, dict):
-            continue
-        role = str(message.get("role", ""))
-        for part in message.get("parts") or []:
-            if not isinstance(part, dict):
-                continue
-            if part.get("type") == "tool_call":
-                names[str(part.get("id", ""))] = str(part.get("name", ""))
-                continue
-            body = part.get("response", part.get("content", ""))
-            body = body if isinstance(body, str) else json.dumps(body)
-            cut = _CUT.search(body)  # the SDK cut a long value when capturing it and said by how much
-            size = (len(body) + (int(cut[1]) if cut else 0)) // 4
-            if part.get("type") == "tool_call_response":
-                what = f"the result of tool {names.get(str(part.get('id', '')), '') or part.get('id', '?')}"
-            elif role == "tool":
-                what = "a tool result"
-            else:
-                what = f"a {role or 'earlier'} message"
-            what += f" (message {i + 1} of {len(messages)})"
-            if best is None or size > best[1]:
-                best = (what, size)
-    return best
+
+def scoped_step_keys(spans: Sequence[dict[str, Any]], task_type: str = "") -> dict[str, str]:
+    """span id -> the kind of step each model call of the trace does (see `avoidable.step_keys`)."""
+    return step_keys(spans, _scopes(spans), task_type)

@@ -8,6 +8,7 @@ of typed columns; the ledger itself is per trace.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,7 +17,16 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from tokentrail.analysis.ledger import BUCKETS, Ledger, Thresholds, analyze, largest_carried_item
+from tokentrail.analysis.ledger import (
+    BUCKETS,
+    Ledger,
+    Previous,
+    Thresholds,
+    analyze,
+    largest_carried_item,
+    scoped_step_keys,
+    successful_steps,
+)
 from tokentrail.analysis.outcomes import traces_with_outcome
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import Settings
@@ -25,16 +35,18 @@ __all__ = ["Analyzer", "analyze_range", "analyze_traces"]
 
 logger = logging.getLogger("tokentrail.analysis")
 
-_SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "step_kind", "start_ns", "duration_ns", "status_code",
-                 "tool_name", "tool_args_hash", "has_tool_args", "model", "provider", "input_tokens", "output_tokens",
-                 "cache_read_tokens", "billable", "cost_usd", "input_hash", "finish_reasons", "error_type",
+_SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "step_kind", "step_subkind", "start_ns", "duration_ns",
+                 "status_code", "tool_name", "tool_args_hash", "has_tool_args", "model", "request_model", "provider",
+                 "agent_name", "input_tokens", "output_tokens", "cache_read_tokens", "cache_reported", "billable",
+                 "cost_usd", "input_hash", "system_hash", "requested_tools", "finish_reasons", "error_type",
                  "outcome")  # fmt: skip
 
 _SPANS = """
-SELECT trace_id, span_id, parent_span_id, step_kind, toUnixTimestamp64Nano(start_time), duration_ns,
-    status_code, tool_name, tool_args_hash, tool_args_hash != 0,
-    if(response_model != '', response_model, request_model), provider, input_tokens, output_tokens,
-    cache_read_tokens, billable, cost_usd, input_hash, finish_reasons, error_type,
+SELECT trace_id, span_id, parent_span_id, name, step_kind, step_subkind, toUnixTimestamp64Nano(start_time),
+    duration_ns, status_code, tool_name, tool_args_hash, tool_args_hash != 0,
+    if(response_model != '', response_model, request_model), request_model, provider, agent_name, input_tokens,
+    output_tokens, cache_read_tokens, cache_reported, billable, cost_usd, input_hash, system_hash, requested_tools,
+    finish_reasons, error_type,
     '' -- the outcome comes from the outcomes table (traces_with_outcome), not from attribute maps
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
@@ -42,16 +54,47 @@ ORDER BY trace_id, start_time, span_id
 """
 
 _TRACES = traces_with_outcome(
-    "t.trace_id, t.start_time, t.service_name, t.agent_name, t.user_id",
+    "t.trace_id, t.start_time, t.service_name, t.agent_name, t.user_id, t.conversation_id, t.task_type",
     "project = {project:String} AND trace_id IN {trace_ids:Array(String)}",
 )
 
-# the models a project uses successfully: candidates for the oversized-model rule
-_ALTERNATIVES = """
-SELECT DISTINCT provider, if(response_model != '', response_model, request_model) AS model FROM spans
-WHERE project = {project:String} AND billable = 1 AND status_code != 'ERROR' AND model != ''
-  AND start_time > now64(9) - INTERVAL 30 DAY
-LIMIT 200
+# the trace before each of these in its conversation: its last model call (cache misses across traces)
+_PREVIOUS = """
+SELECT t.trace_id, p.trace_id, p.span_id, p.model, p.input_tokens, p.output_tokens, p.end_ns
+FROM (
+    SELECT trace_id, conversation_id, start_time FROM traces FINAL
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != ''
+) AS t
+ASOF JOIN (
+    SELECT c.trace_id AS trace_id, c.conversation_id AS conversation_id, c.start_time AS start_time,
+        l.span_id AS span_id, l.model AS model, l.input_tokens AS input_tokens, l.output_tokens AS output_tokens,
+        l.end_ns AS end_ns
+    FROM (
+        SELECT trace_id, conversation_id, start_time FROM traces FINAL
+        WHERE project = {project:String} AND conversation_id IN (
+            SELECT conversation_id FROM traces FINAL
+            WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != '')
+    ) AS c
+    INNER JOIN (
+        SELECT trace_id, argMax(span_id, end_time) AS span_id,
+            argMax(if(request_model != '', request_model, response_model), end_time) AS model,
+            argMax(input_tokens, end_time) AS input_tokens, argMax(output_tokens, end_time) AS output_tokens,
+            toUnixTimestamp64Nano(max(end_time)) AS end_ns
+        FROM spans FINAL
+        WHERE project = {project:String} AND billable = 1 AND step_kind = 'llm' AND trace_id IN (
+            SELECT trace_id FROM traces FINAL WHERE project = {project:String} AND conversation_id IN (
+                SELECT conversation_id FROM traces FINAL
+                WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != ''))
+        GROUP BY trace_id
+    ) AS l ON l.trace_id = c.trace_id
+) AS p ON t.conversation_id = p.conversation_id AND t.start_time > p.start_time
+"""
+
+# which models did the kinds of step of this batch successfully (the oversized-model rule's evidence)
+_EVIDENCE = """
+SELECT step, step_kind, provider, model, uniqExact(trace_id), any(trace_id) FROM model_steps FINAL
+WHERE project = {project:String} AND step IN {steps:Array(String)} AND start_time > now64(9) - INTERVAL 30 DAY
+GROUP BY step, step_kind, provider, model
 """
 
 _PENDING = """
@@ -73,40 +116,81 @@ _WASTE_COLUMNS = ["project", "trace_id", "start_time", "service_name", "agent_na
                   *(f"{b}_usd" for b in BUCKETS), "wasted_tokens", "findings", "unpriced_calls", "outcome",
                   "analyzed_at"]  # fmt: skip
 _FINDING_COLUMNS = ["project", "trace_id", "analyzed_at", "detector", "span_id", "related_span_ids", "wasted_usd",
-                    "wasted_tokens", "reason", "model", "start_time", "service_name", "agent_name", "user_id"]  # fmt: skip
+                    "wasted_tokens", "reason", "model", "start_time", "service_name", "agent_name", "user_id", "rule",
+                    "evidence", "time_lost_ns"]  # fmt: skip
+_STEP_COLUMNS = ["project", "step", "step_kind", "provider", "model", "trace_id", "span_id", "calls", "start_time",
+                 "analyzed_at"]  # fmt: skip
 
 _CHUNK = 1000
 
 
+class _Evidence:
+    """Which models did which kinds of step successfully: stored evidence plus this batch's own."""
+
+    def __init__(self) -> None:
+        self.models: dict[tuple[str, str, str], dict[str, tuple[set[str], str]]] = defaultdict(dict)
+
+    def add(self, step: str, kind: str, provider: str, model: str, traces: int | set[str], example: str) -> None:
+        seen, first = self.models[(step, kind, provider)].get(model, (set(), example))
+        if isinstance(traces, set):
+            seen |= traces
+        else:  # stored rows: count them as distinct placeholder traces
+            seen |= {f"stored:{i}" for i in range(traces)}
+        self.models[(step, kind, provider)][model] = (seen, first)
+
+    def __call__(self, step: str, kind: str, provider: str) -> list[tuple[str, int, str]]:
+        return [(m, len(seen), example) for m, (seen, example) in self.models.get((step, kind, provider), {}).items()]
+
+
 def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: PriceBook,
                    t: Thresholds = Thresholds()) -> dict[str, Ledger]:  # fmt: skip
-    """Analyse these traces of one project and store their ledgers and findings."""
+    """Analyse these traces of one project and store their ledgers, findings and model steps."""
     ledgers: dict[str, Ledger] = {}
-    alternatives = [tuple(r) for r in client.query(_ALTERNATIVES, parameters={"project": project}).result_rows]
     for i in range(0, len(trace_ids), _CHUNK):
         params = {"project": project, "trace_ids": list(trace_ids[i : i + _CHUNK])}
         spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in client.query(_SPANS, parameters=params).result_rows:
             spans[row[0]].append(dict(zip(_SPAN_COLUMNS, row, strict=True)))
         info = {r[0]: r[1:] for r in client.query(_TRACES, parameters=params).result_rows}
+        previous = {r[0]: Previous(*r[1:]) for r in client.query(_PREVIOUS, parameters=params).result_rows}
+        # First the batch's own evidence (a cheaper model seen in this batch counts at once), then the stored.
+        evidence = _Evidence()
+        steps: list[list[Any]] = []
         now = datetime.now(tz=UTC)
+        for trace_id, rows in spans.items():
+            if trace_id not in info:
+                continue
+            start, *_, task_type, outcome, _ = info[trace_id]
+            for step, kind, provider, model, span_id in successful_steps(rows, outcome, t, task_type):
+                evidence.add(step, kind, provider, model, {trace_id}, trace_id)
+                steps.append([project, step, kind, provider, model, trace_id, span_id, 1, start, now])
+        wanted = sorted({key[0] for key in evidence.models} | {
+            k for trace_id, rows in spans.items() if trace_id in info
+            for k in scoped_step_keys(rows, info[trace_id][5]).values()})  # fmt: skip
+        if wanted:
+            for step, kind, provider, model, traces, example in client.query(
+                    _EVIDENCE, parameters={"project": project, "steps": wanted}).result_rows:  # fmt: skip
+                evidence.add(step, kind, provider, model, traces, example)
         waste_rows: list[list[Any]] = []
         finding_rows: list[list[Any]] = []
         for trace_id, rows in spans.items():
             if trace_id not in info:
                 continue  # its summary is not written yet; it is analysed when it is
-            start, service, agent, user, outcome, _ = info[trace_id]
-            ledger = analyze(rows, prices.unit_prices, alternatives, t, outcome=outcome)  # type: ignore[arg-type]
+            start, service, agent, user, _, task_type, outcome, _ = info[trace_id]
+            ledger = analyze(rows, prices.unit_prices, evidence, t, outcome=outcome, previous=previous.get(trace_id),
+                             task_type=task_type)  # fmt: skip
             ledgers[trace_id] = ledger
             waste_rows.append([project, trace_id, start, service, agent, user, ledger.total_usd,
                                *(ledger.buckets[b] for b in BUCKETS), ledger.wasted_tokens, len(ledger.findings),
                                ledger.unpriced_calls, ledger.outcome, now])  # fmt: skip
             finding_rows.extend(
                 [project, trace_id, now, f.detector, f.span_id, f.related, f.wasted_usd, f.wasted_tokens, f.reason,
-                 f.model, start, service, agent, user]
+                 f.model, start, service, agent, user, f.rule, json.dumps(f.evidence, default=str), f.time_lost_ns]
                 for f in ledger.findings
-            )
+            )  # fmt: skip
         _name_carried_items(client, project, finding_rows)
+        if steps:
+            client.insert("model_steps", steps, column_names=_STEP_COLUMNS, settings={"async_insert": 0})
         if finding_rows:
             client.insert("waste_findings", finding_rows, column_names=_FINDING_COLUMNS, settings={"async_insert": 0})
         if waste_rows:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["as_json", "flattened", "from_text", "openinference", "openllmetry"]
+__all__ = ["as_json", "flattened", "from_text", "leading_system", "openinference", "openllmetry", "tool_calls_and_finish"]
 
 
 def as_json(value: Any) -> str:
@@ -26,9 +26,84 @@ def as_json(value: Any) -> str:
 
 
 def from_text(text: Any, role: str) -> str:
+    """One message of `role` from a plain string; a string that is JSON-encoded chat messages
+    (OpenAI or Anthropic request shape, as applications often record them) becomes those messages."""
     if not isinstance(text, str) or not text:
         return ""
+    if text[:1] in "[{":
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            decoded = None
+        items = [decoded] if isinstance(decoded, dict) else decoded
+        if isinstance(items, list) and items and all(isinstance(m, dict) and "role" in m for m in items):
+            return as_json([m if "parts" in m else _provider_message(m) for m in items])
     return as_json([{"role": role, "parts": [{"type": "text", "content": text}]}])
+
+
+def _provider_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI or Anthropic chat message as an OTel message."""
+    role = str(message.get("role") or "user")
+    content = message.get("content")
+    parts: list[dict[str, Any]] = []
+    blocks = content if isinstance(content, list) else [content] if content not in (None, "") else []
+    for block in blocks:
+        if isinstance(block, str):
+            parts.append({"type": "tool_call_response", "id": message["tool_call_id"], "response": block}
+                         if role == "tool" and message.get("tool_call_id") else {"type": "text", "content": block})  # fmt: skip
+        elif isinstance(block, dict):
+            kind = block.get("type")
+            if kind == "tool_use":
+                parts.append({"type": "tool_call", "id": block.get("id", ""), "name": block.get("name", ""),
+                              "arguments": block.get("input")})  # fmt: skip
+            elif kind == "tool_result":
+                parts.append({"type": "tool_call_response", "id": block.get("tool_use_id", ""),
+                              "response": block.get("content", "")})  # fmt: skip
+            elif isinstance(block.get("text"), str):
+                parts.append({"type": "text", "content": block["text"]})
+    for call in message.get("tool_calls") or []:
+        if isinstance(call, dict):
+            function = call.get("function") or {}
+            parts.append({"type": "tool_call", "id": call.get("id", ""), "name": function.get("name", ""),
+                          "arguments": _arguments(function.get("arguments"))})  # fmt: skip
+    return {"role": role, "parts": parts}
+
+
+def leading_system(messages: str) -> str:
+    """The text of the system messages that open a conversation (OTel message JSON), for emitters
+    that send system instructions as messages rather than as their own attribute."""
+    if '"system"' not in messages[:200]:
+        return ""
+    try:
+        decoded = json.loads(messages)
+    except ValueError:
+        return ""
+    texts = []
+    for message in decoded if isinstance(decoded, list) else []:
+        if not isinstance(message, dict) or message.get("role") != "system":
+            break
+        texts += [str(p.get("content", "")) for p in message.get("parts") or [] if isinstance(p, dict)]
+    return "\n".join(texts)
+
+
+def tool_calls_and_finish(messages: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """From OTel output message JSON: (tool name, arguments as JSON text) of every tool call, and the
+    messages' own finish reasons (for emitters that record them there only)."""
+    try:
+        decoded = json.loads(messages)
+    except ValueError:
+        return [], []
+    calls, finish = [], []
+    for message in decoded if isinstance(decoded, list) else []:
+        if not isinstance(message, dict):
+            continue
+        if isinstance(message.get("finish_reason"), str):
+            finish.append(message["finish_reason"])
+        for part in message.get("parts") or []:
+            if isinstance(part, dict) and part.get("type") == "tool_call":
+                args = part.get("arguments")
+                calls.append((str(part.get("name", "")), args if isinstance(args, str) else as_json(args)))
+    return calls, finish
 
 
 def flattened(attrs: Mapping[str, Any], prefix: str) -> dict[int, dict[str, Any]]:

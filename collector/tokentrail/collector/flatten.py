@@ -27,7 +27,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from tokentrail import semconv as sc
 from tokentrail.collector.normalize import normalize
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.collector.pricing import PriceBook, price_call
 from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Stored, load_payload
 
 __all__ = [
@@ -126,6 +126,7 @@ SPAN_COLUMNS = (
     "tool_name", "tool_call_id", "tool_args_hash", "input_hash", "conversation_id", "user_id",
     "response_id", "finish_reasons", "error_type", "retry_attempt", "retry_reason",
     "input_messages", "output_messages", "system_instructions", "tool_arguments", "tool_result",
+    "cache_reported", "reported_cost_usd", "catalog_cost_usd", "system_hash", "requested_tools",
 )  # fmt: skip
 
 _STR = pa.string()
@@ -142,6 +143,8 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "usage_reported": pa.uint8(), "billable": pa.uint8(), "cost_usd": pa.float64(),
     "tool_args_hash": pa.uint64(), "input_hash": pa.uint64(),
     "finish_reasons": pa.list_(_STR), "retry_attempt": pa.uint16(),
+    "cache_reported": pa.uint8(), "reported_cost_usd": pa.float64(), "catalog_cost_usd": pa.float64(),
+    "system_hash": pa.uint64(), "requested_tools": pa.list_(pa.uint64()),
 }  # fmt: skip
 #: the Arrow schema of span batches; every column not listed above is a string
 SPAN_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, _STR)) for name in SPAN_COLUMNS])
@@ -182,6 +185,7 @@ class SpanBatch:
             c_tool, c_tool_id, c_args_hash, c_input_hash, c_conv_id, c_user,
             c_resp_id, c_finish, c_err, c_retry, c_retry_reason,
             c_in_msgs, c_out_msgs, c_sys, c_tool_args, c_tool_result,
+            c_cache_rep, c_rep_cost, c_cat_cost, c_sys_hash, c_req_tools,
         ) = self.columns  # fmt: skip
         pricer = self.pricer
         added = 0
@@ -206,7 +210,8 @@ class SpanBatch:
                         ev_time.append(ev.time_unix_nano)
                         ev_name.append(ev.name)
                         ev_attrs.append(ev_texts)
-                    n = normalize(span.name, values, res_values, is_error=is_error, events=events)
+                    n = normalize(span.name, values, res_values, is_error=is_error, events=events,
+                                  client=span.kind == 3)  # SPAN_KIND_CLIENT
                     for key, column in _CONTENT_KEYS:
                         if key in texts and getattr(n, column):
                             del texts[key]  # stored once, in its own column
@@ -261,31 +266,15 @@ class SpanBatch:
                     c_reason.append(n.reasoning_tokens)
                     c_usage.append(1 if n.usage_reported else 0)
                     c_billable.append(1 if n.billable else 0)
-                    cost: float | None = None
-                    source = version = ""
-                    if n.reported_cost is not None:
-                        cost, source = n.reported_cost, "reported"
-                    elif n.billable:
-                        if pricer is not None:
-                            # the served snapshot first; a snapshot the catalog does not list yet
-                            # is priced as the model that was asked for
-                            for model in dict.fromkeys(m for m in (n.response_model, n.request_model) if m):
-                                cost = pricer.cost(
-                                    n.provider,
-                                    model,
-                                    input_tokens=n.input_tokens,
-                                    output_tokens=n.output_tokens,
-                                    cache_read_tokens=n.cache_read_tokens,
-                                    cache_write_tokens=n.cache_write_tokens,
-                                    reasoning_tokens=n.reasoning_tokens,
-                                )
-                                if cost is not None:
-                                    break
-                            version = pricer.version
-                        source = "computed" if cost is not None else "unknown"
-                    c_cost.append(cost)
-                    c_cost_src.append(source)
-                    c_price_v.append(version)
+                    priced = price_call(pricer, n.provider, (n.response_model, n.request_model), billable=n.billable,
+                                        input_tokens=n.input_tokens, output_tokens=n.output_tokens,
+                                        cache_read_tokens=n.cache_read_tokens, cache_write_tokens=n.cache_write_tokens,
+                                        reported=n.reported_cost)  # fmt: skip
+                    c_cost.append(priced.cost)
+                    c_cost_src.append(priced.source)
+                    c_price_v.append(priced.version)
+                    c_rep_cost.append(n.reported_cost)
+                    c_cat_cost.append(priced.catalog)
                     c_tool.append(n.tool_name)
                     c_tool_id.append(n.tool_call_id)
                     c_args_hash.append(n.tool_args_hash)
@@ -302,6 +291,9 @@ class SpanBatch:
                     c_sys.append(n.system_instructions)
                     c_tool_args.append(n.tool_arguments)
                     c_tool_result.append(n.tool_result)
+                    c_cache_rep.append(1 if n.cache_reported else 0)
+                    c_sys_hash.append(n.system_hash)
+                    c_req_tools.append(n.requested_tools)
                     self.traces.add((project, trace_id))
                     if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in ev_name:
                         self.outcome_traces.add((project, trace_id))
@@ -420,7 +412,7 @@ def init_worker(with_pricing: bool, stage_dir: str | None = None) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _worker_stage_dir = Path(stage_dir) if stage_dir else None
     if with_pricing:
-        from tokentrail.collector.pricing import PriceBook
+        from tokentrail.collector.pricing import PriceBook, price_call
 
         _worker_pricer = PriceBook()
 

@@ -40,6 +40,8 @@ class Normalized:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     usage_reported: bool = False
+    #: the span carries an attribute for cached input tokens (0 included): a cache miss can be told
+    cache_reported: bool = False
     billable: bool = False
     reported_cost: float | None = None
     tool_name: str = ""
@@ -48,6 +50,10 @@ class Normalized:
     tool_result: str = ""
     tool_args_hash: int = 0
     input_hash: int = 0
+    #: hash of the system instructions (same hash: the same kind of step)
+    system_hash: int = 0
+    #: hashes (tool name + canonical arguments) of the tool calls the model asked for in its output
+    requested_tools: list[int] = field(default_factory=list)
     conversation_id: str = ""
     user_id: str = ""
     response_id: str = ""
@@ -122,21 +128,25 @@ _REASONING = (
     "llm.token_count.completion_details.reasoning", "gen_ai.usage.details.reasoning_tokens",
     "thoughts_token_count", "reasoning_token_count", "codex.usage.reasoning_output_tokens",
 )  # fmt: skip
-_COST = ("llm.cost.total", "gen_ai.usage.cost", "cost_usd")
+_COST = ("llm.cost.total", "gen_ai.usage.cost", "operation.cost", "cost_usd")
 _TOOL_NAME = (sc.GEN_AI_TOOL_NAME, "tool.name", "tool_name", "function_name")
 _TOOL_CALL_ID = (sc.GEN_AI_TOOL_CALL_ID, "gen_ai.tool.call_id", "tool.id", "tool_use_id", "call_id")
-_TOOL_ARGS = (sc.GEN_AI_TOOL_CALL_ARGUMENTS, "traceloop.entity.input", "tool_input", "tool_parameters",
-              "function_args", "arguments")  # fmt: skip
-_TOOL_RESULT = (sc.GEN_AI_TOOL_CALL_RESULT, "traceloop.entity.output", "output")
+_TOOL_ARGS = (sc.GEN_AI_TOOL_CALL_ARGUMENTS, "gen_ai.tool.args", "tool.arguments", "tool.args", "tool_input",
+              "tool_parameters", "function_args", "arguments")  # fmt: skip
+_TOOL_RESULT = (sc.GEN_AI_TOOL_CALL_RESULT, "anthropic.tool_result.content", "tool.result", "tool.output", "output")
+_HTTP_METHOD = (sc.HTTP_REQUEST_METHOD, "http.method")
+_HTTP_STATUS = (sc.HTTP_RESPONSE_STATUS_CODE, "http.status_code")
 _AGENT = (sc.GEN_AI_AGENT_NAME, "agent.name", "agent_name")
 _WORKFLOW = (sc.GEN_AI_WORKFLOW_NAME, "traceloop.workflow.name", "workflow.name")
 _CONVERSATION = (sc.GEN_AI_CONVERSATION_ID, sc.SESSION_ID, "traceloop.association.properties.session_id",
-                 "conversation.id", "session_id")  # fmt: skip
+                 "traceloop.association.properties.thread_id", "conversation.id", "session_id")  # fmt: skip
 _USER = (sc.USER_ID, sc.ENDUSER_ID, "traceloop.association.properties.user_id", "user.email")
 _RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID, "request_id", "llm.response.id")
 _FINISH = (sc.GEN_AI_RESPONSE_FINISH_REASONS, "gen_ai.response.finish_reason", "llm.response.finish_reason",
-           "llm.finish_reason", "stop_reason", "finish_reasons")  # fmt: skip
+           "llm.finish_reason", "anthropic.message.stop_reason", "stop_reason", "finish_reasons")  # fmt: skip
 _RETRY = (sc.TT_RETRY_ATTEMPT, "attempt")
+_PYDANTIC_AI = ("logfire.msg", "pydantic_ai.all_messages", "gen_ai.aggregated_usage.input_tokens",
+                "model_request_parameters", "pydantic_ai.model_request.attempt")  # fmt: skip
 
 # OTel provider names (CONVENTIONS.md §6.3); frameworks are not providers
 _PROVIDER_ALIASES = {
@@ -238,7 +248,7 @@ def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str
         return "codex"
     if attrs.get(sc.GEN_AI_AGENT_NAME) == "gemini-cli" or service.startswith("gemini-cli"):
         return "gemini_cli"
-    if "logfire.msg" in attrs or "pydantic_ai.all_messages" in attrs or "gen_ai.aggregated_usage.input_tokens" in attrs:
+    if any(key in attrs for key in _PYDANTIC_AI):
         return "pydantic_ai"
     if "gen_ai.handoff.to_agent" in attrs or "gen_ai.guardrail.name" in attrs:
         return "openai_agents"
@@ -249,12 +259,14 @@ def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str
     return ""
 
 
-def _kind(attrs: Mapping[str, Any], name: str, operation: str) -> tuple[str, str]:
+def _kind(attrs: Mapping[str, Any], name: str, operation: str, client: bool) -> tuple[str, str]:
     own = attrs.get(sc.TT_STEP_KIND)
     if own in sc.STEP_KINDS:
         return str(own), _str(attrs.get("tokentrail.step.subkind"))
     oi = attrs.get("openinference.span.kind")
     if isinstance(oi, str) and oi.upper() in _OPENINFERENCE:
+        if oi.upper() in ("AGENT", "CHAIN") and "langgraph" in _str(attrs.get("metadata")):
+            return _langgraph_kind(attrs, _OPENINFERENCE[oi.upper()])
         return _OPENINFERENCE[oi.upper()]
     tl = attrs.get("traceloop.span.kind")
     if isinstance(tl, str) and tl in _TRACELOOP:
@@ -268,11 +280,40 @@ def _kind(attrs: Mapping[str, Any], name: str, operation: str) -> tuple[str, str
         return _SPAN_NAMES[name]
     if sc.TT_RETRY_ATTEMPT in attrs:
         return sc.STEP_RETRY, ""
-    if _first(attrs, _REQUEST_MODEL) is not None and _first(attrs, _INPUT) is not None:
-        return sc.STEP_LLM, ""  # v1.26-era spans carry no operation name
-    if sc.GEN_AI_TOOL_NAME in attrs:
+    if "pydantic_ai.model_request.attempt" in attrs:
+        # pydantic-ai: an earlier attempt of the model request its parent span answered
+        return sc.STEP_LLM, "attempt"
+    # A span that names a model and a GenAI operation, system or provider (or reports usage) is a
+    # model call, whichever convention it follows, whether or not it succeeded: v1.26-era spans
+    # carry no operation name, and a failed request carries no usage.
+    if (_first(attrs, _REQUEST_MODEL) is not None or _first(attrs, _RESPONSE_MODEL) is not None) and (
+        operation or _first(attrs, _PROVIDER) is not None or _first(attrs, _INPUT) is not None
+        or _first(attrs, _OUTPUT) is not None
+    ):  # fmt: skip
+        return sc.STEP_LLM, ""
+    if _first(attrs, _TOOL_NAME) is not None:
         return sc.STEP_TOOL, ""
+    if client and _first(attrs, _HTTP_METHOD) is not None:
+        # one attempt of an HTTP client (httpx, requests, aiohttp, urllib3 instrumentations); under
+        # a model call, a failed attempt that was tried again is a retry
+        return sc.STEP_OTHER, "http"
     return sc.STEP_OTHER, ""
+
+
+def _langgraph_kind(attrs: Mapping[str, Any], default: tuple[str, str]) -> tuple[str, str]:
+    """OpenInference marks a LangGraph node named "agent" as an AGENT at every step, and the graph
+    itself as a CHAIN unless its name says "agent": the graph is the agent run, its nodes are steps."""
+    try:
+        metadata = json.loads(_str(attrs.get("metadata")))
+    except ValueError:
+        return default
+    if not isinstance(metadata, dict):
+        return default
+    if "langgraph_node" in metadata:
+        return sc.STEP_OTHER, "chain"
+    if metadata.get("ls_integration") in ("langgraph", "langchain_create_agent"):
+        return sc.STEP_AGENT, ""
+    return default
 
 
 def _usage(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
@@ -280,24 +321,84 @@ def _usage(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
     raw_out = _first(attrs, _OUTPUT)
     if convention == "claude_code" and raw_in is None:
         raw_in, raw_out = attrs.get("input_tokens"), attrs.get("output_tokens")
-    n.cache_read_tokens = _count(_first(attrs, _CACHE_READ) or (attrs.get("cache_read_tokens") if convention == "claude_code" else None))
+    cache_read = _first(attrs, _CACHE_READ)
+    if cache_read is None and convention == "claude_code":
+        cache_read = attrs.get("cache_read_tokens")
+    # pydantic-ai and OpenInference leave the cached-tokens attribute out when none were read
+    n.cache_reported = cache_read is not None or (
+        convention in ("pydantic_ai", "openinference") and raw_in is not None)
+    n.cache_read_tokens = _count(cache_read)
     n.cache_write_tokens = _count(
         _first(attrs, _CACHE_WRITE) or (attrs.get("cache_creation_tokens") if convention == "claude_code" else None)
     )
     n.input_tokens = _count(raw_in)
-    if convention == "claude_code" and sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs:
-        # Claude Code reports the raw Anthropic usage: input excludes cache reads and writes.
+    if _exclusive_input(n, attrs, convention):
         n.input_tokens += n.cache_read_tokens + n.cache_write_tokens
     n.output_tokens = _count(raw_out)
     n.reasoning_tokens = _count(_first(attrs, _REASONING))
     n.usage_reported = raw_in is not None or raw_out is not None
 
 
+_NAMED_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+
+
+def _openinference_llm(n: Normalized, attrs: Mapping[str, Any]) -> None:
+    """OpenInference names the served model (`llm.model_name`) and keeps the request's parameters,
+    the asked-for model among them, as JSON; a failed call has only the latter. Responses API spans
+    carry no finish reason: the response JSON in `output.value` says how the answer ended."""
+    params = attrs.get("llm.invocation_parameters")
+    if isinstance(params, str) and '"model"' in params:
+        try:
+            asked = json.loads(params).get("model")
+        except (ValueError, AttributeError):
+            asked = None
+        if isinstance(asked, str) and asked:
+            n.response_model = n.response_model or _str(attrs.get("llm.model_name"))
+            n.request_model = asked
+    if "llm.finish_reason" in attrs or attrs.get("output.mime_type") != "application/json":
+        return
+    body = attrs.get("output.value")
+    if not isinstance(body, str) or '"status"' not in body:
+        return
+    try:
+        response = json.loads(body)
+    except ValueError:
+        return
+    if not isinstance(response, dict) or response.get("object") != "response":
+        return
+    n.response_id = n.response_id or _str(response.get("id"))
+    output = response.get("output") if isinstance(response.get("output"), list) else []
+    if response.get("status") == "incomplete":
+        n.finish_reasons = ["length"]
+    elif any(isinstance(item, dict) and item.get("type") == "function_call" for item in output):
+        n.finish_reasons = ["tool_calls"]
+    elif response.get("status") == "completed":
+        n.finish_reasons = ["stop"]
+
+
+def _has_content(messages: str) -> bool:
+    """Captured messages that hold text, not only their structure (content capture off keeps roles
+    and part types): without text, every request would look the same."""
+    return '"content"' in messages or '"response"' in messages or '"arguments"' in messages or '"result"' in messages
+
+
+def _exclusive_input(n: Normalized, attrs: Mapping[str, Any], convention: str) -> bool:
+    """Whether the reported input tokens leave out the cached ones, as Anthropic's API counts them
+    (OTel's `gen_ai.usage.input_tokens` includes them): Claude Code's raw usage, OpenLIT's spans of
+    Anthropic calls, and any count smaller than its own cached part."""
+    if convention == "claude_code":
+        return sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
+    if convention == "openlit" and n.provider == "anthropic":
+        return True
+    return n.input_tokens < n.cache_read_tokens + n.cache_write_tokens
+
+
 def _messages_into(n: Normalized, attrs: Mapping[str, Any], events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     n.input_messages = _messages.as_json(attrs.get(sc.GEN_AI_INPUT_MESSAGES))
     n.output_messages = _messages.as_json(attrs.get(sc.GEN_AI_OUTPUT_MESSAGES))
     n.system_instructions = _messages.as_json(attrs.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
-    if not n.input_messages and "llm.input_messages.0.message.role" in attrs:
+    if not n.input_messages and ("llm.input_messages.0.message.role" in attrs
+                                 or "llm.input_messages.1.message.role" in attrs):  # fmt: skip
         system, n.input_messages = _messages.openinference(attrs, "llm.input_messages.")
         n.system_instructions = n.system_instructions or system
     if not n.output_messages and "llm.output_messages.0.message.role" in attrs:
@@ -331,20 +432,48 @@ def _tool_into(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None
     if n.step_kind == sc.STEP_TOOL and convention == "openinference":
         args = args if args is not None else attrs.get("input.value")
         result = result if result is not None else attrs.get("output.value")
+    if n.step_kind == sc.STEP_TOOL and convention == "openllmetry":
+        args = _traceloop_inputs(args if args is not None else attrs.get("traceloop.entity.input"), n)
+        result = result if result is not None else attrs.get("traceloop.entity.output")
     n.tool_arguments = _messages.as_json(args)
     n.tool_result = _messages.as_json(result)
     if n.tool_arguments:
         n.tool_args_hash = _hash(n.tool_name, _canonical(n.tool_arguments))
 
 
+def _traceloop_inputs(raw: Any, n: Normalized) -> Any:
+    """OpenLLMetry's LangChain tool spans record the whole run envelope (`{"input_str", "inputs",
+    "metadata": {step, checkpoint…}, "kwargs": {"tool_call_id"}}`): the arguments are `inputs`, and
+    the step counters around them would make every call look different."""
+    if not isinstance(raw, str) or '"inputs"' not in raw:
+        return raw
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(envelope, dict) or "inputs" not in envelope:
+        return raw
+    kwargs = envelope.get("kwargs")
+    if isinstance(kwargs, dict) and isinstance(kwargs.get("tool_call_id"), str) and not n.tool_call_id:
+        n.tool_call_id = kwargs["tool_call_id"]
+    return envelope["inputs"]
+
+
 def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[str, Any], is_error: bool,
-          events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:  # fmt: skip
+          events: Sequence[tuple[str, Mapping[str, Any]]], client: bool) -> None:  # fmt: skip
     convention = n.convention = _convention(attrs, resource, name)
     operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
     n.operation = operation
-    n.step_kind, n.step_subkind = _kind(attrs, name, operation)
+    n.step_kind, n.step_subkind = _kind(attrs, name, operation, client)
     n.request_model = _str(_first(attrs, _REQUEST_MODEL))
     n.response_model = _str(_first(attrs, _RESPONSE_MODEL))
+    if convention == "openinference" and n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING):
+        _openinference_llm(n, attrs)
+    if not n.request_model and n.step_kind == sc.STEP_OTHER and client and not n.step_subkind:
+        # `{operation} {model}` is the conventions' span name: a failed call may carry nothing else
+        operation_name, _, model = name.partition(" ")
+        if operation_name in _NAMED_OPERATIONS and model and " " not in model:
+            n.step_kind, n.request_model = _OPERATIONS[operation_name][0], model
     n.provider = provider_name(_first(attrs, _PROVIDER))
     if not n.provider and convention == "claude_code" and n.step_kind == sc.STEP_LLM:
         n.provider = "anthropic"
@@ -358,23 +487,41 @@ def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[
     agent = _first(attrs, _AGENT)
     if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openllmetry":
         agent = attrs.get("traceloop.entity.name")
+    if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openinference":
+        agent = name  # an OpenInference agent span is named after its agent and has no name attribute
     n.agent_name = _str(agent)
+    if n.step_kind == sc.STEP_AGENT and not n.agent_name and not n.step_subkind and operation == "invoke_agent":
+        n.step_subkind = "workflow"  # an agent invocation without an agent: the run around the agents
     n.workflow_name = _str(_first(attrs, _WORKFLOW))
     n.conversation_id = _str(_first(attrs, _CONVERSATION) or _first(resource, _CONVERSATION))
     n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))
-    n.response_id = _str(_first(attrs, _RESPONSE_ID))
-    n.finish_reasons = _strings(_first(attrs, _FINISH))
+    n.response_id = n.response_id or _str(_first(attrs, _RESPONSE_ID))
+    n.finish_reasons = n.finish_reasons or _strings(_first(attrs, _FINISH))
     n.error_type = _str(attrs.get(sc.ERROR_TYPE))
+    if n.error_type.startswith("<class '"):  # an exception class written as an attribute: its name
+        n.error_type = n.error_type[8:].rstrip("'>").rsplit(".", 1)[-1]
+    status = _count(_first(attrs, _HTTP_STATUS))
+    if not n.error_type and status >= 400:
+        n.error_type = str(status)
     if not n.error_type and is_error:
         n.error_type = next((_str(a.get("exception.type")) for e, a in events if e == "exception"), "") or "_OTHER"
     n.retry_attempt = min(_count(_first(attrs, _RETRY)), 65535)
+    if n.step_subkind == "attempt":
+        n.retry_attempt = min(_count(attrs.get("pydantic_ai.model_request.attempt")) + 1, 65535)
     n.retry_reason = _str(attrs.get(sc.TT_RETRY_REASON))
     _tool_into(n, attrs, convention)
     _messages_into(n, attrs, events)
-    if n.input_messages:
+    if n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING) and n.input_messages and _has_content(n.input_messages):
         # Raw text, not canonical JSON: repeats of one request come from one emitter, which encodes
         # them alike, and re-encoding large conversations per span costs more than it buys.
         n.input_hash = _hash(n.request_model or n.response_model, n.system_instructions, n.input_messages)
+    system = n.system_instructions or _messages.leading_system(n.input_messages)
+    if system:
+        n.system_hash = _hash(system)
+    if n.output_messages and ("tool_call" in n.output_messages or not n.finish_reasons):
+        calls, finish = _messages.tool_calls_and_finish(n.output_messages)
+        n.requested_tools = [_hash(tool, _canonical(args)) for tool, args in calls]
+        n.finish_reasons = n.finish_reasons or finish
 
 
 def normalize(
@@ -384,10 +531,12 @@ def normalize(
     *,
     is_error: bool = False,
     events: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    client: bool = False,
 ) -> Normalized:
+    """`client`: the span's kind is CLIENT (an HTTP client span is an attempt, a server span is not)."""
     n = Normalized()
     try:
-        _fill(n, name, attributes, resource, is_error, events)
+        _fill(n, name, attributes, resource, is_error, events, client)
     except Exception:  # never let one odd span stop the pipeline; what was filled stays
         logger.debug("normalizing span %r failed", name, exc_info=True)
     return n

@@ -14,6 +14,8 @@ import logging
 import time
 import warnings
 from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -21,7 +23,7 @@ import genai_prices
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.types import TieredPrices
 
-__all__ = ["PriceBook", "catalog_provider"]
+__all__ = ["PriceBook", "Priced", "catalog_provider", "price_call"]
 
 logger = logging.getLogger("tokentrail.collector")
 
@@ -182,3 +184,40 @@ class PriceBook:
             + cache_write_tokens * band.cache_write
             + output_tokens * band.output
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """What a model call costs, and where the figure comes from."""
+
+    cost: float | None  # the cost that counts (None: unknown, never 0 for "unknown")
+    source: str  # "computed" (catalog), "reported" (the emitter's figure) or "unknown"; "" when not billed
+    version: str  # catalog version of `catalog`, when it was consulted
+    catalog: float | None  # the catalog's price of the same tokens
+
+
+def price_call(pricer: PriceBook | None, provider: str, models: Sequence[str], *, billable: bool,
+               input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0,
+               reported: float | None = None) -> Priced:  # fmt: skip
+    """The one rule for a call's cost, at ingest and when repricing.
+
+    `models`: the served model first, then the requested one (a snapshot the catalog does not list
+    yet is priced as the model that was asked for). A cost the emitter reported is evidence, not
+    gospel: it counts, unless it is $0 for a call with tokens, which emitters report when they could
+    not price it (OpenLIT without its price list); then the catalog's price counts. The catalog's
+    figure is kept beside a reported one, so a difference can be shown."""
+    catalog: float | None = None
+    version = ""
+    if billable and pricer is not None:
+        for model in dict.fromkeys(m for m in models if m):
+            catalog = pricer.cost(provider, model, input_tokens=input_tokens, output_tokens=output_tokens,
+                                  cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)  # fmt: skip
+            if catalog is not None:
+                break
+        version = pricer.version
+    has_tokens = input_tokens > 0 or output_tokens > 0
+    if reported is not None and not (reported == 0 and has_tokens):
+        return Priced(reported, "reported", version, catalog)
+    if not billable:
+        return Priced(None, "", "", None)
+    return Priced(catalog, "computed" if catalog is not None else "unknown", version, catalog)

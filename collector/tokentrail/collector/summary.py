@@ -11,17 +11,39 @@ from typing import Any
 
 __all__ = ["refresh"]
 
-# An LLM span whose child is an LLM span reporting usage (a framework span around the client
-# call) repeats the child's usage: only the leaf stays billable (DESIGN.md "Billable").
-# First the few such parents, from narrow columns; then only those rows are rewritten (reading
-# every column of every span of the traces, to find none in most batches, was the slow part).
+# An LLM span whose child is an LLM span reporting usage for the same request (a framework span
+# around the client call) repeats the child's usage: only the leaf stays billable (DESIGN.md
+# "Billable"). Two different response ids are two requests, both billed. First the few such
+# parents, from narrow columns; then only those rows are rewritten (reading every column of every
+# span of the traces, to find none in most batches, was the slow part).
 _BILLED_PARENTS = """
-SELECT trace_id, span_id FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
-  AND span_id IN (
-      SELECT parent_span_id FROM spans FINAL
-      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
-        AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != '')
+SELECT p.trace_id, p.span_id FROM (
+    SELECT trace_id, span_id, response_id FROM spans FINAL
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
+) AS p
+INNER JOIN (
+    SELECT trace_id, parent_span_id, response_id FROM spans FINAL
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+      AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != ''
+      -- an earlier attempt of the parent's request was billed on its own, not repeated by it
+      AND step_subkind != 'attempt'
+) AS c ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+WHERE p.response_id = '' OR c.response_id = '' OR p.response_id = c.response_id
+GROUP BY p.trace_id, p.span_id
+"""
+
+# Two billable spans of one trace with the same response id are one request recorded twice (the
+# anthropic client traces its own calls beside OpenLLMetry's or a framework's span): one stays
+# billable, the one that recorded the most (content, finish reasons), else the first.
+_TWINS = """
+SELECT trace_id, response_id, span_id, input_messages != '' OR output_messages != '', notEmpty(finish_reasons)
+FROM spans FINAL
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND response_id != ''
+  AND (trace_id, response_id) IN (
+      SELECT trace_id, response_id FROM spans FINAL
+      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND response_id != ''
+      GROUP BY trace_id, response_id HAVING count() > 1)
+ORDER BY trace_id, response_id, start_time, span_id
 """
 
 _UNBILL = """
@@ -159,6 +181,18 @@ def _file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
                                            "conversations": targets["conversation"]})  # fmt: skip
 
 
+def _twins(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    """(trace id, span id) of the spans to unbill among same-response-id twins."""
+    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        groups.setdefault((row[0], row[1]), []).append(row)
+    out = []
+    for (trace_id, _), twins in groups.items():
+        keep = max(twins, key=lambda r: (bool(r[3]), bool(r[4])))  # max keeps the first of equals
+        out += [(trace_id, r[2]) for r in twins if r is not keep]
+    return out
+
+
 def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str = "",
             outcome_traces: Iterable[tuple[str, str]] | None = None) -> int:  # fmt: skip
     """Recompute billable flags and summaries for these (project, trace_id) pairs.
@@ -176,7 +210,10 @@ def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str 
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
             params = {"project": project, "trace_ids": chunk}
-            parents = client.query(_BILLED_PARENTS, parameters=params).result_rows
+            parents = [tuple(r) for r in client.query(_BILLED_PARENTS, parameters=params).result_rows]
+            wrappers = set(parents)  # a wrapper and its leaf are not twins: the leaf stays billed
+            parents += _twins([r for r in client.query(_TWINS, parameters=params).result_rows
+                               if (r[0], r[2]) not in wrappers])  # fmt: skip
             if parents:
                 client.command(_UNBILL, parameters={"project": project, "trace_ids": sorted({t for t, _ in parents}),
                                                     "span_ids": [s for _, s in parents]})  # fmt: skip

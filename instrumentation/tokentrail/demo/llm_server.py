@@ -218,6 +218,11 @@ class LLMServer:
     def _text(self, reply: Reply) -> str:
         return reply.text if reply.text is not None else self.reply
 
+    def _request_id(self, reply: Reply) -> dict[str, str]:
+        """The request-id headers the providers send with every answer, successful or not."""
+        request_id = self._id("req_", reply)
+        return {"x-request-id": request_id, "request-id": request_id}
+
     @staticmethod
     def _id(prefix: str, reply: Reply) -> str:
         return f"{prefix}{reply.label}{'-' if reply.label else ''}{uuid.uuid4().hex[:20]}"
@@ -236,8 +241,7 @@ class LLMServer:
         kinds = {429: "rate_limit_error", 500: "api_error", 503: "overloaded_error", 529: "overloaded_error"}
         kind = kinds.get(reply.status, "api_error")
         message = f"{kind} (scripted)" + (f" [{reply.label}]" if reply.label else "")
-        request_id = self._id("req_", reply)
-        headers = {"x-request-id": request_id, "request-id": request_id}
+        headers = self._request_id(reply)
         if reply.retry_after is not None:
             headers["retry-after-ms"] = str(int(reply.retry_after * 1000))
             headers["retry-after"] = str(max(0, round(reply.retry_after)))
@@ -248,9 +252,11 @@ class LLMServer:
             payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         self._json(h, reply.status, payload, headers)
 
-    def _sse(self, h: BaseHTTPRequestHandler, events: Iterator[tuple[str | None, Any]]) -> None:
+    def _sse(self, h: BaseHTTPRequestHandler, events: Iterator[tuple[str | None, Any]], reply: Reply) -> None:
         h.send_response(200)
         h.send_header("content-type", "text/event-stream")
+        for key, value in self._request_id(reply).items():
+            h.send_header(key, value)
         h.send_header("cache-control", "no-cache")
         h.send_header("connection", "close")
         h.end_headers()
@@ -295,7 +301,7 @@ class LLMServer:
                 "id": ident, "object": "chat.completion", "created": created, "model": served,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": usage,
-            })  # fmt: skip
+            }, self._request_id(reply))  # fmt: skip
             return
 
         def chunks() -> Iterator[tuple[str | None, Any]]:
@@ -312,7 +318,7 @@ class LLMServer:
                 yield None, {**base, "choices": [], "usage": usage}
             yield None, "[DONE]"
 
-        self._sse(h, chunks())
+        self._sse(h, chunks(), reply)
 
     # --- OpenAI Responses ----------------------------------------------------------------------
 
@@ -358,7 +364,7 @@ class LLMServer:
                     "instructions": body.get("instructions"), "parallel_tool_calls": True, "tool_choice": "auto",
                     "tools": body.get("tools") or [], "metadata": {}}  # fmt: skip
         if not body.get("stream"):
-            self._json(h, 200, response)
+            self._json(h, 200, response, self._request_id(reply))
             return
 
         def events() -> Iterator[tuple[str | None, Any]]:
@@ -392,7 +398,7 @@ class LLMServer:
             yield event("response.output_item.done", output_index=at, item=message)
             yield event("response.incomplete" if reply.truncated else "response.completed", response=response)
 
-        self._sse(h, events())
+        self._sse(h, events(), reply)
 
     # --- OpenAI embeddings ---------------------------------------------------------------------
 
@@ -442,7 +448,7 @@ class LLMServer:
         message = {"id": ident, "type": "message", "role": "assistant", "model": model, "content": [block],
                    "stop_reason": stop, "stop_sequence": None, "usage": usage}  # fmt: skip
         if not body.get("stream"):
-            self._json(h, 200, message)
+            self._json(h, 200, message, self._request_id(reply))
             return
 
         def events() -> Iterator[tuple[str | None, Any]]:
@@ -460,11 +466,13 @@ class LLMServer:
                     yield "content_block_delta", {"type": "content_block_delta", "index": 0,
                                                   "delta": {"type": "text_delta", "text": word + " "}}  # fmt: skip
             yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+            # the final usage is cumulative and complete, as the API sends it now (some clients read
+            # the input tokens from this event only)
             yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                    "usage": {"output_tokens": usage["output_tokens"]}}  # fmt: skip
+                                    "usage": dict(usage)}  # fmt: skip
             yield "message_stop", {"type": "message_stop"}
 
-        self._sse(h, events())
+        self._sse(h, events(), reply)
 
 
 _ROUTES = (("/chat/completions", "chat"), ("/responses", "responses"), ("/embeddings", "embeddings"),

@@ -25,7 +25,8 @@ from typing import Any
 from tests.analysis.scoring import DOLLAR_DETECTORS
 from tokentrail.collector.pricing import PriceBook
 
-__all__ = ["EMITTERS", "REPO", "Emitted", "expected_charges", "found_charges", "missing_envs", "run_emitters"]
+__all__ = ["EMITTERS", "REPO", "Emitted", "expected_charges", "found_charges", "ingest_key", "missing_envs",
+           "run_emitters", "span_labels"]
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -66,11 +67,17 @@ class Emitted:
     stderr: str = field(default="", repr=False)
 
 
+def ingest_key(emitter: str) -> str:
+    return f"corpus-key-{emitter}"
+
+
 def _run_one(name: str, endpoint: str, workdir: Path) -> Emitted:
     out = workdir / f"{name}.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_", "OPENAI_", "ANTHROPIC_"))}
+    # each emitter is an application of its own: its own project, through its own ingest key
     env.update(PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'instrumentation'}", OPENAI_API_KEY="sk-test",
-               ANTHROPIC_API_KEY="sk-ant-test", OTEL_SERVICE_NAME=f"corpus-{name}")  # fmt: skip
+               ANTHROPIC_API_KEY="sk-ant-test", OTEL_SERVICE_NAME=f"corpus-{name}",
+               OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer%20{ingest_key(name)}")  # fmt: skip
     started = time.monotonic()
     proc = subprocess.run(
         [str(env_python(EMITTERS[name])), "-m", f"tests.analysis.thirdparty.emit.{name}", "--endpoint", endpoint,
@@ -106,6 +113,8 @@ def expected_charges(emitted: list[Emitted], prices: PriceBook) -> dict[tuple[An
         for item in run.expected:
             for detector in item["detectors"]:
                 usd = _cost(prices, calls[item["label"]]) if detector in DOLLAR_DETECTORS else None
+                if usd is not None and item.get("usage_lost"):
+                    usd = 0.0  # billed, but no span says by how much
                 charges[(_name(run.emitter, item), detector)] = usd
     return charges
 
@@ -114,31 +123,36 @@ def _name(emitter: str, item: dict[str, Any]) -> str:
     return f"{emitter}:{item['case']}/{item['name']}"
 
 
-def span_labels(client: Any, project: str = "default") -> dict[tuple[str, str], str]:
+def span_labels(client: Any) -> dict[tuple[str, str], str]:
     """(trace id, span id) -> the label of the request the span recorded: the newest label found in
     its attributes, events or status (a call's input may quote earlier responses' ids; its own
-    response, or its own error, is the newest)."""
+    response, or its own error, is the newest). A model span that recorded nothing of its answer
+    (a bridge that drops the response of a failed call) takes the label of its HTTP attempt."""
     rows = client.query(
-        "SELECT trace_id, span_id, attributes, status_message, events.attributes, input_messages, output_messages "
-        "FROM spans FINAL WHERE project = {project:String}", parameters={"project": project}).result_rows  # fmt: skip
+        "SELECT trace_id, span_id, parent_span_id, step_subkind, attributes, status_message, events.attributes, "
+        "input_messages, output_messages FROM spans FINAL").result_rows  # fmt: skip
     found: dict[tuple[str, str], str] = {}
-    for trace_id, span_id, attrs, status, events, inp, out in rows:
+    from_attempts: dict[tuple[str, str], tuple[int, str]] = {}
+    for trace_id, span_id, parent, subkind, attrs, status, events, inp, out in rows:
         text = " ".join([*attrs.values(), status, *(v for e in events for v in e.values()), inp, out])
         labels = {(int(m[2]), m[0]) for m in _LABEL.finditer(text)}
         if labels:
             found[(trace_id, span_id)] = max(labels)[1]
+            if subkind == "http":
+                from_attempts[(trace_id, parent)] = max(from_attempts.get((trace_id, parent), (0, "")), max(labels))
+    for key, (_, label) in from_attempts.items():
+        found.setdefault(key, label)
     return found
 
 
-def found_charges(client: Any, emitted: list[Emitted], project: str = "default") -> dict[tuple[Any, str], float | None]:
+def found_charges(client: Any, emitted: list[Emitted]) -> dict[tuple[Any, str], float | None]:
     """(label, detector) -> wasted USD, from each trace's latest analysis. A finding on a span
     without a label is keyed by the span itself (always a false positive)."""
     names = {item["label"]: _name(run.emitter, item) for run in emitted for item in run.expected}
-    labels = span_labels(client, project)
+    labels = span_labels(client)
     rows = client.query(
-        "SELECT trace_id, span_id, detector, wasted_usd FROM waste_findings WHERE project = {project:String} "
-        "AND (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)",
-        parameters={"project": project}).result_rows  # fmt: skip
+        "SELECT trace_id, span_id, detector, wasted_usd FROM waste_findings "
+        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)").result_rows
     found: dict[tuple[Any, str], float | None] = {}
     for trace_id, span_id, detector, usd in rows:
         label = labels.get((trace_id, span_id), "")

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.analysis.scoring import Score, score
-from tests.analysis.thirdparty.corpus import EMITTERS, Emitted, expected_charges, found_charges, run_emitters
+from tests.analysis.thirdparty.corpus import (
+    EMITTERS,
+    Emitted,
+    expected_charges,
+    found_charges,
+    ingest_key,
+    run_emitters,
+)
 from tests.analysis.thirdparty.emit._runtime import CACHE_TTL
 from tests.collector.harness import running_collector
 from tokentrail.analysis.ledger import Thresholds
@@ -35,11 +42,14 @@ class Result:
 
 def run_corpus(settings: Settings, store: Store, prices: PriceBook, names: Iterable[str] = EMITTERS,
                workdir: Path | None = None) -> Result:  # fmt: skip
+    names = list(names)
+    settings = settings.with_(api_keys={ingest_key(n): n for n in names})  # a project per emitter
     with (tempfile.TemporaryDirectory(prefix="tokentrail-corpus-") as tmp,
           running_collector(settings, store, pricer=prices) as collector):  # fmt: skip
-        emitted = run_emitters(collector.http_url, workdir or Path(tmp), list(names))
+        emitted = run_emitters(collector.http_url, workdir or Path(tmp), names)
         collector.flush()
-    analyze_range(store.client, "default", 0, 2**62, prices, THRESHOLDS)
+    for name in names:
+        analyze_range(store.client, name, 0, 2**62, prices, THRESHOLDS)
     expected = expected_charges(emitted, prices)
     found = found_charges(store.client, emitted)
     return Result(emitted, expected, found, score(expected, found))

@@ -69,13 +69,15 @@ class Run:
         finally:
             self._case = ""
 
-    def reply(self, name: str, *waste: str, **how: Any) -> Reply:
+    def reply(self, name: str, *waste: str, usage_lost: bool = False, **how: Any) -> Reply:
         """A scripted reply for the next request, labelled `name`; `waste`: the detectors that must
         charge this request (none: it is productive), `how`: the `Reply` fields (status, tool,
-        truncated, text, usage, retry_after)."""
+        truncated, text, usage, retry_after). `usage_lost`: the instrumentation records no usage
+        for this request although it was billed, so its dollars cannot be known from the trace."""
         self._seq += 1
         label = f"ttl-{self.emitter}-{self._seq}-x"
-        self.expected.append({"label": label, "case": self._case, "name": name, "detectors": list(waste)})
+        self.expected.append({"label": label, "case": self._case, "name": name, "detectors": list(waste),
+                              "usage_lost": usage_lost})  # fmt: skip
         return Reply(label=label, **how)
 
     def script(self, *replies: Reply) -> None:

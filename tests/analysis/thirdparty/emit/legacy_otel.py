@@ -19,7 +19,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.analysis.thirdparty.emit._runtime import CACHE_TTL, Run
 
-run = Run("legacy_otel", ("openai", "opentelemetry-sdk"))
+# answers longer than a classification's, so that only the oversized cases give a premium model a short job
+run = Run("legacy_otel", ("openai", "opentelemetry-sdk"),
+          reply="Thanks for waiting. I have checked the order history and the shipping notes for you, and here "
+                "is everything I found, in full.")  # fmt: skip
 tracer = trace.get_tracer("support-app")
 client = openai.OpenAI(base_url=f"{run.base_url}/v1", api_key="sk-test", max_retries=0)
 

@@ -58,19 +58,21 @@ _TRACES = traces_with_outcome(
     "project = {project:String} AND trace_id IN {trace_ids:Array(String)}",
 )
 
-# the trace before each of these in its conversation: its last model call (cache misses across traces)
+# The trace before each of these in its conversation, by the same agent (a new task of one chat
+# re-sends its history; another agent's task in the same conversation need not): its last model
+# call, for cache misses across traces.
 _PREVIOUS = """
 SELECT t.trace_id, p.trace_id, p.span_id, p.model, p.input_tokens, p.output_tokens, p.end_ns
 FROM (
-    SELECT trace_id, conversation_id, start_time FROM traces FINAL
+    SELECT trace_id, conversation_id, agent_name, start_time FROM traces FINAL
     WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != ''
 ) AS t
 ASOF JOIN (
-    SELECT c.trace_id AS trace_id, c.conversation_id AS conversation_id, c.start_time AS start_time,
-        l.span_id AS span_id, l.model AS model, l.input_tokens AS input_tokens, l.output_tokens AS output_tokens,
-        l.end_ns AS end_ns
+    SELECT c.trace_id AS trace_id, c.conversation_id AS conversation_id, c.agent_name AS agent_name,
+        c.start_time AS start_time, l.span_id AS span_id, l.model AS model, l.input_tokens AS input_tokens,
+        l.output_tokens AS output_tokens, l.end_ns AS end_ns
     FROM (
-        SELECT trace_id, conversation_id, start_time FROM traces FINAL
+        SELECT trace_id, conversation_id, agent_name, start_time FROM traces FINAL
         WHERE project = {project:String} AND conversation_id IN (
             SELECT conversation_id FROM traces FINAL
             WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != '')
@@ -87,7 +89,7 @@ ASOF JOIN (
                 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != ''))
         GROUP BY trace_id
     ) AS l ON l.trace_id = c.trace_id
-) AS p ON t.conversation_id = p.conversation_id AND t.start_time > p.start_time
+) AS p ON t.conversation_id = p.conversation_id AND t.agent_name = p.agent_name AND t.start_time > p.start_time
 """
 
 # which models did the kinds of step of this batch successfully (the oversized-model rule's evidence)

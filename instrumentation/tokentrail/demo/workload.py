@@ -3,7 +3,8 @@ model stand-in, so a new user sees realistic traces, with every kind of waste, w
 
 Each scenario is an ordinary agent written with the public API; the waste in it is the kind real
 agents produce:
-- a router that asks a premium model for a one-word label (oversized model);
+- a router that asks a premium model for a one-word label, although part of its traffic runs on a
+  small model that routes just as well (oversized model);
 - a rate-limited call retried twice (retry chain) and a call that is simply repeated (duplicate);
 - a researcher that cycles search → read → search → read on the same query (loop);
 - a drafting agent whose context grows every step and never hits the prompt cache because its
@@ -101,12 +102,17 @@ def productive(models: _Models, rng: random.Random, customer: str) -> None:
         tokentrail.record_outcome("resolved", success=True)
 
 
-def oversized_router(models: _Models, rng: random.Random, customer: str) -> None:
+def oversized_router(models: _Models, rng: random.Random, customer: str, model: str = "gpt-4.1") -> None:
     with tokentrail.agent("router", conversation_id=f"chat-{customer}", user_id=customer, task_type="routing"):
         question = rng.choice(["Can I return shoes?", "My parcel is late", "Invoice needed"])
-        models.chat("gpt-4.1", [_system("Answer with one word: refund, shipping or billing.\n"),
+        models.chat(model, [_system("Answer with one word: refund, shipping or billing.\n"),
                                 {"role": "user", "content": question}], reply="shipping")  # fmt: skip
         tokentrail.record_outcome("routed", success=True)
+
+
+def small_router(models: _Models, rng: random.Random, customer: str) -> None:
+    """The share of routing traffic that runs on the small model, which routes just as well."""
+    oversized_router(models, rng, customer, model="gpt-4o-mini")
 
 
 def retries_and_duplicates(models: _Models, rng: random.Random, customer: str) -> None:
@@ -165,7 +171,8 @@ def failing_agent(models: _Models, rng: random.Random, customer: str) -> None:
 
 
 SCENARIOS: list[Callable[[_Models, random.Random, str], None]] = [
-    productive, oversized_router, retries_and_duplicates, looping_researcher, bloated_drafter, failing_agent,
+    productive, small_router, oversized_router, retries_and_duplicates, looping_researcher, bloated_drafter,
+    failing_agent,
 ]
 
 

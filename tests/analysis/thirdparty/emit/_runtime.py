@@ -69,15 +69,19 @@ class Run:
         finally:
             self._case = ""
 
-    def reply(self, name: str, *waste: str, usage_lost: bool = False, **how: Any) -> Reply:
+    def reply(self, name: str, *waste: str, usage_lost: bool = False, unrecorded: bool = False,
+              **how: Any) -> Reply:  # fmt: skip
         """A scripted reply for the next request, labelled `name`; `waste`: the detectors that must
         charge this request (none: it is productive), `how`: the `Reply` fields (status, tool,
         truncated, text, usage, retry_after). `usage_lost`: the instrumentation records no usage
-        for this request although it was billed, so its dollars cannot be known from the trace."""
+        for this request although it was billed, so its dollars cannot be known from the trace.
+        `unrecorded`: no span records anything of this request (an attempt a client retried
+        without a span of its own), so it cannot be found, nor charged."""
+        assert not (unrecorded and waste), "a request no span records cannot be charged"
         self._seq += 1
         label = f"ttl-{self.emitter}-{self._seq}-x"
         self.expected.append({"label": label, "case": self._case, "name": name, "detectors": list(waste),
-                              "usage_lost": usage_lost})  # fmt: skip
+                              "usage_lost": usage_lost, "unrecorded": unrecorded})  # fmt: skip
         return Reply(label=label, **how)
 
     def script(self, *replies: Reply) -> None:

@@ -145,14 +145,14 @@ with run.case("stream_raw"), agent("support-agent", HAIKU):
 # the client retries a 529 by itself inside one call: the attempt has no span (only the call's
 # resend count says it happened), so it cannot be labelled
 with run.case("retry_in_call"), agent("support-agent", SONNET):
-    run.script(run.reply("overloaded", status=529, retry_after=FAST), run.reply("served", text=FULL))
+    run.script(run.reply("overloaded", status=529, retry_after=FAST, unrecorded=True), run.reply("served", text=FULL))
     create(SONNET, user("Can I pay by invoice?"))
 
 # the client's retries run out and the call fails; the application tries the call once more
 with run.case("retry_exhausted"), agent("support-agent", HAIKU):
     # the first two attempts have no span; the third is the failed call's last attempt
-    run.script(run.reply("over0", status=529, retry_after=FAST),
-               run.reply("over1", status=529, retry_after=FAST),
+    run.script(run.reply("over0", status=529, retry_after=FAST, unrecorded=True),
+               run.reply("over1", status=529, retry_after=FAST, unrecorded=True),
                run.reply("over2", "retry", status=529, retry_after=FAST), run.reply("up"))  # fmt: skip
     messages = user("Can I change my delivery address?")
     try:

@@ -33,7 +33,7 @@ from typing import Any
 
 from tokentrail.analysis.calls import Call, Thresholds, per_mtok
 
-__all__ = ["Evidence", "Previous", "Prices", "apply", "context_split", "largest_carried_item", "step_keys"]
+__all__ = ["NORMAL_FINISH", "Evidence", "Previous", "Prices", "apply", "context_split", "largest_carried_item", "step_keys"]
 
 # (provider, model, input tokens) -> (fresh input, cache read, output) USD per token, or None
 Prices = Callable[[str, str, int], tuple[float, float, float] | None]
@@ -41,7 +41,7 @@ Prices = Callable[[str, str, int], tuple[float, float, float] | None]
 Evidence = Callable[[str, str, str], list[tuple[str, int, str]]]
 Waste = Callable[..., None]
 
-_NORMAL_FINISH = frozenset({"stop", "end_turn", "STOP", "stop_sequence", "completed", "FINISH_REASON_STOP"})
+NORMAL_FINISH = frozenset({"stop", "end_turn", "STOP", "stop_sequence", "completed", "FINISH_REASON_STOP"})
 _CUT = re.compile(r"…\[truncated (\d+) chars\]$")
 
 
@@ -76,7 +76,7 @@ def step_keys(spans: Sequence[dict[str, Any]], scopes: dict[str, str], task_type
             continue
         agent = by_id.get(scopes.get(span["span_id"], ""))
         if agent is not None:
-            keys[span["span_id"]] = f"agent:{agent['agent_name'] or agent.get('name', '')}"
+            keys[span["span_id"]] = f"agent:{agent['agent_name']}"
         elif task_type:
             keys[span["span_id"]] = f"task:{task_type}"
         elif span.get("system_hash"):
@@ -84,15 +84,14 @@ def step_keys(spans: Sequence[dict[str, Any]], scopes: dict[str, str], task_type
     return keys
 
 
-def _usd(tokens: int, price: float) -> str:
-    return f"{tokens:,} × ${per_mtok(price):g}/M"
-
-
 def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, str], prices: Prices,
           evidence: Evidence | None, t: Thresholds, waste: Waste, previous: Previous | None = None,
           task_type: str = "") -> None:  # fmt: skip
-    keys = step_keys(spans, scopes, task_type) if evidence is not None else {}
-    chose_tool = _chose_tool(spans, scopes, calls) if evidence is not None else set()
+    # the oversized-model rule needs the run's shape only when some call gave a short answer
+    short = evidence is not None and any(
+        int(c.span["output_tokens"]) <= t.oversized_max_output_tokens and not c.failed for c in calls)
+    keys = step_keys(spans, scopes, task_type) if short else {}
+    chose_tool = _chose_tool(spans, scopes, calls) if short else set()
     cache_seen = any(c.span.get("cache_reported", True) for c in calls)
     last: dict[str, Call] = {}
     first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
@@ -101,7 +100,7 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
         span = call.span
         if span["step_kind"] != "llm" or (call.failed and not call.tokens):
             continue  # an embedding's input is not a conversation; a failed attempt carried nothing
-        inp, out = int(span["input_tokens"]), int(span["output_tokens"])
+        inp = int(span["input_tokens"])
         before = last.get(call.scope)
         last[call.scope] = call
         base, n = first.get(call.scope, (inp, 0))
@@ -126,6 +125,7 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
         if excess and before is not None:
             fresh_price, read_price = (unit[0], unit[1]) if unit else (0.0, 0.0)
             amount = excess_fresh * fresh_price + excess_cached * read_price
+            fresh_m, read_m = per_mtok(fresh_price), per_mtok(read_price)
             waste("context_bloat", call, amount if priced else None, excess, [before.span["span_id"]],
                   f"re-sent {stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
                   f"allowance of {allowance:,} (the task's own input); the context grew from {base:,} to {inp:,} "
@@ -134,8 +134,8 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
                   {"first_call_input": base, "previous_call_input": int(before.span["input_tokens"]), "input": inp,
                    "stale_tokens": stale, "allowance": allowance, "excess_tokens": excess,
                    "excess_cached_tokens": excess_cached, "calls_so_far": n + 1,
-                   "input_usd_per_mtok": per_mtok(fresh_price), "cache_read_usd_per_mtok": per_mtok(read_price),
-                   "formula": f"{_usd(excess_fresh, fresh_price)} + {_usd(excess_cached, read_price)} = ${amount:.6f}"
+                   "input_usd_per_mtok": fresh_m, "cache_read_usd_per_mtok": read_m,
+                   "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
                    if priced else "the model's price is unknown"})  # fmt: skip
         # 6. cache miss
         missed = carried - excess_fresh
@@ -145,7 +145,7 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
                 and unit is not None and unit[1] < unit[0]:  # fmt: skip
             _cache_miss(call, origin, across, missed, unit, priced, t, waste)
         # 7. oversized model
-        if evidence is not None and priced:
+        if short and priced and evidence is not None:
             _oversized(call, keys.get(span["span_id"], ""), cached, unit, prices, evidence, t, waste,
                        span["span_id"] in chose_tool)  # fmt: skip
 
@@ -170,12 +170,13 @@ def _cache_miss(call: Call, origin: dict[str, Any] | None, across: Previous | No
     else:
         why, rule = "the prompt prefix changed, or caching was not enabled for it", "cache_miss.prefix_changed"
     amount = missed * (unit[0] - unit[1])
+    fresh_m, read_m = per_mtok(unit[0]), per_mtok(unit[1])
     waste("cache_miss", call, amount if priced else None, missed, [prev_id],
           f"{missed:,} tokens carried over from {where} were not read from the cache: {why}", rule,
           {"previous_call": prev_id, "previous_model": prev_model, "gap_s": round(gap, 3),
            "missed_tokens": missed, "cached_tokens": int(span["cache_read_tokens"]),
-           "input_usd_per_mtok": per_mtok(unit[0]), "cache_read_usd_per_mtok": per_mtok(unit[1]),
-           "formula": f"{missed:,} × (${per_mtok(unit[0]):g} − ${per_mtok(unit[1]):g})/M = ${amount:.6f}"})  # fmt: skip
+           "input_usd_per_mtok": fresh_m, "cache_read_usd_per_mtok": read_m,
+           "formula": f"{missed:,} × (${fresh_m:g} − ${read_m:g})/M = ${amount:.6f}"})  # fmt: skip
 
 
 def _chose_tool(spans: Sequence[dict[str, Any]], scopes: dict[str, str], calls: list[Call]) -> set[str]:
@@ -200,7 +201,7 @@ def _oversized(call: Call, step: str, cached: int, unit: tuple[float, float, flo
     out, inp = int(span["output_tokens"]), int(span["input_tokens"])
     # A short answer is evidence of a small job only when it is an answer: a tool choice is not
     # (told by its finish reason, its captured output, or the tool that ran next).
-    if not step or not call.cost or out > t.oversized_max_output_tokens or finish - _NORMAL_FINISH \
+    if not step or not call.cost or out > t.oversized_max_output_tokens or finish - NORMAL_FINISH \
             or span.get("requested_tools") or chose_tool:  # fmt: skip
         return
     best: tuple[float, str, int, str] | None = None

@@ -48,7 +48,7 @@ from tokentrail.analysis.avoidable import Evidence, Previous, Prices, largest_ca
 from tokentrail.analysis.calls import Call, Thresholds, usd_formula
 
 __all__ = ["BUCKETS", "DEFINITE", "Evidence", "Finding", "Ledger", "Previous", "Prices", "Thresholds", "analyze",
-           "largest_carried_item", "scoped_step_keys", "successful_steps", "trace_failed"]  # fmt: skip
+           "largest_carried_item", "successful_steps", "trace_failed"]  # fmt: skip
 
 BUCKETS = ("retry", "loop", "duplicate", "no_outcome", "context_bloat", "cache_miss", "oversized_model",
            "productive")  # fmt: skip
@@ -110,7 +110,7 @@ def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
 
 
 def _failed(span: dict[str, Any]) -> bool:
-    return span["status_code"] == "ERROR" or bool(span["error_type"]) or bool(_TRUNCATED & set(span["finish_reasons"]))
+    return span["status_code"] == "ERROR" or bool(span["error_type"]) or not _TRUNCATED.isdisjoint(span["finish_reasons"])
 
 
 def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str]) -> list[Call]:
@@ -279,17 +279,21 @@ def _cycles(spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str
 def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[int], int]]:
     """Repeated cycles (at least twice in a row) in a step sequence: (first iteration positions,
     later positions, length). Shortest cycles first; a step belongs to one cycle at most."""
+    tools = [k for k in keys if k[0] == "tool"]
+    if len(set(tools)) == len(tools):
+        return []  # a cycle repeats a tool step, and none repeats
+    is_tool = [k[0] == "tool" for k in keys]
     used = [False] * len(keys)
     found = []
     for length in range(1, t.loop_max_cycle + 1):
         i = 0
         while i + length * 2 <= len(keys):
             cycle = keys[i : i + length]
-            if any(used[i : i + length]) or not any(k[0] == "tool" for k in cycle):
+            if True in used[i : i + length] or True not in is_tool[i : i + length]:
                 i += 1
                 continue
             end = i + length
-            while end + length <= len(keys) and keys[end : end + length] == cycle and not any(used[end : end + length]):
+            while end + length <= len(keys) and keys[end : end + length] == cycle and True not in used[end : end + length]:
                 end += length
             if (end - i) // length >= 2:
                 for j in range(i, end):
@@ -309,7 +313,7 @@ def _duplicate_requests(calls: list[Call], spans: Sequence[dict[str, Any]], wast
         # results and instructions) would otherwise make every call of a tool chain look alike. And
         # the same agent: another agent asking alike did not have the first one's answer.
         agent = by_id.get(call.scope)
-        who = (agent["agent_name"] or agent["name"]) if agent is not None else ""
+        who = agent["agent_name"] if agent is not None else ""
         key = (who, call.model, int(call.span["input_hash"]), int(call.span["input_tokens"]))
         if not key[2] or call.failed:
             continue
@@ -363,21 +367,19 @@ def _no_outcome(spans: Sequence[dict[str, Any]], calls: list[Call], t: Threshold
 
 
 def successful_steps(spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds,
-                     task_type: str = "") -> list[tuple[str, str, str, str, str]]:  # fmt: skip
-    """(step, step kind, provider, model, span id) of the trace's successful model calls, when the
-    task itself did not fail: evidence that a model does that kind of step."""
+                     task_type: str = "") -> tuple[list[tuple[str, str, str, str, str]], set[str]]:  # fmt: skip
+    """The oversized-model rule's evidence in a trace: (step, step kind, provider, model, span id) of
+    each model call that did a short job well (an answer of at most `oversized_max_output_tokens`
+    that ended normally and was no tool call, in a task that did not fail); and the kinds of step
+    of all its short answers, whose verdicts depend on that evidence."""
+    short = [s for s in spans if s["step_kind"] == "llm" and s["billable"]
+             and int(s["output_tokens"]) <= t.oversized_max_output_tokens and not _failed(s)]  # fmt: skip
+    if not short:
+        return [], set()
+    keys = step_keys(spans, _scopes(spans), task_type)
+    asked = {keys[s["span_id"]] for s in short if keys.get(s["span_id"])}
     if trace_failed(spans, outcome, t)[1]:
-        return []
-    scopes = _scopes(spans)
-    keys = step_keys(spans, scopes, task_type)
-    out = []
-    for call in _calls(spans, scopes):
-        step = keys.get(call.span["span_id"], "")
-        if step and not call.failed and call.span["billable"] and call.span["step_kind"] == "llm":
-            out.append((step, call.span["step_kind"], call.span["provider"], call.span["model"], call.span["span_id"]))
-    return out
-
-
-def scoped_step_keys(spans: Sequence[dict[str, Any]], task_type: str = "") -> dict[str, str]:
-    """span id -> the kind of step each model call of the trace does (see `avoidable.step_keys`)."""
-    return step_keys(spans, _scopes(spans), task_type)
+        return [], asked
+    return [(keys[s["span_id"]], s["step_kind"], s["provider"], s["model"], s["span_id"]) for s in short
+            if keys.get(s["span_id"]) and not s["requested_tools"]
+            and not set(s["finish_reasons"]) - avoidable.NORMAL_FINISH], asked  # fmt: skip

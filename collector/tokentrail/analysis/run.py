@@ -2,31 +2,39 @@
 
 Traces are analysed once they have been idle for `waste_idle_seconds` (no new spans; a late span
 or outcome makes a trace due again), by a background thread of the server, and on demand over a
-time range (`tokentrail analyze --since 7d`). The spans of a batch of traces are read in one query
-of typed columns; the ledger itself is per trace.
+time range (`tokentrail analyze --since 7d`).
+
+A run reads chunks of traces (their spans' typed columns, as an Arrow stream), works out their
+ledgers (`tokentrail.analysis.judge`, in-process or, for long ranges, in worker processes) and
+writes the rows back as Arrow streams; a second thread reads the next chunk and writes the last
+one meanwhile. The oversized-model rule's evidence is what earlier runs stored plus what each chunk
+shows; traces whose verdict depends on evidence another chunk of the same run brought are judged
+once more at the end, so the result does not depend on how the traces were cut into chunks.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import multiprocessing
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.analysis.ledger import (
-    BUCKETS,
-    Ledger,
-    Previous,
-    Thresholds,
-    analyze,
-    largest_carried_item,
-    scoped_step_keys,
-    successful_steps,
+from tokentrail.analysis.judge import (
+    FINDING_COLUMNS,
+    STEP_COLUMNS,
+    WASTE_COLUMNS,
+    Judged,
+    Known,
+    TraceInfo,
+    judge,
 )
+from tokentrail.analysis.ledger import Previous, Thresholds
 from tokentrail.analysis.outcomes import traces_with_outcome
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import Settings
@@ -35,67 +43,49 @@ __all__ = ["Analyzer", "analyze_range", "analyze_traces"]
 
 logger = logging.getLogger("tokentrail.analysis")
 
-_SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "name", "step_kind", "step_subkind", "start_ns", "duration_ns",
-                 "status_code", "tool_name", "tool_args_hash", "has_tool_args", "model", "request_model", "provider",
-                 "agent_name", "input_tokens", "output_tokens", "cache_read_tokens", "cache_reported", "billable",
-                 "cost_usd", "input_hash", "system_hash", "requested_tools", "finish_reasons", "error_type",
-                 "outcome")  # fmt: skip
-
+# no FINAL (it doubles the read): the few replaced rows are dropped by `judge.newest_copies`
 _SPANS = """
-SELECT trace_id, span_id, parent_span_id, name, step_kind, step_subkind, toUnixTimestamp64Nano(start_time),
+SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, toUnixTimestamp64Nano(start_time),
     duration_ns, status_code, tool_name, tool_args_hash, tool_args_hash != 0,
     if(response_model != '', response_model, request_model), request_model, provider, agent_name, input_tokens,
     output_tokens, cache_read_tokens, cache_reported, billable, cost_usd, input_hash, system_hash, requested_tools,
-    finish_reasons, error_type,
-    '' -- the outcome comes from the outcomes table (traces_with_outcome), not from attribute maps
-FROM spans FINAL
+    finish_reasons, error_type, ingested_at
+FROM spans
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 ORDER BY trace_id, start_time, span_id
 """
 
+# the outcome comes from the outcomes table, not from attribute maps
 _TRACES = traces_with_outcome(
-    "t.trace_id, t.start_time, t.service_name, t.agent_name, t.user_id, t.conversation_id, t.task_type",
+    "t.trace_id, toUnixTimestamp64Nano(t.start_time), t.service_name, t.agent_name, t.user_id, t.conversation_id, "
+    "t.task_type",
     "project = {project:String} AND trace_id IN {trace_ids:Array(String)}",
 )
 
-# The trace before each of these in its conversation, by the same agent (a new task of one chat
-# re-sends its history; another agent's task in the same conversation need not): its last model
-# call, for cache misses across traces.
-_PREVIOUS = """
-SELECT t.trace_id, p.trace_id, p.span_id, p.model, p.input_tokens, p.output_tokens, p.end_ns
-FROM (
-    SELECT trace_id, conversation_id, agent_name, start_time FROM traces FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != ''
-) AS t
-ASOF JOIN (
-    SELECT c.trace_id AS trace_id, c.conversation_id AS conversation_id, c.agent_name AS agent_name,
-        c.start_time AS start_time, l.span_id AS span_id, l.model AS model, l.input_tokens AS input_tokens,
-        l.output_tokens AS output_tokens, l.end_ns AS end_ns
-    FROM (
-        SELECT trace_id, conversation_id, agent_name, start_time FROM traces FINAL
-        WHERE project = {project:String} AND conversation_id IN (
-            SELECT conversation_id FROM traces FINAL
-            WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != '')
-    ) AS c
-    INNER JOIN (
-        SELECT trace_id, argMax(span_id, end_time) AS span_id,
-            argMax(if(request_model != '', request_model, response_model), end_time) AS model,
-            argMax(input_tokens, end_time) AS input_tokens, argMax(output_tokens, end_time) AS output_tokens,
-            toUnixTimestamp64Nano(max(end_time)) AS end_ns
-        FROM spans FINAL
-        WHERE project = {project:String} AND billable = 1 AND step_kind = 'llm' AND trace_id IN (
-            SELECT trace_id FROM traces FINAL WHERE project = {project:String} AND conversation_id IN (
-                SELECT conversation_id FROM traces FINAL
-                WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND conversation_id != ''))
-        GROUP BY trace_id
-    ) AS l ON l.trace_id = c.trace_id
-) AS p ON t.conversation_id = p.conversation_id AND t.agent_name = p.agent_name AND t.start_time > p.start_time
+# Cache misses across traces: the trace before each of these in its conversation, by the same
+# agent (a new task of one chat re-sends its history; another agent's task in the same
+# conversation need not), and that trace's last model call.
+_CONVERSATIONS = """
+SELECT trace_id, conversation_id, agent_name, toUnixTimestamp64Nano(start_time) FROM traces FINAL
+WHERE project = {project:String} AND conversation_id IN {conversations:Array(String)}
+  AND start_time > fromUnixTimestamp64Nano({since:Int64})
 """
 
-# which models did the kinds of step of this batch successfully (the oversized-model rule's evidence)
+# (no FINAL: a rewritten row repeats its tokens, and argMax picks one of the copies)
+_LAST_CALLS = """
+SELECT trace_id, argMax(span_id, end_time), argMax(if(request_model != '', request_model, response_model), end_time),
+    argMax(input_tokens, end_time), argMax(output_tokens, end_time), toUnixTimestamp64Nano(max(end_time))
+FROM spans
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND step_kind = 'llm'
+GROUP BY trace_id
+"""
+
+# which models did which kinds of step successfully, in traces other than these (the oversized
+# model rule's evidence, as earlier analyses stored it)
 _EVIDENCE = """
-SELECT step, step_kind, provider, model, uniqExact(trace_id), any(trace_id) FROM model_steps FINAL
-WHERE project = {project:String} AND step IN {steps:Array(String)} AND start_time > now64(9) - INTERVAL 30 DAY
+SELECT step, step_kind, provider, model, uniqExact(trace_id), min(trace_id) FROM model_steps FINAL
+WHERE project = {project:String} AND start_time > now64(9) - INTERVAL 30 DAY
+  AND trace_id NOT IN {trace_ids:Array(String)}
 GROUP BY step, step_kind, provider, model
 """
 
@@ -114,128 +104,141 @@ ORDER BY t.updated
 LIMIT {limit:UInt32}
 """
 
-_WASTE_COLUMNS = ["project", "trace_id", "start_time", "service_name", "agent_name", "user_id", "total_usd",
-                  *(f"{b}_usd" for b in BUCKETS), "wasted_tokens", "findings", "unpriced_calls", "outcome",
-                  "analyzed_at"]  # fmt: skip
-_FINDING_COLUMNS = ["project", "trace_id", "analyzed_at", "detector", "span_id", "related_span_ids", "wasted_usd",
-                    "wasted_tokens", "reason", "model", "start_time", "service_name", "agent_name", "user_id", "rule",
-                    "evidence", "time_lost_ns"]  # fmt: skip
-_STEP_COLUMNS = ["project", "step", "step_kind", "provider", "model", "trace_id", "span_id", "calls", "start_time",
-                 "analyzed_at"]  # fmt: skip
-
 _CHUNK = 1000
 
 
-class _Evidence:
-    """Which models did which kinds of step successfully: stored evidence plus this batch's own."""
-
-    def __init__(self) -> None:
-        self.models: dict[tuple[str, str, str], dict[str, tuple[set[str], str]]] = defaultdict(dict)
-
-    def add(self, step: str, kind: str, provider: str, model: str, traces: int | set[str], example: str) -> None:
-        seen, first = self.models[(step, kind, provider)].get(model, (set(), example))
-        if isinstance(traces, set):
-            seen |= traces
-        else:  # stored rows: count them as distinct placeholder traces
-            seen |= {f"stored:{i}" for i in range(traces)}
-        self.models[(step, kind, provider)][model] = (seen, first)
-
-    def __call__(self, step: str, kind: str, provider: str) -> list[tuple[str, int, str]]:
-        return [(m, len(seen), example) for m, (seen, example) in self.models.get((step, kind, provider), {}).items()]
+@dataclass
+class _Chunk:
+    ids: list[str]
+    spans: bytes
+    info: dict[str, TraceInfo]
+    previous: dict[str, Previous]
 
 
 def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: PriceBook,
-                   t: Thresholds = Thresholds()) -> dict[str, Ledger]:  # fmt: skip
-    """Analyse these traces of one project and store their ledgers, findings and model steps."""
-    ledgers: dict[str, Ledger] = {}
-    for i in range(0, len(trace_ids), _CHUNK):
-        params = {"project": project, "trace_ids": list(trace_ids[i : i + _CHUNK])}
-        spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in client.query(_SPANS, parameters=params).result_rows:
-            spans[row[0]].append(dict(zip(_SPAN_COLUMNS, row, strict=True)))
-        info = {r[0]: r[1:] for r in client.query(_TRACES, parameters=params).result_rows}
-        previous = {r[0]: Previous(*r[1:]) for r in client.query(_PREVIOUS, parameters=params).result_rows}
-        # First the batch's own evidence (a cheaper model seen in this batch counts at once), then the stored.
-        evidence = _Evidence()
-        steps: list[list[Any]] = []
-        now = datetime.now(tz=UTC)
-        for trace_id, rows in spans.items():
-            if trace_id not in info:
-                continue
-            start, *_, task_type, outcome, _ = info[trace_id]
-            for step, kind, provider, model, span_id in successful_steps(rows, outcome, t, task_type):
-                evidence.add(step, kind, provider, model, {trace_id}, trace_id)
-                steps.append([project, step, kind, provider, model, trace_id, span_id, 1, start, now])
-        wanted = sorted({key[0] for key in evidence.models} | {
-            k for trace_id, rows in spans.items() if trace_id in info
-            for k in scoped_step_keys(rows, info[trace_id][5]).values()})  # fmt: skip
-        if wanted:
-            for step, kind, provider, model, traces, example in client.query(
-                    _EVIDENCE, parameters={"project": project, "steps": wanted}).result_rows:  # fmt: skip
-                evidence.add(step, kind, provider, model, traces, example)
-        waste_rows: list[list[Any]] = []
-        finding_rows: list[list[Any]] = []
-        for trace_id, rows in spans.items():
-            if trace_id not in info:
-                continue  # its summary is not written yet; it is analysed when it is
-            start, service, agent, user, _, task_type, outcome, _ = info[trace_id]
-            ledger = analyze(rows, prices.unit_prices, evidence, t, outcome=outcome, previous=previous.get(trace_id),
-                             task_type=task_type)  # fmt: skip
-            ledgers[trace_id] = ledger
-            waste_rows.append([project, trace_id, start, service, agent, user, ledger.total_usd,
-                               *(ledger.buckets[b] for b in BUCKETS), ledger.wasted_tokens, len(ledger.findings),
-                               ledger.unpriced_calls, ledger.outcome, now])  # fmt: skip
-            finding_rows.extend(
-                [project, trace_id, now, f.detector, f.span_id, f.related, f.wasted_usd, f.wasted_tokens, f.reason,
-                 f.model, start, service, agent, user, f.rule, json.dumps(f.evidence, default=str), f.time_lost_ns]
-                for f in ledger.findings
-            )  # fmt: skip
-        _name_carried_items(client, project, finding_rows)
-        if steps:
-            client.insert("model_steps", steps, column_names=_STEP_COLUMNS, settings={"async_insert": 0})
-        if finding_rows:
-            client.insert("waste_findings", finding_rows, column_names=_FINDING_COLUMNS, settings={"async_insert": 0})
-        if waste_rows:
-            client.insert("trace_waste", waste_rows, column_names=_WASTE_COLUMNS, settings={"async_insert": 0})
-    return ledgers
-
-
-def _name_carried_items(client: Any, project: str, rows: list[list[Any]]) -> None:
-    """Where message content was captured, a context-bloat finding also names the largest thing
-    the call carried along (token counts alone cannot say which tool output it was)."""
-    bloat = {(r[1], r[4]): r for r in rows if r[3] == "context_bloat"}
-    if not bloat:
-        return
-    # the billed leaf may be a client library's own span under ours; the content is then on ours
-    spans = client.query(
-        "SELECT trace_id, span_id, parent_span_id, input_messages FROM spans FINAL WHERE project = {project:String} "
-        "AND trace_id IN {trace_ids:Array(String)} AND step_kind = 'llm'",
-        parameters={"project": project, "trace_ids": sorted({t for t, _ in bloat})},
-    ).result_rows  # fmt: skip
-    content = {(t, s): m for t, s, _, m in spans if m}
-    parents = {(t, s): p for t, s, p, _ in spans}
-    for (trace_id, span_id), row in bloat.items():
-        messages = content.get((trace_id, span_id)) or content.get((trace_id, parents.get((trace_id, span_id), "")))
-        item = largest_carried_item(messages) if messages else None
-        if item is not None:
-            row[8] += f"; the largest item carried along is {item[0]}, ~{item[1]:,} tokens"
+                   t: Thresholds = Thresholds(), *, workers: int = 0,
+                   progress: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
+    """Analyse these traces of one project and store their ledgers, findings and model steps;
+    returns how many were analysed (a trace whose summary is not written yet waits for it).
+    With `workers`, a long list is judged in that many processes."""
+    ids = list(trace_ids)
+    if not ids:
+        return 0
+    stored = _stored_evidence(client, project, ids)
+    chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+    pool = _judges(prices, workers) if workers > 1 and len(chunks) > 2 else None
+    seen_in: dict[str, set[int]] = defaultdict(set)  # kind of step -> the chunks with evidence of it
+    asked: dict[str, tuple[int, set[str]]] = {}  # trace -> (its chunk, the kinds of its short answers)
+    judged = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="tokentrail-analysis-io") as io, pool or nullcontext():
+        fetching = io.submit(_fetch, client, project, chunks[0], t)
+        judging: deque[tuple[int, Future[Judged]]] = deque()
+        writing: list[Future[None]] = []
+        for k in range(len(chunks)):
+            chunk = fetching.result()
+            if k + 1 < len(chunks):
+                fetching = io.submit(_fetch, client, project, chunks[k + 1], t)
+            args = (chunk.spans, chunk.info, chunk.previous, stored, project, t)
+            if pool is not None:
+                judging.append((k, pool.submit(_judge_in_worker, *args)))
+            else:
+                done: Future[Judged] = Future()
+                done.set_result(judge(prices, *args))
+                judging.append((k, done))
+            while judging and (len(judging) >= max(workers, 1) or k == len(chunks) - 1):
+                index, future = judging.popleft()
+                result = future.result()
+                for step, *_ in result.step_rows:
+                    seen_in[step].add(index)
+                asked.update({trace: (index, keys) for trace, keys in result.candidates.items()})
+                judged += result.traces
+                writing.append(io.submit(_write, client, result))
+                if progress is not None:
+                    progress(judged, len(ids))
+        for written in writing:
+            written.result()
+    again = [trace for trace, (index, keys) in asked.items() if any(seen_in[key] - {index} for key in keys)]
+    if again and len(chunks) > 1:
+        # evidence from another chunk of this run may change these verdicts: judge them with all of it
+        analyze_traces(client, project, again, prices, t)
+    return judged
 
 
 def analyze_range(client: Any, project: str, start_ns: int, end_ns: int, prices: PriceBook,
-                  t: Thresholds = Thresholds(), progress: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
-    """Re-analyse every trace of a project that started in [start_ns, end_ns); returns how many."""
+                  t: Thresholds = Thresholds(), progress: Callable[[int, int], None] | None = None,
+                  workers: int = 2) -> int:  # fmt: skip
+    """Re-analyse every trace of a project that started in [start_ns, end_ns); returns how many.
+    Long ranges are judged in `workers` processes."""
     ids = [r[0] for r in client.query(
         "SELECT trace_id FROM traces FINAL WHERE project = {project:String} "
         "AND start_time >= fromUnixTimestamp64Nano({start:Int64}) AND start_time < fromUnixTimestamp64Nano({end:Int64}) "
         "ORDER BY trace_id", parameters={"project": project, "start": start_ns, "end": end_ns}).result_rows]  # fmt: skip
-    done = 0
-    for i in range(0, len(ids), _CHUNK * 5):
-        batch = ids[i : i + _CHUNK * 5]
-        analyze_traces(client, project, batch, prices, t)
-        done += len(batch)
-        if progress is not None:
-            progress(done, len(ids))
-    return done
+    return analyze_traces(client, project, ids, prices, t, workers=workers, progress=progress)
+
+
+def _stored_evidence(client: Any, project: str, ids: list[str]) -> Known:
+    known: Known = defaultdict(dict)
+    for step, kind, provider, model, traces, example in client.query(
+            _EVIDENCE, parameters={"project": project, "trace_ids": ids}).result_rows:  # fmt: skip
+        known[(step, kind, provider)][model] = (traces, example)
+    return dict(known)
+
+
+def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),  # never fork chDB
+                               initializer=_init_judge, initargs=(prices,))  # fmt: skip
+
+
+_judge_prices: PriceBook | None = None
+
+
+def _init_judge(prices: PriceBook) -> None:
+    global _judge_prices
+    _judge_prices = prices
+
+
+def _judge_in_worker(*args: Any) -> Judged:
+    assert _judge_prices is not None
+    return judge(_judge_prices, *args)
+
+
+def _fetch(client: Any, project: str, ids: list[str], t: Thresholds) -> _Chunk:
+    params = {"project": project, "trace_ids": ids}
+    spans = client.raw_query(_SPANS, parameters=params, fmt="ArrowStream")
+    info: dict[str, TraceInfo] = {r[0]: tuple(r[1:8]) for r in client.query(_TRACES, parameters=params).result_rows}  # type: ignore[misc]
+    return _Chunk(ids, spans, info, _previous_traces(client, project, info, t))
+
+
+def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo], t: Thresholds) -> dict[str, Previous]:
+    """trace id -> the last model call of the trace before it in its conversation, by its agent."""
+    mine = {trace_id: row for trace_id, row in info.items() if row[4]}
+    if not mine:
+        return {}
+    since = min(row[0] for row in mine.values()) - 7 * 86_400 * 10**9
+    by_conversation: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    for trace_id, conversation, agent, start_ns in client.query(
+            _CONVERSATIONS, parameters={"project": project, "conversations": sorted({r[4] for r in mine.values()}),
+                                        "since": since}).result_rows:  # fmt: skip
+        by_conversation[(conversation, agent)].append((start_ns, trace_id))
+    before: dict[str, str] = {}
+    for trace_id, row in mine.items():
+        starts = sorted(by_conversation.get((row[4], row[2]), []))
+        here = next((i for i, (_, other) in enumerate(starts) if other == trace_id), 0)
+        if here > 0:
+            before[trace_id] = starts[here - 1][1]
+    if not before:
+        return {}
+    last = {r[0]: r for r in client.query(_LAST_CALLS, parameters={
+        "project": project, "trace_ids": sorted(set(before.values()))}).result_rows}  # fmt: skip
+    return {trace: Previous(*last[prev]) for trace, prev in before.items() if prev in last}
+
+
+def _write(client: Any, judged: Judged) -> None:
+    for table, columns, data in (("model_steps", STEP_COLUMNS, judged.steps),
+                                 ("waste_findings", FINDING_COLUMNS, judged.findings),
+                                 ("trace_waste", WASTE_COLUMNS, judged.waste)):  # fmt: skip
+        if data:
+            client.raw_insert(table, [c for c, _ in columns], data, settings={"async_insert": 0}, fmt="ArrowStream")
 
 
 class Analyzer:
@@ -258,7 +261,7 @@ class Analyzer:
             by_project[project].append(trace_id)
         done = 0
         for project, ids in by_project.items():
-            done += len(analyze_traces(self.client, project, ids, self.prices, self.thresholds))
+            done += analyze_traces(self.client, project, ids, self.prices, self.thresholds)
         self.analyzed += done
         return done
 

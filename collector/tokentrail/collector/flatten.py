@@ -412,7 +412,7 @@ def init_worker(with_pricing: bool, stage_dir: str | None = None) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _worker_stage_dir = Path(stage_dir) if stage_dir else None
     if with_pricing:
-        from tokentrail.collector.pricing import PriceBook, price_call
+        from tokentrail.collector.pricing import PriceBook
 
         _worker_pricer = PriceBook()
 

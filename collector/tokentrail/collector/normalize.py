@@ -487,11 +487,12 @@ def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[
     agent = _first(attrs, _AGENT)
     if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openllmetry":
         agent = attrs.get("traceloop.entity.name")
-    if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openinference":
-        agent = name  # an OpenInference agent span is named after its agent and has no name attribute
     n.agent_name = _str(agent)
-    if n.step_kind == sc.STEP_AGENT and not n.agent_name and not n.step_subkind and operation == "invoke_agent":
-        n.step_subkind = "workflow"  # an agent invocation without an agent: the run around the agents
+    if n.step_kind == sc.STEP_AGENT and not n.agent_name:
+        if not n.step_subkind and operation == sc.OP_INVOKE_AGENT and convention != "openinference":
+            n.step_subkind = "workflow"  # an agent invocation without an agent: the run around the agents
+        # the span's own name then names the run (OpenInference names agent spans after their agent)
+        n.agent_name = name.removeprefix(f"{sc.OP_INVOKE_AGENT} ")
     n.workflow_name = _str(_first(attrs, _WORKFLOW))
     n.conversation_id = _str(_first(attrs, _CONVERSATION) or _first(resource, _CONVERSATION))
     n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))

@@ -111,7 +111,7 @@ def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
     root = dict(SPAN, span_id="root", step_kind="agent", agent_name="a")
     calls = [dict(base, span_id=f"c{i}", start_ns=i + 1, input_tokens=n, output_tokens=100,
                   cost_usd=_cost("big", n, 100, 0)) for i, n in enumerate((5_000, 30_000, 60_000))]  # fmt: skip
-    ledger = analyze([root, *calls], _prices, [], Thresholds(bloat_carry_tokens=16_000))
+    ledger = analyze([root, *calls], _prices, None, Thresholds(bloat_carry_tokens=16_000))
     (bloat,) = [f for f in ledger.findings if f.detector == "context_bloat"]
     assert bloat.span_id == "c2" and "grew from 5,000 to 60,000 tokens over 3 calls (12.0x)" in bloat.reason
     assert bloat.rule == "context_bloat.stale_context"

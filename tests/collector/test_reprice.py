@@ -102,6 +102,7 @@ def test_a_reported_zero_the_catalog_contradicts_does_not_count(store):
         "SELECT span_id, cost_usd, cost_source, reported_cost_usd, catalog_cost_usd FROM spans FINAL").result_rows)  # fmt: skip
     mini = PriceBook().cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=100)
     gpt4o = PriceBook().cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
+    assert mini is not None and gpt4o is not None
     assert rows["00000000000000e1"] == (mini, "computed", 0.0, mini)
     assert rows["00000000000000e2"] == (None, "unknown", 0.0, None)  # unknown, never $0
     assert rows["00000000000000e3"] == (0.02, "reported", 0.02, gpt4o)  # kept; the difference can be shown

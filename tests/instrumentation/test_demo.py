@@ -79,5 +79,9 @@ def test_demo_sends_every_waste_pattern(settings, store):
             "context_bloat": ["drafter"], "cache_miss": ["drafter"], "oversized_model": ["router"],
         }  # fmt: skip
         # with content captured, a bloat finding names what was carried along
-        reasons = [r for (r,) in one("SELECT reason FROM waste_findings WHERE detector = 'context_bloat'")]
-        assert reasons and all("the largest item carried along is a user message" in r and "~8," in r for r in reasons)
+        from tokentrail.web.filters import TraceFilter
+        from tokentrail.web.waste import WasteQueries
+
+        bloated = WasteQueries(store.client).list_findings(TraceFilter("default", "all"), "context_bloat", 100)
+        assert bloated and all(x["stale_item"].startswith("a user message") and "~8," in x["stale_item"]
+                               for x in bloated)  # fmt: skip

@@ -8,9 +8,10 @@ from tokentrail.web.timeline import context_steps, layout
 
 
 def _span(span_id: str, parent: str = "", start: int = 0, dur: int = 10, kind: str = "other", **kw: Any) -> dict[str, Any]:
-    row = {"span_id": span_id, "parent_span_id": parent, "name": span_id, "step_kind": kind, "start_ns": start,
-           "duration_ns": dur, "billable": 0, "agent_name": "", "input_tokens": 0, "output_tokens": 0,
-           "cache_read_tokens": 0, "model": ""}  # fmt: skip
+    row = {"span_id": span_id, "parent_span_id": parent, "name": span_id, "step_kind": kind, "step_subkind": "",
+           "start_ns": start, "duration_ns": dur, "billable": 0, "agent_name": "", "input_tokens": 0,
+           "output_tokens": 0, "cache_read_tokens": 0, "model": "", "status_code": "UNSET", "error_type": "",
+           "finish_reasons": [], "cost_usd": None}  # fmt: skip
     row.update(kw)
     return row
 
@@ -38,16 +39,37 @@ def test_big_traces_start_with_deep_subtrees_collapsed():
     assert by_id["r7"].hidden
 
 
-def test_context_split_adds_up_per_agent():
-    calls = [_span("1", kind="llm", billable=1, agent_name="a", input_tokens=1000, output_tokens=100),
-             _span("2", kind="llm", billable=1, agent_name="b", input_tokens=500, output_tokens=50),
-             _span("e", kind="embedding", billable=1, agent_name="a", input_tokens=7777),
-             _span("3", kind="llm", billable=1, agent_name="a", input_tokens=1500, output_tokens=10,
-                   cache_read_tokens=800),
-             _span("4", kind="llm", billable=0, agent_name="a", input_tokens=9999)]  # fmt: skip
+def test_context_split_is_the_ledgers_per_agent_run():
+    """Calls are grouped by the agent run they are in (their nearest agent span), as the ledger
+    groups them: the client libraries' chat spans name no agent of their own."""
+    calls = [_span("a", kind="agent", agent_name="writer"), _span("b", kind="agent", agent_name="reviewer"),
+             _span("1", "a", kind="llm", billable=1, input_tokens=1000, output_tokens=100),
+             _span("2", "b", kind="llm", billable=1, input_tokens=500, output_tokens=50),
+             _span("e", "a", kind="embedding", billable=1, input_tokens=7777),
+             _span("3", "a", kind="llm", billable=1, input_tokens=1500, output_tokens=10, cache_read_tokens=800),
+             _span("4", "a", kind="llm", billable=0, input_tokens=9999)]  # fmt: skip
     steps = context_steps(calls)
+    assert [(s.span_id, s.agent) for s in steps] == [("1", "writer"), ("2", "reviewer"), ("3", "writer")]
     assert [(s.cached, s.carried, s.new) for s in steps] == [(0, 0, 1000), (0, 0, 500), (800, 300, 400)]
     assert all(s.cached + s.carried + s.new == s.input_tokens for s in steps)
+
+
+def test_context_split_matches_the_ledgers_findings():
+    """The chart's carried-over tokens are the ones the cache-miss rule charges."""
+    from tokentrail.analysis.ledger import Thresholds, analyze
+
+    calls = [_span("a", kind="agent", agent_name="writer"),
+             _span("1", "a", 1, kind="llm", billable=1, input_tokens=3000, output_tokens=100, model="m", provider="p",
+                   cost_usd=0.01, cache_reported=True),
+             _span("2", "a", 2, kind="llm", billable=1, input_tokens=5000, output_tokens=100, model="m", provider="p",
+                   cost_usd=0.01, cache_reported=True)]  # fmt: skip
+    for row in calls:
+        row.update(tool_name="", tool_args_hash=0, has_tool_args=False, request_model="", input_hash=0,
+                   system_hash=0, requested_tools=[], outcome="")  # fmt: skip
+    steps = context_steps(calls)
+    ledger = analyze(calls, lambda *_: (2e-6, 1e-6, 8e-6), None, Thresholds())
+    (miss,) = [f for f in ledger.findings if f.detector == "cache_miss"]
+    assert steps[1].carried == miss.wasted_tokens == 3100
 
 
 def test_chart_buckets_long_traces_into_averages():

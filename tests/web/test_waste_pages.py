@@ -111,3 +111,79 @@ def test_waste_command_reads_the_running_ui(live, store, capsys):
     assert sum(float(r["wasted_usd"]) for r in rows) == pytest.approx(sum(wasted.values()))
     with pytest.raises(SystemExit, match="no Tokentrail web UI"):
         cli(["waste", "--url", "http://127.0.0.1:9", "--since", "1d"])
+
+
+def test_every_finding_shows_its_rule_numbers_and_formula(web, store):
+    _seed(store)
+    page = _soup(web.get("/findings"))
+    rows = page.select("table.findings-list tbody tr[data-detector]")
+    api = web.get("/findings.json").json()["findings"]
+    assert len(rows) == len(api) == store.client.query(
+        "SELECT count() FROM waste_findings WHERE (trace_id, analyzed_at) IN "
+        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL)").result_rows[0][0]  # fmt: skip
+    assert [x["wasted_usd"] or 0 for x in api] == sorted((x["wasted_usd"] or 0 for x in api), reverse=True)
+    retry = next(x for x in api if x["rule"] == "retry.failed_call" and x["wasted_usd"])
+    # the numbers behind the dollars, and the formula that combines them, on every surface
+    assert retry["evidence"]["output_tokens"] == 4096 and retry["evidence"]["formula"] == "the call's whole cost"
+    assert retry["evidence"]["retried_by"] in retry["related"]
+    shown = next(r for r in rows if r["data-detector"] == "retry" and "cut off" in r.get_text())
+    assert "retry.failed_call" in shown.select_one("details summary").get_text()
+    loop = next(x for x in api if x["detector"] == "loop")
+    assert loop["evidence"]["cycle"] == "gpt-4o-mini → search → read" and loop["evidence"]["iterations"] == 3
+    exported = list(csv.DictReader(io.StringIO(web.get("/findings.csv").text)))
+    assert len(exported) == len(api)
+    row = next(r for r in exported if r["span_id"] == retry["span_id"])
+    assert row["rule"] == "retry.failed_call" and float(row["wasted_usd"]) == pytest.approx(retry["wasted_usd"])
+    assert json.loads(row["evidence"])["input_tokens"] == 3000
+    only = web.get("/findings.json", params={"detector": "loop"}).json()["findings"]
+    assert {x["detector"] for x in only} == {"loop"} and len(only) == 2
+    assert web.get("/findings.json", params={"detector": "colour"}).status_code == 400
+    # the formula of a priced rule reproduces its dollars
+    oversized = next(x for x in api if x["detector"] == "oversized_model")
+    assert oversized["evidence"]["suggested_model"].startswith("gpt-4o-mini")
+    assert oversized["evidence"]["formula"].endswith(f"= ${oversized['wasted_usd']:.6f}")
+
+
+def test_a_bloat_finding_names_the_stale_item(web, store):
+    rec = Recorder()
+    big = "x" * 40_000
+    history: list[dict[str, Any]] = [{"role": "user", "parts": [{"type": "text", "content": "Audit the orders."}]}]
+    with agent(rec, "auditor"):
+        for i in range(3):
+            rec.chat("gpt-4o-mini", "openai", 1_000 + i * 10_100, 100, agent="", messages=history)
+            history = [*history,
+                       {"role": "assistant", "parts": [{"type": "tool_call", "id": f"c{i}", "name": "get_orders"}]},
+                       {"role": "tool", "parts": [{"type": "tool_call_response", "id": f"c{i}", "response": big}]}]
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    (bloat,) = [x for x in web.get("/findings.json").json()["findings"] if x["detector"] == "context_bloat"]
+    assert bloat["stale_item"] == "the result of tool get_orders (message 3 of 5), ~10,000 tokens"
+    assert bloat["evidence"]["stale_tokens"] == 10_100 and bloat["evidence"]["allowance"] == 1_000
+    trace = _soup(web.get(f"/trace/{bloat['trace_id']}"))
+    assert "the largest item carried along is the result of tool get_orders" in trace.select_one(
+        '.waste-panel .finding[data-detector="context_bloat"]').get_text()  # fmt: skip
+
+
+def test_span_detail_shows_where_a_cost_came_from(web, store):
+    rec = Recorder()
+    with agent(rec, "pricing"):
+        rec.chat("gpt-4o-mini", "openai", 1000, 100, gen_ai__usage__cost=0.0)  # OpenLIT without its price list
+        rec.chat("gpt-4o", "openai", 1000, 100, gen_ai__usage__cost=0.02)  # a figure the catalog disagrees with
+        rec.chat("gpt-4o", "openai", 2000, 100)
+    rec.store(store.client)
+    (trace,) = web.get("/traces.json").json()["traces"]
+    spans = {s["model"]: s["span_id"] for s in web.get(f"/trace/{trace['trace_id']}.json").json()["spans"]
+             if s["step_kind"] == "llm" and s["input_tokens"] == 1000}  # fmt: skip
+
+    def cost(span_id: str) -> str:
+        page = _soup(web.get(f"/trace/{trace['trace_id']}/span/{span_id}", headers={"HX-Request": "true"}))
+        return str(page.select_one("[data-field=cost]").get_text(" ", strip=True))
+
+    mini = prices().cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=100)
+    gpt4o = prices().cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
+    assert mini and gpt4o
+    shown = cost(spans["gpt-4o-mini-2024-07-18"] if "gpt-4o-mini-2024-07-18" in spans else spans["gpt-4o-mini"])
+    assert f"${mini:.4f}" in shown and "computed" in shown and "reported $0" in shown
+    shown = cost(spans["gpt-4o-2024-08-06"] if "gpt-4o-2024-08-06" in spans else spans["gpt-4o"])
+    assert "$0.0200" in shown and "reported by the emitter" in shown
+    assert f"the catalog gives ${gpt4o:.4f}" in shown and f"{(0.02 - gpt4o) / gpt4o:.0%} above" in shown

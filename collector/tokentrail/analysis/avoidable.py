@@ -33,7 +33,8 @@ from typing import Any
 
 from tokentrail.analysis.calls import Call, Thresholds, per_mtok
 
-__all__ = ["NORMAL_FINISH", "Evidence", "Previous", "Prices", "apply", "context_split", "largest_carried_item", "step_keys"]
+__all__ = ["NORMAL_FINISH", "Context", "Evidence", "Previous", "Prices", "apply", "context_split", "contexts",
+           "largest_carried_item", "step_keys"]  # fmt: skip
 
 # (provider, model, input tokens) -> (fresh input, cache read, output) USD per token, or None
 Prices = Callable[[str, str, int], tuple[float, float, float] | None]
@@ -84,6 +85,50 @@ def step_keys(spans: Sequence[dict[str, Any]], scopes: dict[str, str], task_type
     return keys
 
 
+@dataclass
+class Context:
+    """A model call's input as the context rules see it."""
+
+    call: Call
+    before: Call | None  # the run's previous call (None: the run's first)
+    across: Previous | None  # for a trace's first call: the conversation's previous trace's last call
+    base: int  # the input of the run's first call: the task itself
+    calls: int  # the run's calls so far, this one included
+    cached: int
+    carried: int  # uncached input carried over from the previous call
+    new: int
+    stale: int  # input that earlier calls of the run already read (re-sent)
+
+
+def contexts(calls: list[Call], previous: Previous | None = None) -> list[Context]:
+    """Per model call that sent input (not embeddings: their input is not a conversation), in
+    order: its input split into cached / carried over / new, and how much of it is stale. The
+    rules judge the successful ones; a failed one still carried its context."""
+    last: dict[str, Call] = {}
+    first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
+    trace_start = True
+    out = []
+    for call in calls:
+        span = call.span
+        if span["step_kind"] != "llm" or (call.failed and not call.tokens):
+            continue  # a failed attempt that reported nothing carried nothing
+        inp = int(span["input_tokens"])
+        before = last.get(call.scope)
+        last[call.scope] = call
+        base, n = first.get(call.scope, (inp, 0))
+        first[call.scope] = (base, n + 1)
+        across = previous if before is None and trace_start else None
+        trace_start = False
+        if before is not None:
+            prior = int(before.span["input_tokens"]) + int(before.span["output_tokens"])
+        else:
+            prior = across.input_tokens + across.output_tokens if across is not None else 0
+        cached, carried, new = context_split(inp, int(span["cache_read_tokens"]), prior)
+        stale = max(0, min(int(before.span["input_tokens"]), inp) - base) if before is not None else 0
+        out.append(Context(call, before, across, base, n + 1, cached, carried, new, stale))
+    return out
+
+
 def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, str], prices: Prices,
           evidence: Evidence | None, t: Thresholds, waste: Waste, previous: Previous | None = None,
           task_type: str = "") -> None:  # fmt: skip
@@ -93,60 +138,43 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
     keys = step_keys(spans, scopes, task_type) if short else {}
     chose_tool = _chose_tool(spans, scopes, calls) if short else set()
     cache_seen = any(c.span.get("cache_reported", True) for c in calls)
-    last: dict[str, Call] = {}
-    first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
-    trace_start = True
-    for call in calls:
-        span = call.span
-        if span["step_kind"] != "llm" or (call.failed and not call.tokens):
-            continue  # an embedding's input is not a conversation; a failed attempt carried nothing
+    for c in contexts(calls, previous):
+        if c.call.failed:
+            continue  # thrown away already (a retry): nothing of it is avoidable cost
+        call, before, span = c.call, c.before, c.call.span
         inp = int(span["input_tokens"])
-        before = last.get(call.scope)
-        last[call.scope] = call
-        base, n = first.get(call.scope, (inp, 0))
-        first[call.scope] = (base, n + 1)
-        across = previous if before is None and trace_start else None
-        trace_start = False
-        if call.failed:
-            continue
-        if before is not None:
-            prior = int(before.span["input_tokens"]) + int(before.span["output_tokens"])
-        else:
-            prior = across.input_tokens + across.output_tokens if across is not None else 0
-        cached, carried, _ = context_split(inp, int(span["cache_read_tokens"]), prior)
         unit = prices(span["provider"], span["model"], inp)
         priced = call.cost is not None and unit is not None
         # 5. context bloat
-        stale = max(0, min(int(before.span["input_tokens"]), inp) - base) if before is not None else 0
-        allowance = min(t.bloat_carry_tokens, max(t.bloat_min_tokens, base))
-        excess = max(0, stale - allowance)
-        excess_cached = min(excess, max(0, cached - (base + allowance)))  # the cache holds the prompt's start
+        allowance = min(t.bloat_carry_tokens, max(t.bloat_min_tokens, c.base))
+        excess = max(0, c.stale - allowance)
+        excess_cached = min(excess, max(0, c.cached - (c.base + allowance)))  # the cache holds the prompt's start
         excess_fresh = excess - excess_cached
         if excess and before is not None:
             fresh_price, read_price = (unit[0], unit[1]) if unit else (0.0, 0.0)
             amount = excess_fresh * fresh_price + excess_cached * read_price
             fresh_m, read_m = per_mtok(fresh_price), per_mtok(read_price)
             waste("context_bloat", call, amount if priced else None, excess, [before.span["span_id"]],
-                  f"re-sent {stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
-                  f"allowance of {allowance:,} (the task's own input); the context grew from {base:,} to {inp:,} "
-                  f"tokens over {n + 1} calls" + (f" ({inp / base:.1f}x)" if base else ""),
+                  f"re-sent {c.stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
+                  f"allowance of {allowance:,} (the task's own input); the context grew from {c.base:,} to {inp:,} "
+                  f"tokens over {c.calls} calls" + (f" ({inp / c.base:.1f}x)" if c.base else ""),
                   "context_bloat.stale_context",
-                  {"first_call_input": base, "previous_call_input": int(before.span["input_tokens"]), "input": inp,
-                   "stale_tokens": stale, "allowance": allowance, "excess_tokens": excess,
-                   "excess_cached_tokens": excess_cached, "calls_so_far": n + 1,
+                  {"first_call_input": c.base, "previous_call_input": int(before.span["input_tokens"]), "input": inp,
+                   "stale_tokens": c.stale, "allowance": allowance, "excess_tokens": excess,
+                   "excess_cached_tokens": excess_cached, "calls_so_far": c.calls,
                    "input_usd_per_mtok": fresh_m, "cache_read_usd_per_mtok": read_m,
                    "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
                    if priced else "the model's price is unknown"})  # fmt: skip
         # 6. cache miss
-        missed = carried - excess_fresh
+        missed = c.carried - excess_fresh
         observable = span.get("cache_reported", True) or cache_seen
         origin = before.span if before is not None else None
-        if (origin is not None or across is not None) and observable and missed >= t.cache_min_tokens \
+        if (origin is not None or c.across is not None) and observable and missed >= t.cache_min_tokens \
                 and unit is not None and unit[1] < unit[0]:  # fmt: skip
-            _cache_miss(call, origin, across, missed, unit, priced, t, waste)
+            _cache_miss(call, origin, c.across, missed, unit, priced, t, waste)
         # 7. oversized model
         if short and priced and evidence is not None:
-            _oversized(call, keys.get(span["span_id"], ""), cached, unit, prices, evidence, t, waste,
+            _oversized(call, keys.get(span["span_id"], ""), c.cached, unit, prices, evidence, t, waste,
                        span["span_id"] in chose_tool)  # fmt: skip
 
 

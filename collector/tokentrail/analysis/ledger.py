@@ -48,7 +48,7 @@ from tokentrail.analysis.avoidable import Evidence, Previous, Prices, largest_ca
 from tokentrail.analysis.calls import Call, Thresholds, usd_formula
 
 __all__ = ["BUCKETS", "DEFINITE", "Evidence", "Finding", "Ledger", "Previous", "Prices", "Thresholds", "analyze",
-           "largest_carried_item", "successful_steps", "trace_failed"]  # fmt: skip
+           "context_per_call", "largest_carried_item", "successful_steps", "trace_failed"]  # fmt: skip
 
 BUCKETS = ("retry", "loop", "duplicate", "no_outcome", "context_bloat", "cache_miss", "oversized_model",
            "productive")  # fmt: skip
@@ -213,9 +213,9 @@ def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, d
         if owner in parents and (span["step_subkind"] == "http" or span["step_kind"] == "retry"):
             attempts[owner].append(span)
     for owner, tries in attempts.items():
-        call = call_of.get(owner) or next((c for c in calls if c.span["parent_span_id"] == owner), None)
-        if call is None:
-            continue
+        found = call_of.get(owner) or next((c for c in calls if c.span["parent_span_id"] == owner), None)
+        # a call that reported no usage is still where the attempts happened; they cost it nothing
+        call = found or Call(parents[owner], "", 0.0, 0.0, False)
         for i, attempt in enumerate(tries):
             ours = attempt["step_kind"] == "retry"  # Tokentrail's own: one span per retried attempt
             status = attempt["error_type"]
@@ -383,3 +383,10 @@ def successful_steps(spans: Sequence[dict[str, Any]], outcome: str, t: Threshold
     return [(keys[s["span_id"]], s["step_kind"], s["provider"], s["model"], s["span_id"]) for s in short
             if keys.get(s["span_id"]) and not s["requested_tools"]
             and not set(s["finish_reasons"]) - avoidable.NORMAL_FINISH], asked  # fmt: skip
+
+
+def context_per_call(spans: Sequence[dict[str, Any]]) -> list[avoidable.Context]:
+    """Each successful model call's input split as the context rules split it (cached, carried over
+    from the run's previous call, new, and how much of it is stale): the trace page's context chart
+    shows what the ledger charges."""
+    return avoidable.contexts(_calls(spans, _scopes(spans)))

@@ -367,7 +367,7 @@ def _openinference_llm(n: Normalized, attrs: Mapping[str, Any]) -> None:
     if not isinstance(response, dict) or response.get("object") != "response":
         return
     n.response_id = n.response_id or _str(response.get("id"))
-    output = response.get("output") if isinstance(response.get("output"), list) else []
+    output = response["output"] if isinstance(response.get("output"), list) else []
     if response.get("status") == "incomplete":
         n.finish_reasons = ["length"]
     elif any(isinstance(item, dict) and item.get("type") == "function_call" for item in output):

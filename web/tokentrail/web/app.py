@@ -34,7 +34,17 @@ from tokentrail.web.filters import BadRequest, TraceFilter, parse_trace_filter
 from tokentrail.web.format import FILTERS
 from tokentrail.web.queries import Queries
 from tokentrail.web.timeline import KINDS
-from tokentrail.web.waste import WasteQueries, report_csv, report_json, report_view
+from tokentrail.web.waste import (
+    FINDINGS_SHOWN,
+    MAX_EXPORT,
+    WasteQueries,
+    findings_csv,
+    findings_json,
+    findings_view,
+    report_csv,
+    report_json,
+    report_view,
+)
 
 __all__ = ["create_app"]
 
@@ -253,6 +263,25 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
         return handle(request, as_json, build, to_json)
 
+    def findings(request: Request, as_json: bool) -> Response:
+        def build() -> tuple[str, dict[str, Any]]:
+            f = trace_filter(request)
+            limit = MAX_EXPORT if as_json else FINDINGS_SHOWN
+            data = findings_view(waste_queries(), f, request.query_params.get("detector", ""), limit)
+            data["project"] = f.project
+            return "findings.html", data
+
+        return handle(request, as_json, build, findings_json)
+
+    def findings_export(request: Request) -> Response:
+        try:
+            f = trace_filter(request)
+            data = findings_view(waste_queries(), f, request.query_params.get("detector", ""), MAX_EXPORT)
+        except BadRequest as exc:
+            return PlainTextResponse(str(exc) + "\n", status_code=400)
+        return Response(findings_csv(data), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="tokentrail-findings.csv"'})  # fmt: skip
+
     def waste_csv(request: Request) -> Response:
         try:
             f = trace_filter(request)
@@ -277,7 +306,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         app.add_api_route(path, as_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
 
     app.add_api_route("/waste.csv", waste_csv, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/findings.csv", findings_export, methods=["GET"], include_in_schema=False)
     twin("/waste", waste_report)
+    twin("/findings", findings)
     twin("/overview", overview)
     twin("/costs", costs)
     twin("/traces", traces)

@@ -51,14 +51,15 @@ SPAN_COLUMNS = (
     "span_id", "parent_span_id", "name", "step_kind", "start_ns", "duration_ns", "status_code",
     "service_name", "agent_name", "tool_name", "model", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "billable", "cost_usd", "retry_attempt",
-    "error_type",
+    "error_type", "step_subkind", "finish_reasons",
 )  # fmt: skip
 
 _SPANS = """
 SELECT span_id, parent_span_id, toValidUTF8(substring(name, 1, 300)), step_kind, toUnixTimestamp64Nano(start_time),
     duration_ns, status_code, service_name, agent_name, tool_name,
     if(response_model != '', response_model, request_model), input_tokens, output_tokens,
-    cache_read_tokens, cache_write_tokens, reasoning_tokens, billable, cost_usd, retry_attempt, error_type
+    cache_read_tokens, cache_write_tokens, reasoning_tokens, billable, cost_usd, retry_attempt, error_type,
+    step_subkind, finish_reasons
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id = {trace_id:String}
 ORDER BY start_time, span_id
@@ -72,6 +73,7 @@ DETAIL_COLUMNS = (
     "step_kind", "step_subkind", "operation", "agent_name", "workflow_name", "request_model",
     "response_model", "provider", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "usage_reported", "billable", "cost_usd", "cost_source", "price_version",
+    "reported_cost_usd", "catalog_cost_usd",
     "tool_name", "tool_call_id", "conversation_id", "user_id", "response_id", "finish_reasons",
     "error_type", "retry_attempt", "retry_reason", "input_messages", "output_messages",
     "system_instructions", "tool_arguments", "tool_result",
@@ -86,7 +88,7 @@ SELECT span_id, parent_span_id, toValidUTF8(name), span_kind, toUnixTimestamp64N
     links.trace_id, links.span_id, convention, step_kind, step_subkind, operation, agent_name,
     workflow_name, request_model, response_model, provider, input_tokens, output_tokens,
     cache_read_tokens, cache_write_tokens, reasoning_tokens, usage_reported, billable, cost_usd,
-    cost_source, price_version, tool_name, tool_call_id, conversation_id, user_id, response_id,
+    cost_source, price_version, reported_cost_usd, catalog_cost_usd, tool_name, tool_call_id, conversation_id, user_id, response_id,
     finish_reasons, error_type, retry_attempt, toValidUTF8(retry_reason), toValidUTF8(input_messages),
     toValidUTF8(output_messages), toValidUTF8(system_instructions), toValidUTF8(tool_arguments),
     toValidUTF8(tool_result)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tokentrail.analysis.ledger import context_per_call
+
 __all__ = ["KINDS", "ChartColumn", "ContextStep", "Row", "Timeline", "chart_columns", "context_steps", "layout"]
 
 #: step kinds the UI colours; anything else shows as "other"
@@ -109,40 +111,24 @@ class ContextStep:
     carried: int
     new: int
     output: int
+    stale: int = 0  # input earlier calls of the run already read (what the bloat rule weighs)
 
 
 def context_steps(spans: Sequence[dict[str, Any]]) -> list[ContextStep]:
-    """Input of every billable model call, split into cached, carried over and new tokens.
-
-    From token counts alone: a call's context is what the same agent's previous call read and
-    wrote (its input + output); the part of this call's uncached input up to that size is
-    *carried over*, the rest is *new*. Cached tokens are what the provider reported as read from
-    its prompt cache.
-    """
-    previous: dict[str, int] = {}
+    """Input of every successful model call, split into cached, carried over and new tokens: the
+    split the waste ledger's context rules use (`tokentrail.analysis.ledger.context_per_call`), so
+    the chart shows what the ledger charges. Carried over: uncached input up to the size of the
+    previous call of the same agent run (its input + output); cached: what the provider reported
+    reading from its prompt cache."""
+    by_id = {s["span_id"]: s for s in spans}
     steps = []
-    for span in spans:
-        if not span["billable"] or span["step_kind"] != "llm":
-            continue
-        agent = span["agent_name"]
-        total = int(span["input_tokens"])
-        cached = min(int(span["cache_read_tokens"]), total)
-        prior = previous.get(agent, 0)
-        carried = max(0, min(total, prior) - cached)
-        carried = min(carried, total - cached)
-        steps.append(
-            ContextStep(
-                span_id=span["span_id"],
-                label=span["model"] or span["name"],
-                agent=agent,
-                input_tokens=total,
-                cached=cached,
-                carried=carried,
-                new=total - cached - carried,
-                output=int(span["output_tokens"]),
-            )
-        )
-        previous[agent] = total + int(span["output_tokens"])
+    for c in context_per_call(spans):
+        span = c.call.span
+        agent = by_id.get(c.call.scope)
+        steps.append(ContextStep(
+            span_id=span["span_id"], label=span["model"] or span["name"], agent=agent["agent_name"] if agent else "",
+            input_tokens=int(span["input_tokens"]), cached=c.cached, carried=c.carried, new=c.new,
+            output=int(span["output_tokens"]), stale=c.stale))  # fmt: skip
     return steps
 
 

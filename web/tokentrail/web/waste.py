@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
-from tokentrail.analysis.ledger import BUCKETS
+from tokentrail.analysis.ledger import BUCKETS, largest_carried_item
 from tokentrail.web.filters import BadRequest, TraceFilter
 
-__all__ = ["DIMENSIONS", "WasteQueries", "report_csv", "report_view"]
+__all__ = ["DIMENSIONS", "FINDING_FIELDS", "WasteQueries", "findings_csv", "findings_view", "report_csv", "report_view"]
 
 Client = Any
 
@@ -30,6 +31,16 @@ _RANGE = (
     " AND start_time < fromUnixTimestamp64Nano({end_ns:Int64})"
 )
 _CURRENT = f"(trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE {_RANGE})"
+
+#: a finding as the pages, the JSON and the CSV show it: what, where, how much, by which rule, on which numbers
+FINDING_FIELDS = ("trace_id", "span_id", "start_ns", "detector", "rule", "wasted_usd", "wasted_tokens", "time_lost_ns",
+                  "model", "agent", "reason", "related", "evidence")  # fmt: skip
+_FINDING_SELECT = ("trace_id, span_id, toUnixTimestamp64Nano(start_time), detector, rule, wasted_usd, wasted_tokens, "
+                   "time_lost_ns, model, agent_name, reason, related_span_ids, evidence")  # fmt: skip
+_CONTENT = """
+SELECT trace_id, span_id, parent_span_id, input_messages FROM spans
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}
+"""
 
 
 def _params(f: TraceFilter) -> dict[str, Any]:
@@ -99,15 +110,7 @@ class WasteQueries:
         return _row("total", r[0], list(r[1 : 1 + len(BUCKETS)]), r[-2], r[-1])
 
     def top_findings(self, f: TraceFilter, limit: int = 10) -> list[dict[str, Any]]:
-        sql = (
-            "SELECT detector, trace_id, span_id, wasted_usd, wasted_tokens, reason, model, agent_name, "
-            "toUnixTimestamp64Nano(start_time) FROM waste_findings "
-            f"WHERE project = {{project:String}} AND {_CURRENT} "
-            "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id LIMIT {limit:UInt32}"
-        )
-        names = ("detector", "trace_id", "span_id", "wasted_usd", "wasted_tokens", "reason", "model", "agent",
-                 "start_ns")  # fmt: skip
-        return [dict(zip(names, r, strict=True)) for r in self._rows(sql, {**_params(f), "limit": limit})]
+        return self.list_findings(f, "", limit)
 
     def by_detector(self, f: TraceFilter) -> list[dict[str, Any]]:
         """Per detector: how often, how much, and the trace where it cost most (an example)."""
@@ -143,13 +146,55 @@ class WasteQueries:
 
     def findings(self, project: str, trace_id: str) -> list[dict[str, Any]]:
         sql = (
-            "SELECT detector, span_id, related_span_ids, wasted_usd, wasted_tokens, reason, model FROM waste_findings "
+            f"SELECT {_FINDING_SELECT} FROM waste_findings "
             "WHERE project = {project:String} AND trace_id = {trace_id:String} AND analyzed_at = "
             "(SELECT max(analyzed_at) FROM trace_waste WHERE project = {project:String} AND trace_id = {trace_id:String}) "
             "ORDER BY detector, span_id"
         )
-        names = ("detector", "span_id", "related", "wasted_usd", "wasted_tokens", "reason", "model")
-        return [dict(zip(names, r, strict=True)) for r in self._rows(sql, {"project": project, "trace_id": trace_id})]
+        return self._findings(project, self._rows(sql, {"project": project, "trace_id": trace_id}))
+
+    def list_findings(self, f: TraceFilter, detector: str, limit: int) -> list[dict[str, Any]]:
+        """The range's findings (of one detector, or all), costliest first."""
+        sql = (
+            f"SELECT {_FINDING_SELECT} FROM waste_findings WHERE project = {{project:String}} AND {_CURRENT} "
+            "AND ({detector:String} = '' OR detector = {detector:String}) "
+            "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id, span_id LIMIT {limit:UInt32}"
+        )
+        return self._findings(f.project, self._rows(sql, {**_params(f), "detector": detector, "limit": limit}))
+
+    def _findings(self, project: str, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        found = []
+        for r in rows:
+            x = dict(zip(FINDING_FIELDS, r, strict=True))
+            try:
+                x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
+            except ValueError:
+                x["evidence"] = {}
+            x["stale_item"] = None
+            found.append(x)
+        self._name_stale_items(project, [x for x in found if x["detector"] == "context_bloat"])
+        return found
+
+    def _name_stale_items(self, project: str, bloated: list[dict[str, Any]]) -> None:
+        """Where message content was captured, a context-bloat finding names the largest thing its
+        call carried along (token counts alone cannot say which tool output it was). The billed
+        leaf may be a client library's span under a framework's; the content is then on that one."""
+        if not bloated:
+            return
+        keys = {(x["trace_id"], x["span_id"]) for x in bloated}
+        params = {"project": project, "trace_ids": sorted({t for t, _ in keys}), "span_ids": sorted({s for _, s in keys})}
+        rows = self._rows(_CONTENT, params)
+        content = {(t, s): m for t, s, _, m in rows if m}
+        parents = {(t, s): p for t, s, p, _ in rows}
+        missing = sorted({parents[k] for k in keys if k not in content and parents.get(k)})
+        if missing:
+            content |= {(t, s): m for t, s, _, m in self._rows(_CONTENT, {**params, "span_ids": missing}) if m}
+        for x in bloated:
+            key = (x["trace_id"], x["span_id"])
+            messages = content.get(key) or content.get((key[0], parents.get(key, "")))
+            item = largest_carried_item(messages) if messages else None
+            if item is not None:
+                x["stale_item"] = f"{item[0]}, ~{item[1]:,} tokens"
 
 
 def report_view(queries: WasteQueries, f: TraceFilter, by: str) -> dict[str, Any]:
@@ -192,4 +237,33 @@ def report_csv(data: dict[str, Any]) -> str:
         writer.writerow([_cell(r["key"]), r["traces"], f"{r['total_usd']:.8f}", f"{r['wasted_usd']:.8f}",
                          "" if r["waste_share"] is None else f"{r['waste_share']:.4f}",
                          *(f"{r['buckets'][b]:.8f}" for b in buckets), r["wasted_tokens"], r["findings"]])  # fmt: skip
+    return out.getvalue()
+
+
+#: findings a page lists; the JSON and CSV take up to MAX_EXPORT
+FINDINGS_SHOWN = 200
+MAX_EXPORT = 10_000
+
+
+def findings_view(queries: WasteQueries, f: TraceFilter, detector: str, limit: int = FINDINGS_SHOWN) -> dict[str, Any]:
+    if detector and detector not in BUCKETS[:-1]:
+        raise BadRequest(f"detector must be one of {', '.join(BUCKETS[:-1])}; got {detector[:40]!r}")
+    return {"filter": f, "detector": detector, "detectors": list(BUCKETS[:-1]), "labels": LABELS,
+            "findings": queries.list_findings(f, detector, limit), "limit": limit}  # fmt: skip
+
+
+def findings_json(data: dict[str, Any]) -> dict[str, Any]:
+    return {"detector": data["detector"], "limit": data["limit"], "findings": data["findings"]}
+
+
+def findings_csv(data: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*FINDING_FIELDS[:-2], "stale_item", "related", "formula", "evidence"])
+    for x in data["findings"]:
+        writer.writerow([*(_cell(x[k]) for k in FINDING_FIELDS[:5]),
+                         "" if x["wasted_usd"] is None else f"{x['wasted_usd']:.8f}", x["wasted_tokens"], x["time_lost_ns"],
+                         _cell(x["model"]), _cell(x["agent"]), _cell(x["reason"]), _cell(x["stale_item"] or ""),
+                         " ".join(x["related"]), _cell(str(x["evidence"].get("formula", ""))),
+                         _cell(json.dumps(x["evidence"], sort_keys=True))])  # fmt: skip
     return out.getvalue()

@@ -19,6 +19,7 @@ class ConventionCase:
     expected: dict[str, Any]
     resource: dict[str, Any] = field(default_factory=lambda: {"service.name": "agent-app"})
     error: bool = False
+    client: bool = False  # span kind CLIENT
 
 
 _MSGS = [{"role": "user", "parts": [{"type": "text", "content": "Where is order 42?"}]}]
@@ -186,6 +187,123 @@ CASES: list[ConventionCase] = [
         {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"},
         {"step_kind": "llm", "error_type": "openai.RateLimitError", "usage_reported": False, "billable": False},
         error=True,
+    ),
+    # --- shapes the third-party corpus showed (tests/analysis/thirdparty) ---------------------------
+    ConventionCase(
+        "failed-call-without-usage", "chat gpt-4o-mini",
+        {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini"},
+        {"step_kind": "llm", "request_model": "gpt-4o-mini", "usage_reported": False, "billable": False,
+         "error_type": "openai.RateLimitError"},
+        error=True,
+    ),
+    ConventionCase(
+        "openlit-failed-anthropic-name-only", "chat claude-sonnet-4-5", {},
+        {"step_kind": "llm", "request_model": "claude-sonnet-4-5", "error_type": "openai.RateLimitError"},
+        resource={"service.name": "bot", "telemetry.sdk.name": "openlit"}, error=True, client=True,
+    ),
+    ConventionCase(
+        "openlit-anthropic-input-leaves-out-cache", "chat claude-3-5-haiku-latest",
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+         "gen_ai.request.model": "claude-3-5-haiku-latest", "gen_ai.usage.input_tokens": 79,
+         "gen_ai.usage.output_tokens": 5, "gen_ai.usage.cache_read.input_tokens": 2560,
+         "gen_ai.usage.cache_creation.input_tokens": 0, "gen_ai.usage.cost": 0.0,
+         "gen_ai.tool.name": "search", "gen_ai.tool.args": '{"q": "x"}'},
+        {"convention": "openlit", "step_kind": "llm", "input_tokens": 2639, "cache_read_tokens": 2560,
+         "cache_reported": True, "reported_cost": 0.0, "billable": True},
+        resource={"service.name": "bot", "telemetry.sdk.name": "openlit"},
+    ),
+    ConventionCase(
+        "http-attempt-old-names", "POST",
+        {"http.method": "POST", "http.url": "http://127.0.0.1/v1/chat/completions", "http.status_code": 429},
+        {"step_kind": "other", "step_subkind": "http", "error_type": "429", "billable": False},
+        error=True, client=True,
+    ),
+    ConventionCase(
+        "http-attempt-new-names", "POST",
+        {"http.request.method": "POST", "url.full": "http://127.0.0.1/v1/messages", "http.response.status_code": 200},
+        {"step_kind": "other", "step_subkind": "http", "error_type": ""},
+        client=True,
+    ),
+    ConventionCase(
+        "openinference-request-model-and-responses-finish", "Response",
+        {"openinference.span.kind": "LLM", "llm.system": "openai", "llm.model_name": "gpt-4o-2024-08-06",
+         "llm.invocation_parameters": '{"model": "gpt-4o", "max_output_tokens": 200}',
+         "llm.token_count.prompt": 30, "llm.token_count.completion": 200, "output.mime_type": "application/json",
+         "output.value": '{"id": "resp_1", "object": "response", "status": "incomplete", "output": []}',
+         "llm.input_messages.1.message.role": "user", "llm.input_messages.1.message.content": "Summarise."},
+        {"request_model": "gpt-4o", "response_model": "gpt-4o-2024-08-06", "finish_reasons": ["length"],
+         "response_id": "resp_1", "cache_reported": True,
+         "input_messages": [{"role": "user", "parts": [{"type": "text", "content": "Summarise."}]}]},
+    ),
+    ConventionCase(
+        "openinference-agent-named-by-its-span", "support_agent",
+        {"openinference.span.kind": "AGENT", "input.value": "Where is order 42?"},
+        {"step_kind": "agent", "agent_name": "support_agent"},
+    ),
+    ConventionCase(
+        "openinference-langgraph-node-is-a-step", "agent",
+        {"openinference.span.kind": "AGENT", "metadata": '{"langgraph_step": 1, "langgraph_node": "agent"}'},
+        {"step_kind": "other", "step_subkind": "chain"},
+    ),
+    ConventionCase(
+        "openinference-langgraph-graph-is-the-agent", "LangGraph",
+        {"openinference.span.kind": "CHAIN", "metadata": '{"ls_integration": "langgraph"}'},
+        {"step_kind": "agent", "agent_name": "LangGraph"},
+    ),
+    ConventionCase(
+        "openllmetry-langchain-tool-envelope", "execute_tool search_docs",
+        {"traceloop.span.kind": "tool", "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search_docs",
+         "gen_ai.tool.call.arguments": json.dumps({
+             "input_str": "{'query': 'warranty'}", "inputs": {"query": "warranty"},
+             "metadata": {"langgraph_step": 3, "checkpoint_ns": "tools:abc"}, "kwargs": {"tool_call_id": "call_9"}})},
+        {"convention": "openllmetry", "step_kind": "tool", "tool_name": "search_docs", "tool_call_id": "call_9",
+         "tool_arguments": {"query": "warranty"}},
+    ),
+    ConventionCase(
+        "anthropic-client-stop-reason", "anthropic.messages.create",
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-sonnet-4-5",
+         "gen_ai.usage.input_tokens": 44, "gen_ai.usage.output_tokens": 200,
+         "gen_ai.usage.cache_read.input_tokens": 0, "anthropic.message.stop_reason": "max_tokens"},
+        {"step_kind": "llm", "finish_reasons": ["max_tokens"], "billable": True},
+    ),
+    ConventionCase(
+        "contrib-openai-v2-error-class-and-message-finish", "chat gpt-4o",
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+         "error.type": "<class 'openai.InternalServerError'>",
+         "gen_ai.output.messages": json.dumps([{"role": "assistant", "finish_reason": "length",
+                                                "parts": [{"type": "text", "content": "The policy"}]}])},
+        {"step_kind": "llm", "error_type": "InternalServerError", "finish_reasons": ["length"], "cache_reported": False},
+    ),
+    ConventionCase(
+        "pydantic-ai-attempt", "model request attempt gpt-4o-mini",
+        {"pydantic_ai.model_request.attempt": 0, "gen_ai.request.model": "gpt-4o-mini", "gen_ai.system": "openai"},
+        {"convention": "pydantic_ai", "step_kind": "llm", "step_subkind": "attempt", "retry_attempt": 1},
+        error=True,
+    ),
+    ConventionCase(
+        "pydantic-ai-chat-leaves-out-a-zero-cache", "chat gpt-4o-mini",
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini",
+         "gen_ai.usage.input_tokens": 39, "gen_ai.usage.output_tokens": 7, "operation.cost": 0.00001,
+         "model_request_parameters": "{}"},
+        {"convention": "pydantic_ai", "cache_reported": True, "reported_cost": 0.00001},
+    ),
+    ConventionCase(
+        "openai-agents-bridge-root-is-a-workflow", "Front desk",
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.provider.name": "openai"},
+        {"step_kind": "agent", "step_subkind": "workflow", "agent_name": "Front desk"},
+    ),
+    ConventionCase(
+        "legacy-prompt-as-json-messages", "chat gpt-4o",
+        {"gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o", "gen_ai.usage.prompt_tokens": 40,
+         "gen_ai.usage.completion_tokens": 5,
+         "gen_ai.prompt": json.dumps([{"role": "system", "content": "Classify."}, {"role": "user", "content": "Hi"}]),
+         "gen_ai.completion": json.dumps({"role": "assistant", "content": None, "tool_calls": [
+             {"id": "c1", "type": "function", "function": {"name": "route", "arguments": '{"to": "billing"}'}}]})},
+        {"step_kind": "llm", "cache_reported": False,
+         "input_messages": [{"role": "system", "parts": [{"type": "text", "content": "Classify."}]},
+                            {"role": "user", "parts": [{"type": "text", "content": "Hi"}]}],
+         "output_messages": [{"role": "assistant", "parts": [
+             {"type": "tool_call", "id": "c1", "name": "route", "arguments": {"to": "billing"}}]}]},
     ),
 ]  # fmt: skip
 

@@ -6,7 +6,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.collector.conventions import CASES
 from tests.collector.harness import running_collector
@@ -23,7 +23,8 @@ def test_all_conventions_through_the_pipeline(settings, store):
         for case in CASES:
             provider = TracerProvider(resource=Resource.create(case.resource))
             provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{tt.http_url}/v1/traces")))
-            span = provider.get_tracer("fixtures").start_span(case.span_name, attributes=case.attributes)
+            span = provider.get_tracer("fixtures").start_span(
+                case.span_name, attributes=case.attributes, kind=SpanKind.CLIENT if case.client else SpanKind.INTERNAL)
             if case.error:
                 span.record_exception(type("RateLimitError", (Exception,), {"__module__": "openai"})("slow down"))
                 span.set_status(Status(StatusCode.ERROR))
@@ -43,8 +44,11 @@ def test_all_conventions_through_the_pipeline(settings, store):
                         if k != "reported_cost"}  # fmt: skip
             check(row, expected)
             if "reported_cost" in case.expected:
-                assert row["cost_usd"] == case.expected["reported_cost"]
-                assert row["cost_source"] == "reported"
+                assert row["reported_cost_usd"] == case.expected["reported_cost"]
+                if case.expected["reported_cost"] == 0 and (row["input_tokens"] or row["output_tokens"]):
+                    assert row["cost_source"] == "computed" and row["cost_usd"] > 0, case.name  # a $0 is not a price
+                else:
+                    assert (row["cost_usd"], row["cost_source"]) == (case.expected["reported_cost"], "reported")
             elif row["billable"]:
                 assert row["cost_source"] in ("computed", "unknown"), case.name
                 assert (row["cost_usd"] is None) == (row["cost_source"] == "unknown")

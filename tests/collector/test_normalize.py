@@ -28,7 +28,8 @@ def check(actual: Normalized | dict[str, Any], expected: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_each_convention_normalizes(case: ConventionCase):
-    n = normalize(case.span_name, case.attributes, case.resource, is_error=case.error, events=_events(case))
+    n = normalize(case.span_name, case.attributes, case.resource, is_error=case.error, events=_events(case),
+                  client=case.client)
     check(n, case.expected)
 
 
@@ -107,3 +108,36 @@ def test_normalize_never_raises_and_counts_are_never_negative(attrs, resource, n
         assert isinstance(count, int) and count >= 0
     assert 0 <= n.tool_args_hash < 2**64 and 0 <= n.input_hash < 2**64
     assert n.step_kind in ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")
+
+
+def test_requested_tool_calls_hash_like_the_tool_spans_that_run_them():
+    """A run whose tools leave no spans is looped through the tool calls its model asked for: they
+    hash as a tool span with the same name and arguments does, whatever the key order."""
+    output = [{"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "search",
+                                               "arguments": {"q": "blender", "n": 3}}]}]  # fmt: skip
+    asked = normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                               "gen_ai.output.messages": json.dumps(output)}, {})  # fmt: skip
+    ran = normalize("t", {"gen_ai.tool.name": "search", "gen_ai.tool.call.arguments": '{"n": 3, "q": "blender"}'}, {})
+    assert asked.requested_tools == [ran.tool_args_hash] != [0]
+    assert normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, {}).requested_tools == []
+
+
+def test_the_same_system_prompt_is_the_same_kind_of_step():
+    def system(attrs: dict[str, Any]) -> int:
+        return normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", **attrs}, {}).system_hash
+
+    instructions = json.dumps([{"type": "text", "content": "Classify the ticket."}])
+    as_message = json.dumps([{"role": "system", "parts": [{"type": "text", "content": "Classify the ticket."}]},
+                             {"role": "user", "parts": [{"type": "text", "content": "Refund please"}]}])  # fmt: skip
+    assert system({"gen_ai.system_instructions": instructions}) != 0
+    assert system({"gen_ai.input.messages": as_message}) == system({"gen_ai.input.messages": as_message.replace(
+        "Refund please", "Where is my parcel")}) != 0  # fmt: skip
+    assert system({}) == 0
+
+
+def test_messages_without_content_do_not_look_alike():
+    """With content capture off, messages keep their structure only: every request would hash the
+    same, so none gets an input hash (no duplicate can be told then)."""
+    bare = json.dumps([{"role": "user", "parts": [{"type": "text"}]}])
+    n = normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "gen_ai.input.messages": bare}, {})
+    assert n.input_hash == 0

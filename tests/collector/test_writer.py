@@ -69,6 +69,32 @@ def test_only_the_leaf_model_call_is_billed(store, spool):
     assert summary == [(1, 900, 100, "planner", "invoke_agent planner")]
 
 
+def test_one_request_recorded_twice_is_billed_once(store, spool):
+    """The anthropic client traces its own calls beside OpenLLMetry's span of the same request
+    (siblings, same response id): one of them is billed, the one that recorded the conversation.
+    A parent whose child answered another request (a rejected attempt) keeps its own bill."""
+    writer = Writer(store.new_client(), spool, Stats())
+    request = ExportTraceServiceRequest()
+    usage = {"gen_ai__operation__name": "chat", "gen_ai__provider__name": "anthropic",
+             "gen_ai__request__model": "claude-sonnet-4-5", "gen_ai__usage__input_tokens": 900,
+             "gen_ai__usage__output_tokens": 100}  # fmt: skip
+    _span(request, "00000000000000c1", "", "invoke_agent support", gen_ai__operation__name="invoke_agent",
+          gen_ai__agent__name="support")  # fmt: skip
+    _span(request, "00000000000000c2", "00000000000000c1", "anthropic.messages.create", gen_ai__response__id="msg_1",
+          **usage)  # fmt: skip
+    _span(request, "00000000000000c3", "00000000000000c1", "anthropic.chat", gen_ai__response__id="msg_1",
+          gen_ai__input__messages='[{"role":"user","parts":[{"type":"text","content":"hi"}]}]', **usage)  # fmt: skip
+    _span(request, "00000000000000c4", "00000000000000c1", "chat claude-sonnet-4-5", gen_ai__response__id="msg_3",
+          **usage)  # fmt: skip
+    _span(request, "00000000000000c5", "00000000000000c4", "anthropic.messages.create", gen_ai__response__id="msg_2",
+          **usage)  # fmt: skip
+    spool.append(KIND_TRACES, "default", request.SerializeToString())
+    writer.flush()
+    rows = store.client.query("SELECT span_id, billable FROM spans FINAL WHERE step_kind = 'llm' ORDER BY span_id").result_rows
+    assert rows == [("00000000000000c2", 0), ("00000000000000c3", 1), ("00000000000000c4", 1), ("00000000000000c5", 1)]
+    assert store.client.query("SELECT llm_calls, input_tokens FROM traces FINAL").result_rows == [(3, 2700)]
+
+
 def test_late_spans_update_the_summary(store, spool):
     writer = Writer(store.new_client(), spool, Stats())
     request = ExportTraceServiceRequest()

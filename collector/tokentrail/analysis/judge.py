@@ -49,8 +49,8 @@ STEP_COLUMNS: list[tuple[str, pa.DataType]] = [
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
-# (step, step kind, provider) -> model -> (traces it did the step in, an example trace)
-Known = dict[tuple[str, str, str], dict[str, tuple[int, str]]]
+# (step, step kind, provider) -> model -> the traces it did the step in (up to 1,000 of them)
+Known = dict[tuple[str, str, str], dict[str, set[str]]]
 
 
 @dataclass
@@ -71,9 +71,8 @@ class Evidence:
         own = self.own.get(key, {})
         out = []
         for model in stored.keys() | own.keys():
-            count, example = stored.get(model, (0, ""))
-            seen = own.get(model, set())
-            out.append((model, count + len(seen), example or min(seen)))
+            seen = stored.get(model, set()) | own.get(model, set())  # a trace analysed again counts once
+            out.append((model, len(seen), min(seen)))
         return out
 
 

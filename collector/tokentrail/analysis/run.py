@@ -80,12 +80,11 @@ WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND b
 GROUP BY trace_id
 """
 
-# which models did which kinds of step successfully, in traces other than these (the oversized
-# model rule's evidence, as earlier analyses stored it)
+# which models did which kinds of step successfully (the oversized-model rule's evidence, as earlier
+# analyses stored it)
 _EVIDENCE = """
-SELECT step, step_kind, provider, model, uniqExact(trace_id), min(trace_id) FROM model_steps FINAL
+SELECT step, step_kind, provider, model, groupUniqArray(1000)(trace_id) FROM model_steps FINAL
 WHERE project = {project:String} AND start_time > now64(9) - INTERVAL 30 DAY
-  AND trace_id NOT IN {trace_ids:Array(String)}
 GROUP BY step, step_kind, provider, model
 """
 
@@ -117,14 +116,14 @@ class _Chunk:
 
 def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: PriceBook,
                    t: Thresholds = Thresholds(), *, workers: int = 0,
-                   progress: Callable[[int, int], None] | None = None) -> int:  # fmt: skip
+                   progress: Callable[[int, int], None] | None = None, _again: bool = True) -> int:  # fmt: skip
     """Analyse these traces of one project and store their ledgers, findings and model steps;
     returns how many were analysed (a trace whose summary is not written yet waits for it).
     With `workers`, a long list is judged in that many processes."""
     ids = list(trace_ids)
     if not ids:
         return 0
-    stored = _stored_evidence(client, project, ids)
+    stored = _stored_evidence(client, project)
     chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
     pool = _judges(prices, workers) if workers > 1 and len(chunks) > 2 else None
     seen_in: dict[str, set[int]] = defaultdict(set)  # kind of step -> the chunks with evidence of it
@@ -158,9 +157,9 @@ def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: 
         for written in writing:
             written.result()
     again = [trace for trace, (index, keys) in asked.items() if any(seen_in[key] - {index} for key in keys)]
-    if again and len(chunks) > 1:
+    if again and len(chunks) > 1 and _again:
         # evidence from another chunk of this run may change these verdicts: judge them with all of it
-        analyze_traces(client, project, again, prices, t)
+        analyze_traces(client, project, again, prices, t, _again=False)
     return judged
 
 
@@ -176,11 +175,10 @@ def analyze_range(client: Any, project: str, start_ns: int, end_ns: int, prices:
     return analyze_traces(client, project, ids, prices, t, workers=workers, progress=progress)
 
 
-def _stored_evidence(client: Any, project: str, ids: list[str]) -> Known:
+def _stored_evidence(client: Any, project: str) -> Known:
     known: Known = defaultdict(dict)
-    for step, kind, provider, model, traces, example in client.query(
-            _EVIDENCE, parameters={"project": project, "trace_ids": ids}).result_rows:  # fmt: skip
-        known[(step, kind, provider)][model] = (traces, example)
+    for step, kind, provider, model, traces in client.query(_EVIDENCE, parameters={"project": project}).result_rows:
+        known[(step, kind, provider)][model] = set(traces)
     return dict(known)
 
 

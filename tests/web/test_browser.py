@@ -143,6 +143,13 @@ def test_waste_report_leads_to_the_span_that_wasted(live, store, browser_page):
     assert page.locator("#wf .wf-row.selected .badge.waste").first.inner_text() == detector
     assert detector in page.locator("#detail .waste-callout").inner_text()
     _shot(page, "trace-with-finding")
+    page.goto(live + "/findings")  # every finding with its evidence: the rule and numbers open on demand
+    first = page.locator("table.findings-list tbody tr").first
+    formula = first.locator(".formula").inner_text()
+    assert formula and first.locator("details dl").is_hidden()
+    first.locator("details summary").click()
+    assert "input tokens" in first.locator("details dl").inner_text()
+    _shot(page, "findings")
     page.goto(live + "/costs")
     assert page.locator("table.costs tbody tr").count() == 5
     _shot(page, "costs")

@@ -63,9 +63,13 @@ def per_mtok(usd_per_token: float) -> float:
 def usd_formula(call: Call) -> dict[str, Any]:
     """Evidence for a rule that takes a call's whole cost: its tokens and what they cost."""
     span = call.span
-    return {
-        "input_tokens": int(span["input_tokens"]), "cached_tokens": int(span["cache_read_tokens"]),
-        "output_tokens": int(span["output_tokens"]), "cost_usd": call.cost,
-        "formula": "the call's whole cost" if call.cost else
-        ("not billed (it failed before producing output): $0" if call.cost == 0 else "the model's price is unknown"),
-    }  # fmt: skip
+    inp, cached, out = int(span["input_tokens"]), int(span["cache_read_tokens"]), int(span["output_tokens"])
+    if call.cost:
+        formula = (f"the call's whole cost: {inp:,} input ({cached:,} of them cached) and {out:,} output tokens "
+                   f"on {span['model']} = ${call.cost:.6f}")  # fmt: skip
+    elif call.cost == 0:
+        formula = "not billed (it failed before producing output): $0"
+    else:
+        formula = "the model's price is unknown"
+    return {"input_tokens": inp, "cached_tokens": cached, "output_tokens": out, "cost_usd": call.cost,
+            "formula": formula}  # fmt: skip

@@ -125,3 +125,21 @@ def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
     ]
     assert largest_carried_item(json.dumps(messages)) == ("the result of tool fetch_crm_history (message 3 of 4)", 10_000)
     assert largest_carried_item("not json") is None
+
+
+def test_a_small_context_window_lowers_the_bloat_allowance():
+    base = dict(SPAN, parent_span_id="root", step_kind="llm", model="big", provider="p", billable=1,
+                finish_reasons=["stop"])  # fmt: skip
+    root = dict(SPAN, span_id="root", step_kind="agent", agent_name="a")
+    calls = [dict(base, span_id=f"c{i}", start_ns=i + 1, input_tokens=n, output_tokens=100,
+                  cost_usd=_cost("big", n, 100, 0)) for i, n in enumerate((5_000, 9_000, 13_000))]  # fmt: skip
+
+    def bloat(window: int | None) -> Any:
+        ledger = analyze([root, *calls], _prices, None, Thresholds(), windows=lambda provider, model: window)
+        return next((f for f in ledger.findings if f.detector == "context_bloat"), None)
+
+    # stale at the third call: 9,000 - 5,000 = 4,000; the task's own 5,000 are allowed
+    assert bloat(None) is None and bloat(1_000_000) is None
+    small = bloat(20_000)  # 10% of a 20,000-token window: 2,000
+    assert small is not None and small.wasted_tokens == 2_000 and small.evidence["allowance_is"] == "10% of the model's window"
+    assert "65% of the model's 20,000-token window" in small.reason

@@ -33,13 +33,15 @@ from typing import Any
 
 from tokentrail.analysis.calls import Call, Thresholds, per_mtok
 
-__all__ = ["NORMAL_FINISH", "Context", "Evidence", "Previous", "Prices", "apply", "context_split", "contexts",
+__all__ = ["NORMAL_FINISH", "Context", "Evidence", "Previous", "Prices", "Windows", "apply", "context_split", "contexts",
            "largest_carried_item", "step_keys"]  # fmt: skip
 
 # (provider, model, input tokens) -> (fresh input, cache read, output) USD per token, or None
 Prices = Callable[[str, str, int], tuple[float, float, float] | None]
 # (step, step kind, provider) -> [(model, traces it did that step in, an example trace id)]
 Evidence = Callable[[str, str, str], list[tuple[str, int, str]]]
+# (provider, model) -> the model's context window in tokens, or None
+Windows = Callable[[str, str], int | None]
 Waste = Callable[..., None]
 
 NORMAL_FINISH = frozenset({"stop", "end_turn", "STOP", "stop_sequence", "completed", "FINISH_REASON_STOP"})
@@ -131,7 +133,7 @@ def contexts(calls: list[Call], previous: Previous | None = None) -> list[Contex
 
 def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, str], prices: Prices,
           evidence: Evidence | None, t: Thresholds, waste: Waste, previous: Previous | None = None,
-          task_type: str = "") -> None:  # fmt: skip
+          task_type: str = "", windows: Windows | None = None) -> None:  # fmt: skip
     # the oversized-model rule needs the run's shape only when some call gave a short answer
     short = evidence is not None and any(
         int(c.span["output_tokens"]) <= t.oversized_max_output_tokens and not c.failed for c in calls)
@@ -146,7 +148,14 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
         unit = prices(span["provider"], span["model"], inp)
         priced = call.cost is not None and unit is not None
         # 5. context bloat
-        allowance = min(t.bloat_carry_tokens, max(t.bloat_min_tokens, c.base))
+        allowance, bound = max(t.bloat_min_tokens, c.base), "the task's own input"
+        if allowance == t.bloat_min_tokens and c.base < t.bloat_min_tokens:
+            bound = "the minimum"
+        if allowance > t.bloat_carry_tokens:
+            allowance, bound = t.bloat_carry_tokens, "the cap"
+        window = windows(span["provider"], span["model"]) if windows is not None and c.stale else None
+        if window and t.bloat_window_share * window < allowance:
+            allowance, bound = int(t.bloat_window_share * window), f"{t.bloat_window_share:.0%} of the model's window"
         excess = max(0, c.stale - allowance)
         excess_cached = min(excess, max(0, c.cached - (c.base + allowance)))  # the cache holds the prompt's start
         excess_fresh = excess - excess_cached
@@ -156,12 +165,14 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
             fresh_m, read_m = per_mtok(fresh_price), per_mtok(read_price)
             waste("context_bloat", call, amount if priced else None, excess, [before.span["span_id"]],
                   f"re-sent {c.stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
-                  f"allowance of {allowance:,} (the task's own input); the context grew from {c.base:,} to {inp:,} "
-                  f"tokens over {c.calls} calls" + (f" ({inp / c.base:.1f}x)" if c.base else ""),
+                  f"allowance of {allowance:,} ({bound}); the context grew from {c.base:,} to {inp:,} tokens over "
+                  f"{c.calls} calls"
+                  + (f" ({inp / c.base:.1f}x)" if c.base else "")
+                  + (f", {inp / window:.0%} of the model's {window:,}-token window" if window else ""),
                   "context_bloat.stale_context",
                   {"first_call_input": c.base, "previous_call_input": int(before.span["input_tokens"]), "input": inp,
-                   "stale_tokens": c.stale, "allowance": allowance, "excess_tokens": excess,
-                   "excess_cached_tokens": excess_cached, "calls_so_far": c.calls,
+                   "stale_tokens": c.stale, "allowance": allowance, "allowance_is": bound, "excess_tokens": excess,
+                   "excess_cached_tokens": excess_cached, "calls_so_far": c.calls, "context_window": window,
                    "input_usd_per_mtok": fresh_m, "cache_read_usd_per_mtok": read_m,
                    "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
                    if priced else "the model's price is unknown"})  # fmt: skip

@@ -17,8 +17,9 @@ class Thresholds:
     loop_max_cycle: int = 4
     #: context bloat: stale context up to the first call's input (at least this much) is allowed…
     bloat_min_tokens: int = 1_000
-    #: …and never more than this
+    #: …and never more than this, nor more than this share of the model's context window
     bloat_carry_tokens: int = 16_000
+    bloat_window_share: float = 0.1
     cache_min_tokens: int = 1024
     cache_ttl_seconds: float = 300.0
     oversized_max_output_tokens: int = 16

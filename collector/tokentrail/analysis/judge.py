@@ -147,7 +147,7 @@ def judge(prices: Any, spans_stream: bytes, info: dict[str, TraceInfo], previous
             continue  # its summary is not written yet; it is analysed when it is
         start, service, agent, user, _, task_type, outcome = info[trace_id]
         ledger = analyze(rows, prices.unit_prices, evidence, t, outcome=outcome, previous=previous.get(trace_id),
-                         task_type=task_type)  # fmt: skip
+                         task_type=task_type, windows=prices.context_window)  # fmt: skip
         waste_rows.append([project, trace_id, start, service, agent, user, ledger.total_usd,
                            *(ledger.buckets[b] for b in BUCKETS), ledger.wasted_tokens, len(ledger.findings),
                            ledger.unpriced_calls, ledger.outcome, now])  # fmt: skip

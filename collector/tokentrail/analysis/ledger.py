@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokentrail.analysis import avoidable
-from tokentrail.analysis.avoidable import Evidence, Previous, Prices, largest_carried_item, step_keys
+from tokentrail.analysis.avoidable import Evidence, Previous, Prices, Windows, largest_carried_item, step_keys
 from tokentrail.analysis.calls import Call, Thresholds, usd_formula
 
 __all__ = ["BUCKETS", "DEFINITE", "Evidence", "Finding", "Ledger", "Previous", "Prices", "Thresholds", "analyze",
@@ -151,7 +151,7 @@ def _inherit(span: dict[str, Any], wrapper: dict[str, Any]) -> dict[str, Any]:
 
 def analyze(spans: Sequence[dict[str, Any]], prices: Prices, evidence: Evidence | None = None,
             t: Thresholds = Thresholds(), outcome: str = "", previous: Previous | None = None,
-            task_type: str = "") -> Ledger:  # fmt: skip
+            task_type: str = "", windows: Windows | None = None) -> Ledger:  # fmt: skip
     """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
     models this project has seen doing a kind of step (the oversized-model rule's evidence);
     `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
@@ -177,7 +177,7 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, evidence: Evidence 
     _duplicate_requests(calls, spans, waste, done)
     outcome = _no_outcome(spans, calls, t, outcome, waste, done)
     if outcome != "failure":
-        avoidable.apply(calls, spans, scopes, prices, evidence, t, waste, previous, task_type)
+        avoidable.apply(calls, spans, scopes, prices, evidence, t, waste, previous, task_type, windows)
 
     buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
     total = sum(c.cost for c in calls if c.cost is not None and c.span["billable"])

@@ -64,8 +64,9 @@ def _price(usage: Usage, model: str, provider_id: str | None, at: datetime) -> D
         return calc_price(usage, model, provider_id=provider_id, genai_request_timestamp=at).total_price
 
 
-def _tier_starts(model: str, provider_id: str | None, now: datetime) -> list[int]:
-    """Input sizes at which a tiered price changes ("cliff" tiers: past a start, all tokens pay more)."""
+def _tier_starts(model: str, provider_id: str | None, now: datetime) -> tuple[list[int], int | None]:
+    """Input sizes at which a tiered price changes ("cliff" tiers: past a start, all tokens pay
+    more), and the model's context window when the catalog knows it."""
     _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
     prices = info.get_prices(now)
     starts = {
@@ -74,7 +75,7 @@ def _tier_starts(model: str, provider_id: str | None, now: datetime) -> list[int
         if isinstance(value, TieredPrices)
         for tier in value.tiers
     }
-    return sorted(starts)
+    return sorted(starts), info.context_window
 
 
 class _Band:
@@ -96,12 +97,12 @@ class _Band:
 class _Rates:
     """Linear rates per input-size band for one (provider, model)."""
 
-    __slots__ = ("bands", "expires", "provider_id", "starts")
+    __slots__ = ("bands", "expires", "provider_id", "starts", "window")
 
     def __init__(self, model: str, provider_id: str | None, now: datetime) -> None:
         self.provider_id = provider_id
         self.expires = time.monotonic() + _RATES_TTL
-        self.starts = _tier_starts(model, provider_id, now)
+        self.starts, self.window = _tier_starts(model, provider_id, now)
         sizes = [min(_MTOK, self.starts[0]) if self.starts else _MTOK] + [s + 1 for s in self.starts]
         self.bands = [_Band(model, provider_id, now, size) for size in sizes]
 
@@ -148,6 +149,11 @@ class PriceBook:
             return None
         band = rates.band(input_tokens)
         return band.fresh_input, band.cache_read, band.output
+
+    def context_window(self, provider: str, model: str) -> int | None:
+        """The model's context window in tokens, when the catalog knows it."""
+        rates = self._lookup(provider, model) if model else None
+        return rates.window if rates is not None else None
 
     def cost(
         self,

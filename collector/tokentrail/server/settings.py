@@ -173,6 +173,7 @@ def _thresholds(env: Mapping[str, str]) -> Thresholds:
         loop_min_repeats=_int(env, "TOKENTRAIL_WASTE_LOOP_MIN_REPEATS", d.loop_min_repeats, 2, 100),
         bloat_min_tokens=_int(env, "TOKENTRAIL_WASTE_BLOAT_MIN_TOKENS", d.bloat_min_tokens, 0),
         bloat_carry_tokens=_int(env, "TOKENTRAIL_WASTE_BLOAT_CARRY_TOKENS", d.bloat_carry_tokens, 1),
+        bloat_window_share=_float(env, "TOKENTRAIL_WASTE_BLOAT_WINDOW_SHARE", d.bloat_window_share),
         cache_min_tokens=_int(env, "TOKENTRAIL_WASTE_CACHE_MIN_TOKENS", d.cache_min_tokens, 1),
         cache_ttl_seconds=_float(env, "TOKENTRAIL_WASTE_CACHE_TTL_SECONDS", d.cache_ttl_seconds),
         oversized_max_output_tokens=_int(env, "TOKENTRAIL_WASTE_OVERSIZED_MAX_OUTPUT_TOKENS",

@@ -36,10 +36,11 @@ def test_http_attempts_the_client_retried_cost_time_not_money(store):
                               http__request__method="POST", http__response__status_code=status):  # fmt: skip
                     pass
                 rec.tick(250)  # the client's backoff
-        with rec.span("chat gpt-4o", 900, SpanKind.CLIENT, error="APIConnectionError", gen_ai__operation__name="chat",
-                      gen_ai__provider__name="openai", gen_ai__request__model="gpt-4o"):  # fmt: skip
-            with rec.span("POST", 100, SpanKind.CLIENT, error="ConnectError", http__request__method="POST"):
-                pass  # the last attempt: the call failed, nothing retried it inside the call
+        # the last attempt: the call failed, nothing retried it inside the call
+        with (rec.span("chat gpt-4o", 900, SpanKind.CLIENT, error="APIConnectionError", gen_ai__operation__name="chat",
+                       gen_ai__provider__name="openai", gen_ai__request__model="gpt-4o"),
+              rec.span("POST", 100, SpanKind.CLIENT, error="ConnectError", http__request__method="POST")):  # fmt: skip
+            pass
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices())
     found = [f for f in _findings(store) if f["rule"] == "retry.http_attempt"]
@@ -115,11 +116,11 @@ def test_a_cheaper_model_is_suggested_only_on_evidence_from_this_project(store, 
         call(rec, "premium-alone", "gpt-4.1", 2000, 2)  # no cheaper model was seen greeting
     with agent(rec, "router"):
         call(rec, "cheap", "gpt-4o-mini", 2000, 2)
-    with agent(rec, "embedder"):
-        with rec.span("embeddings text-embedding-3-small", 5, SpanKind.CLIENT, gen_ai__operation__name="embeddings",
-                      gen_ai__provider__name="openai", gen_ai__request__model="text-embedding-3-small",
-                      gen_ai__usage__input_tokens=2000):  # fmt: skip
-            pass
+    with (agent(rec, "embedder"),
+          rec.span("embeddings text-embedding-3-small", 5, SpanKind.CLIENT, gen_ai__operation__name="embeddings",
+                   gen_ai__provider__name="openai", gen_ai__request__model="text-embedding-3-small",
+                   gen_ai__usage__input_tokens=2000)):  # fmt: skip
+        pass
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices(), workers=0)
     (found,) = [f for f in _findings(store) if f["detector"] == "oversized_model"]

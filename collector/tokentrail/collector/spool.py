@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["CorruptRecord", "Position", "Record", "Spool", "SpoolFull", "Stored", "load_payload"]
+__all__ = ["CorruptRecord", "Position", "Record", "RecordTooLarge", "Spool", "SpoolFull", "SpoolUnavailable", "Stored",
+           "load_payload"]  # fmt: skip
 
 _HEADER = struct.Struct("<II")
 _SEGMENT_BYTES = 64 << 20
@@ -33,6 +34,15 @@ KIND_LOGS = 2
 
 class SpoolFull(RuntimeError):
     """The spool holds more undelivered bytes than allowed; senders should retry later."""
+
+
+class SpoolUnavailable(SpoolFull):
+    """The spool cannot write durably now (disk full, an I/O error): nothing of the record was
+    kept, and senders should retry later (503 / UNAVAILABLE)."""
+
+
+class RecordTooLarge(ValueError):
+    """One record larger than the whole spool may hold: retrying cannot help (413)."""
 
 
 @dataclass(frozen=True, order=True)

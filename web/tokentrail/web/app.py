@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
@@ -30,7 +30,16 @@ from tokentrail.server.settings import Settings
 from tokentrail.server.store import Store
 from tokentrail.web import views
 from tokentrail.web.costs import CostQueries, costs_json, costs_view
-from tokentrail.web.filters import BadRequest, TraceFilter, parse_trace_filter
+from tokentrail.web.filters import (
+    CONVERSATION_PARAMS,
+    RANGE_PARAMS,
+    TRACE_PARAMS,
+    BadRequest,
+    TraceFilter,
+    parse_query,
+    parse_trace_filter,
+    whole_number,
+)
 from tokentrail.web.format import FILTERS
 from tokentrail.web.queries import Queries
 from tokentrail.web.timeline import KINDS
@@ -136,8 +145,14 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     templates.env.globals.update(kinds=KINDS, qs=_query_string(settings.default_project),
                                  project_query=_project_query(settings.default_project))  # fmt: skip
 
-    def project_of(request: Request) -> str:
-        project = request.query_params.get("project", "").strip() or settings.default_project
+    def params_of(request: Request, accepted: Collection[str]) -> dict[str, str]:
+        """The query's parameters, refused with a 400 unless each is one this route reads."""
+        route = request.scope.get("route")
+        page = getattr(route, "path", None) or request.url.path
+        return parse_query(request.scope.get("query_string", b""), accepted, page)
+
+    def project_of(params: dict[str, str]) -> str:
+        project = params.get("project", "").strip() or settings.default_project
         if not _PROJECT.match(project):
             raise BadRequest("project must be 1 to 64 letters, digits, - or _")
         return project
@@ -166,8 +181,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             return JSONResponse({"error": message}, status_code=status)
         return page(request, "error.html", {"title": title, "message": message}, status)
 
-    def trace_filter(request: Request) -> TraceFilter:
-        return parse_trace_filter(dict(request.query_params), project_of(request))
+    def trace_filter(params: dict[str, str]) -> TraceFilter:
+        return parse_trace_filter(params, project_of(params))
 
     def traces_json(data: dict[str, Any]) -> dict[str, Any]:
         f: TraceFilter = data["filter"]
@@ -181,8 +196,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def traces(request: Request, as_json: bool) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
+            f = trace_filter(params_of(request, TRACE_PARAMS))
             q = queries()
-            f = trace_filter(request)
             data = views.traces_view(q, f)
             data.update(project=f.project, has_data=bool(data["traces"]) or q.has_data(f.project),
                         projects=q.projects())  # fmt: skip
@@ -192,7 +207,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def conversations(request: Request, as_json: bool) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            f = trace_filter(request)
+            f = trace_filter(params_of(request, CONVERSATION_PARAMS))
             data = views.conversations_view(queries(), f)
             data["project"] = f.project
             return "conversations.html", data
@@ -204,7 +219,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def trace(request: Request, as_json: bool, trace_id: str) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            return "trace.html", views.trace_view(queries(), project_of(request), trace_id, waste_queries())
+            project = project_of(params_of(request, ("project",)))
+            return "trace.html", views.trace_view(queries(), project, trace_id, waste_queries())
 
         return handle(request, as_json, build, views.trace_json)
 
@@ -212,11 +228,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         """The next waterfall rows of a large trace, for htmx to put in place of its button."""
 
         def build() -> tuple[str, dict[str, Any]]:
-            data = views.trace_view(queries(), project_of(request), request.path_params["trace_id"], waste_queries())
-            try:
-                data["first"] = max(0, int(request.query_params.get("first", "0")))
-            except ValueError:
-                raise BadRequest("first must be a whole number") from None
+            params = params_of(request, ("project", "first"))
+            first = whole_number(params, "first", 0, 0, views.MAX_TRACE_SPANS)
+            trace_id = request.path_params["trace_id"]
+            data = views.trace_view(queries(), project_of(params), trace_id, waste_queries())
+            data["first"] = first
             data["count"] = data["page_rows"]
             return "_wf_rows.html", data
 
@@ -224,7 +240,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def span(request: Request, as_json: bool, trace_id: str, span_id: str) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            data = views.span_view(queries(), project_of(request), trace_id, span_id, waste_queries())
+            project = project_of(params_of(request, ("project",)))
+            data = views.span_view(queries(), project, trace_id, span_id, waste_queries())
             # htmx swaps the detail into the trace page; opened directly it is a page of its own
             return ("_span.html" if request.headers.get("HX-Request") else "span.html"), data
 
@@ -232,8 +249,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def waste_report(request: Request, as_json: bool, template: str = "waste.html") -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            f = trace_filter(request)
-            data = report_view(waste_queries(), f, request.query_params.get("by", "agent"))
+            params = params_of(request, (*RANGE_PARAMS, "by"))
+            f = trace_filter(params)
+            data = report_view(waste_queries(), f, params.get("by", "").strip() or "agent")
             data["project"] = f.project
             return template, data
 
@@ -241,9 +259,10 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def costs(request: Request, as_json: bool) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            f = trace_filter(request)
+            params = params_of(request, (*RANGE_PARAMS, "by"))
+            f = trace_filter(params)
             queries = CostQueries(client(), settings.team_attribute)
-            data = costs_view(queries, f, request.query_params.get("by", "task"), time.time_ns())
+            data = costs_view(queries, f, params.get("by", "").strip() or "task", time.time_ns())
             data["project"] = f.project
             return "costs.html", data
 
@@ -251,7 +270,7 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def overview(request: Request, as_json: bool) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            f = trace_filter(request)
+            f = trace_filter(params_of(request, RANGE_PARAMS))
             data = report_view(waste_queries(), f, "agent")
             data["project"] = f.project
             data["budgets"] = evaluate(client(), [b for b in settings.budgets if b.project == f.project])
@@ -265,9 +284,10 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def findings(request: Request, as_json: bool) -> Response:
         def build() -> tuple[str, dict[str, Any]]:
-            f = trace_filter(request)
+            params = params_of(request, (*RANGE_PARAMS, "detector"))
+            f = trace_filter(params)
             limit = MAX_EXPORT if as_json else FINDINGS_SHOWN
-            data = findings_view(waste_queries(), f, request.query_params.get("detector", ""), limit)
+            data = findings_view(waste_queries(), f, params.get("detector", "").strip(), limit)
             data["project"] = f.project
             return "findings.html", data
 
@@ -275,8 +295,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def findings_export(request: Request) -> Response:
         try:
-            f = trace_filter(request)
-            data = findings_view(waste_queries(), f, request.query_params.get("detector", ""), MAX_EXPORT)
+            params = params_of(request, (*RANGE_PARAMS, "detector"))
+            detector = params.get("detector", "").strip()
+            data = findings_view(waste_queries(), trace_filter(params), detector, MAX_EXPORT)
         except BadRequest as exc:
             return PlainTextResponse(str(exc) + "\n", status_code=400)
         return Response(findings_csv(data), media_type="text/csv; charset=utf-8",
@@ -284,8 +305,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def waste_csv(request: Request) -> Response:
         try:
-            f = trace_filter(request)
-            data = report_view(waste_queries(), f, request.query_params.get("by", "agent"))
+            params = params_of(request, (*RANGE_PARAMS, "by"))
+            data = report_view(waste_queries(), trace_filter(params), params.get("by", "").strip() or "agent")
         except BadRequest as exc:
             return PlainTextResponse(str(exc) + "\n", status_code=400)
         name = f"tokentrail-waste-by-{data['by']}.csv"

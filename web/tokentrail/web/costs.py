@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokentrail.analysis.outcomes import traces_with_outcome
-from tokentrail.web.filters import BadRequest, TraceFilter
+from tokentrail.web.filters import MAX_NS, BadRequest, TraceFilter
 
 __all__ = ["GROUPS", "CostQueries", "costs_view"]
 
@@ -37,7 +37,7 @@ _COLUMNS = ("key", "tasks", "succeeded", "failed", "cost_usd", "mean_usd", "p50_
 
 
 def _params(f: TraceFilter) -> dict[str, Any]:
-    return {"project": f.project, "start_ns": f.start_ns, "end_ns": f.end_ns or 2**62}
+    return {"project": f.project, "start_ns": f.start_ns, "end_ns": f.end_ns or MAX_NS}
 
 
 def _finish(row: dict[str, Any]) -> dict[str, Any]:

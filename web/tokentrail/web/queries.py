@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.web.filters import TraceFilter
+from tokentrail.web.filters import INTEGER_SORTS, TraceFilter
 
 __all__ = [
     "TRACE_COLUMNS",
@@ -18,14 +18,15 @@ __all__ = [
 
 Client = Any
 
-# sort key → (expression over `traces`, its parameter type)
+# sort key → its expression over `traces`; a cursor's value is bound as Int64 for the keys in
+# INTEGER_SORTS (the filter checks it is an integer) and as Float64 for the others
 _SORT_KEYS = {
-    "start": ("toUnixTimestamp64Nano(start_time)", "Int64"),
-    "cost": ("cost_usd", "Float64"),
-    "tokens": ("input_tokens + output_tokens", "Int64"),
-    "duration": ("duration_ns", "Int64"),
-    "spans": ("span_count", "Int64"),
-    "waste": ("wasted_usd", "Float64"),
+    "start": "toUnixTimestamp64Nano(start_time)",
+    "cost": "cost_usd",
+    "tokens": "input_tokens + output_tokens",
+    "duration": "duration_ns",
+    "spans": "span_count",
+    "waste": "wasted_usd",
 }
 
 # Each trace's waste, from its latest analysis; `analyzed` is 0 for a trace not analysed yet.
@@ -164,7 +165,8 @@ class Queries:
 
     def traces(self, f: TraceFilter) -> Page:
         where, params = self._where(f)
-        key, key_type = _SORT_KEYS[f.sort]
+        key = _SORT_KEYS[f.sort]
+        key_type = "Int64" if f.sort in INTEGER_SORTS else "Float64"
         order = "DESC" if f.dir == "desc" else "ASC"
         if f.cursor is not None:
             op = "<" if f.dir == "desc" else ">"
@@ -247,13 +249,14 @@ class Queries:
             having = "HAVING (last_ns, conversation_id) < ({cursor_value:Int64}, {cursor_trace:String})"
             params["cursor_value"], params["cursor_trace"] = f.cursor
         params["limit"] = f.limit + 1
+        source = _WITH_WASTE if f.has_waste else "traces FINAL"  # the join only when the filter needs it
         sql = (
             "SELECT conversation_id, count() AS traces, min(toUnixTimestamp64Nano(start_time)) AS first_ns, "
             "max(toUnixTimestamp64Nano(start_time) + duration_ns) AS last_ns, sum(cost_usd), sum(input_tokens), "
             "sum(output_tokens), sum(unpriced_calls), countIf(status = 'error'), "
             "arraySort(groupUniqArrayIf(agent_name, agent_name != '')), "
             "arraySort(groupUniqArrayIf(user_id, user_id != '')) "
-            f"FROM traces FINAL WHERE {where} AND conversation_id != '' GROUP BY conversation_id {having} "
+            f"FROM {source} WHERE {where} AND conversation_id != '' GROUP BY conversation_id {having} "
             "ORDER BY last_ns DESC, conversation_id DESC LIMIT {limit:UInt32}"
         )
         rows = _rows(self._query(sql, params), CONVERSATION_COLUMNS)

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from tokentrail.analysis.ledger import BUCKETS, largest_carried_item
-from tokentrail.web.filters import BadRequest, TraceFilter
+from tokentrail.web.filters import MAX_NS, BadRequest, TraceFilter
 
 __all__ = ["DIMENSIONS", "FINDING_FIELDS", "WasteQueries", "findings_csv", "findings_view", "report_csv", "report_view"]
 
@@ -44,7 +44,7 @@ WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND s
 
 
 def _params(f: TraceFilter) -> dict[str, Any]:
-    return {"project": f.project, "start_ns": f.start_ns, "end_ns": f.end_ns or 2**62}
+    return {"project": f.project, "start_ns": f.start_ns, "end_ns": f.end_ns or MAX_NS}
 
 
 def _row(key: Any, traces: int, sums: list[float], tokens: int, findings: int) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from tokentrail.collector.http import server_config
 from tokentrail.collector.service import Collector
 from tokentrail.server.settings import Settings
 from tokentrail.server.store import Store
@@ -49,9 +50,7 @@ def running_collector(settings: Settings, store: Store, *, pricer: Any = None, w
     collector.start(grpc=True)
     if not writer:
         collector.writer.stop()
-    server = uvicorn.Server(
-        uvicorn.Config(collector.app, host="127.0.0.1", port=settings.otlp_http_port, log_level="warning")
-    )
+    server = uvicorn.Server(server_config(collector.app, settings.with_(host="127.0.0.1"), settings.otlp_http_port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15

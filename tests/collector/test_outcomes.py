@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from typing import Any
 
@@ -124,8 +126,55 @@ def test_bad_outcomes_are_refused_with_the_reason(settings, store, body, message
     with running_collector(settings, store) as tt:
         reply = _post(tt, **body) if isinstance(body, dict) else httpx.post(f"{tt.http_url}/api/outcomes", json=body)
         assert reply.status_code == 400 and message in reply.json()["error"]
-        not_json = httpx.post(f"{tt.http_url}/api/outcomes", content=b"{nope")
-        assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
+        not_json = httpx.post(f"{tt.http_url}/api/outcomes", content=b"{nope", headers={"content-type": "application/json"})
+        assert not_json.status_code == 400 and "body is not valid JSON" in not_json.json()["error"]
+
+
+def test_outcomes_are_json_only_so_web_pages_cannot_post_them_cross_site(settings, store):
+    body = b'{"task_id": "T-1", "name": "merged", "success": true}'
+    with running_collector(settings, store) as tt:
+        # what an HTML form or a no-preflight fetch() on any web page can send
+        for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None):
+            headers = {"content-type": content_type} if content_type else {}
+            reply = httpx.post(f"{tt.http_url}/api/outcomes", content=body, headers=headers)
+            assert reply.status_code == 415, content_type
+            assert reply.json()["error"].endswith("send application/json")
+        ok = httpx.post(f"{tt.http_url}/api/outcomes", content=body,
+                        headers={"content-type": "application/json; charset=utf-8"})  # fmt: skip
+        assert ok.status_code == 202
+        tt.flush()
+        assert tt.query("SELECT target_id FROM outcomes FINAL") == [("T-1",)]
+
+
+def _raw_post(port: int, headers: bytes, body: bytes) -> bytes:
+    """Send headers and the start of a body, never the rest; the answer the server gives anyway."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /api/outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers
+                     + b"\r\n" + body)  # fmt: skip
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+        while length and len(body) < int(length[1]):
+            body += sock.recv(65536)
+        return head + b"\r\n\r\n" + body
+
+
+def test_an_outcome_over_64_kib_is_refused_without_reading_the_rest(settings, store):
+    with running_collector(settings, store) as tt:
+        port = int(tt.http_url.rsplit(":", 1)[1])
+        # announced: refused before a byte of the 400 MiB is read
+        answer = _raw_post(port, b"Content-Length: 419430400\r\n", b"{")
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert b"an outcome of 419430400 bytes is over the limit of 65536 bytes" in answer
+        # not announced (chunked): refused once 64 KiB have arrived, while the sender is still sending
+        chunk = b" " * 70_000
+        answer = _raw_post(port, b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert b"an outcome is over the limit of 65536 bytes" in answer
+        assert httpx.post(f"{tt.http_url}/api/outcomes", json={"task_id": "a", "name": "x", "success": True}
+                          ).status_code == 202  # fmt: skip
 
 
 def test_outcomes_need_the_api_key_when_keys_are_set(settings, store):

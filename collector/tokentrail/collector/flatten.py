@@ -80,8 +80,9 @@ def _json_default(value: Any) -> Any:
 
 
 def ts(nanos: int) -> str:
-    """A DateTime64(9) value for JSON input: seconds with nine decimals, exact (no float)."""
-    return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
+    """A DateTime64(9) value for JSON input: seconds with nine decimals, exact (no float). Ten
+    digits of seconds: ClickHouse reads a shorter number (a time before 1973) as something else."""
+    return f"{nanos // 1_000_000_000:010d}.{nanos % 1_000_000_000:09d}"
 
 
 def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -2,6 +2,10 @@
 
 Requests arrive as raw bytes (no deserializer), so the spool stores exactly what was sent and
 both receivers share `Ingestor.ingest`. gRPC handles gzip itself.
+
+Codes: UNAUTHENTICATED, INVALID_ARGUMENT (undecodable), RESOURCE_EXHAUSTED (over the size limit,
+larger than the whole spool, or over the concurrency limit), UNAVAILABLE (spool full or unable to
+write: retryable), and OK with `partial_success` when some items were rejected.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tokentrail.collector.decode import BadRequest, Signal
 from tokentrail.collector.ingest import Ingestor, Unauthorized
-from tokentrail.collector.spool import SpoolFull
+from tokentrail.collector.spool import RecordTooLarge, SpoolFull
+from tokentrail.server.settings import Settings
 
 __all__ = ["create_server"]
 
@@ -40,6 +45,8 @@ def _handler(ingestor: Ingestor, signal: Signal) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         except BadRequest as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except RecordTooLarge as exc:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except SpoolFull as exc:
             # UNAVAILABLE is retryable for OTLP exporters; they back off and send again.
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
@@ -58,14 +65,30 @@ def _handler(ingestor: Ingestor, signal: Signal) -> Any:
     return grpc.unary_unary_rpc_method_handler(export)
 
 
-def create_server(ingestor: Ingestor, address: str, *, workers: int = 8) -> tuple[Any, int]:
+def _options(settings: Settings) -> list[tuple[str, int]]:
+    body_ms = round(settings.body_timeout_seconds * 1000)
+    return [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.so_reuseport", 0),
+        # The connection preface and settings must arrive in time, like an HTTP request's headers.
+        ("grpc.server_handshake_timeout_ms", round(settings.header_timeout_seconds * 1000)),
+        # A worker thread waits for the whole request message of a call it has taken, and gRPC has
+        # no server-side deadline for that: a sender that trickles its message would hold the
+        # thread. Recycling every connection (GOAWAY, which clients follow by reconnecting) after
+        # the body timeout, and closing it one body timeout later, bounds how long.
+        ("grpc.max_connection_age_ms", body_ms),
+        ("grpc.max_connection_age_grace_ms", body_ms),
+    ]
+
+
+def create_server(ingestor: Ingestor, address: str) -> tuple[Any, int]:
     """A started-ready (not started) gRPC server bound to `address`; returns it and the bound port."""
+    limit = ingestor.settings.max_concurrent_requests
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tokentrail-grpc"),
-        options=[
-            ("grpc.max_receive_message_length", ingestor.settings.max_body_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
+        # a thread for every call the limit lets in: a slow one cannot hold up the others
+        futures.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="tokentrail-grpc"),
+        options=_options(ingestor.settings),
+        maximum_concurrent_rpcs=limit,
     )
     server.add_generic_rpc_handlers(
         (

@@ -1,17 +1,24 @@
 """OTLP/HTTP receiver: POST /v1/traces and /v1/logs (protobuf or JSON, gzip), plus /metrics.
 
 Status codes follow the OTLP/HTTP spec: 200 with `partial_success` when some items were
-rejected, 400 for an undecodable body, 413 over the size limit, 415 for an unsupported content
-type or encoding, 401 without a valid API key, 503 + Retry-After when the spool is full.
+rejected, 400 for an undecodable body, 408 when the body does not arrive in time, 413 over the
+size limit (or larger than the whole spool), 415 for an unsupported content type or encoding,
+401 without a valid API key, 503 + Retry-After when the spool is full or cannot write.
 Error bodies are `google.rpc.Status`, encoded like the request.
+
+`server_config` is how every HTTP port of a server is run: a bounded number of connections and
+requests at once, and deadlines for each request's headers and body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
 
+import h11
+import uvicorn
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -21,19 +28,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tokentrail.collector.decode import BadRequest, BodyTooLarge, Encoding, Signal, gunzip
+from tokentrail.collector.decode import BadRequest, BodyTimeout, BodyTooLarge, Encoding, Signal, gunzip
 from tokentrail.collector.ingest import Ingestor, Unauthorized
 from tokentrail.collector.outcomes import outcomes_endpoint
-from tokentrail.collector.spool import SpoolFull
+from tokentrail.collector.spool import RecordTooLarge, SpoolFull
+from tokentrail.server.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "read_body", "server_config"]
 
 _CONTENT_TYPES: dict[str, Encoding] = {"application/x-protobuf": "protobuf", "application/json": "json"}
+# The rest of a body that is too slow is not worth waiting for: the connection is closed. (One
+# answered before its body was read for another reason is drained, within the body deadline, so
+# that the client reads the answer instead of a reset.)
+_CLOSE = {"Connection": "close"}
 
 
 def _error(status: int, message: str, encoding: Encoding, headers: dict[str, str] | None = None) -> Response:
-    grpc_code = {400: 3, 401: 16, 413: 8, 415: 3, 503: 14}.get(status, 2)
+    grpc_code = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 503: 14}.get(status, 2)
     body = status_pb2.Status(code=grpc_code, message=message)
     if encoding == "json":
         return JSONResponse({"code": grpc_code, "message": message}, status_code=status, headers=headers)
@@ -47,22 +60,32 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-tokentrail-api-key")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float, what: str = "body") -> bytes:
+    """The request body, read no further than `limit` bytes (BodyTooLarge) and for no longer than
+    `timeout` seconds (BodyTimeout)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"body of {declared} bytes is over the limit of {limit} bytes")
+        raise BodyTooLarge(f"{what} of {declared} bytes is over the limit of {limit} bytes")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"{what} is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout:g} seconds") from None
     return b"".join(chunks)
 
 
 def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
-    limit = ingestor.settings.max_body_bytes
+    settings = ingestor.settings
+    limits: dict[Encoding, tuple[int, str]] = {
+        "protobuf": (settings.max_body_bytes, "body"),
+        "json": (settings.max_json_body_bytes, "JSON body"),
+    }
     noun = "spans" if signal == "traces" else "log records"
     response_type = ExportTraceServiceResponse if signal == "traces" else ExportLogsServiceResponse
 
@@ -77,15 +100,23 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
         content_encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if content_encoding not in ("gzip", "identity", ""):
             return _error(415, f"unsupported content encoding {content_encoding!r}: use gzip or none", encoding)
+        limit, what = limits[encoding]
         try:
             project = ingestor.project_for(_api_key(request))
-            body = await _read_body(request, limit)
+            body = await read_body(request, limit, settings.body_timeout_seconds, what)
             if content_encoding == "gzip":
                 body = await run_in_threadpool(gunzip, body, limit)
             decoded = await run_in_threadpool(ingestor.ingest, signal, body, encoding, project)
         except Unauthorized as exc:
             return _error(401, str(exc), encoding)
+        except BodyTimeout as exc:
+            ingestor.stats.add("tokentrail_requests_invalid_total")
+            return _error(408, str(exc), encoding, headers=_CLOSE)
         except BodyTooLarge as exc:
+            ingestor.stats.add("tokentrail_requests_invalid_total")
+            return _error(413, str(exc), encoding)
+        except RecordTooLarge as exc:
+            # larger than the whole spool may hold: retrying (a 503) could never succeed
             return _error(413, str(exc), encoding)
         except BadRequest as exc:
             return _error(400, str(exc), encoding)
@@ -124,6 +155,70 @@ def create_app(ingestor: Ingestor, status: Callable[[], dict[str, Any]] | None =
             Route("/metrics", metrics, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/api/status", api_status, methods=["GET"]),
-            Route("/api/outcomes", outcomes_endpoint(ingestor, _api_key), methods=["POST"]),
+            Route("/api/outcomes", outcomes_endpoint(ingestor, _api_key, read_body), methods=["POST"]),
         ]
     )
+
+
+class _DeadlineProtocol(H11Protocol):  # type: ignore[misc]
+    """uvicorn's h11 protocol with deadlines, which it lacks: a request's headers must arrive
+    within `header_timeout` of its first byte (or of the connection, for the first request), and
+    its body within `body_timeout` of its headers; else the connection is closed. Without them a
+    client that trickles bytes holds its connection, and a place under the concurrency limit,
+    for as long as it likes. (Endpoints that read a body answer 408 before this fires.)"""
+
+    header_timeout = 10.0
+    body_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline_state: Any = None
+        super().connection_made(transport)
+        self._arm(h11.IDLE, self.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        state = self.conn.their_state
+        if state is h11.IDLE or state is h11.SEND_BODY:
+            if self._deadline_state is not state:
+                self._arm(state, self.header_timeout if state is h11.IDLE else self.body_timeout)
+        else:
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE:
+            self._disarm()  # idle between requests: uvicorn's keep-alive timeout applies
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, state: Any, seconds: float) -> None:
+        self._disarm()
+        self._deadline_state = state
+        self._deadline = self.loop.call_later(seconds, self._expired, state)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self._deadline_state = None
+
+    def _expired(self, state: Any) -> None:
+        self._deadline = self._deadline_state = None
+        if self.conn.their_state is state and not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(app: Any, settings: Settings, port: int) -> uvicorn.Config:
+    """How a server's HTTP port runs: at most `max_concurrent_requests` connections and requests
+    at once (503 past that), and deadlines for each request's headers and body."""
+    protocol = type(
+        "DeadlineProtocol", (_DeadlineProtocol,),
+        # one second later than the endpoints' own body deadline, so that they answer 408 first
+        {"header_timeout": settings.header_timeout_seconds, "body_timeout": settings.body_timeout_seconds + 1},
+    )  # fmt: skip
+    return uvicorn.Config(
+        app, host=settings.host, port=port, log_level="warning", access_log=False, http=protocol,
+        limit_concurrency=settings.max_concurrent_requests,
+    )  # fmt: skip

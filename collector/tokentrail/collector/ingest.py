@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tokentrail.collector.decode import Decoded, Encoding, Signal, decode
-from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Spool
+from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, RecordTooLarge, Spool, SpoolUnavailable
 from tokentrail.collector.stats import Stats
 from tokentrail.server.settings import Settings
 
@@ -37,10 +37,11 @@ class Ingestor:
         )
 
     def ingest(self, signal: Signal, body: bytes, encoding: Encoding, project: str) -> Decoded:
-        """Raises BadRequest (nothing stored) or SpoolFull (nothing stored, retry later)."""
+        """Raises BadRequest (nothing stored), RecordTooLarge (nothing stored, never will be) or
+        SpoolFull (nothing stored, retry later)."""
         noun = "spans" if signal == "traces" else "logs"
         try:
-            decoded = decode(signal, body, encoding)
+            decoded = decode(signal, body, encoding, self.settings.max_json_depth)
         except ValueError:
             self.stats.add("tokentrail_requests_invalid_total")
             raise
@@ -49,6 +50,14 @@ class Ingestor:
         if decoded.accepted:
             try:
                 self.spool.append(KIND_TRACES if signal == "traces" else KIND_LOGS, project, decoded.payload)
+            except RecordTooLarge:
+                self.stats.add("tokentrail_requests_invalid_total")
+                raise
+            except OSError as exc:
+                # Whatever the disk said, nothing was acknowledged: a retryable answer, not a 500
+                # (which OTLP exporters drop).
+                self.stats.add("tokentrail_requests_refused_total")
+                raise SpoolUnavailable(f"the spool cannot write now ({exc}); retry later") from exc
             except Exception:
                 self.stats.add("tokentrail_requests_refused_total")
                 raise

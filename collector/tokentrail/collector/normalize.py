@@ -175,17 +175,22 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+#: more tokens than any model call can have (the largest context windows hold millions): a count
+#: beyond it is garbage, and would overflow the column once cached tokens are added to it
+_MAX_COUNT = 1 << 40
+
+
 def _count(value: Any) -> int:
-    """A token count from int, float or numeric text; anything else (or negative) is 0."""
+    """A token count from int, float or numeric text; anything else (negative, absurd) is 0."""
     if isinstance(value, bool) or value is None:
         return 0
     if isinstance(value, int):
-        return value if value > 0 else 0
+        return value if 0 < value < _MAX_COUNT else 0
     try:
         number = float(value)
     except (TypeError, ValueError):
         return 0
-    return int(number) if number > 0 and number == number and number != float("inf") else 0
+    return int(number) if 0 < number < _MAX_COUNT else 0
 
 
 def _float(value: Any) -> float | None:

@@ -8,10 +8,9 @@ the summarizer files it under its target, which may arrive before or after it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -21,11 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from tokentrail import semconv as sc
-from tokentrail.collector.decode import BadRequest, BodyTooLarge
+from tokentrail.collector.decode import BadRequest, BodyTimeout, BodyTooLarge, load_json
 from tokentrail.collector.ingest import Ingestor, Unauthorized
 from tokentrail.collector.spool import SpoolFull
 
-__all__ = ["outcome_request", "outcomes_endpoint"]
+__all__ = ["MAX_OUTCOME_BYTES", "outcome_request", "outcomes_endpoint"]
+
+MAX_OUTCOME_BYTES = 64 * 1024
 
 _TARGETS = {"trace_id": sc.TT_OUTCOME_TRACE_ID, "task_id": sc.TT_TASK_ID, "conversation_id": sc.GEN_AI_CONVERSATION_ID}
 
@@ -91,21 +92,30 @@ def outcome_request(body: Any, now_ns: int | None = None) -> ExportTraceServiceR
     return request
 
 
-def outcomes_endpoint(ingestor: Ingestor, api_key: Callable[[Request], str | None]) -> Any:
+def outcomes_endpoint(
+    ingestor: Ingestor,
+    api_key: Callable[[Request], str | None],
+    read_body: Callable[[Request, int, float, str], Awaitable[bytes]],
+) -> Any:
+    settings = ingestor.settings
+
     async def record(request: Request) -> Response:
+        # Only JSON: a browser posts text/plain and form types cross-site without asking (no CORS
+        # preflight), so accepting them would let any web page record outcomes when keys are unset.
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return JSONResponse(
+                {"error": f"unsupported content type {content_type!r}: send application/json"}, status_code=415
+            )
         try:
             project = ingestor.project_for(api_key(request))
-            raw = await request.body()
-            if len(raw) > 64 * 1024:
-                raise BodyTooLarge("an outcome is at most 64 KiB")
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                raise BadRequest(f"the body is not JSON: {exc}") from None
-            otlp = outcome_request(body)
+            raw = await read_body(request, MAX_OUTCOME_BYTES, settings.body_timeout_seconds, "an outcome")
+            otlp = outcome_request(load_json(raw, settings.max_json_depth))
             await run_in_threadpool(ingestor.ingest, "traces", otlp.SerializeToString(), "protobuf", project)
         except Unauthorized as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
+        except BodyTimeout as exc:
+            return JSONResponse({"error": str(exc)}, status_code=408, headers={"Connection": "close"})
         except BodyTooLarge as exc:
             return JSONResponse({"error": str(exc)}, status_code=413)
         except BadRequest as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from tokentrail.collector.http import server_config
 from tokentrail.server.settings import Settings
 from tokentrail.server.store import Store, connect, migrate
 
@@ -83,23 +84,12 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
                 alerter = BudgetAlerter(store.new_client(), list(settings.budgets), settings.budget_webhook,
                                         ui_url=f"http://{settings.host}:{settings.ui_port}")  # fmt: skip
                 alerter.start()
-            servers.append(
-                _Server(
-                    uvicorn.Config(
-                        running.app, host=settings.host, port=settings.otlp_http_port,
-                        log_level="warning", access_log=False,
-                    )
-                )
-            )  # fmt: skip
+            servers.append(_Server(server_config(running.app, settings, settings.otlp_http_port)))
         web_app = _web_app(settings, store) if web else None
         if web_app is not None:
-            servers.append(
-                _Server(
-                    uvicorn.Config(
-                        web_app, host=settings.host, port=settings.ui_port, log_level="warning", access_log=False,
-                    )
-                )
-            )  # fmt: skip
+            # the same limits and deadlines as the collector's port: trickling clients are no
+            # kinder to the UI
+            servers.append(_Server(server_config(web_app, settings, settings.ui_port)))
         if collector:
             print(
                 f"OTLP/HTTP  http://{settings.host}:{settings.otlp_http_port}  "

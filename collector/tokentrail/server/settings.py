@@ -40,6 +40,17 @@ class Settings:
     default_project: str = "default"
     spool_max_bytes: int = 1 << 30
     max_body_bytes: int = 32 << 20
+    #: OTLP/JSON costs far more CPU to decode than protobuf (~0.1 s a MiB of real telemetry, ~2 s
+    #: a MiB of empty objects, against milliseconds): a lower limit keeps one request to seconds
+    max_json_body_bytes: int = 4 << 20
+    #: deepest nesting of arrays and objects accepted in a JSON body
+    max_json_depth: int = 64
+    #: requests (HTTP: also open connections) handled at once on each OTLP port
+    max_concurrent_requests: int = 256
+    #: a request's headers must arrive within this long of its first byte (or of the connection)
+    header_timeout_seconds: float = 10.0
+    #: a request's body must arrive within this long of its headers
+    body_timeout_seconds: float = 30.0
     writer_batch_spans: int = 20_000
     writer_flush_seconds: float = 0.5
     #: processes that flatten spans for the writer; 0 flattens on the writer thread
@@ -84,7 +95,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: in
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], name: str, default: float, high: float = float("inf")) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -92,8 +103,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise SettingsError(f"{name}={raw!r} must be greater than 0")
+    if not 0 < value <= high:  # also refuses nan
+        bound = f" and at most {high:g}" if high < float("inf") else ""
+        raise SettingsError(f"{name}={raw!r} must be greater than 0{bound}")
+    return value
+
+
+def _json_body_limit(env: Mapping[str, str], max_body: int) -> int:
+    """TOKENTRAIL_MAX_JSON_BODY_BYTES: at most TOKENTRAIL_MAX_BODY_BYTES, which a smaller body
+    limit lowers it to unless it is set explicitly."""
+    name = "TOKENTRAIL_MAX_JSON_BODY_BYTES"
+    if not env.get(name, "").strip():
+        return min(Settings.max_json_body_bytes, max_body)
+    value = _int(env, name, Settings.max_json_body_bytes, 1024)
+    if value > max_body:
+        raise SettingsError(
+            f"{name}={value} is larger than TOKENTRAIL_MAX_BODY_BYTES={max_body}: lower it or raise that"
+        )
     return value
 
 
@@ -127,6 +153,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     cluster = env.get("TOKENTRAIL_CLICKHOUSE_CLUSTER", "")
     if cluster and not _IDENT.match(cluster):
         raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_CLUSTER={cluster!r} is not a valid cluster name")
+    max_body = _int(env, "TOKENTRAIL_MAX_BODY_BYTES", 32 << 20, 1024, (2 << 30) - 1)
     return Settings(
         data_dir=data_dir,
         clickhouse_url=url,
@@ -138,7 +165,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ui_port=_int(env, "TOKENTRAIL_UI_PORT", 4320, 0, 65535),
         api_keys=_api_keys(env.get("TOKENTRAIL_API_KEYS", "")),
         spool_max_bytes=_int(env, "TOKENTRAIL_SPOOL_MAX_BYTES", 1 << 30, 1 << 20),
-        max_body_bytes=_int(env, "TOKENTRAIL_MAX_BODY_BYTES", 32 << 20, 1024),
+        max_body_bytes=max_body,
+        max_json_body_bytes=_json_body_limit(env, max_body),
+        # deeper than protobuf's own limit of 100 nested messages could never be decoded anyway
+        max_json_depth=_int(env, "TOKENTRAIL_MAX_JSON_DEPTH", 64, 8, 128),
+        max_concurrent_requests=_int(env, "TOKENTRAIL_MAX_CONCURRENT_REQUESTS", 256, 1, 100_000),
+        header_timeout_seconds=_float(env, "TOKENTRAIL_HEADER_TIMEOUT_SECONDS", 10.0, 3600),
+        body_timeout_seconds=_float(env, "TOKENTRAIL_BODY_TIMEOUT_SECONDS", 30.0, 3600),
         writer_batch_spans=_int(env, "TOKENTRAIL_WRITER_BATCH_SPANS", 20_000, 1),
         writer_flush_seconds=_float(env, "TOKENTRAIL_WRITER_FLUSH_SECONDS", 0.5),
         writer_workers=_int(env, "TOKENTRAIL_WRITER_WORKERS", 2, 0, 64),

@@ -99,13 +99,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
             f"rejected {int(stats[f'tokentrail_{noun}_rejected_total']):>10,}"
         )
     spool = status["spool"]
-    print(f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in {spool['directory']}")
-    print(f"refused:   {int(stats['tokentrail_requests_refused_total']):,} requests (spool full)")
-    quarantined = int(stats.get("tokentrail_records_quarantined_total", 0))
-    if quarantined:
-        print(f"dead:      {quarantined:,} spool records refused by ClickHouse, kept in {spool['directory']}/dead")
-    if status["writer"]["last_error"]:
-        print(f"writer:    last error: {status['writer']['last_error']}")
+    free = spool.get("free_bytes")
+    room = f"; {free:,} bytes free on its disk" if free is not None else ""
+    print(f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in {spool['directory']}{room}")
+    print(f"refused:   {int(stats['tokentrail_requests_refused_total']):,} requests (spool full or failing)")
+    if spool.get("last_error"):
+        print(f"spool:     {spool.get('errors', 0):,} failed writes; last at {spool['last_error_at']}: {spool['last_error']}")
+    if spool.get("quarantined_records"):
+        print(f"damaged:   {spool['quarantined_records']:,} spool records did not match their checksum, copied to "
+              f"{spool['quarantine_directory']}")  # fmt: skip
+    writer = status["writer"]
+    dead = int(writer.get("dead_lettered_records", stats.get("tokentrail_records_dead_lettered_total", 0)))
+    if dead:
+        where = writer.get("dead_letter_directory", f"{spool['directory']}/dead")
+        print(f"dead:      {dead:,} spool records could not be stored (refused on their own), kept in {where}")
+    if writer.get("stalled"):
+        print(f"writer:    STALLED: nothing stored for {writer['seconds_since_progress']:,.0f} s while records wait")
+    elif writer.get("failing"):
+        print("writer:    failing, retrying")
+    if writer["last_error"]:
+        when = f" at {writer['last_error_at']}" if writer.get("last_error_at") else ""
+        print(f"writer:    last error{when}: {writer['last_error']}")
     return 0
 
 

@@ -126,6 +126,7 @@ def test_outage_keeps_everything_in_the_spool_until_clickhouse_returns(store, sp
     stats = Stats()
     writer = Writer(_Down(), spool, stats)
     writer.backoff_base = 0.001
+    writer.stall_seconds = 0.2
     spool.append(KIND_TRACES, "default", _framework_wrapping_client_call())
     for _ in range(8):
         assert writer.drain_once() == 0
@@ -133,11 +134,107 @@ def test_outage_keeps_everything_in_the_spool_until_clickhouse_returns(store, sp
     assert stats.snapshot()["tokentrail_write_errors_total"] == 8
     assert "connection refused" in writer.last_error
     assert not (spool.directory / "dead").exists()  # an outage sets nothing aside
+    time.sleep(0.3)
+    assert writer.stalled and writer.failing
+    metrics = stats.prometheus()
+    assert "tokentrail_writer_stalled 1" in metrics
+    assert stats.snapshot()["tokentrail_writer_last_error_timestamp_seconds"] > time.time() - 60
 
     writer.client = store.new_client()  # ClickHouse is back
     writer.flush()
     assert spool.backlog_bytes == 0
     assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(3,)]
+    assert not writer.stalled and not writer.failing
+    assert "tokentrail_writer_stalled 0" in stats.prometheus()
+
+
+class _OutOfSpace:
+    """The real client, but inserts fail the way a ClickHouse with a full disk answers them."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def raw_insert(self, *a: Any, **k: Any) -> None:
+        raise RuntimeError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_clickhouse_that_answers_but_has_no_space_sets_nothing_aside(store, spool):
+    writer = Writer(_OutOfSpace(store.new_client()), spool, Stats())
+    writer.backoff_base = 0.001
+    spool.append(KIND_TRACES, "default", _framework_wrapping_client_call())
+    spool.append(KIND_TRACES, "default", _every_field())
+    for _ in range(8):
+        assert writer.drain_once() == 0
+    assert "NOT_ENOUGH_SPACE" in writer.last_error
+    assert not (spool.directory / "dead").exists(), "not the records' fault: they wait"
+    writer.client = store.new_client()
+    writer.flush()
+    assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(4,)]
+
+
+def _poison() -> bytes:
+    """A valid OTLP request with a span that starts at 2^64-1 ns, beside a healthy one."""
+    request = ExportTraceServiceRequest()
+    _span(request, "00000000000000d1", "", "fine")
+    _span(request, "00000000000000d2", "", "poison")
+    request.resource_spans[0].scope_spans[0].spans[1].start_time_unix_nano = 2**64 - 1
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-staged"])
+def test_a_poison_record_holds_no_other_record_back(store, spool, tmp_path, workers):
+    stats = Stats()
+    writer = Writer(store.new_client(), spool, stats, workers=workers, stage_dir=tmp_path / "staging")
+    poison = _poison()
+    try:
+        for n in range(6):
+            request = ExportTraceServiceRequest()
+            _span(request, f"00000000000000{n:02x}", "", f"step {n}")
+            spool.append(KIND_TRACES, "default", request.SerializeToString())
+            if n == 2:
+                spool.append(KIND_TRACES, "default", poison)
+        started = time.monotonic()
+        writer.flush()
+        took = time.monotonic() - started
+    finally:
+        writer.stop()
+    assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(6,)]
+    assert took < 8, "the others are not held back by retries"
+    dead = sorted((spool.directory / "dead").iterdir())
+    assert [p.suffix for p in dead] == [".pb", ".txt"]
+    assert dead[0].read_bytes() == poison, "kept as it was sent, also when read by a worker"
+    assert "OverflowError" in dead[1].read_text()
+    assert stats.snapshot()["tokentrail_records_dead_lettered_total"] == 1
+    assert "OverflowError" in writer.last_error and "dead" in writer.last_error
+    assert spool.backlog_bytes == 0
+
+
+def test_a_record_damaged_on_disk_is_quarantined_and_the_others_stored(store, spool, tmp_path):
+    stats = Stats()
+    writer = Writer(store.new_client(), spool, stats, workers=1, stage_dir=tmp_path / "staging")
+    try:
+        for n in range(3):
+            request = ExportTraceServiceRequest()
+            _span(request, f"00000000000000{n:02x}", "", f"step {n}")
+            spool.append(KIND_TRACES, "default", request.SerializeToString())
+        damaged = list(spool.read(payloads=False))[1].stored
+        assert damaged is not None
+        with open(damaged.path, "r+b") as f:  # a bit flipped on disk after the record was acknowledged
+            at = damaged.offset + damaged.length - 2
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0x10]))
+        writer.flush()
+    finally:
+        writer.stop()
+    assert store.client.query("SELECT name FROM spans FINAL ORDER BY name").result_rows == [("step 0",), ("step 2",)]
+    assert stats.snapshot()["tokentrail_spool_quarantined_records_total"] == 1
+    assert len(list((spool.directory / "quarantine").glob("*.bad"))) == 1
+    assert spool.backlog_bytes == 0
 
 
 def test_a_record_clickhouse_refuses_is_set_aside_visibly(store, spool):
@@ -163,7 +260,7 @@ def test_a_record_clickhouse_refuses_is_set_aside_visibly(store, spool):
     assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(3,)]
     dead = sorted(p.suffix for p in (spool.directory / "dead").iterdir())
     assert dead == [".pb", ".txt"]
-    assert stats.snapshot()["tokentrail_records_quarantined_total"] == 1
+    assert stats.snapshot()["tokentrail_records_dead_lettered_total"] == 1
 
 
 def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(store):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,6 +21,13 @@ from tokentrail.server.store import Store
 __all__ = ["Collector"]
 
 logger = logging.getLogger("tokentrail.collector")
+
+
+def _iso(timestamp: float) -> str | None:
+    """A Unix time as ISO 8601 UTC; None for 0 (never)."""
+    if not timestamp:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class Collector:
@@ -51,14 +59,34 @@ class Collector:
         self.grpc_port = 0
 
     def status(self) -> dict[str, Any]:
+        spool, writer = self.spool, self.writer
+        try:
+            free: int | None = spool.free_bytes()
+        except OSError:
+            free = None
+        stats = self.stats.snapshot()
         return {
-            "stats": self.stats.snapshot(),
+            "stats": stats,
             "spool": {
-                "directory": str(self.spool.directory),
-                "backlog_bytes": self.spool.backlog_bytes,
-                "limit_bytes": self.spool.max_bytes,
+                "directory": str(spool.directory),
+                "backlog_bytes": spool.backlog_bytes,
+                "limit_bytes": spool.max_bytes,
+                "free_bytes": free,
+                "errors": spool.errors,
+                "last_error": spool.last_error,
+                "last_error_at": _iso(spool.last_error_at),
+                "quarantined_records": spool.quarantined,
+                "quarantine_directory": str(spool.quarantine_dir),
             },
-            "writer": {"last_error": self.writer.last_error},
+            "writer": {
+                "last_error": writer.last_error,
+                "last_error_at": _iso(writer.last_error_at),
+                "failing": writer.failing,
+                "stalled": writer.stalled,
+                "seconds_since_progress": round(writer.seconds_since_progress, 1),
+                "dead_lettered_records": int(stats.get("tokentrail_records_dead_lettered_total", 0)),
+                "dead_letter_directory": str(writer.dead_dir),
+            },
             "clickhouse": self.settings.clickhouse_url.split("@")[-1],
         }
 

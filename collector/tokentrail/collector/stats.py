@@ -16,10 +16,11 @@ _HELP = {
     "tokentrail_logs_rejected_total": "Log records rejected.",
     "tokentrail_logs_spooled_total": "Log records written durably to the spool and acknowledged.",
     "tokentrail_logs_stored_total": "Log records inserted into ClickHouse.",
-    "tokentrail_requests_refused_total": "Requests answered 503/UNAVAILABLE because the spool was full.",
+    "tokentrail_requests_refused_total": "Requests answered 503/UNAVAILABLE: the spool was full or could not write.",
     "tokentrail_requests_invalid_total": "Requests answered 4xx/INVALID_ARGUMENT.",
-    "tokentrail_write_errors_total": "Failed ClickHouse writes (retried).",
-    "tokentrail_records_quarantined_total": "Spool records ClickHouse refused, kept in spool/dead.",
+    "tokentrail_write_errors_total": "Failed writes to ClickHouse (retried, or the record set aside).",
+    "tokentrail_records_dead_lettered_total": "Spool records that flattening or ClickHouse refused on their own, "
+    "kept in spool/dead.",
 }
 
 
@@ -34,6 +35,12 @@ class Stats:
             self._counters[name] += value
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self._gauges[name] = (help_text, read)
+
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """A counter kept elsewhere (read when asked); its name ends in `_total`."""
+        if not name.endswith("_total"):
+            raise ValueError(f"a counter's name ends in _total: {name}")
         self._gauges[name] = (help_text, read)
 
     def snapshot(self) -> dict[str, float]:

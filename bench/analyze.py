@@ -34,15 +34,23 @@ def main() -> None:
             traces = analyze_range(store.client, "default", 0, 2**62, pricer)
             times.append(time.perf_counter() - start)
         best = sorted(times)[len(times) // 2]
-        print(f"analysed {traces:,} traces ({spans:,} spans): median {best:.1f}s of {args.runs} runs "
-              f"({traces / best:,.0f} traces/s, {spans / best:,.0f} spans/s)")  # fmt: skip
+        print(
+            f"analysed {traces:,} traces ({spans:,} spans): median {best:.1f}s of {args.runs} runs "
+            f"({traces / best:,.0f} traces/s, {spans / best:,.0f} spans/s)"
+        )
         found = store.client.query(
             "SELECT detector, count(), round(sum(ifNull(wasted_usd, 0)), 2) FROM waste_findings "
             "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL) "
-            "GROUP BY detector ORDER BY detector").result_rows  # fmt: skip
-        total = store.client.query("SELECT round(sum(total_usd), 2), round(sum(total_usd - productive_usd), 2) "
-                                   "FROM trace_waste FINAL").result_rows[0]  # fmt: skip
-        print(f"spend ${total[0]:,}, wasted ${total[1]:,}; findings: " + ", ".join(f"{d} {n:,} (${u:,})" for d, n, u in found))
+            "GROUP BY detector ORDER BY detector"
+        ).result_rows
+        total = store.client.query(
+            "SELECT round(sum(total_usd), 2), round(sum(total_usd - productive_usd), 2) "
+            "FROM trace_waste FINAL"
+        ).result_rows[0]
+        print(
+            f"spend ${total[0]:,}, wasted ${total[1]:,}; findings: "
+            + ", ".join(f"{d} {n:,} (${u:,})" for d, n, u in found)
+        )
         store.close()
 
 

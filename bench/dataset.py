@@ -22,7 +22,10 @@ def ensure_spans(store: Store, spans: int, pricer: PriceBook, seed: int = 11) ->
     start = time.perf_counter()
     step = 50  # requests per load() call: summaries are refreshed once per call
     while have < spans:
-        batch = [export_request(1000, rng).SerializeToString() for _ in range(min(step, (spans - have + 999) // 1000))]
+        batch = [
+            export_request(1000, rng).SerializeToString()
+            for _ in range(min(step, (spans - have + 999) // 1000))
+        ]
         have += load(store.client, "default", batch, pricer)
         print(f"  loaded {have:,} spans, {time.perf_counter() - start:.0f}s", flush=True)
     store.client.command("OPTIMIZE TABLE traces FINAL")

@@ -69,8 +69,11 @@ def run_once(payloads: list[bytes], spans_per_request: int, concurrency: int) ->
                             return
                         body = queue.pop()
                     while True:
-                        r = client.post(f"{url}/v1/traces", content=body,
-                                        headers={"content-type": "application/x-protobuf"})
+                        r = client.post(
+                            f"{url}/v1/traces",
+                            content=body,
+                            headers={"content-type": "application/x-protobuf"},
+                        )
                         if r.status_code == 200:
                             break
                         with lock:
@@ -115,7 +118,9 @@ def main() -> None:
     args = parser.parse_args()
     payloads = encoded_batches(args.requests, spans_per_request=args.spans, seed=7)
     size = sum(map(len, payloads)) / (args.requests * args.spans)
-    print(f"{args.requests} requests x {args.spans} spans, {size:.0f} bytes/span, concurrency {args.concurrency}")
+    print(
+        f"{args.requests} requests x {args.spans} spans, {size:.0f} bytes/span, concurrency {args.concurrency}"
+    )
     results = []
     for i in range(args.runs):
         result = run_once(payloads, args.spans, args.concurrency)
@@ -128,7 +133,9 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "median_persisted_spans_per_s": round(statistics.median(r["persisted_per_s"] for r in results)),
+                "median_persisted_spans_per_s": round(
+                    statistics.median(r["persisted_per_s"] for r in results)
+                ),
                 "median_acknowledged_spans_per_s": round(statistics.median(r["ack_per_s"] for r in results)),
                 "max_peak_rss_mib": round(max(r["peak_rss_mib"] for r in results)),
             }

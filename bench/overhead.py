@@ -77,9 +77,14 @@ def _clients() -> None:
         oai = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="t")
         claude = anthropic.Anthropic(base_url=server.base_url, api_key="t")
         calls: list[tuple[str, Callable[[], object]]] = [
-            ("openai chat.completions.create", lambda: oai.chat.completions.create(model="gpt-4o", messages=messages)),
-            ("anthropic messages.create",
-             lambda: claude.messages.create(model="claude-sonnet-4-6", max_tokens=256, messages=messages)),
+            (
+                "openai chat.completions.create",
+                lambda: oai.chat.completions.create(model="gpt-4o", messages=messages),
+            ),
+            (
+                "anthropic messages.create",
+                lambda: claude.messages.create(model="claude-sonnet-4-6", max_tokens=256, messages=messages),
+            ),
         ]
         print(f"\n{'client call (loopback HTTP)':<34}{'bare µs':>10}{'traced µs':>11}{'overhead':>16}")
         for label, fn in calls:

@@ -67,7 +67,9 @@ def main() -> None:
             c.command(_FILL.format(table=table, n=args.spans))
             c.command(f"OPTIMIZE TABLE {table} FINAL")
             print(f"{table}: {args.spans:,} spans inserted in {time.perf_counter() - start:.1f}s")
-        trace_ids = [r[0] for r in c.query("SELECT trace_id FROM spans GROUP BY trace_id LIMIT 15").result_rows]
+        trace_ids = [
+            r[0] for r in c.query("SELECT trace_id FROM spans GROUP BY trace_id LIMIT 15").result_rows
+        ]
         print(f"{'query (median of 15, ms)':<44}{'trace-id key':>14}{'time-first key':>16}")
         one = "SELECT * FROM {t} FINAL WHERE project = 'default' AND trace_id = {{id:String}}"
         typed = (
@@ -78,13 +80,18 @@ def main() -> None:
             "SELECT attributes['gen_ai.request.model'] m, sum(toUInt64OrZero(attributes['gen_ai.usage.input_tokens'])) "
             "FROM {t} FINAL WHERE project = 'default' AND start_time > now64(9) - INTERVAL 1 DAY GROUP BY m"
         )
-        for label, sql in (("one trace by id", one), ("24h tokens per model, typed", typed),
-                           ("24h tokens per model, attribute map", mapped)):  # fmt: skip
+        for label, sql in (
+            ("one trace by id", one),
+            ("24h tokens per model, typed", typed),
+            ("24h tokens per model, attribute map", mapped),
+        ):
             results = []
             for table in ("spans", "spans_by_time"):
-                times = [
-                    _median_ms(c, sql.format(t=table), {"id": tid}, runs=1) for tid in trace_ids
-                ] if "{{id" in sql else [_median_ms(c, sql.format(t=table), {})]
+                times = (
+                    [_median_ms(c, sql.format(t=table), {"id": tid}, runs=1) for tid in trace_ids]
+                    if "{{id" in sql
+                    else [_median_ms(c, sql.format(t=table), {})]
+                )
                 results.append(statistics.median(times))
             print(f"{label:<44}{results[0]:>14.1f}{results[1]:>16.1f}")
         store.close()

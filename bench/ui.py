@@ -51,9 +51,13 @@ def _median_ms(client: TestClient, url: str, runs: int) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--spans", type=int, default=1_000_000, help="spans in the database for the list timings")
+    parser.add_argument(
+        "--spans", type=int, default=1_000_000, help="spans in the database for the list timings"
+    )
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--analyze", action="store_true", help="analyse every trace for waste before timing the list")
+    parser.add_argument(
+        "--analyze", action="store_true", help="analyse every trace for waste before timing the list"
+    )
     args = parser.parse_args()
     rng = random.Random(7)
     pricer = PriceBook()

@@ -26,12 +26,16 @@ POLICY = "Refunds are possible within 30 days of delivery. " * 60
 
 def refund(client: openai.OpenAI, order: int) -> None:
     with tokentrail.agent("refunds", task_id=f"refund-{order}", task_type="refund"):
-        history: list[Any] = [{"role": "system", "content": POLICY},
-                              {"role": "user", "content": f"Refund order {order}."}]  # fmt: skip
+        history: list[Any] = [
+            {"role": "system", "content": POLICY},
+            {"role": "user", "content": f"Refund order {order}."},
+        ]
         client.chat.completions.create(model="gpt-4o-mini", messages=history)
         with tokentrail.tool("issue_refund", arguments={"order": order}) as step:
             step.set_result({"order": order, "refunded": True})
-        client.chat.completions.create(model="gpt-4o-mini", messages=[*history, {"role": "user", "content": "done"}])
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[*history, {"role": "user", "content": "done"}]
+        )
 
 
 def main() -> None:
@@ -46,8 +50,9 @@ def main() -> None:
     # later, from the ticketing system: two refunds bounced; refund-1010 is never judged
     for order in (1008, 1009):
         body = json.dumps({"task_id": f"refund-{order}", "name": "refund_issued", "success": False}).encode()
-        request = urllib.request.Request(f"{ENDPOINT}/api/outcomes", data=body, method="POST",
-                                         headers={"content-type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"{ENDPOINT}/api/outcomes", data=body, method="POST", headers={"content-type": "application/json"}
+        )
         urllib.request.urlopen(request).close()
     print("10 refund tasks sent: 7 succeeded, 2 failed, 1 without an outcome. See /costs in the web UI.")
 

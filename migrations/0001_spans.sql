@@ -1,5 +1,5 @@
 -- One row per span: the OpenTelemetry fields plus typed columns normalized at ingest from
--- whichever convention the emitter used (CONVENTIONS.md §6). Hot queries read typed columns;
+-- whichever convention the emitter used (see normalize.py). Hot queries read typed columns;
 -- the attribute maps are kept whole for the span detail view and for debugging.
 --
 -- ReplacingMergeTree keyed on (project, trace_id, span_id): a batch re-sent by a retrying

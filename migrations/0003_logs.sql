@@ -1,5 +1,5 @@
 -- OTLP log records, stored as sent. Coding agents (Claude Code, Codex, Gemini CLI) report each
--- API call as a log event (CONVENTIONS.md §4.5-4.7). record_hash makes re-sent batches replace.
+-- API call as a log event. record_hash makes re-sent batches replace.
 CREATE TABLE IF NOT EXISTS logs
 (
     project LowCardinality(String),

@@ -1,4 +1,4 @@
--- The waste ledger (DESIGN.md "The waste ledger"), written by the analysis.
+-- The waste ledger (README, "Waste"), written by the analysis.
 --
 -- trace_waste: one row per analysed trace, its cost split into buckets that add up to
 -- total_usd. The newest analysis of a trace wins.

@@ -1,4 +1,4 @@
--- Outcomes (DESIGN.md "Spans we emit": outcome) and the task a trace belongs to.
+-- Outcomes (README, "Outcomes and cost per task") and the task a trace belongs to.
 --
 -- An outcome targets a trace, a task id or a conversation id, and may arrive hours after the
 -- work it judges, from another process. It is kept whether or not its target has arrived yet;

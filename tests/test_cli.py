@@ -12,7 +12,11 @@ from tests.collector.harness import running_collector
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))}
     return subprocess.run(
-        [sys.executable, "-m", "tokentrail", *args], env={**clean, **env}, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tokentrail", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -58,17 +62,23 @@ def test_up_serves_otlp_over_http_and_grpc(tmp_path):
     env = collector_env(str(tmp_path), port, TOKENTRAIL_UI_PORT=str(free_port()))
     proc = start_collector_process(env, port, command="up")
     try:
-        for exporter in (HttpExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"),
-                         GrpcExporter(endpoint=f"127.0.0.1:{env['TOKENTRAIL_OTLP_GRPC_PORT']}", insecure=True)):  # fmt: skip
+        for exporter in (
+            HttpExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"),
+            GrpcExporter(endpoint=f"127.0.0.1:{env['TOKENTRAIL_OTLP_GRPC_PORT']}", insecure=True),
+        ):
             provider = TracerProvider()
             provider.add_span_processor(SimpleSpanProcessor(exporter))
-            with provider.get_tracer("t").start_as_current_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat"}):
+            with provider.get_tracer("t").start_as_current_span(
+                "chat gpt-4o", attributes={"gen_ai.operation.name": "chat"}
+            ):
                 pass
             provider.shutdown()
         deadline = time.monotonic() + 30
         stored = 0
         while time.monotonic() < deadline and stored < 2:
-            stored = httpx.get(f"http://127.0.0.1:{port}/api/status").json()["stats"]["tokentrail_spans_stored_total"]
+            stored = httpx.get(f"http://127.0.0.1:{port}/api/status").json()["stats"][
+                "tokentrail_spans_stored_total"
+            ]
             time.sleep(0.2)
         assert stored == 2
         status = _run("status", TOKENTRAIL_OTLP_HTTP_PORT=str(port))

@@ -21,7 +21,9 @@ def _server_settings() -> Any:
     try:
         from tokentrail.server.settings import SettingsError, from_env
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit(f"tokentrail: this needs the server extras: pip install 'tokentrail[server]' ({exc})") from None
+        raise SystemExit(
+            f"tokentrail: this needs the server extras: pip install 'tokentrail[server]' ({exc})"
+        ) from None
     try:
         return from_env()
     except SettingsError as exc:
@@ -101,20 +103,30 @@ def _cmd_status(args: argparse.Namespace) -> int:
     spool = status["spool"]
     free = spool.get("free_bytes")
     room = f"; {free:,} bytes free on its disk" if free is not None else ""
-    print(f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in {spool['directory']}{room}")
+    print(
+        f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in {spool['directory']}{room}"
+    )
     print(f"refused:   {int(stats['tokentrail_requests_refused_total']):,} requests (spool full or failing)")
     if spool.get("last_error"):
-        print(f"spool:     {spool.get('errors', 0):,} failed writes; last at {spool['last_error_at']}: {spool['last_error']}")
+        print(
+            f"spool:     {spool.get('errors', 0):,} failed writes; last at {spool['last_error_at']}: {spool['last_error']}"
+        )
     if spool.get("quarantined_records"):
-        print(f"damaged:   {spool['quarantined_records']:,} spool records did not match their checksum, copied to "
-              f"{spool['quarantine_directory']}")  # fmt: skip
+        print(
+            f"damaged:   {spool['quarantined_records']:,} spool records did not match their checksum, copied to "
+            f"{spool['quarantine_directory']}"
+        )
     writer = status["writer"]
     dead = int(writer.get("dead_lettered_records", stats.get("tokentrail_records_dead_lettered_total", 0)))
     if dead:
         where = writer.get("dead_letter_directory", f"{spool['directory']}/dead")
-        print(f"dead:      {dead:,} spool records could not be stored (refused on their own), kept in {where}")
+        print(
+            f"dead:      {dead:,} spool records could not be stored (refused on their own), kept in {where}"
+        )
     if writer.get("stalled"):
-        print(f"writer:    STALLED: nothing stored for {writer['seconds_since_progress']:,.0f} s while records wait")
+        print(
+            f"writer:    STALLED: nothing stored for {writer['seconds_since_progress']:,.0f} s while records wait"
+        )
     elif writer.get("failing"):
         print("writer:    failing, retrying")
     if writer["last_error"]:
@@ -128,22 +140,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from tokentrail.instrumentation._setup import DEFAULT_ENDPOINT
 
-    endpoint = (args.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")  # fmt: skip
+    endpoint = (
+        args.endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or DEFAULT_ENDPOINT
+    ).rstrip("/")
     base = endpoint.removesuffix("/v1/traces")
     try:
         urllib.request.urlopen(base + "/health", timeout=3).close()
     except urllib.error.HTTPError:
         pass  # something answers: another OTLP receiver without our /health
     except (urllib.error.URLError, OSError):
-        print(f"No collector answers at {base}. Start one with `tokentrail up` (or `make up`), "
-              "or point OTEL_EXPORTER_OTLP_ENDPOINT at yours.", file=sys.stderr)  # fmt: skip
+        print(
+            f"No collector answers at {base}. Start one with `tokentrail up` (or `make up`), "
+            "or point OTEL_EXPORTER_OTLP_ENDPOINT at yours.",
+            file=sys.stderr,
+        )
         return 1
     from tokentrail.demo.workload import run
 
     print(f"Running {args.tasks} agent tasks against a local model stand-in; spans go to {base}")
     run(tasks=args.tasks, endpoint=args.endpoint, latency=args.latency)
-    print(f"Done. Open the web UI (http://127.0.0.1:4320/ with `tokentrail up`) to see {args.tasks} new traces.")
+    print(
+        f"Done. Open the web UI (http://127.0.0.1:4320/ with `tokentrail up`) to see {args.tasks} new traces."
+    )
     return 0
 
 
@@ -162,7 +183,12 @@ def _progress(done: int, total: int, noun: str = "traces") -> None:
     width = 30
     filled = width * done // total if total else width
     end = "\n" if done >= total else ""
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {noun}", end=end, file=sys.stderr, flush=True)
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {noun}",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -172,13 +198,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from tokentrail.collector.pricing import PriceBook
 
     settings = _server_settings()
-    store, _ = _open_store(settings, "\nThe running server analyses traces itself as they complete; stop it to "
-                                  "re-analyse a time range of the embedded database.")  # fmt: skip
+    store, _ = _open_store(
+        settings,
+        "\nThe running server analyses traces itself as they complete; stop it to "
+        "re-analyse a time range of the embedded database.",
+    )
     try:
         now = time.time_ns()
         start = time.monotonic()
-        done = analyze_range(store.client, args.project or settings.default_project, now - args.since * 10**9,
-                             now + 60 * 10**9, PriceBook(), settings.waste, progress=_progress)  # fmt: skip
+        done = analyze_range(
+            store.client,
+            args.project or settings.default_project,
+            now - args.since * 10**9,
+            now + 60 * 10**9,
+            PriceBook(),
+            settings.waste,
+            progress=_progress,
+        )
     finally:
         store.close()
     print(f"analysed {done:,} traces in {time.monotonic() - start:.1f}s")
@@ -196,13 +232,21 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     try:
         now = time.time_ns()
         prices = PriceBook()
-        result = reprice(store.client, args.project or settings.default_project, now - args.since * 10**9,
-                         now + 60 * 10**9, prices, progress=lambda d, t: _progress(d, t, "spans"),
-                         task_attribute=settings.task_type_attribute)  # fmt: skip
+        result = reprice(
+            store.client,
+            args.project or settings.default_project,
+            now - args.since * 10**9,
+            now + 60 * 10**9,
+            prices,
+            progress=lambda d, t: _progress(d, t, "spans"),
+            task_attribute=settings.task_type_attribute,
+        )
     finally:
         store.close()
-    print(f"{result.examined:,} model calls examined; {result.changed:,} changed "
-          f"in {result.traces:,} traces; prices from {result.version}")  # fmt: skip
+    print(
+        f"{result.examined:,} model calls examined; {result.changed:,} changed "
+        f"in {result.traces:,} traces; prices from {result.version}"
+    )
     return 0
 
 
@@ -223,18 +267,30 @@ def _cmd_waste(args: argparse.Namespace) -> int:
         detail = exc.read().decode(errors="replace")[:300]
         raise SystemExit(f"tokentrail: {url}: HTTP {exc.code} {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SystemExit(f"tokentrail: no Tokentrail web UI at {base} ({exc}); start it with `tokentrail up`, "
-                         "or pass --url") from None  # fmt: skip
+        raise SystemExit(
+            f"tokentrail: no Tokentrail web UI at {base} ({exc}); start it with `tokentrail up`, "
+            "or pass --url"
+        ) from None
     rows = report["rows"]
     buckets: list[str] = report["buckets"]
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow([args.by, "total_usd", "wasted_usd", "waste_share", *(f"{b}_usd" for b in buckets), "traces"])
+        writer.writerow(
+            [args.by, "total_usd", "wasted_usd", "waste_share", *(f"{b}_usd" for b in buckets), "traces"]
+        )
         for r in rows:
-            writer.writerow([r["key"], r["total_usd"], r["wasted_usd"], r["waste_share"],
-                             *(r["buckets"][b] for b in buckets), r["traces"]])  # fmt: skip
+            writer.writerow(
+                [
+                    r["key"],
+                    r["total_usd"],
+                    r["wasted_usd"],
+                    r["waste_share"],
+                    *(r["buckets"][b] for b in buckets),
+                    r["traces"],
+                ]
+            )
     else:
         head = f"{args.by:<28}{'cost':>12}{'wasted':>12}{'share':>7}  top bucket"
         print(head)
@@ -264,16 +320,22 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     demo = sub.add_parser("demo", help="send a realistic multi-agent workload (with waste) through the SDK")
     demo.add_argument("--tasks", type=int, default=18, help="agent tasks to run (default 18)")
-    demo.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local collector)")
+    demo.add_argument(
+        "--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local collector)"
+    )
     demo.add_argument("--latency", type=float, default=0.05, help="seconds per simulated model answer")
     analyze = sub.add_parser("analyze", help="(re)compute the waste ledger of a time range, with progress")
-    analyze.add_argument("--since", type=_duration, default=_duration("7d"), help="how far back (30m, 24h, 7d)")
+    analyze.add_argument(
+        "--since", type=_duration, default=_duration("7d"), help="how far back (30m, 24h, 7d)"
+    )
     analyze.add_argument("--project", help="project (default: the default project)")
     reprice = sub.add_parser("reprice", help="recompute computed costs with the installed price catalog")
     reprice.add_argument("--since", type=_duration, default=_duration("30d"), help="how far back (24h, 30d)")
     reprice.add_argument("--project", help="project (default: the default project)")
     waste = sub.add_parser("waste", help="the waste ledger by bucket and agent/model/service/user/day")
-    waste.add_argument("--since", type=_duration, default=_duration("24h"), help="how far back (30m, 24h, 7d)")
+    waste.add_argument(
+        "--since", type=_duration, default=_duration("24h"), help="how far back (30m, 24h, 7d)"
+    )
     waste.add_argument("--by", choices=["agent", "model", "service", "user", "day"], default="agent")
     waste.add_argument("--format", choices=["table", "json", "csv"], default="table")
     waste.add_argument("--project", help="project (default: the default project)")

@@ -1,6 +1,6 @@
 """Attribute names, defined once and imported by the SDK, the normalizer and the queries.
 
-The OpenTelemetry GenAI conventions are still at Development stability (CONVENTIONS.md §1);
+The OpenTelemetry GenAI conventions are still at Development stability;
 these are the current names we emit. Older and third-party names that the collector accepts
 live beside the normalizer, which maps them onto these.
 """
@@ -99,6 +99,15 @@ STEP_RETRY: Final = "retry"
 STEP_RETRIEVAL: Final = "retrieval"
 STEP_EMBEDDING: Final = "embedding"
 STEP_OTHER: Final = "other"
-STEP_KINDS: Final = (STEP_AGENT, STEP_PLAN, STEP_LLM, STEP_TOOL, STEP_RETRY, STEP_RETRIEVAL, STEP_EMBEDDING, STEP_OTHER)
+STEP_KINDS: Final = (
+    STEP_AGENT,
+    STEP_PLAN,
+    STEP_LLM,
+    STEP_TOOL,
+    STEP_RETRY,
+    STEP_RETRIEVAL,
+    STEP_EMBEDDING,
+    STEP_OTHER,
+)
 TT_OUTCOME_TRACE_ID: Final = "tokentrail.outcome.trace_id"
 TT_STEP_SUBKIND: Final = "tokentrail.step.subkind"

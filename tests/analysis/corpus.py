@@ -43,16 +43,37 @@ def _unit(model: str, provider: str, inp: int) -> tuple[float, float, float]:
     return unit
 
 
-def call(rec: Recorder, label: str, model: str, inp: int, out: int, *, cached: int = 0, provider: str = "openai",
-         content: str | None = None, error: str = "", finish: str = "stop") -> None:  # fmt: skip
+def call(
+    rec: Recorder,
+    label: str,
+    model: str,
+    inp: int,
+    out: int,
+    *,
+    cached: int = 0,
+    provider: str = "openai",
+    content: str | None = None,
+    error: str = "",
+    finish: str = "stop",
+) -> None:
     """A model call whose span name ends with its label."""
     attrs: dict[str, Any] = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model,
-        "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": out,
-        "gen_ai.usage.cache_read.input_tokens": cached, "gen_ai.response.finish_reasons": [finish],
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        "gen_ai.usage.input_tokens": inp,
+        "gen_ai.usage.output_tokens": out,
+        "gen_ai.usage.cache_read.input_tokens": cached,
+        "gen_ai.response.finish_reasons": [finish],
         "gen_ai.input.messages": json.dumps(text(content if content is not None else label)),
-    }  # fmt: skip
-    with rec.span(f"chat {model} [{label}]", 500, SpanKind.CLIENT, error=error, **{k.replace(".", "__"): v for k, v in attrs.items()}):
+    }
+    with rec.span(
+        f"chat {model} [{label}]",
+        500,
+        SpanKind.CLIENT,
+        error=error,
+        **{k.replace(".", "__"): v for k, v in attrs.items()},
+    ):
         pass
 
 
@@ -134,8 +155,10 @@ def failed_outcome(rec: Recorder) -> Expected:
     with agent(rec, "refunds", outcome=False):
         call(rec, "f1", "gpt-4o", 500, 50)
         call(rec, "f2", "gpt-4o", 700, 50)
-    return {"f1": ("no_outcome", _cost("gpt-4o", "openai", 500, 50)),
-            "f2": ("no_outcome", _cost("gpt-4o", "openai", 700, 50))}  # fmt: skip
+    return {
+        "f1": ("no_outcome", _cost("gpt-4o", "openai", 500, 50)),
+        "f2": ("no_outcome", _cost("gpt-4o", "openai", 700, 50)),
+    }
 
 
 def abandoned(rec: Recorder) -> Expected:
@@ -166,16 +189,19 @@ def bloat(rec: Recorder) -> Expected:
     (stale), and up to the task's own size of it is allowed."""
     with agent(rec, "drafter"):
         call(rec, "d1", "gpt-4o", 10_000, 100, cached=0)
-        call(rec, "d2", "gpt-4o", 30_000, 100, cached=9_984)   # stale: min(10,000, 30,000) - 10,000 = 0
+        call(rec, "d2", "gpt-4o", 30_000, 100, cached=9_984)  # stale: min(10,000, 30,000) - 10,000 = 0
         call(rec, "d3", "gpt-4o", 60_000, 100, cached=29_952)  # stale: 30,000 - 10,000 = 20,000
-        call(rec, "d4", "gpt-4o", 90_000, 100, cached=0)       # stale: 60,000 - 10,000 = 50,000
+        call(rec, "d4", "gpt-4o", 90_000, 100, cached=0)  # stale: 60,000 - 10,000 = 50,000
     fresh3, read3, _ = _unit("gpt-4o", "openai", 60_000)
     fresh4, read4, _ = _unit("gpt-4o", "openai", 90_000)
     # d3: 10,000 over the allowance, tokens 20,000-30,000 of the prompt; the cache held its first 29,952
     d3 = 48 * fresh3 + 9_952 * read3
     # d4: 40,000 over, none cached; of the 60,100 tokens carried from d3, the other 20,100 missed the cache
-    return {"d3": ("context_bloat", d3), "d4": ("context_bloat", 40_000 * fresh4),
-            "d4+": ("cache_miss", 20_100 * (fresh4 - read4))}
+    return {
+        "d3": ("context_bloat", d3),
+        "d4": ("context_bloat", 40_000 * fresh4),
+        "d4+": ("cache_miss", 20_100 * (fresh4 - read4)),
+    }
 
 
 def oversized(rec: Recorder) -> Expected:
@@ -190,25 +216,46 @@ def oversized(rec: Recorder) -> Expected:
 def openinference_duplicate(rec: Recorder) -> Expected:
     with agent(rec, "oi-agent"):
         oi: dict[str, Any] = {
-            "openinference__span__kind": "LLM", "llm__model_name": "gpt-4o-mini", "llm__provider": "openai",
-            "llm__token_count__prompt": 800, "llm__token_count__completion": 50,
+            "openinference__span__kind": "LLM",
+            "llm__model_name": "gpt-4o-mini",
+            "llm__provider": "openai",
+            "llm__token_count__prompt": 800,
+            "llm__token_count__completion": 50,
             "llm__input_messages__0__message__role": "user",
-            "llm__input_messages__0__message__content": "Where is order 42?"}  # fmt: skip
+            "llm__input_messages__0__message__content": "Where is order 42?",
+        }
         for label in ("oi-1", "oi-2"):
             with rec.span(f"ChatOpenAI [{label}]", 400, **oi):
                 pass
     return {"oi-2": ("duplicate", _cost("gpt-4o-mini", "openai", 800, 50))}
 
 
-CASES = [Case(f.__name__, f) for f in (productive, retry, loop, ping_pong, varied_tools, duplicate, failed_outcome,
-                                        abandoned, cache_miss_model_switch, cache_miss_gap, bloat, oversized,
-                                        openinference_duplicate)]  # fmt: skip
+CASES = [
+    Case(f.__name__, f)
+    for f in (
+        productive,
+        retry,
+        loop,
+        ping_pong,
+        varied_tools,
+        duplicate,
+        failed_outcome,
+        abandoned,
+        cache_miss_model_switch,
+        cache_miss_gap,
+        bloat,
+        oversized,
+        openinference_duplicate,
+    )
+]
 
 
 _LABEL = re.compile(r"\[([\w+-]+)\]$")
 
 
-def run_own_corpus(client: Any, pricebook: Any) -> tuple[dict[tuple[Any, str], float | None], dict[tuple[Any, str], float | None]]:
+def run_own_corpus(
+    client: Any, pricebook: Any
+) -> tuple[dict[tuple[Any, str], float | None], dict[tuple[Any, str], float | None]]:
     """Build every case, store it, analyse it: (expected, found) charges keyed by
     ((case, label), detector), for `tests.analysis.scoring`."""
     rec = Recorder()
@@ -231,7 +278,8 @@ def run_own_corpus(client: Any, pricebook: Any) -> tuple[dict[tuple[Any, str], f
     found: dict[tuple[Any, str], float | None] = {}
     rows = client.query(
         "SELECT trace_id, span_id, detector, wasted_usd FROM waste_findings "
-        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)").result_rows
+        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)"
+    ).result_rows
     for trace_id, span_id, detector, usd in rows:
         found[((roots[trace_id], labels.get((trace_id, span_id), span_id)), detector)] = usd
     return expected, found

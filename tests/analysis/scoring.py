@@ -66,8 +66,13 @@ def misses(expected: Charges, found: Charges) -> dict[str, list[str]]:
 
 
 def table(title: str, scores: list[Score]) -> str:
-    lines = [title, f"{'detector':<16}{'expected':>9}{'found':>7}{'precision':>10}{'recall':>8}{'expected $':>13}{'found $':>13}"]
+    lines = [
+        title,
+        f"{'detector':<16}{'expected':>9}{'found':>7}{'precision':>10}{'recall':>8}{'expected $':>13}{'found $':>13}",
+    ]
     for s in scores:
         want = f"{s.expected_usd:13.6f}" if s.expected_usd is not None else f"{'-':>13}"
-        lines.append(f"{s.detector:<16}{s.expected:>9}{s.found:>7}{s.precision:>10.2f}{s.recall:>8.2f}{want}{s.found_usd:13.6f}")
+        lines.append(
+            f"{s.detector:<16}{s.expected:>9}{s.found:>7}{s.precision:>10.2f}{s.recall:>8.2f}{want}{s.found_usd:13.6f}"
+        )
     return "\n".join(lines)

@@ -21,7 +21,9 @@ from tokentrail.web.app import create_app
 def test_budget_settings_are_checked():
     budgets = parse_budgets("daily:project=default:50, monthly:user=alice:200.5", "default")
     assert [(b.period, b.scope, b.value, b.limit_usd, b.project) for b in budgets] == [
-        ("daily", "project", "default", 50.0, "default"), ("monthly", "user", "alice", 200.5, "default")]  # fmt: skip
+        ("daily", "project", "default", 50.0, "default"),
+        ("monthly", "user", "alice", 200.5, "default"),
+    ]
     with pytest.raises(SettingsError, match="TOKENTRAIL_BUDGETS: 'weekly:project=x:5' is not period:scope"):
         from_env({"TOKENTRAIL_BUDGETS": "weekly:project=x:5"})
     with pytest.raises(SettingsError, match="TOKENTRAIL_BUDGET_WEBHOOK"):
@@ -31,7 +33,9 @@ def test_budget_settings_are_checked():
 def _spend(store: Any, user: str, n: int) -> float:
     rec = Recorder()
     now = datetime.now(tz=UTC)  # inside today, even just after midnight
-    rec.clock = int(max(now - timedelta(minutes=5), now.replace(hour=0, minute=0, second=0)).timestamp() * 1e9)
+    rec.clock = int(
+        max(now - timedelta(minutes=5), now.replace(hour=0, minute=0, second=0)).timestamp() * 1e9
+    )
     for _ in range(n):
         with rec.span("invoke_agent a", gen_ai__operation__name="invoke_agent", user__id=user):
             rec.chat("gpt-4o", "openai", 100_000, 1000)
@@ -42,7 +46,9 @@ def _spend(store: Any, user: str, n: int) -> float:
 def test_projection_is_spend_over_the_elapsed_share(store):
     spent = _spend(store, "alice", 2)
     now = datetime.now(tz=UTC)
-    (daily, user) = evaluate(store.client, parse_budgets("daily:project=default:1000,monthly:user=bob:1"), now)
+    (daily, user) = evaluate(
+        store.client, parse_budgets("daily:project=default:1000,monthly:user=bob:1"), now
+    )
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     elapsed = (now - start) / timedelta(days=1)
     assert daily.spent_usd == pytest.approx(spent) and daily.projected_usd == pytest.approx(spent / elapsed)
@@ -85,7 +91,10 @@ def test_a_budget_projected_over_its_limit_alerts_once_per_period(store, setting
 
     overview = TestClient(create_app(settings.with_(budgets=tuple(budgets)), store))
     page = BeautifulSoup(overview.get("/overview").text, "html.parser")
-    states = {row["data-budget"]: row.select_one(".state").get_text(strip=True) for row in page.select("[data-budget]")}  # type: ignore[union-attr]
+    states = {
+        row["data-budget"]: row.select_one(".state").get_text(strip=True)  # type: ignore[union-attr]
+        for row in page.select("[data-budget]")
+    }
     assert states == {"daily:user=alice": "exceeded", "daily:project=default": "ok"}
     api = overview.get("/overview.json").json()["budgets"]
     assert {b["budget"]["value"]: b["state"] for b in api} == {"alice": "exceeded", "default": "ok"}

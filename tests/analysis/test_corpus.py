@@ -38,13 +38,20 @@ def test_reanalysis_replaces_the_previous_ledger(store):
     rec = Recorder()
     with rec.span("invoke_agent a", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="a"):
         for _ in range(2):
-            rec.chat("gpt-4o", "openai", 900, 40, messages=[{"role": "user", "parts": [{"type": "text", "content": "x"}]}])
+            rec.chat(
+                "gpt-4o",
+                "openai",
+                900,
+                40,
+                messages=[{"role": "user", "parts": [{"type": "text", "content": "x"}]}],
+            )
     rec.store(store.client)
     for _ in range(2):
         analyze_range(store.client, "default", 0, 2**62, prices())
     current = store.client.query(
         "SELECT detector, count() FROM waste_findings WHERE (trace_id, analyzed_at) IN "
-        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL) GROUP BY detector").result_rows
+        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL) GROUP BY detector"
+    ).result_rows
     assert current == [("duplicate", 1)]
     by_trace: dict[str, int] = defaultdict(int)
     for (trace_id,) in store.client.query("SELECT trace_id FROM trace_waste FINAL").result_rows:

@@ -15,12 +15,34 @@ from tokentrail.analysis.ledger import BUCKETS, Thresholds, analyze
 MODELS = {"big": (5e-6, 2.5e-6, 2e-5), "small": (1.5e-7, 7.5e-8, 6e-7), "nocache": (1e-6, 1e-6, 2e-6)}
 #: a span row as the analysis reads it (tokentrail.analysis.run), every column at its empty value
 SPAN: dict[str, Any] = {
-    "span_id": "", "parent_span_id": "", "name": "", "step_kind": "other", "step_subkind": "", "start_ns": 0,
-    "duration_ns": 1, "status_code": "UNSET", "outcome": "", "tool_name": "", "tool_args_hash": 0,
-    "has_tool_args": False, "model": "", "request_model": "", "provider": "", "agent_name": "", "input_tokens": 0,
-    "output_tokens": 0, "cache_read_tokens": 0, "cache_reported": True, "billable": 0, "cost_usd": None,
-    "input_hash": 0, "system_hash": 0, "requested_tools": [], "finish_reasons": [], "error_type": "",
-}  # fmt: skip
+    "span_id": "",
+    "parent_span_id": "",
+    "name": "",
+    "step_kind": "other",
+    "step_subkind": "",
+    "start_ns": 0,
+    "duration_ns": 1,
+    "status_code": "UNSET",
+    "outcome": "",
+    "tool_name": "",
+    "tool_args_hash": 0,
+    "has_tool_args": False,
+    "model": "",
+    "request_model": "",
+    "provider": "",
+    "agent_name": "",
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_tokens": 0,
+    "cache_reported": True,
+    "billable": 0,
+    "cost_usd": None,
+    "input_hash": 0,
+    "system_hash": 0,
+    "requested_tools": [],
+    "finish_reasons": [],
+    "error_type": "",
+}
 
 
 def _evidence(step: str, kind: str, provider: str) -> list[tuple[str, int, str]]:
@@ -41,35 +63,65 @@ def _cost(model: str, inp: int, out: int, cached: int) -> float | None:
 @st.composite
 def traces(draw: Any) -> list[dict[str, Any]]:
     n = draw(st.integers(1, 25))
-    spans = [dict(SPAN, span_id="root", step_kind="agent", duration_ns=10**12, agent_name="a",
-                  status_code=draw(st.sampled_from(["UNSET", "ERROR"])),
-                  outcome=draw(st.sampled_from(["", "true", "false"])))]  # fmt: skip
+    spans = [
+        dict(
+            SPAN,
+            span_id="root",
+            step_kind="agent",
+            duration_ns=10**12,
+            agent_name="a",
+            status_code=draw(st.sampled_from(["UNSET", "ERROR"])),
+            outcome=draw(st.sampled_from(["", "true", "false"])),
+        )
+    ]
     clock = 1
     for i in range(n):
         kind = draw(st.sampled_from(["llm", "llm", "tool", "retry", "agent", "http"]))
         # HTTP attempts sit under model calls; everything else under agents and retries
-        kinds = ("llm",) if kind == "http" and any(s["step_kind"] == "llm" for s in spans) else ("agent", "retry")
+        kinds = (
+            ("llm",) if kind == "http" and any(s["step_kind"] == "llm" for s in spans) else ("agent", "retry")
+        )
         parent = draw(st.sampled_from([s["span_id"] for s in spans if s["step_kind"] in kinds]))
-        base = dict(spans[0], span_id=f"s{i}", parent_span_id=parent, step_kind=kind, start_ns=clock,
-                    duration_ns=draw(st.integers(0, 10**12)), outcome="",
-                    status_code=draw(st.sampled_from(["UNSET", "UNSET", "ERROR"])))  # fmt: skip
+        base = dict(
+            spans[0],
+            span_id=f"s{i}",
+            parent_span_id=parent,
+            step_kind=kind,
+            start_ns=clock,
+            duration_ns=draw(st.integers(0, 10**12)),
+            outcome="",
+            status_code=draw(st.sampled_from(["UNSET", "UNSET", "ERROR"])),
+        )
         clock += draw(st.integers(1, 10**12))
         if kind == "llm":
             model = draw(st.sampled_from([*MODELS, "unknown"]))
             inp = draw(st.integers(0, 200_000))
             out = draw(st.integers(0, 5000))
             cached = draw(st.integers(0, inp))
-            base.update(model=model, provider="p", input_tokens=inp, output_tokens=out, cache_read_tokens=cached,
-                        billable=draw(st.sampled_from([0, 1, 1])), cost_usd=_cost(model, inp, out, cached),
-                        input_hash=draw(st.integers(0, 3)),
-                        finish_reasons=[draw(st.sampled_from(["stop", "length", "tool_calls"]))],
-                        cache_reported=draw(st.booleans()), system_hash=draw(st.integers(0, 2)),
-                        requested_tools=draw(st.lists(st.integers(1, 3), max_size=2)))  # fmt: skip
+            base.update(
+                model=model,
+                provider="p",
+                input_tokens=inp,
+                output_tokens=out,
+                cache_read_tokens=cached,
+                billable=draw(st.sampled_from([0, 1, 1])),
+                cost_usd=_cost(model, inp, out, cached),
+                input_hash=draw(st.integers(0, 3)),
+                finish_reasons=[draw(st.sampled_from(["stop", "length", "tool_calls"]))],
+                cache_reported=draw(st.booleans()),
+                system_hash=draw(st.integers(0, 2)),
+                requested_tools=draw(st.lists(st.integers(1, 3), max_size=2)),
+            )
         elif kind == "http":
-            base.update(step_kind="other", step_subkind="http", error_type=draw(st.sampled_from(["", "429", "500"])))
+            base.update(
+                step_kind="other", step_subkind="http", error_type=draw(st.sampled_from(["", "429", "500"]))
+            )
         elif kind == "tool":
-            base.update(tool_name=draw(st.sampled_from(["a", "b"])), tool_args_hash=draw(st.integers(0, 2)),
-                        has_tool_args=draw(st.booleans()))  # fmt: skip
+            base.update(
+                tool_name=draw(st.sampled_from(["a", "b"])),
+                tool_args_hash=draw(st.integers(0, 2)),
+                has_tool_args=draw(st.booleans()),
+            )
         spans.append(base)
     return spans
 
@@ -79,7 +131,11 @@ def traces(draw: Any) -> list[dict[str, Any]]:
 def test_buckets_add_up_and_no_dollar_counts_twice(spans, bloat, cache_min):
     t = Thresholds(bloat_carry_tokens=bloat, cache_min_tokens=cache_min)
     ledger = analyze(spans, _prices, _evidence, t)
-    total = sum(s["cost_usd"] for s in spans if s["step_kind"] == "llm" and s["billable"] and s["cost_usd"] is not None)
+    total = sum(
+        s["cost_usd"]
+        for s in spans
+        if s["step_kind"] == "llm" and s["billable"] and s["cost_usd"] is not None
+    )
     assert math.isclose(ledger.total_usd, total, rel_tol=1e-9, abs_tol=1e-12)
     assert set(ledger.buckets) == set(BUCKETS)
     assert all(v >= -1e-12 for v in ledger.buckets.values())
@@ -106,33 +162,72 @@ def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
 
     from tokentrail.analysis.ledger import largest_carried_item
 
-    base = dict(SPAN, parent_span_id="root", step_kind="llm", model="big", provider="p", billable=1,
-                finish_reasons=["stop"])  # fmt: skip
+    base = dict(
+        SPAN,
+        parent_span_id="root",
+        step_kind="llm",
+        model="big",
+        provider="p",
+        billable=1,
+        finish_reasons=["stop"],
+    )
     root = dict(SPAN, span_id="root", step_kind="agent", agent_name="a")
-    calls = [dict(base, span_id=f"c{i}", start_ns=i + 1, input_tokens=n, output_tokens=100,
-                  cost_usd=_cost("big", n, 100, 0)) for i, n in enumerate((5_000, 30_000, 60_000))]  # fmt: skip
+    calls = [
+        dict(
+            base,
+            span_id=f"c{i}",
+            start_ns=i + 1,
+            input_tokens=n,
+            output_tokens=100,
+            cost_usd=_cost("big", n, 100, 0),
+        )
+        for i, n in enumerate((5_000, 30_000, 60_000))
+    ]
     ledger = analyze([root, *calls], _prices, None, Thresholds(bloat_carry_tokens=16_000))
     (bloat,) = [f for f in ledger.findings if f.detector == "context_bloat"]
     assert bloat.span_id == "c2" and "grew from 5,000 to 60,000 tokens over 3 calls (12.0x)" in bloat.reason
     assert bloat.rule == "context_bloat.stale_context"
     # the previous call's 30,000 input tokens less the task's own 5,000 are stale; 5,000 of them are allowed
-    assert (bloat.evidence["stale_tokens"], bloat.evidence["allowance"], bloat.wasted_tokens) == (25_000, 5_000, 20_000)
+    assert (bloat.evidence["stale_tokens"], bloat.evidence["allowance"], bloat.wasted_tokens) == (
+        25_000,
+        5_000,
+        20_000,
+    )
     messages = [
         {"role": "user", "parts": [{"type": "text", "content": "Write the reply."}]},
         {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "fetch_crm_history"}]},
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "x" * 40_000}]},
         {"role": "user", "parts": [{"type": "text", "content": "Shorter, please."}]},
     ]
-    assert largest_carried_item(json.dumps(messages)) == ("the result of tool fetch_crm_history (message 3 of 4)", 10_000)
+    assert largest_carried_item(json.dumps(messages)) == (
+        "the result of tool fetch_crm_history (message 3 of 4)",
+        10_000,
+    )
     assert largest_carried_item("not json") is None
 
 
 def test_a_small_context_window_lowers_the_bloat_allowance():
-    base = dict(SPAN, parent_span_id="root", step_kind="llm", model="big", provider="p", billable=1,
-                finish_reasons=["stop"])  # fmt: skip
+    base = dict(
+        SPAN,
+        parent_span_id="root",
+        step_kind="llm",
+        model="big",
+        provider="p",
+        billable=1,
+        finish_reasons=["stop"],
+    )
     root = dict(SPAN, span_id="root", step_kind="agent", agent_name="a")
-    calls = [dict(base, span_id=f"c{i}", start_ns=i + 1, input_tokens=n, output_tokens=100,
-                  cost_usd=_cost("big", n, 100, 0)) for i, n in enumerate((5_000, 9_000, 13_000))]  # fmt: skip
+    calls = [
+        dict(
+            base,
+            span_id=f"c{i}",
+            start_ns=i + 1,
+            input_tokens=n,
+            output_tokens=100,
+            cost_usd=_cost("big", n, 100, 0),
+        )
+        for i, n in enumerate((5_000, 9_000, 13_000))
+    ]
 
     def bloat(window: int | None) -> Any:
         ledger = analyze([root, *calls], _prices, None, Thresholds(), windows=lambda provider, model: window)
@@ -141,5 +236,9 @@ def test_a_small_context_window_lowers_the_bloat_allowance():
     # stale at the third call: 9,000 - 5,000 = 4,000; the task's own 5,000 are allowed
     assert bloat(None) is None and bloat(1_000_000) is None
     small = bloat(20_000)  # 10% of a 20,000-token window: 2,000
-    assert small is not None and small.wasted_tokens == 2_000 and small.evidence["allowance_is"] == "10% of the model's window"
+    assert (
+        small is not None
+        and small.wasted_tokens == 2_000
+        and small.evidence["allowance_is"] == "10% of the model's window"
+    )
     assert "65% of the model's 20,000-token window" in small.reason

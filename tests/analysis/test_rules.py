@@ -20,7 +20,8 @@ def _findings(store: Any) -> list[dict[str, Any]]:
         "SELECT s.name, f.detector, f.rule, f.wasted_usd, f.wasted_tokens, f.time_lost_ns, f.evidence, f.reason "
         "FROM waste_findings AS f JOIN spans AS s FINAL ON f.trace_id = s.trace_id AND f.span_id = s.span_id "
         "WHERE (f.trace_id, f.analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL) "
-        "ORDER BY s.start_time").result_rows  # fmt: skip
+        "ORDER BY s.start_time"
+    ).result_rows
     keys = ("name", "detector", "rule", "usd", "tokens", "time_lost_ns", "evidence", "reason")
     return [dict(zip(keys, (*r[:6], json.loads(r[6]), r[7]), strict=True)) for r in rows]
 
@@ -28,18 +29,40 @@ def _findings(store: Any) -> list[dict[str, Any]]:
 def test_http_attempts_the_client_retried_cost_time_not_money(store):
     rec = Recorder()
     with agent(rec, "support"):
-        with rec.span("chat gpt-4o", 900, SpanKind.CLIENT, gen_ai__operation__name="chat",
-                      gen_ai__provider__name="openai", gen_ai__request__model="gpt-4o",
-                      gen_ai__usage__input_tokens=500, gen_ai__usage__output_tokens=50):  # fmt: skip
+        with rec.span(
+            "chat gpt-4o",
+            900,
+            SpanKind.CLIENT,
+            gen_ai__operation__name="chat",
+            gen_ai__provider__name="openai",
+            gen_ai__request__model="gpt-4o",
+            gen_ai__usage__input_tokens=500,
+            gen_ai__usage__output_tokens=50,
+        ):
             for status in (429, 503, 200):
-                with rec.span("POST", 100, SpanKind.CLIENT, error="" if status == 200 else str(status),
-                              http__request__method="POST", http__response__status_code=status):  # fmt: skip
+                with rec.span(
+                    "POST",
+                    100,
+                    SpanKind.CLIENT,
+                    error="" if status == 200 else str(status),
+                    http__request__method="POST",
+                    http__response__status_code=status,
+                ):
                     pass
                 rec.tick(250)  # the client's backoff
         # the last attempt: the call failed, nothing retried it inside the call
-        with (rec.span("chat gpt-4o", 900, SpanKind.CLIENT, error="APIConnectionError", gen_ai__operation__name="chat",
-                       gen_ai__provider__name="openai", gen_ai__request__model="gpt-4o"),
-              rec.span("POST", 100, SpanKind.CLIENT, error="ConnectError", http__request__method="POST")):  # fmt: skip
+        with (
+            rec.span(
+                "chat gpt-4o",
+                900,
+                SpanKind.CLIENT,
+                error="APIConnectionError",
+                gen_ai__operation__name="chat",
+                gen_ai__provider__name="openai",
+                gen_ai__request__model="gpt-4o",
+            ),
+            rec.span("POST", 100, SpanKind.CLIENT, error="ConnectError", http__request__method="POST"),
+        ):
             pass
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices())
@@ -73,19 +96,34 @@ def test_a_workflow_root_that_always_ends_ok_does_not_hide_a_failed_agent(store)
     held the task at the end says how it went."""
     rec = Recorder()
     with rec.span("Front desk", 5, gen_ai__operation__name="invoke_agent"):  # a workflow: no agent of its own
-        with rec.span("invoke_agent triage", 5, gen_ai__operation__name="invoke_agent", gen_ai__agent__name="triage"):
+        with rec.span(
+            "invoke_agent triage", 5, gen_ai__operation__name="invoke_agent", gen_ai__agent__name="triage"
+        ):
             call(rec, "t1", "gpt-4o-mini", 300, 20)
-        with rec.span("invoke_agent refunds", 5, error="RuntimeError", gen_ai__operation__name="invoke_agent",
-                      gen_ai__agent__name="refunds"):  # fmt: skip
+        with rec.span(
+            "invoke_agent refunds",
+            5,
+            error="RuntimeError",
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="refunds",
+        ):
             call(rec, "r1", "gpt-4o-mini", 400, 20)
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices())
-    assert {f["name"].split("[")[1]: f["detector"] for f in _findings(store)} == {"t1]": "no_outcome", "r1]": "no_outcome"}
+    assert {f["name"].split("[")[1]: f["detector"] for f in _findings(store)} == {
+        "t1]": "no_outcome",
+        "r1]": "no_outcome",
+    }
 
 
 def _conversation_turn(rec: Recorder, agent_name: str, label: str, inp: int, cached: int) -> None:
-    with rec.span(f"invoke_agent {agent_name}", 5, gen_ai__operation__name="invoke_agent",
-                  gen_ai__agent__name=agent_name, gen_ai__conversation__id="conv-9"):  # fmt: skip
+    with rec.span(
+        f"invoke_agent {agent_name}",
+        5,
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name=agent_name,
+        gen_ai__conversation__id="conv-9",
+    ):
         call(rec, label, "gpt-4o", inp, 100, cached=cached)
 
 
@@ -99,7 +137,9 @@ def test_a_conversations_next_task_misses_the_cache_its_last_one_left(store):
     _conversation_turn(rec, "billing", "other-agent", 4500, 0)  # another agent's task: not a resumed chat
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices())
-    misses = {f["name"].split("[")[1].rstrip("]"): f for f in _findings(store) if f["detector"] == "cache_miss"}
+    misses = {
+        f["name"].split("[")[1].rstrip("]"): f for f in _findings(store) if f["detector"] == "cache_miss"
+    }
     assert set(misses) == {"turn2"}  # turn3 read its prefix from the cache
     assert misses["turn2"]["rule"] == "cache_miss.prefix_changed" and misses["turn2"]["tokens"] == 3100
     assert "the conversation's previous task" in misses["turn2"]["reason"]
@@ -116,15 +156,25 @@ def test_a_cheaper_model_is_suggested_only_on_evidence_from_this_project(store, 
         call(rec, "premium-alone", "gpt-4.1", 2000, 2)  # no cheaper model was seen greeting
     with agent(rec, "router"):
         call(rec, "cheap", "gpt-4o-mini", 2000, 2)
-    with (agent(rec, "embedder"),
-          rec.span("embeddings text-embedding-3-small", 5, SpanKind.CLIENT, gen_ai__operation__name="embeddings",
-                   gen_ai__provider__name="openai", gen_ai__request__model="text-embedding-3-small",
-                   gen_ai__usage__input_tokens=2000)):  # fmt: skip
+    with (
+        agent(rec, "embedder"),
+        rec.span(
+            "embeddings text-embedding-3-small",
+            5,
+            SpanKind.CLIENT,
+            gen_ai__operation__name="embeddings",
+            gen_ai__provider__name="openai",
+            gen_ai__request__model="text-embedding-3-small",
+            gen_ai__usage__input_tokens=2000,
+        ),
+    ):
         pass
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices(), workers=0)
     (found,) = [f for f in _findings(store) if f["detector"] == "oversized_model"]
-    assert found["name"].endswith("[premium]") and found["evidence"]["suggested_model"].startswith("gpt-4o-mini")
+    assert found["name"].endswith("[premium]") and found["evidence"]["suggested_model"].startswith(
+        "gpt-4o-mini"
+    )
     assert found["evidence"]["step"] == "agent:router" and found["evidence"]["evidence_traces"] == 1
     cost = prices().cost("openai", "gpt-4.1", input_tokens=2000, output_tokens=2)
     alt = prices().cost("openai", "gpt-4o-mini", input_tokens=2000, output_tokens=2)
@@ -135,7 +185,12 @@ def test_a_cheaper_model_is_suggested_only_on_evidence_from_this_project(store, 
 def test_settings_name_every_threshold():
     from tokentrail.server.settings import from_env
 
-    t = from_env({"TOKENTRAIL_WASTE_LOOP_MIN_REPEATS": "4", "TOKENTRAIL_WASTE_BLOAT_MIN_TOKENS": "500",
-                  "TOKENTRAIL_WASTE_BLOAT_CARRY_TOKENS": "8000"}).waste  # fmt: skip
+    t = from_env(
+        {
+            "TOKENTRAIL_WASTE_LOOP_MIN_REPEATS": "4",
+            "TOKENTRAIL_WASTE_BLOAT_MIN_TOKENS": "500",
+            "TOKENTRAIL_WASTE_BLOAT_CARRY_TOKENS": "8000",
+        }
+    ).waste
     assert (t.loop_min_repeats, t.bloat_min_tokens, t.bloat_carry_tokens) == (4, 500, 8000)
     assert Thresholds().loop_min_repeats == 3

@@ -23,7 +23,8 @@ def test_quiet_traces_are_analysed_once_and_again_after_a_late_span(settings, st
     assert analyzer.run_once() == 1
     assert analyzer.run_once() == 0  # nothing changed since
     ((total, productive, findings),) = store.client.query(
-        "SELECT total_usd, productive_usd, findings FROM trace_waste FINAL").result_rows
+        "SELECT total_usd, productive_usd, findings FROM trace_waste FINAL"
+    ).result_rows
     assert total == productive > 0 and findings == 0
 
     # the same request again, arriving later in the same trace: the trace is due again
@@ -37,7 +38,8 @@ def test_quiet_traces_are_analysed_once_and_again_after_a_late_span(settings, st
     time.sleep(1.1)
     assert analyzer.run_once() == 1
     ((total2, duplicate, findings2),) = store.client.query(
-        "SELECT total_usd, duplicate_usd, findings FROM trace_waste FINAL").result_rows
+        "SELECT total_usd, duplicate_usd, findings FROM trace_waste FINAL"
+    ).result_rows
     assert findings2 == 1 and total2 == pytest.approx(2 * total) and duplicate == pytest.approx(total)
 
 

@@ -44,13 +44,17 @@ class Running:
 
 
 @contextmanager
-def running_collector(settings: Settings, store: Store, *, pricer: Any = None, writer: bool = True) -> Iterator[Running]:
+def running_collector(
+    settings: Settings, store: Store, *, pricer: Any = None, writer: bool = True
+) -> Iterator[Running]:
     settings = settings.with_(otlp_http_port=free_port(), otlp_grpc_port=free_port())
     collector = Collector(settings, store, pricer=pricer)
     collector.start(grpc=True)
     if not writer:
         collector.writer.stop()
-    server = uvicorn.Server(server_config(collector.app, settings.with_(host="127.0.0.1"), settings.otlp_http_port))
+    server = uvicorn.Server(
+        server_config(collector.app, settings.with_(host="127.0.0.1"), settings.otlp_http_port)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -86,16 +90,22 @@ def collector_env(data_dir: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_collector_process(env: dict[str, str], port: int, command: str = "collector") -> subprocess.Popen[bytes]:
+def start_collector_process(
+    env: dict[str, str], port: int, command: str = "collector"
+) -> subprocess.Popen[bytes]:
     """Start `tokentrail collector` (or `up`) and wait until the collector's /health answers."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tokentrail", command], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "tokentrail", command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"collector exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+            raise RuntimeError(
+                f"collector exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return proc

@@ -22,11 +22,18 @@ def test_all_conventions_through_the_pipeline(settings, store):
         trace_ids = {}
         for case in CASES:
             provider = TracerProvider(resource=Resource.create(case.resource))
-            provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{tt.http_url}/v1/traces")))
+            provider.add_span_processor(
+                SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{tt.http_url}/v1/traces"))
+            )
             span = provider.get_tracer("fixtures").start_span(
-                case.span_name, attributes=case.attributes, kind=SpanKind.CLIENT if case.client else SpanKind.INTERNAL)
+                case.span_name,
+                attributes=case.attributes,
+                kind=SpanKind.CLIENT if case.client else SpanKind.INTERNAL,
+            )
             if case.error:
-                span.record_exception(type("RateLimitError", (Exception,), {"__module__": "openai"})("slow down"))
+                span.record_exception(
+                    type("RateLimitError", (Exception,), {"__module__": "openai"})("slow down")
+                )
                 span.set_status(Status(StatusCode.ERROR))
             span.end()
             trace_ids[case.name] = format(span.get_span_context().trace_id, "032x")
@@ -40,15 +47,23 @@ def test_all_conventions_through_the_pipeline(settings, store):
             rows = [dict(zip(_NORMALIZED, r, strict=True)) for r in result.result_rows]
             assert len(rows) == 1, case.name
             row = rows[0]
-            expected = {k: (int(v) if isinstance(v, bool) else v) for k, v in case.expected.items()
-                        if k != "reported_cost"}  # fmt: skip
+            expected = {
+                k: (int(v) if isinstance(v, bool) else v)
+                for k, v in case.expected.items()
+                if k != "reported_cost"
+            }
             check(row, expected)
             if "reported_cost" in case.expected:
                 assert row["reported_cost_usd"] == case.expected["reported_cost"]
                 if case.expected["reported_cost"] == 0 and (row["input_tokens"] or row["output_tokens"]):
-                    assert row["cost_source"] == "computed" and row["cost_usd"] > 0, case.name  # a $0 is not a price
+                    assert row["cost_source"] == "computed" and row["cost_usd"] > 0, (
+                        case.name
+                    )  # a $0 is not a price
                 else:
-                    assert (row["cost_usd"], row["cost_source"]) == (case.expected["reported_cost"], "reported")
+                    assert (row["cost_usd"], row["cost_source"]) == (
+                        case.expected["reported_cost"],
+                        "reported",
+                    )
             elif row["billable"]:
                 assert row["cost_source"] in ("computed", "unknown"), case.name
                 assert (row["cost_usd"] is None) == (row["cost_source"] == "unknown")

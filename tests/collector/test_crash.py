@@ -96,9 +96,10 @@ def test_kill_9_loses_no_acknowledged_span(tmp_path: Path):
                 body, ids = _request(rng, 200)
                 try:
                     r = client.post(
-                        f"http://127.0.0.1:{port}/v1/traces", content=body,
+                        f"http://127.0.0.1:{port}/v1/traces",
+                        content=body,
                         headers={"content-type": "application/x-protobuf"},
-                    )  # fmt: skip
+                    )
                 except httpx.HTTPError:
                     time.sleep(0.05)
                     continue

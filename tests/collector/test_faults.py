@@ -104,7 +104,12 @@ class _Senders:
                     continue
                 with self._lock:
                     self.statuses[r.status_code] += 1
-                    if r.status_code == 200 and not ExportTraceServiceResponse.FromString(r.content).partial_success.rejected_spans:
+                    if (
+                        r.status_code == 200
+                        and not ExportTraceServiceResponse.FromString(
+                            r.content
+                        ).partial_success.rejected_spans
+                    ):
                         self.acked.extend(ids)
                 if r.status_code != 200:
                     time.sleep(0.05)
@@ -178,9 +183,16 @@ def test_two_collectors_one_directory_then_a_full_disk(tmp_path: Path) -> None:
     try:
         # A second collector on the same data directory (its own database, as with a ClickHouse
         # server) is refused at start, and says by whom.
-        second = collector_env(str(data), free_port(), TOKENTRAIL_CLICKHOUSE_URL=f"chdb://{tmp_path / 'other'}")
-        out = subprocess.run([sys.executable, "-m", "tokentrail", "collector"], env=second, capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+        second = collector_env(
+            str(data), free_port(), TOKENTRAIL_CLICKHOUSE_URL=f"chdb://{tmp_path / 'other'}"
+        )
+        out = subprocess.run(
+            [sys.executable, "-m", "tokentrail", "collector"],
+            env=second,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         _injected["second collector on one directory"] += 1
         assert out.returncode != 0
         assert f"the spool {data / 'spool'} is in use by pid {proc.pid}" in out.stderr
@@ -189,7 +201,9 @@ def test_two_collectors_one_directory_then_a_full_disk(tmp_path: Path) -> None:
         _wait(lambda: senders.acknowledged() >= 200, 30, "acknowledged spans")
         # The disk fills up: the spool's file may grow only a little more.
         segment = max((data / "spool").glob("*.seg"))
-        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (segment.stat().st_size + 100_000, resource.RLIM_INFINITY))
+        resource.prlimit(
+            proc.pid, resource.RLIMIT_FSIZE, (segment.stat().st_size + 100_000, resource.RLIM_INFINITY)
+        )
         _injected["disk full"] += 1
         _wait(lambda: senders.count(503) >= 20, 30, "503 answers while the disk is full")
         status = _status(port)
@@ -199,8 +213,12 @@ def test_two_collectors_one_directory_then_a_full_disk(tmp_path: Path) -> None:
         assert "tokentrail_spool_errors_total 0\n" not in metrics
         assert "tokentrail_spool_free_bytes " in metrics
         assert senders.count(500) == 0, "a disk error is retryable (503), never a 500 exporters drop"
-        shown = subprocess.run([sys.executable, "-m", "tokentrail", "status", "--url", f"http://127.0.0.1:{port}/api/status"],
-                               capture_output=True, text=True, timeout=60)  # fmt: skip
+        shown = subprocess.run(
+            [sys.executable, "-m", "tokentrail", "status", "--url", f"http://127.0.0.1:{port}/api/status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "failed writes" in shown.stdout and "File too large" in shown.stdout, shown.stdout
 
         # Space comes back: the spool takes requests again, after the rolled-back ones.
@@ -245,8 +263,9 @@ def _alive(pid: int) -> bool:
 
 def test_kill_9_at_many_points_of_ingest_write_and_replay(tmp_path: Path) -> None:
     port = free_port()
-    env = collector_env(str(tmp_path / "data"), port, TOKENTRAIL_WRITER_WORKERS="1",
-                        TOKENTRAIL_WRITER_BATCH_SPANS="500")  # fmt: skip
+    env = collector_env(
+        str(tmp_path / "data"), port, TOKENTRAIL_WRITER_WORKERS="1", TOKENTRAIL_WRITER_BATCH_SPANS="500"
+    )
     proc = start_collector_process(env, port)
     senders = _Senders(f"http://127.0.0.1:{port}", threads=3)
     orphans: list[int] = []
@@ -322,8 +341,11 @@ def test_kill_9_anywhere_in_the_spool_write_path(tmp_path: Path) -> None:
     acked: set[str] = set()
     consumed: set[str] = set()
     for run in range(30):
-        proc = subprocess.Popen([sys.executable, "-c", _APPEND_AND_CONSUME, str(directory), str(run)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _APPEND_AND_CONSUME, str(directory), str(run)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else ""
         time.sleep(rng.uniform(0.005, 0.08))
@@ -376,7 +398,9 @@ def seeded(settings: Any, store: Any) -> tuple[Path, list[list[str]]]:
     return settings.spool_dir, sent
 
 
-def _restart_and_count(settings: Any, store: Any, spool_dir: Path, name: str, damage: Any) -> tuple[set[str], dict[str, Any]]:
+def _restart_and_count(
+    settings: Any, store: Any, spool_dir: Path, name: str, damage: Any
+) -> tuple[set[str], dict[str, Any]]:
     """A new collector on a copy of the spool, damaged by `damage(segment_path)`; returns the span
     ids it stores, and its status. It must also take and store a new request."""
     data = settings.data_dir / name
@@ -405,10 +429,13 @@ def test_torn_and_zero_filled_tails_at_many_offsets(settings, store, seeded) -> 
     segment = max(spool_dir.glob("*.seg")).read_bytes()
     bounds = _offsets(segment)
     rng = random.Random(3)
-    cuts = sorted({b + d for b in bounds[1:] for d in (-1, 1, 9)} | {rng.randrange(len(segment)) for _ in range(4)})
+    cuts = sorted(
+        {b + d for b in bounds[1:] for d in (-1, 1, 9)} | {rng.randrange(len(segment)) for _ in range(4)}
+    )
     cuts = [c for c in cuts if 0 < c <= len(segment)]
     for cut in cuts:
         for zeros in (0, 4096 - cut % 4096):  # a crash; or a power loss, the last page zero-filled
+
             def damage(path: Path, cut: int = cut, zeros: int = zeros) -> None:
                 with open(path, "r+b") as f:
                     f.truncate(cut)
@@ -430,6 +457,7 @@ def test_damaged_bytes_mid_segment(settings, store, seeded) -> None:
     for record in (1, 3, 6):
         start, end = bounds[record], bounds[record + 1]
         for at in (start + 1, start + 6, start + 8, end - 40, end - 1):  # length, crc, kind, payload
+
             def damage(path: Path, at: int = at) -> None:
                 with open(path, "r+b") as f:
                     f.seek(at)
@@ -484,7 +512,9 @@ def test_poison_spans_hold_no_other_sender_back(settings, store) -> None:
             sent = time.monotonic()
 
             def stored(ids: list[str] = canaries) -> bool:
-                rows = tt.query("SELECT count() FROM spans FINAL WHERE span_id IN {ids:Array(String)}", ids=ids)
+                rows = tt.query(
+                    "SELECT count() FROM spans FINAL WHERE span_id IN {ids:Array(String)}", ids=ids
+                )
                 return bool(rows[0][0] == len(ids))
 
             _wait(stored, 10, "the healthy senders' spans")
@@ -493,6 +523,8 @@ def test_poison_spans_hold_no_other_sender_back(settings, store) -> None:
         assert status["writer"]["dead_lettered_records"] == 4 + kept_whole
         assert not status["writer"]["stalled"]
         assert len(list(Path(status["writer"]["dead_letter_directory"]).glob("*.pb"))) == 4 + kept_whole
-        rows = tt.query("SELECT count(), uniqExact(span_id) FROM spans FINAL WHERE span_id IN {ids:Array(String)}",
-                        ids=canaries)  # fmt: skip
+        rows = tt.query(
+            "SELECT count(), uniqExact(span_id) FROM spans FINAL WHERE span_id IN {ids:Array(String)}",
+            ids=canaries,
+        )
         assert rows == [(len(canaries), len(canaries))]

@@ -114,8 +114,10 @@ def test_trickled_headers_and_silent_connections_are_cut_off(collector):
 
 def test_a_slow_body_gets_408_and_the_connection_is_closed(collector):
     with _connect(collector.port) as sock:
-        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{\"resourceSpans\": [")  # fmt: skip
+        sock.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"resourceSpans": ['
+        )
         seconds, received = _closed_after(sock, trickle=b" ")
         assert 0.8 < seconds < 4
         head, _, body = received.partition(b"\r\n\r\n")
@@ -123,8 +125,10 @@ def test_a_slow_body_gets_408_and_the_connection_is_closed(collector):
         assert json.loads(body)["message"] == "the request body did not arrive within 1 seconds"
     # one that answers without reading the body (here 415) does not wait for the rest for ever either
     with _connect(collector.port) as sock:
-        sock.sendall(b"POST /api/outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
-                     b"Content-Length: 1000\r\n\r\nname=")  # fmt: skip
+        sock.sendall(
+            b"POST /api/outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 1000\r\n\r\nname="
+        )
         seconds, received = _closed_after(sock, trickle=b"x")
         assert seconds < 5 and received.startswith(b"HTTP/1.1 415 ")
 
@@ -150,7 +154,9 @@ def test_over_the_concurrency_limit_http_answers_503_and_exporters_get_through_a
     before = collector.stored()
     held = _held_connections(collector.port, 4)
     try:
-        refused = httpx.post(f"{collector.url}/v1/traces", content=b"", headers={"content-type": "application/json"})
+        refused = httpx.post(
+            f"{collector.url}/v1/traces", content=b"", headers={"content-type": "application/json"}
+        )
         assert refused.status_code == 503
         # the real exporter backs off on the 503 and gets through once the held connections are cut
         exporter = HttpSpanExporter(endpoint=f"{collector.url}/v1/traces", timeout=15)
@@ -175,10 +181,17 @@ def _header(name: bytes, value: bytes) -> bytes:
 def _held_grpc_calls(port: int, count: int) -> socket.socket:
     """One HTTP/2 connection with `count` Export calls whose request message never finishes."""
     sock = _connect(port)
-    headers = b"".join(_header(k, v) for k, v in (
-        (b":method", b"POST"), (b":scheme", b"http"), (b":path", EXPORT.encode()), (b":authority", b"x"),
-        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-    ))  # fmt: skip
+    headers = b"".join(
+        _header(k, v)
+        for k, v in (
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", EXPORT.encode()),
+            (b":authority", b"x"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        )
+    )
     out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0) + _frame(4, 1, 0)  # preface, SETTINGS, ACK
     for i in range(count):
         stream = 2 * i + 1
@@ -246,8 +259,14 @@ def _nested_span(wraps: int, extra: int = 0) -> bytes:
     value: dict = {"stringValue": "x"}
     for _ in range(wraps):
         value = {"arrayValue": {"values": [value]}}
-    span = {"traceId": "0a" * 16, "spanId": "0b" * 8, "name": "deep", "startTimeUnixNano": "1",
-            "endTimeUnixNano": "1", "attributes": [{"key": "k", "value": value}]}  # fmt: skip
+    span = {
+        "traceId": "0a" * 16,
+        "spanId": "0b" * 8,
+        "name": "deep",
+        "startTimeUnixNano": "1",
+        "endTimeUnixNano": "1",
+        "attributes": [{"key": "k", "value": value}],
+    }
     body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
     if extra:
         body = body[:-1] + ', "future": ' + "[" * extra + "]" * extra + "}"
@@ -260,43 +279,72 @@ def test_json_nested_deeper_than_the_limit_is_400(collector, extra):
     if extra == 16:
         assert _depth(json.loads(too_deep)) == 17
     for path in ("/v1/traces", "/v1/logs", "/api/outcomes"):
-        r = httpx.post(f"{collector.url}{path}", content=too_deep, headers={"content-type": "application/json"})
+        r = httpx.post(
+            f"{collector.url}{path}", content=too_deep, headers={"content-type": "application/json"}
+        )
         assert r.status_code == 400, (path, r.text)
         assert "JSON body is nested deeper than the limit of 16 levels" in r.text
     at_the_limit = _nested_span(2)
     assert _depth(json.loads(at_the_limit)) == 16
-    r = httpx.post(f"{collector.url}/v1/traces", content=at_the_limit, headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{collector.url}/v1/traces", content=at_the_limit, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 200 and r.json() == {}
 
 
 def test_json_bodies_have_a_lower_size_limit_than_protobuf(collector):
     request = ExportTraceServiceRequest.FromString(_grpc_request())
     request.resource_spans[0].scope_spans[0].spans[0].name = "x" * 70_000
-    protobuf = httpx.post(f"{collector.url}/v1/traces", content=request.SerializeToString(),
-                          headers={"content-type": "application/x-protobuf"})  # fmt: skip
+    protobuf = httpx.post(
+        f"{collector.url}/v1/traces",
+        content=request.SerializeToString(),
+        headers={"content-type": "application/x-protobuf"},
+    )
     assert protobuf.status_code == 200
     body = {"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x" * 70_000}]}]}]}
     r = httpx.post(f"{collector.url}/v1/traces", json=body)
     assert r.status_code == 413
-    assert r.json()["message"] == f"JSON body of {len(r.request.content)} bytes is over the limit of 65536 bytes"
+    assert (
+        r.json()["message"] == f"JSON body of {len(r.request.content)} bytes is over the limit of 65536 bytes"
+    )
 
 
 def test_limits_are_settings_checked_at_start(tmp_path: Path):
     base = {"TOKENTRAIL_DATA_DIR": str(tmp_path)}
     settings = from_env(base)
-    assert (settings.max_concurrent_requests, settings.header_timeout_seconds, settings.body_timeout_seconds,
-            settings.max_json_body_bytes, settings.max_json_depth) == (256, 10.0, 30.0, 4 << 20, 64)  # fmt: skip
+    assert (
+        settings.max_concurrent_requests,
+        settings.header_timeout_seconds,
+        settings.body_timeout_seconds,
+        settings.max_json_body_bytes,
+        settings.max_json_depth,
+    ) == (256, 10.0, 30.0, 4 << 20, 64)
     # a smaller body limit lowers the JSON one with it, unless that is set explicitly
     assert from_env({**base, "TOKENTRAIL_MAX_BODY_BYTES": "1048576"}).max_json_body_bytes == 1 << 20
     for name, value, message in (
         ("TOKENTRAIL_MAX_CONCURRENT_REQUESTS", "0", "TOKENTRAIL_MAX_CONCURRENT_REQUESTS=0 is out of range"),
-        ("TOKENTRAIL_HEADER_TIMEOUT_SECONDS", "soon", "TOKENTRAIL_HEADER_TIMEOUT_SECONDS='soon' is not a number"),
-        ("TOKENTRAIL_BODY_TIMEOUT_SECONDS", "-1", "TOKENTRAIL_BODY_TIMEOUT_SECONDS='-1' must be greater than 0"),
-        ("TOKENTRAIL_BODY_TIMEOUT_SECONDS", "nan", "TOKENTRAIL_BODY_TIMEOUT_SECONDS='nan' must be greater than 0"),
+        (
+            "TOKENTRAIL_HEADER_TIMEOUT_SECONDS",
+            "soon",
+            "TOKENTRAIL_HEADER_TIMEOUT_SECONDS='soon' is not a number",
+        ),
+        (
+            "TOKENTRAIL_BODY_TIMEOUT_SECONDS",
+            "-1",
+            "TOKENTRAIL_BODY_TIMEOUT_SECONDS='-1' must be greater than 0",
+        ),
+        (
+            "TOKENTRAIL_BODY_TIMEOUT_SECONDS",
+            "nan",
+            "TOKENTRAIL_BODY_TIMEOUT_SECONDS='nan' must be greater than 0",
+        ),
         ("TOKENTRAIL_MAX_JSON_DEPTH", "1000", "TOKENTRAIL_MAX_JSON_DEPTH=1000 is out of range (8 to 128)"),
-        ("TOKENTRAIL_MAX_JSON_BODY_BYTES", str(64 << 20),
-         "TOKENTRAIL_MAX_JSON_BODY_BYTES=67108864 is larger than TOKENTRAIL_MAX_BODY_BYTES=33554432"),
-    ):  # fmt: skip
+        (
+            "TOKENTRAIL_MAX_JSON_BODY_BYTES",
+            str(64 << 20),
+            "TOKENTRAIL_MAX_JSON_BODY_BYTES=67108864 is larger than TOKENTRAIL_MAX_BODY_BYTES=33554432",
+        ),
+    ):
         with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
             from_env({**base, name: value})
 
@@ -309,9 +357,15 @@ def test_a_kept_alive_connection_idle_between_requests_is_not_cut(collector):
         for i in range(3):
             if i:
                 time.sleep(1.5)
-            r = client.post(f"{collector.url}/v1/traces", content=_grpc_request(),
-                            headers={"content-type": "application/x-protobuf"},
-                            extensions={"trace": lambda name, _: connects.append(name)
-                                        if name == "connection.connect_tcp.complete" else None})  # fmt: skip
+            r = client.post(
+                f"{collector.url}/v1/traces",
+                content=_grpc_request(),
+                headers={"content-type": "application/x-protobuf"},
+                extensions={
+                    "trace": lambda name, _: (
+                        connects.append(name) if name == "connection.connect_tcp.complete" else None
+                    )
+                },
+            )
             assert r.status_code == 200
     assert len(connects) == 1

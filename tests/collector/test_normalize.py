@@ -28,8 +28,14 @@ def check(actual: Normalized | dict[str, Any], expected: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_each_convention_normalizes(case: ConventionCase):
-    n = normalize(case.span_name, case.attributes, case.resource, is_error=case.error, events=_events(case),
-                  client=case.client)
+    n = normalize(
+        case.span_name,
+        case.attributes,
+        case.resource,
+        is_error=case.error,
+        events=_events(case),
+        client=case.client,
+    )
     check(n, case.expected)
 
 
@@ -48,7 +54,9 @@ def test_flattened_messages_sort_numerically():
 
 def test_tool_args_hash_ignores_key_order_but_not_values_or_tool():
     def h(name: str, args: str) -> int:
-        return normalize("t", {"gen_ai.tool.name": name, "gen_ai.tool.call.arguments": args}, {}).tool_args_hash
+        return normalize(
+            "t", {"gen_ai.tool.name": name, "gen_ai.tool.call.arguments": args}, {}
+        ).tool_args_hash
 
     assert h("search", '{"q": "x", "n": 3}') == h("search", '{"n": 3, "q": "x"}') != 0
     assert h("search", '{"q": "x", "n": 3}') != h("search", '{"q": "y", "n": 3}')
@@ -59,7 +67,11 @@ def test_tool_args_hash_ignores_key_order_but_not_values_or_tool():
 def test_input_hash_is_equal_for_the_same_request_only():
     def h(model: str, content: str) -> int:
         msgs = [{"role": "user", "parts": [{"type": "text", "content": content}]}]
-        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.input.messages": msgs}
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.input.messages": msgs,
+        }
         return normalize("chat", attrs, {}).input_hash
 
     assert h("gpt-4o", "hi") == h("gpt-4o", "hi") != 0
@@ -72,15 +84,31 @@ def test_provider_aliases_and_frameworks():
     def p(value: str) -> str:
         return normalize("c", {"gen_ai.operation.name": "chat", "gen_ai.system": value}, {}).provider
 
-    assert [p(v) for v in ("Anthropic", "MistralAI", "az.ai.openai", "vertex_ai", "gemini", "xai", "AWS")] == [
-        "anthropic", "mistral_ai", "azure.ai.openai", "gcp.vertex_ai", "gcp.gemini", "x_ai", "aws.bedrock",
-    ]  # fmt: skip
+    assert [
+        p(v) for v in ("Anthropic", "MistralAI", "az.ai.openai", "vertex_ai", "gemini", "xai", "AWS")
+    ] == [
+        "anthropic",
+        "mistral_ai",
+        "azure.ai.openai",
+        "gcp.vertex_ai",
+        "gcp.gemini",
+        "x_ai",
+        "aws.bedrock",
+    ]
     assert p("langchain") == p("crewai") == ""
 
 
 def test_garbage_degrades_to_empty_fields():
-    n = normalize("x", {"gen_ai.usage.input_tokens": "many", "gen_ai.usage.output_tokens": -5,
-                        "gen_ai.input.messages": "{not json", "gen_ai.response.finish_reasons": 7}, {})  # fmt: skip
+    n = normalize(
+        "x",
+        {
+            "gen_ai.usage.input_tokens": "many",
+            "gen_ai.usage.output_tokens": -5,
+            "gen_ai.input.messages": "{not json",
+            "gen_ai.response.finish_reasons": 7,
+        },
+        {},
+    )
     assert (n.input_tokens, n.output_tokens) == (0, 0)
     assert n.input_messages == "{not json"
     assert n.finish_reasons == ["7"]
@@ -92,19 +120,44 @@ _values = st.recursive(
     max_leaves=6,
 )
 _keys = st.sampled_from(
-    ["gen_ai.operation.name", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "llm.token_count.prompt",
-     "gen_ai.input.messages", "llm.input_messages.0.message.role", "llm.input_messages.0.message.content",
-     "gen_ai.prompt.0.role", "gen_ai.tool.call.arguments", "openinference.span.kind", "gen_ai.system",
-     "tokentrail.step.kind", "attempt", "input_tokens", "cache_read_tokens", "gen_ai.response.finish_reasons",
-     "llm.cost.total", "traceloop.span.kind"]
-) | st.text(max_size=30)  # fmt: skip
+    [
+        "gen_ai.operation.name",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "llm.token_count.prompt",
+        "gen_ai.input.messages",
+        "llm.input_messages.0.message.role",
+        "llm.input_messages.0.message.content",
+        "gen_ai.prompt.0.role",
+        "gen_ai.tool.call.arguments",
+        "openinference.span.kind",
+        "gen_ai.system",
+        "tokentrail.step.kind",
+        "attempt",
+        "input_tokens",
+        "cache_read_tokens",
+        "gen_ai.response.finish_reasons",
+        "llm.cost.total",
+        "traceloop.span.kind",
+    ]
+) | st.text(max_size=30)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(_keys, _values, max_size=12), st.dictionaries(_keys, _values, max_size=4), st.text(max_size=30))
+@given(
+    st.dictionaries(_keys, _values, max_size=12),
+    st.dictionaries(_keys, _values, max_size=4),
+    st.text(max_size=30),
+)
 def test_normalize_never_raises_and_counts_are_never_negative(attrs, resource, name):
     n = normalize(name, attrs, resource)
-    for count in (n.input_tokens, n.output_tokens, n.cache_read_tokens, n.cache_write_tokens, n.reasoning_tokens):
+    for count in (
+        n.input_tokens,
+        n.output_tokens,
+        n.cache_read_tokens,
+        n.cache_write_tokens,
+        n.reasoning_tokens,
+    ):
         assert isinstance(count, int) and count >= 0
     assert 0 <= n.tool_args_hash < 2**64 and 0 <= n.input_hash < 2**64
     assert n.step_kind in ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")
@@ -113,25 +166,52 @@ def test_normalize_never_raises_and_counts_are_never_negative(attrs, resource, n
 def test_requested_tool_calls_hash_like_the_tool_spans_that_run_them():
     """A run whose tools leave no spans is looped through the tool calls its model asked for: they
     hash as a tool span with the same name and arguments does, whatever the key order."""
-    output = [{"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "search",
-                                               "arguments": {"q": "blender", "n": 3}}]}]  # fmt: skip
-    asked = normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
-                               "gen_ai.output.messages": json.dumps(output)}, {})  # fmt: skip
-    ran = normalize("t", {"gen_ai.tool.name": "search", "gen_ai.tool.call.arguments": '{"n": 3, "q": "blender"}'}, {})
+    output = [
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "id": "c1", "name": "search", "arguments": {"q": "blender", "n": 3}}
+            ],
+        }
+    ]
+    asked = normalize(
+        "chat",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "m",
+            "gen_ai.output.messages": json.dumps(output),
+        },
+        {},
+    )
+    ran = normalize(
+        "t", {"gen_ai.tool.name": "search", "gen_ai.tool.call.arguments": '{"n": 3, "q": "blender"}'}, {}
+    )
     assert asked.requested_tools == [ran.tool_args_hash] != [0]
-    assert normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, {}).requested_tools == []
+    assert (
+        normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, {}).requested_tools
+        == []
+    )
 
 
 def test_the_same_system_prompt_is_the_same_kind_of_step():
     def system(attrs: dict[str, Any]) -> int:
-        return normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", **attrs}, {}).system_hash
+        return normalize(
+            "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", **attrs}, {}
+        ).system_hash
 
     instructions = json.dumps([{"type": "text", "content": "Classify the ticket."}])
-    as_message = json.dumps([{"role": "system", "parts": [{"type": "text", "content": "Classify the ticket."}]},
-                             {"role": "user", "parts": [{"type": "text", "content": "Refund please"}]}])  # fmt: skip
+    as_message = json.dumps(
+        [
+            {"role": "system", "parts": [{"type": "text", "content": "Classify the ticket."}]},
+            {"role": "user", "parts": [{"type": "text", "content": "Refund please"}]},
+        ]
+    )
     assert system({"gen_ai.system_instructions": instructions}) != 0
-    assert system({"gen_ai.input.messages": as_message}) == system({"gen_ai.input.messages": as_message.replace(
-        "Refund please", "Where is my parcel")}) != 0  # fmt: skip
+    assert (
+        system({"gen_ai.input.messages": as_message})
+        == system({"gen_ai.input.messages": as_message.replace("Refund please", "Where is my parcel")})
+        != 0
+    )
     assert system({}) == 0
 
 
@@ -139,5 +219,9 @@ def test_messages_without_content_do_not_look_alike():
     """With content capture off, messages keep their structure only: every request would hash the
     same, so none gets an input hash (no duplicate can be told then)."""
     bare = json.dumps([{"role": "user", "parts": [{"type": "text"}]}])
-    n = normalize("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "gen_ai.input.messages": bare}, {})
+    n = normalize(
+        "chat",
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "gen_ai.input.messages": bare},
+        {},
+    )
     assert n.input_hash == 0

@@ -21,7 +21,9 @@ _OUTCOME = traces_with_outcome("t.trace_id, t.agent_name", "project = {project:S
 
 def _send(tt: Any, rec: Recorder) -> None:
     body = encode_spans(rec.finished()).SerializeToString()
-    reply = httpx.post(f"{tt.http_url}/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+    reply = httpx.post(
+        f"{tt.http_url}/v1/traces", content=body, headers={"content-type": "application/x-protobuf"}
+    )
     assert reply.status_code == 200
 
 
@@ -36,7 +38,9 @@ def _run(rec: Recorder, agent: str, **ids: Any) -> str:
 
 
 def _outcomes(tt: Any) -> dict[str, tuple[str, int]]:
-    rows = tt.query(_OUTCOME.replace("SELECT t.trace_id, t.agent_name,", "SELECT t.agent_name,"), project="default")
+    rows = tt.query(
+        _OUTCOME.replace("SELECT t.trace_id, t.agent_name,", "SELECT t.agent_name,"), project="default"
+    )
     return {agent: (outcome, n) for agent, outcome, n in rows}
 
 
@@ -53,8 +57,13 @@ def test_outcomes_attach_on_the_trace_late_early_and_by_task_or_conversation(set
         _run(rec, "chat-1", gen_ai__conversation__id="conv-9")
         _run(rec, "chat-2", gen_ai__conversation__id="conv-9")
         _run(rec, "nothing")
-        with rec.span("invoke_agent by-event", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="by-event") as s:
-            s.add_event("tokentrail.outcome", {"tokentrail.outcome.name": "reviewed", "tokentrail.outcome.success": False})
+        with rec.span(
+            "invoke_agent by-event", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="by-event"
+        ) as s:
+            s.add_event(
+                "tokentrail.outcome",
+                {"tokentrail.outcome.name": "reviewed", "tokentrail.outcome.success": False},
+            )
         _send(tt, rec)
         tt.flush()
         assert _outcomes(tt)["inline"] == ("success", 1) and _outcomes(tt)["late"] == ("", 0)
@@ -62,11 +71,13 @@ def test_outcomes_attach_on_the_trace_late_early_and_by_task_or_conversation(set
         # hours later, over HTTP; and one for a trace that has not arrived yet
         early_rec = Recorder()
         early = _run(early_rec, "early")
-        for body in ({"trace_id": late, "name": "ticket_resolved", "success": False},
-                     {"trace_id": early, "name": "ticket_resolved", "success": True},
-                     {"task_id": "T-17", "name": "pr_merged", "success": True},
-                     {"task_id": "T-17", "name": "csat", "value": 4},
-                     {"conversation_id": "conv-9", "name": "resolved", "success": True}):  # fmt: skip
+        for body in (
+            {"trace_id": late, "name": "ticket_resolved", "success": False},
+            {"trace_id": early, "name": "ticket_resolved", "success": True},
+            {"task_id": "T-17", "name": "pr_merged", "success": True},
+            {"task_id": "T-17", "name": "csat", "value": 4},
+            {"conversation_id": "conv-9", "name": "resolved", "success": True},
+        ):
             reply = _post(tt, **body)
             assert reply.status_code == 202, reply.text
             assert len(reply.json()["outcome_id"]) == 16
@@ -108,25 +119,36 @@ def test_a_late_failure_moves_the_spend_to_no_outcome(settings, store):
         assert analyzer.run_once() >= 1
         ((total, productive, no_outcome, outcome),) = tt.query(
             "SELECT total_usd, productive_usd, no_outcome_usd, outcome FROM trace_waste FINAL "
-            "WHERE trace_id = {t:String}", t=trace_id)  # fmt: skip
+            "WHERE trace_id = {t:String}",
+            t=trace_id,
+        )
         assert (productive, outcome) == (0, "failure") and no_outcome == pytest.approx(total)
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"name": "x", "success": True}, "exactly one of trace_id, task_id or conversation_id"),
-    ({"task_id": "a", "trace_id": "b" * 32, "name": "x", "success": True}, "exactly one"),
-    ({"trace_id": "xyz", "name": "x", "success": True}, "32 hexadecimal"),
-    ({"task_id": "a", "success": True}, "name is required"),
-    ({"task_id": "a", "name": "x", "success": "yes"}, "success must be true, false"),
-    ({"task_id": "a", "name": "x"}, "give success, value, or both"),
-    ({"task_id": "a", "name": "x", "success": True, "colour": 1}, "unknown field(s): colour"),
-    ([1, 2], "send a JSON object"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"name": "x", "success": True}, "exactly one of trace_id, task_id or conversation_id"),
+        ({"task_id": "a", "trace_id": "b" * 32, "name": "x", "success": True}, "exactly one"),
+        ({"trace_id": "xyz", "name": "x", "success": True}, "32 hexadecimal"),
+        ({"task_id": "a", "success": True}, "name is required"),
+        ({"task_id": "a", "name": "x", "success": "yes"}, "success must be true, false"),
+        ({"task_id": "a", "name": "x"}, "give success, value, or both"),
+        ({"task_id": "a", "name": "x", "success": True, "colour": 1}, "unknown field(s): colour"),
+        ([1, 2], "send a JSON object"),
+    ],
+)
 def test_bad_outcomes_are_refused_with_the_reason(settings, store, body, message):
     with running_collector(settings, store) as tt:
-        reply = _post(tt, **body) if isinstance(body, dict) else httpx.post(f"{tt.http_url}/api/outcomes", json=body)
+        reply = (
+            _post(tt, **body)
+            if isinstance(body, dict)
+            else httpx.post(f"{tt.http_url}/api/outcomes", json=body)
+        )
         assert reply.status_code == 400 and message in reply.json()["error"]
-        not_json = httpx.post(f"{tt.http_url}/api/outcomes", content=b"{nope", headers={"content-type": "application/json"})
+        not_json = httpx.post(
+            f"{tt.http_url}/api/outcomes", content=b"{nope", headers={"content-type": "application/json"}
+        )
         assert not_json.status_code == 400 and "body is not valid JSON" in not_json.json()["error"]
 
 
@@ -139,8 +161,11 @@ def test_outcomes_are_json_only_so_web_pages_cannot_post_them_cross_site(setting
             reply = httpx.post(f"{tt.http_url}/api/outcomes", content=body, headers=headers)
             assert reply.status_code == 415, content_type
             assert reply.json()["error"].endswith("send application/json")
-        ok = httpx.post(f"{tt.http_url}/api/outcomes", content=body,
-                        headers={"content-type": "application/json; charset=utf-8"})  # fmt: skip
+        ok = httpx.post(
+            f"{tt.http_url}/api/outcomes",
+            content=body,
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
         assert ok.status_code == 202
         tt.flush()
         assert tt.query("SELECT target_id FROM outcomes FINAL") == [("T-1",)]
@@ -149,8 +174,12 @@ def test_outcomes_are_json_only_so_web_pages_cannot_post_them_cross_site(setting
 def _raw_post(port: int, headers: bytes, body: bytes) -> bytes:
     """Send headers and the start of a body, never the rest; the answer the server gives anyway."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"POST /api/outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + headers
-                     + b"\r\n" + body)  # fmt: skip
+        sock.sendall(
+            b"POST /api/outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + headers
+            + b"\r\n"
+            + body
+        )
         data = b""
         while b"\r\n\r\n" not in data:
             data += sock.recv(65536)
@@ -173,18 +202,27 @@ def test_an_outcome_over_64_kib_is_refused_without_reading_the_rest(settings, st
         answer = _raw_post(port, b"Transfer-Encoding: chunked\r\n", b"%x\r\n%s\r\n" % (len(chunk), chunk))
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert b"an outcome is over the limit of 65536 bytes" in answer
-        assert httpx.post(f"{tt.http_url}/api/outcomes", json={"task_id": "a", "name": "x", "success": True}
-                          ).status_code == 202  # fmt: skip
+        assert (
+            httpx.post(
+                f"{tt.http_url}/api/outcomes", json={"task_id": "a", "name": "x", "success": True}
+            ).status_code
+            == 202
+        )
 
 
 def test_outcomes_need_the_api_key_when_keys_are_set(settings, store):
     with running_collector(settings.with_(api_keys={"k1": "team-a"}), store) as tt:
         assert _post(tt, task_id="a", name="x", success=True).status_code == 401
-        ok = httpx.post(f"{tt.http_url}/api/outcomes", json={"task_id": "a", "name": "x", "success": True},
-                        headers={"authorization": "Bearer k1"})  # fmt: skip
+        ok = httpx.post(
+            f"{tt.http_url}/api/outcomes",
+            json={"task_id": "a", "name": "x", "success": True},
+            headers={"authorization": "Bearer k1"},
+        )
         assert ok.status_code == 202 and ok.json()["project"] == "team-a"
         tt.flush()
-        assert tt.query("SELECT project, target_kind, target_id FROM outcomes FINAL") == [("team-a", "task", "a")]
+        assert tt.query("SELECT project, target_kind, target_id FROM outcomes FINAL") == [
+            ("team-a", "task", "a")
+        ]
 
 
 def test_a_standalone_outcome_is_not_listed_as_a_task(settings, store):

@@ -15,18 +15,34 @@ def _catalog(model: str, provider_id: str | None, **usage: int) -> float:
 @pytest.mark.parametrize(
     ("provider", "model", "catalog_provider", "usage"),
     [
-        ("openai", "gpt-4o-mini-2024-07-18", "openai", {"input_tokens": 1200, "cache_read_tokens": 1000, "output_tokens": 80}),
-        ("anthropic", "claude-sonnet-4-5", "anthropic",
-         {"input_tokens": 150, "cache_read_tokens": 30, "cache_write_tokens": 20, "output_tokens": 100}),
-        ("anthropic", "claude-sonnet-4-5", "anthropic", {"input_tokens": 300_000, "output_tokens": 100}),  # tiered
+        (
+            "openai",
+            "gpt-4o-mini-2024-07-18",
+            "openai",
+            {"input_tokens": 1200, "cache_read_tokens": 1000, "output_tokens": 80},
+        ),
+        (
+            "anthropic",
+            "claude-sonnet-4-5",
+            "anthropic",
+            {"input_tokens": 150, "cache_read_tokens": 30, "cache_write_tokens": 20, "output_tokens": 100},
+        ),
+        (
+            "anthropic",
+            "claude-sonnet-4-5",
+            "anthropic",
+            {"input_tokens": 300_000, "output_tokens": 100},
+        ),  # tiered
         ("gcp.gemini", "gemini-2.5-pro", "google", {"input_tokens": 1000, "output_tokens": 10}),
         ("", "gpt-4o", None, {"input_tokens": 1000, "output_tokens": 10}),
     ],
-)  # fmt: skip
+)
 def test_costs_match_the_catalog(provider, model, catalog_provider, usage):
     book = PriceBook()
     kwargs = {k: v for k, v in usage.items()}
-    assert book.cost(provider, model, **kwargs) == pytest.approx(_catalog(model, catalog_provider, **usage), rel=1e-9)
+    assert book.cost(provider, model, **kwargs) == pytest.approx(
+        _catalog(model, catalog_provider, **usage), rel=1e-9
+    )
 
 
 def test_cached_input_is_cheaper_than_fresh_input():

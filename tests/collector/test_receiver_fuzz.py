@@ -91,8 +91,10 @@ def test_a_fuzzing_sender_holds_back_no_one(settings, store) -> None:
             time.sleep(0.2)
         waited = time.monotonic() - last_input
         writer = tt.collector.status()["writer"]
-        print(f"\nreceiver fuzz: {_INPUTS} inputs, answers {dict(sorted(answers.items()))}, "
-              f"{stored()}/{len(canaries)} canaries stored {waited:.1f}s after the last input")  # fmt: skip
+        print(
+            f"\nreceiver fuzz: {_INPUTS} inputs, answers {dict(sorted(answers.items()))}, "
+            f"{stored()}/{len(canaries)} canaries stored {waited:.1f}s after the last input"
+        )
         assert stored() == len(canaries)
         assert not [status for status in answers if status >= 500]
         assert answers[200] > 0 and answers[400] > 0  # both paths were exercised

@@ -37,24 +37,39 @@ from tokentrail.collector.flatten import SpanBatch
 
 def _agent_run(provider: TracerProvider) -> str:
     tracer = provider.get_tracer("test-agent")
-    with tracer.start_as_current_span("invoke_agent triage", attributes={
-        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage",
-        "gen_ai.conversation.id": "conv-42",
-    }) as root:
-        with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT, attributes={
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-            "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-            "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 80,
-            "gen_ai.usage.cache_read.input_tokens": 1000,
-            "gen_ai.response.finish_reasons": ("tool_call",),
-        }):
+    with tracer.start_as_current_span(
+        "invoke_agent triage",
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "triage",
+            "gen_ai.conversation.id": "conv-42",
+        },
+    ) as root:
+        with tracer.start_as_current_span(
+            "chat gpt-4o-mini",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+                "gen_ai.usage.input_tokens": 1200,
+                "gen_ai.usage.output_tokens": 80,
+                "gen_ai.usage.cache_read.input_tokens": 1000,
+                "gen_ai.response.finish_reasons": ("tool_call",),
+            },
+        ):
             pass
-        with tracer.start_as_current_span("execute_tool lookup_order", attributes={
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_order",
-            "gen_ai.tool.call.id": "call_1",
-        }) as tool:
+        with tracer.start_as_current_span(
+            "execute_tool lookup_order",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "lookup_order",
+                "gen_ai.tool.call.id": "call_1",
+            },
+        ) as tool:
             tool.set_status(Status(StatusCode.ERROR, "order service timed out"))
-        return format(root.get_span_context().trace_id, "032x")  # fmt: skip
+        return format(root.get_span_context().trace_id, "032x")
 
 
 def _provider(exporter) -> TracerProvider:
@@ -87,11 +102,37 @@ def test_sdk_exporter_spans_land_normalized(settings, store, transport):
         )
         assert rows == [
             ("invoke_agent triage", "agent", "support-bot", "", "", "", 0, 0, 0, 0, "conv-42", "", "UNSET"),
-            ("chat gpt-4o-mini", "llm", "support-bot", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai",
-             1200, 80, 1000, 1, "", "", "UNSET"),
-            ("execute_tool lookup_order", "tool", "support-bot", "", "", "", 0, 0, 0, 0, "",
-             "lookup_order", "ERROR"),
-        ]  # fmt: skip
+            (
+                "chat gpt-4o-mini",
+                "llm",
+                "support-bot",
+                "gpt-4o-mini",
+                "gpt-4o-mini-2024-07-18",
+                "openai",
+                1200,
+                80,
+                1000,
+                1,
+                "",
+                "",
+                "UNSET",
+            ),
+            (
+                "execute_tool lookup_order",
+                "tool",
+                "support-bot",
+                "",
+                "",
+                "",
+                0,
+                0,
+                0,
+                0,
+                "",
+                "lookup_order",
+                "ERROR",
+            ),
+        ]
         summary = tt.query(
             "SELECT root_name, agent_name, span_count, llm_calls, tool_calls, error_count, input_tokens,"
             " output_tokens, conversation_id, status FROM traces FINAL WHERE trace_id = {t:String}",
@@ -105,25 +146,40 @@ def test_sdk_exporter_spans_land_normalized(settings, store, transport):
 
 def _json_payload(trace_hex: str, spans: list[tuple[str, str, str]]) -> dict:
     return {
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
-            "scopeSpans": [{
-                "scope": {"name": "hand-made"},
-                "spans": [{
-                    "traceId": trace_hex, "spanId": span_id, "parentSpanId": parent, "name": name,
-                    "kind": 3, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001500000000",
-                    "attributes": [
-                        {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
-                        {"key": "gen_ai.request.model", "value": {"stringValue": "claude-sonnet-4-5"}},
-                        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "500"}},
-                        {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "20"}},
-                        {"key": "future.field", "value": {"stringValue": "kept"}},
-                    ],
-                    "unknownFieldFromANewerSpec": True,
-                } for span_id, parent, name in spans],
-            }],
-        }]
-    }  # fmt: skip
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "hand-made"},
+                        "spans": [
+                            {
+                                "traceId": trace_hex,
+                                "spanId": span_id,
+                                "parentSpanId": parent,
+                                "name": name,
+                                "kind": 3,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000001500000000",
+                                "attributes": [
+                                    {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                                    {
+                                        "key": "gen_ai.request.model",
+                                        "value": {"stringValue": "claude-sonnet-4-5"},
+                                    },
+                                    {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "500"}},
+                                    {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "20"}},
+                                    {"key": "future.field", "value": {"stringValue": "kept"}},
+                                ],
+                                "unknownFieldFromANewerSpec": True,
+                            }
+                            for span_id, parent, name in spans
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
 
 
 def test_otlp_json_with_hex_ids_is_accepted(settings, store):
@@ -156,7 +212,9 @@ def test_invalid_ids_are_rejected_one_by_one_and_the_rest_stored(settings, store
         assert body["partialSuccess"]["rejectedSpans"] == "1"
         assert "zero span id" in body["partialSuccess"]["errorMessage"]
         tt.flush()
-        names = tt.query("SELECT name FROM spans FINAL WHERE trace_id = {t:String} ORDER BY name", t=trace_hex)
+        names = tt.query(
+            "SELECT name FROM spans FINAL WHERE trace_id = {t:String} ORDER BY name", t=trace_hex
+        )
         assert names == [("good child",), ("good one",)]
         assert tt.collector.stats.snapshot()["tokentrail_spans_rejected_total"] == 1
 
@@ -169,9 +227,10 @@ def test_protobuf_partial_success_is_encoded_as_protobuf(settings, store):
         span.span_id = b"\x02" * 4  # too short
         span.name = "short id"
         r = httpx.post(
-            f"{tt.http_url}/v1/traces", content=request.SerializeToString(),
+            f"{tt.http_url}/v1/traces",
+            content=request.SerializeToString(),
             headers={"content-type": "application/x-protobuf"},
-        )  # fmt: skip
+        )
         assert r.status_code == 200
         reply = ExportTraceServiceResponse.FromString(r.content)
         assert reply.partial_success.rejected_spans == 1
@@ -210,7 +269,9 @@ def _canary(provider_name: str) -> tuple[list[ReadableSpan], str]:
 def _stored_within(tt, trace_id: str, seconds: float) -> list[tuple]:
     deadline = time.monotonic() + seconds
     while True:
-        rows: list[tuple] = tt.query("SELECT name FROM spans FINAL WHERE trace_id = {t:String} ORDER BY name", t=trace_id)
+        rows: list[tuple] = tt.query(
+            "SELECT name FROM spans FINAL WHERE trace_id = {t:String} ORDER BY name", t=trace_id
+        )
         if rows or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
@@ -237,8 +298,11 @@ def test_spans_the_writer_cannot_store_are_rejected_and_do_not_hold_back_others(
         exporter.shutdown()
 
         # what the sender is told, field by field
-        r = httpx.post(f"{tt.http_url}/v1/traces", content=encode_spans(spans).SerializeToString(),
-                       headers={"content-type": "application/x-protobuf"})  # fmt: skip
+        r = httpx.post(
+            f"{tt.http_url}/v1/traces",
+            content=encode_spans(spans).SerializeToString(),
+            headers={"content-type": "application/x-protobuf"},
+        )
         partial = ExportTraceServiceResponse.FromString(r.content).partial_success
         assert r.status_code == 200 and partial.rejected_spans == 3
         backwards = next(s for s in spans if s.name == "ends before it starts")
@@ -253,13 +317,19 @@ def test_spans_the_writer_cannot_store_are_rejected_and_do_not_hold_back_others(
 
 def test_times_at_the_edges_of_what_clickhouse_stores(settings, store):
     latest = 2**63 - 1  # 2262-04-11T23:47:16.854775807Z
-    cases = [("unset start", 0, 10, "start_time_unix_nano is 0 (unset)"),
-             ("unset end", 10, 0, "end_time_unix_nano is 0 (unset)"),
-             ("end past 2262", 10, latest + 1, f"end_time_unix_nano {latest + 1} is after 2262-04-11T23:47:16Z"),
-             ("the latest", latest, latest, ""), ("the earliest", 1, 1, ""), ("instant", 5, 5, "")]  # fmt: skip
+    cases = [
+        ("unset start", 0, 10, "start_time_unix_nano is 0 (unset)"),
+        ("unset end", 10, 0, "end_time_unix_nano is 0 (unset)"),
+        ("end past 2262", 10, latest + 1, f"end_time_unix_nano {latest + 1} is after 2262-04-11T23:47:16Z"),
+        ("the latest", latest, latest, ""),
+        ("the earliest", 1, 1, ""),
+        ("instant", 5, 5, ""),
+    ]
     trace_hex = "6af7651916cd43dd8448eb211c80319c"
     payload = _json_payload(trace_hex, [(f"{i + 1:016x}", "", name) for i, (name, *_) in enumerate(cases)])
-    for span, (_, start, end, _) in zip(payload["resourceSpans"][0]["scopeSpans"][0]["spans"], cases, strict=True):
+    for span, (_, start, end, _) in zip(
+        payload["resourceSpans"][0]["scopeSpans"][0]["spans"], cases, strict=True
+    ):
         span["startTimeUnixNano"], span["endTimeUnixNano"] = str(start), str(end)
     with running_collector(settings, store) as tt:
         r = httpx.post(f"{tt.http_url}/v1/traces", json=payload)
@@ -269,8 +339,11 @@ def test_times_at_the_edges_of_what_clickhouse_stores(settings, store):
         for name, _, _, why in cases:
             assert (f"span {name!r}: {why}" in message) == bool(why), name
         tt.flush()
-        rows = tt.query("SELECT name, toString(start_time), toString(end_time) FROM spans FINAL"
-                        " WHERE trace_id = {t:String} ORDER BY start_time", t=trace_hex)  # fmt: skip
+        rows = tt.query(
+            "SELECT name, toString(start_time), toString(end_time) FROM spans FINAL"
+            " WHERE trace_id = {t:String} ORDER BY start_time",
+            t=trace_hex,
+        )
         assert rows == [
             ("the earliest", "1970-01-01 00:00:00.000000001", "1970-01-01 00:00:00.000000001"),
             ("instant", "1970-01-01 00:00:00.000000005", "1970-01-01 00:00:00.000000005"),
@@ -280,15 +353,31 @@ def test_times_at_the_edges_of_what_clickhouse_stores(settings, store):
 
 
 def _log_payload(*records: tuple[str, str, str]) -> dict:
-    return {"resourceLogs": [{"scopeLogs": [{"logRecords": [
-        {"body": {"stringValue": body}, "timeUnixNano": at, "observedTimeUnixNano": observed}
-        for body, at, observed in records
-    ]}]}]}  # fmt: skip
+    return {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {
+                                "body": {"stringValue": body},
+                                "timeUnixNano": at,
+                                "observedTimeUnixNano": observed,
+                            }
+                            for body, at, observed in records
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
 
 
 def test_log_records_with_times_clickhouse_cannot_store_are_rejected(settings, store):
     now = "1700000000000000000"
-    payload = _log_payload(("ok", now, now), ("far future", str(2**64 - 1), now), ("observed later", now, str(2**63)))
+    payload = _log_payload(
+        ("ok", now, now), ("far future", str(2**64 - 1), now), ("observed later", now, str(2**63))
+    )
     with running_collector(settings, store) as tt:
         r = httpx.post(f"{tt.http_url}/v1/logs", json=payload)
         assert r.status_code == 200
@@ -299,21 +388,27 @@ def test_log_records_with_times_clickhouse_cannot_store_are_rejected(settings, s
             "9223372036854775808 is after 2262-04-11T23:47:16Z, the latest time ClickHouse can store",
         }
         tt.flush()
-        assert tt.query("SELECT body, toString(timestamp) FROM logs FINAL") == [("ok", "2023-11-14 22:13:20.000000000")]
+        assert tt.query("SELECT body, toString(timestamp) FROM logs FINAL") == [
+            ("ok", "2023-11-14 22:13:20.000000000")
+        ]
 
 
 def test_log_records_without_times_are_kept(settings, store):
     # OTLP allows both times to be unset: such a record is stored at the epoch, not refused
-    payload = _log_payload(("no time at all", "0", "0"), ("observed unset", "1700000000000000000", "0"),
-                           ("early", "1000000000", "1000000000"))  # fmt: skip
+    payload = _log_payload(
+        ("no time at all", "0", "0"),
+        ("observed unset", "1700000000000000000", "0"),
+        ("early", "1000000000", "1000000000"),
+    )
     with running_collector(settings, store) as tt:
         r = httpx.post(f"{tt.http_url}/v1/logs", json=payload)
         assert r.status_code == 200 and "partialSuccess" not in r.json()
         tt.flush()
         assert tt.query("SELECT body, toString(timestamp) FROM logs FINAL ORDER BY timestamp") == [
-            ("no time at all", "1970-01-01 00:00:00.000000000"), ("early", "1970-01-01 00:00:01.000000000"),
+            ("no time at all", "1970-01-01 00:00:00.000000000"),
+            ("early", "1970-01-01 00:00:01.000000000"),
             ("observed unset", "2023-11-14 22:13:20.000000000"),
-        ]  # fmt: skip
+        ]
         assert tt.collector.stats.snapshot()["tokentrail_write_errors_total"] == 0
 
 
@@ -326,7 +421,9 @@ def test_a_request_larger_than_the_whole_spool_is_413_not_retry_later(settings, 
     import grpc
 
     with running_collector(settings.with_(spool_max_bytes=10_000), store, writer=False) as tt:
-        r = httpx.post(f"{tt.http_url}/v1/traces", content=body, headers={"content-type": "application/x-protobuf"})
+        r = httpx.post(
+            f"{tt.http_url}/v1/traces", content=body, headers={"content-type": "application/x-protobuf"}
+        )
         assert r.status_code == 413 and "retry-after" not in r.headers
         with grpc.insecure_channel(tt.grpc_endpoint) as channel:
             export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
@@ -335,8 +432,11 @@ def test_a_request_larger_than_the_whole_spool_is_413_not_retry_later(settings, 
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # a request that fits is still taken
         span.name = "small"
-        r = httpx.post(f"{tt.http_url}/v1/traces", content=request.SerializeToString(),
-                       headers={"content-type": "application/x-protobuf"})  # fmt: skip
+        r = httpx.post(
+            f"{tt.http_url}/v1/traces",
+            content=request.SerializeToString(),
+            headers={"content-type": "application/x-protobuf"},
+        )
         assert r.status_code == 200
 
 
@@ -355,9 +455,13 @@ def test_bad_requests_get_clear_errors(settings, store):
         r = httpx.post(url, content=b"x" * (65 * 1024), headers={"content-type": "application/x-protobuf"})
         assert r.status_code == 413
         bomb = gzip.compress(b"\x00" * (10 << 20))
-        r = httpx.post(url, content=bomb, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+        r = httpx.post(
+            url, content=bomb, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"}
+        )
         assert r.status_code == 413
-        r = httpx.post(url, content=b"{}", headers={"content-type": "application/json", "content-encoding": "br"})
+        r = httpx.post(
+            url, content=b"{}", headers={"content-type": "application/json", "content-encoding": "br"}
+        )
         assert r.status_code == 415
         assert tt.collector.stats.snapshot()["tokentrail_requests_invalid_total"] >= 2
         tt.flush()
@@ -382,10 +486,14 @@ def test_full_spool_answers_503_and_nothing_is_lost(settings, store):
         statuses = []
         for i in range(6):
             trace_hex = f"{i + 1:032x}"
-            r = httpx.post(f"{tt.http_url}/v1/traces", json=_json_payload(trace_hex, [("a7ad6b7169203331", "", "x")]))
+            r = httpx.post(
+                f"{tt.http_url}/v1/traces", json=_json_payload(trace_hex, [("a7ad6b7169203331", "", "x")])
+            )
             statuses.append(r.status_code)
         assert 503 in statuses and statuses[0] == 200
-        refused = httpx.post(f"{tt.http_url}/v1/traces", json=_json_payload("f" * 32, [("a7ad6b7169203331", "", "x")]))
+        refused = httpx.post(
+            f"{tt.http_url}/v1/traces", json=_json_payload("f" * 32, [("a7ad6b7169203331", "", "x")])
+        )
         assert refused.status_code == 503
         assert refused.headers["retry-after"]
         assert "retry later" in refused.json()["message"]
@@ -396,8 +504,10 @@ def test_full_spool_answers_503_and_nothing_is_lost(settings, store):
 
 def test_logs_are_stored_over_http_and_grpc(settings, store):
     with running_collector(settings, store) as tt:
-        for exporter in (HttpLogExporter(endpoint=f"{tt.http_url}/v1/logs"),
-                         GrpcLogExporter(endpoint=tt.grpc_endpoint, insecure=True)):
+        for exporter in (
+            HttpLogExporter(endpoint=f"{tt.http_url}/v1/logs"),
+            GrpcLogExporter(endpoint=tt.grpc_endpoint, insecure=True),
+        ):
             provider = LoggerProvider(resource=Resource.create({"service.name": "claude-code"}))
             provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
             provider.get_logger("cc").emit(
@@ -406,7 +516,9 @@ def test_logs_are_stored_over_http_and_grpc(settings, store):
             )
             provider.shutdown()
         tt.flush()
-        rows = tt.query("SELECT service_name, event_name, body, attributes['model'], attributes['input_tokens'] FROM logs FINAL")
+        rows = tt.query(
+            "SELECT service_name, event_name, body, attributes['model'], attributes['input_tokens'] FROM logs FINAL"
+        )
         assert rows == [("claude-code", "api_request", "api_request", "claude-sonnet-4-5", "12")] * 2
 
 
@@ -428,8 +540,10 @@ def test_api_keys_choose_the_project_and_unknown_keys_get_401(settings, store):
 
 def test_metrics_endpoint_reports_counters(settings, store):
     with running_collector(settings, store) as tt:
-        httpx.post(f"{tt.http_url}/v1/traces", json=_json_payload("3af7651916cd43dd8448eb211c80319c",
-                                                                  [("a7ad6b7169203331", "", "x")]))
+        httpx.post(
+            f"{tt.http_url}/v1/traces",
+            json=_json_payload("3af7651916cd43dd8448eb211c80319c", [("a7ad6b7169203331", "", "x")]),
+        )
         tt.flush()
         text = httpx.get(f"{tt.http_url}/metrics").text
         assert "tokentrail_spans_received_total 1" in text
@@ -454,7 +568,10 @@ def test_grpc_errors_use_the_retryable_codes(settings, store):
     span.start_time_unix_nano = span.end_time_unix_nano = 1_700_000_000_000_000_000
     body = request.SerializeToString()
     keyed = settings.with_(api_keys={"k1": "team-a"}, spool_max_bytes=5000)
-    with running_collector(keyed, store, writer=False) as tt, grpc.insecure_channel(tt.grpc_endpoint) as channel:
+    with (
+        running_collector(keyed, store, writer=False) as tt,
+        grpc.insecure_channel(tt.grpc_endpoint) as channel,
+    ):
         with pytest.raises(grpc.RpcError) as err:
             call(channel, body)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -477,13 +594,15 @@ def test_grpc_errors_use_the_retryable_codes(settings, store):
 
 _KEYS = st.one_of(
     st.sampled_from([sc.GEN_AI_USAGE_INPUT_TOKENS, sc.GEN_AI_USAGE_OUTPUT_TOKENS, sc.GEN_AI_REQUEST_MODEL]),
-    st.sampled_from(sorted({v for k, v in vars(sc).items() if k.isupper() and isinstance(v, str) and "." in v})),
+    st.sampled_from(
+        sorted({v for k, v in vars(sc).items() if k.isupper() and isinstance(v, str) and "." in v})
+    ),
 )
 _VALUES = st.one_of(
     st.integers(-(2**63), 2**63 - 1).map(lambda v: ("int_value", v)),
     st.floats(allow_nan=True, allow_infinity=True).map(lambda v: ("double_value", v)),
     st.sampled_from([1e19, 1e30, -1.0, float("inf")]).map(lambda v: ("double_value", v)),
-    st.sampled_from(["", "1e300", "nan", "-5", "9" * 30, "gpt-4o", "[{\"role\": \"user\"}]", "{"]).map(
+    st.sampled_from(["", "1e300", "nan", "-5", "9" * 30, "gpt-4o", '[{"role": "user"}]', "{"]).map(
         lambda v: ("string_value", v)
     ),
     st.booleans().map(lambda v: ("bool_value", v)),
@@ -492,16 +611,27 @@ _EDGES = [0, 1, 2**31 - 1, 2**63 - 1, 2**63, 2**64 - 1]
 # a storable span, then perhaps one field set to an edge value (of its type, not necessarily storable)
 _DAMAGE = st.one_of(
     st.just(("", None)),
-    st.tuples(st.sampled_from(["trace_id", "span_id", "parent_span_id"]),
-              st.sampled_from([b"", b"\x01" * 4, bytes(8), bytes(16), b"\x01" * 17])),
-    st.tuples(st.sampled_from(["start_time_unix_nano", "end_time_unix_nano", "event"]), st.sampled_from(_EDGES)),
+    st.tuples(
+        st.sampled_from(["trace_id", "span_id", "parent_span_id"]),
+        st.sampled_from([b"", b"\x01" * 4, bytes(8), bytes(16), b"\x01" * 17]),
+    ),
+    st.tuples(
+        st.sampled_from(["start_time_unix_nano", "end_time_unix_nano", "event"]), st.sampled_from(_EDGES)
+    ),
     st.tuples(st.sampled_from(["kind", "status"]), st.sampled_from([-(2**31), -7, -1, 6, 2**31 - 1])),
-)  # fmt: skip
+)
 _SPANS = st.lists(
-    st.tuples(st.binary(min_size=16, max_size=16), st.binary(min_size=8, max_size=8), st.integers(1, 2**62),
-              st.integers(0, 10**12), st.lists(st.tuples(_KEYS, _VALUES), max_size=6), _DAMAGE),
-    min_size=1, max_size=4,
-)  # fmt: skip
+    st.tuples(
+        st.binary(min_size=16, max_size=16),
+        st.binary(min_size=8, max_size=8),
+        st.integers(1, 2**62),
+        st.integers(0, 10**12),
+        st.lists(st.tuples(_KEYS, _VALUES), max_size=6),
+        _DAMAGE,
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @hsettings(max_examples=300, deadline=None, derandomize=True)
@@ -511,8 +641,13 @@ def test_every_span_the_receivers_accept_can_be_written(spans):
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for trace_id, span_id, start, duration, attrs, (field, bad) in spans:
-        span = scope.spans.add(trace_id=trace_id, span_id=span_id, name="chat x", start_time_unix_nano=start,
-                               end_time_unix_nano=start + duration)  # fmt: skip
+        span = scope.spans.add(
+            trace_id=trace_id,
+            span_id=span_id,
+            name="chat x",
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + duration,
+        )
         span.attributes.add(key=sc.GEN_AI_OPERATION_NAME).value.string_value = "chat"  # a model call
         for key, (kind, value) in attrs:
             setattr(span.attributes.add(key=key).value, kind, value)

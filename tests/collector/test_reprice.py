@@ -30,21 +30,38 @@ class OldCatalog(PriceBook):
 
 def _request() -> bytes:
     request = ExportTraceServiceRequest()
-    chat = {"gen_ai__operation__name": "chat", "gen_ai__provider__name": "openai",
-            "gen_ai__usage__input_tokens": 1000, "gen_ai__usage__output_tokens": 100}  # fmt: skip
+    chat = {
+        "gen_ai__operation__name": "chat",
+        "gen_ai__provider__name": "openai",
+        "gen_ai__usage__input_tokens": 1000,
+        "gen_ai__usage__output_tokens": 100,
+    }
     _span(request, "00000000000000d1", "", "chat gpt-4o", gen_ai__request__model="gpt-4o", **chat)
     _span(request, "00000000000000d2", "", "chat gpt-4.1", gen_ai__request__model="gpt-4.1", **chat)
     _span(request, "00000000000000d3", "", "chat house", gen_ai__request__model="house-model", **chat)
-    _span(request, "00000000000000d4", "", "ChatOpenAI", openinference__span__kind="LLM", llm__model_name="gpt-4o",
-          llm__provider="openai", llm__token_count__prompt=1000, llm__token_count__completion=100,
-          llm__cost__total="0.5")  # fmt: skip
+    _span(
+        request,
+        "00000000000000d4",
+        "",
+        "ChatOpenAI",
+        openinference__span__kind="LLM",
+        llm__model_name="gpt-4o",
+        llm__provider="openai",
+        llm__token_count__prompt=1000,
+        llm__token_count__completion=100,
+        llm__cost__total="0.5",
+    )
     return request.SerializeToString()
 
 
 def test_reprice_recomputes_computed_costs_only(store):
     load(store.client, "default", [_request()], OldCatalog())
-    before = dict((r[0], r[1:]) for r in store.client.query(
-        "SELECT span_id, cost_usd, cost_source, price_version FROM spans FINAL").result_rows)  # fmt: skip
+    before = dict(
+        (r[0], r[1:])
+        for r in store.client.query(
+            "SELECT span_id, cost_usd, cost_source, price_version FROM spans FINAL"
+        ).result_rows
+    )
     today = PriceBook()
     gpt4o = today.cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
     gpt41 = today.cost("openai", "gpt-4.1", input_tokens=1000, output_tokens=100)
@@ -57,9 +74,12 @@ def test_reprice_recomputes_computed_costs_only(store):
     result = reprice(store.client, "default", 0, 2**62, today)
     # the reported cost stays; only the catalog's figure beside it changes
     assert (result.examined, result.changed, result.traces) == (4, 3, 1)
-    after = dict((r[0], r[1:]) for r in store.client.query(
-        "SELECT span_id, cost_usd, cost_source, price_version, reported_cost_usd, catalog_cost_usd FROM spans FINAL"
-    ).result_rows)  # fmt: skip
+    after = dict(
+        (r[0], r[1:])
+        for r in store.client.query(
+            "SELECT span_id, cost_usd, cost_source, price_version, reported_cost_usd, catalog_cost_usd FROM spans FINAL"
+        ).result_rows
+    )
     assert after["00000000000000d1"] == (gpt4o, "computed", today.version, None, gpt4o)
     assert after["00000000000000d2"] == (gpt41, "computed", today.version, None, gpt41)  # newly known model
     assert after["00000000000000d3"][:2] == (None, "unknown")  # still unknown: unchanged
@@ -88,18 +108,49 @@ def test_a_reported_zero_the_catalog_contradicts_does_not_count(store):
     """OpenLIT reports gen_ai.usage.cost = 0 when it cannot fetch its price list: the catalog's price
     counts then, and the reported figure is kept beside it."""
     request = ExportTraceServiceRequest()
-    _span(request, "00000000000000e1", "", "chat gpt-4o-mini", gen_ai__operation__name="chat",
-          gen_ai__system="openai", gen_ai__request__model="gpt-4o-mini", gen_ai__usage__input_tokens=1000,
-          gen_ai__usage__output_tokens=100, gen_ai__usage__cost=0.0)  # fmt: skip
-    _span(request, "00000000000000e2", "", "chat unknown", gen_ai__operation__name="chat",
-          gen_ai__system="openai", gen_ai__request__model="house-model", gen_ai__usage__input_tokens=1000,
-          gen_ai__usage__output_tokens=100, gen_ai__usage__cost=0.0)  # fmt: skip
-    _span(request, "00000000000000e3", "", "chat gpt-4o", gen_ai__operation__name="chat",
-          gen_ai__system="openai", gen_ai__request__model="gpt-4o", gen_ai__usage__input_tokens=1000,
-          gen_ai__usage__output_tokens=100, gen_ai__usage__cost=0.02)  # fmt: skip
+    _span(
+        request,
+        "00000000000000e1",
+        "",
+        "chat gpt-4o-mini",
+        gen_ai__operation__name="chat",
+        gen_ai__system="openai",
+        gen_ai__request__model="gpt-4o-mini",
+        gen_ai__usage__input_tokens=1000,
+        gen_ai__usage__output_tokens=100,
+        gen_ai__usage__cost=0.0,
+    )
+    _span(
+        request,
+        "00000000000000e2",
+        "",
+        "chat unknown",
+        gen_ai__operation__name="chat",
+        gen_ai__system="openai",
+        gen_ai__request__model="house-model",
+        gen_ai__usage__input_tokens=1000,
+        gen_ai__usage__output_tokens=100,
+        gen_ai__usage__cost=0.0,
+    )
+    _span(
+        request,
+        "00000000000000e3",
+        "",
+        "chat gpt-4o",
+        gen_ai__operation__name="chat",
+        gen_ai__system="openai",
+        gen_ai__request__model="gpt-4o",
+        gen_ai__usage__input_tokens=1000,
+        gen_ai__usage__output_tokens=100,
+        gen_ai__usage__cost=0.02,
+    )
     load(store.client, "default", [request.SerializeToString()], PriceBook())
-    rows = dict((r[0], r[1:]) for r in store.client.query(
-        "SELECT span_id, cost_usd, cost_source, reported_cost_usd, catalog_cost_usd FROM spans FINAL").result_rows)  # fmt: skip
+    rows = dict(
+        (r[0], r[1:])
+        for r in store.client.query(
+            "SELECT span_id, cost_usd, cost_source, reported_cost_usd, catalog_cost_usd FROM spans FINAL"
+        ).result_rows
+    )
     mini = PriceBook().cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=100)
     gpt4o = PriceBook().cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
     assert mini is not None and gpt4o is not None

@@ -75,8 +75,14 @@ def test_records_read_without_payloads_are_loaded_and_checked_elsewhere(tmp_path
     # an earlier process's segment may end torn: it is read and checked here, as always
     assert (records[0].project, records[0].payload) == ("before", b"from an earlier process")
     assert [(r.kind, r.project, r.payload, r.size) for r in records[1:]] == [
-        (KIND_TRACES, "alpha", b"", 1500), (KIND_LOGS, "beta", b"", 3)]  # fmt: skip
-    assert [load_payload(r.stored) for r in records if r.stored] == [b"from an earlier process", b"one" * 500, b"two"]
+        (KIND_TRACES, "alpha", b"", 1500),
+        (KIND_LOGS, "beta", b"", 3),
+    ]
+    assert [load_payload(r.stored) for r in records if r.stored] == [
+        b"from an earlier process",
+        b"one" * 500,
+        b"two",
+    ]
     assert [r.end for r in records] == [r.end for r in spool.read()]
 
     stored = records[1].stored
@@ -170,11 +176,17 @@ spool.close()
 
 def test_a_write_the_disk_cuts_short_is_rolled_back_and_the_spool_goes_on(tmp_path):
     """A real short write: the kernel writes what fits under the file size limit, then refuses."""
-    out = subprocess.run([sys.executable, "-c", _FILL_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path), "1000"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", _FILL_UNDER_A_FILE_SIZE_LIMIT, str(tmp_path), "1000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["acked"] == [0, 1, 2, 3, 4, 5], "records of 161 bytes: six fit under 1000, the 7th is cut short"
+    assert result["acked"] == [0, 1, 2, 3, 4, 5], (
+        "records of 161 bytes: six fit under 1000, the 7th is cut short"
+    )
     assert result["refused"] and all("File too large" in m and "retry later" in m for m in result["refused"])
     assert result["errors"] == len(result["refused"])
     spool = Spool(tmp_path)
@@ -248,7 +260,13 @@ def test_one_damaged_record_mid_segment_costs_that_record_only(tmp_path, field):
     if field == "zeros":  # a block that never reached the disk
         segment[start:end] = bytes(end - start)
     else:
-        at = {"length": start + 2, "crc": start + 5, "kind": start + 8, "project": start + 11, "payload": end - 3}[field]
+        at = {
+            "length": start + 2,
+            "crc": start + 5,
+            "kind": start + 8,
+            "project": start + 11,
+            "payload": end - 3,
+        }[field]
         segment[at] ^= 0x5A
     path.write_bytes(bytes(segment))
 

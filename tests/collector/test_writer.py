@@ -40,13 +40,34 @@ def _span(request: ExportTraceServiceRequest, span_id: str, parent: str, name: s
 def _framework_wrapping_client_call() -> bytes:
     """A LangChain-style chat span whose child is the client library's chat span; both report usage."""
     request = ExportTraceServiceRequest()
-    _span(request, "00000000000000a1", "", "invoke_agent planner",
-          gen_ai__operation__name="invoke_agent", gen_ai__agent__name="planner")  # fmt: skip
+    _span(
+        request,
+        "00000000000000a1",
+        "",
+        "invoke_agent planner",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="planner",
+    )
     usage = {"gen_ai__usage__input_tokens": 900, "gen_ai__usage__output_tokens": 100}
-    _span(request, "00000000000000a2", "00000000000000a1", "chat gpt-4o", gen_ai__operation__name="chat",
-          gen_ai__request__model="gpt-4o", **usage)  # fmt: skip
-    _span(request, "00000000000000a3", "00000000000000a2", "chat gpt-4o", gen_ai__operation__name="chat",
-          gen_ai__request__model="gpt-4o", gen_ai__provider__name="openai", **usage)  # fmt: skip
+    _span(
+        request,
+        "00000000000000a2",
+        "00000000000000a1",
+        "chat gpt-4o",
+        gen_ai__operation__name="chat",
+        gen_ai__request__model="gpt-4o",
+        **usage,
+    )
+    _span(
+        request,
+        "00000000000000a3",
+        "00000000000000a2",
+        "chat gpt-4o",
+        gen_ai__operation__name="chat",
+        gen_ai__request__model="gpt-4o",
+        gen_ai__provider__name="openai",
+        **usage,
+    )
     return request.SerializeToString()
 
 
@@ -75,34 +96,86 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
     A parent whose child answered another request (a rejected attempt) keeps its own bill."""
     writer = Writer(store.new_client(), spool, Stats())
     request = ExportTraceServiceRequest()
-    usage = {"gen_ai__operation__name": "chat", "gen_ai__provider__name": "anthropic",
-             "gen_ai__request__model": "claude-sonnet-4-5", "gen_ai__usage__input_tokens": 900,
-             "gen_ai__usage__output_tokens": 100}  # fmt: skip
-    _span(request, "00000000000000c1", "", "invoke_agent support", gen_ai__operation__name="invoke_agent",
-          gen_ai__agent__name="support")  # fmt: skip
-    _span(request, "00000000000000c2", "00000000000000c1", "anthropic.messages.create", gen_ai__response__id="msg_1",
-          **usage)  # fmt: skip
-    _span(request, "00000000000000c3", "00000000000000c1", "anthropic.chat", gen_ai__response__id="msg_1",
-          gen_ai__input__messages='[{"role":"user","parts":[{"type":"text","content":"hi"}]}]', **usage)  # fmt: skip
-    _span(request, "00000000000000c4", "00000000000000c1", "chat claude-sonnet-4-5", gen_ai__response__id="msg_3",
-          **usage)  # fmt: skip
-    _span(request, "00000000000000c5", "00000000000000c4", "anthropic.messages.create", gen_ai__response__id="msg_2",
-          **usage)  # fmt: skip
+    usage = {
+        "gen_ai__operation__name": "chat",
+        "gen_ai__provider__name": "anthropic",
+        "gen_ai__request__model": "claude-sonnet-4-5",
+        "gen_ai__usage__input_tokens": 900,
+        "gen_ai__usage__output_tokens": 100,
+    }
+    _span(
+        request,
+        "00000000000000c1",
+        "",
+        "invoke_agent support",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="support",
+    )
+    _span(
+        request,
+        "00000000000000c2",
+        "00000000000000c1",
+        "anthropic.messages.create",
+        gen_ai__response__id="msg_1",
+        **usage,
+    )
+    _span(
+        request,
+        "00000000000000c3",
+        "00000000000000c1",
+        "anthropic.chat",
+        gen_ai__response__id="msg_1",
+        gen_ai__input__messages='[{"role":"user","parts":[{"type":"text","content":"hi"}]}]',
+        **usage,
+    )
+    _span(
+        request,
+        "00000000000000c4",
+        "00000000000000c1",
+        "chat claude-sonnet-4-5",
+        gen_ai__response__id="msg_3",
+        **usage,
+    )
+    _span(
+        request,
+        "00000000000000c5",
+        "00000000000000c4",
+        "anthropic.messages.create",
+        gen_ai__response__id="msg_2",
+        **usage,
+    )
     spool.append(KIND_TRACES, "default", request.SerializeToString())
     writer.flush()
-    rows = store.client.query("SELECT span_id, billable FROM spans FINAL WHERE step_kind = 'llm' ORDER BY span_id").result_rows
-    assert rows == [("00000000000000c2", 0), ("00000000000000c3", 1), ("00000000000000c4", 1), ("00000000000000c5", 1)]
+    rows = store.client.query(
+        "SELECT span_id, billable FROM spans FINAL WHERE step_kind = 'llm' ORDER BY span_id"
+    ).result_rows
+    assert rows == [
+        ("00000000000000c2", 0),
+        ("00000000000000c3", 1),
+        ("00000000000000c4", 1),
+        ("00000000000000c5", 1),
+    ]
     assert store.client.query("SELECT llm_calls, input_tokens FROM traces FINAL").result_rows == [(3, 2700)]
 
 
 def test_late_spans_update_the_summary(store, spool):
     writer = Writer(store.new_client(), spool, Stats())
     request = ExportTraceServiceRequest()
-    _span(request, "00000000000000b2", "00000000000000b1", "chat gpt-4o", gen_ai__operation__name="chat",
-          gen_ai__request__model="gpt-4o", gen_ai__usage__input_tokens=10, gen_ai__usage__output_tokens=1)  # fmt: skip
+    _span(
+        request,
+        "00000000000000b2",
+        "00000000000000b1",
+        "chat gpt-4o",
+        gen_ai__operation__name="chat",
+        gen_ai__request__model="gpt-4o",
+        gen_ai__usage__input_tokens=10,
+        gen_ai__usage__output_tokens=1,
+    )
     spool.append(KIND_TRACES, "default", request.SerializeToString())
     writer.flush()
-    assert store.client.query("SELECT root_name, span_count FROM traces FINAL").result_rows == [("chat gpt-4o", 1)]
+    assert store.client.query("SELECT root_name, span_count FROM traces FINAL").result_rows == [
+        ("chat gpt-4o", 1)
+    ]
     root = ExportTraceServiceRequest()
     _span(root, "00000000000000b1", "", "invoke_agent late", gen_ai__operation__name="invoke_agent")
     spool.append(KIND_TRACES, "default", root.SerializeToString())
@@ -155,7 +228,9 @@ class _OutOfSpace:
         self.client = client
 
     def raw_insert(self, *a: Any, **k: Any) -> None:
-        raise RuntimeError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)")
+        raise RuntimeError(
+            "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -231,7 +306,10 @@ def test_a_record_damaged_on_disk_is_quarantined_and_the_others_stored(store, sp
         writer.flush()
     finally:
         writer.stop()
-    assert store.client.query("SELECT name FROM spans FINAL ORDER BY name").result_rows == [("step 0",), ("step 2",)]
+    assert store.client.query("SELECT name FROM spans FINAL ORDER BY name").result_rows == [
+        ("step 0",),
+        ("step 2",),
+    ]
     assert stats.snapshot()["tokentrail_spool_quarantined_records_total"] == 1
     assert len(list((spool.directory / "quarantine").glob("*.bad"))) == 1
     assert spool.backlog_bytes == 0
@@ -268,9 +346,21 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
     from tokentrail.collector.writer import load
 
     request = ExportTraceServiceRequest()
-    usage = {"gen_ai__usage__input_tokens": 1000, "gen_ai__usage__output_tokens": 200, "gen_ai__provider__name": "openai",
-             "gen_ai__operation__name": "chat", "gen_ai__request__model": "gpt-4o-mini"}  # fmt: skip
-    _span(request, "00000000000000c1", "", "chat gpt-4o-mini", gen_ai__response__model="gpt-4o-mini-2099-01-01", **usage)
+    usage = {
+        "gen_ai__usage__input_tokens": 1000,
+        "gen_ai__usage__output_tokens": 200,
+        "gen_ai__provider__name": "openai",
+        "gen_ai__operation__name": "chat",
+        "gen_ai__request__model": "gpt-4o-mini",
+    }
+    _span(
+        request,
+        "00000000000000c1",
+        "",
+        "chat gpt-4o-mini",
+        gen_ai__response__model="gpt-4o-mini-2099-01-01",
+        **usage,
+    )
     _span(request, "00000000000000c2", "", "chat gpt-4o-mini", gen_ai__response__model="gpt-4o-mini", **usage)
     prices = PriceBook()
     assert prices.cost("openai", "gpt-4o-mini-2099-01-01", input_tokens=1000, output_tokens=200) is None
@@ -279,7 +369,9 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
     expected = prices.cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=200)
     assert expected is not None
     assert costs == [(expected, "computed"), (expected, "computed")]
-    assert store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows == [(2 * expected, 0)]
+    assert store.client.query("SELECT cost_usd, unpriced_calls FROM traces FINAL").result_rows == [
+        (2 * expected, 0)
+    ]
 
 
 def test_embedding_calls_are_billed_on_their_input(store):
@@ -287,9 +379,16 @@ def test_embedding_calls_are_billed_on_their_input(store):
     from tokentrail.collector.writer import load
 
     request = ExportTraceServiceRequest()
-    _span(request, "00000000000000e1", "", "embeddings text-embedding-3-small", gen_ai__operation__name="embeddings",
-          gen_ai__provider__name="openai", gen_ai__request__model="text-embedding-3-small",
-          gen_ai__usage__input_tokens=100_000)  # fmt: skip
+    _span(
+        request,
+        "00000000000000e1",
+        "",
+        "embeddings text-embedding-3-small",
+        gen_ai__operation__name="embeddings",
+        gen_ai__provider__name="openai",
+        gen_ai__request__model="text-embedding-3-small",
+        gen_ai__usage__input_tokens=100_000,
+    )
     prices = PriceBook()
     load(store.client, "default", [request.SerializeToString()], prices)
     expected = prices.cost("openai", "text-embedding-3-small", input_tokens=100_000, output_tokens=0)
@@ -308,14 +407,22 @@ def _every_field() -> bytes:
     scope = rs.scope_spans.add()
     scope.scope.name, scope.scope.version = "acme.agent", "1.2.3"
     span = scope.spans.add()
-    span.trace_id, span.span_id, span.parent_span_id = TRACE, bytes.fromhex("00000000000000f2"), bytes.fromhex("00000000000000f1")
+    span.trace_id, span.span_id, span.parent_span_id = (
+        TRACE,
+        bytes.fromhex("00000000000000f2"),
+        bytes.fromhex("00000000000000f1"),
+    )
     span.trace_state, span.name, span.kind = "vendor=1", "tool lookup", Span.SpanKind.SPAN_KIND_CLIENT
     span.start_time_unix_nano = 1_700_000_000_123_456_789
     span.end_time_unix_nano = 1_700_000_001_987_654_321
     span.status.code, span.status.message = Status.StatusCode.STATUS_CODE_ERROR, "boom <b>"
-    for key, setter in (("s", lambda v: setattr(v, "string_value", "text ✓")), ("i", lambda v: setattr(v, "int_value", -7)),
-                        ("d", lambda v: setattr(v, "double_value", 0.25)), ("b", lambda v: setattr(v, "bool_value", True)),
-                        ("raw", lambda v: setattr(v, "bytes_value", b"\x00\xff"))):  # fmt: skip
+    for key, setter in (
+        ("s", lambda v: setattr(v, "string_value", "text ✓")),
+        ("i", lambda v: setattr(v, "int_value", -7)),
+        ("d", lambda v: setattr(v, "double_value", 0.25)),
+        ("b", lambda v: setattr(v, "bool_value", True)),
+        ("raw", lambda v: setattr(v, "bytes_value", b"\x00\xff")),
+    ):
         kv = span.attributes.add()
         kv.key = key
         setter(kv.value)
@@ -329,7 +436,11 @@ def _every_field() -> bytes:
         attr = event.attributes.add()
         attr.key, attr.value.int_value = "n", n
     link = span.links.add()
-    link.trace_id, link.span_id, link.trace_state = bytes.fromhex("11" * 16), bytes.fromhex("22" * 8), "other=2"
+    link.trace_id, link.span_id, link.trace_state = (
+        bytes.fromhex("11" * 16),
+        bytes.fromhex("22" * 8),
+        "other=2",
+    )
     attr = link.attributes.add()
     attr.key, attr.value.string_value = "why", "retry of"
     return request.SerializeToString()
@@ -350,14 +461,35 @@ def test_every_otel_field_survives_the_trip(store, spool, tmp_path, workers):
         " events.attributes, links.trace_id, links.span_id, links.trace_state, links.attributes, step_kind,"
         " cost_usd, error_type FROM spans FINAL"
     ).result_rows
-    assert row == [(
-        TRACE.hex(), "00000000000000f2", "00000000000000f1", "vendor=1", "tool lookup", "CLIENT",
-        1_700_000_000_123_456_789, 1_700_000_001_987_654_321, 1_864_197_532, "checkout", "acme.agent", "1.2.3",
-        "ERROR", "boom <b>",
-        {"s": "text ✓", "i": "-7", "d": "0.25", "b": "true", "raw": "AP8=", "list": '["a",2]'},
-        [1_700_000_000_123_456_794, 1_700_000_001_123_456_788], ["step 1", "step 2"], [{"n": "1"}, {"n": "2"}],
-        ["11" * 16], ["22" * 8], ["other=2"], [{"why": "retry of"}], "other", None, "_OTHER",
-    )]  # fmt: skip
+    assert row == [
+        (
+            TRACE.hex(),
+            "00000000000000f2",
+            "00000000000000f1",
+            "vendor=1",
+            "tool lookup",
+            "CLIENT",
+            1_700_000_000_123_456_789,
+            1_700_000_001_987_654_321,
+            1_864_197_532,
+            "checkout",
+            "acme.agent",
+            "1.2.3",
+            "ERROR",
+            "boom <b>",
+            {"s": "text ✓", "i": "-7", "d": "0.25", "b": "true", "raw": "AP8=", "list": '["a",2]'},
+            [1_700_000_000_123_456_794, 1_700_000_001_123_456_788],
+            ["step 1", "step 2"],
+            [{"n": "1"}, {"n": "2"}],
+            ["11" * 16],
+            ["22" * 8],
+            ["other=2"],
+            [{"why": "retry of"}],
+            "other",
+            None,
+            "_OTHER",
+        )
+    ]
 
 
 class _CountingClient:
@@ -405,7 +537,9 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
 
 def test_a_staging_path_clickhouse_would_read_as_a_pattern_still_works(store, spool, tmp_path):
     stage = tmp_path / "it's {odd} *"
-    writer = Writer(store.new_client(), spool, Stats(), workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage)
+    writer = Writer(
+        store.new_client(), spool, Stats(), workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage
+    )
     try:
         spool.append(KIND_TRACES, "default", _framework_wrapping_client_call())
         writer.flush()

@@ -48,8 +48,14 @@ def _chats(spans):
 def test_message_span_with_inclusive_usage_and_cache(spans, server):
     client = _client(server)
     # This SDK has no `temperature` / `top_p` arguments any more; they travel in `extra_body`.
-    first = client.messages.create(model=MODEL, max_tokens=256, system=SYSTEM, messages=ASK,
-                                   stop_sequences=["END"], extra_body={"temperature": 0.3, "top_p": 0.9})  # fmt: skip
+    first = client.messages.create(
+        model=MODEL,
+        max_tokens=256,
+        system=SYSTEM,
+        messages=ASK,
+        stop_sequences=["END"],
+        extra_body={"temperature": 0.3, "top_p": 0.9},
+    )
     again = client.messages.create(model=MODEL, max_tokens=256, system=SYSTEM, messages=ASK)
     one, two = _chats(spans)
     assert one.name == f"chat {MODEL}" and one.kind == SpanKind.CLIENT
@@ -127,12 +133,18 @@ def test_async_call_and_stream_helper_with_content_capture(spans, server):
     _content.configure(enabled=True)
     history: Any = [
         {"role": "user", "content": "Refund order 42."},
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "Looking it up."},
-            {"type": "tool_use", "id": "toolu_1", "name": "find_order", "input": {"order": 42}},
-        ]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "shipped"}]},
-    ]  # fmt: skip
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Looking it up."},
+                {"type": "tool_use", "id": "toolu_1", "name": "find_order", "input": {"order": 42}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "shipped"}],
+        },
+    ]
     client = anthropic.AsyncAnthropic(base_url=server.base_url, api_key="t")
 
     async def calls() -> str:
@@ -147,12 +159,15 @@ def test_async_call_and_stream_helper_with_content_capture(spans, server):
     assert system == [{"type": "text", "content": "Be brief."}]
     assert json.loads(call.attributes["gen_ai.input.messages"]) == [
         {"role": "user", "parts": [{"type": "text", "content": "Refund order 42."}]},
-        {"role": "assistant", "parts": [
-            {"type": "text", "content": "Looking it up."},
-            {"type": "tool_call", "id": "toolu_1", "name": "find_order", "arguments": {"order": 42}},
-        ]},
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": "Looking it up."},
+                {"type": "tool_call", "id": "toolu_1", "name": "find_order", "arguments": {"order": 42}},
+            ],
+        },
         {"role": "user", "parts": [{"type": "tool_call_response", "id": "toolu_1", "response": "shipped"}]},
-    ]  # fmt: skip
+    ]
     assert json.loads(call.attributes["gen_ai.output.messages"]) == [
         {"role": "assistant", "parts": [{"type": "text", "content": "It shipped."}]}
     ]
@@ -162,21 +177,46 @@ def test_async_call_and_stream_helper_with_content_capture(spans, server):
 
 def test_streamed_tool_use_is_rebuilt_from_its_json_deltas(spans):
     _content.configure(enabled=True)
-    usage = {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 2048,
-             "cache_creation_input_tokens": 300}  # fmt: skip
-    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "model": MODEL,
-                               "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}  # fmt: skip
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 1,
+        "cache_read_input_tokens": 2048,
+        "cache_creation_input_tokens": 300,
+    }
+    message: dict[str, Any] = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": usage,
+    }
     tool = {"type": "tool_use", "id": "toolu_9", "name": "refund", "input": {}}
     events = [
         RawMessageStartEvent.model_validate({"type": "message_start", "message": message}),
-        RawContentBlockStartEvent.model_validate({"type": "content_block_start", "index": 0,
-                                                  "content_block": tool}),
-        *(RawContentBlockDeltaEvent.model_validate({"type": "content_block_delta", "index": 0,
-                                                    "delta": {"type": "input_json_delta", "partial_json": part}})
-          for part in ('{"order": ', "42}")),
-        RawMessageDeltaEvent.model_validate({"type": "message_delta", "usage": {"output_tokens": 17},
-                                             "delta": {"stop_reason": "tool_use", "stop_sequence": None}}),
-    ]  # fmt: skip
+        RawContentBlockStartEvent.model_validate(
+            {"type": "content_block_start", "index": 0, "content_block": tool}
+        ),
+        *(
+            RawContentBlockDeltaEvent.model_validate(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                }
+            )
+            for part in ('{"order": ', "42}")
+        ),
+        RawMessageDeltaEvent.model_validate(
+            {
+                "type": "message_delta",
+                "usage": {"output_tokens": 17},
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            }
+        ),
+    ]
     span = trace.get_tracer("tokentrail.anthropic").start_span(f"chat {MODEL}")
     assert list(_llm.StreamProxy(iter(events), span, _HOOKS.accumulator())) == events
     (done,) = _chats(spans)
@@ -215,7 +255,9 @@ def _native(spans) -> list[Any]:
     return [s for s in spans.get_finished_spans() if s.instrumentation_scope.name.startswith("com.anthropic")]
 
 
-@pytest.mark.skipif(not hasattr(anthropic._base_client.BaseClient, "_tracer"), reason="this anthropic traces nothing itself")
+@pytest.mark.skipif(
+    not hasattr(anthropic._base_client.BaseClient, "_tracer"), reason="this anthropic traces nothing itself"
+)
 def test_the_clients_own_spans_stay_for_calls_we_do_not_trace(spans, server):
     client = _client(server)
     with pytest.raises(anthropic.APIStatusError) as refused:
@@ -265,5 +307,7 @@ def test_async_stream_retry_after_a_rate_limit(spans, server):
     (retry,) = _http_retries(spans)
     (chat,) = _chats(spans)
     assert retry.attributes["tokentrail.retry.reason"] == "429 Too Many Requests"
-    assert retry.attributes["tokentrail.retry.attempt"] == 1 and retry.context.trace_id == chat.context.trace_id
+    assert (
+        retry.attributes["tokentrail.retry.attempt"] == 1 and retry.context.trace_id == chat.context.trace_id
+    )
     assert chat.attributes["gen_ai.usage.output_tokens"] > 0

@@ -104,8 +104,10 @@ def test_retrying_makes_one_span_per_attempt_linked_to_the_first(spans):
         return outcome
 
     assert tokentrail.retrying(flaky, name="fetch", attempts=3) == "ok"
-    attempts = sorted((s for s in spans.get_finished_spans() if s.name == "retry fetch"),
-                      key=lambda s: s.attributes["tokentrail.retry.attempt"])  # fmt: skip
+    attempts = sorted(
+        (s for s in spans.get_finished_spans() if s.name == "retry fetch"),
+        key=lambda s: s.attributes["tokentrail.retry.attempt"],
+    )
     assert [s.attributes["tokentrail.retry.attempt"] for s in attempts] == [1, 2, 3]
     assert [s.status.status_code for s in attempts] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
     assert attempts[1].attributes["tokentrail.retry.reason"] == "TimeoutError: slow"
@@ -138,8 +140,10 @@ def test_long_structured_content_is_cut_inside_and_stays_valid_json():
     from tokentrail.instrumentation._content import ContentPolicy
 
     policy = ContentPolicy(enabled=True, max_chars=2000)
-    messages = [{"role": "user", "parts": [{"type": "text", "content": "short question"}]},
-                {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "x" * 50_000}]}]  # fmt: skip
+    messages = [
+        {"role": "user", "parts": [{"type": "text", "content": "short question"}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "x" * 50_000}]},
+    ]
     text = policy.prepare(messages)
     assert text is not None and len(text) <= 2000
     parsed = json.loads(text)

@@ -40,7 +40,9 @@ def test_an_instrumented_agent_reaches_clickhouse(settings, store):
     )
     with running_collector(settings, store, pricer=PriceBook()) as tt:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": tt.http_url, "PATH": "/usr/bin:/bin"}
-        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         tt.flush()
         rows = tt.query(
@@ -84,10 +86,15 @@ def test_opentelemetry_instrument_needs_no_code_change(settings, store):
         """
     )
     with running_collector(settings, store, pricer=PriceBook()) as tt:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": tt.http_url, "OTEL_SERVICE_NAME": "plain-agent", "PATH": "/usr/bin:/bin"}
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": tt.http_url,
+            "OTEL_SERVICE_NAME": "plain-agent",
+            "PATH": "/usr/bin:/bin",
+        }
         command = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
-        out = subprocess.run([command, sys.executable, "-c", agent], env=env, capture_output=True, text=True,
-                             timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [command, sys.executable, "-c", agent], env=env, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         tt.flush()
         rows = tt.query("SELECT name, service_name, scope_name, billable, input_tokens > 0 FROM spans FINAL")

@@ -125,8 +125,9 @@ def test_openai_client_span_nests_under_the_langchain_chat_span(spans, server):
         _model(server).invoke("hello")
     finally:
         OpenAIInstrumentor().uninstrument()
-    outer, inner = sorted((s for s in spans.get_finished_spans() if s.name.startswith("chat ")),
-                          key=lambda s: s.start_time)  # fmt: skip
+    outer, inner = sorted(
+        (s for s in spans.get_finished_spans() if s.name.startswith("chat ")), key=lambda s: s.start_time
+    )
     assert outer.instrumentation_scope.name == "tokentrail.langchain"
     assert inner.instrumentation_scope.name == "tokentrail.openai"
     assert _parent_of(inner) == outer.context.span_id
@@ -138,8 +139,9 @@ def test_openai_client_span_nests_under_the_langchain_chat_span(spans, server):
 def test_langgraph_graph_is_an_agent_with_node_and_tool_children(spans, server):
     server.tool_calls.append(("get_order_status", {"order_id": "42"}, USAGE))
     inside_tool.clear()
-    result = _graph(_model(server)).invoke({"messages": [HumanMessage("Where is order 42?")]},
-                                           config={"configurable": {"thread_id": "thread-7"}})  # fmt: skip
+    result = _graph(_model(server)).invoke(
+        {"messages": [HumanMessage("Where is order 42?")]}, config={"configurable": {"thread_id": "thread-7"}}
+    )
     assert result["messages"][-1].content == "It shipped."
     finished = spans.get_finished_spans()
     (root,) = [s for s in finished if s.name == "invoke_agent support"]
@@ -149,7 +151,10 @@ def test_langgraph_graph_is_an_agent_with_node_and_tool_children(spans, server):
     assert root.attributes["gen_ai.conversation.id"] == "thread-7"
     nodes = [s for s in finished if s.name.startswith("chain ") and _parent_of(s) == root.context.span_id]
     assert [(n.name, n.attributes["langgraph.step"]) for n in sorted(nodes, key=lambda n: n.start_time)] == [
-        ("chain model", 1), ("chain tools", 2), ("chain model", 3)]  # fmt: skip
+        ("chain model", 1),
+        ("chain tools", 2),
+        ("chain model", 3),
+    ]
     chats = sorted((s for s in finished if s.name == "chat gpt-4o-mini"), key=lambda s: s.start_time)
     assert [_parent_of(c) for c in chats] == [nodes[0].context.span_id, nodes[2].context.span_id]
     assert chats[0].attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
@@ -180,7 +185,8 @@ def test_async_graph_with_content_capture(spans, server):
         (x for x in spans.get_finished_spans() if x.name == "chat gpt-4o-mini"), key=lambda x: x.start_time
     )
     assert json.loads(chats[0].attributes["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "Status of 7?"}]}]  # fmt: skip
+        {"role": "user", "parts": [{"type": "text", "content": "Status of 7?"}]}
+    ]
     first_out = json.loads(chats[0].attributes["gen_ai.output.messages"])[0]
     assert first_out["finish_reason"] == "tool_calls"
     assert first_out["parts"][0]["type"] == "tool_call" and first_out["parts"][0]["arguments"] == {
@@ -190,7 +196,8 @@ def test_async_graph_with_content_capture(spans, server):
     assert [m["role"] for m in second_in] == ["user", "assistant", "tool"]
     assert second_in[2]["parts"][0]["response"] == "order 7: shipped"
     assert json.loads(chats[1].attributes["gen_ai.output.messages"])[0]["parts"] == [
-        {"type": "text", "content": "It shipped."}]  # fmt: skip
+        {"type": "text", "content": "It shipped."}
+    ]
     assert s["invoke_agent support"].parent is None
 
 
@@ -207,8 +214,10 @@ def test_streaming_chat_span_ends_with_the_stream_and_wraps_the_client_span(span
     finally:
         OpenAIInstrumentor().uninstrument()
     assert text.strip() == "It shipped."
-    ours = sorted((s for s in spans.get_finished_spans() if s.instrumentation_scope.name == "tokentrail.langchain"),
-                  key=lambda s: s.start_time)  # fmt: skip
+    ours = sorted(
+        (s for s in spans.get_finished_spans() if s.instrumentation_scope.name == "tokentrail.langchain"),
+        key=lambda s: s.start_time,
+    )
     clients = [s for s in spans.get_finished_spans() if s.instrumentation_scope.name == "tokentrail.openai"]
     assert [s.name for s in ours] == ["chat gpt-4o-mini"] * 2
     assert sorted(_parent_of(c) or 0 for c in clients) == sorted(s.context.span_id for s in ours)

@@ -18,7 +18,10 @@ from tokentrail.demo.llm_server import LLMServer
 from tokentrail.instrumentation import _content, _http_retries
 from tokentrail.instrumentation.openai import OpenAIInstrumentor, _record_responses_api
 
-HISTORY = [{"role": "system", "content": "You are a support agent. " * 400}, {"role": "user", "content": "Order 42?"}]
+HISTORY = [
+    {"role": "system", "content": "You are a support agent. " * 400},
+    {"role": "user", "content": "Order 42?"},
+]
 
 
 @pytest.fixture
@@ -41,7 +44,9 @@ def test_chat_completion_span_with_usage_and_cache(spans, server):
     client = _client(server)
     with tokentrail.agent("support"):
         client.chat.completions.create(model="gpt-4o-mini", messages=HISTORY, temperature=0.2)
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[*HISTORY, {"role": "user", "content": "thx"}])
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[*HISTORY, {"role": "user", "content": "thx"}]
+        )
     first, second = _chats(spans)
     assert first.name == "chat gpt-4o-mini" and first.kind == SpanKind.CLIENT
     assert first.attributes["gen_ai.provider.name"] == "openai"
@@ -49,7 +54,11 @@ def test_chat_completion_span_with_usage_and_cache(spans, server):
     assert first.attributes["gen_ai.request.temperature"] == 0.2
     assert first.attributes["server.address"] == "127.0.0.1"
     assert second.attributes["gen_ai.usage.input_tokens"] == reply.usage.prompt_tokens
-    assert second.attributes["gen_ai.usage.cache_read.input_tokens"] == reply.usage.prompt_tokens_details.cached_tokens > 0
+    assert (
+        second.attributes["gen_ai.usage.cache_read.input_tokens"]
+        == reply.usage.prompt_tokens_details.cached_tokens
+        > 0
+    )
     assert second.attributes["gen_ai.response.finish_reasons"] == ("stop",)
     root = next(s for s in spans.get_finished_spans() if s.name == "invoke_agent support")
     assert first.parent.span_id == root.context.span_id
@@ -58,7 +67,10 @@ def test_chat_completion_span_with_usage_and_cache(spans, server):
 
 def test_stream_span_ends_with_the_stream_and_carries_usage(spans, server):
     stream = _client(server).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     assert _chats(spans) == []  # still open while the stream is unread
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
@@ -71,7 +83,9 @@ def test_stream_span_ends_with_the_stream_and_carries_usage(spans, server):
 def test_async_call_and_content_capture(spans, server):
     _content.configure(enabled=True)
     client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t")
-    asyncio.run(client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}]))
+    asyncio.run(
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hello"}])
+    )
     (span,) = _chats(spans)
     assert json.loads(span.attributes["gen_ai.input.messages"]) == [
         {"role": "user", "parts": [{"type": "text", "content": "hello"}]}
@@ -82,7 +96,9 @@ def test_async_call_and_content_capture(spans, server):
 def test_errors_pass_through_and_are_recorded(spans, server):
     server.fail_next(429, retry_after=0.01, times=3)
     with pytest.raises(openai.RateLimitError):
-        _client(server, max_retries=1).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        _client(server, max_retries=1).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
     (span,) = _chats(spans)
     assert span.status.status_code == StatusCode.ERROR
     assert span.attributes["error.type"] == "RateLimitError"
@@ -104,14 +120,18 @@ def test_raw_response_calls_carry_usage(spans, server):
 def test_responses_api_sync_and_stream(spans, server):
     client = _client(server)
     long_instructions = "You are a careful support agent. " * 300
-    first = client.responses.create(model="gpt-4o", instructions=long_instructions, input="Where is order 42?")
+    first = client.responses.create(
+        model="gpt-4o", instructions=long_instructions, input="Where is order 42?"
+    )
     second = client.responses.create(model="gpt-4o", instructions=long_instructions, input="And order 43?")
     assert first.output_text == "It shipped."
     one, two = _chats(spans)
     assert one.name == "chat gpt-4o" and one.attributes["gen_ai.operation.name"] == "chat"
     assert one.attributes["gen_ai.usage.input_tokens"] == first.usage.input_tokens > 0
     assert one.attributes["gen_ai.usage.output_tokens"] == first.usage.output_tokens
-    assert one.attributes["gen_ai.response.id"] == first.id and one.attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert one.attributes["gen_ai.response.id"] == first.id and one.attributes[
+        "gen_ai.response.finish_reasons"
+    ] == ("stop",)
     cached = second.usage.input_tokens_details.cached_tokens
     assert cached > 0 and two.attributes["gen_ai.usage.cache_read.input_tokens"] == cached
     stream = client.responses.create(model="gpt-4o-mini", input="hi", stream=True)
@@ -119,15 +139,25 @@ def test_responses_api_sync_and_stream(spans, server):
     text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
     assert text.strip() == "It shipped."
     streamed = _chats(spans)[2]
-    assert streamed.attributes["gen_ai.usage.output_tokens"] > 0 and streamed.attributes["gen_ai.request.stream"] is True
+    assert (
+        streamed.attributes["gen_ai.usage.output_tokens"] > 0
+        and streamed.attributes["gen_ai.request.stream"] is True
+    )
 
 
 def test_responses_of_a_reasoning_model_report_reasoning_and_cached_tokens(spans, server):
     client = _client(server)
     instructions = "Answer as a careful support agent would. " * 300
-    first = client.responses.create(model="o4-mini", instructions=instructions, input="Order 42?",
-                                    reasoning={"effort": "low"}, max_output_tokens=500)  # fmt: skip
-    stream = client.responses.create(model="o4-mini", instructions=instructions, input="Order 43?", stream=True)
+    first = client.responses.create(
+        model="o4-mini",
+        instructions=instructions,
+        input="Order 42?",
+        reasoning={"effort": "low"},
+        max_output_tokens=500,
+    )
+    stream = client.responses.create(
+        model="o4-mini", instructions=instructions, input="Order 43?", stream=True
+    )
     events = list(stream)
     kinds = [e.type for e in events]
     assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
@@ -135,16 +165,32 @@ def test_responses_of_a_reasoning_model_report_reasoning_and_cached_tokens(spans
     final = events[-1].response
     one, two = _chats(spans)
     assert first.usage.output_tokens_details.reasoning_tokens > 0
-    assert one.attributes["gen_ai.usage.reasoning.output_tokens"] == first.usage.output_tokens_details.reasoning_tokens
+    assert (
+        one.attributes["gen_ai.usage.reasoning.output_tokens"]
+        == first.usage.output_tokens_details.reasoning_tokens
+    )
     assert one.attributes["gen_ai.usage.output_tokens"] == first.usage.output_tokens  # reasoning included
     assert one.attributes["gen_ai.request.max_tokens"] == 500
     assert one.attributes["gen_ai.usage.cache_read.input_tokens"] == 0
     # the streamed call shares the long instructions: its usage, from `response.completed`, has them cached
     assert two.attributes["gen_ai.usage.input_tokens"] == final.usage.input_tokens
-    assert two.attributes["gen_ai.usage.cache_read.input_tokens"] == final.usage.input_tokens_details.cached_tokens > 0
-    assert two.attributes["gen_ai.usage.reasoning.output_tokens"] == final.usage.output_tokens_details.reasoning_tokens
-    assert final.usage.output_tokens_details.reasoning_tokens > first.usage.output_tokens_details.reasoning_tokens
-    assert two.attributes["gen_ai.response.id"] == final.id and two.attributes["gen_ai.response.model"] == "o4-mini"
+    assert (
+        two.attributes["gen_ai.usage.cache_read.input_tokens"]
+        == final.usage.input_tokens_details.cached_tokens
+        > 0
+    )
+    assert (
+        two.attributes["gen_ai.usage.reasoning.output_tokens"]
+        == final.usage.output_tokens_details.reasoning_tokens
+    )
+    assert (
+        final.usage.output_tokens_details.reasoning_tokens
+        > first.usage.output_tokens_details.reasoning_tokens
+    )
+    assert (
+        two.attributes["gen_ai.response.id"] == final.id
+        and two.attributes["gen_ai.response.model"] == "o4-mini"
+    )
 
 
 def test_async_responses_with_content_capture(spans, server):
@@ -152,8 +198,11 @@ def test_async_responses_with_content_capture(spans, server):
 
     async def run() -> Any:
         client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t")
-        await client.responses.create(model="gpt-4o", instructions="Be brief.",
-                                      input=[{"role": "user", "content": "Where is order 42?"}])  # fmt: skip
+        await client.responses.create(
+            model="gpt-4o",
+            instructions="Be brief.",
+            input=[{"role": "user", "content": "Where is order 42?"}],
+        )
         return await client.responses.create(model="gpt-4o", input="again")
 
     last = asyncio.run(run())
@@ -168,14 +217,34 @@ def test_async_responses_with_content_capture(spans, server):
 
 def test_responses_usage_mapping_for_what_the_stand_in_does_not_send(spans):
     """Cache writes and tool-call endings come from the real API only: the mapping on a parsed response."""
-    response = Response.model_validate({
-        "id": "resp_1", "object": "response", "created_at": 0, "model": "gpt-5", "status": "completed",
-        "output": [{"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "refund", "arguments": "{}"}],
-        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-        "usage": {"input_tokens": 3000, "output_tokens": 40, "total_tokens": 3040,
-                  "input_tokens_details": {"cached_tokens": 2048, "cache_write_tokens": 512},
-                  "output_tokens_details": {"reasoning_tokens": 32}},
-    })  # fmt: skip
+    response = Response.model_validate(
+        {
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 0,
+            "model": "gpt-5",
+            "status": "completed",
+            "output": [
+                {
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_1",
+                    "name": "refund",
+                    "arguments": "{}",
+                }
+            ],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": 3000,
+                "output_tokens": 40,
+                "total_tokens": 3040,
+                "input_tokens_details": {"cached_tokens": 2048, "cache_write_tokens": 512},
+                "output_tokens_details": {"reasoning_tokens": 32},
+            },
+        }
+    )
     span = trace.get_tracer("tokentrail.openai").start_span("chat gpt-5")
     _record_responses_api(span, response)
     span.end()
@@ -189,7 +258,9 @@ def test_responses_usage_mapping_for_what_the_stand_in_does_not_send(spans):
 
 def test_embeddings_span_with_input_tokens(spans, server):
     client = _client(server)
-    result = client.embeddings.create(model="text-embedding-3-small", input=["refund policy", "shipping times"])
+    result = client.embeddings.create(
+        model="text-embedding-3-small", input=["refund policy", "shipping times"]
+    )
     assert len(result.data) == 2 and len(result.data[0].embedding) == 8
     (span,) = [s for s in spans.get_finished_spans() if s.name.startswith("embeddings ")]
     assert span.name == "embeddings text-embedding-3-small" and span.kind == SpanKind.CLIENT
@@ -198,8 +269,11 @@ def test_embeddings_span_with_input_tokens(spans, server):
     assert span.attributes["gen_ai.response.model"] == "text-embedding-3-small"
     again = client.embeddings.create(model="text-embedding-3-small", input="refund policy")
     assert again.data[0].embedding == result.data[0].embedding  # deterministic vectors
-    asyncio.run(openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t").embeddings.create(
-        model="text-embedding-3-small", input="x"))  # fmt: skip
+    asyncio.run(
+        openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t").embeddings.create(
+            model="text-embedding-3-small", input="x"
+        )
+    )
     assert len([s for s in spans.get_finished_spans() if s.name.startswith("embeddings ")]) == 3
 
 
@@ -210,13 +284,19 @@ def _retries(spans, name: str = "retry chat gpt-4o"):
 
 def test_the_clients_own_http_retries_are_spans_under_the_call(spans, server):
     server.fail_next(429, retry_after=0.01, times=2)
-    reply = _client(server).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    reply = _client(server).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
     (chat,) = _chats(spans)
     retries = _retries(spans)
     assert [s.attributes["tokentrail.retry.attempt"] for s in retries] == [1, 2]
     for retry in retries:
-        assert retry.parent.span_id == chat.context.span_id and retry.context.trace_id == chat.context.trace_id
-        assert retry.attributes["http.response.status_code"] == 429 and retry.attributes["error.type"] == "429"
+        assert (
+            retry.parent.span_id == chat.context.span_id and retry.context.trace_id == chat.context.trace_id
+        )
+        assert (
+            retry.attributes["http.response.status_code"] == 429 and retry.attributes["error.type"] == "429"
+        )
         assert retry.attributes["tokentrail.retry.reason"] == "429 Too Many Requests"
         assert retry.attributes["tokentrail.step.kind"] == "retry"
         assert retry.attributes["tokentrail.retry.layer"] == "http"
@@ -271,9 +351,14 @@ def test_async_and_streamed_calls_retry_visibly_too(spans, server):
 def test_retries_that_run_out_leave_every_attempt_and_the_error(spans, server):
     server.fail_next(429, retry_after=0.01, times=3)
     with pytest.raises(openai.RateLimitError):
-        _client(server, max_retries=2).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        _client(server, max_retries=2).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+        )
     (chat,) = _chats(spans)
-    assert [s.attributes["tokentrail.retry.attempt"] for s in _retries(spans)] == [1, 2]  # the third failure is the call's
+    assert [s.attributes["tokentrail.retry.attempt"] for s in _retries(spans)] == [
+        1,
+        2,
+    ]  # the third failure is the call's
     assert chat.status.status_code == StatusCode.ERROR and chat.attributes["error.type"] == "RateLimitError"
 
 
@@ -288,7 +373,10 @@ def test_a_timeout_retry_names_the_error(spans):
         OpenAIInstrumentor().uninstrument()
     (retry,) = _retries(spans)
     assert retry.attributes["tokentrail.retry.reason"].startswith("ReadTimeout")
-    assert retry.attributes["error.type"] == "ReadTimeout" and "http.response.status_code" not in retry.attributes
+    assert (
+        retry.attributes["error.type"] == "ReadTimeout"
+        and "http.response.status_code" not in retry.attributes
+    )
 
 
 def test_retries_of_calls_we_do_not_model_are_named_by_their_request(spans, server):
@@ -296,7 +384,9 @@ def test_retries_of_calls_we_do_not_model_are_named_by_their_request(spans, serv
     server.fail_next(429, retry_after=0.01)
     with pytest.raises(openai.NotFoundError):  # the stand-in has no legacy completions
         client.completions.create(model="gpt-3.5-turbo-instruct", prompt="x")
-    assert [s for s in spans.get_finished_spans() if s.name.startswith("retry")] == []  # untraced: no orphan spans
+    assert [
+        s for s in spans.get_finished_spans() if s.name.startswith("retry")
+    ] == []  # untraced: no orphan spans
     server.fail_next(429, retry_after=0.01)
     with tokentrail.agent("support"), pytest.raises(openai.NotFoundError):
         client.completions.create(model="gpt-3.5-turbo-instruct", prompt="x")
@@ -311,7 +401,9 @@ def test_our_failures_never_break_the_clients_retries(spans, server, monkeypatch
 
     monkeypatch.setattr(_http_retries, "_call_name", broken)
     server.fail_next(429, retry_after=0.01)
-    reply = _client(server).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    reply = _client(server).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}]
+    )
     assert reply.choices[0].message.content == "It shipped."
     assert _retries(spans) == [] and len(_chats(spans)) == 1
 

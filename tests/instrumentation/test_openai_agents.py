@@ -30,7 +30,12 @@ from tokentrail.instrumentation.openai import OpenAIInstrumentor
 from tokentrail.instrumentation.openai_agents import OpenAIAgentsInstrumentor
 
 # tool calls the stand-in answers with report this usage, so the figures below are exact
-USAGE = {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52, "prompt_tokens_details": {"cached_tokens": 8}}
+USAGE = {
+    "prompt_tokens": 40,
+    "completion_tokens": 12,
+    "total_tokens": 52,
+    "prompt_tokens_details": {"cached_tokens": 8},
+}
 
 
 @pytest.fixture
@@ -64,8 +69,14 @@ def _agents(server: LLMServer, **client_kw: Any) -> Agent[Any]:
     client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="t", **client_kw)
     model = OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client)
     billing = Agent(name="billing", instructions="You handle billing.", model=model)
-    return Agent(name="triage", instructions="Route the customer.", model=model, tools=[get_order],
-                 handoffs=[billing], input_guardrails=[polite])  # fmt: skip
+    return Agent(
+        name="triage",
+        instructions="Route the customer.",
+        model=model,
+        tools=[get_order],
+        handoffs=[billing],
+        input_guardrails=[polite],
+    )
 
 
 def _run(server: LLMServer, text: str = "Where is order 42?", **kw: Any) -> Any:
@@ -167,9 +178,14 @@ def test_content_capture(spans, server):
     assert call["type"] == "tool_call" and call["name"] == "get_order"
     assert call["id"] == tool_span.attributes["gen_ai.tool.call.id"]
     assert [m["role"] for m in json.loads(second.attributes["gen_ai.input.messages"])] == [
-        "system", "user", "assistant", "tool"]  # fmt: skip
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    ]
     assert json.loads(second.attributes["gen_ai.output.messages"])[0]["parts"] == [
-        {"type": "text", "content": "It shipped."}]  # fmt: skip
+        {"type": "text", "content": "It shipped."}
+    ]
 
 
 def test_tripped_guardrail(spans, server):

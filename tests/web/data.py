@@ -35,7 +35,9 @@ class Recorder:
 
     def __init__(self, service: str = "support-bot", resource: dict[str, str] | None = None) -> None:
         self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider(resource=Resource.create({sc.SERVICE_NAME: service, **(resource or {})}))
+        self.provider = TracerProvider(
+            resource=Resource.create({sc.SERVICE_NAME: service, **(resource or {})})
+        )
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tracer: Tracer = self.provider.get_tracer("tests.web")
         self.clock = time.time_ns() - 3_600_000_000_000  # an hour ago: inside the default range
@@ -45,11 +47,18 @@ class Recorder:
         return self.clock
 
     @contextmanager
-    def span(self, name: str, ms: int = 10, kind: SpanKind = SpanKind.INTERNAL, error: str = "",
-             **attrs: Any) -> Iterator[Any]:  # fmt: skip
+    def span(
+        self, name: str, ms: int = 10, kind: SpanKind = SpanKind.INTERNAL, error: str = "", **attrs: Any
+    ) -> Iterator[Any]:
         start = self.tick(1)
-        with self.tracer.start_as_current_span(name, kind=kind, start_time=start, end_on_exit=False,
-                                               record_exception=False, set_status_on_exception=False) as span:  # fmt: skip
+        with self.tracer.start_as_current_span(
+            name,
+            kind=kind,
+            start_time=start,
+            end_on_exit=False,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             for key, value in attrs.items():
                 if value is not None:
                     span.set_attribute(key.replace("__", "."), value)
@@ -59,15 +68,30 @@ class Recorder:
                 span.set_attribute("error.type", error)
             span.end(end_time=max(self.tick(ms), start + ms * 1_000_000))
 
-    def chat(self, model: str, provider: str, input_tokens: int, output_tokens: int, cached: int = 0,
-             reasoning: int = 0, messages: Any = None, output: Any = None, error: str = "",
-             agent: str = "support", **extra: Any) -> None:  # fmt: skip
+    def chat(
+        self,
+        model: str,
+        provider: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached: int = 0,
+        reasoning: int = 0,
+        messages: Any = None,
+        output: Any = None,
+        error: str = "",
+        agent: str = "support",
+        **extra: Any,
+    ) -> None:
         attrs: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: "chat", sc.GEN_AI_PROVIDER_NAME: provider, sc.GEN_AI_REQUEST_MODEL: model,
-            sc.GEN_AI_AGENT_NAME: agent, sc.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens, sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: cached,
+            sc.GEN_AI_OPERATION_NAME: "chat",
+            sc.GEN_AI_PROVIDER_NAME: provider,
+            sc.GEN_AI_REQUEST_MODEL: model,
+            sc.GEN_AI_AGENT_NAME: agent,
+            sc.GEN_AI_USAGE_INPUT_TOKENS: input_tokens,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: output_tokens,
+            sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: cached,
             sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: reasoning,
-        }  # fmt: skip
+        }
         if messages is not None:
             attrs[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(messages)
         if output is not None:
@@ -90,26 +114,84 @@ def text(content: str) -> list[dict[str, Any]]:
     return [{"role": "user", "parts": [{"type": "text", "content": content}]}]
 
 
-def support_run(rec: Recorder, *, agent: str = "support", conversation: str = "conv-1", user: str = "user-7",
-                question: str = "Where is order 42?", fail: bool = False) -> str:  # fmt: skip
+def support_run(
+    rec: Recorder,
+    *,
+    agent: str = "support",
+    conversation: str = "conv-1",
+    user: str = "user-7",
+    question: str = "Where is order 42?",
+    fail: bool = False,
+) -> str:
     """invoke_agent → plan, chat, tool (with args/result), a failed chat retried, final chat.
     Returns the trace id (hex)."""
-    with rec.span(f"invoke_agent {agent}", 5, error="AgentFailed" if fail else "",
-                  gen_ai__operation__name="invoke_agent", gen_ai__agent__name=agent,
-                  gen_ai__conversation__id=conversation, user__id=user) as root:  # fmt: skip
-        with rec.span(f"plan {agent}", 3, gen_ai__operation__name="plan", tokentrail__step__kind="plan",
-                      gen_ai__agent__name=agent):  # fmt: skip
+    with rec.span(
+        f"invoke_agent {agent}",
+        5,
+        error="AgentFailed" if fail else "",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name=agent,
+        gen_ai__conversation__id=conversation,
+        user__id=user,
+    ) as root:
+        with rec.span(
+            f"plan {agent}",
+            3,
+            gen_ai__operation__name="plan",
+            tokentrail__step__kind="plan",
+            gen_ai__agent__name=agent,
+        ):
             pass
-        rec.chat("gpt-4o", "openai", 1200, 80, cached=0, agent=agent, messages=text(question),
-                 output=[{"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "lookup_order",
-                                                           "arguments": {"order": 42}}]}])  # fmt: skip
-        with rec.span("execute_tool lookup_order", 120, gen_ai__operation__name="execute_tool",
-                      gen_ai__tool__name="lookup_order", gen_ai__tool__call__id="call_1",
-                      gen_ai__tool__call__arguments='{"order": 42}',
-                      gen_ai__tool__call__result='{"status": "shipped", "eta": "tomorrow"}'):  # fmt: skip
+        rec.chat(
+            "gpt-4o",
+            "openai",
+            1200,
+            80,
+            cached=0,
+            agent=agent,
+            messages=text(question),
+            output=[
+                {
+                    "role": "assistant",
+                    "parts": [
+                        {
+                            "type": "tool_call",
+                            "id": "call_1",
+                            "name": "lookup_order",
+                            "arguments": {"order": 42},
+                        }
+                    ],
+                }
+            ],
+        )
+        with rec.span(
+            "execute_tool lookup_order",
+            120,
+            gen_ai__operation__name="execute_tool",
+            gen_ai__tool__name="lookup_order",
+            gen_ai__tool__call__id="call_1",
+            gen_ai__tool__call__arguments='{"order": 42}',
+            gen_ai__tool__call__result='{"status": "shipped", "eta": "tomorrow"}',
+        ):
             pass
-        rec.chat("gpt-4o", "openai", 1400, 0, agent=agent, error="RateLimitError",
-                 tokentrail__retry__attempt=1, tokentrail__retry__reason="429 Too Many Requests")  # fmt: skip
-        rec.chat("gpt-4o", "openai", 1400, 60, cached=1024, agent=agent, tokentrail__retry__attempt=2,
-                 output=[{"role": "assistant", "parts": [{"type": "text", "content": "It ships tomorrow."}]}])  # fmt: skip
+        rec.chat(
+            "gpt-4o",
+            "openai",
+            1400,
+            0,
+            agent=agent,
+            error="RateLimitError",
+            tokentrail__retry__attempt=1,
+            tokentrail__retry__reason="429 Too Many Requests",
+        )
+        rec.chat(
+            "gpt-4o",
+            "openai",
+            1400,
+            60,
+            cached=1024,
+            agent=agent,
+            tokentrail__retry__attempt=2,
+            output=[{"role": "assistant", "parts": [{"type": "text", "content": "It ships tomorrow."}]}],
+        )
         return format(root.get_span_context().trace_id, "032x")

@@ -70,16 +70,37 @@ BREAKOUT = '"><svg onload="window.__pwned=3"></svg><a href="javascript:window.__
 def _hostile_trace(store: Any) -> str:
     rec = Recorder()
     extra: dict[str, Any] = {f"k{BREAKOUT}": BREAKOUT, "huge": "y" * 1_000_000, "unbroken": "z" * 5000}
-    with rec.span(f"invoke_agent {HOSTILE}", gen_ai__operation__name="invoke_agent",
-                  gen_ai__agent__name=BREAKOUT, gen_ai__conversation__id=BREAKOUT) as root:  # fmt: skip
-        rec.chat(f"gpt-4o{BREAKOUT}", "openai", 100, 10, agent=BREAKOUT,
-                 messages=[{"role": f"user{BREAKOUT}", "parts": [{"type": "text", "content": HOSTILE * 3}]},
-                           {"role": "assistant", "parts": [{"type": "tool_call", "id": BREAKOUT, "name": HOSTILE,
-                                                            "arguments": {"q": HOSTILE}}]}],
-                 output=[{"role": "assistant", "parts": [{"type": "text", "content": "x" * 300_000}]}],
-                 **extra)  # fmt: skip
-        with rec.span("W" * 3000, gen_ai__operation__name="execute_tool", gen_ai__tool__name=HOSTILE,
-                      gen_ai__tool__call__arguments=HOSTILE, gen_ai__tool__call__result=BREAKOUT):  # fmt: skip
+    with rec.span(
+        f"invoke_agent {HOSTILE}",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name=BREAKOUT,
+        gen_ai__conversation__id=BREAKOUT,
+    ) as root:
+        rec.chat(
+            f"gpt-4o{BREAKOUT}",
+            "openai",
+            100,
+            10,
+            agent=BREAKOUT,
+            messages=[
+                {"role": f"user{BREAKOUT}", "parts": [{"type": "text", "content": HOSTILE * 3}]},
+                {
+                    "role": "assistant",
+                    "parts": [
+                        {"type": "tool_call", "id": BREAKOUT, "name": HOSTILE, "arguments": {"q": HOSTILE}}
+                    ],
+                },
+            ],
+            output=[{"role": "assistant", "parts": [{"type": "text", "content": "x" * 300_000}]}],
+            **extra,
+        )
+        with rec.span(
+            "W" * 3000,
+            gen_ai__operation__name="execute_tool",
+            gen_ai__tool__name=HOSTILE,
+            gen_ai__tool__call__arguments=HOSTILE,
+            gen_ai__tool__call__result=BREAKOUT,
+        ):
             pass
     rec.store(store.client)
     trace_id = format(root.get_span_context().trace_id, "032x")

@@ -139,11 +139,23 @@ def test_trace_page_is_a_nested_timeline(web, store, rec: Recorder):
     soup = _soup(web.get(f"/trace/{trace_id}"))
     rows = soup.select("#wf .wf-row")
     names = [r.select_one(".wf-name").get_text(strip=True) for r in rows]
-    assert names == ["invoke_agent support", "plan support", "chat gpt-4o", "execute_tool lookup_order",
-                     "chat gpt-4o", "chat gpt-4o"]  # fmt: skip
+    assert names == [
+        "invoke_agent support",
+        "plan support",
+        "chat gpt-4o",
+        "execute_tool lookup_order",
+        "chat gpt-4o",
+        "chat gpt-4o",
+    ]
     assert [int(r["data-depth"]) for r in rows] == [0, 1, 1, 1, 1, 1]
     assert [c for r in rows for c in r["class"] if c.startswith("kind-")] == [
-        "kind-agent", "kind-plan", "kind-llm", "kind-tool", "kind-llm", "kind-llm"]  # fmt: skip
+        "kind-agent",
+        "kind-plan",
+        "kind-llm",
+        "kind-tool",
+        "kind-llm",
+        "kind-llm",
+    ]
     assert ["err" in r["class"] for r in rows] == [True, False, False, False, True, False]
     assert rows[5].select_one(".badge.retry").get_text() == "#2"
     bars = [r.select_one(".wf-bar")["style"] for r in rows]
@@ -168,19 +180,27 @@ def test_span_detail_shows_tokens_cost_messages_and_tool(web, store, rec: Record
     final = spans[5]
     detail = _soup(web.get(f"/trace/{trace_id}/span/{final['span_id']}", headers={"HX-Request": "true"}))
     assert detail.select_one("html") is None  # a partial for htmx
-    assert detail.select_one("[data-field=input_tokens]").get_text(" ", strip=True) == "1,400 of which 1,024 cached"
+    assert (
+        detail.select_one("[data-field=input_tokens]").get_text(" ", strip=True)
+        == "1,400 of which 1,024 cached"
+    )
     cost = detail.select_one("[data-field=cost]").get_text(" ", strip=True)
     span_api = web.get(f"/trace/{trace_id}/span/{final['span_id']}.json").json()["span"]
     assert span_api["cost_source"] == "computed" and span_api["price_version"].startswith("genai-prices")
     assert cost.startswith(f"${span_api['cost_usd']:.4f}") and "computed · genai-prices" in cost
-    assert [m.get_text(" ", strip=True) for m in detail.select(".chat .msg")] == ["assistant · response It ships tomorrow."]
+    assert [m.get_text(" ", strip=True) for m in detail.select(".chat .msg")] == [
+        "assistant · response It ships tomorrow."
+    ]
     tool = _soup(web.get(f"/trace/{trace_id}/span/{spans[3]['span_id']}"))
     assert tool.select_one("html") is not None  # opened directly: a whole page
     blocks = [p.get_text() for p in tool.select(".span-detail pre.content")]
     assert '{"order": 42}' in blocks and '{"status": "shipped", "eta": "tomorrow"}' in blocks
     first = _soup(web.get(f"/trace/{trace_id}/span/{spans[2]['span_id']}"))
     call = first.select_one(".part.tool-call")
-    assert call.select_one("code").get_text() == "lookup_order" and '"order": 42' in call.select_one("pre").get_text()
+    assert (
+        call.select_one("code").get_text() == "lookup_order"
+        and '"order": 42' in call.select_one("pre").get_text()
+    )
     assert web.get(f"/trace/{trace_id}/span/{'0' * 16}").status_code == 404
 
 
@@ -218,9 +238,13 @@ def test_conversations_group_traces_with_cost(web, store, rec: Recorder):
 
 
 def test_a_large_trace_renders_its_first_rows_and_loads_the_rest(web, store, rec: Recorder):
-    with rec.span("invoke_agent big", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="big") as root:
+    with rec.span(
+        "invoke_agent big", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="big"
+    ) as root:
         for i in range(1300):
-            with rec.span(f"execute_tool t{i}", 1, gen_ai__operation__name="execute_tool", gen_ai__tool__name="t"):
+            with rec.span(
+                f"execute_tool t{i}", 1, gen_ai__operation__name="execute_tool", gen_ai__tool__name="t"
+            ):
                 pass
     rec.store(store.client)
     trace_id = format(root.get_span_context().trace_id, "032x")

@@ -29,12 +29,20 @@ def _seed(store: Any) -> dict[str, str]:
     """Two conversations, one with a retried call (waste once analysed) and one without."""
     rec = Recorder()
     wasteful = support_run(rec, conversation="conv-retry")
-    with rec.span("invoke_agent quiet", 5, gen_ai__operation__name="invoke_agent", gen_ai__agent__name="quiet",
-                  gen_ai__conversation__id="conv-quiet") as root:  # fmt: skip
+    with rec.span(
+        "invoke_agent quiet",
+        5,
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="quiet",
+        gen_ai__conversation__id="conv-quiet",
+    ) as root:
         rec.chat("gpt-4o-mini", "openai", 300, 20, agent="quiet")
         quiet = format(root.get_span_context().trace_id, "032x")
-    span_ids = [format(s.context.span_id, "016x") for s in rec.exporter.get_finished_spans()
-                if format(s.context.trace_id, "032x") == wasteful]  # fmt: skip
+    span_ids = [
+        format(s.context.span_id, "016x")
+        for s in rec.exporter.get_finished_spans()
+        if format(s.context.trace_id, "032x") == wasteful
+    ]
     rec.store(store.client)
     analyze_range(store.client, "default", 0, MAX_NS, prices())
     return {"wasteful": wasteful, "quiet": quiet, "span": span_ids[0]}
@@ -152,10 +160,44 @@ def test_conversations_honour_has_waste(client: TestClient, store: Any) -> None:
 # --- every route, every parameter ------------------------------------------------------------
 
 _NAMES = (*TRACE_PARAMS, "by", "detector", "first")
-_CHOICES = ("1h", "all", "7d", "custom", "cost", "tokens", "waste", "asc", "desc", "agent", "model", "task",
-            "team", "day", "loop", "retry", "ok", "error", "0", "1", "", " ", "default", "other-project")  # fmt: skip
-_TIMES = ("0001-01-01", "1899-12-31T23:59:59", "1900-01-01", "1970-01-01T00:00:00Z", "2262-04-11T23:47:17",
-          "9999-12-31T23:59:59-14:00", "2026-02-30", "2026-01-01T25:00", "20260101", "2026-W01-1")  # fmt: skip
+_CHOICES = (
+    "1h",
+    "all",
+    "7d",
+    "custom",
+    "cost",
+    "tokens",
+    "waste",
+    "asc",
+    "desc",
+    "agent",
+    "model",
+    "task",
+    "team",
+    "day",
+    "loop",
+    "retry",
+    "ok",
+    "error",
+    "0",
+    "1",
+    "",
+    " ",
+    "default",
+    "other-project",
+)
+_TIMES = (
+    "0001-01-01",
+    "1899-12-31T23:59:59",
+    "1900-01-01",
+    "1970-01-01T00:00:00Z",
+    "2262-04-11T23:47:17",
+    "9999-12-31T23:59:59-14:00",
+    "2026-02-30",
+    "2026-01-01T25:00",
+    "20260101",
+    "2026-W01-1",
+)
 _TEXTS = ("support", "gpt-4o", "conv-retry", "user-7", "%", "_", "\\'\"", "é\u202e\U0001f600", "\t\n", " ")
 
 
@@ -164,12 +206,22 @@ def _raw_cursor(value: Any, key: Any = "ab" * 16, sort: str = "start", direction
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-_CURSORS = (_raw_cursor(1.5), _raw_cursor(2**70), _raw_cursor(True), _raw_cursor(5, ""), _raw_cursor(5, ["x"]),
-           _raw_cursor(5, "x" * 9000), _raw_cursor(10**18, "c" * 40),
-           "x&sort=cost", _raw_cursor(1e308, sort="cost") + "&sort=cost",
-           _raw_cursor(10**400, sort="waste") + "&sort=waste", _raw_cursor(1.5, sort="tokens") + "&sort=tokens",
-           _raw_cursor(1, sort="cost", direction="asc") + "&sort=cost&dir=asc",
-           base64.urlsafe_b64encode(b"[" * 5000).decode(), "%FF%FF")  # fmt: skip
+_CURSORS = (
+    _raw_cursor(1.5),
+    _raw_cursor(2**70),
+    _raw_cursor(True),
+    _raw_cursor(5, ""),
+    _raw_cursor(5, ["x"]),
+    _raw_cursor(5, "x" * 9000),
+    _raw_cursor(10**18, "c" * 40),
+    "x&sort=cost",
+    _raw_cursor(1e308, sort="cost") + "&sort=cost",
+    _raw_cursor(10**400, sort="waste") + "&sort=waste",
+    _raw_cursor(1.5, sort="tokens") + "&sort=tokens",
+    _raw_cursor(1, sort="cost", direction="asc") + "&sort=cost&dir=asc",
+    base64.urlsafe_b64encode(b"[" * 5000).decode(),
+    "%FF%FF",
+)
 
 #: per parameter, values at and past the edges of what it takes; a value may bring other
 #: parameters along (`sort=cost&cursor=…`): it is sent as written, after `name=`
@@ -224,8 +276,18 @@ def _check(client: TestClient, path: str, query: str, names: list[str], seen: di
 
 def _paths(client: TestClient, ids: dict[str, str]) -> list[str]:
     routes = sorted(r.path for r in client.app.routes if isinstance(r, APIRoute))  # type: ignore[attr-defined]
-    assert {"/", "/traces", "/traces.json", "/conversations.json", "/waste.csv", "/findings.csv", "/costs.json",
-            "/overview", "/trace/{trace_id}/rows", "/trace/{trace_id}/span/{span_id}.json"} <= set(routes), routes  # fmt: skip
+    assert {
+        "/",
+        "/traces",
+        "/traces.json",
+        "/conversations.json",
+        "/waste.csv",
+        "/findings.csv",
+        "/costs.json",
+        "/overview",
+        "/trace/{trace_id}/rows",
+        "/trace/{trace_id}/span/{span_id}.json",
+    } <= set(routes), routes
     return [r.replace("{trace_id}", ids["wasteful"]).replace("{span_id}", ids["span"]) for r in routes]
 
 
@@ -243,8 +305,10 @@ def test_every_parameter_of_every_route_at_its_edges(client: TestClient, store: 
                 problem = _check(client, path, f"{name}={value}", names, seen)
                 if problem:
                     wrong.append(problem)
-    print(f"\n{sum(seen.values())} requests over {len(paths)} routes in {time.monotonic() - started:.1f}s: "
-          + ", ".join(f"{n} × {code}" for code, n in sorted(seen.items())))  # fmt: skip
+    print(
+        f"\n{sum(seen.values())} requests over {len(paths)} routes in {time.monotonic() - started:.1f}s: "
+        + ", ".join(f"{n} × {code}" for code, n in sorted(seen.items()))
+    )
     assert not wrong, "\n".join(wrong[:20])
     assert seen.get(200, 0) >= 100 and seen.get(400, 0) >= 100, seen
 
@@ -263,10 +327,21 @@ def _number() -> st.SearchStrategy[str]:
 
 
 def _cursor() -> st.SearchStrategy[str]:
-    values = st.one_of(st.integers(), st.floats(), st.booleans(), st.none(), st.text(max_size=5),
-                       st.lists(st.integers(), max_size=2))  # fmt: skip
-    real = st.builds(lambda s, d, v, k: encode_cursor(s, d, (v, k)), st.sampled_from(["start", "cost", "spans", "x"]),
-                     st.sampled_from(["desc", "asc"]), values, st.text(max_size=40))  # fmt: skip
+    values = st.one_of(
+        st.integers(),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=5),
+        st.lists(st.integers(), max_size=2),
+    )
+    real = st.builds(
+        lambda s, d, v, k: encode_cursor(s, d, (v, k)),
+        st.sampled_from(["start", "cost", "spans", "x"]),
+        st.sampled_from(["desc", "asc"]),
+        values,
+        st.text(max_size=40),
+    )
     junk = st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="))
     return st.one_of(real, junk)
 
@@ -292,8 +367,10 @@ def test_no_generated_query_string_gets_a_5xx(client: TestClient, store: Any) ->
     ids = _seed(store)
     routes = sorted(r.path for r in client.app.routes if isinstance(r, APIRoute))  # type: ignore[attr-defined]
     accepted = {r: _accepted(client, p) for r, p in zip(routes, _paths(client, ids), strict=True)}
-    trace_ids = st.one_of(st.sampled_from([ids["wasteful"], ids["quiet"], "ab" * 16, ids["wasteful"].upper()]),
-                          st.text(max_size=40))  # fmt: skip
+    trace_ids = st.one_of(
+        st.sampled_from([ids["wasteful"], ids["quiet"], "ab" * 16, ids["wasteful"].upper()]),
+        st.text(max_size=40),
+    )
     span_ids = st.one_of(st.sampled_from([ids["span"], "cd" * 8]), st.text(max_size=20))
     seen: dict[int, int] = {}
 
@@ -313,7 +390,9 @@ def test_no_generated_query_string_gets_a_5xx(client: TestClient, store: Any) ->
 
     started = time.monotonic()
     check()
-    print(f"\n{sum(seen.values())} requests over {len(routes)} routes in {time.monotonic() - started:.1f}s: "
-          + ", ".join(f"{n} × {code}" for code, n in sorted(seen.items())))  # fmt: skip
+    print(
+        f"\n{sum(seen.values())} requests over {len(routes)} routes in {time.monotonic() - started:.1f}s: "
+        + ", ".join(f"{n} × {code}" for code, n in sorted(seen.items()))
+    )
     # both ways ran: through the database, and refused before it
     assert seen.get(200, 0) >= 20 and seen.get(400, 0) >= 20, seen

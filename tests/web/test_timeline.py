@@ -7,21 +7,52 @@ from typing import Any
 from tokentrail.web.timeline import context_steps, layout
 
 
-def _span(span_id: str, parent: str = "", start: int = 0, dur: int = 10, kind: str = "other", **kw: Any) -> dict[str, Any]:
-    row = {"span_id": span_id, "parent_span_id": parent, "name": span_id, "step_kind": kind, "step_subkind": "",
-           "start_ns": start, "duration_ns": dur, "billable": 0, "agent_name": "", "input_tokens": 0,
-           "output_tokens": 0, "cache_read_tokens": 0, "model": "", "status_code": "UNSET", "error_type": "",
-           "finish_reasons": [], "cost_usd": None}  # fmt: skip
+def _span(
+    span_id: str, parent: str = "", start: int = 0, dur: int = 10, kind: str = "other", **kw: Any
+) -> dict[str, Any]:
+    row = {
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "name": span_id,
+        "step_kind": kind,
+        "step_subkind": "",
+        "start_ns": start,
+        "duration_ns": dur,
+        "billable": 0,
+        "agent_name": "",
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_read_tokens": 0,
+        "model": "",
+        "status_code": "UNSET",
+        "error_type": "",
+        "finish_reasons": [],
+        "cost_usd": None,
+    }
     row.update(kw)
     return row
 
 
 def test_depth_first_with_orphans_cycles_and_unknown_kinds():
-    spans = [_span("a", start=0, dur=100, kind="agent"), _span("b", "a", 10, 20, kind="llm"),
-             _span("c", "b", 12, 5, kind="weird"), _span("d", "a", 50, 50, kind="tool"),
-             _span("o", "missing", 60, 10), _span("x", "y", 70, 1), _span("y", "x", 71, 1)]  # fmt: skip
+    spans = [
+        _span("a", start=0, dur=100, kind="agent"),
+        _span("b", "a", 10, 20, kind="llm"),
+        _span("c", "b", 12, 5, kind="weird"),
+        _span("d", "a", 50, 50, kind="tool"),
+        _span("o", "missing", 60, 10),
+        _span("x", "y", 70, 1),
+        _span("y", "x", 71, 1),
+    ]
     tl = layout(spans)
-    assert [(r.span["span_id"], r.depth) for r in tl.rows] == [("a", 0), ("b", 1), ("c", 2), ("d", 1), ("o", 0), ("x", 0), ("y", 1)]
+    assert [(r.span["span_id"], r.depth) for r in tl.rows] == [
+        ("a", 0),
+        ("b", 1),
+        ("c", 2),
+        ("d", 1),
+        ("o", 0),
+        ("x", 0),
+        ("y", 1),
+    ]
     assert [r.kind for r in tl.rows] == ["agent", "llm", "other", "tool", "other", "other", "other"]
     assert tl.rows[4].orphan and not tl.rows[0].orphan
     assert (tl.rows[3].left, tl.rows[3].width) == (50.0, 50.0)
@@ -42,12 +73,15 @@ def test_big_traces_start_with_deep_subtrees_collapsed():
 def test_context_split_is_the_ledgers_per_agent_run():
     """Calls are grouped by the agent run they are in (their nearest agent span), as the ledger
     groups them: the client libraries' chat spans name no agent of their own."""
-    calls = [_span("a", kind="agent", agent_name="writer"), _span("b", kind="agent", agent_name="reviewer"),
-             _span("1", "a", kind="llm", billable=1, input_tokens=1000, output_tokens=100),
-             _span("2", "b", kind="llm", billable=1, input_tokens=500, output_tokens=50),
-             _span("e", "a", kind="embedding", billable=1, input_tokens=7777),
-             _span("3", "a", kind="llm", billable=1, input_tokens=1500, output_tokens=10, cache_read_tokens=800),
-             _span("4", "a", kind="llm", billable=0, input_tokens=9999)]  # fmt: skip
+    calls = [
+        _span("a", kind="agent", agent_name="writer"),
+        _span("b", kind="agent", agent_name="reviewer"),
+        _span("1", "a", kind="llm", billable=1, input_tokens=1000, output_tokens=100),
+        _span("2", "b", kind="llm", billable=1, input_tokens=500, output_tokens=50),
+        _span("e", "a", kind="embedding", billable=1, input_tokens=7777),
+        _span("3", "a", kind="llm", billable=1, input_tokens=1500, output_tokens=10, cache_read_tokens=800),
+        _span("4", "a", kind="llm", billable=0, input_tokens=9999),
+    ]
     steps = context_steps(calls)
     assert [(s.span_id, s.agent) for s in steps] == [("1", "writer"), ("2", "reviewer"), ("3", "writer")]
     assert [(s.cached, s.carried, s.new) for s in steps] == [(0, 0, 1000), (0, 0, 500), (800, 300, 400)]
@@ -58,14 +92,46 @@ def test_context_split_matches_the_ledgers_findings():
     """The chart's carried-over tokens are the ones the cache-miss rule charges."""
     from tokentrail.analysis.ledger import Thresholds, analyze
 
-    calls = [_span("a", kind="agent", agent_name="writer"),
-             _span("1", "a", 1, kind="llm", billable=1, input_tokens=3000, output_tokens=100, model="m", provider="p",
-                   cost_usd=0.01, cache_reported=True),
-             _span("2", "a", 2, kind="llm", billable=1, input_tokens=5000, output_tokens=100, model="m", provider="p",
-                   cost_usd=0.01, cache_reported=True)]  # fmt: skip
+    calls = [
+        _span("a", kind="agent", agent_name="writer"),
+        _span(
+            "1",
+            "a",
+            1,
+            kind="llm",
+            billable=1,
+            input_tokens=3000,
+            output_tokens=100,
+            model="m",
+            provider="p",
+            cost_usd=0.01,
+            cache_reported=True,
+        ),
+        _span(
+            "2",
+            "a",
+            2,
+            kind="llm",
+            billable=1,
+            input_tokens=5000,
+            output_tokens=100,
+            model="m",
+            provider="p",
+            cost_usd=0.01,
+            cache_reported=True,
+        ),
+    ]
     for row in calls:
-        row.update(tool_name="", tool_args_hash=0, has_tool_args=False, request_model="", input_hash=0,
-                   system_hash=0, requested_tools=[], outcome="")  # fmt: skip
+        row.update(
+            tool_name="",
+            tool_args_hash=0,
+            has_tool_args=False,
+            request_model="",
+            input_hash=0,
+            system_hash=0,
+            requested_tools=[],
+            outcome="",
+        )
     steps = context_steps(calls)
     ledger = analyze(calls, lambda *_: (2e-6, 1e-6, 8e-6), None, Thresholds())
     (miss,) = [f for f in ledger.findings if f.detector == "cache_miss"]

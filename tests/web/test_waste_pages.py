@@ -21,12 +21,14 @@ def _seed(store: Any) -> dict[str, float]:
     rec = Recorder()
     for build in (productive, retry, loop, duplicate, oversized):
         build(rec)
-    with agent(rec, "=HYPERLINK(\"http://evil\")"):  # a name a spreadsheet would run
+    with agent(rec, '=HYPERLINK("http://evil")'):  # a name a spreadsheet would run
         call(rec, "x", "gpt-4o", 900, 40, content="same")
         call(rec, "y", "gpt-4o", 900, 40, content="same")
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices())
-    rows = store.client.query("SELECT agent_name, total_usd - productive_usd FROM trace_waste FINAL").result_rows
+    rows = store.client.query(
+        "SELECT agent_name, total_usd - productive_usd FROM trace_waste FINAL"
+    ).result_rows
     return dict(rows)
 
 
@@ -39,7 +41,9 @@ def test_report_by_agent_and_model_adds_up(web, store):
     wasted = _seed(store)
     report = web.get("/waste.json", params={"by": "agent"}).json()
     by_agent = {r["key"]: r for r in report["rows"]}
-    assert {k: round(v["wasted_usd"], 12) for k, v in by_agent.items()} == {k: round(v, 12) for k, v in wasted.items()}
+    assert {k: round(v["wasted_usd"], 12) for k, v in by_agent.items()} == {
+        k: round(v, 12) for k, v in wasted.items()
+    }
     total = report["totals"]
     assert math.isclose(sum(r["total_usd"] for r in report["rows"]), total["total_usd"], rel_tol=1e-9)
     assert math.isclose(sum(total["buckets"].values()), total["total_usd"], rel_tol=1e-9)
@@ -62,7 +66,9 @@ def test_report_page_csv_and_overview(web, store):
     exported = web.get("/waste.csv", params={"by": "agent"})
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
-    assert {r["agent"] for r in rows} == {k for k in wasted if not k.startswith("=")} | {"'=HYPERLINK(\"http://evil\")"}
+    assert {r["agent"] for r in rows} == {k for k in wasted if not k.startswith("=")} | {
+        '\'=HYPERLINK("http://evil")'
+    }
     assert math.isclose(sum(float(r["wasted_usd"]) for r in rows), sum(wasted.values()), rel_tol=1e-6)
     overview = _soup(web.get("/overview"))
     assert "Wasted" in overview.select_one(".totals").get_text(" ", strip=True)
@@ -77,10 +83,15 @@ def test_trace_page_marks_waste_where_it_happened(web, store):
     page = _soup(web.get(f"/trace/{trace['trace_id']}"))
     findings = page.select(".waste-panel .finding")
     assert [f["data-detector"] for f in findings] == ["loop", "loop"]
-    marked = [r.select_one(".wf-name").get_text() for r in page.select("#wf .wf-row") if r.select(".badge.waste")]
+    marked = [
+        r.select_one(".wf-name").get_text() for r in page.select("#wf .wf-row") if r.select(".badge.waste")
+    ]
     assert marked == ["chat gpt-4o-mini [think1]", "chat gpt-4o-mini [think2]"]
     related = findings[0].select("a.span-link")[1]["data-span"]
-    assert page.select_one(f'#wf .wf-row[data-span="{related}"] .wf-name').get_text() == "chat gpt-4o-mini [think0]"
+    assert (
+        page.select_one(f'#wf .wf-row[data-span="{related}"] .wf-name').get_text()
+        == "chat gpt-4o-mini [think0]"
+    )
     api = web.get(f"/trace/{trace['trace_id']}.json").json()
     assert math.isclose(api["ledger"]["buckets"]["loop"], trace["wasted_usd"], rel_tol=1e-9)
     span_id = findings[0].select_one("a.span-link")["data-span"]
@@ -118,14 +129,21 @@ def test_every_finding_shows_its_rule_numbers_and_formula(web, store):
     page = _soup(web.get("/findings"))
     rows = page.select("table.findings-list tbody tr[data-detector]")
     api = web.get("/findings.json").json()["findings"]
-    assert len(rows) == len(api) == store.client.query(
-        "SELECT count() FROM waste_findings WHERE (trace_id, analyzed_at) IN "
-        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL)").result_rows[0][0]  # fmt: skip
+    assert (
+        len(rows)
+        == len(api)
+        == store.client.query(
+            "SELECT count() FROM waste_findings WHERE (trace_id, analyzed_at) IN "
+            "(SELECT trace_id, analyzed_at FROM trace_waste FINAL)"
+        ).result_rows[0][0]
+    )
     assert [x["wasted_usd"] or 0 for x in api] == sorted((x["wasted_usd"] or 0 for x in api), reverse=True)
     retry = next(x for x in api if x["rule"] == "retry.failed_call" and x["wasted_usd"])
     # the numbers behind the dollars, and the formula that combines them, on every surface
     assert retry["evidence"]["output_tokens"] == 4096
-    assert retry["evidence"]["formula"].endswith(f"and 4,096 output tokens on gpt-4o = ${retry['wasted_usd']:.6f}")
+    assert retry["evidence"]["formula"].endswith(
+        f"and 4,096 output tokens on gpt-4o = ${retry['wasted_usd']:.6f}"
+    )
     assert retry["evidence"]["retried_by"] in retry["related"]
     shown = next(r for r in rows if r["data-detector"] == "retry" and "cut off" in r.get_text())
     assert "retry.failed_call" in shown.select_one("details summary").get_text()
@@ -134,7 +152,9 @@ def test_every_finding_shows_its_rule_numbers_and_formula(web, store):
     exported = list(csv.DictReader(io.StringIO(web.get("/findings.csv").text)))
     assert len(exported) == len(api)
     row = next(r for r in exported if r["span_id"] == retry["span_id"])
-    assert row["rule"] == "retry.failed_call" and float(row["wasted_usd"]) == pytest.approx(retry["wasted_usd"])
+    assert row["rule"] == "retry.failed_call" and float(row["wasted_usd"]) == pytest.approx(
+        retry["wasted_usd"]
+    )
     assert json.loads(row["evidence"])["input_tokens"] == 3000
     only = web.get("/findings.json", params={"detector": "loop"}).json()["findings"]
     assert {x["detector"] for x in only} == {"loop"} and len(only) == 2
@@ -148,33 +168,46 @@ def test_every_finding_shows_its_rule_numbers_and_formula(web, store):
 def test_a_bloat_finding_names_the_stale_item(web, store):
     rec = Recorder()
     big = "x" * 40_000
-    history: list[dict[str, Any]] = [{"role": "user", "parts": [{"type": "text", "content": "Audit the orders."}]}]
+    history: list[dict[str, Any]] = [
+        {"role": "user", "parts": [{"type": "text", "content": "Audit the orders."}]}
+    ]
     with agent(rec, "auditor"):
         for i in range(3):
             rec.chat("gpt-4o-mini", "openai", 1_000 + i * 10_100, 100, agent="", messages=history)
-            history = [*history,
-                       {"role": "assistant", "parts": [{"type": "tool_call", "id": f"c{i}", "name": "get_orders"}]},
-                       {"role": "tool", "parts": [{"type": "tool_call_response", "id": f"c{i}", "response": big}]}]
+            history = [
+                *history,
+                {"role": "assistant", "parts": [{"type": "tool_call", "id": f"c{i}", "name": "get_orders"}]},
+                {"role": "tool", "parts": [{"type": "tool_call_response", "id": f"c{i}", "response": big}]},
+            ]
     rec.store(store.client)
     analyze_range(store.client, "default", 0, 2**62, prices())
     (bloat,) = [x for x in web.get("/findings.json").json()["findings"] if x["detector"] == "context_bloat"]
     assert bloat["stale_item"] == "the result of tool get_orders (message 3 of 5), ~10,000 tokens"
     assert bloat["evidence"]["stale_tokens"] == 10_100 and bloat["evidence"]["allowance"] == 1_000
     trace = _soup(web.get(f"/trace/{bloat['trace_id']}"))
-    assert "the largest item carried along is the result of tool get_orders" in trace.select_one(
-        '.waste-panel .finding[data-detector="context_bloat"]').get_text()  # fmt: skip
+    assert (
+        "the largest item carried along is the result of tool get_orders"
+        in trace.select_one('.waste-panel .finding[data-detector="context_bloat"]').get_text()
+    )
 
 
 def test_span_detail_shows_where_a_cost_came_from(web, store):
     rec = Recorder()
     with agent(rec, "pricing"):
-        rec.chat("gpt-4o-mini", "openai", 1000, 100, gen_ai__usage__cost=0.0)  # OpenLIT without its price list
-        rec.chat("gpt-4o", "openai", 1000, 100, gen_ai__usage__cost=0.02)  # a figure the catalog disagrees with
+        rec.chat(
+            "gpt-4o-mini", "openai", 1000, 100, gen_ai__usage__cost=0.0
+        )  # OpenLIT without its price list
+        rec.chat(
+            "gpt-4o", "openai", 1000, 100, gen_ai__usage__cost=0.02
+        )  # a figure the catalog disagrees with
         rec.chat("gpt-4o", "openai", 2000, 100)
     rec.store(store.client)
     (trace,) = web.get("/traces.json").json()["traces"]
-    spans = {s["model"]: s["span_id"] for s in web.get(f"/trace/{trace['trace_id']}.json").json()["spans"]
-             if s["step_kind"] == "llm" and s["input_tokens"] == 1000}  # fmt: skip
+    spans = {
+        s["model"]: s["span_id"]
+        for s in web.get(f"/trace/{trace['trace_id']}.json").json()["spans"]
+        if s["step_kind"] == "llm" and s["input_tokens"] == 1000
+    }
 
     def cost(span_id: str) -> str:
         page = _soup(web.get(f"/trace/{trace['trace_id']}/span/{span_id}", headers={"HX-Request": "true"}))
@@ -183,7 +216,9 @@ def test_span_detail_shows_where_a_cost_came_from(web, store):
     mini = prices().cost("openai", "gpt-4o-mini", input_tokens=1000, output_tokens=100)
     gpt4o = prices().cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100)
     assert mini and gpt4o
-    shown = cost(spans["gpt-4o-mini-2024-07-18"] if "gpt-4o-mini-2024-07-18" in spans else spans["gpt-4o-mini"])
+    shown = cost(
+        spans["gpt-4o-mini-2024-07-18"] if "gpt-4o-mini-2024-07-18" in spans else spans["gpt-4o-mini"]
+    )
     assert f"${mini:.4f}" in shown and "computed" in shown and "reported $0" in shown
     shown = cost(spans["gpt-4o-2024-08-06"] if "gpt-4o-2024-08-06" in spans else spans["gpt-4o"])
     assert "$0.0200" in shown and "reported by the emitter" in shown

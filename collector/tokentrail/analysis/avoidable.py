@@ -33,8 +33,19 @@ from typing import Any
 
 from tokentrail.analysis.calls import Call, Thresholds, per_mtok
 
-__all__ = ["NORMAL_FINISH", "Context", "Evidence", "Previous", "Prices", "Windows", "apply", "context_split", "contexts",
-           "largest_carried_item", "step_keys"]  # fmt: skip
+__all__ = [
+    "NORMAL_FINISH",
+    "Context",
+    "Evidence",
+    "Previous",
+    "Prices",
+    "Windows",
+    "apply",
+    "context_split",
+    "contexts",
+    "largest_carried_item",
+    "step_keys",
+]
 
 # (provider, model, input tokens) -> (fresh input, cache read, output) USD per token, or None
 Prices = Callable[[str, str, int], tuple[float, float, float] | None]
@@ -131,12 +142,22 @@ def contexts(calls: list[Call], previous: Previous | None = None) -> list[Contex
     return out
 
 
-def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, str], prices: Prices,
-          evidence: Evidence | None, t: Thresholds, waste: Waste, previous: Previous | None = None,
-          task_type: str = "", windows: Windows | None = None) -> None:  # fmt: skip
+def apply(
+    calls: list[Call],
+    spans: Sequence[dict[str, Any]],
+    scopes: dict[str, str],
+    prices: Prices,
+    evidence: Evidence | None,
+    t: Thresholds,
+    waste: Waste,
+    previous: Previous | None = None,
+    task_type: str = "",
+    windows: Windows | None = None,
+) -> None:
     # the oversized-model rule needs the run's shape only when some call gave a short answer
     short = evidence is not None and any(
-        int(c.span["output_tokens"]) <= t.oversized_max_output_tokens and not c.failed for c in calls)
+        int(c.span["output_tokens"]) <= t.oversized_max_output_tokens and not c.failed for c in calls
+    )
     keys = step_keys(spans, scopes, task_type) if short else {}
     chose_tool = _chose_tool(spans, scopes, calls) if short else set()
     cache_seen = any(c.span.get("cache_reported", True) for c in calls)
@@ -155,46 +176,93 @@ def apply(calls: list[Call], spans: Sequence[dict[str, Any]], scopes: dict[str, 
             allowance, bound = t.bloat_carry_tokens, "the cap"
         window = windows(span["provider"], span["model"]) if windows is not None and c.stale else None
         if window and t.bloat_window_share * window < allowance:
-            allowance, bound = int(t.bloat_window_share * window), f"{t.bloat_window_share:.0%} of the model's window"
+            allowance, bound = (
+                int(t.bloat_window_share * window),
+                f"{t.bloat_window_share:.0%} of the model's window",
+            )
         excess = max(0, c.stale - allowance)
-        excess_cached = min(excess, max(0, c.cached - (c.base + allowance)))  # the cache holds the prompt's start
+        excess_cached = min(
+            excess, max(0, c.cached - (c.base + allowance))
+        )  # the cache holds the prompt's start
         excess_fresh = excess - excess_cached
         if excess and before is not None:
             fresh_price, read_price = (unit[0], unit[1]) if unit else (0.0, 0.0)
             amount = excess_fresh * fresh_price + excess_cached * read_price
             fresh_m, read_m = per_mtok(fresh_price), per_mtok(read_price)
-            waste("context_bloat", call, amount if priced else None, excess, [before.span["span_id"]],
-                  f"re-sent {c.stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
-                  f"allowance of {allowance:,} ({bound}); the context grew from {c.base:,} to {inp:,} tokens over "
-                  f"{c.calls} calls"
-                  + (f" ({inp / c.base:.1f}x)" if c.base else "")
-                  + (f", {inp / window:.0%} of the model's {window:,}-token window" if window else ""),
-                  "context_bloat.stale_context",
-                  {"first_call_input": c.base, "previous_call_input": int(before.span["input_tokens"]), "input": inp,
-                   "stale_tokens": c.stale, "allowance": allowance, "allowance_is": bound, "excess_tokens": excess,
-                   "excess_cached_tokens": excess_cached, "calls_so_far": c.calls, "context_window": window,
-                   "input_usd_per_mtok": fresh_m, "cache_read_usd_per_mtok": read_m,
-                   "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
-                   if priced else "the model's price is unknown"})  # fmt: skip
+            waste(
+                "context_bloat",
+                call,
+                amount if priced else None,
+                excess,
+                [before.span["span_id"]],
+                f"re-sent {c.stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
+                f"allowance of {allowance:,} ({bound}); the context grew from {c.base:,} to {inp:,} tokens over "
+                f"{c.calls} calls"
+                + (f" ({inp / c.base:.1f}x)" if c.base else "")
+                + (f", {inp / window:.0%} of the model's {window:,}-token window" if window else ""),
+                "context_bloat.stale_context",
+                {
+                    "first_call_input": c.base,
+                    "previous_call_input": int(before.span["input_tokens"]),
+                    "input": inp,
+                    "stale_tokens": c.stale,
+                    "allowance": allowance,
+                    "allowance_is": bound,
+                    "excess_tokens": excess,
+                    "excess_cached_tokens": excess_cached,
+                    "calls_so_far": c.calls,
+                    "context_window": window,
+                    "input_usd_per_mtok": fresh_m,
+                    "cache_read_usd_per_mtok": read_m,
+                    "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
+                    if priced
+                    else "the model's price is unknown",
+                },
+            )
         # 6. cache miss
         missed = c.carried - excess_fresh
         observable = span.get("cache_reported", True) or cache_seen
         origin = before.span if before is not None else None
-        if (origin is not None or c.across is not None) and observable and missed >= t.cache_min_tokens \
-                and unit is not None and unit[1] < unit[0]:  # fmt: skip
+        if (
+            (origin is not None or c.across is not None)
+            and observable
+            and missed >= t.cache_min_tokens
+            and unit is not None
+            and unit[1] < unit[0]
+        ):
             _cache_miss(call, origin, c.across, missed, unit, priced, t, waste)
         # 7. oversized model
         if short and priced and evidence is not None:
-            _oversized(call, keys.get(span["span_id"], ""), c.cached, unit, prices, evidence, t, waste,
-                       span["span_id"] in chose_tool)  # fmt: skip
+            _oversized(
+                call,
+                keys.get(span["span_id"], ""),
+                c.cached,
+                unit,
+                prices,
+                evidence,
+                t,
+                waste,
+                span["span_id"] in chose_tool,
+            )
 
 
-def _cache_miss(call: Call, origin: dict[str, Any] | None, across: Previous | None, missed: int,
-                unit: tuple[float, float, float], priced: bool, t: Thresholds, waste: Waste) -> None:  # fmt: skip
+def _cache_miss(
+    call: Call,
+    origin: dict[str, Any] | None,
+    across: Previous | None,
+    missed: int,
+    unit: tuple[float, float, float],
+    priced: bool,
+    t: Thresholds,
+    waste: Waste,
+) -> None:
     span = call.span
     if origin is not None:
-        prev_model, prev_end, prev_id = str(origin.get("request_model") or origin["model"]), \
-            origin["start_ns"] + origin["duration_ns"], origin["span_id"]  # fmt: skip
+        prev_model, prev_end, prev_id = (
+            str(origin.get("request_model") or origin["model"]),
+            origin["start_ns"] + origin["duration_ns"],
+            origin["span_id"],
+        )
         where = "the previous call"
     else:
         assert across is not None
@@ -205,17 +273,36 @@ def _cache_miss(call: Call, origin: dict[str, Any] | None, across: Previous | No
     if prev_model != model:
         why, rule = f"the model changed from {prev_model}", "cache_miss.model_changed"
     elif gap > t.cache_ttl_seconds:
-        why, rule = f"{gap:.0f} s since {where}, beyond the {t.cache_ttl_seconds:.0f} s cache lifetime", "cache_miss.expired"
+        why, rule = (
+            f"{gap:.0f} s since {where}, beyond the {t.cache_ttl_seconds:.0f} s cache lifetime",
+            "cache_miss.expired",
+        )
     else:
-        why, rule = "the prompt prefix changed, or caching was not enabled for it", "cache_miss.prefix_changed"
+        why, rule = (
+            "the prompt prefix changed, or caching was not enabled for it",
+            "cache_miss.prefix_changed",
+        )
     amount = missed * (unit[0] - unit[1])
     fresh_m, read_m = per_mtok(unit[0]), per_mtok(unit[1])
-    waste("cache_miss", call, amount if priced else None, missed, [prev_id],
-          f"{missed:,} tokens carried over from {where} were not read from the cache: {why}", rule,
-          {"previous_call": prev_id, "previous_model": prev_model, "gap_s": round(gap, 3),
-           "missed_tokens": missed, "cached_tokens": int(span["cache_read_tokens"]),
-           "input_usd_per_mtok": fresh_m, "cache_read_usd_per_mtok": read_m,
-           "formula": f"{missed:,} × (${fresh_m:g} − ${read_m:g})/M = ${amount:.6f}"})  # fmt: skip
+    waste(
+        "cache_miss",
+        call,
+        amount if priced else None,
+        missed,
+        [prev_id],
+        f"{missed:,} tokens carried over from {where} were not read from the cache: {why}",
+        rule,
+        {
+            "previous_call": prev_id,
+            "previous_model": prev_model,
+            "gap_s": round(gap, 3),
+            "missed_tokens": missed,
+            "cached_tokens": int(span["cache_read_tokens"]),
+            "input_usd_per_mtok": fresh_m,
+            "cache_read_usd_per_mtok": read_m,
+            "formula": f"{missed:,} × (${fresh_m:g} − ${read_m:g})/M = ${amount:.6f}",
+        },
+    )
 
 
 def _chose_tool(spans: Sequence[dict[str, Any]], scopes: dict[str, str], calls: list[Call]) -> set[str]:
@@ -233,15 +320,30 @@ def _chose_tool(spans: Sequence[dict[str, Any]], scopes: dict[str, str], calls: 
     return chose
 
 
-def _oversized(call: Call, step: str, cached: int, unit: tuple[float, float, float] | None, prices: Prices,
-               evidence: Evidence, t: Thresholds, waste: Waste, chose_tool: bool) -> None:  # fmt: skip
+def _oversized(
+    call: Call,
+    step: str,
+    cached: int,
+    unit: tuple[float, float, float] | None,
+    prices: Prices,
+    evidence: Evidence,
+    t: Thresholds,
+    waste: Waste,
+    chose_tool: bool,
+) -> None:
     span = call.span
     finish = set(span["finish_reasons"])
     out, inp = int(span["output_tokens"]), int(span["input_tokens"])
     # A short answer is evidence of a small job only when it is an answer: a tool choice is not
     # (told by its finish reason, its captured output, or the tool that ran next).
-    if not step or not call.cost or out > t.oversized_max_output_tokens or finish - NORMAL_FINISH \
-            or span.get("requested_tools") or chose_tool:  # fmt: skip
+    if (
+        not step
+        or not call.cost
+        or out > t.oversized_max_output_tokens
+        or finish - NORMAL_FINISH
+        or span.get("requested_tools")
+        or chose_tool
+    ):
         return
     best: tuple[float, str, int, str] | None = None
     for model, traces, example in evidence(step, span["step_kind"], span["provider"]):
@@ -257,14 +359,29 @@ def _oversized(call: Call, step: str, cached: int, unit: tuple[float, float, flo
         return
     alt_cost, model, traces, example = best
     kind = step.split(":", 1)[0]
-    what = {"agent": "the same agent", "task": "the same task type", "system": "the same system prompt"}.get(kind, step)
-    waste("oversized_model", call, call.cost - alt_cost, 0, [],
-          f"{out} output tokens; {model} did {what} ({step.split(':', 1)[1][:40]}) successfully in {traces} "
-          f"trace{'s' if traces != 1 else ''} of this project, and would cost {alt_cost / call.cost:.0%} of it",
-          "oversized_model.cheaper_model_seen",
-          {"step": step, "output_tokens": out, "suggested_model": model, "evidence_traces": traces,
-           "example_trace": example, "cost_usd": call.cost, "suggested_cost_usd": alt_cost,
-           "formula": f"${call.cost:.6f} − ${alt_cost:.6f} (the same tokens on {model}) = ${call.cost - alt_cost:.6f}"})  # fmt: skip
+    what = {"agent": "the same agent", "task": "the same task type", "system": "the same system prompt"}.get(
+        kind, step
+    )
+    waste(
+        "oversized_model",
+        call,
+        call.cost - alt_cost,
+        0,
+        [],
+        f"{out} output tokens; {model} did {what} ({step.split(':', 1)[1][:40]}) successfully in {traces} "
+        f"trace{'s' if traces != 1 else ''} of this project, and would cost {alt_cost / call.cost:.0%} of it",
+        "oversized_model.cheaper_model_seen",
+        {
+            "step": step,
+            "output_tokens": out,
+            "suggested_model": model,
+            "evidence_traces": traces,
+            "example_trace": example,
+            "cost_usd": call.cost,
+            "suggested_cost_usd": alt_cost,
+            "formula": f"${call.cost:.6f} − ${alt_cost:.6f} (the same tokens on {model}) = ${call.cost - alt_cost:.6f}",
+        },
+    )
 
 
 def largest_carried_item(input_messages: str) -> tuple[str, int] | None:

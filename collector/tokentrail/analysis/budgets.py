@@ -62,10 +62,19 @@ def parse_budgets(raw: str, default_project: str = "default") -> list[Budget]:
     for item in filter(None, (p.strip() for p in raw.split(","))):
         match = _ITEM.match(item)
         if not match:
-            raise ValueError(f"{item!r} is not period:scope=value:usd (period daily|monthly, scope project|service|user)")
+            raise ValueError(
+                f"{item!r} is not period:scope=value:usd (period daily|monthly, scope project|service|user)"
+            )
         value = match[3].strip()
-        budgets.append(Budget(match[1], match[2], value, float(match[4]),
-                              value if match[2] == "project" else default_project))  # fmt: skip
+        budgets.append(
+            Budget(
+                match[1],
+                match[2],
+                value,
+                float(match[4]),
+                value if match[2] == "project" else default_project,
+            )
+        )
     return budgets
 
 
@@ -84,14 +93,24 @@ def evaluate(client: Any, budgets: list[Budget], now: datetime | None = None) ->
     statuses = []
     for b in budgets:
         start, end = _period(b.period, now)
-        where = ("project = {project:String} AND start_time >= {start:DateTime64(3)} "
-                 "AND start_time < {end:DateTime64(3)}")  # fmt: skip
-        params: dict[str, Any] = {"project": b.project, "start": start.replace(tzinfo=None),
-                                  "end": end.replace(tzinfo=None), "value": b.value}  # fmt: skip
+        where = (
+            "project = {project:String} AND start_time >= {start:DateTime64(3)} "
+            "AND start_time < {end:DateTime64(3)}"
+        )
+        params: dict[str, Any] = {
+            "project": b.project,
+            "start": start.replace(tzinfo=None),
+            "end": end.replace(tzinfo=None),
+            "value": b.value,
+        }
         if b.scope != "project":
             where += f" AND {_SCOPES[b.scope]} = {{value:String}}"
-        spent = float(client.query(f"SELECT sum(cost_usd) FROM traces FINAL WHERE {where}", parameters=params)
-                      .result_rows[0][0] or 0.0)  # fmt: skip
+        spent = float(
+            client.query(
+                f"SELECT sum(cost_usd) FROM traces FINAL WHERE {where}", parameters=params
+            ).result_rows[0][0]
+            or 0.0
+        )
         elapsed = max((now - start) / (end - start), 1e-6)
         statuses.append(BudgetStatus(b, start, spent, spent / elapsed, min(elapsed, 1.0)))
     return statuses
@@ -104,8 +123,9 @@ _RECORD = "INSERT INTO budget_alerts (budget, period_start, projected_usd) VALUE
 class BudgetAlerter:
     """Checks the budgets every `interval` seconds and posts a JSON alert to the webhook."""
 
-    def __init__(self, client: Any, budgets: list[Budget], webhook: str, *, interval: float = 60.0,
-                 ui_url: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, client: Any, budgets: list[Budget], webhook: str, *, interval: float = 60.0, ui_url: str = ""
+    ) -> None:
         self.client = client
         self.budgets = budgets
         self.webhook = webhook
@@ -124,20 +144,30 @@ class BudgetAlerter:
                 continue
             payload = {
                 "text": f"Tokentrail: {status.budget.period} budget for {status.budget.scope} {status.budget.value} "
-                        f"is {status.state}: ${status.spent_usd:.2f} spent, ${status.projected_usd:.2f} projected, "
-                        f"limit ${status.budget.limit_usd:.2f}",
-                "budget": asdict(status.budget), "state": status.state,
-                "period_start": status.period_start.isoformat(), "spent_usd": status.spent_usd,
-                "projected_usd": status.projected_usd, "limit_usd": status.budget.limit_usd,
+                f"is {status.state}: ${status.spent_usd:.2f} spent, ${status.projected_usd:.2f} projected, "
+                f"limit ${status.budget.limit_usd:.2f}",
+                "budget": asdict(status.budget),
+                "state": status.state,
+                "period_start": status.period_start.isoformat(),
+                "spent_usd": status.spent_usd,
+                "projected_usd": status.projected_usd,
+                "limit_usd": status.budget.limit_usd,
                 "overview": f"{self.ui_url}/overview" if self.ui_url else "",
-            }  # fmt: skip
-            request = urllib.request.Request(self.webhook, data=json.dumps(payload).encode(),
-                                             headers={"content-type": "application/json"}, method="POST")  # fmt: skip
+            }
+            request = urllib.request.Request(
+                self.webhook,
+                data=json.dumps(payload).encode(),
+                headers={"content-type": "application/json"},
+                method="POST",
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
-            self.client.insert("budget_alerts", [[status.budget.key, status.period_start.replace(tzinfo=None),
-                                                  status.projected_usd]],
-                               column_names=["budget", "period_start", "projected_usd"], settings={"async_insert": 0})  # fmt: skip
+            self.client.insert(
+                "budget_alerts",
+                [[status.budget.key, status.period_start.replace(tzinfo=None), status.projected_usd]],
+                column_names=["budget", "period_start", "projected_usd"],
+                settings={"async_insert": 0},
+            )
             self.sent += 1
             alerted.append(status)
         return alerted

@@ -66,11 +66,18 @@ def usd_formula(call: Call) -> dict[str, Any]:
     span = call.span
     inp, cached, out = int(span["input_tokens"]), int(span["cache_read_tokens"]), int(span["output_tokens"])
     if call.cost:
-        formula = (f"the call's whole cost: {inp:,} input ({cached:,} of them cached) and {out:,} output tokens "
-                   f"on {span['model']} = ${call.cost:.6f}")  # fmt: skip
+        formula = (
+            f"the call's whole cost: {inp:,} input ({cached:,} of them cached) and {out:,} output tokens "
+            f"on {span['model']} = ${call.cost:.6f}"
+        )
     elif call.cost == 0:
         formula = "not billed (it failed before producing output): $0"
     else:
         formula = "the model's price is unknown"
-    return {"input_tokens": inp, "cached_tokens": cached, "output_tokens": out, "cost_usd": call.cost,
-            "formula": formula}  # fmt: skip
+    return {
+        "input_tokens": inp,
+        "cached_tokens": cached,
+        "output_tokens": out,
+        "cost_usd": call.cost,
+        "formula": formula,
+    }

@@ -16,15 +16,47 @@ import pyarrow as pa
 
 from tokentrail.analysis.ledger import BUCKETS, Previous, Thresholds, analyze, successful_steps
 
-__all__ = ["FINDING_COLUMNS", "SPAN_COLUMNS", "STEP_COLUMNS", "WASTE_COLUMNS", "Evidence", "Judged", "TraceInfo",
-           "judge"]  # fmt: skip
+__all__ = [
+    "FINDING_COLUMNS",
+    "SPAN_COLUMNS",
+    "STEP_COLUMNS",
+    "WASTE_COLUMNS",
+    "Evidence",
+    "Judged",
+    "TraceInfo",
+    "judge",
+]
 
 #: the columns of a span row, as the analysis reads them (tokentrail.analysis.run)
-SPAN_COLUMNS = ["trace_id", "span_id", "parent_span_id", "step_kind", "step_subkind", "start_ns", "duration_ns",
-                "status_code", "tool_name", "tool_args_hash", "has_tool_args", "model", "request_model", "provider",
-                "agent_name", "input_tokens", "output_tokens", "cache_read_tokens", "cache_reported", "billable",
-                "cost_usd", "input_hash", "system_hash", "requested_tools", "finish_reasons", "error_type",
-                "ingested_at"]  # fmt: skip
+SPAN_COLUMNS = [
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "step_kind",
+    "step_subkind",
+    "start_ns",
+    "duration_ns",
+    "status_code",
+    "tool_name",
+    "tool_args_hash",
+    "has_tool_args",
+    "model",
+    "request_model",
+    "provider",
+    "agent_name",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_reported",
+    "billable",
+    "cost_usd",
+    "input_hash",
+    "system_hash",
+    "requested_tools",
+    "finish_reasons",
+    "error_type",
+    "ingested_at",
+]
 
 # (start ns, service, agent, user, conversation id, task type, outcome)
 TraceInfo = tuple[int, str, str, str, str, str, str]
@@ -32,20 +64,51 @@ TraceInfo = tuple[int, str, str, str, str, str, str]
 _S, _F, _U64, _NS = pa.string(), pa.float64(), pa.uint64(), pa.timestamp("ns")
 _MS = pa.timestamp("ms")
 WASTE_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("project", _S), ("trace_id", _S), ("start_time", _NS), ("service_name", _S), ("agent_name", _S),
-    ("user_id", _S), ("total_usd", _F), *((f"{b}_usd", _F) for b in BUCKETS), ("wasted_tokens", _U64),
-    ("findings", pa.uint32()), ("unpriced_calls", pa.uint32()), ("outcome", _S), ("analyzed_at", _MS),
-]  # fmt: skip
+    ("project", _S),
+    ("trace_id", _S),
+    ("start_time", _NS),
+    ("service_name", _S),
+    ("agent_name", _S),
+    ("user_id", _S),
+    ("total_usd", _F),
+    *((f"{b}_usd", _F) for b in BUCKETS),
+    ("wasted_tokens", _U64),
+    ("findings", pa.uint32()),
+    ("unpriced_calls", pa.uint32()),
+    ("outcome", _S),
+    ("analyzed_at", _MS),
+]
 FINDING_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("project", _S), ("trace_id", _S), ("analyzed_at", _MS), ("detector", _S), ("span_id", _S),
-    ("related_span_ids", pa.list_(_S)), ("wasted_usd", _F), ("wasted_tokens", _U64), ("reason", _S), ("model", _S),
-    ("start_time", _NS), ("service_name", _S), ("agent_name", _S), ("user_id", _S), ("rule", _S), ("evidence", _S),
+    ("project", _S),
+    ("trace_id", _S),
+    ("analyzed_at", _MS),
+    ("detector", _S),
+    ("span_id", _S),
+    ("related_span_ids", pa.list_(_S)),
+    ("wasted_usd", _F),
+    ("wasted_tokens", _U64),
+    ("reason", _S),
+    ("model", _S),
+    ("start_time", _NS),
+    ("service_name", _S),
+    ("agent_name", _S),
+    ("user_id", _S),
+    ("rule", _S),
+    ("evidence", _S),
     ("time_lost_ns", _U64),
-]  # fmt: skip
+]
 STEP_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("project", _S), ("step", _S), ("step_kind", _S), ("provider", _S), ("model", _S), ("trace_id", _S),
-    ("span_id", _S), ("calls", pa.uint32()), ("start_time", _NS), ("analyzed_at", _MS),
-]  # fmt: skip
+    ("project", _S),
+    ("step", _S),
+    ("step_kind", _S),
+    ("provider", _S),
+    ("model", _S),
+    ("trace_id", _S),
+    ("span_id", _S),
+    ("calls", pa.uint32()),
+    ("start_time", _NS),
+    ("analyzed_at", _MS),
+]
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -60,7 +123,8 @@ class Evidence:
 
     stored: Known = field(default_factory=dict)
     own: dict[tuple[str, str, str], dict[str, set[str]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(set)))
+        default_factory=lambda: defaultdict(lambda: defaultdict(set))
+    )
 
     def add(self, step: str, kind: str, provider: str, model: str, traces: Iterable[str]) -> None:
         self.own[(step, kind, provider)][model].update(traces)
@@ -93,7 +157,10 @@ def _stream(columns: list[tuple[str, pa.DataType]], rows: list[list[Any]]) -> by
     if not rows:
         return b""
     schema = pa.schema(columns)
-    arrays = [pa.array(values, type=dtype) for values, (_, dtype) in zip(zip(*rows, strict=True), columns, strict=True)]
+    arrays = [
+        pa.array(values, type=dtype)
+        for values, (_, dtype) in zip(zip(*rows, strict=True), columns, strict=True)
+    ]
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as out:
         out.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
@@ -116,8 +183,15 @@ def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return spans
 
 
-def judge(prices: Any, spans_stream: bytes, info: dict[str, TraceInfo], previous: dict[str, Previous],
-          stored: Known, project: str, t: Thresholds) -> Judged:  # fmt: skip
+def judge(
+    prices: Any,
+    spans_stream: bytes,
+    info: dict[str, TraceInfo],
+    previous: dict[str, Previous],
+    stored: Known,
+    project: str,
+    t: Thresholds,
+) -> Judged:
     """The ledgers of a chunk of traces. `prices`: a PriceBook; `info`: per trace its summary and
     outcome; `previous`: per trace the last model call of its conversation's previous trace."""
     table = pa.ipc.open_stream(spans_stream).read_all()
@@ -137,8 +211,10 @@ def judge(prices: Any, spans_stream: bytes, info: dict[str, TraceInfo], previous
         for step, kind, provider, model, span_id in found:
             evidence.add(step, kind, provider, model, (trace_id,))
             step_rows.append((step, kind, provider, model, trace_id))
-            row = steps.setdefault((step, kind, provider, model, trace_id),
-                                   [project, step, kind, provider, model, trace_id, span_id, 0, start, now])  # fmt: skip
+            row = steps.setdefault(
+                (step, kind, provider, model, trace_id),
+                [project, step, kind, provider, model, trace_id, span_id, 0, start, now],
+            )
             row[7] += 1
     waste_rows: list[list[Any]] = []
     finding_rows: list[list[Any]] = []
@@ -146,15 +222,60 @@ def judge(prices: Any, spans_stream: bytes, info: dict[str, TraceInfo], previous
         if trace_id not in info:
             continue  # its summary is not written yet; it is analysed when it is
         start, service, agent, user, _, task_type, outcome = info[trace_id]
-        ledger = analyze(rows, prices.unit_prices, evidence, t, outcome=outcome, previous=previous.get(trace_id),
-                         task_type=task_type, windows=prices.context_window)  # fmt: skip
-        waste_rows.append([project, trace_id, start, service, agent, user, ledger.total_usd,
-                           *(ledger.buckets[b] for b in BUCKETS), ledger.wasted_tokens, len(ledger.findings),
-                           ledger.unpriced_calls, ledger.outcome, now])  # fmt: skip
+        ledger = analyze(
+            rows,
+            prices.unit_prices,
+            evidence,
+            t,
+            outcome=outcome,
+            previous=previous.get(trace_id),
+            task_type=task_type,
+            windows=prices.context_window,
+        )
+        waste_rows.append(
+            [
+                project,
+                trace_id,
+                start,
+                service,
+                agent,
+                user,
+                ledger.total_usd,
+                *(ledger.buckets[b] for b in BUCKETS),
+                ledger.wasted_tokens,
+                len(ledger.findings),
+                ledger.unpriced_calls,
+                ledger.outcome,
+                now,
+            ]
+        )
         finding_rows.extend(
-            [project, trace_id, now, f.detector, f.span_id, f.related, f.wasted_usd, f.wasted_tokens, f.reason,
-             f.model, start, service, agent, user, f.rule, _compact(f.evidence), f.time_lost_ns]
+            [
+                project,
+                trace_id,
+                now,
+                f.detector,
+                f.span_id,
+                f.related,
+                f.wasted_usd,
+                f.wasted_tokens,
+                f.reason,
+                f.model,
+                start,
+                service,
+                agent,
+                user,
+                f.rule,
+                _compact(f.evidence),
+                f.time_lost_ns,
+            ]
             for f in ledger.findings
-        )  # fmt: skip
-    return Judged(len(waste_rows), _stream(WASTE_COLUMNS, waste_rows), _stream(FINDING_COLUMNS, finding_rows),
-                  _stream(STEP_COLUMNS, list(steps.values())), step_rows, candidates)  # fmt: skip
+        )
+    return Judged(
+        len(waste_rows),
+        _stream(WASTE_COLUMNS, waste_rows),
+        _stream(FINDING_COLUMNS, finding_rows),
+        _stream(STEP_COLUMNS, list(steps.values())),
+        step_rows,
+        candidates,
+    )

@@ -47,13 +47,36 @@ from tokentrail.analysis import avoidable
 from tokentrail.analysis.avoidable import Evidence, Previous, Prices, Windows, largest_carried_item, step_keys
 from tokentrail.analysis.calls import Call, Thresholds, usd_formula
 
-__all__ = ["BUCKETS", "DEFINITE", "Evidence", "Finding", "Ledger", "Previous", "Prices", "Thresholds", "analyze",
-           "context_per_call", "largest_carried_item", "successful_steps", "trace_failed"]  # fmt: skip
+__all__ = [
+    "BUCKETS",
+    "DEFINITE",
+    "Evidence",
+    "Finding",
+    "Ledger",
+    "Previous",
+    "Prices",
+    "Thresholds",
+    "analyze",
+    "context_per_call",
+    "largest_carried_item",
+    "successful_steps",
+    "trace_failed",
+]
 
-BUCKETS = ("retry", "loop", "duplicate", "no_outcome", "context_bloat", "cache_miss", "oversized_model",
-           "productive")  # fmt: skip
+BUCKETS = (
+    "retry",
+    "loop",
+    "duplicate",
+    "no_outcome",
+    "context_bloat",
+    "cache_miss",
+    "oversized_model",
+    "productive",
+)
 DEFINITE = ("retry", "loop", "duplicate", "no_outcome")
-_TRUNCATED = frozenset({"length", "max_tokens", "model_length", "max_output_tokens", "incomplete", "MAX_TOKENS"})
+_TRUNCATED = frozenset(
+    {"length", "max_tokens", "model_length", "max_output_tokens", "incomplete", "MAX_TOKENS"}
+)
 _RETRIED_STATUS = frozenset({"408", "409", "429"})
 
 
@@ -110,7 +133,11 @@ def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
 
 
 def _failed(span: dict[str, Any]) -> bool:
-    return span["status_code"] == "ERROR" or bool(span["error_type"]) or not _TRUNCATED.isdisjoint(span["finish_reasons"])
+    return (
+        span["status_code"] == "ERROR"
+        or bool(span["error_type"])
+        or not _TRUNCATED.isdisjoint(span["finish_reasons"])
+    )
 
 
 def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str]) -> list[Call]:
@@ -118,8 +145,11 @@ def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str]) -> list[Call
     billed. A leaf under a framework's span of the same call takes what only the framework span
     recorded (content, finish reasons): the leaf knows the usage, the framework the conversation."""
     by_id = {s["span_id"]: s for s in spans}
-    wrappers = {s["parent_span_id"] for s in spans if s["step_kind"] in ("llm", "embedding")
-                and s["step_subkind"] != "attempt"}  # fmt: skip
+    wrappers = {
+        s["parent_span_id"]
+        for s in spans
+        if s["step_kind"] in ("llm", "embedding") and s["step_subkind"] != "attempt"
+    }
     calls = []
     for span in spans:
         if span["step_kind"] not in ("llm", "embedding"):
@@ -133,9 +163,15 @@ def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str]) -> list[Call
                 continue
             span = dict(span, cost_usd=0.0)
         parent = by_id.get(span["parent_span_id"])
-        if parent is not None and parent["step_kind"] == span["step_kind"] and span["step_subkind"] != "attempt":
+        if (
+            parent is not None
+            and parent["step_kind"] == span["step_kind"]
+            and span["step_subkind"] != "attempt"
+        ):
             span = _inherit(span, parent)
-        failed = _failed(span) or (parent is not None and parent["step_kind"] == "retry" and parent["status_code"] == "ERROR")
+        failed = _failed(span) or (
+            parent is not None and parent["step_kind"] == "retry" and parent["status_code"] == "ERROR"
+        )
         cost = span["cost_usd"]
         calls.append(Call(span, scopes[span["span_id"]], cost, cost or 0.0, failed))
     return calls
@@ -149,9 +185,16 @@ def _inherit(span: dict[str, Any], wrapper: dict[str, Any]) -> dict[str, Any]:
     return dict(span, **missing) if missing else span
 
 
-def analyze(spans: Sequence[dict[str, Any]], prices: Prices, evidence: Evidence | None = None,
-            t: Thresholds = Thresholds(), outcome: str = "", previous: Previous | None = None,
-            task_type: str = "", windows: Windows | None = None) -> Ledger:  # fmt: skip
+def analyze(
+    spans: Sequence[dict[str, Any]],
+    prices: Prices,
+    evidence: Evidence | None = None,
+    t: Thresholds = Thresholds(),
+    outcome: str = "",
+    previous: Previous | None = None,
+    task_type: str = "",
+    windows: Windows | None = None,
+) -> Ledger:
     """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
     models this project has seen doing a kind of step (the oversized-model rule's evidence);
     `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
@@ -162,14 +205,42 @@ def analyze(spans: Sequence[dict[str, Any]], prices: Prices, evidence: Evidence 
     findings: list[Finding] = []
     buckets = dict.fromkeys(BUCKETS, 0.0)
 
-    def waste(detector: str, call: Call, amount: float | None, tokens: int, related: list[str], reason: str,
-              rule: str, numbers: dict[str, Any], time_lost_ns: int = 0, span_id: str = "") -> None:  # fmt: skip
+    def waste(
+        detector: str,
+        call: Call,
+        amount: float | None,
+        tokens: int,
+        related: list[str],
+        reason: str,
+        rule: str,
+        numbers: dict[str, Any],
+        time_lost_ns: int = 0,
+        span_id: str = "",
+    ) -> None:
         # nothing to take is $0 even on a call of unknown price (an attempt that failed was not billed)
-        taken = 0.0 if amount == 0 else call.take(amount) if amount is not None and call.cost is not None else None
+        taken = (
+            0.0
+            if amount == 0
+            else call.take(amount)
+            if amount is not None and call.cost is not None
+            else None
+        )
         if taken is not None:
             buckets[detector] += taken
-        findings.append(Finding(detector, span_id or call.span["span_id"], taken, tokens, related, reason,
-                                call.span["model"], rule, numbers, time_lost_ns))  # fmt: skip
+        findings.append(
+            Finding(
+                detector,
+                span_id or call.span["span_id"],
+                taken,
+                tokens,
+                related,
+                reason,
+                call.span["model"],
+                rule,
+                numbers,
+                time_lost_ns,
+            )
+        )
 
     done: set[str] = set()
     _retries(calls, spans, waste, done)
@@ -193,16 +264,30 @@ def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, d
         # an attempt nested in a model call was retried by that call (pydantic-ai's attempt spans);
         # a failed call that recorded no model (some bridges drop it on errors) matches any model
         again = next((c for c in calls if c.span["span_id"] == call.span["parent_span_id"]), None) or next(
-            (c for c in calls[i + 1 :] if c.scope == call.scope and (c.model == call.model or not call.model)), None)
+            (
+                c
+                for c in calls[i + 1 :]
+                if c.scope == call.scope and (c.model == call.model or not call.model)
+            ),
+            None,
+        )
         if again is None:
             continue
         why = call.span["error_type"] or "cut off at the output limit"
         if why.isdigit():
             why = f"HTTP {why}"
         gap = again.span["start_ns"] - call.span["start_ns"]
-        waste("retry", call, call.whole(), call.tokens, [again.span["span_id"]], f"failed ({why}) and was tried again",
-              "retry.failed_call", {"error": why, "retried_by": again.span["span_id"], "model": call.model,
-                                    **usd_formula(call)}, max(gap, 0))  # fmt: skip
+        waste(
+            "retry",
+            call,
+            call.whole(),
+            call.tokens,
+            [again.span["span_id"]],
+            f"failed ({why}) and was tried again",
+            "retry.failed_call",
+            {"error": why, "retried_by": again.span["span_id"], "model": call.model, **usd_formula(call)},
+            max(gap, 0),
+        )
         done.add(call.span["span_id"])
     # (b) attempts an HTTP client made inside one model call
     attempts: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -219,23 +304,45 @@ def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, d
         for i, attempt in enumerate(tries):
             ours = attempt["step_kind"] == "retry"  # Tokentrail's own: one span per retried attempt
             status = attempt["error_type"]
-            retried_status = status in _RETRIED_STATUS or status.startswith("5") or (
-                attempt["status_code"] == "ERROR" and not status.isdigit())  # fmt: skip
+            retried_status = (
+                status in _RETRIED_STATUS
+                or status.startswith("5")
+                or (attempt["status_code"] == "ERROR" and not status.isdigit())
+            )
             nxt = tries[i + 1] if i + 1 < len(tries) else None
             if not (ours or (retried_status and nxt is not None)):
                 continue
             lost = (nxt["start_ns"] - attempt["start_ns"]) if nxt is not None else attempt["duration_ns"]
             what = f"HTTP {status}" if status.isdigit() else (status or "a transport error")
-            waste("retry", call, 0.0, 0, [nxt["span_id"] if nxt else owner],
-                  f"attempt {i + 1} of {len(tries) + (1 if ours else 0)} failed ({what}); the client tried again "
-                  f"after {lost / 1e9:.2f} s", "retry.http_attempt",
-                  {"status": what, "attempt": i + 1, "model_call": owner, "time_lost_s": round(lost / 1e9, 3),
-                   "formula": "an attempt that failed was not billed: $0; its time is what it cost"},
-                  max(lost, 0), span_id=attempt["span_id"])  # fmt: skip
+            waste(
+                "retry",
+                call,
+                0.0,
+                0,
+                [nxt["span_id"] if nxt else owner],
+                f"attempt {i + 1} of {len(tries) + (1 if ours else 0)} failed ({what}); the client tried again "
+                f"after {lost / 1e9:.2f} s",
+                "retry.http_attempt",
+                {
+                    "status": what,
+                    "attempt": i + 1,
+                    "model_call": owner,
+                    "time_lost_s": round(lost / 1e9, 3),
+                    "formula": "an attempt that failed was not billed: $0; its time is what it cost",
+                },
+                max(lost, 0),
+                span_id=attempt["span_id"],
+            )
 
 
-def _cycles(spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str, str], t: Thresholds,
-            waste: Waste, done: set[str]) -> None:  # fmt: skip
+def _cycles(
+    spans: Sequence[dict[str, Any]],
+    calls: list[Call],
+    scopes: dict[str, str],
+    t: Thresholds,
+    waste: Waste,
+    done: set[str],
+) -> None:
     """Loops (a cycle repeating `loop_min_repeats` times or more) and duplicate tool calls (a cycle
     that occurs twice), per agent run."""
     runs: dict[str, list[tuple[Any, Call | None, str]]] = defaultdict(list)
@@ -264,15 +371,35 @@ def _cycles(spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str
                     continue
                 origin = steps[first[n % length]][2]
                 tools = [steps[k][2] for k in first if steps[k][0][0] == "tool"]
-                numbers = {"cycle": names, "iterations": iterations, "iteration": n // length + 2,
-                           "first_iteration": [steps[k][2] for k in first], **usd_formula(repeat)}  # fmt: skip
+                numbers = {
+                    "cycle": names,
+                    "iterations": iterations,
+                    "iteration": n // length + 2,
+                    "first_iteration": [steps[k][2] for k in first],
+                    **usd_formula(repeat),
+                }
                 if loop:
-                    waste("loop", repeat, repeat.whole(), repeat.tokens, [origin],
-                          f"iteration {n // length + 2} of {iterations} of the cycle {names}", "loop.cycle", numbers)  # fmt: skip
+                    waste(
+                        "loop",
+                        repeat,
+                        repeat.whole(),
+                        repeat.tokens,
+                        [origin],
+                        f"iteration {n // length + 2} of {iterations} of the cycle {names}",
+                        "loop.cycle",
+                        numbers,
+                    )
                 else:
-                    waste("duplicate", repeat, repeat.whole(), repeat.tokens, [origin, *tools],
-                          f"asked for the same tool call again ({names}); its result was already there",
-                          "duplicate.tool_call", numbers)  # fmt: skip
+                    waste(
+                        "duplicate",
+                        repeat,
+                        repeat.whole(),
+                        repeat.tokens,
+                        [origin, *tools],
+                        f"asked for the same tool call again ({names}); its result was already there",
+                        "duplicate.tool_call",
+                        numbers,
+                    )
                 done.add(repeat.span["span_id"])
 
 
@@ -293,7 +420,11 @@ def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[i
                 i += 1
                 continue
             end = i + length
-            while end + length <= len(keys) and keys[end : end + length] == cycle and True not in used[end : end + length]:
+            while (
+                end + length <= len(keys)
+                and keys[end : end + length] == cycle
+                and True not in used[end : end + length]
+            ):
                 end += length
             if (end - i) // length >= 2:
                 for j in range(i, end):
@@ -305,7 +436,9 @@ def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[i
     return found
 
 
-def _duplicate_requests(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]) -> None:
+def _duplicate_requests(
+    calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]
+) -> None:
     by_id = {s["span_id"]: s for s in spans}
     seen: dict[tuple[str, str, int, int], str] = {}
     for call in calls:
@@ -318,8 +451,16 @@ def _duplicate_requests(calls: list[Call], spans: Sequence[dict[str, Any]], wast
         if not key[2] or call.failed:
             continue
         if key in seen and call.span["span_id"] not in done:
-            waste("duplicate", call, call.whole(), call.tokens, [seen[key]], "same model and input as an earlier call",
-                  "duplicate.request", {"same_as": seen[key], "model": call.model, **usd_formula(call)})  # fmt: skip
+            waste(
+                "duplicate",
+                call,
+                call.whole(),
+                call.tokens,
+                [seen[key]],
+                "same model and input as an earlier call",
+                "duplicate.request",
+                {"same_as": seen[key], "model": call.model, **usd_formula(call)},
+            )
             done.add(call.span["span_id"])
         seen.setdefault(key, call.span["span_id"])
 
@@ -353,36 +494,61 @@ def _ended_in_error(spans: Sequence[dict[str, Any]]) -> bool:
     return bool(agents) and max(agents, key=lambda s: s["start_ns"])["status_code"] == "ERROR"
 
 
-def _no_outcome(spans: Sequence[dict[str, Any]], calls: list[Call], t: Thresholds, outcome: str, waste: Waste,
-                done: set[str]) -> str:  # fmt: skip
+def _no_outcome(
+    spans: Sequence[dict[str, Any]],
+    calls: list[Call],
+    t: Thresholds,
+    outcome: str,
+    waste: Waste,
+    done: set[str],
+) -> str:
     outcome, failed, why = trace_failed(spans, outcome, t)
     if not failed:
         return outcome
     rule = "no_outcome.failure" if outcome == "failure" else "no_outcome.error"
     for call in calls:
         if call.span["span_id"] not in done:  # attempts that cost $0 included: they were part of it
-            waste("no_outcome", call, call.whole(), call.tokens, [], why, rule, {"outcome": outcome or "error",
-                                                                                 **usd_formula(call)})  # fmt: skip
+            waste(
+                "no_outcome",
+                call,
+                call.whole(),
+                call.tokens,
+                [],
+                why,
+                rule,
+                {"outcome": outcome or "error", **usd_formula(call)},
+            )
     return "failure"
 
 
-def successful_steps(spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds,
-                     task_type: str = "") -> tuple[list[tuple[str, str, str, str, str]], set[str]]:  # fmt: skip
+def successful_steps(
+    spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds, task_type: str = ""
+) -> tuple[list[tuple[str, str, str, str, str]], set[str]]:
     """The oversized-model rule's evidence in a trace: (step, step kind, provider, model, span id) of
     each model call that did a short job well (an answer of at most `oversized_max_output_tokens`
     that ended normally and was no tool call, in a task that did not fail); and the kinds of step
     of all its short answers, whose verdicts depend on that evidence."""
-    short = [s for s in spans if s["step_kind"] == "llm" and s["billable"]
-             and int(s["output_tokens"]) <= t.oversized_max_output_tokens and not _failed(s)]  # fmt: skip
+    short = [
+        s
+        for s in spans
+        if s["step_kind"] == "llm"
+        and s["billable"]
+        and int(s["output_tokens"]) <= t.oversized_max_output_tokens
+        and not _failed(s)
+    ]
     if not short:
         return [], set()
     keys = step_keys(spans, _scopes(spans), task_type)
     asked = {keys[s["span_id"]] for s in short if keys.get(s["span_id"])}
     if trace_failed(spans, outcome, t)[1]:
         return [], asked
-    return [(keys[s["span_id"]], s["step_kind"], s["provider"], s["model"], s["span_id"]) for s in short
-            if keys.get(s["span_id"]) and not s["requested_tools"]
-            and not set(s["finish_reasons"]) - avoidable.NORMAL_FINISH], asked  # fmt: skip
+    return [
+        (keys[s["span_id"]], s["step_kind"], s["provider"], s["model"], s["span_id"])
+        for s in short
+        if keys.get(s["span_id"])
+        and not s["requested_tools"]
+        and not set(s["finish_reasons"]) - avoidable.NORMAL_FINISH
+    ], asked
 
 
 def context_per_call(spans: Sequence[dict[str, Any]]) -> list[avoidable.Context]:

@@ -114,9 +114,17 @@ class _Chunk:
     previous: dict[str, Previous]
 
 
-def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: PriceBook,
-                   t: Thresholds = Thresholds(), *, workers: int = 0,
-                   progress: Callable[[int, int], None] | None = None, _again: bool = True) -> int:  # fmt: skip
+def analyze_traces(
+    client: Any,
+    project: str,
+    trace_ids: Sequence[str],
+    prices: PriceBook,
+    t: Thresholds = Thresholds(),
+    *,
+    workers: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    _again: bool = True,
+) -> int:
     """Analyse these traces of one project and store their ledgers, findings and model steps;
     returns how many were analysed (a trace whose summary is not written yet waits for it).
     With `workers`, a long list is judged in that many processes."""
@@ -163,28 +171,46 @@ def analyze_traces(client: Any, project: str, trace_ids: Sequence[str], prices: 
     return judged
 
 
-def analyze_range(client: Any, project: str, start_ns: int, end_ns: int, prices: PriceBook,
-                  t: Thresholds = Thresholds(), progress: Callable[[int, int], None] | None = None,
-                  workers: int = 2) -> int:  # fmt: skip
+def analyze_range(
+    client: Any,
+    project: str,
+    start_ns: int,
+    end_ns: int,
+    prices: PriceBook,
+    t: Thresholds = Thresholds(),
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
+) -> int:
     """Re-analyse every trace of a project that started in [start_ns, end_ns); returns how many.
     Long ranges are judged in `workers` processes."""
-    ids = [r[0] for r in client.query(
-        "SELECT trace_id FROM traces FINAL WHERE project = {project:String} "
-        "AND start_time >= fromUnixTimestamp64Nano({start:Int64}) AND start_time < fromUnixTimestamp64Nano({end:Int64}) "
-        "ORDER BY trace_id", parameters={"project": project, "start": start_ns, "end": end_ns}).result_rows]  # fmt: skip
+    ids = [
+        r[0]
+        for r in client.query(
+            "SELECT trace_id FROM traces FINAL WHERE project = {project:String} "
+            "AND start_time >= fromUnixTimestamp64Nano({start:Int64}) AND start_time < fromUnixTimestamp64Nano({end:Int64}) "
+            "ORDER BY trace_id",
+            parameters={"project": project, "start": start_ns, "end": end_ns},
+        ).result_rows
+    ]
     return analyze_traces(client, project, ids, prices, t, workers=workers, progress=progress)
 
 
 def _stored_evidence(client: Any, project: str) -> Known:
     known: Known = defaultdict(dict)
-    for step, kind, provider, model, traces in client.query(_EVIDENCE, parameters={"project": project}).result_rows:
+    for step, kind, provider, model, traces in client.query(
+        _EVIDENCE, parameters={"project": project}
+    ).result_rows:
         known[(step, kind, provider)][model] = set(traces)
     return dict(known)
 
 
 def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),  # never fork chDB
-                               initializer=_init_judge, initargs=(prices,))  # fmt: skip
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # never fork chDB
+        initializer=_init_judge,
+        initargs=(prices,),
+    )
 
 
 _judge_prices: PriceBook | None = None
@@ -203,11 +229,15 @@ def _judge_in_worker(*args: Any) -> Judged:
 def _fetch(client: Any, project: str, ids: list[str], t: Thresholds) -> _Chunk:
     params = {"project": project, "trace_ids": ids}
     spans = client.raw_query(_SPANS, parameters=params, fmt="ArrowStream")
-    info: dict[str, TraceInfo] = {r[0]: tuple(r[1:8]) for r in client.query(_TRACES, parameters=params).result_rows}  # type: ignore[misc]
+    info: dict[str, TraceInfo] = {
+        r[0]: tuple(r[1:8]) for r in client.query(_TRACES, parameters=params).result_rows
+    }  # type: ignore[misc]
     return _Chunk(ids, spans, info, _previous_traces(client, project, info, t))
 
 
-def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo], t: Thresholds) -> dict[str, Previous]:
+def _previous_traces(
+    client: Any, project: str, info: dict[str, TraceInfo], t: Thresholds
+) -> dict[str, Previous]:
     """trace id -> the last model call of the trace before it in its conversation, by its agent."""
     mine = {trace_id: row for trace_id, row in info.items() if row[4]}
     if not mine:
@@ -215,8 +245,13 @@ def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo], t: T
     since = min(row[0] for row in mine.values()) - 7 * 86_400 * 10**9
     by_conversation: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for trace_id, conversation, agent, start_ns in client.query(
-            _CONVERSATIONS, parameters={"project": project, "conversations": sorted({r[4] for r in mine.values()}),
-                                        "since": since}).result_rows:  # fmt: skip
+        _CONVERSATIONS,
+        parameters={
+            "project": project,
+            "conversations": sorted({r[4] for r in mine.values()}),
+            "since": since,
+        },
+    ).result_rows:
         by_conversation[(conversation, agent)].append((start_ns, trace_id))
     before: dict[str, str] = {}
     for trace_id, row in mine.items():
@@ -226,17 +261,25 @@ def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo], t: T
             before[trace_id] = starts[here - 1][1]
     if not before:
         return {}
-    last = {r[0]: r for r in client.query(_LAST_CALLS, parameters={
-        "project": project, "trace_ids": sorted(set(before.values()))}).result_rows}  # fmt: skip
+    last = {
+        r[0]: r
+        for r in client.query(
+            _LAST_CALLS, parameters={"project": project, "trace_ids": sorted(set(before.values()))}
+        ).result_rows
+    }
     return {trace: Previous(*last[prev]) for trace, prev in before.items() if prev in last}
 
 
 def _write(client: Any, judged: Judged) -> None:
-    for table, columns, data in (("model_steps", STEP_COLUMNS, judged.steps),
-                                 ("waste_findings", FINDING_COLUMNS, judged.findings),
-                                 ("trace_waste", WASTE_COLUMNS, judged.waste)):  # fmt: skip
+    for table, columns, data in (
+        ("model_steps", STEP_COLUMNS, judged.steps),
+        ("waste_findings", FINDING_COLUMNS, judged.findings),
+        ("trace_waste", WASTE_COLUMNS, judged.waste),
+    ):
         if data:
-            client.raw_insert(table, [c for c, _ in columns], data, settings={"async_insert": 0}, fmt="ArrowStream")
+            client.raw_insert(
+                table, [c for c, _ in columns], data, settings={"async_insert": 0}, fmt="ArrowStream"
+            )
 
 
 class Analyzer:
@@ -253,7 +296,11 @@ class Analyzer:
         self.analyzed = 0
 
     def run_once(self, limit: int = 5000) -> int:
-        params = {"lookback": 7 * 86_400, "idle_ms": int(self.settings.waste_idle_seconds * 1000), "limit": limit}
+        params = {
+            "lookback": 7 * 86_400,
+            "idle_ms": int(self.settings.waste_idle_seconds * 1000),
+            "limit": limit,
+        }
         by_project: dict[str, list[str]] = defaultdict(list)
         for project, trace_id in self.client.query(_PENDING, parameters=params).result_rows:
             by_project[project].append(trace_id)
@@ -281,4 +328,3 @@ class Analyzer:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
-

@@ -1,6 +1,6 @@
 """Rebuild prompt and completion content into the OTel GenAI message shape.
 
-Target (CONVENTIONS.md §1.5): a JSON list of `{"role": …, "parts": [{"type": "text", "content": …},
+Target, the OTel GenAI message shape: a JSON list of `{"role": …, "parts": [{"type": "text", "content": …},
 {"type": "tool_call", "id", "name", "arguments"}, {"type": "tool_call_response", "id", "response"}]}`.
 Sources: OTel JSON strings or structured values as sent, OpenInference's flattened
 `llm.input_messages.N.message.*`, OpenLLMetry 0.4's `gen_ai.prompt.N.*` / `gen_ai.completion.N.*`,
@@ -13,7 +13,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["as_json", "flattened", "from_text", "leading_system", "openinference", "openllmetry", "tool_calls_and_finish"]
+__all__ = [
+    "as_json",
+    "flattened",
+    "from_text",
+    "leading_system",
+    "openinference",
+    "openllmetry",
+    "tool_calls_and_finish",
+]
 
 
 def as_json(value: Any) -> str:
@@ -49,23 +57,43 @@ def _provider_message(message: Mapping[str, Any]) -> dict[str, Any]:
     blocks = content if isinstance(content, list) else [content] if content not in (None, "") else []
     for block in blocks:
         if isinstance(block, str):
-            parts.append({"type": "tool_call_response", "id": message["tool_call_id"], "response": block}
-                         if role == "tool" and message.get("tool_call_id") else {"type": "text", "content": block})  # fmt: skip
+            parts.append(
+                {"type": "tool_call_response", "id": message["tool_call_id"], "response": block}
+                if role == "tool" and message.get("tool_call_id")
+                else {"type": "text", "content": block}
+            )
         elif isinstance(block, dict):
             kind = block.get("type")
             if kind == "tool_use":
-                parts.append({"type": "tool_call", "id": block.get("id", ""), "name": block.get("name", ""),
-                              "arguments": block.get("input")})  # fmt: skip
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "id": block.get("id", ""),
+                        "name": block.get("name", ""),
+                        "arguments": block.get("input"),
+                    }
+                )
             elif kind == "tool_result":
-                parts.append({"type": "tool_call_response", "id": block.get("tool_use_id", ""),
-                              "response": block.get("content", "")})  # fmt: skip
+                parts.append(
+                    {
+                        "type": "tool_call_response",
+                        "id": block.get("tool_use_id", ""),
+                        "response": block.get("content", ""),
+                    }
+                )
             elif isinstance(block.get("text"), str):
                 parts.append({"type": "text", "content": block["text"]})
     for call in message.get("tool_calls") or []:
         if isinstance(call, dict):
             function = call.get("function") or {}
-            parts.append({"type": "tool_call", "id": call.get("id", ""), "name": function.get("name", ""),
-                          "arguments": _arguments(function.get("arguments"))})  # fmt: skip
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id", ""),
+                    "name": function.get("name", ""),
+                    "arguments": _arguments(function.get("arguments")),
+                }
+            )
     return {"role": role, "parts": parts}
 
 
@@ -127,18 +155,29 @@ def _arguments(raw: Any) -> Any:
     return raw
 
 
-def _tool_calls(fields: Mapping[str, Any], prefix: str, id_key: str, name_key: str, args_key: str) -> list[dict[str, Any]]:
+def _tool_calls(
+    fields: Mapping[str, Any], prefix: str, id_key: str, name_key: str, args_key: str
+) -> list[dict[str, Any]]:
     calls = flattened(fields, prefix)
     return [
-        {"type": "tool_call", "id": c.get(id_key, ""), "name": c.get(name_key, ""), "arguments": _arguments(c.get(args_key))}
+        {
+            "type": "tool_call",
+            "id": c.get(id_key, ""),
+            "name": c.get(name_key, ""),
+            "arguments": _arguments(c.get(args_key)),
+        }
         for c in calls.values()
     ]
 
 
-def _message(role: str, text: Any, tool_call_id: Any, calls: list[dict[str, Any]], name: Any = None) -> dict[str, Any]:
+def _message(
+    role: str, text: Any, tool_call_id: Any, calls: list[dict[str, Any]], name: Any = None
+) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     if tool_call_id and role == "tool":
-        parts.append({"type": "tool_call_response", "id": tool_call_id, "response": text if text is not None else ""})
+        parts.append(
+            {"type": "tool_call_response", "id": tool_call_id, "response": text if text is not None else ""}
+        )
     elif isinstance(text, str) and text:
         parts.append({"type": "text", "content": text})
     parts.extend(calls)
@@ -162,12 +201,19 @@ def openinference(attrs: Mapping[str, Any], prefix: str) -> tuple[str, str]:
                 if c.get("message_content.type", "text") == "text"
             ]
             text = "\n".join(t for t in texts if isinstance(t, str)) or None
-        calls = _tool_calls(fields, "message.tool_calls.", "tool_call.id", "tool_call.function.name",
-                            "tool_call.function.arguments")  # fmt: skip
+        calls = _tool_calls(
+            fields,
+            "message.tool_calls.",
+            "tool_call.id",
+            "tool_call.function.name",
+            "tool_call.function.arguments",
+        )
         if role == "system" and isinstance(text, str) and prefix.startswith("llm.input"):
             system.append(text)
             continue
-        messages.append(_message(role, text, fields.get("message.tool_call_id"), calls, fields.get("message.name")))
+        messages.append(
+            _message(role, text, fields.get("message.tool_call_id"), calls, fields.get("message.name"))
+        )
     system_json = as_json([{"type": "text", "content": s} for s in system]) if system else ""
     return system_json, as_json(messages) if messages else ""
 

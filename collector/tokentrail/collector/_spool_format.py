@@ -11,9 +11,26 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["CHECKPOINT_SLOT", "HEADER", "KIND_LOGS", "KIND_TRACES", "MIN_BODY", "CorruptRecord", "Position", "Record",
-           "Stored", "checkpoint_slot", "load_payload", "next_record", "plausible", "read_slot", "sane", "sane_prefix",
-           "scan", "split"]  # fmt: skip
+__all__ = [
+    "CHECKPOINT_SLOT",
+    "HEADER",
+    "KIND_LOGS",
+    "KIND_TRACES",
+    "MIN_BODY",
+    "CorruptRecord",
+    "Position",
+    "Record",
+    "Stored",
+    "checkpoint_slot",
+    "load_payload",
+    "next_record",
+    "plausible",
+    "read_slot",
+    "sane",
+    "sane_prefix",
+    "scan",
+    "split",
+]
 
 HEADER = struct.Struct("<II")
 KIND_TRACES = 1

@@ -23,9 +23,20 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 __all__ = [
-    "MAX_GROUPS", "MAX_TIME_UNIX_NANO", "BadRequest", "BodyTimeout", "BodyTooLarge", "Decoded", "Signal", "decode", "gunzip",
-    "gzip_bytes", "load_json", "validate_logs", "validate_traces",
-]  # fmt: skip
+    "MAX_GROUPS",
+    "MAX_TIME_UNIX_NANO",
+    "BadRequest",
+    "BodyTimeout",
+    "BodyTooLarge",
+    "Decoded",
+    "Signal",
+    "decode",
+    "gunzip",
+    "gzip_bytes",
+    "load_json",
+    "validate_logs",
+    "validate_traces",
+]
 
 Signal = Literal["traces", "logs"]
 Encoding = Literal["protobuf", "json"]
@@ -259,10 +270,16 @@ class _Rejections:
             trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
             start, end = span.start_time_unix_nano, span.end_time_unix_nano
             if (
-                len(trace_id) == 16 and len(span_id) == 8 and (not parent or len(parent) == 8)
-                and 0 < start <= end <= MAX_TIME_UNIX_NANO and trace_id != _ZERO_TRACE_ID and span_id != _ZERO_SPAN_ID
-                and span.kind >= 0 and span.status.code >= 0 and not span.events
-            ):  # fmt: skip
+                len(trace_id) == 16
+                and len(span_id) == 8
+                and (not parent or len(parent) == 8)
+                and 0 < start <= end <= MAX_TIME_UNIX_NANO
+                and trace_id != _ZERO_TRACE_ID
+                and span_id != _ZERO_SPAN_ID
+                and span.kind >= 0
+                and span.status.code >= 0
+                and not span.events
+            ):
                 continue
             found = _span_problem(span)
             if found is not None:

@@ -31,9 +31,19 @@ from tokentrail.collector.pricing import PriceBook, price_call
 from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Stored, load_payload
 
 __all__ = [
-    "LOG_COLUMNS", "SPAN_COLUMNS", "SPAN_SCHEMA", "Flattened", "LogBatch", "SpanBatch", "SpoolItem",
-    "any_value", "attributes", "flatten_in_worker", "flatten_records", "init_worker",
-]  # fmt: skip
+    "LOG_COLUMNS",
+    "SPAN_COLUMNS",
+    "SPAN_SCHEMA",
+    "Flattened",
+    "LogBatch",
+    "SpanBatch",
+    "SpoolItem",
+    "any_value",
+    "attributes",
+    "flatten_in_worker",
+    "flatten_records",
+    "init_worker",
+]
 
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
 _STATUS = ("UNSET", "OK", "ERROR")
@@ -115,38 +125,106 @@ _CONTENT_KEYS = (
 )
 
 SPAN_COLUMNS = (
-    "project", "trace_id", "span_id", "parent_span_id", "trace_state", "name", "span_kind",
-    "start_time", "end_time", "duration_ns", "service_name", "scope_name", "scope_version",
-    "resource_attributes", "attributes", "status_code", "status_message",
-    "events.time", "events.name", "events.attributes",
-    "links.trace_id", "links.span_id", "links.trace_state", "links.attributes",
-    "convention", "step_kind", "step_subkind", "operation", "agent_name", "workflow_name",
-    "request_model", "response_model", "provider",
-    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens",
-    "usage_reported", "billable", "cost_usd", "cost_source", "price_version",
-    "tool_name", "tool_call_id", "tool_args_hash", "input_hash", "conversation_id", "user_id",
-    "response_id", "finish_reasons", "error_type", "retry_attempt", "retry_reason",
-    "input_messages", "output_messages", "system_instructions", "tool_arguments", "tool_result",
-    "cache_reported", "reported_cost_usd", "catalog_cost_usd", "system_hash", "requested_tools",
-)  # fmt: skip
+    "project",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "trace_state",
+    "name",
+    "span_kind",
+    "start_time",
+    "end_time",
+    "duration_ns",
+    "service_name",
+    "scope_name",
+    "scope_version",
+    "resource_attributes",
+    "attributes",
+    "status_code",
+    "status_message",
+    "events.time",
+    "events.name",
+    "events.attributes",
+    "links.trace_id",
+    "links.span_id",
+    "links.trace_state",
+    "links.attributes",
+    "convention",
+    "step_kind",
+    "step_subkind",
+    "operation",
+    "agent_name",
+    "workflow_name",
+    "request_model",
+    "response_model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "usage_reported",
+    "billable",
+    "cost_usd",
+    "cost_source",
+    "price_version",
+    "tool_name",
+    "tool_call_id",
+    "tool_args_hash",
+    "input_hash",
+    "conversation_id",
+    "user_id",
+    "response_id",
+    "finish_reasons",
+    "error_type",
+    "retry_attempt",
+    "retry_reason",
+    "input_messages",
+    "output_messages",
+    "system_instructions",
+    "tool_arguments",
+    "tool_result",
+    "cache_reported",
+    "reported_cost_usd",
+    "catalog_cost_usd",
+    "system_hash",
+    "requested_tools",
+)
 
 _STR = pa.string()
 _MAP = pa.map_(pa.string(), pa.string())
 _NS = pa.timestamp("ns")  # DateTime64(9): nanoseconds since the epoch, exact
 _ARROW_TYPES: dict[str, pa.DataType] = {
-    "start_time": _NS, "end_time": _NS, "duration_ns": pa.uint64(),
-    "resource_attributes": _MAP, "attributes": _MAP,
-    "events.time": pa.list_(_NS), "events.name": pa.list_(_STR), "events.attributes": pa.list_(_MAP),
-    "links.trace_id": pa.list_(_STR), "links.span_id": pa.list_(_STR), "links.trace_state": pa.list_(_STR),
+    "start_time": _NS,
+    "end_time": _NS,
+    "duration_ns": pa.uint64(),
+    "resource_attributes": _MAP,
+    "attributes": _MAP,
+    "events.time": pa.list_(_NS),
+    "events.name": pa.list_(_STR),
+    "events.attributes": pa.list_(_MAP),
+    "links.trace_id": pa.list_(_STR),
+    "links.span_id": pa.list_(_STR),
+    "links.trace_state": pa.list_(_STR),
     "links.attributes": pa.list_(_MAP),
-    "input_tokens": pa.uint64(), "output_tokens": pa.uint64(), "cache_read_tokens": pa.uint64(),
-    "cache_write_tokens": pa.uint64(), "reasoning_tokens": pa.uint64(),
-    "usage_reported": pa.uint8(), "billable": pa.uint8(), "cost_usd": pa.float64(),
-    "tool_args_hash": pa.uint64(), "input_hash": pa.uint64(),
-    "finish_reasons": pa.list_(_STR), "retry_attempt": pa.uint16(),
-    "cache_reported": pa.uint8(), "reported_cost_usd": pa.float64(), "catalog_cost_usd": pa.float64(),
-    "system_hash": pa.uint64(), "requested_tools": pa.list_(pa.uint64()),
-}  # fmt: skip
+    "input_tokens": pa.uint64(),
+    "output_tokens": pa.uint64(),
+    "cache_read_tokens": pa.uint64(),
+    "cache_write_tokens": pa.uint64(),
+    "reasoning_tokens": pa.uint64(),
+    "usage_reported": pa.uint8(),
+    "billable": pa.uint8(),
+    "cost_usd": pa.float64(),
+    "tool_args_hash": pa.uint64(),
+    "input_hash": pa.uint64(),
+    "finish_reasons": pa.list_(_STR),
+    "retry_attempt": pa.uint16(),
+    "cache_reported": pa.uint8(),
+    "reported_cost_usd": pa.float64(),
+    "catalog_cost_usd": pa.float64(),
+    "system_hash": pa.uint64(),
+    "requested_tools": pa.list_(pa.uint64()),
+}
 #: the Arrow schema of span batches; every column not listed above is a string
 SPAN_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, _STR)) for name in SPAN_COLUMNS])
 
@@ -174,20 +252,71 @@ class SpanBatch:
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
         (
-            c_project, c_trace, c_span, c_parent, c_state, c_name, c_kind,
-            c_start, c_end, c_dur, c_service, c_scope, c_scope_v,
-            c_res, c_attrs, c_status, c_status_msg,
-            c_ev_time, c_ev_name, c_ev_attrs,
-            c_ln_trace, c_ln_span, c_ln_state, c_ln_attrs,
-            c_conv, c_step, c_sub, c_op, c_agent, c_wf,
-            c_req_model, c_resp_model, c_provider,
-            c_in, c_out, c_cread, c_cwrite, c_reason,
-            c_usage, c_billable, c_cost, c_cost_src, c_price_v,
-            c_tool, c_tool_id, c_args_hash, c_input_hash, c_conv_id, c_user,
-            c_resp_id, c_finish, c_err, c_retry, c_retry_reason,
-            c_in_msgs, c_out_msgs, c_sys, c_tool_args, c_tool_result,
-            c_cache_rep, c_rep_cost, c_cat_cost, c_sys_hash, c_req_tools,
-        ) = self.columns  # fmt: skip
+            c_project,
+            c_trace,
+            c_span,
+            c_parent,
+            c_state,
+            c_name,
+            c_kind,
+            c_start,
+            c_end,
+            c_dur,
+            c_service,
+            c_scope,
+            c_scope_v,
+            c_res,
+            c_attrs,
+            c_status,
+            c_status_msg,
+            c_ev_time,
+            c_ev_name,
+            c_ev_attrs,
+            c_ln_trace,
+            c_ln_span,
+            c_ln_state,
+            c_ln_attrs,
+            c_conv,
+            c_step,
+            c_sub,
+            c_op,
+            c_agent,
+            c_wf,
+            c_req_model,
+            c_resp_model,
+            c_provider,
+            c_in,
+            c_out,
+            c_cread,
+            c_cwrite,
+            c_reason,
+            c_usage,
+            c_billable,
+            c_cost,
+            c_cost_src,
+            c_price_v,
+            c_tool,
+            c_tool_id,
+            c_args_hash,
+            c_input_hash,
+            c_conv_id,
+            c_user,
+            c_resp_id,
+            c_finish,
+            c_err,
+            c_retry,
+            c_retry_reason,
+            c_in_msgs,
+            c_out_msgs,
+            c_sys,
+            c_tool_args,
+            c_tool_result,
+            c_cache_rep,
+            c_rep_cost,
+            c_cat_cost,
+            c_sys_hash,
+            c_req_tools,
+        ) = self.columns
         pricer = self.pricer
         added = 0
         for resource_spans in request.resource_spans:
@@ -211,8 +340,9 @@ class SpanBatch:
                         ev_time.append(ev.time_unix_nano)
                         ev_name.append(ev.name)
                         ev_attrs.append(ev_texts)
-                    n = normalize(span.name, values, res_values, is_error=is_error, events=events,
-                                  client=span.kind == 3)  # SPAN_KIND_CLIENT
+                    n = normalize(
+                        span.name, values, res_values, is_error=is_error, events=events, client=span.kind == 3
+                    )  # SPAN_KIND_CLIENT
                     for key, column in _CONTENT_KEYS:
                         if key in texts and getattr(n, column):
                             del texts[key]  # stored once, in its own column
@@ -267,10 +397,17 @@ class SpanBatch:
                     c_reason.append(n.reasoning_tokens)
                     c_usage.append(1 if n.usage_reported else 0)
                     c_billable.append(1 if n.billable else 0)
-                    priced = price_call(pricer, n.provider, (n.response_model, n.request_model), billable=n.billable,
-                                        input_tokens=n.input_tokens, output_tokens=n.output_tokens,
-                                        cache_read_tokens=n.cache_read_tokens, cache_write_tokens=n.cache_write_tokens,
-                                        reported=n.reported_cost)  # fmt: skip
+                    priced = price_call(
+                        pricer,
+                        n.provider,
+                        (n.response_model, n.request_model),
+                        billable=n.billable,
+                        input_tokens=n.input_tokens,
+                        output_tokens=n.output_tokens,
+                        cache_read_tokens=n.cache_read_tokens,
+                        cache_write_tokens=n.cache_write_tokens,
+                        reported=n.reported_cost,
+                    )
                     c_cost.append(priced.cost)
                     c_cost_src.append(priced.source)
                     c_price_v.append(priced.version)
@@ -303,10 +440,23 @@ class SpanBatch:
 
 
 LOG_COLUMNS = (
-    "project", "timestamp", "observed_timestamp", "trace_id", "span_id", "flags",
-    "severity_text", "severity_number", "service_name", "scope_name", "scope_version",
-    "event_name", "body", "resource_attributes", "attributes", "record_hash",
-)  # fmt: skip
+    "project",
+    "timestamp",
+    "observed_timestamp",
+    "trace_id",
+    "span_id",
+    "flags",
+    "severity_text",
+    "severity_number",
+    "service_name",
+    "scope_name",
+    "scope_version",
+    "event_name",
+    "body",
+    "resource_attributes",
+    "attributes",
+    "record_hash",
+)
 
 
 class LogBatch:
@@ -326,22 +476,36 @@ class LogBatch:
                     _, texts = attributes(rec.attributes)
                     body = any_value(rec.body)
                     event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
-                    digest = hashlib.blake2b(rec.SerializeToString(deterministic=True), digest_size=8).digest()
+                    digest = hashlib.blake2b(
+                        rec.SerializeToString(deterministic=True), digest_size=8
+                    ).digest()
                     timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
                     self.rows.append(
                         [
-                            project, ts(timestamp), ts(rec.observed_time_unix_nano), rec.trace_id.hex(),
-                            rec.span_id.hex(), rec.flags, rec.severity_text, min(rec.severity_number, 255),
-                            service, scope_logs.scope.name, scope_logs.scope.version, event_name,
-                            _text(body), res_texts, texts, int.from_bytes(digest, "little"),
+                            project,
+                            ts(timestamp),
+                            ts(rec.observed_time_unix_nano),
+                            rec.trace_id.hex(),
+                            rec.span_id.hex(),
+                            rec.flags,
+                            rec.severity_text,
+                            min(rec.severity_number, 255),
+                            service,
+                            scope_logs.scope.name,
+                            scope_logs.scope.version,
+                            event_name,
+                            _text(body),
+                            res_texts,
+                            texts,
+                            int.from_bytes(digest, "little"),
                         ]
-                    )  # fmt: skip
+                    )
                     added += 1
         return added
 
 
-
 # --- batch flattening, in-process or in a worker process -------------------------------------
+
 
 class Flattened:
     """One batch of spool records, ready for ClickHouse to read.
@@ -384,7 +548,9 @@ def _encode(rows: Iterable[Any]) -> bytes:
 SpoolItem = tuple[int, str, bytes | Stored]
 
 
-def flatten_records(records: list[SpoolItem], pricer: PriceBook | None, stage_dir: Path | None = None) -> Flattened:
+def flatten_records(
+    records: list[SpoolItem], pricer: PriceBook | None, stage_dir: Path | None = None
+) -> Flattened:
     spans, logs = SpanBatch(pricer), LogBatch()
     for kind, project, data in records:
         payload = load_payload(data) if isinstance(data, Stored) else data

@@ -54,12 +54,16 @@ def _handler(ingestor: Ingestor, signal: Signal) -> Any:
             traces_reply = ExportTraceServiceResponse()
             if decoded.rejected:
                 traces_reply.partial_success.rejected_spans = decoded.rejected
-                traces_reply.partial_success.error_message = f"{decoded.rejected} spans rejected: {decoded.reason}"
+                traces_reply.partial_success.error_message = (
+                    f"{decoded.rejected} spans rejected: {decoded.reason}"
+                )
             return traces_reply.SerializeToString()
         logs_reply = ExportLogsServiceResponse()
         if decoded.rejected:
             logs_reply.partial_success.rejected_log_records = decoded.rejected
-            logs_reply.partial_success.error_message = f"{decoded.rejected} log records rejected: {decoded.reason}"
+            logs_reply.partial_success.error_message = (
+                f"{decoded.rejected} log records rejected: {decoded.reason}"
+            )
         return logs_reply.SerializeToString()
 
     return grpc.unary_unary_rpc_method_handler(export)
@@ -93,7 +97,8 @@ def create_server(ingestor: Ingestor, address: str) -> tuple[Any, int]:
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": _handler(ingestor, "traces")}
+                "opentelemetry.proto.collector.trace.v1.TraceService",
+                {"Export": _handler(ingestor, "traces")},
             ),
             grpc.method_handlers_generic_handler(
                 "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": _handler(ingestor, "logs")}

@@ -94,12 +94,15 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
         encoding = _CONTENT_TYPES.get(content_type)
         if encoding is None:
             return _error(
-                415, f"unsupported content type {content_type!r}: send application/x-protobuf or application/json",
+                415,
+                f"unsupported content type {content_type!r}: send application/x-protobuf or application/json",
                 "json",
-            )  # fmt: skip
+            )
         content_encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if content_encoding not in ("gzip", "identity", ""):
-            return _error(415, f"unsupported content encoding {content_encoding!r}: use gzip or none", encoding)
+            return _error(
+                415, f"unsupported content encoding {content_encoding!r}: use gzip or none", encoding
+            )
         limit, what = limits[encoding]
         try:
             project = ingestor.project_for(_api_key(request))
@@ -130,9 +133,7 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
                 reply.partial_success.rejected_log_records = decoded.rejected  # type: ignore[union-attr]
             reply.partial_success.error_message = f"{decoded.rejected} {noun} rejected: {decoded.reason}"
         if encoding == "json":
-            return Response(
-                json.dumps(json_format.MessageToDict(reply)), media_type="application/json"
-            )
+            return Response(json.dumps(json_format.MessageToDict(reply)), media_type="application/json")
         return Response(reply.SerializeToString(), media_type="application/x-protobuf")
 
     return export
@@ -214,11 +215,20 @@ def server_config(app: Any, settings: Settings, port: int) -> uvicorn.Config:
     """How a server's HTTP port runs: at most `max_concurrent_requests` connections and requests
     at once (503 past that), and deadlines for each request's headers and body."""
     protocol = type(
-        "DeadlineProtocol", (_DeadlineProtocol,),
+        "DeadlineProtocol",
+        (_DeadlineProtocol,),
         # one second later than the endpoints' own body deadline, so that they answer 408 first
-        {"header_timeout": settings.header_timeout_seconds, "body_timeout": settings.body_timeout_seconds + 1},
-    )  # fmt: skip
+        {
+            "header_timeout": settings.header_timeout_seconds,
+            "body_timeout": settings.body_timeout_seconds + 1,
+        },
+    )
     return uvicorn.Config(
-        app, host=settings.host, port=port, log_level="warning", access_log=False, http=protocol,
+        app,
+        host=settings.host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=protocol,
         limit_concurrency=settings.max_concurrent_requests,
-    )  # fmt: skip
+    )

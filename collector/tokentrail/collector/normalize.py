@@ -1,7 +1,7 @@
 """Map a span from any emitter's convention onto Tokentrail's normalized columns.
 
-Pure and never raising: bad input degrades to empty fields. Sources and key orders follow
-CONVENTIONS.md §6 (first non-empty key wins). This runs once per span on the ingest hot path, so
+Pure and never raising: bad input degrades to empty fields. Each column lists the keys it is read
+from, current OTel names first, then older and third-party ones; the first non-empty key wins. This runs once per span on the ingest hot path, so
 key lists are tuples looked up directly in the attribute dict, and flattened-message scans run
 only when a marker key says such keys exist.
 """
@@ -69,94 +69,190 @@ class Normalized:
 # --- step kind -------------------------------------------------------------------------------
 
 _OPERATIONS = {
-    "chat": (sc.STEP_LLM, ""), "generate_content": (sc.STEP_LLM, ""), "text_completion": (sc.STEP_LLM, ""),
-    "completion": (sc.STEP_LLM, ""), "generate": (sc.STEP_LLM, ""), "fetch_response": (sc.STEP_OTHER, "fetch_response"),
-    "response": (sc.STEP_LLM, ""), "llm_call": (sc.STEP_LLM, ""), "llm_request": (sc.STEP_LLM, ""),
-    "transcription": (sc.STEP_LLM, "transcription"), "speech_generation": (sc.STEP_LLM, "speech"),
-    "embeddings": (sc.STEP_EMBEDDING, ""), "embedding": (sc.STEP_EMBEDDING, ""),
-    "retrieval": (sc.STEP_RETRIEVAL, ""), "vector_db_retrieve": (sc.STEP_RETRIEVAL, ""),
-    "execute_tool": (sc.STEP_TOOL, ""), "tool_call": (sc.STEP_TOOL, ""),
-    "invoke_agent": (sc.STEP_AGENT, ""), "create_agent": (sc.STEP_AGENT, "create"),
-    "invoke_workflow": (sc.STEP_AGENT, "workflow"), "execute_task": (sc.STEP_OTHER, "task"),
-    "plan": (sc.STEP_PLAN, ""), "guardrail_check": (sc.STEP_OTHER, "guardrail"),
+    "chat": (sc.STEP_LLM, ""),
+    "generate_content": (sc.STEP_LLM, ""),
+    "text_completion": (sc.STEP_LLM, ""),
+    "completion": (sc.STEP_LLM, ""),
+    "generate": (sc.STEP_LLM, ""),
+    "fetch_response": (sc.STEP_OTHER, "fetch_response"),
+    "response": (sc.STEP_LLM, ""),
+    "llm_call": (sc.STEP_LLM, ""),
+    "llm_request": (sc.STEP_LLM, ""),
+    "transcription": (sc.STEP_LLM, "transcription"),
+    "speech_generation": (sc.STEP_LLM, "speech"),
+    "embeddings": (sc.STEP_EMBEDDING, ""),
+    "embedding": (sc.STEP_EMBEDDING, ""),
+    "retrieval": (sc.STEP_RETRIEVAL, ""),
+    "vector_db_retrieve": (sc.STEP_RETRIEVAL, ""),
+    "execute_tool": (sc.STEP_TOOL, ""),
+    "tool_call": (sc.STEP_TOOL, ""),
+    "invoke_agent": (sc.STEP_AGENT, ""),
+    "create_agent": (sc.STEP_AGENT, "create"),
+    "invoke_workflow": (sc.STEP_AGENT, "workflow"),
+    "execute_task": (sc.STEP_OTHER, "task"),
+    "plan": (sc.STEP_PLAN, ""),
+    "guardrail_check": (sc.STEP_OTHER, "guardrail"),
     "agent_handoff": (sc.STEP_OTHER, "handoff"),
-}  # fmt: skip
+}
 _OPENINFERENCE = {
-    "LLM": (sc.STEP_LLM, ""), "EMBEDDING": (sc.STEP_EMBEDDING, ""), "RETRIEVER": (sc.STEP_RETRIEVAL, ""),
-    "RERANKER": (sc.STEP_RETRIEVAL, "reranker"), "TOOL": (sc.STEP_TOOL, ""), "AGENT": (sc.STEP_AGENT, ""),
-    "CHAIN": (sc.STEP_OTHER, "chain"), "PROMPT": (sc.STEP_OTHER, "prompt"),
-    "GUARDRAIL": (sc.STEP_OTHER, "guardrail"), "EVALUATOR": (sc.STEP_OTHER, "evaluator"),
-}  # fmt: skip
+    "LLM": (sc.STEP_LLM, ""),
+    "EMBEDDING": (sc.STEP_EMBEDDING, ""),
+    "RETRIEVER": (sc.STEP_RETRIEVAL, ""),
+    "RERANKER": (sc.STEP_RETRIEVAL, "reranker"),
+    "TOOL": (sc.STEP_TOOL, ""),
+    "AGENT": (sc.STEP_AGENT, ""),
+    "CHAIN": (sc.STEP_OTHER, "chain"),
+    "PROMPT": (sc.STEP_OTHER, "prompt"),
+    "GUARDRAIL": (sc.STEP_OTHER, "guardrail"),
+    "EVALUATOR": (sc.STEP_OTHER, "evaluator"),
+}
 _TRACELOOP = {
-    "workflow": (sc.STEP_AGENT, "workflow"), "agent": (sc.STEP_AGENT, ""), "tool": (sc.STEP_TOOL, ""),
+    "workflow": (sc.STEP_AGENT, "workflow"),
+    "agent": (sc.STEP_AGENT, ""),
+    "tool": (sc.STEP_TOOL, ""),
     "task": (sc.STEP_OTHER, "task"),
-}  # fmt: skip
+}
 _LLM_REQUEST_TYPE = {
-    "chat": (sc.STEP_LLM, ""), "completion": (sc.STEP_LLM, ""), "embedding": (sc.STEP_EMBEDDING, ""),
+    "chat": (sc.STEP_LLM, ""),
+    "completion": (sc.STEP_LLM, ""),
+    "embedding": (sc.STEP_EMBEDDING, ""),
     "rerank": (sc.STEP_RETRIEVAL, "reranker"),
-}  # fmt: skip
+}
 _SPAN_NAMES = {  # emitters that say what a span is only through its name
-    "claude_code.llm_request": (sc.STEP_LLM, ""), "claude_code.tool": (sc.STEP_TOOL, ""),
+    "claude_code.llm_request": (sc.STEP_LLM, ""),
+    "claude_code.tool": (sc.STEP_TOOL, ""),
     "claude_code.tool.execution": (sc.STEP_OTHER, "tool_execution"),
     "claude_code.tool.blocked_on_user": (sc.STEP_OTHER, "blocked_on_user"),
-    "claude_code.interaction": (sc.STEP_AGENT, "turn"), "claude_code.hook": (sc.STEP_OTHER, "hook"),
-    "agent run": (sc.STEP_AGENT, ""), "running tool": (sc.STEP_TOOL, ""),
-}  # fmt: skip
+    "claude_code.interaction": (sc.STEP_AGENT, "turn"),
+    "claude_code.hook": (sc.STEP_OTHER, "hook"),
+    "agent run": (sc.STEP_AGENT, ""),
+    "running tool": (sc.STEP_TOOL, ""),
+}
 
 # --- keys, first non-empty wins ----------------------------------------------------------------
 
-_REQUEST_MODEL = (sc.GEN_AI_REQUEST_MODEL, "llm.request.model_name", "llm.model_name", "embedding.model_name", "model")
+_REQUEST_MODEL = (
+    sc.GEN_AI_REQUEST_MODEL,
+    "llm.request.model_name",
+    "llm.model_name",
+    "embedding.model_name",
+    "model",
+)
 _RESPONSE_MODEL = (sc.GEN_AI_RESPONSE_MODEL, "llm.response.model_name")
 _PROVIDER = (sc.GEN_AI_PROVIDER_NAME, "llm.system", "llm.provider", sc.GEN_AI_SYSTEM)
-_INPUT = (sc.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.token_count.prompt", "input_token_count")
+_INPUT = (
+    sc.GEN_AI_USAGE_INPUT_TOKENS,
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+    "input_token_count",
+)
 _OUTPUT = (
-    sc.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.token_count.completion", "output_token_count",
-)  # fmt: skip
+    sc.GEN_AI_USAGE_OUTPUT_TOKENS,
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "output_token_count",
+)
 _CACHE_READ = (
-    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens",
-    "llm.token_count.prompt_details.cache_read", "gen_ai.usage.details.cache_read_tokens",
-    "cached_content_token_count", "cached_token_count",
-)  # fmt: skip
+    sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+    "gen_ai.usage.cache_read_input_tokens",
+    "llm.token_count.prompt_details.cache_read",
+    "gen_ai.usage.details.cache_read_tokens",
+    "cached_content_token_count",
+    "cached_token_count",
+)
 _CACHE_WRITE = (
-    sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens", "gen_ai.usage.cache_write_input_tokens",
-    "llm.token_count.prompt_details.cache_write", "gen_ai.usage.details.cache_write_tokens",
-    "gen_ai.usage.details.cache_creation_input_tokens", "cache_write_token_count",
-)  # fmt: skip
+    sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS,
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "gen_ai.usage.cache_write_input_tokens",
+    "llm.token_count.prompt_details.cache_write",
+    "gen_ai.usage.details.cache_write_tokens",
+    "gen_ai.usage.details.cache_creation_input_tokens",
+    "cache_write_token_count",
+)
 _REASONING = (
-    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, "gen_ai.usage.reasoning_tokens", "llm.usage.reasoning_tokens",
-    "llm.token_count.completion_details.reasoning", "gen_ai.usage.details.reasoning_tokens",
-    "thoughts_token_count", "reasoning_token_count", "codex.usage.reasoning_output_tokens",
-)  # fmt: skip
+    sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+    "gen_ai.usage.reasoning_tokens",
+    "llm.usage.reasoning_tokens",
+    "llm.token_count.completion_details.reasoning",
+    "gen_ai.usage.details.reasoning_tokens",
+    "thoughts_token_count",
+    "reasoning_token_count",
+    "codex.usage.reasoning_output_tokens",
+)
 _COST = ("llm.cost.total", "gen_ai.usage.cost", "operation.cost", "cost_usd")
 _TOOL_NAME = (sc.GEN_AI_TOOL_NAME, "tool.name", "tool_name", "function_name")
 _TOOL_CALL_ID = (sc.GEN_AI_TOOL_CALL_ID, "gen_ai.tool.call_id", "tool.id", "tool_use_id", "call_id")
-_TOOL_ARGS = (sc.GEN_AI_TOOL_CALL_ARGUMENTS, "gen_ai.tool.args", "tool.arguments", "tool.args", "tool_input",
-              "tool_parameters", "function_args", "arguments")  # fmt: skip
-_TOOL_RESULT = (sc.GEN_AI_TOOL_CALL_RESULT, "anthropic.tool_result.content", "tool.result", "tool.output", "output")
+_TOOL_ARGS = (
+    sc.GEN_AI_TOOL_CALL_ARGUMENTS,
+    "gen_ai.tool.args",
+    "tool.arguments",
+    "tool.args",
+    "tool_input",
+    "tool_parameters",
+    "function_args",
+    "arguments",
+)
+_TOOL_RESULT = (
+    sc.GEN_AI_TOOL_CALL_RESULT,
+    "anthropic.tool_result.content",
+    "tool.result",
+    "tool.output",
+    "output",
+)
 _HTTP_METHOD = (sc.HTTP_REQUEST_METHOD, "http.method")
 _HTTP_STATUS = (sc.HTTP_RESPONSE_STATUS_CODE, "http.status_code")
 _AGENT = (sc.GEN_AI_AGENT_NAME, "agent.name", "agent_name")
 _WORKFLOW = (sc.GEN_AI_WORKFLOW_NAME, "traceloop.workflow.name", "workflow.name")
-_CONVERSATION = (sc.GEN_AI_CONVERSATION_ID, sc.SESSION_ID, "traceloop.association.properties.session_id",
-                 "traceloop.association.properties.thread_id", "conversation.id", "session_id")  # fmt: skip
+_CONVERSATION = (
+    sc.GEN_AI_CONVERSATION_ID,
+    sc.SESSION_ID,
+    "traceloop.association.properties.session_id",
+    "traceloop.association.properties.thread_id",
+    "conversation.id",
+    "session_id",
+)
 _USER = (sc.USER_ID, sc.ENDUSER_ID, "traceloop.association.properties.user_id", "user.email")
 _RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID, "request_id", "llm.response.id")
-_FINISH = (sc.GEN_AI_RESPONSE_FINISH_REASONS, "gen_ai.response.finish_reason", "llm.response.finish_reason",
-           "llm.finish_reason", "anthropic.message.stop_reason", "stop_reason", "finish_reasons")  # fmt: skip
+_FINISH = (
+    sc.GEN_AI_RESPONSE_FINISH_REASONS,
+    "gen_ai.response.finish_reason",
+    "llm.response.finish_reason",
+    "llm.finish_reason",
+    "anthropic.message.stop_reason",
+    "stop_reason",
+    "finish_reasons",
+)
 _RETRY = (sc.TT_RETRY_ATTEMPT, "attempt")
-_PYDANTIC_AI = ("logfire.msg", "pydantic_ai.all_messages", "gen_ai.aggregated_usage.input_tokens",
-                "model_request_parameters", "pydantic_ai.model_request.attempt")  # fmt: skip
+_PYDANTIC_AI = (
+    "logfire.msg",
+    "pydantic_ai.all_messages",
+    "gen_ai.aggregated_usage.input_tokens",
+    "model_request_parameters",
+    "pydantic_ai.model_request.attempt",
+)
 
-# OTel provider names (CONVENTIONS.md §6.3); frameworks are not providers
+# OTel provider names (`gen_ai.provider.name` values); frameworks are not providers
 _PROVIDER_ALIASES = {
-    "az.ai.openai": "azure.ai.openai", "azure": "azure.ai.openai", "azure_openai": "azure.ai.openai",
-    "az.ai.inference": "azure.ai.inference", "gemini": "gcp.gemini", "vertex_ai": "gcp.vertex_ai",
-    "vertexai": "gcp.vertex_ai", "google": "gcp.gen_ai", "aws": "aws.bedrock", "bedrock": "aws.bedrock",
-    "xai": "x_ai", "mistralai": "mistral_ai", "mistral": "mistral_ai", "moonshot": "moonshot_ai",
+    "az.ai.openai": "azure.ai.openai",
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "google": "gcp.gen_ai",
+    "aws": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "xai": "x_ai",
+    "mistralai": "mistral_ai",
+    "mistral": "mistral_ai",
+    "moonshot": "moonshot_ai",
     "watsonx": "ibm.watsonx.ai",
-}  # fmt: skip
-_FRAMEWORKS = frozenset({"langchain", "crewai", "langgraph", "llamaindex", "llama_index", "haystack", "dspy", "autogen"})
+}
+_FRAMEWORKS = frozenset(
+    {"langchain", "crewai", "langgraph", "llamaindex", "llama_index", "haystack", "dspy", "autogen"}
+)
 _CLAUDE_CODE_SERVICES = frozenset({"claude-code", "claude_code"})
 _CODEX_SERVICES = frozenset({"codex_cli_rs", "codex-cli", "codex_exec", "codex"})
 
@@ -292,9 +388,11 @@ def _kind(attrs: Mapping[str, Any], name: str, operation: str, client: bool) -> 
     # model call, whichever convention it follows, whether or not it succeeded: v1.26-era spans
     # carry no operation name, and a failed request carries no usage.
     if (_first(attrs, _REQUEST_MODEL) is not None or _first(attrs, _RESPONSE_MODEL) is not None) and (
-        operation or _first(attrs, _PROVIDER) is not None or _first(attrs, _INPUT) is not None
+        operation
+        or _first(attrs, _PROVIDER) is not None
+        or _first(attrs, _INPUT) is not None
         or _first(attrs, _OUTPUT) is not None
-    ):  # fmt: skip
+    ):
         return sc.STEP_LLM, ""
     if _first(attrs, _TOOL_NAME) is not None:
         return sc.STEP_TOOL, ""
@@ -331,10 +429,12 @@ def _usage(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
         cache_read = attrs.get("cache_read_tokens")
     # pydantic-ai and OpenInference leave the cached-tokens attribute out when none were read
     n.cache_reported = cache_read is not None or (
-        convention in ("pydantic_ai", "openinference") and raw_in is not None)
+        convention in ("pydantic_ai", "openinference") and raw_in is not None
+    )
     n.cache_read_tokens = _count(cache_read)
     n.cache_write_tokens = _count(
-        _first(attrs, _CACHE_WRITE) or (attrs.get("cache_creation_tokens") if convention == "claude_code" else None)
+        _first(attrs, _CACHE_WRITE)
+        or (attrs.get("cache_creation_tokens") if convention == "claude_code" else None)
     )
     n.input_tokens = _count(raw_in)
     if _exclusive_input(n, attrs, convention):
@@ -384,7 +484,12 @@ def _openinference_llm(n: Normalized, attrs: Mapping[str, Any]) -> None:
 def _has_content(messages: str) -> bool:
     """Captured messages that hold text, not only their structure (content capture off keeps roles
     and part types): without text, every request would look the same."""
-    return '"content"' in messages or '"response"' in messages or '"arguments"' in messages or '"result"' in messages
+    return (
+        '"content"' in messages
+        or '"response"' in messages
+        or '"arguments"' in messages
+        or '"result"' in messages
+    )
 
 
 def _exclusive_input(n: Normalized, attrs: Mapping[str, Any], convention: str) -> bool:
@@ -398,12 +503,15 @@ def _exclusive_input(n: Normalized, attrs: Mapping[str, Any], convention: str) -
     return n.input_tokens < n.cache_read_tokens + n.cache_write_tokens
 
 
-def _messages_into(n: Normalized, attrs: Mapping[str, Any], events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+def _messages_into(
+    n: Normalized, attrs: Mapping[str, Any], events: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
     n.input_messages = _messages.as_json(attrs.get(sc.GEN_AI_INPUT_MESSAGES))
     n.output_messages = _messages.as_json(attrs.get(sc.GEN_AI_OUTPUT_MESSAGES))
     n.system_instructions = _messages.as_json(attrs.get(sc.GEN_AI_SYSTEM_INSTRUCTIONS))
-    if not n.input_messages and ("llm.input_messages.0.message.role" in attrs
-                                 or "llm.input_messages.1.message.role" in attrs):  # fmt: skip
+    if not n.input_messages and (
+        "llm.input_messages.0.message.role" in attrs or "llm.input_messages.1.message.role" in attrs
+    ):
         system, n.input_messages = _messages.openinference(attrs, "llm.input_messages.")
         n.system_instructions = n.system_instructions or system
     if not n.output_messages and "llm.output_messages.0.message.role" in attrs:
@@ -411,14 +519,18 @@ def _messages_into(n: Normalized, attrs: Mapping[str, Any], events: Sequence[tup
     if not n.input_messages and ("gen_ai.prompt.0.role" in attrs or "gen_ai.prompt.0.content" in attrs):
         system, n.input_messages, _ = _messages.openllmetry(attrs, "gen_ai.prompt.")
         n.system_instructions = n.system_instructions or system
-    if not n.output_messages and ("gen_ai.completion.0.role" in attrs or "gen_ai.completion.0.content" in attrs):
+    if not n.output_messages and (
+        "gen_ai.completion.0.role" in attrs or "gen_ai.completion.0.content" in attrs
+    ):
         _, n.output_messages, finish = _messages.openllmetry(attrs, "gen_ai.completion.")
         n.finish_reasons = n.finish_reasons or finish
     if not n.input_messages:  # v1.26-1.27: one string, as an attribute or a span event
         prompt = attrs.get("gen_ai.prompt") or next(
             (a.get("gen_ai.prompt") for e, a in events if e == "gen_ai.content.prompt"), None
         )
-        n.input_messages = _messages.from_text(prompt, "user") or _messages.from_text(attrs.get("user_prompt"), "user")
+        n.input_messages = _messages.from_text(prompt, "user") or _messages.from_text(
+            attrs.get("user_prompt"), "user"
+        )
     if not n.output_messages:
         completion = attrs.get("gen_ai.completion") or next(
             (a.get("gen_ai.completion") for e, a in events if e == "gen_ai.content.completion"), None
@@ -464,8 +576,15 @@ def _traceloop_inputs(raw: Any, n: Normalized) -> Any:
     return envelope["inputs"]
 
 
-def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[str, Any], is_error: bool,
-          events: Sequence[tuple[str, Mapping[str, Any]]], client: bool) -> None:  # fmt: skip
+def _fill(
+    n: Normalized,
+    name: str,
+    attrs: Mapping[str, Any],
+    resource: Mapping[str, Any],
+    is_error: bool,
+    events: Sequence[tuple[str, Mapping[str, Any]]],
+    client: bool,
+) -> None:
     convention = n.convention = _convention(attrs, resource, name)
     operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
     n.operation = operation
@@ -510,14 +629,20 @@ def _fill(n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[
     if not n.error_type and status >= 400:
         n.error_type = str(status)
     if not n.error_type and is_error:
-        n.error_type = next((_str(a.get("exception.type")) for e, a in events if e == "exception"), "") or "_OTHER"
+        n.error_type = (
+            next((_str(a.get("exception.type")) for e, a in events if e == "exception"), "") or "_OTHER"
+        )
     n.retry_attempt = min(_count(_first(attrs, _RETRY)), 65535)
     if n.step_subkind == "attempt":
         n.retry_attempt = min(_count(attrs.get("pydantic_ai.model_request.attempt")) + 1, 65535)
     n.retry_reason = _str(attrs.get(sc.TT_RETRY_REASON))
     _tool_into(n, attrs, convention)
     _messages_into(n, attrs, events)
-    if n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING) and n.input_messages and _has_content(n.input_messages):
+    if (
+        n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING)
+        and n.input_messages
+        and _has_content(n.input_messages)
+    ):
         # Raw text, not canonical JSON: repeats of one request come from one emitter, which encodes
         # them alike, and re-encoding large conversations per span costs more than it buys.
         n.input_hash = _hash(n.request_model or n.response_model, n.system_instructions, n.input_messages)

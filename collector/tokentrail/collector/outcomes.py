@@ -28,7 +28,11 @@ __all__ = ["MAX_OUTCOME_BYTES", "outcome_request", "outcomes_endpoint"]
 
 MAX_OUTCOME_BYTES = 64 * 1024
 
-_TARGETS = {"trace_id": sc.TT_OUTCOME_TRACE_ID, "task_id": sc.TT_TASK_ID, "conversation_id": sc.GEN_AI_CONVERSATION_ID}
+_TARGETS = {
+    "trace_id": sc.TT_OUTCOME_TRACE_ID,
+    "task_id": sc.TT_TASK_ID,
+    "conversation_id": sc.GEN_AI_CONVERSATION_ID,
+}
 
 
 def _text(body: dict[str, Any], key: str, limit: int = 1000) -> str:
@@ -43,7 +47,9 @@ def _text(body: dict[str, Any], key: str, limit: int = 1000) -> str:
 def outcome_request(body: Any, now_ns: int | None = None) -> ExportTraceServiceRequest:
     """A validated outcome (JSON object) → an OTLP request holding its `outcome {name}` span."""
     if not isinstance(body, dict):
-        raise BadRequest("send a JSON object such as {\"task_id\": \"T-17\", \"name\": \"pr_merged\", \"success\": true}")
+        raise BadRequest(
+            'send a JSON object such as {"task_id": "T-17", "name": "pr_merged", "success": true}'
+        )
     unknown = set(body) - {*_TARGETS, "name", "success", "value", "service"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -52,12 +58,16 @@ def outcome_request(body: Any, now_ns: int | None = None) -> ExportTraceServiceR
         raise BadRequest("give exactly one of trace_id, task_id or conversation_id")
     if "trace_id" in targets:
         trace_id = targets["trace_id"].lower()
-        if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id) or set(trace_id) == {"0"}:
+        if (
+            len(trace_id) != 32
+            or any(c not in "0123456789abcdef" for c in trace_id)
+            or set(trace_id) == {"0"}
+        ):
             raise BadRequest("trace_id must be 32 hexadecimal characters (the W3C trace id)")
         targets["trace_id"] = trace_id
     name = _text(body, "name", 200)
     if not name:
-        raise BadRequest("name is required (e.g. \"ticket_resolved\")")
+        raise BadRequest('name is required (e.g. "ticket_resolved")')
     success = body.get("success")
     if success is not None and not isinstance(success, bool):
         raise BadRequest("success must be true, false or absent")
@@ -105,7 +115,8 @@ def outcomes_endpoint(
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return JSONResponse(
-                {"error": f"unsupported content type {content_type!r}: send application/json"}, status_code=415
+                {"error": f"unsupported content type {content_type!r}: send application/json"},
+                status_code=415,
             )
         try:
             project = ingestor.project_for(api_key(request))

@@ -88,8 +88,12 @@ class _Band:
         n = Decimal(size)
         base = _price(Usage(input_tokens=size), model, provider_id, now)
         self.fresh_input = float(base / n)
-        self.cache_read = float(_price(Usage(input_tokens=size, cache_read_tokens=size), model, provider_id, now) / n)
-        self.cache_write = float(_price(Usage(input_tokens=size, cache_write_tokens=size), model, provider_id, now) / n)
+        self.cache_read = float(
+            _price(Usage(input_tokens=size, cache_read_tokens=size), model, provider_id, now) / n
+        )
+        self.cache_write = float(
+            _price(Usage(input_tokens=size, cache_write_tokens=size), model, provider_id, now) / n
+        )
         with_output = _price(Usage(input_tokens=size, output_tokens=_MTOK), model, provider_id, now)
         self.output = float((with_output - base) / Decimal(_MTOK))
 
@@ -175,9 +179,11 @@ class PriceBook:
             return None
         if at is not None:  # a past date: the catalog picks the prices in force then
             usage = Usage(
-                input_tokens=input_tokens, output_tokens=output_tokens,
-                cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens,
-            )  # fmt: skip
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens,
+                cache_write_tokens=cache_write_tokens,
+            )
             try:
                 return float(_price(usage, model, rates.provider_id, at or datetime.now(tz=UTC)))
             except Exception:
@@ -202,9 +208,18 @@ class Priced:
     catalog: float | None  # the catalog's price of the same tokens
 
 
-def price_call(pricer: PriceBook | None, provider: str, models: Sequence[str], *, billable: bool,
-               input_tokens: int, output_tokens: int, cache_read_tokens: int = 0, cache_write_tokens: int = 0,
-               reported: float | None = None) -> Priced:  # fmt: skip
+def price_call(
+    pricer: PriceBook | None,
+    provider: str,
+    models: Sequence[str],
+    *,
+    billable: bool,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reported: float | None = None,
+) -> Priced:
     """The one rule for a call's cost, at ingest and when repricing.
 
     `models`: the served model first, then the requested one (a snapshot the catalog does not list
@@ -216,8 +231,14 @@ def price_call(pricer: PriceBook | None, provider: str, models: Sequence[str], *
     version = ""
     if billable and pricer is not None:
         for model in dict.fromkeys(m for m in models if m):
-            catalog = pricer.cost(provider, model, input_tokens=input_tokens, output_tokens=output_tokens,
-                                  cache_read_tokens=cache_read_tokens, cache_write_tokens=cache_write_tokens)  # fmt: skip
+            catalog = pricer.cost(
+                provider,
+                model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens,
+                cache_write_tokens=cache_write_tokens,
+            )
             if catalog is not None:
                 break
         version = pricer.version

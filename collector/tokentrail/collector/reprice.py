@@ -62,14 +62,45 @@ class RepriceResult:
     version: str = ""
 
 
-def reprice(client: Any, project: str, start_ns: int, end_ns: int, prices: PriceBook,
-            progress: Callable[[int, int], None] | None = None, task_attribute: str = "") -> RepriceResult:  # fmt: skip
-    rows = client.query(_CANDIDATES, parameters={"project": project, "start": start_ns, "end": end_ns}).result_rows
+def reprice(
+    client: Any,
+    project: str,
+    start_ns: int,
+    end_ns: int,
+    prices: PriceBook,
+    progress: Callable[[int, int], None] | None = None,
+    task_attribute: str = "",
+) -> RepriceResult:
+    rows = client.query(
+        _CANDIDATES, parameters={"project": project, "start": start_ns, "end": end_ns}
+    ).result_rows
     result = RepriceResult(examined=len(rows), version=prices.version)
     changed: list[tuple[str, str, Priced, float | None]] = []
-    for trace_id, span_id, provider, response, request, inp, out, read, write, billable, reported, *old in rows:
-        new = price_call(prices, provider, (response, request), billable=bool(billable), input_tokens=inp,
-                         output_tokens=out, cache_read_tokens=read, cache_write_tokens=write, reported=reported)  # fmt: skip
+    for (
+        trace_id,
+        span_id,
+        provider,
+        response,
+        request,
+        inp,
+        out,
+        read,
+        write,
+        billable,
+        reported,
+        *old,
+    ) in rows:
+        new = price_call(
+            prices,
+            provider,
+            (response, request),
+            billable=bool(billable),
+            input_tokens=inp,
+            output_tokens=out,
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+            reported=reported,
+        )
         if (new.cost, new.source, new.catalog) != tuple(old):
             changed.append((trace_id, span_id, new, reported))
     touched: set[tuple[str, str]] = set()

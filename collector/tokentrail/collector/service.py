@@ -51,9 +51,10 @@ class Collector:
         )
         self.ingestor = Ingestor(settings, self.spool, self.stats, on_spooled=self.writer.wake)
         self.stats.gauge(
-            "tokentrail_spool_backlog_bytes", "Bytes in the spool not yet written to ClickHouse.",
+            "tokentrail_spool_backlog_bytes",
+            "Bytes in the spool not yet written to ClickHouse.",
             lambda: float(self.spool.backlog_bytes),
-        )  # fmt: skip
+        )
         self.app: Starlette = http_receiver.create_app(self.ingestor, status=self.status)
         self._grpc: Any = None
         self.grpc_port = 0

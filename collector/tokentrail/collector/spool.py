@@ -68,8 +68,20 @@ from tokentrail.collector._spool_format import (
     split,
 )
 
-__all__ = ["KIND_LOGS", "KIND_TRACES", "CorruptRecord", "Position", "Record", "RecordTooLarge", "Spool", "SpoolFull",
-           "SpoolInUse", "SpoolUnavailable", "Stored", "load_payload"]  # fmt: skip
+__all__ = [
+    "KIND_LOGS",
+    "KIND_TRACES",
+    "CorruptRecord",
+    "Position",
+    "Record",
+    "RecordTooLarge",
+    "Spool",
+    "SpoolFull",
+    "SpoolInUse",
+    "SpoolUnavailable",
+    "Stored",
+    "load_payload",
+]
 
 logger = logging.getLogger("tokentrail.collector")
 
@@ -126,7 +138,9 @@ def _lock(directory: Path) -> int:
 
 
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = _SEGMENT_BYTES) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = _SEGMENT_BYTES
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -220,7 +234,9 @@ class Spool:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: OSError) -> SpoolUnavailable:
-        return SpoolUnavailable(f"the spool cannot store this request now ({exc.strerror or exc}); retry later")
+        return SpoolUnavailable(
+            f"the spool cannot store this request now ({exc.strerror or exc}); retry later"
+        )
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
@@ -316,7 +332,9 @@ class Spool:
 
     # --- reading (writer) ------------------------------------------------------------------
 
-    def read(self, start: Position | None = None, max_bytes: int = 32 << 20, payloads: bool = True) -> Iterator[Record]:
+    def read(
+        self, start: Position | None = None, max_bytes: int = 32 << 20, payloads: bool = True
+    ) -> Iterator[Record]:
         """Durable records after `start` (default: the checkpoint), in order, up to ~max_bytes.
 
         With `payloads=False`, records this process appended (complete and fsynced: no torn
@@ -366,7 +384,9 @@ class Spool:
                         offset = body_at + length
                         f.seek(offset)
                         stored = Stored(str(path), body_at, length, crc)
-                        yield Record(prefix[0], project, b"", Position(seq, offset), length - 2 - prefix[1], stored)
+                        yield Record(
+                            prefix[0], project, b"", Position(seq, offset), length - 2 - prefix[1], stored
+                        )
                         continue
                     skim = False  # a header of our own that does not parse: read on the careful way
                     f.seek(offset)
@@ -385,7 +405,9 @@ class Spool:
                 offset = resume
                 f.seek(offset)
 
-    def _recover(self, f: BinaryIO, seq: int, offset: int, stop: int, *, ours: bool, current: bool) -> int | None:
+    def _recover(
+        self, f: BinaryIO, seq: int, offset: int, stop: int, *, ours: bool, current: bool
+    ) -> int | None:
         """No valid record starts at `offset`: find where one does, and keep what lies between.
         Returns that offset, or None if nothing valid follows."""
         known = self._skips.get((seq, offset))
@@ -401,9 +423,12 @@ class Spool:
                 # written and fsynced by this process, so acknowledged: damaged, not torn
                 self._quarantine_region(mm, seq, offset, stop, "does not match its checksum")
             else:
-                logger.warning("spool segment %s ends with %d bytes that are not a whole record (a crash or "
-                               "power loss while it was written; never acknowledged): skipped",
-                               _segment_name(seq), stop - offset)  # fmt: skip
+                logger.warning(
+                    "spool segment %s ends with %d bytes that are not a whole record (a crash or "
+                    "power loss while it was written; never acknowledged): skipped",
+                    _segment_name(seq),
+                    stop - offset,
+                )
         if not current:
             with self._lock:
                 if seq not in self._torn:
@@ -420,7 +445,11 @@ class Spool:
         start = record.stored.offset - HEADER.size
         with open(record.stored.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             with self._lock:
-                stop = self._ends.get(seq, len(mm)) if seq != self._synced_pos.segment else self._synced_pos.offset
+                stop = (
+                    self._ends.get(seq, len(mm))
+                    if seq != self._synced_pos.segment
+                    else self._synced_pos.offset
+                )
             stop = min(stop, len(mm))
             end = record.end.offset
             if not (end == stop or plausible(mm, end, stop)):
@@ -450,8 +479,14 @@ class Spool:
             _fsync_dir(self.quarantine_dir)
         self._quarantined_at.add((seq, start))
         self.quarantined += 1
-        logger.error("spool segment %s: %d bytes at offset %d %s; copied to %s and skipped",
-                     _segment_name(seq), end - start, start, reason, target)  # fmt: skip
+        logger.error(
+            "spool segment %s: %d bytes at offset %d %s; copied to %s and skipped",
+            _segment_name(seq),
+            end - start,
+            start,
+            reason,
+            target,
+        )
 
     def commit(self, position: Position) -> None:
         """Everything up to `position` is in ClickHouse: record it and delete spent segments."""
@@ -557,5 +592,3 @@ class Spool:
             os.fsync(f.fileno())
         os.replace(tmp, self._checkpoint_path)
         return os.open(self._checkpoint_path, os.O_RDWR)
-
-

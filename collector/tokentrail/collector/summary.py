@@ -12,8 +12,7 @@ from typing import Any
 __all__ = ["refresh"]
 
 # An LLM span whose child is an LLM span reporting usage for the same request (a framework span
-# around the client call) repeats the child's usage: only the leaf stays billable (DESIGN.md
-# "Billable"). Two different response ids are two requests, both billed. First the few such
+# around the client call) repeats the child's usage: only the leaf stays billable. Two different response ids are two requests, both billed. First the few such
 # parents, from narrow columns; then only those rows are rewritten (reading every column of every
 # span of the traces, to find none in most batches, was the slow part).
 _BILLED_PARENTS = """
@@ -177,8 +176,15 @@ def _file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
     for kind, target in client.query(_TARGETS, parameters=params).result_rows:
         targets[kind].append(target)
     if any(targets.values()):
-        client.command(_TOUCH, parameters={"project": project, "traces": targets["trace"], "tasks": targets["task"],
-                                           "conversations": targets["conversation"]})  # fmt: skip
+        client.command(
+            _TOUCH,
+            parameters={
+                "project": project,
+                "traces": targets["trace"],
+                "tasks": targets["task"],
+                "conversations": targets["conversation"],
+            },
+        )
 
 
 def _twins(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
@@ -193,8 +199,12 @@ def _twins(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
     return out
 
 
-def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str = "",
-            outcome_traces: Iterable[tuple[str, str]] | None = None) -> int:  # fmt: skip
+def refresh(
+    client: Any,
+    traces: Iterable[tuple[str, str]],
+    task_attribute: str = "",
+    outcome_traces: Iterable[tuple[str, str]] | None = None,
+) -> int:
     """Recompute billable flags and summaries for these (project, trace_id) pairs.
 
     `task_attribute`: a span or resource attribute that names a trace's task type
@@ -212,11 +222,22 @@ def refresh(client: Any, traces: Iterable[tuple[str, str]], task_attribute: str 
             params = {"project": project, "trace_ids": chunk}
             parents = [tuple(r) for r in client.query(_BILLED_PARENTS, parameters=params).result_rows]
             wrappers = set(parents)  # a wrapper and its leaf are not twins: the leaf stays billed
-            parents += _twins([r for r in client.query(_TWINS, parameters=params).result_rows
-                               if (r[0], r[2]) not in wrappers])  # fmt: skip
+            parents += _twins(
+                [
+                    r
+                    for r in client.query(_TWINS, parameters=params).result_rows
+                    if (r[0], r[2]) not in wrappers
+                ]
+            )
             if parents:
-                client.command(_UNBILL, parameters={"project": project, "trace_ids": sorted({t for t, _ in parents}),
-                                                    "span_ids": [s for _, s in parents]})  # fmt: skip
+                client.command(
+                    _UNBILL,
+                    parameters={
+                        "project": project,
+                        "trace_ids": sorted({t for t, _ in parents}),
+                        "span_ids": [s for _, s in parents],
+                    },
+                )
             client.command(_SUMMARIZE, parameters={**params, "task_attribute": task_attribute})
             done += len(chunk)
             judged = [t for t in chunk if with_outcomes is None or (project, t) in with_outcomes]

@@ -57,15 +57,38 @@ _MAX_BACKOFF = 30.0
 #: ClickHouse error codes that say nothing about the data: resources, the network, the schema or the
 #: account. A smaller batch, or the same one later, may pass; no record is to blame.
 _TRANSIENT_CODES = {
-    10: "NOT_FOUND_COLUMN_IN_BLOCK", 16: "NO_SUCH_COLUMN_IN_TABLE", 24: "CANNOT_WRITE_TO_OSTREAM", 60: "UNKNOWN_TABLE",
-    74: "CANNOT_READ_FROM_FILE_DESCRIPTOR", 75: "CANNOT_WRITE_TO_FILE_DESCRIPTOR", 76: "CANNOT_OPEN_FILE",
-    81: "UNKNOWN_DATABASE", 159: "TIMEOUT_EXCEEDED", 164: "READONLY", 173: "CANNOT_ALLOCATE_MEMORY",
-    194: "REQUIRED_PASSWORD", 201: "QUOTA_EXCEEDED", 202: "TOO_MANY_SIMULTANEOUS_QUERIES", 209: "SOCKET_TIMEOUT",
-    210: "NETWORK_ERROR", 225: "NO_ZOOKEEPER", 236: "ABORTED", 241: "MEMORY_LIMIT_EXCEEDED", 242: "TABLE_IS_READ_ONLY",
-    243: "NOT_ENOUGH_SPACE", 252: "TOO_MANY_PARTS", 285: "TOO_FEW_LIVE_REPLICAS", 319: "UNKNOWN_STATUS_OF_INSERT",
-    394: "QUERY_WAS_CANCELLED", 425: "SYSTEM_ERROR", 439: "CANNOT_SCHEDULE_TASK", 497: "ACCESS_DENIED",
-    516: "AUTHENTICATION_FAILED", 999: "KEEPER_EXCEPTION", 1000: "POCO_EXCEPTION",
-}  # fmt: skip
+    10: "NOT_FOUND_COLUMN_IN_BLOCK",
+    16: "NO_SUCH_COLUMN_IN_TABLE",
+    24: "CANNOT_WRITE_TO_OSTREAM",
+    60: "UNKNOWN_TABLE",
+    74: "CANNOT_READ_FROM_FILE_DESCRIPTOR",
+    75: "CANNOT_WRITE_TO_FILE_DESCRIPTOR",
+    76: "CANNOT_OPEN_FILE",
+    81: "UNKNOWN_DATABASE",
+    159: "TIMEOUT_EXCEEDED",
+    164: "READONLY",
+    173: "CANNOT_ALLOCATE_MEMORY",
+    194: "REQUIRED_PASSWORD",
+    201: "QUOTA_EXCEEDED",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    225: "NO_ZOOKEEPER",
+    236: "ABORTED",
+    241: "MEMORY_LIMIT_EXCEEDED",
+    242: "TABLE_IS_READ_ONLY",
+    243: "NOT_ENOUGH_SPACE",
+    252: "TOO_MANY_PARTS",
+    285: "TOO_FEW_LIVE_REPLICAS",
+    319: "UNKNOWN_STATUS_OF_INSERT",
+    394: "QUERY_WAS_CANCELLED",
+    425: "SYSTEM_ERROR",
+    439: "CANNOT_SCHEDULE_TASK",
+    497: "ACCESS_DENIED",
+    516: "AUTHENTICATION_FAILED",
+    999: "KEEPER_EXCEPTION",
+    1000: "POCO_EXCEPTION",
+}
 # The first code in the message is ClickHouse's own; text after it may quote the data, so it is
 # not searched for words.
 _CODE = re.compile(r"Code: (\d+)\.")
@@ -159,17 +182,28 @@ def insert(client: Any, batches: Sequence[Flattened]) -> None:
         else:
             names = staged[0].name if len(staged) == 1 else "{" + ",".join(f.name for f in staged) + "}"
             path = _sql_string(f"{directory}/{names}")
-            client.command(f"INSERT INTO spans ({_SPAN_COLUMN_LIST}) FROM INFILE {path} FORMAT ArrowStream",
-                           settings=_INSERT_SETTINGS)  # fmt: skip
+            client.command(
+                f"INSERT INTO spans ({_SPAN_COLUMN_LIST}) FROM INFILE {path} FORMAT ArrowStream",
+                settings=_INSERT_SETTINGS,
+            )
     if streams:
-        client.raw_insert("spans", list(SPAN_COLUMNS), _one_stream(streams), settings=_INSERT_SETTINGS, fmt="ArrowStream")
+        client.raw_insert(
+            "spans", list(SPAN_COLUMNS), _one_stream(streams), settings=_INSERT_SETTINGS, fmt="ArrowStream"
+        )
     logs = [b.log_json for b in batches if b.log_json]
     if logs:
-        client.raw_insert("logs", list(LOG_COLUMNS), b"\n".join(logs), settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow")
+        client.raw_insert(
+            "logs", list(LOG_COLUMNS), b"\n".join(logs), settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
+        )
 
 
-def load(client: Any, project: str, requests: Iterable[bytes], pricer: PriceBook | None = None,
-         task_attribute: str = "") -> int:  # fmt: skip
+def load(
+    client: Any,
+    project: str,
+    requests: Iterable[bytes],
+    pricer: PriceBook | None = None,
+    task_attribute: str = "",
+) -> int:
     """Write encoded `ExportTraceServiceRequest`s straight to ClickHouse, without the spool,
     and refresh their summaries: for seeding a database (benchmarks, tests). Returns spans written."""
     written = 0
@@ -288,17 +322,37 @@ class Writer:
         self._summary_lock = threading.Lock()
         self._dirty_lock = threading.Lock()
         self._summary_thread: threading.Thread | None = None
-        stats.gauge("tokentrail_writer_stalled", "1 while spool records wait and none was stored for "
-                    f"{self.stall_seconds:g} s.", lambda: float(self.stalled))  # fmt: skip
-        stats.gauge("tokentrail_writer_last_error_timestamp_seconds", "When a write last failed (Unix time; 0: never).",
-                    lambda: self.last_error_at)  # fmt: skip
-        stats.gauge("tokentrail_spool_free_bytes", "Bytes free on the spool's filesystem.", lambda: float(spool.free_bytes()))
-        stats.gauge("tokentrail_spool_last_error_timestamp_seconds",
-                    "When a spool write or fsync last failed (Unix time; 0: never).", lambda: spool.last_error_at)  # fmt: skip
-        stats.counter("tokentrail_spool_errors_total", "Spool writes or fsyncs that failed (disk full, I/O error); "
-                      "their requests were answered 503/UNAVAILABLE.", lambda: spool.errors)  # fmt: skip
-        stats.counter("tokentrail_spool_quarantined_records_total", "Damaged spool records (checksum mismatch) "
-                      "copied to spool/quarantine and skipped.", lambda: spool.quarantined)  # fmt: skip
+        stats.gauge(
+            "tokentrail_writer_stalled",
+            f"1 while spool records wait and none was stored for {self.stall_seconds:g} s.",
+            lambda: float(self.stalled),
+        )
+        stats.gauge(
+            "tokentrail_writer_last_error_timestamp_seconds",
+            "When a write last failed (Unix time; 0: never).",
+            lambda: self.last_error_at,
+        )
+        stats.gauge(
+            "tokentrail_spool_free_bytes",
+            "Bytes free on the spool's filesystem.",
+            lambda: float(spool.free_bytes()),
+        )
+        stats.gauge(
+            "tokentrail_spool_last_error_timestamp_seconds",
+            "When a spool write or fsync last failed (Unix time; 0: never).",
+            lambda: spool.last_error_at,
+        )
+        stats.counter(
+            "tokentrail_spool_errors_total",
+            "Spool writes or fsyncs that failed (disk full, I/O error); "
+            "their requests were answered 503/UNAVAILABLE.",
+            lambda: spool.errors,
+        )
+        stats.counter(
+            "tokentrail_spool_quarantined_records_total",
+            "Damaged spool records (checksum mismatch) copied to spool/quarantine and skipped.",
+            lambda: spool.quarantined,
+        )
 
     # --- health ------------------------------------------------------------------------------
 
@@ -343,7 +397,9 @@ class Writer:
             try:
                 return _Job(records, self._pool.submit(flatten_in_worker, raw))
             except BrokenProcessPool:
-                logger.error("the flattening worker process died; flattening on the writer thread from now on")
+                logger.error(
+                    "the flattening worker process died; flattening on the writer thread from now on"
+                )
                 self._pool = None
         done: Future[Flattened] = Future()
         try:
@@ -419,8 +475,12 @@ class Writer:
         try:
             for record in records:
                 try:
-                    done.append(flatten_records([(record.kind, record.project, record.payload or record.stored or b"")],
-                                                self.pricer))  # fmt: skip
+                    done.append(
+                        flatten_records(
+                            [(record.kind, record.project, record.payload or record.stored or b"")],
+                            self.pricer,
+                        )
+                    )
                 except CorruptRecord as exc:
                     resume = self.spool.quarantine(record, str(exc))
                     if resume != record.end:
@@ -626,8 +686,13 @@ class Writer:
             self.stats.add("tokentrail_records_dead_lettered_total")
         self.last_error = f"{type(exc).__name__}: {exc} (record kept in {self.dead_dir})"[:500]
         self.last_error_at = time.time()
-        logger.error("spool record %s cannot be stored (%s: %s); kept in %s", name, type(exc).__name__, exc,
-                     self.dead_dir)  # fmt: skip
+        logger.error(
+            "spool record %s cannot be stored (%s: %s); kept in %s",
+            name,
+            type(exc).__name__,
+            exc,
+            self.dead_dir,
+        )
 
     def summarize(self, force: bool = False) -> int:
         """Recompute summaries of the traces written since the last call (at most every
@@ -698,7 +763,9 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="tokentrail-writer", daemon=True)
         self._thread.start()
         if self.summary_client is not None:
-            self._summary_thread = threading.Thread(target=self._summaries, name="tokentrail-summaries", daemon=True)
+            self._summary_thread = threading.Thread(
+                target=self._summaries, name="tokentrail-summaries", daemon=True
+            )
             self._summary_thread.start()
 
     def stop(self) -> None:

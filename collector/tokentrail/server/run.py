@@ -81,8 +81,12 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
             if settings.budgets and settings.budget_webhook:
                 from tokentrail.analysis.budgets import BudgetAlerter
 
-                alerter = BudgetAlerter(store.new_client(), list(settings.budgets), settings.budget_webhook,
-                                        ui_url=f"http://{settings.host}:{settings.ui_port}")  # fmt: skip
+                alerter = BudgetAlerter(
+                    store.new_client(),
+                    list(settings.budgets),
+                    settings.budget_webhook,
+                    ui_url=f"http://{settings.host}:{settings.ui_port}",
+                )
                 alerter.start()
             servers.append(_Server(server_config(running.app, settings, settings.otlp_http_port)))
         web_app = _web_app(settings, store) if web else None

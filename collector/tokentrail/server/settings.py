@@ -132,7 +132,9 @@ def _api_keys(raw: str) -> dict[str, str]:
         if not key.strip():
             raise SettingsError(f"TOKENTRAIL_API_KEYS has an entry with an empty key: {item!r}")
         if not _IDENT.match(project.replace("-", "_")):
-            raise SettingsError(f"TOKENTRAIL_API_KEYS: project name {project!r} must be letters, digits, - or _")
+            raise SettingsError(
+                f"TOKENTRAIL_API_KEYS: project name {project!r} must be letters, digits, - or _"
+            )
         keys[key.strip()] = project
     return keys
 
@@ -149,7 +151,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if not _IDENT.match(database):
         raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_DATABASE={database!r} is not a valid database name")
     if _float(env, "TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING", 0.5) >= 1:
-        raise SettingsError("TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING is a share of the cost: above 0 and below 1")
+        raise SettingsError(
+            "TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING is a share of the cost: above 0 and below 1"
+        )
     cluster = env.get("TOKENTRAIL_CLICKHOUSE_CLUSTER", "")
     if cluster and not _IDENT.match(cluster):
         raise SettingsError(f"TOKENTRAIL_CLICKHOUSE_CLUSTER={cluster!r} is not a valid cluster name")
@@ -209,7 +213,8 @@ def _thresholds(env: Mapping[str, str]) -> Thresholds:
         bloat_window_share=_float(env, "TOKENTRAIL_WASTE_BLOAT_WINDOW_SHARE", d.bloat_window_share),
         cache_min_tokens=_int(env, "TOKENTRAIL_WASTE_CACHE_MIN_TOKENS", d.cache_min_tokens, 1),
         cache_ttl_seconds=_float(env, "TOKENTRAIL_WASTE_CACHE_TTL_SECONDS", d.cache_ttl_seconds),
-        oversized_max_output_tokens=_int(env, "TOKENTRAIL_WASTE_OVERSIZED_MAX_OUTPUT_TOKENS",
-                                         d.oversized_max_output_tokens, 0),
+        oversized_max_output_tokens=_int(
+            env, "TOKENTRAIL_WASTE_OVERSIZED_MAX_OUTPUT_TOKENS", d.oversized_max_output_tokens, 0
+        ),
         oversized_min_saving=_float(env, "TOKENTRAIL_WASTE_OVERSIZED_MIN_SAVING", d.oversized_min_saving),
     )

@@ -197,7 +197,10 @@ def migrate(store: Store, directory: Path | None = None) -> list[Migration]:
             store.settings.cluster,
         )
     )
-    done = {row[0]: row[1] for row in client.query("SELECT version, checksum FROM schema_migrations FINAL").result_rows}
+    done = {
+        row[0]: row[1]
+        for row in client.query("SELECT version, checksum FROM schema_migrations FINAL").result_rows
+    }
     applied = []
     for migration in load_migrations(directory):
         if migration.version in done:

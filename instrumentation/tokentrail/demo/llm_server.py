@@ -193,7 +193,9 @@ class LLMServer:
         return Reply()
 
     def _record(self, reply: Reply, api: str, model: str, body: dict[str, Any], **tokens: int) -> None:
-        call = Call(reply.label, api, model, reply.status, stream=bool(body.get("stream")), at=time.time(), **tokens)
+        call = Call(
+            reply.label, api, model, reply.status, stream=bool(body.get("stream")), at=time.time(), **tokens
+        )
         with self._lock:
             self.calls.append(call)
 
@@ -227,7 +229,9 @@ class LLMServer:
     def _id(prefix: str, reply: Reply) -> str:
         return f"{prefix}{reply.label}{'-' if reply.label else ''}{uuid.uuid4().hex[:20]}"
 
-    def _json(self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _json(
+        self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         h.send_response(status)
         h.send_header("content-type", "application/json")
@@ -263,7 +267,9 @@ class LLMServer:
         h.close_connection = True
         try:
             for event, data in events:
-                text = (f"event: {event}\n" if event else "") + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+                text = (
+                    f"event: {event}\n" if event else ""
+                ) + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
                 h.wfile.write(text.encode())
                 h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -279,40 +285,74 @@ class LLMServer:
         completion_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
         cached = min(self._cached(model, prompt), prompt_tokens)
         usage = reply.usage or {
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
             "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": 0},
-        }  # fmt: skip
-        self._record(reply, "chat", model, body, input_tokens=int(usage.get("prompt_tokens", 0)),
-                     output_tokens=int(usage.get("completion_tokens", 0)),
-                     cache_read_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)))  # fmt: skip
+        }
+        self._record(
+            reply,
+            "chat",
+            model,
+            body,
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            cache_read_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+        )
         ident, created, served = self._id("chatcmpl-", reply), int(time.time()), _SERVED.get(model, model)
         finish = "length" if reply.truncated else "tool_calls" if reply.tool else "stop"
         call = None
         if reply.tool:
-            call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                    "function": {"name": reply.tool[0], "arguments": json.dumps(reply.tool[1])}}  # fmt: skip
+            call = {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {"name": reply.tool[0], "arguments": json.dumps(reply.tool[1])},
+            }
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
             if call:
                 message["tool_calls"] = [call]
-            self._json(h, 200, {
-                "id": ident, "object": "chat.completion", "created": created, "model": served,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                "usage": usage,
-            }, self._request_id(reply))  # fmt: skip
+            self._json(
+                h,
+                200,
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": served,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                    "usage": usage,
+                },
+                self._request_id(reply),
+            )
             return
 
         def chunks() -> Iterator[tuple[str | None, Any]]:
             base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": served}
-            yield None, {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+            yield (
+                None,
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    ],
+                },
+            )
             if call:
                 delta = {"tool_calls": [{"index": 0, **call}]}
                 yield None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             else:
                 for word in text.split(" "):
-                    yield None, {**base, "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+                    yield (
+                        None,
+                        {
+                            **base,
+                            "choices": [
+                                {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
+                            ],
+                        },
+                    )
             yield None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield None, {**base, "choices": [], "usage": usage}
@@ -339,30 +379,58 @@ class LLMServer:
         usage = reply.usage or {
             "input_tokens": input_tokens,
             "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
-            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-            "total_tokens": input_tokens + output_tokens}  # fmt: skip
-        self._record(reply, "responses", model, body, input_tokens=int(usage.get("input_tokens", 0)),
-                     output_tokens=int(usage.get("output_tokens", 0)),
-                     cache_read_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)),
-                     reasoning_tokens=int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)))  # fmt: skip
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "total_tokens": input_tokens + output_tokens,
+        }
+        self._record(
+            reply,
+            "responses",
+            model,
+            body,
+            input_tokens=int(usage.get("input_tokens", 0)),
+            output_tokens=int(usage.get("output_tokens", 0)),
+            cache_read_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)),
+            reasoning_tokens=int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)),
+        )
         ident, item = self._id("resp_", reply), f"msg_{uuid.uuid4().hex[:24]}"
         content = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
         if reply.tool:
             message: dict[str, Any] = {
-                "type": "function_call", "id": f"fc_{uuid.uuid4().hex[:24]}", "call_id": f"call_{uuid.uuid4().hex[:12]}",
-                "name": reply.tool[0], "arguments": json.dumps(reply.tool[1]), "status": "completed"}  # fmt: skip
+                "type": "function_call",
+                "id": f"fc_{uuid.uuid4().hex[:24]}",
+                "call_id": f"call_{uuid.uuid4().hex[:12]}",
+                "name": reply.tool[0],
+                "arguments": json.dumps(reply.tool[1]),
+                "status": "completed",
+            }
         else:
-            message = {"type": "message", "id": item, "status": "completed", "role": "assistant", "content": [content]}
+            message = {
+                "type": "message",
+                "id": item,
+                "status": "completed",
+                "role": "assistant",
+                "content": [content],
+            }
         output: list[dict[str, Any]] = [message]
         if reasoning_tokens:
             output.insert(0, {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:24]}", "summary": []})
-        response = {"id": ident, "object": "response", "created_at": int(time.time()),
-                    "status": "incomplete" if reply.truncated else "completed",
-                    "model": _SERVED.get(model, model) if model == "gpt-4o" else model, "output": output,
-                    "usage": usage, "error": None,
-                    "incomplete_details": {"reason": "max_output_tokens"} if reply.truncated else None,
-                    "instructions": body.get("instructions"), "parallel_tool_calls": True, "tool_choice": "auto",
-                    "tools": body.get("tools") or [], "metadata": {}}  # fmt: skip
+        response = {
+            "id": ident,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "incomplete" if reply.truncated else "completed",
+            "model": _SERVED.get(model, model) if model == "gpt-4o" else model,
+            "output": output,
+            "usage": usage,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if reply.truncated else None,
+            "instructions": body.get("instructions"),
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": body.get("tools") or [],
+            "metadata": {},
+        }
         if not body.get("stream"):
             self._json(h, 200, response, self._request_id(reply))
             return
@@ -382,14 +450,25 @@ class LLMServer:
                 yield event("response.output_item.done", output_index=0, item=output[0])
             if reply.tool:
                 yield event("response.output_item.added", output_index=at, item={**message, "arguments": ""})
-                yield event("response.function_call_arguments.delta", item_id=message["id"], output_index=at,
-                            delta=message["arguments"])  # fmt: skip
-                yield event("response.function_call_arguments.done", item_id=message["id"], output_index=at,
-                            arguments=message["arguments"])  # fmt: skip
+                yield event(
+                    "response.function_call_arguments.delta",
+                    item_id=message["id"],
+                    output_index=at,
+                    delta=message["arguments"],
+                )
+                yield event(
+                    "response.function_call_arguments.done",
+                    item_id=message["id"],
+                    output_index=at,
+                    arguments=message["arguments"],
+                )
             else:
                 where = {"item_id": item, "output_index": at, "content_index": 0}
-                yield event("response.output_item.added", output_index=at,
-                            item={**message, "status": "in_progress", "content": []})  # fmt: skip
+                yield event(
+                    "response.output_item.added",
+                    output_index=at,
+                    item={**message, "status": "in_progress", "content": []},
+                )
                 yield event("response.content_part.added", **where, part={**content, "text": ""})
                 for word in text.split(" "):
                     yield event("response.output_text.delta", **where, delta=word + " ", logprobs=[])
@@ -419,8 +498,16 @@ class LLMServer:
         tokens = sum(_tokens(str(t)) for t in inputs)
         model = str(body.get("model", "text-embedding-3-small"))
         self._record(reply, "embeddings", model, body, input_tokens=tokens)
-        self._json(h, 200, {"object": "list", "data": data, "model": model,
-                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+        self._json(
+            h,
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
     # --- Anthropic messages --------------------------------------------------------------------
 
@@ -432,21 +519,47 @@ class LLMServer:
         cached = min(self._cached(model, prompt), total)
         out_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
         # Anthropic reports input_tokens *excluding* cache reads and writes.
-        usage = reply.usage or {"input_tokens": total - cached, "output_tokens": out_tokens,
-                                "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0}  # fmt: skip
-        read, write = int(usage.get("cache_read_input_tokens") or 0), int(usage.get("cache_creation_input_tokens") or 0)
-        self._record(reply, "messages", model, body, input_tokens=int(usage.get("input_tokens", 0)) + read + write,
-                     output_tokens=int(usage.get("output_tokens", 0)), cache_read_tokens=read,
-                     cache_write_tokens=write)  # fmt: skip
+        usage = reply.usage or {
+            "input_tokens": total - cached,
+            "output_tokens": out_tokens,
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0,
+        }
+        read, write = (
+            int(usage.get("cache_read_input_tokens") or 0),
+            int(usage.get("cache_creation_input_tokens") or 0),
+        )
+        self._record(
+            reply,
+            "messages",
+            model,
+            body,
+            input_tokens=int(usage.get("input_tokens", 0)) + read + write,
+            output_tokens=int(usage.get("output_tokens", 0)),
+            cache_read_tokens=read,
+            cache_write_tokens=write,
+        )
         ident = self._id("msg_", reply)
         if reply.tool:
-            block: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": reply.tool[0],
-                                     "input": reply.tool[1]}  # fmt: skip
+            block: dict[str, Any] = {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:20]}",
+                "name": reply.tool[0],
+                "input": reply.tool[1],
+            }
         else:
             block = {"type": "text", "text": text}
         stop = "max_tokens" if reply.truncated else "tool_use" if reply.tool else "end_turn"
-        message = {"id": ident, "type": "message", "role": "assistant", "model": model, "content": [block],
-                   "stop_reason": stop, "stop_sequence": None, "usage": usage}  # fmt: skip
+        message = {
+            "id": ident,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [block],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         if not body.get("stream"):
             self._json(h, 200, message, self._request_id(reply))
             return
@@ -455,25 +568,55 @@ class LLMServer:
             start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
             yield "message_start", {"type": "message_start", "message": start}
             if reply.tool:
-                yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                              "content_block": {**block, "input": {}}}  # fmt: skip
-                yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                              "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}  # fmt: skip
+                yield (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": 0, "content_block": {**block, "input": {}}},
+                )
+                yield (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                    },
+                )
             else:
-                yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                              "content_block": {"type": "text", "text": ""}}  # fmt: skip
+                yield (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": 0,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
                 for word in text.split(" "):
-                    yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                  "delta": {"type": "text_delta", "text": word + " "}}  # fmt: skip
+                    yield (
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": 0,
+                            "delta": {"type": "text_delta", "text": word + " "},
+                        },
+                    )
             yield "content_block_stop", {"type": "content_block_stop", "index": 0}
             # the final usage is cumulative and complete, as the API sends it now (some clients read
             # the input tokens from this event only)
-            yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                    "usage": dict(usage)}  # fmt: skip
+            yield (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": dict(usage),
+                },
+            )
             yield "message_stop", {"type": "message_stop"}
 
         self._sse(h, events(), reply)
 
 
-_ROUTES = (("/chat/completions", "chat"), ("/responses", "responses"), ("/embeddings", "embeddings"),
-           ("/messages", "messages"))  # fmt: skip
+_ROUTES = (
+    ("/chat/completions", "chat"),
+    ("/responses", "responses"),
+    ("/embeddings", "embeddings"),
+    ("/messages", "messages"),
+)

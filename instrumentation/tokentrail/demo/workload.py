@@ -27,8 +27,10 @@ from tokentrail.demo.llm_server import LLMServer
 
 __all__ = ["run"]
 
-_POLICY = ("Refunds are possible within 30 days of delivery. Damaged items are replaced at no cost. "
-           "Orders ship within two working days; tracking numbers are sent by email. ") * 40  # fmt: skip
+_POLICY = (
+    "Refunds are possible within 30 days of delivery. Damaged items are replaced at no cost. "
+    "Orders ship within two working days; tracking numbers are sent by email. "
+) * 40
 _CUSTOMERS = ["ana", "bo", "chen", "dara", "eli", "fay", "gus", "hana"]
 
 
@@ -55,9 +57,14 @@ class _Models:
         self.server.reply = reply
         if model.startswith("claude") and self.anthropic is not None:
             system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-            turns = [{"role": "assistant" if m["role"] == "assistant" else "user", "content": m["content"]}
-                     for m in messages if m["role"] != "system"]  # fmt: skip
-            message = self.anthropic.messages.create(model=model, system=system, messages=turns, max_tokens=1024)
+            turns = [
+                {"role": "assistant" if m["role"] == "assistant" else "user", "content": m["content"]}
+                for m in messages
+                if m["role"] != "system"
+            ]
+            message = self.anthropic.messages.create(
+                model=model, system=system, messages=turns, max_tokens=1024
+            )
             return "".join(block.text for block in message.content if block.type == "text")
         if self.client is not None:
             response = self.client.chat.completions.create(model=model, messages=messages)
@@ -71,10 +78,16 @@ class _Models:
             with urllib.request.urlopen(request, timeout=30) as answer:
                 body = json.load(answer)
             usage = body["usage"]
-            step.set_usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"],
-                           cache_read_tokens=usage.get("prompt_tokens_details", {}).get("cached_tokens", 0))  # fmt: skip
-            step.set_response(model=body["model"], id=body["id"],
-                              finish_reasons=[c["finish_reason"] for c in body["choices"]])  # fmt: skip
+            step.set_usage(
+                input_tokens=usage["prompt_tokens"],
+                output_tokens=usage["completion_tokens"],
+                cache_read_tokens=usage.get("prompt_tokens_details", {}).get("cached_tokens", 0),
+            )
+            step.set_response(
+                model=body["model"],
+                id=body["id"],
+                finish_reasons=[c["finish_reason"] for c in body["choices"]],
+            )
             return str(body["choices"][0]["message"]["content"])
 
 
@@ -91,7 +104,9 @@ def _tool(name: str, result: Any, **arguments: Any) -> Any:
 
 def productive(models: _Models, rng: random.Random, customer: str) -> None:
     order = rng.randrange(1000, 9999)
-    with tokentrail.agent("support", conversation_id=f"chat-{customer}", user_id=customer, task_type="order_status"):
+    with tokentrail.agent(
+        "support", conversation_id=f"chat-{customer}", user_id=customer, task_type="order_status"
+    ):
         with tokentrail.plan("support"):
             pass
         history = [_system(), {"role": "user", "content": f"Where is my order {order}?"}]
@@ -103,10 +118,18 @@ def productive(models: _Models, rng: random.Random, customer: str) -> None:
 
 
 def oversized_router(models: _Models, rng: random.Random, customer: str, model: str = "gpt-4.1") -> None:
-    with tokentrail.agent("router", conversation_id=f"chat-{customer}", user_id=customer, task_type="routing"):
+    with tokentrail.agent(
+        "router", conversation_id=f"chat-{customer}", user_id=customer, task_type="routing"
+    ):
         question = rng.choice(["Can I return shoes?", "My parcel is late", "Invoice needed"])
-        models.chat(model, [_system("Answer with one word: refund, shipping or billing.\n"),
-                                {"role": "user", "content": question}], reply="shipping")  # fmt: skip
+        models.chat(
+            model,
+            [
+                _system("Answer with one word: refund, shipping or billing.\n"),
+                {"role": "user", "content": question},
+            ],
+            reply="shipping",
+        )
         tokentrail.record_outcome("routed", success=True)
 
 
@@ -116,11 +139,21 @@ def small_router(models: _Models, rng: random.Random, customer: str) -> None:
 
 
 def retries_and_duplicates(models: _Models, rng: random.Random, customer: str) -> None:
-    with tokentrail.agent("billing", conversation_id=f"chat-{customer}", user_id=customer, task_type="invoice"):
+    with tokentrail.agent(
+        "billing", conversation_id=f"chat-{customer}", user_id=customer, task_type="invoice"
+    ):
         history = [_system(), {"role": "user", "content": "Please send the invoice for my last order."}]
         models.server.fail_next(429, retry_after=0.05, times=2)
-        tokentrail.retrying(lambda: models.chat("gpt-4o", history, reply="I found your account; fetching the latest invoice and checking its payment status now."),
-                            name="chat gpt-4o", attempts=3, wait=0.05)  # fmt: skip
+        tokentrail.retrying(
+            lambda: models.chat(
+                "gpt-4o",
+                history,
+                reply="I found your account; fetching the latest invoice and checking its payment status now.",
+            ),
+            name="chat gpt-4o",
+            attempts=3,
+            wait=0.05,
+        )
         _tool("get_invoice", {"invoice": "INV-204", "total": 84.5}, customer=customer)
         # the agent asks the same question twice: the second answer was already there
         history.append({"role": "tool", "content": '{"invoice": "INV-204", "total": 84.5}'})
@@ -131,25 +164,44 @@ def retries_and_duplicates(models: _Models, rng: random.Random, customer: str) -
 
 
 def looping_researcher(models: _Models, rng: random.Random, customer: str) -> None:
-    with tokentrail.agent("researcher", conversation_id=f"chat-{customer}", user_id=customer, task_type="policy_question"):
+    with tokentrail.agent(
+        "researcher", conversation_id=f"chat-{customer}", user_id=customer, task_type="policy_question"
+    ):
         history = [_system(), {"role": "user", "content": "Is a damaged mirror covered?"}]
         for _ in range(3):  # search → read → search → read … on the same query, learning nothing
-            models.chat("gpt-4o", history, reply="I will search the policy documents for damaged items and read the section that applies.")
+            models.chat(
+                "gpt-4o",
+                history,
+                reply="I will search the policy documents for damaged items and read the section that applies.",
+            )
             found = _tool("search_policy", ["policy/damage.md"], query="damaged mirror")
             text = _tool("read_document", "Damaged items are replaced at no cost.", path="policy/damage.md")
             history.append({"role": "tool", "content": json.dumps(found) + "\n" + text})
-        models.chat("gpt-4o", history, reply="Yes: a mirror that arrived damaged is replaced at no cost; send us a photo and we ship a new one.")
+        models.chat(
+            "gpt-4o",
+            history,
+            reply="Yes: a mirror that arrived damaged is replaced at no cost; send us a photo and we ship a new one.",
+        )
         tokentrail.record_outcome("resolved", success=True)
 
 
 def bloated_drafter(models: _Models, rng: random.Random, customer: str) -> None:
-    with tokentrail.agent("drafter", conversation_id=f"chat-{customer}", user_id=customer, task_type="complaint_reply"):
+    with tokentrail.agent(
+        "drafter", conversation_id=f"chat-{customer}", user_id=customer, task_type="complaint_reply"
+    ):
         # a timestamp at the top of the prompt: no two requests share a prefix, nothing is cached
-        history = [_system(f"Now: {time.time_ns()}\n"), {"role": "user", "content": "Write a reply to this complaint."}]
+        history = [
+            _system(f"Now: {time.time_ns()}\n"),
+            {"role": "user", "content": "Write a reply to this complaint."},
+        ]
         for page in range(5):
             models.chat("claude-sonnet-4-6", history, reply="Draft paragraph. " * 20)
-            crm = _tool("fetch_crm_history", "Ticket history: " + "previous ticket text. " * 1500, customer=customer,
-                        page=page)  # fmt: skip
+            crm = _tool(
+                "fetch_crm_history",
+                "Ticket history: " + "previous ticket text. " * 1500,
+                customer=customer,
+                page=page,
+            )
             history.append({"role": "tool", "content": crm})  # carried along every following step
             history[0] = _system(f"Now: {time.time_ns()}\n")
         tokentrail.record_outcome("sent", success=True)
@@ -157,7 +209,9 @@ def bloated_drafter(models: _Models, rng: random.Random, customer: str) -> None:
 
 def failing_agent(models: _Models, rng: random.Random, customer: str) -> None:
     try:
-        with tokentrail.agent("refunds", conversation_id=f"chat-{customer}", user_id=customer, task_type="refund"):
+        with tokentrail.agent(
+            "refunds", conversation_id=f"chat-{customer}", user_id=customer, task_type="refund"
+        ):
             history = [_system(), {"role": "user", "content": "Refund order 5521 please."}]
             models.chat("gpt-4o", history, reply="Processing the refund.")
             try:
@@ -171,13 +225,24 @@ def failing_agent(models: _Models, rng: random.Random, customer: str) -> None:
 
 
 SCENARIOS: list[Callable[[_Models, random.Random, str], None]] = [
-    productive, small_router, oversized_router, retries_and_duplicates, looping_researcher, bloated_drafter,
+    productive,
+    small_router,
+    oversized_router,
+    retries_and_duplicates,
+    looping_researcher,
+    bloated_drafter,
     failing_agent,
 ]
 
 
-def run(*, tasks: int = 18, endpoint: str | None = None, latency: float = 0.05, seed: int = 1,
-        progress: Callable[[str], None] = print) -> int:  # fmt: skip
+def run(
+    *,
+    tasks: int = 18,
+    endpoint: str | None = None,
+    latency: float = 0.05,
+    seed: int = 1,
+    progress: Callable[[str], None] = print,
+) -> int:
     """Run `tasks` agent tasks (every scenario at least once) and flush; returns tasks run."""
     rng = random.Random(seed)
     tokentrail.init(endpoint=endpoint, service_name="tokentrail-demo", capture_content=True)

@@ -56,22 +56,29 @@ class Step:
 
     @safely
     def set_usage(
-        self, *, input_tokens: int | None = None, output_tokens: int | None = None, cache_read_tokens: int | None = None,
-        cache_write_tokens: int | None = None, reasoning_tokens: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
         """Token usage; input counts include cached tokens (OTel semantics)."""
         for key, value in (
-            (sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens), (sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
+            (sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
+            (sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
             (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
             (sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, cache_write_tokens),
             (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
-        ):  # fmt: skip
+        ):
             if value is not None:
                 self.span.set_attribute(key, int(value))
 
     @safely
-    def set_response(self, *, model: str | None = None, id: str | None = None,
-                     finish_reasons: Sequence[str] | None = None) -> None:  # fmt: skip
+    def set_response(
+        self, *, model: str | None = None, id: str | None = None, finish_reasons: Sequence[str] | None = None
+    ) -> None:
         if model:
             self.span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, model)
         if id:
@@ -83,8 +90,11 @@ class Step:
     def set_messages(self, *, input: Any = None, output: Any = None, system: Any = None) -> None:
         """Conversation content in the OTel message shape; recorded only when capture is on."""
         policy = _content.policy()
-        for key, value in ((sc.GEN_AI_INPUT_MESSAGES, input), (sc.GEN_AI_OUTPUT_MESSAGES, output),
-                           (sc.GEN_AI_SYSTEM_INSTRUCTIONS, system)):  # fmt: skip
+        for key, value in (
+            (sc.GEN_AI_INPUT_MESSAGES, input),
+            (sc.GEN_AI_OUTPUT_MESSAGES, output),
+            (sc.GEN_AI_SYSTEM_INSTRUCTIONS, system),
+        ):
             text = policy.prepare(value)
             if text is not None:
                 self.span.set_attribute(key, text)
@@ -100,19 +110,36 @@ class Step:
 class _StepScope:
     """Context manager and decorator that opens one span per use."""
 
-    def __init__(self, name: str, kind: SpanKind, attributes: Mapping[str, Any],
-                 links: Sequence[Link] = (), scope: tuple[str | None, str | None, str | None] | None = None) -> None:  # fmt: skip
-        self._name, self._kind, self._attributes, self._links, self._scope = name, kind, attributes, links, scope
+    def __init__(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any],
+        links: Sequence[Link] = (),
+        scope: tuple[str | None, str | None, str | None] | None = None,
+    ) -> None:
+        self._name, self._kind, self._attributes, self._links, self._scope = (
+            name,
+            kind,
+            attributes,
+            links,
+            scope,
+        )
         self._tokens: list[tuple[object, contextvars.Token[Any] | None, Span]] = []
 
     def _start(self) -> Step:
         conversation, user, task = self._scope or _scope.get()
         attributes = {k: v for k, v in self._attributes.items() if v is not None}
-        for key, value in ((sc.GEN_AI_CONVERSATION_ID, conversation), (sc.USER_ID, user), (sc.TT_TASK_ID, task)):
+        for key, value in (
+            (sc.GEN_AI_CONVERSATION_ID, conversation),
+            (sc.USER_ID, user),
+            (sc.TT_TASK_ID, task),
+        ):
             if value and key not in attributes:
                 attributes[key] = value
-        span = trace.get_tracer(_TRACER).start_span(self._name, kind=self._kind, attributes=attributes,
-                                                    links=list(self._links))  # fmt: skip
+        span = trace.get_tracer(_TRACER).start_span(
+            self._name, kind=self._kind, attributes=attributes, links=list(self._links)
+        )
         token = otel_context.attach(trace.set_span_in_context(span))
         scope_token = _scope.set(self._scope) if self._scope is not None else None
         self._tokens.append((token, scope_token, span))
@@ -136,13 +163,17 @@ class _StepScope:
     def __enter__(self) -> Step:
         return self._start()
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._finish(exc)  # returns None: the user's exception is never swallowed
 
     async def __aenter__(self) -> Step:
         return self._start()
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._finish(exc)
 
     def __call__(self, fn: F) -> F:
@@ -166,31 +197,50 @@ class _StepScope:
         return _StepScope(self._name, self._kind, self._attributes, self._links, self._scope)
 
 
-def agent(name: str, *, conversation_id: str | None = None, user_id: str | None = None, task_id: str | None = None,
-          task_type: str | None = None) -> _StepScope:  # fmt: skip
+def agent(
+    name: str,
+    *,
+    conversation_id: str | None = None,
+    user_id: str | None = None,
+    task_id: str | None = None,
+    task_type: str | None = None,
+) -> _StepScope:
     """An agent run: `invoke_agent {name}`; its ids go on every span started inside it."""
     outer = _scope.get()
     scope = (conversation_id or outer[0], user_id or outer[1], task_id or outer[2])
-    attributes = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: name, sc.TT_TASK_TYPE: task_type}
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
+        sc.GEN_AI_AGENT_NAME: name,
+        sc.TT_TASK_TYPE: task_type,
+    }
     return _StepScope(f"invoke_agent {name}", SpanKind.INTERNAL, attributes, scope=scope)
 
 
 def plan(agent: str | None = None) -> _StepScope:
-    attributes = {sc.GEN_AI_OPERATION_NAME: sc.OP_PLAN, sc.TT_STEP_KIND: sc.STEP_PLAN, sc.GEN_AI_AGENT_NAME: agent}
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: sc.OP_PLAN,
+        sc.TT_STEP_KIND: sc.STEP_PLAN,
+        sc.GEN_AI_AGENT_NAME: agent,
+    }
     return _StepScope(f"plan {agent}" if agent else "plan", SpanKind.INTERNAL, attributes)
 
 
 def tool(name: str, *, call_id: str | None = None, arguments: Any = None) -> _StepScope:
     attributes = {
-        sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL, sc.GEN_AI_TOOL_NAME: name, sc.GEN_AI_TOOL_CALL_ID: call_id,
+        sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+        sc.GEN_AI_TOOL_NAME: name,
+        sc.GEN_AI_TOOL_CALL_ID: call_id,
         sc.GEN_AI_TOOL_CALL_ARGUMENTS: _content.policy().prepare(arguments),
-    }  # fmt: skip
+    }
     return _StepScope(f"execute_tool {name}", SpanKind.INTERNAL, attributes)
 
 
 def llm(model: str, *, provider: str, operation: str = sc.OP_CHAT) -> _StepScope:
-    attributes = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: provider,
-                  sc.GEN_AI_REQUEST_MODEL: model}  # fmt: skip
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: operation,
+        sc.GEN_AI_PROVIDER_NAME: provider,
+        sc.GEN_AI_REQUEST_MODEL: model,
+    }
     return _StepScope(f"{operation} {model}", SpanKind.CLIENT, attributes)
 
 
@@ -198,14 +248,22 @@ def retry(name: str, attempt: int, *, reason: str | None = None, first: Step | N
     """One attempt of a retried operation (1-based), linked to the first attempt's span."""
     links = [Link(first.span.get_span_context())] if first is not None else []
     attributes = {
-        sc.TT_STEP_KIND: sc.STEP_RETRY, sc.TT_RETRY_ATTEMPT: attempt, sc.TT_RETRY_REASON: reason,
+        sc.TT_STEP_KIND: sc.STEP_RETRY,
+        sc.TT_RETRY_ATTEMPT: attempt,
+        sc.TT_RETRY_REASON: reason,
         sc.TT_RETRY_FIRST_SPAN_ID: first.span_id if first is not None else None,
-    }  # fmt: skip
+    }
     return _StepScope(f"retry {name}", SpanKind.INTERNAL, attributes, links=links)
 
 
-def retrying(fn: Callable[[], T], *, name: str | None = None, attempts: int = 3,
-             on: tuple[type[BaseException], ...] = (Exception,), wait: float = 0.0) -> T:  # fmt: skip
+def retrying(
+    fn: Callable[[], T],
+    *,
+    name: str | None = None,
+    attempts: int = 3,
+    on: tuple[type[BaseException], ...] = (Exception,),
+    wait: float = 0.0,
+) -> T:
     """Call `fn` up to `attempts` times, each attempt a retry span; re-raises the last failure."""
     label: str = name or getattr(fn, "__name__", None) or "call"
     first: Step | None = None
@@ -225,8 +283,15 @@ def retrying(fn: Callable[[], T], *, name: str | None = None, attempts: int = 3,
 
 
 @safely
-def record_outcome(name: str, *, success: bool, value: str | float | None = None, trace_id: str | None = None,
-                   conversation_id: str | None = None, task_id: str | None = None) -> None:  # fmt: skip
+def record_outcome(
+    name: str,
+    *,
+    success: bool,
+    value: str | float | None = None,
+    trace_id: str | None = None,
+    conversation_id: str | None = None,
+    task_id: str | None = None,
+) -> None:
     """Record how a task ended. Without a target it lands on the current span (and, via
     attributes, on the trace); with a trace, conversation or task id it is a span of its own that
     the collector attaches to that target, even hours later and from another process."""
@@ -234,15 +299,24 @@ def record_outcome(name: str, *, success: bool, value: str | float | None = None
     if value is not None:
         attributes[sc.TT_OUTCOME_VALUE] = value
     current = trace.get_current_span()
-    if trace_id is None and conversation_id is None and task_id is None and current.get_span_context().is_valid:
+    if (
+        trace_id is None
+        and conversation_id is None
+        and task_id is None
+        and current.get_span_context().is_valid
+    ):
         current.add_event(sc.TT_OUTCOME_EVENT, attributes)
         for key, val in attributes.items():
             current.set_attribute(key, val)
         return
-    for key, val in ((sc.TT_OUTCOME_TRACE_ID, trace_id), (sc.GEN_AI_CONVERSATION_ID, conversation_id),
-                     (sc.TT_TASK_ID, task_id)):  # fmt: skip
+    for key, val in (
+        (sc.TT_OUTCOME_TRACE_ID, trace_id),
+        (sc.GEN_AI_CONVERSATION_ID, conversation_id),
+        (sc.TT_TASK_ID, task_id),
+    ):
         if val:
             attributes[key] = val
-    span = trace.get_tracer(_TRACER).start_span(f"outcome {name}", attributes=attributes,
-                                                context=otel_context.Context())  # fmt: skip
+    span = trace.get_tracer(_TRACER).start_span(
+        f"outcome {name}", attributes=attributes, context=otel_context.Context()
+    )
     span.end()

@@ -91,9 +91,13 @@ def _start(kwargs: dict[str, Any]) -> Span | None:
     response = kwargs.get("response")
     attempt = int(kwargs.get("retries_taken", 0)) + 1
     reason, error_type = _reason(response, sys.exc_info()[1] if response is None else None)
-    attributes: dict[str, Any] = {sc.TT_STEP_KIND: sc.STEP_RETRY, sc.TT_RETRY_ATTEMPT: attempt,
-                                  sc.TT_RETRY_REASON: reason, sc.TT_RETRY_LAYER: "http",
-                                  sc.ERROR_TYPE: error_type}  # fmt: skip
+    attributes: dict[str, Any] = {
+        sc.TT_STEP_KIND: sc.STEP_RETRY,
+        sc.TT_RETRY_ATTEMPT: attempt,
+        sc.TT_RETRY_REASON: reason,
+        sc.TT_RETRY_LAYER: "http",
+        sc.ERROR_TYPE: error_type,
+    }
     if response is not None:
         attributes[sc.HTTP_RESPONSE_STATUS_CODE] = int(response.status_code)
     first = _first.get()
@@ -102,9 +106,13 @@ def _start(kwargs: dict[str, Any]) -> Span | None:
         links.append(Link(first[1]))
         attributes[sc.TT_RETRY_FIRST_SPAN_ID] = format(first[1].span_id, "016x")
     start = _attempt_start.get() or time.time_ns()
-    span = trace.get_tracer(_TRACER).start_span(f"retry {_call_name(current, kwargs.get('options'))}",
-                                                kind=SpanKind.INTERNAL, attributes=attributes, links=links,
-                                                start_time=start)  # fmt: skip
+    span = trace.get_tracer(_TRACER).start_span(
+        f"retry {_call_name(current, kwargs.get('options'))}",
+        kind=SpanKind.INTERNAL,
+        attributes=attributes,
+        links=links,
+        start_time=start,
+    )
     span.set_status(Status(StatusCode.ERROR, reason))
     if attempt == 1:
         _first.set((parent.span_id, span.get_span_context()))

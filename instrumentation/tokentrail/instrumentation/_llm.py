@@ -75,14 +75,21 @@ def scalars(kwargs: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, A
 
 
 def start_chat(
-    tracer: str, provider: str, instance: Any, kwargs: Mapping[str, Any], attributes: Mapping[str, Any],
+    tracer: str,
+    provider: str,
+    instance: Any,
+    kwargs: Mapping[str, Any],
+    attributes: Mapping[str, Any],
     operation: str = sc.OP_CHAT,
 ) -> Span:
     """A CLIENT span for one model call (`chat {model}`, `embeddings {model}`), with the attributes a
     sampler should see from the start."""
     model = str(kwargs.get("model", ""))
-    attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: provider,
-                             sc.GEN_AI_REQUEST_MODEL: model}  # fmt: skip
+    attrs: dict[str, Any] = {
+        sc.GEN_AI_OPERATION_NAME: operation,
+        sc.GEN_AI_PROVIDER_NAME: provider,
+        sc.GEN_AI_REQUEST_MODEL: model,
+    }
     # Both OpenAI- and Anthropic-style resources keep their client as `_client`.
     base = urlsplit(str(getattr(getattr(instance, "_client", None), "base_url", "")))
     if base.hostname:
@@ -102,15 +109,22 @@ def set_response(span: Span, *, model: Any, ident: Any, finish: Sequence[str]) -
 
 
 def set_usage(
-    span: Span, *, input_tokens: int, output_tokens: int, cache_read: int | None = None,
-    cache_write: int | None = None, reasoning: int | None = None,
-) -> None:  # fmt: skip
+    span: Span,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int | None = None,
+    cache_write: int | None = None,
+    reasoning: int | None = None,
+) -> None:
     """Token counts in OTel semantics: `input_tokens` already includes the cached parts."""
     span.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
     span.set_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
-    for key, value in ((sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read),
-                       (sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, cache_write),
-                       (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning)):  # fmt: skip
+    for key, value in (
+        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read),
+        (sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, cache_write),
+        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning),
+    ):
         if value is not None:
             span.set_attribute(key, value)
 

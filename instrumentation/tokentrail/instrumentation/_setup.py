@@ -55,11 +55,19 @@ def _instrument(which: bool | Iterable[str]) -> list[str]:
     """Instrument our instrumentors whose library is installed; returns the names instrumented."""
     from importlib.metadata import entry_points
 
-    disabled = {s.strip() for s in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",") if s.strip()}
-    wanted = None if which is True else {w if w.startswith("tokentrail_") else f"tokentrail_{w}" for w in which}  # type: ignore[union-attr]
+    disabled = {
+        s.strip() for s in os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",") if s.strip()
+    }
+    wanted = None
+    if not isinstance(which, bool):
+        wanted = {w if w.startswith("tokentrail_") else f"tokentrail_{w}" for w in which}
     done = []
     for ep in entry_points(group=_ENTRY_POINT_GROUP):
-        if not ep.name.startswith("tokentrail_") or ep.name in disabled or (wanted is not None and ep.name not in wanted):
+        if (
+            not ep.name.startswith("tokentrail_")
+            or ep.name in disabled
+            or (wanted is not None and ep.name not in wanted)
+        ):
             continue
         try:
             instrumentor = ep.load()()
@@ -93,12 +101,16 @@ def init(
         _content.configure(enabled=capture_content, redact=redact)
         env = os.environ
         endpoint = (
-            endpoint or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            endpoint
+            or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
             or DEFAULT_ENDPOINT
-        )  # fmt: skip
+        )
         protocol = (protocol or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
         if protocol not in ("grpc", "http/protobuf"):
-            logger.warning("tokentrail: OTEL_EXPORTER_OTLP_PROTOCOL=%r is not supported; using http/protobuf", protocol)
+            logger.warning(
+                "tokentrail: OTEL_EXPORTER_OTLP_PROTOCOL=%r is not supported; using http/protobuf", protocol
+            )
             protocol = "http/protobuf"
         all_headers = {**_headers(env.get("OTEL_EXPORTER_OTLP_HEADERS")), **(headers or {})}
 

@@ -25,8 +25,17 @@ from typing import Any
 from tests.analysis.scoring import DOLLAR_DETECTORS
 from tokentrail.collector.pricing import PriceBook
 
-__all__ = ["EMITTERS", "REPO", "Emitted", "expected_charges", "found_charges", "ingest_key", "missing_envs",
-           "run_emitters", "span_labels"]
+__all__ = [
+    "EMITTERS",
+    "REPO",
+    "Emitted",
+    "expected_charges",
+    "found_charges",
+    "ingest_key",
+    "missing_envs",
+    "run_emitters",
+    "span_labels",
+]
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -73,23 +82,47 @@ def ingest_key(emitter: str) -> str:
 
 def _run_one(name: str, endpoint: str, workdir: Path) -> Emitted:
     out = workdir / f"{name}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_", "OPENAI_", "ANTHROPIC_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "TOKENTRAIL_", "OPENAI_", "ANTHROPIC_"))
+    }
     # each emitter is an application of its own: its own project, through its own ingest key
-    env.update(PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'instrumentation'}", OPENAI_API_KEY="sk-test",
-               ANTHROPIC_API_KEY="sk-ant-test", OTEL_SERVICE_NAME=f"corpus-{name}",
-               OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer%20{ingest_key(name)}")  # fmt: skip
+    env.update(
+        PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'instrumentation'}",
+        OPENAI_API_KEY="sk-test",
+        ANTHROPIC_API_KEY="sk-ant-test",
+        OTEL_SERVICE_NAME=f"corpus-{name}",
+        OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer%20{ingest_key(name)}",
+    )
     started = time.monotonic()
     proc = subprocess.run(
-        [str(env_python(EMITTERS[name])), "-m", f"tests.analysis.thirdparty.emit.{name}", "--endpoint", endpoint,
-         "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(env_python(EMITTERS[name])),
+            "-m",
+            f"tests.analysis.thirdparty.emit.{name}",
+            "--endpoint",
+            endpoint,
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"emitter {name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     data = json.loads(out.read_text())
-    return Emitted(name, data["versions"], data["expected"], data["calls"], time.monotonic() - started, proc.stderr)
+    return Emitted(
+        name, data["versions"], data["expected"], data["calls"], time.monotonic() - started, proc.stderr
+    )
 
 
-def run_emitters(endpoint: str, workdir: Path, names: Iterable[str] = EMITTERS, parallel: int = 2) -> list[Emitted]:
+def run_emitters(
+    endpoint: str, workdir: Path, names: Iterable[str] = EMITTERS, parallel: int = 2
+) -> list[Emitted]:
     with ThreadPoolExecutor(parallel) as pool:
         return list(pool.map(lambda n: _run_one(n, endpoint, workdir), names))
 
@@ -97,9 +130,14 @@ def run_emitters(endpoint: str, workdir: Path, names: Iterable[str] = EMITTERS, 
 def _cost(prices: PriceBook, call: dict[str, Any]) -> float:
     if call["status"] != 200:
         return 0.0  # an error answer is not billed
-    cost = prices.cost(_PROVIDER.get(call["api"], ""), call["model"], input_tokens=call["input_tokens"],
-                       output_tokens=call["output_tokens"], cache_read_tokens=call["cache_read_tokens"],
-                       cache_write_tokens=call["cache_write_tokens"])  # fmt: skip
+    cost = prices.cost(
+        _PROVIDER.get(call["api"], ""),
+        call["model"],
+        input_tokens=call["input_tokens"],
+        output_tokens=call["output_tokens"],
+        cache_read_tokens=call["cache_read_tokens"],
+        cache_write_tokens=call["cache_write_tokens"],
+    )
     assert cost is not None, f"the catalog does not price {call['model']}"
     return cost
 
@@ -130,7 +168,8 @@ def span_labels(client: Any) -> dict[tuple[str, str], str]:
     (a bridge that drops the response of a failed call) takes the label of its HTTP attempt."""
     rows = client.query(
         "SELECT trace_id, span_id, parent_span_id, step_subkind, attributes, status_message, events.attributes, "
-        "input_messages, output_messages FROM spans FINAL").result_rows  # fmt: skip
+        "input_messages, output_messages FROM spans FINAL"
+    ).result_rows
     found: dict[tuple[str, str], str] = {}
     from_attempts: dict[tuple[str, str], tuple[int, str]] = {}
     for trace_id, span_id, parent, subkind, attrs, status, events, inp, out in rows:
@@ -139,7 +178,9 @@ def span_labels(client: Any) -> dict[tuple[str, str], str]:
         if labels:
             found[(trace_id, span_id)] = max(labels)[1]
             if subkind == "http":
-                from_attempts[(trace_id, parent)] = max(from_attempts.get((trace_id, parent), (0, "")), max(labels))
+                from_attempts[(trace_id, parent)] = max(
+                    from_attempts.get((trace_id, parent), (0, "")), max(labels)
+                )
     for key, (_, label) in from_attempts.items():
         found.setdefault(key, label)
     return found
@@ -152,11 +193,11 @@ def found_charges(client: Any, emitted: list[Emitted]) -> dict[tuple[Any, str], 
     labels = span_labels(client)
     rows = client.query(
         "SELECT trace_id, span_id, detector, wasted_usd FROM waste_findings "
-        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)").result_rows
+        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)"
+    ).result_rows
     found: dict[tuple[Any, str], float | None] = {}
     for trace_id, span_id, detector, usd in rows:
         label = labels.get((trace_id, span_id), "")
         key = names.get(label) or f"unlabelled span {span_id} of trace {trace_id}"
         found[(key, detector)] = (found.get((key, detector)) or 0.0) + (usd or 0.0)
     return found
-

@@ -40,12 +40,19 @@ class Result:
     scores: list[Score]
 
 
-def run_corpus(settings: Settings, store: Store, prices: PriceBook, names: Iterable[str] = EMITTERS,
-               workdir: Path | None = None) -> Result:  # fmt: skip
+def run_corpus(
+    settings: Settings,
+    store: Store,
+    prices: PriceBook,
+    names: Iterable[str] = EMITTERS,
+    workdir: Path | None = None,
+) -> Result:
     names = list(names)
     settings = settings.with_(api_keys={ingest_key(n): n for n in names})  # a project per emitter
-    with (tempfile.TemporaryDirectory(prefix="tokentrail-corpus-") as tmp,
-          running_collector(settings, store, pricer=prices) as collector):  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory(prefix="tokentrail-corpus-") as tmp,
+        running_collector(settings, store, pricer=prices) as collector,
+    ):
         emitted = run_emitters(collector.http_url, workdir or Path(tmp), names)
         collector.flush()
     for name in names:

@@ -32,7 +32,10 @@ def test_detectors_hold_on_third_party_traces(settings, store, capsys):
     for run in result.emitted:
         labels = {item["label"] for item in run.expected}
         recorded = {item["label"] for item in run.expected if not item["unrecorded"]}
-        assert recorded and recorded == labels & found_labels, (run.emitter, sorted(recorded ^ labels & found_labels))
+        assert recorded and recorded == labels & found_labels, (
+            run.emitter,
+            sorted(recorded ^ labels & found_labels),
+        )
         assert {c["label"] for c in run.calls} == labels, run.emitter  # each request was scripted
     assert sum(s.expected for s in result.scores) >= 150  # a corpus, not a sample
 

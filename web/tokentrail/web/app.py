@@ -142,8 +142,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     templates = Jinja2Templates(directory=_HERE / "templates")
     templates.env.filters.update(FILTERS)
-    templates.env.globals.update(kinds=KINDS, qs=_query_string(settings.default_project),
-                                 project_query=_project_query(settings.default_project))  # fmt: skip
+    templates.env.globals.update(
+        kinds=KINDS,
+        qs=_query_string(settings.default_project),
+        project_query=_project_query(settings.default_project),
+    )
 
     def params_of(request: Request, accepted: Collection[str]) -> dict[str, str]:
         """The query's parameters, refused with a 400 unless each is one this route reads."""
@@ -159,11 +162,20 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     def page(request: Request, template: str, data: dict[str, Any], status: int = 200) -> Response:
         project = data.get("project") or settings.default_project
-        context = {"request": request, "project": project, "default_project": settings.default_project, **data}
+        context = {
+            "request": request,
+            "project": project,
+            "default_project": settings.default_project,
+            **data,
+        }
         return templates.TemplateResponse(request, template, context, status_code=status)
 
-    def handle(request: Request, as_json: bool, build: Callable[[], tuple[str, dict[str, Any]]],
-               to_json: Callable[[dict[str, Any]], Any] | None = None) -> Response:  # fmt: skip
+    def handle(
+        request: Request,
+        as_json: bool,
+        build: Callable[[], tuple[str, dict[str, Any]]],
+        to_json: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Response:
         try:
             template, data = build()
         except BadRequest as exc:
@@ -199,8 +211,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             f = trace_filter(params_of(request, TRACE_PARAMS))
             q = queries()
             data = views.traces_view(q, f)
-            data.update(project=f.project, has_data=bool(data["traces"]) or q.has_data(f.project),
-                        projects=q.projects())  # fmt: skip
+            data.update(
+                project=f.project,
+                has_data=bool(data["traces"]) or q.has_data(f.project),
+                projects=q.projects(),
+            )
             return "traces.html", data
 
         return handle(request, as_json, build, traces_json)
@@ -300,8 +315,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             data = findings_view(waste_queries(), trace_filter(params), detector, MAX_EXPORT)
         except BadRequest as exc:
             return PlainTextResponse(str(exc) + "\n", status_code=400)
-        return Response(findings_csv(data), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="tokentrail-findings.csv"'})  # fmt: skip
+        return Response(
+            findings_csv(data),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="tokentrail-findings.csv"'},
+        )
 
     def waste_csv(request: Request) -> Response:
         try:
@@ -310,8 +328,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         except BadRequest as exc:
             return PlainTextResponse(str(exc) + "\n", status_code=400)
         name = f"tokentrail-waste-by-{data['by']}.csv"
-        return Response(report_csv(data), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+        return Response(
+            report_csv(data),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     def twin(path: str, handler: Callable[..., Response]) -> None:
         """Register a page and its JSON twin (`path.json`) on one handler."""
@@ -324,7 +345,9 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
         # the .json route first: `{trace_id}` alone would also match "abc.json"
         app.add_api_route(path + ".json", as_json, methods=["GET"], include_in_schema=False)
-        app.add_api_route(path, as_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False)
+        app.add_api_route(
+            path, as_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
+        )
 
     app.add_api_route("/waste.csv", waste_csv, methods=["GET"], include_in_schema=False)
     app.add_api_route("/findings.csv", findings_export, methods=["GET"], include_in_schema=False)
@@ -334,8 +357,13 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     twin("/costs", costs)
     twin("/traces", traces)
     twin("/conversations", conversations)
-    app.add_api_route("/trace/{trace_id}/rows", trace_rows, methods=["GET"], response_class=HTMLResponse,
-                      include_in_schema=False)  # fmt: skip
+    app.add_api_route(
+        "/trace/{trace_id}/rows",
+        trace_rows,
+        methods=["GET"],
+        response_class=HTMLResponse,
+        include_in_schema=False,
+    )
     twin("/trace/{trace_id}", trace)
     twin("/trace/{trace_id}/span/{span_id}", span)
 

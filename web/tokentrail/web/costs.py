@@ -19,8 +19,14 @@ Client = Any
 
 _TASK = "if(t.task_type != '', t.task_type, if(t.agent_name != '', t.agent_name, t.root_name))"
 #: grouping -> expression over `traces` (model is per call, from spans)
-GROUPS = {"task": _TASK, "user": "t.user_id", "team": "r.team", "service": "t.service_name",
-          "day": "toString(toDate(t.start_time))", "model": ""}  # fmt: skip
+GROUPS = {
+    "task": _TASK,
+    "user": "t.user_id",
+    "team": "r.team",
+    "service": "t.service_name",
+    "day": "toString(toDate(t.start_time))",
+    "model": "",
+}
 # a trace's team: the named attribute on its root span, else on the root span's resource
 _TEAMS = """LEFT JOIN (
     SELECT trace_id, any(if(attributes[{team_attribute:String}] != '', attributes[{team_attribute:String}],
@@ -32,8 +38,18 @@ _RANGE = (
     "project = {project:String} AND start_time >= fromUnixTimestamp64Nano({start_ns:Int64})"
     " AND start_time < fromUnixTimestamp64Nano({end_ns:Int64})"
 )
-_COLUMNS = ("key", "tasks", "succeeded", "failed", "cost_usd", "mean_usd", "p50_usd", "p95_usd", "unpriced_calls",
-            "models")  # fmt: skip
+_COLUMNS = (
+    "key",
+    "tasks",
+    "succeeded",
+    "failed",
+    "cost_usd",
+    "mean_usd",
+    "p50_usd",
+    "p95_usd",
+    "unpriced_calls",
+    "models",
+)
 
 
 def _params(f: TraceFilter) -> dict[str, Any]:
@@ -58,8 +74,11 @@ class CostQueries:
     def groups(self, f: TraceFilter, by: str) -> list[dict[str, Any]]:
         if by == "model":
             return self._by_model(f)
-        inner = traces_with_outcome(f"{GROUPS[by]} AS key, t.cost_usd AS cost, t.unpriced_calls AS unpriced, "
-                                    "t.models AS models", _RANGE, _TEAMS if by == "team" else "")  # fmt: skip
+        inner = traces_with_outcome(
+            f"{GROUPS[by]} AS key, t.cost_usd AS cost, t.unpriced_calls AS unpriced, t.models AS models",
+            _RANGE,
+            _TEAMS if by == "team" else "",
+        )
         order = "key" if by == "day" else "sum(cost) DESC, key"
         sql = (
             "SELECT key, count(), countIf(outcome = 'success'), countIf(outcome = 'failure'), sum(cost), avg(cost), "
@@ -111,14 +130,26 @@ class CostQueries:
             "FROM spans AS s FINAL JOIN (" + tasks + ") AS o ON o.trace_id = s.trace_id "
             "LEFT JOIN (SELECT trace_id, span_id, ifNull(wasted_usd, 0) AS wasted, reason FROM waste_findings "
             "WHERE project = {project:String} AND detector = 'oversized_model' "
-            "AND (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE " + _RANGE + ")"
+            "AND (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE "
+            + _RANGE
+            + ")"
             ") AS w ON w.trace_id = s.trace_id AND w.span_id = s.span_id "
             "WHERE s.project = {project:String} AND s.billable = 1 "
             "AND s.start_time >= fromUnixTimestamp64Nano({start_ns:Int64}) "
             "GROUP BY o.task, model ORDER BY sum(w.wasted) DESC, sum(ifNull(s.cost_usd, 0)) DESC LIMIT 200"
         )
-        names = ("task", "model", "calls", "mean_output", "p95_output", "cost_usd", "succeeded", "judged",
-                 "oversized_usd", "suggestion")  # fmt: skip
+        names = (
+            "task",
+            "model",
+            "calls",
+            "mean_output",
+            "p95_output",
+            "cost_usd",
+            "succeeded",
+            "judged",
+            "oversized_usd",
+            "suggestion",
+        )
         return [dict(zip(names, r, strict=True)) for r in self._rows(sql, _params(f))]
 
 
@@ -130,7 +161,9 @@ def costs_view(queries: CostQueries, f: TraceFilter, by: str, now_ns: int) -> di
     for row in advice:
         row["success_rate"] = row["succeeded"] / row["judged"] if row["judged"] else None
         # the saving found in the window, scaled to 30 days (only for a bounded window)
-        row["monthly_saving_usd"] = row["oversized_usd"] * 30 / window_days if window_days and row["oversized_usd"] else None
+        row["monthly_saving_usd"] = (
+            row["oversized_usd"] * 30 / window_days if window_days and row["oversized_usd"] else None
+        )
     models_per_task: dict[str, int] = {}
     for row in advice:
         models_per_task[row["task"]] = models_per_task.get(row["task"], 0) + 1

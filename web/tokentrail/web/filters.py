@@ -24,9 +24,21 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
-    "CONVERSATION_PARAMS", "INTEGER_SORTS", "MAX_NS", "MIN_NS", "RANGES", "RANGE_PARAMS", "SORTS", "TRACE_PARAMS",
-    "BadRequest", "TraceFilter", "check_id", "parse_query", "parse_trace_filter", "whole_number",
-]  # fmt: skip
+    "CONVERSATION_PARAMS",
+    "INTEGER_SORTS",
+    "MAX_NS",
+    "MIN_NS",
+    "RANGES",
+    "RANGE_PARAMS",
+    "SORTS",
+    "TRACE_PARAMS",
+    "BadRequest",
+    "TraceFilter",
+    "check_id",
+    "parse_query",
+    "parse_trace_filter",
+    "whole_number",
+]
 
 
 class BadRequest(ValueError):
@@ -34,8 +46,15 @@ class BadRequest(ValueError):
 
 
 #: time-range choices in the UI, in seconds; "all" has no lower bound
-RANGES: dict[str, int] = {"1h": 3600, "6h": 6 * 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400,
-                          "90d": 90 * 86_400, "all": 0}  # fmt: skip
+RANGES: dict[str, int] = {
+    "1h": 3600,
+    "6h": 6 * 3600,
+    "24h": 86_400,
+    "7d": 7 * 86_400,
+    "30d": 30 * 86_400,
+    "90d": 90 * 86_400,
+    "all": 0,
+}
 SORTS = ("start", "cost", "waste", "tokens", "duration", "spans")
 #: sort keys bound as Int64 (the others are Float64): a cursor on them must hold an integer
 INTEGER_SORTS = frozenset({"start", "tokens", "duration", "spans"})
@@ -47,8 +66,22 @@ MAX_NS = 2**63 - 1
 
 #: the parameters of each kind of page
 RANGE_PARAMS = ("project", "range", "from", "to", "since")
-TRACE_PARAMS = (*RANGE_PARAMS, "service", "agent", "model", "status", "conversation", "user", "min_cost", "q",
-                "has_waste", "sort", "dir", "limit", "cursor")  # fmt: skip
+TRACE_PARAMS = (
+    *RANGE_PARAMS,
+    "service",
+    "agent",
+    "model",
+    "status",
+    "conversation",
+    "user",
+    "min_cost",
+    "q",
+    "has_waste",
+    "sort",
+    "dir",
+    "limit",
+    "cursor",
+)
 # conversations are always listed by their latest activity
 CONVERSATION_PARAMS = tuple(p for p in TRACE_PARAMS if p not in ("sort", "dir"))
 
@@ -166,8 +199,19 @@ class TraceFilter:
 
     @property
     def is_default(self) -> bool:
-        return not any((self.service, self.agent, self.model, self.status, self.conversation, self.user, self.q,
-                        self.min_cost is not None, self.has_waste))  # fmt: skip
+        return not any(
+            (
+                self.service,
+                self.agent,
+                self.model,
+                self.status,
+                self.conversation,
+                self.user,
+                self.q,
+                self.min_cost is not None,
+                self.has_waste,
+            )
+        )
 
 
 def _iso(ns: int) -> str:
@@ -188,7 +232,9 @@ def _time(value: str, name: str) -> int:
             raise ValueError
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{name} must be an ISO date or time such as 2026-11-25T08:00:00, got {text[:80]!r}") from None
+        raise BadRequest(
+            f"{name} must be an ISO date or time such as 2026-11-25T08:00:00, got {text[:80]!r}"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
@@ -204,7 +250,9 @@ def _decode_cursor(text: str, sort: str, direction: str) -> tuple[Any, str]:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         c_sort, c_dir, value, key = json.loads(raw)
     except (ValueError, TypeError, RecursionError):
-        raise BadRequest("cursor is not one this server handed out; start again from the first page") from None
+        raise BadRequest(
+            "cursor is not one this server handed out; start again from the first page"
+        ) from None
     if (c_sort, c_dir) != (sort, direction):
         raise BadRequest("cursor belongs to another sort order; start again from the first page")
     # the value is bound as the sort key's type: a float on an integer key, or a number out of the
@@ -229,8 +277,9 @@ def _text(params: Mapping[str, str], name: str, limit: int = 200) -> str:
     return value
 
 
-def _choice(params: Mapping[str, str], name: str, choices: tuple[str, ...] | list[str], default: str,
-            also: str = "") -> str:  # fmt: skip
+def _choice(
+    params: Mapping[str, str], name: str, choices: tuple[str, ...] | list[str], default: str, also: str = ""
+) -> str:
     value = params.get(name, "").strip() or default
     if value not in choices:
         shown = ", ".join(c for c in choices if c)

@@ -35,11 +35,29 @@ _WITH_WASTE = """traces FINAL LEFT JOIN (
     WHERE project = {project:String}) AS w USING (trace_id)"""
 
 TRACE_COLUMNS = (
-    "trace_id", "start_ns", "duration_ns", "root_name", "service_name", "agent_name", "models", "span_count",
-    "llm_calls", "tool_calls", "error_count", "input_tokens", "output_tokens", "cache_read_tokens",
-    "reasoning_tokens", "cost_usd", "unpriced_calls", "conversation_id", "user_id", "status", "wasted_usd",
+    "trace_id",
+    "start_ns",
+    "duration_ns",
+    "root_name",
+    "service_name",
+    "agent_name",
+    "models",
+    "span_count",
+    "llm_calls",
+    "tool_calls",
+    "error_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "unpriced_calls",
+    "conversation_id",
+    "user_id",
+    "status",
+    "wasted_usd",
     "analyzed",
-)  # fmt: skip
+)
 
 _TRACE_SELECT = """
 SELECT trace_id, toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, toValidUTF8(root_name), service_name,
@@ -49,11 +67,29 @@ SELECT trace_id, toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, toV
 """
 
 SPAN_COLUMNS = (
-    "span_id", "parent_span_id", "name", "step_kind", "start_ns", "duration_ns", "status_code",
-    "service_name", "agent_name", "tool_name", "model", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "billable", "cost_usd", "retry_attempt",
-    "error_type", "step_subkind", "finish_reasons",
-)  # fmt: skip
+    "span_id",
+    "parent_span_id",
+    "name",
+    "step_kind",
+    "start_ns",
+    "duration_ns",
+    "status_code",
+    "service_name",
+    "agent_name",
+    "tool_name",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "billable",
+    "cost_usd",
+    "retry_attempt",
+    "error_type",
+    "step_subkind",
+    "finish_reasons",
+)
 
 _SPANS = """
 SELECT span_id, parent_span_id, toValidUTF8(substring(name, 1, 300)), step_kind, toUnixTimestamp64Nano(start_time),
@@ -68,17 +104,61 @@ LIMIT {limit:UInt32}
 """
 
 DETAIL_COLUMNS = (
-    "span_id", "parent_span_id", "name", "span_kind", "start_ns", "end_ns", "duration_ns", "service_name",
-    "scope_name", "scope_version", "resource_attributes", "attributes", "status_code", "status_message",
-    "events_time", "events_name", "events_attributes", "links_trace_id", "links_span_id", "convention",
-    "step_kind", "step_subkind", "operation", "agent_name", "workflow_name", "request_model",
-    "response_model", "provider", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
-    "reasoning_tokens", "usage_reported", "billable", "cost_usd", "cost_source", "price_version",
-    "reported_cost_usd", "catalog_cost_usd",
-    "tool_name", "tool_call_id", "conversation_id", "user_id", "response_id", "finish_reasons",
-    "error_type", "retry_attempt", "retry_reason", "input_messages", "output_messages",
-    "system_instructions", "tool_arguments", "tool_result",
-)  # fmt: skip
+    "span_id",
+    "parent_span_id",
+    "name",
+    "span_kind",
+    "start_ns",
+    "end_ns",
+    "duration_ns",
+    "service_name",
+    "scope_name",
+    "scope_version",
+    "resource_attributes",
+    "attributes",
+    "status_code",
+    "status_message",
+    "events_time",
+    "events_name",
+    "events_attributes",
+    "links_trace_id",
+    "links_span_id",
+    "convention",
+    "step_kind",
+    "step_subkind",
+    "operation",
+    "agent_name",
+    "workflow_name",
+    "request_model",
+    "response_model",
+    "provider",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "usage_reported",
+    "billable",
+    "cost_usd",
+    "cost_source",
+    "price_version",
+    "reported_cost_usd",
+    "catalog_cost_usd",
+    "tool_name",
+    "tool_call_id",
+    "conversation_id",
+    "user_id",
+    "response_id",
+    "finish_reasons",
+    "error_type",
+    "retry_attempt",
+    "retry_reason",
+    "input_messages",
+    "output_messages",
+    "system_instructions",
+    "tool_arguments",
+    "tool_result",
+)
 
 _DETAIL = """
 SELECT span_id, parent_span_id, toValidUTF8(name), span_kind, toUnixTimestamp64Nano(start_time),
@@ -99,9 +179,18 @@ LIMIT 1
 """
 
 CONVERSATION_COLUMNS = (
-    "conversation_id", "traces", "first_ns", "last_ns", "cost_usd", "input_tokens", "output_tokens",
-    "unpriced_calls", "errors", "agents", "users",
-)  # fmt: skip
+    "conversation_id",
+    "traces",
+    "first_ns",
+    "last_ns",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "unpriced_calls",
+    "errors",
+    "agents",
+    "users",
+)
 
 
 @dataclass(frozen=True)
@@ -196,8 +285,21 @@ class Queries:
             "sum(wasted_usd), countIf(analyzed = 0) "
             f"FROM {_WITH_WASTE} WHERE {where}"
         )
-        names = ("traces", "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cost_usd",
-                 "unpriced_calls", "errors", "cost_p50", "cost_p95", "wasted_usd", "not_analyzed")  # fmt: skip
+        names = (
+            "traces",
+            "spans",
+            "llm_calls",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cost_usd",
+            "unpriced_calls",
+            "errors",
+            "cost_p50",
+            "cost_p95",
+            "wasted_usd",
+            "not_analyzed",
+        )
         row = dict(zip(names, self._query(sql, params).result_rows[0], strict=True))
         for key in ("cost_p50", "cost_p95"):  # NaN when no trace is fully priced
             if not row["traces"] or row[key] != row[key]:
@@ -218,7 +320,10 @@ class Queries:
         return {"services": list(services)[:500], "agents": list(agents)[:500], "models": list(models)[:500]}
 
     def projects(self) -> list[str]:
-        return [row[0] for row in self._query("SELECT DISTINCT project FROM traces ORDER BY project", {}).result_rows]
+        return [
+            row[0]
+            for row in self._query("SELECT DISTINCT project FROM traces ORDER BY project", {}).result_rows
+        ]
 
     def has_data(self, project: str) -> bool:
         sql = "SELECT count() FROM (SELECT 1 FROM spans WHERE project = {project:String} LIMIT 1)"
@@ -227,7 +332,10 @@ class Queries:
     # --- one trace ---------------------------------------------------------------------------
 
     def trace(self, project: str, trace_id: str) -> dict[str, Any] | None:
-        sql = _TRACE_SELECT + f" FROM {_WITH_WASTE} WHERE project = {{project:String}} AND trace_id = {{trace_id:String}}"
+        sql = (
+            _TRACE_SELECT
+            + f" FROM {_WITH_WASTE} WHERE project = {{project:String}} AND trace_id = {{trace_id:String}}"
+        )
         rows = _rows(self._query(sql, {"project": project, "trace_id": trace_id}), TRACE_COLUMNS)
         return rows[0] if rows else None
 

@@ -10,7 +10,16 @@ from typing import Any
 
 from tokentrail.analysis.ledger import context_per_call
 
-__all__ = ["KINDS", "ChartColumn", "ContextStep", "Row", "Timeline", "chart_columns", "context_steps", "layout"]
+__all__ = [
+    "KINDS",
+    "ChartColumn",
+    "ContextStep",
+    "Row",
+    "Timeline",
+    "chart_columns",
+    "context_steps",
+    "layout",
+]
 
 #: step kinds the UI colours; anything else shows as "other"
 KINDS = ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")
@@ -125,10 +134,19 @@ def context_steps(spans: Sequence[dict[str, Any]]) -> list[ContextStep]:
     for c in context_per_call(spans):
         span = c.call.span
         agent = by_id.get(c.call.scope)
-        steps.append(ContextStep(
-            span_id=span["span_id"], label=span["model"] or span["name"], agent=agent["agent_name"] if agent else "",
-            input_tokens=int(span["input_tokens"]), cached=c.cached, carried=c.carried, new=c.new,
-            output=int(span["output_tokens"]), stale=c.stale))  # fmt: skip
+        steps.append(
+            ContextStep(
+                span_id=span["span_id"],
+                label=span["model"] or span["name"],
+                agent=agent["agent_name"] if agent else "",
+                input_tokens=int(span["input_tokens"]),
+                cached=c.cached,
+                carried=c.carried,
+                new=c.new,
+                output=int(span["output_tokens"]),
+                stale=c.stale,
+            )
+        )
     return steps
 
 
@@ -151,9 +169,20 @@ def chart_columns(steps: Sequence[ContextStep], most: int = 300) -> list[ChartCo
             continue
         n = len(bucket)
         biggest = max(bucket, key=lambda s: s.input_tokens)
-        columns.append(ChartColumn(i + 1, i + n, ContextStep(
-            span_id=biggest.span_id, label=f"average of calls {i + 1}-{i + n}", agent="",
-            input_tokens=sum(s.input_tokens for s in bucket) // n, cached=sum(s.cached for s in bucket) // n,
-            carried=sum(s.carried for s in bucket) // n, new=sum(s.new for s in bucket) // n,
-            output=sum(s.output for s in bucket) // n)))  # fmt: skip
+        columns.append(
+            ChartColumn(
+                i + 1,
+                i + n,
+                ContextStep(
+                    span_id=biggest.span_id,
+                    label=f"average of calls {i + 1}-{i + n}",
+                    agent="",
+                    input_tokens=sum(s.input_tokens for s in bucket) // n,
+                    cached=sum(s.cached for s in bucket) // n,
+                    carried=sum(s.carried for s in bucket) // n,
+                    new=sum(s.new for s in bucket) // n,
+                    output=sum(s.output for s in bucket) // n,
+                ),
+            )
+        )
     return columns

@@ -49,7 +49,9 @@ def conversations_view(queries: Queries, f: TraceFilter) -> dict[str, Any]:
     }
 
 
-def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQueries | None = None) -> dict[str, Any]:
+def trace_view(
+    queries: Queries, project: str, trace_id: str, waste: WasteQueries | None = None
+) -> dict[str, Any]:
     trace_id = check_id(trace_id, 32, "trace id")
     spans = queries.spans(project, trace_id, MAX_TRACE_SPANS + 1)
     if not spans:
@@ -72,8 +74,13 @@ def trace_view(queries: Queries, project: str, trace_id: str, waste: WasteQuerie
     flags = []
     for column in chart:
         hits = [flagged[c.span_id] for c in steps[column.first - 1 : column.last] if c.span_id in flagged]
-        flags.append({"detectors": sorted({h["detector"] for h in hits}), "count": len(hits),
-                      "reason": hits[0]["reason"] if hits else ""})  # fmt: skip
+        flags.append(
+            {
+                "detectors": sorted({h["detector"] for h in hits}),
+                "count": len(hits),
+                "reason": hits[0]["reason"] if hits else "",
+            }
+        )
     shown = findings
     if len(findings) > MAX_FINDINGS_SHOWN:  # the costliest; the JSON twin lists every one
         shown = sorted(findings, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
@@ -138,12 +145,20 @@ def _parts(parts: Any) -> list[dict[str, Any]]:
         kind = str(part.get("type", "text"))
         if kind == "text" or kind == "reasoning":
             content = part.get("content")
-            shown.append({"type": kind, **_clip(content if isinstance(content, str) else json.dumps(content))})
+            shown.append(
+                {"type": kind, **_clip(content if isinstance(content, str) else json.dumps(content))}
+            )
         elif kind == "tool_call":
             args = part.get("arguments")
             args_text = args if isinstance(args, str) else json.dumps(args, indent=2, ensure_ascii=False)
-            shown.append({"type": kind, "name": str(part.get("name", "")), "id": str(part.get("id", "")),
-                          **_clip(args_text)})  # fmt: skip
+            shown.append(
+                {
+                    "type": kind,
+                    "name": str(part.get("name", "")),
+                    "id": str(part.get("id", "")),
+                    **_clip(args_text),
+                }
+            )
         elif kind == "tool_call_response":
             resp = part.get("response", part.get("result"))
             resp_text = resp if isinstance(resp, str) else json.dumps(resp, indent=2, ensure_ascii=False)
@@ -172,8 +187,9 @@ def messages(raw: str) -> list[dict[str, Any]] | None:
     return shown
 
 
-def span_view(queries: Queries, project: str, trace_id: str, span_id: str,
-              waste: WasteQueries | None = None) -> dict[str, Any]:  # fmt: skip
+def span_view(
+    queries: Queries, project: str, trace_id: str, span_id: str, waste: WasteQueries | None = None
+) -> dict[str, Any]:
     trace_id = check_id(trace_id, 32, "trace id")
     span_id = check_id(span_id, 16, "span id")
     span = queries.span(project, trace_id, span_id)
@@ -197,7 +213,9 @@ def span_view(queries: Queries, project: str, trace_id: str, span_id: str,
         "system": _parts(system) if system is not None else None,
         "tool_arguments": _clip(span["tool_arguments"]) if span["tool_arguments"] else None,
         "tool_result": _clip(span["tool_result"]) if span["tool_result"] else None,
-        "findings": [x for x in waste.findings(project, trace_id) if x["span_id"] == span_id] if waste else [],
+        "findings": [x for x in waste.findings(project, trace_id) if x["span_id"] == span_id]
+        if waste
+        else [],
         "labels": LABELS,
     }
 

@@ -14,16 +14,36 @@ from typing import Any
 from tokentrail.analysis.ledger import BUCKETS, largest_carried_item
 from tokentrail.web.filters import MAX_NS, BadRequest, TraceFilter
 
-__all__ = ["DIMENSIONS", "FINDING_FIELDS", "WasteQueries", "findings_csv", "findings_view", "report_csv", "report_view"]
+__all__ = [
+    "DIMENSIONS",
+    "FINDING_FIELDS",
+    "WasteQueries",
+    "findings_csv",
+    "findings_view",
+    "report_csv",
+    "report_view",
+]
 
 Client = Any
 
 #: report dimension -> expression over trace_waste (model is per call, from the findings)
-DIMENSIONS = {"agent": "agent_name", "service": "service_name", "user": "user_id", "day": "toString(toDate(start_time))",
-              "model": ""}  # fmt: skip
-LABELS = {"retry": "Retries", "loop": "Loops", "duplicate": "Duplicates", "no_outcome": "No outcome",
-          "context_bloat": "Context bloat", "cache_miss": "Cache misses", "oversized_model": "Oversized model",
-          "productive": "Productive"}  # fmt: skip
+DIMENSIONS = {
+    "agent": "agent_name",
+    "service": "service_name",
+    "user": "user_id",
+    "day": "toString(toDate(start_time))",
+    "model": "",
+}
+LABELS = {
+    "retry": "Retries",
+    "loop": "Loops",
+    "duplicate": "Duplicates",
+    "no_outcome": "No outcome",
+    "context_bloat": "Context bloat",
+    "cache_miss": "Cache misses",
+    "oversized_model": "Oversized model",
+    "productive": "Productive",
+}
 
 _SUMS = ", ".join(f"sum({b}_usd)" for b in BUCKETS)
 _RANGE = (
@@ -33,10 +53,25 @@ _RANGE = (
 _CURRENT = f"(trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE {_RANGE})"
 
 #: a finding as the pages, the JSON and the CSV show it: what, where, how much, by which rule, on which numbers
-FINDING_FIELDS = ("trace_id", "span_id", "start_ns", "detector", "rule", "wasted_usd", "wasted_tokens", "time_lost_ns",
-                  "model", "agent", "reason", "related", "evidence")  # fmt: skip
-_FINDING_SELECT = ("trace_id, span_id, toUnixTimestamp64Nano(start_time), detector, rule, wasted_usd, wasted_tokens, "
-                   "time_lost_ns, model, agent_name, reason, related_span_ids, evidence")  # fmt: skip
+FINDING_FIELDS = (
+    "trace_id",
+    "span_id",
+    "start_ns",
+    "detector",
+    "rule",
+    "wasted_usd",
+    "wasted_tokens",
+    "time_lost_ns",
+    "model",
+    "agent",
+    "reason",
+    "related",
+    "evidence",
+)
+_FINDING_SELECT = (
+    "trace_id, span_id, toUnixTimestamp64Nano(start_time), detector, rule, wasted_usd, wasted_tokens, "
+    "time_lost_ns, model, agent_name, reason, related_span_ids, evidence"
+)
 _CONTENT = """
 SELECT trace_id, span_id, parent_span_id, input_messages FROM spans
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}
@@ -51,9 +86,16 @@ def _row(key: Any, traces: int, sums: list[float], tokens: int, findings: int) -
     buckets = dict(zip(BUCKETS, sums, strict=True))
     total = sum(buckets.values())
     wasted = total - buckets["productive"]
-    return {"key": key, "traces": traces, "total_usd": total, "wasted_usd": wasted,
-            "waste_share": wasted / total if total > 0 else None, "buckets": buckets,
-            "wasted_tokens": tokens, "findings": findings}  # fmt: skip
+    return {
+        "key": key,
+        "traces": traces,
+        "total_usd": total,
+        "wasted_usd": wasted,
+        "waste_share": wasted / total if total > 0 else None,
+        "buckets": buckets,
+        "wasted_tokens": tokens,
+        "findings": findings,
+    }
 
 
 class WasteQueries:
@@ -74,7 +116,9 @@ class WasteQueries:
         )
         if dimension == "day":
             sql = sql.replace("ORDER BY sum(total_usd) - sum(productive_usd) DESC, key", "ORDER BY key")
-        return [_row(r[0], r[1], list(r[2 : 2 + len(BUCKETS)]), r[-2], r[-1]) for r in self._rows(sql, params)]
+        return [
+            _row(r[0], r[1], list(r[2 : 2 + len(BUCKETS)]), r[-2], r[-1]) for r in self._rows(sql, params)
+        ]
 
     def _by_model(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         # per call: a model's total from its billable spans, its waste from the findings on them
@@ -91,10 +135,17 @@ class WasteQueries:
         )
         by_model: dict[str, dict[str, Any]] = {}
         for model, total, traces in totals:
-            by_model[model] = {"traces": traces, "total": total, "sums": dict.fromkeys(BUCKETS, 0.0), "tokens": 0, "n": 0}
+            by_model[model] = {
+                "traces": traces,
+                "total": total,
+                "sums": dict.fromkeys(BUCKETS, 0.0),
+                "tokens": 0,
+                "n": 0,
+            }
         for model, detector, usd, tokens, n in waste:
-            entry = by_model.setdefault(model, {"traces": 0, "total": 0.0, "sums": dict.fromkeys(BUCKETS, 0.0),
-                                                "tokens": 0, "n": 0})  # fmt: skip
+            entry = by_model.setdefault(
+                model, {"traces": 0, "total": 0.0, "sums": dict.fromkeys(BUCKETS, 0.0), "tokens": 0, "n": 0}
+            )
             entry["sums"][detector] += usd
             entry["tokens"] += tokens
             entry["n"] += n
@@ -119,7 +170,15 @@ class WasteQueries:
             "argMax(trace_id, ifNull(wasted_usd, 0)), argMax(reason, ifNull(wasted_usd, 0)) FROM waste_findings "
             f"WHERE project = {{project:String}} AND {_CURRENT} GROUP BY detector ORDER BY sum(ifNull(wasted_usd, 0)) DESC"
         )
-        names = ("detector", "findings", "traces", "wasted_usd", "wasted_tokens", "example_trace", "example_reason")
+        names = (
+            "detector",
+            "findings",
+            "traces",
+            "wasted_usd",
+            "wasted_tokens",
+            "example_trace",
+            "example_reason",
+        )
         return [dict(zip(names, r, strict=True)) for r in self._rows(sql, _params(f))]
 
     def not_analyzed(self, f: TraceFilter) -> int:
@@ -141,8 +200,15 @@ class WasteQueries:
             return None
         r = rows[0]
         n = len(BUCKETS)
-        return {"buckets": dict(zip(BUCKETS, r[:n], strict=True)), "total_usd": r[n], "wasted_usd": r[n] - r[n - 1],
-                "wasted_tokens": r[n + 1], "unpriced_calls": r[n + 2], "outcome": r[n + 3], "analyzed_at": r[n + 4]}  # fmt: skip
+        return {
+            "buckets": dict(zip(BUCKETS, r[:n], strict=True)),
+            "total_usd": r[n],
+            "wasted_usd": r[n] - r[n - 1],
+            "wasted_tokens": r[n + 1],
+            "unpriced_calls": r[n + 2],
+            "outcome": r[n + 3],
+            "analyzed_at": r[n + 4],
+        }
 
     def findings(self, project: str, trace_id: str) -> list[dict[str, Any]]:
         sql = (
@@ -160,7 +226,9 @@ class WasteQueries:
             "AND ({detector:String} = '' OR detector = {detector:String}) "
             "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id, span_id LIMIT {limit:UInt32}"
         )
-        return self._findings(f.project, self._rows(sql, {**_params(f), "detector": detector, "limit": limit}))
+        return self._findings(
+            f.project, self._rows(sql, {**_params(f), "detector": detector, "limit": limit})
+        )
 
     def _findings(self, project: str, rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         found = []
@@ -182,13 +250,19 @@ class WasteQueries:
         if not bloated:
             return
         keys = {(x["trace_id"], x["span_id"]) for x in bloated}
-        params = {"project": project, "trace_ids": sorted({t for t, _ in keys}), "span_ids": sorted({s for _, s in keys})}
+        params = {
+            "project": project,
+            "trace_ids": sorted({t for t, _ in keys}),
+            "span_ids": sorted({s for _, s in keys}),
+        }
         rows = self._rows(_CONTENT, params)
         content = {(t, s): m for t, s, _, m in rows if m}
         parents = {(t, s): p for t, s, p, _ in rows}
         missing = sorted({parents[k] for k in keys if k not in content and parents.get(k)})
         if missing:
-            content |= {(t, s): m for t, s, _, m in self._rows(_CONTENT, {**params, "span_ids": missing}) if m}
+            content |= {
+                (t, s): m for t, s, _, m in self._rows(_CONTENT, {**params, "span_ids": missing}) if m
+            }
         for x in bloated:
             key = (x["trace_id"], x["span_id"])
             messages = content.get(key) or content.get((key[0], parents.get(key, "")))
@@ -217,7 +291,9 @@ def report_view(queries: WasteQueries, f: TraceFilter, by: str) -> dict[str, Any
 
 
 def report_json(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: data[k] for k in ("by", "buckets", "totals", "rows", "trend", "detectors", "top", "not_analyzed")}
+    return {
+        k: data[k] for k in ("by", "buckets", "totals", "rows", "trend", "detectors", "top", "not_analyzed")
+    }
 
 
 def _cell(value: Any) -> Any:
@@ -231,12 +307,31 @@ def report_csv(data: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     buckets = data["buckets"]
-    writer.writerow([data["by"], "traces", "total_usd", "wasted_usd", "waste_share", *(f"{b}_usd" for b in buckets),
-                     "wasted_tokens", "findings"])  # fmt: skip
+    writer.writerow(
+        [
+            data["by"],
+            "traces",
+            "total_usd",
+            "wasted_usd",
+            "waste_share",
+            *(f"{b}_usd" for b in buckets),
+            "wasted_tokens",
+            "findings",
+        ]
+    )
     for r in data["rows"]:
-        writer.writerow([_cell(r["key"]), r["traces"], f"{r['total_usd']:.8f}", f"{r['wasted_usd']:.8f}",
-                         "" if r["waste_share"] is None else f"{r['waste_share']:.4f}",
-                         *(f"{r['buckets'][b]:.8f}" for b in buckets), r["wasted_tokens"], r["findings"]])  # fmt: skip
+        writer.writerow(
+            [
+                _cell(r["key"]),
+                r["traces"],
+                f"{r['total_usd']:.8f}",
+                f"{r['wasted_usd']:.8f}",
+                "" if r["waste_share"] is None else f"{r['waste_share']:.4f}",
+                *(f"{r['buckets'][b]:.8f}" for b in buckets),
+                r["wasted_tokens"],
+                r["findings"],
+            ]
+        )
     return out.getvalue()
 
 
@@ -245,11 +340,19 @@ FINDINGS_SHOWN = 200
 MAX_EXPORT = 10_000
 
 
-def findings_view(queries: WasteQueries, f: TraceFilter, detector: str, limit: int = FINDINGS_SHOWN) -> dict[str, Any]:
+def findings_view(
+    queries: WasteQueries, f: TraceFilter, detector: str, limit: int = FINDINGS_SHOWN
+) -> dict[str, Any]:
     if detector and detector not in BUCKETS[:-1]:
         raise BadRequest(f"detector must be one of {', '.join(BUCKETS[:-1])}; got {detector[:40]!r}")
-    return {"filter": f, "detector": detector, "detectors": list(BUCKETS[:-1]), "labels": LABELS,
-            "findings": queries.list_findings(f, detector, limit), "limit": limit}  # fmt: skip
+    return {
+        "filter": f,
+        "detector": detector,
+        "detectors": list(BUCKETS[:-1]),
+        "labels": LABELS,
+        "findings": queries.list_findings(f, detector, limit),
+        "limit": limit,
+    }
 
 
 def findings_json(data: dict[str, Any]) -> dict[str, Any]:
@@ -261,9 +364,19 @@ def findings_csv(data: dict[str, Any]) -> str:
     writer = csv.writer(out)
     writer.writerow([*FINDING_FIELDS[:-2], "stale_item", "related", "formula", "evidence"])
     for x in data["findings"]:
-        writer.writerow([*(_cell(x[k]) for k in FINDING_FIELDS[:5]),
-                         "" if x["wasted_usd"] is None else f"{x['wasted_usd']:.8f}", x["wasted_tokens"], x["time_lost_ns"],
-                         _cell(x["model"]), _cell(x["agent"]), _cell(x["reason"]), _cell(x["stale_item"] or ""),
-                         " ".join(x["related"]), _cell(str(x["evidence"].get("formula", ""))),
-                         _cell(json.dumps(x["evidence"], sort_keys=True))])  # fmt: skip
+        writer.writerow(
+            [
+                *(_cell(x[k]) for k in FINDING_FIELDS[:5]),
+                "" if x["wasted_usd"] is None else f"{x['wasted_usd']:.8f}",
+                x["wasted_tokens"],
+                x["time_lost_ns"],
+                _cell(x["model"]),
+                _cell(x["agent"]),
+                _cell(x["reason"]),
+                _cell(x["stale_item"] or ""),
+                " ".join(x["related"]),
+                _cell(str(x["evidence"].get("formula", ""))),
+                _cell(json.dumps(x["evidence"], sort_keys=True)),
+            ]
+        )
     return out.getvalue()

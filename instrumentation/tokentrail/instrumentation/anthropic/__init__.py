@@ -2,7 +2,7 @@
 and the `stream()` helper.
 
 Anthropic's `input_tokens` leaves out cache reads and writes; OTel's `gen_ai.usage.input_tokens`
-includes them (CONVENTIONS.md §1.4), so the span reports the sum and the two cache counts beside
+includes them, so the span reports the sum and the two cache counts beside
 it. A stream keeps its span open until it is read to the end, closed or left, and takes its usage
 from `message_start`, updated by `message_delta`.
 """
@@ -29,8 +29,12 @@ __all__ = ["AnthropicInstrumentor"]
 _instruments = ("anthropic >= 0.30",)
 _MODULE = "anthropic.resources.messages"  # both classes import from here, module or package alike
 _SCOPE = "tokentrail.anthropic"
-_PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
-           sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
+_PARAMS = {
+    sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens",
+    sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
+    sc.GEN_AI_REQUEST_TOP_P: "top_p",
+    sc.GEN_AI_REQUEST_STREAM: "stream",
+}
 _USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 _BLOCK = ("type", "text", "thinking", "id", "name", "input", "source", "content", "tool_use_id")
 
@@ -44,7 +48,7 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-# --- content, in the OTel message shape (CONVENTIONS.md §1.5) ------------------------------------
+# --- content, in the OTel GenAI message shape ---------------------------------------------------
 
 
 def _media(block: Any, modality: str) -> dict[str, Any]:
@@ -99,7 +103,7 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
 
 
 def _system(system: Any) -> list[dict[str, Any]]:
-    """System instructions are text parts only (CONVENTIONS.md §1.5)."""
+    """System instructions are text parts only, as the OTel GenAI message shape has them."""
     return [p for p in _parts(system) if p["type"] == "text" and p["content"]]
 
 
@@ -122,8 +126,10 @@ def _start(instance: Any, kwargs: dict[str, Any]) -> Span:
         attributes[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stops)
     policy = _content.policy()
     if policy.enabled:
-        for key, value in ((sc.GEN_AI_SYSTEM_INSTRUCTIONS, _system(kwargs.get("system"))),
-                           (sc.GEN_AI_INPUT_MESSAGES, _messages(kwargs.get("messages")))):  # fmt: skip
+        for key, value in (
+            (sc.GEN_AI_SYSTEM_INSTRUCTIONS, _system(kwargs.get("system"))),
+            (sc.GEN_AI_INPUT_MESSAGES, _messages(kwargs.get("messages"))),
+        ):
             text = policy.prepare(value) if value else None
             if text is not None:
                 attributes[key] = text
@@ -137,9 +143,14 @@ def _record_usage(span: Span, usage: Any) -> None:
     read = _count(_get(usage, "cache_read_input_tokens"))
     write = _count(_get(usage, "cache_creation_input_tokens"))
     thinking = _count(_get(_get(usage, "output_tokens_details"), "thinking_tokens"))
-    _llm.set_usage(span, input_tokens=fresh + (read or 0) + (write or 0),
-                   output_tokens=_count(_get(usage, "output_tokens")) or 0,
-                   cache_read=read, cache_write=write, reasoning=thinking)  # fmt: skip
+    _llm.set_usage(
+        span,
+        input_tokens=fresh + (read or 0) + (write or 0),
+        output_tokens=_count(_get(usage, "output_tokens")) or 0,
+        cache_read=read,
+        cache_write=write,
+        reasoning=thinking,
+    )
 
 
 def _record_message(span: Span, message: Any) -> None:

@@ -44,7 +44,7 @@ __all__ = ["LangChainInstrumentor"]
 _instruments = ("langchain-core >= 0.2",)
 _TRACER = "tokentrail.langchain"
 
-# Names the GenAI conventions define (CONVENTIONS.md §1) that semconv.py does not carry yet.
+# Names the OTel GenAI conventions define that semconv.py does not carry yet.
 GEN_AI_RETRIEVAL_QUERY_TEXT = "gen_ai.retrieval.query.text"
 GEN_AI_RETRIEVAL_DOCUMENTS = "gen_ai.retrieval.documents"
 # Where a run sits in a LangGraph graph; no convention has names for these.
@@ -55,18 +55,36 @@ _HIDDEN_TAG = "langsmith:hidden"  # LangChain's mark for plumbing runs nobody sh
 _GRAPH_STEP_TAG = "graph:step:"  # LangGraph tags each node run of a graph with its step
 _CONVERSATION_KEYS = ("conversation_id", "thread_id", "session_id")
 _USER_KEYS = ("user_id",)
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "developer": "system", "tool": "tool",
-          "function": "tool", "AIMessageChunk": "assistant"}  # fmt: skip
+_ROLES = {
+    "human": "user",
+    "ai": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "tool",
+    "AIMessageChunk": "assistant",
+}
 # LangChain's `ls_provider` values → `gen_ai.provider.name` values
 _PROVIDERS = {
-    "azure": "azure.ai.openai", "azure_openai": "azure.ai.openai", "google_genai": "gcp.gen_ai",
-    "google_vertexai": "gcp.vertex_ai", "vertexai": "gcp.vertex_ai", "bedrock": "aws.bedrock",
-    "amazon_bedrock": "aws.bedrock", "bedrock_converse": "aws.bedrock", "mistralai": "mistral_ai",
-    "xai": "x_ai", "ibm": "ibm.watsonx.ai",
-}  # fmt: skip
-_PARAMS = {sc.GEN_AI_REQUEST_TEMPERATURE: "temperature", sc.GEN_AI_REQUEST_TOP_P: "top_p",
-           sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens", sc.GEN_AI_REQUEST_SEED: "seed",
-           sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "google_genai": "gcp.gen_ai",
+    "google_vertexai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "amazon_bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "mistralai": "mistral_ai",
+    "xai": "x_ai",
+    "ibm": "ibm.watsonx.ai",
+}
+_PARAMS = {
+    sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
+    sc.GEN_AI_REQUEST_TOP_P: "top_p",
+    sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens",
+    sc.GEN_AI_REQUEST_SEED: "seed",
+    sc.GEN_AI_REQUEST_STREAM: "stream",
+}
 
 Scope = tuple[str | None, str | None, str | None]  # conversation, user, task
 _Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -138,13 +156,27 @@ def _message(message: Any) -> dict[str, Any]:
     content = getattr(message, "content", message)
     if role == "tool":
         response = content if isinstance(content, str) else _content.to_json(content)
-        return {"role": "tool", "parts": [{"type": "tool_call_response", "id": getattr(message, "tool_call_id", None),
-                                           "response": response}]}  # fmt: skip
+        return {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": getattr(message, "tool_call_id", None),
+                    "response": response,
+                }
+            ],
+        }
     parts = _text(content)
     for call in getattr(message, "tool_calls", None) or ():
         if isinstance(call, dict):
-            parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"),
-                          "arguments": call.get("args")})  # fmt: skip
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call.get("name"),
+                    "arguments": call.get("args"),
+                }
+            )
     return {"role": role, "parts": parts}
 
 
@@ -168,26 +200,38 @@ def _usage(generations: Sequence[Any], llm_output: Mapping[str, Any]) -> dict[st
         if meta:  # LangChain's standard: input_tokens already includes the cached parts
             details_in = meta.get("input_token_details") or {}
             details_out = meta.get("output_token_details") or {}
-            return {"input": _as_int(meta.get("input_tokens")), "output": _as_int(meta.get("output_tokens")),
-                    "cache_read": _as_int(details_in.get("cache_read")),
-                    "cache_write": _as_int(details_in.get("cache_creation")),
-                    "reasoning": _as_int(details_out.get("reasoning"))}  # fmt: skip
+            return {
+                "input": _as_int(meta.get("input_tokens")),
+                "output": _as_int(meta.get("output_tokens")),
+                "cache_read": _as_int(details_in.get("cache_read")),
+                "cache_write": _as_int(details_in.get("cache_creation")),
+                "reasoning": _as_int(details_out.get("reasoning")),
+            }
     raw = llm_output.get("token_usage") or llm_output.get("usage")
     if not isinstance(raw, Mapping):
         return None
     if "prompt_tokens" in raw:  # OpenAI style: prompt_tokens includes the cached part
         details_in = raw.get("prompt_tokens_details") or {}
         details_out = raw.get("completion_tokens_details") or {}
-        return {"input": _as_int(raw.get("prompt_tokens")), "output": _as_int(raw.get("completion_tokens")),
-                "cache_read": _as_int(details_in.get("cached_tokens")), "cache_write": None,
-                "reasoning": _as_int(details_out.get("reasoning_tokens"))}  # fmt: skip
+        return {
+            "input": _as_int(raw.get("prompt_tokens")),
+            "output": _as_int(raw.get("completion_tokens")),
+            "cache_read": _as_int(details_in.get("cached_tokens")),
+            "cache_write": None,
+            "reasoning": _as_int(details_out.get("reasoning_tokens")),
+        }
     # Anthropic style: input_tokens excludes cache reads and writes
     cache_read = _as_int(raw.get("cache_read_input_tokens"))
     cache_write = _as_int(raw.get("cache_creation_input_tokens"))
     base = _as_int(raw.get("input_tokens"))
     total = None if base is None else base + (cache_read or 0) + (cache_write or 0)
-    return {"input": total, "output": _as_int(raw.get("output_tokens")), "cache_read": cache_read,
-            "cache_write": cache_write, "reasoning": None}  # fmt: skip
+    return {
+        "input": total,
+        "output": _as_int(raw.get("output_tokens")),
+        "cache_read": cache_read,
+        "cache_write": cache_write,
+        "reasoning": None,
+    }
 
 
 def _is_control_flow(error: BaseException) -> bool:
@@ -247,8 +291,17 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
         run = self._resolve(run_id) if self.active else None
         return run.span if run is not None else None
 
-    def _start(self, run_id: UUID, parent_run_id: UUID | None, span_name: str, name: str, kind: str,
-               span_kind: SpanKind, attributes: dict[str, Any], metadata: Mapping[str, Any] | None) -> _Run:  # fmt: skip
+    def _start(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        span_name: str,
+        name: str,
+        kind: str,
+        span_kind: SpanKind,
+        attributes: dict[str, Any],
+        metadata: Mapping[str, Any] | None,
+    ) -> _Run:
         parent = self._resolve(parent_run_id)
         if parent is not None:
             context: otel_context.Context | None = trace.set_span_in_context(parent.span)
@@ -256,9 +309,10 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
         else:  # a root run: under the caller's current span, in its `tokentrail.agent(...)` scope
             context, inherited = None, _api._scope.get()
         scope: Scope = (
-            _first(metadata, _CONVERSATION_KEYS) or inherited[0], _first(metadata, _USER_KEYS) or inherited[1],
+            _first(metadata, _CONVERSATION_KEYS) or inherited[0],
+            _first(metadata, _USER_KEYS) or inherited[1],
             inherited[2],
-        )  # fmt: skip
+        )
         for key, value in (
             (sc.GEN_AI_CONVERSATION_ID, scope[0]),
             (sc.USER_ID, scope[1]),
@@ -291,9 +345,17 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
     # -- chains, graphs, agents
 
     @safely
-    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
-                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.active:
             return
         tags, metadata = tags or [], metadata or {}
@@ -352,19 +414,29 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
 
     # -- model calls
 
-    def _model_start(self, serialized: dict[str, Any] | None, run_id: UUID, parent_run_id: UUID | None,
-                     metadata: dict[str, Any] | None, kwargs: Mapping[str, Any], operation: str,
-                     content: Any) -> None:  # fmt: skip
+    def _model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        metadata: dict[str, Any] | None,
+        kwargs: Mapping[str, Any],
+        operation: str,
+        content: Any,
+    ) -> None:
         metadata = metadata or {}
         params = kwargs.get("invocation_params") or {}
         model = (
-            _first(params, ("model", "model_name", "model_id", "deployment_name")) or metadata.get("ls_model_name")
-            or _first((serialized or {}).get("kwargs"), ("model", "model_name")) or ""
-        )  # fmt: skip
+            _first(params, ("model", "model_name", "model_id", "deployment_name"))
+            or metadata.get("ls_model_name")
+            or _first((serialized or {}).get("kwargs"), ("model", "model_name"))
+            or ""
+        )
         attributes: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_PROVIDER_NAME: _provider(metadata, params),
+            sc.GEN_AI_OPERATION_NAME: operation,
+            sc.GEN_AI_PROVIDER_NAME: _provider(metadata, params),
             sc.GEN_AI_REQUEST_MODEL: str(model) or None,
-        }  # fmt: skip
+        }
         attributes.update(_llm.scalars(params, _PARAMS))
         max_tokens = _first(params, ("max_tokens", "max_completion_tokens", "max_output_tokens"))
         max_tokens = max_tokens if max_tokens is not None else metadata.get("ls_max_tokens")
@@ -386,18 +458,34 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
         )
 
     @safely
-    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
-                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.active:
             return
         content = [_message(m) for m in messages[0]] if _content.policy().enabled and messages else None
         self._model_start(serialized, run_id, parent_run_id, metadata, kwargs, sc.OP_CHAT, content)
 
     @safely
-    def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
-                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.active:
             return
         content = None
@@ -432,19 +520,31 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
     # -- tools and retrievers
 
     @safely
-    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
-                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
-                      **kwargs: Any) -> None:  # fmt: skip
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.active:
             return
         name = _run_name(serialized, kwargs, "tool")
         attributes: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL, sc.GEN_AI_TOOL_NAME: name, sc.GEN_AI_TOOL_TYPE: "function",
+            sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+            sc.GEN_AI_TOOL_NAME: name,
+            sc.GEN_AI_TOOL_TYPE: "function",
             sc.GEN_AI_TOOL_DESCRIPTION: (serialized or {}).get("description") or None,
             sc.GEN_AI_TOOL_CALL_ID: kwargs.get("tool_call_id"),
-            sc.GEN_AI_TOOL_CALL_ARGUMENTS: _content.policy().prepare(inputs if inputs is not None else input_str),
-        }  # fmt: skip
+            sc.GEN_AI_TOOL_CALL_ARGUMENTS: _content.policy().prepare(
+                inputs if inputs is not None else input_str
+            ),
+        }
         self._start(
             run_id,
             parent_run_id,
@@ -474,16 +574,25 @@ class _Handler(BaseCallbackHandler):  # type: ignore[misc]
         self._end(run_id, error)
 
     @safely
-    def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
-                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not self.active:
             return
         name = _run_name(serialized, kwargs, "retriever")
         attributes: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: sc.OP_RETRIEVAL, sc.GEN_AI_DATA_SOURCE_ID: name,
+            sc.GEN_AI_OPERATION_NAME: sc.OP_RETRIEVAL,
+            sc.GEN_AI_DATA_SOURCE_ID: name,
             GEN_AI_RETRIEVAL_QUERY_TEXT: _content.policy().prepare(query),
-        }  # fmt: skip
+        }
         self._start(
             run_id,
             parent_run_id,
@@ -523,9 +632,14 @@ def _record_llm(span: Span, response: Any) -> None:
     llm_output: Mapping[str, Any] = getattr(response, "llm_output", None) or {}
     usage = _usage(generations, llm_output)
     if usage is not None and usage["input"] is not None and usage["output"] is not None:
-        _llm.set_usage(span, input_tokens=usage["input"], output_tokens=usage["output"],
-                       cache_read=usage["cache_read"], cache_write=usage["cache_write"],
-                       reasoning=usage["reasoning"])  # fmt: skip
+        _llm.set_usage(
+            span,
+            input_tokens=usage["input"],
+            output_tokens=usage["output"],
+            cache_read=usage["cache_read"],
+            cache_write=usage["cache_write"],
+            reasoning=usage["reasoning"],
+        )
     metadata: Mapping[str, Any] = next(
         (m for g in generations if (m := getattr(getattr(g, "message", None), "response_metadata", None))), {}
     )
@@ -537,8 +651,14 @@ def _record_llm(span: Span, response: Any) -> None:
         output = []
         for generation, reason in zip(generations, [_finish_reason(g) for g in generations], strict=True):
             message = getattr(generation, "message", None)
-            item = _message(message) if message is not None else {
-                "role": "assistant", "parts": [{"type": "text", "content": getattr(generation, "text", "")}]}  # fmt: skip
+            item = (
+                _message(message)
+                if message is not None
+                else {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": getattr(generation, "text", "")}],
+                }
+            )
             if reason:
                 item["finish_reason"] = reason
             output.append(item)
@@ -711,17 +831,29 @@ def _manager_init_wrapper(handler: _Handler) -> _Wrapper:
 
 # (module, attribute) pairs wrapped for context; any that a version lacks is skipped
 _MODEL_TARGETS = (
-    ("langchain_core.language_models.chat_models", "BaseChatModel._generate_with_cache",
-     "BaseChatModel._agenerate_with_cache", 2, "run_manager"),
-    ("langchain_core.language_models.llms", "BaseLLM._generate_helper", "BaseLLM._agenerate_helper", 2,
-     "run_managers"),
-)  # fmt: skip
+    (
+        "langchain_core.language_models.chat_models",
+        "BaseChatModel._generate_with_cache",
+        "BaseChatModel._agenerate_with_cache",
+        2,
+        "run_manager",
+    ),
+    (
+        "langchain_core.language_models.llms",
+        "BaseLLM._generate_helper",
+        "BaseLLM._agenerate_helper",
+        2,
+        "run_managers",
+    ),
+)
 _STREAM_TARGETS = (
     ("langchain_core.language_models.chat_models", "BaseChatModel.stream", "BaseChatModel.astream"),
     ("langchain_core.language_models.llms", "BaseLLM.stream", "BaseLLM.astream"),
 )
-_CONFIG_TARGETS = (("langchain_core.runnables.config", "_set_config_context"),
-                   ("langgraph._internal._runnable", "_set_config_context"))  # fmt: skip
+_CONFIG_TARGETS = (
+    ("langchain_core.runnables.config", "_set_config_context"),
+    ("langgraph._internal._runnable", "_set_config_context"),
+)
 
 
 def _wrap(module: str, name: str, wrapper: _Wrapper, done: list[tuple[str, str]]) -> None:

@@ -27,8 +27,12 @@ _instruments = ("openai >= 1.40",)
 _MODULE = "openai.resources.chat.completions"
 _RESPONSES = "openai.resources.responses"
 _EMBEDDINGS = "openai.resources.embeddings"
-_PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
-           sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
+_PARAMS = {
+    sc.GEN_AI_REQUEST_MAX_TOKENS: "max_tokens",
+    sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
+    sc.GEN_AI_REQUEST_TOP_P: "top_p",
+    sc.GEN_AI_REQUEST_STREAM: "stream",
+}
 
 
 def _messages(messages: Any) -> list[dict[str, Any]]:
@@ -41,7 +45,9 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if isinstance(content, str):
             parts.append({"type": "text", "content": content})
         elif isinstance(content, list):
-            parts.extend({"type": "text", "content": p.get("text", "")} for p in content if isinstance(p, dict))
+            parts.extend(
+                {"type": "text", "content": p.get("text", "")} for p in content if isinstance(p, dict)
+            )
         out.append({"role": role, "parts": parts})
     return out
 
@@ -67,11 +73,14 @@ def _set_usage(span: Span, usage: Any, *, api: str) -> None:
     """Chat completions (`prompt_…`/`completion_…`) and Responses (`input_…`/`output_…`) usage alike;
     OpenAI's input count already includes the cached part, as OTel's does."""
     inputs, outputs = ("prompt", "completion") if api == "chat" else ("input", "output")
-    _llm.set_usage(span, input_tokens=int(getattr(usage, f"{inputs}_tokens", 0) or 0),
-                   output_tokens=int(getattr(usage, f"{outputs}_tokens", 0) or 0),
-                   cache_read=_detail(usage, f"{inputs}_tokens_details", "cached_tokens"),
-                   cache_write=_detail(usage, f"{inputs}_tokens_details", "cache_write_tokens"),
-                   reasoning=_detail(usage, f"{outputs}_tokens_details", "reasoning_tokens"))  # fmt: skip
+    _llm.set_usage(
+        span,
+        input_tokens=int(getattr(usage, f"{inputs}_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, f"{outputs}_tokens", 0) or 0),
+        cache_read=_detail(usage, f"{inputs}_tokens_details", "cached_tokens"),
+        cache_write=_detail(usage, f"{inputs}_tokens_details", "cache_write_tokens"),
+        reasoning=_detail(usage, f"{outputs}_tokens_details", "reasoning_tokens"),
+    )
 
 
 def _record(span: Span, *, model: Any, ident: Any, finish: list[str], usage: Any, text: str | None) -> None:
@@ -99,9 +108,14 @@ def _record_response(span: Span, response: Any) -> None:
         return
     choices = getattr(response, "choices", None) or []
     text = getattr(getattr(choices[0], "message", None), "content", None) if choices else None
-    _record(span, model=getattr(response, "model", None), ident=getattr(response, "id", None),
-            finish=[str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None)],
-            usage=getattr(response, "usage", None), text=text)  # fmt: skip
+    _record(
+        span,
+        model=getattr(response, "model", None),
+        ident=getattr(response, "id", None),
+        finish=[str(c.finish_reason) for c in choices if getattr(c, "finish_reason", None)],
+        usage=getattr(response, "usage", None),
+        text=text,
+    )
 
 
 class _Chunks:
@@ -127,8 +141,14 @@ class _Chunks:
                 self.text.append(content)
 
     def record(self, span: Span) -> None:
-        _record(span, model=self.model, ident=self.ident, finish=self.finish, usage=self.usage,
-                text="".join(self.text) or None)  # fmt: skip
+        _record(
+            span,
+            model=self.model,
+            ident=self.ident,
+            finish=self.finish,
+            usage=self.usage,
+            text="".join(self.text) or None,
+        )
 
 
 _HOOKS = _llm.Hooks(start=_start, record=_record_response, accumulator=_Chunks)
@@ -136,8 +156,12 @@ _HOOKS = _llm.Hooks(start=_start, record=_record_response, accumulator=_Chunks)
 
 # --- Responses API -------------------------------------------------------------------------------
 
-_RESPONSE_PARAMS = {sc.GEN_AI_REQUEST_MAX_TOKENS: "max_output_tokens", sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
-                    sc.GEN_AI_REQUEST_TOP_P: "top_p", sc.GEN_AI_REQUEST_STREAM: "stream"}  # fmt: skip
+_RESPONSE_PARAMS = {
+    sc.GEN_AI_REQUEST_MAX_TOKENS: "max_output_tokens",
+    sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
+    sc.GEN_AI_REQUEST_TOP_P: "top_p",
+    sc.GEN_AI_REQUEST_STREAM: "stream",
+}
 
 
 @safely
@@ -147,10 +171,15 @@ def _start_response(instance: Any, kwargs: dict[str, Any]) -> Span:
     policy = _content.policy()
     if policy.enabled:
         given = kwargs.get("input")
-        messages = [{"role": "user", "parts": [{"type": "text", "content": given}]}] if isinstance(given, str) \
-            else _messages(given)  # fmt: skip
-        for key, value in ((sc.GEN_AI_INPUT_MESSAGES, messages),
-                           (sc.GEN_AI_SYSTEM_INSTRUCTIONS, kwargs.get("instructions"))):  # fmt: skip
+        messages = (
+            [{"role": "user", "parts": [{"type": "text", "content": given}]}]
+            if isinstance(given, str)
+            else _messages(given)
+        )
+        for key, value in (
+            (sc.GEN_AI_INPUT_MESSAGES, messages),
+            (sc.GEN_AI_SYSTEM_INSTRUCTIONS, kwargs.get("instructions")),
+        ):
             text = policy.prepare(value) if value else None
             if text is not None:
                 attributes[key] = text
@@ -159,15 +188,25 @@ def _start_response(instance: Any, kwargs: dict[str, Any]) -> Span:
 
 # Output items that wait for the application to run a tool (built-in tools such as web search run
 # server-side and end in a message).
-_CLIENT_CALLS = frozenset({"function_call", "custom_tool_call", "computer_call", "local_shell_call", "shell_call",
-                           "apply_patch_call"})  # fmt: skip
+_CLIENT_CALLS = frozenset(
+    {
+        "function_call",
+        "custom_tool_call",
+        "computer_call",
+        "local_shell_call",
+        "shell_call",
+        "apply_patch_call",
+    }
+)
 
 
 def _finish_reason(response: Any) -> list[str]:
     """A Responses API status in the conventions' finish reasons (`stop`, `length`, `tool_call`, …)."""
     status = getattr(response, "status", None)
     if status == "completed":
-        calls = any(getattr(item, "type", None) in _CLIENT_CALLS for item in getattr(response, "output", None) or [])
+        calls = any(
+            getattr(item, "type", None) in _CLIENT_CALLS for item in getattr(response, "output", None) or []
+        )
         return ["tool_call" if calls else "stop"]
     if status == "failed":
         return ["error"]
@@ -181,8 +220,12 @@ def _record_responses_api(span: Span, response: Any) -> None:
     response = _parsed(response)
     if response is None:
         return
-    _llm.set_response(span, model=getattr(response, "model", None), ident=getattr(response, "id", None),
-                      finish=_finish_reason(response))  # fmt: skip
+    _llm.set_response(
+        span,
+        model=getattr(response, "model", None),
+        ident=getattr(response, "id", None),
+        finish=_finish_reason(response),
+    )
     usage = getattr(response, "usage", None)
     if usage is not None:
         _set_usage(span, usage, api="responses")

@@ -40,8 +40,8 @@ __all__ = ["OpenAIAgentsInstrumentor"]
 _instruments = ("openai-agents >= 0.1",)
 _TRACER = "tokentrail.openai_agents"
 
-# Names OTel contrib's openai-agents instrumentation emits and the collector already reads
-# (CONVENTIONS.md §4.2); semconv.py does not carry them yet.
+# Names OTel contrib's openai-agents instrumentation emits and the collector already reads;
+# semconv.py does not carry them yet.
 GEN_AI_HANDOFF_FROM_AGENT = "gen_ai.handoff.from_agent"
 GEN_AI_HANDOFF_TO_AGENT = "gen_ai.handoff.to_agent"
 GEN_AI_GUARDRAIL_NAME = "gen_ai.guardrail.name"
@@ -96,20 +96,46 @@ def _messages(items: Any) -> list[dict[str, Any]]:
     for item in items if isinstance(items, (list, tuple)) else ():
         kind, role = _get(item, "type"), _get(item, "role")
         if kind == "function_call":  # Responses: the model asked for a tool
-            out.append({"role": "assistant", "parts": [{"type": "tool_call", "id": _get(item, "call_id"),
-                                                        "name": _get(item, "name"),
-                                                        "arguments": _get(item, "arguments")}]})  # fmt: skip
+            out.append(
+                {
+                    "role": "assistant",
+                    "parts": [
+                        {
+                            "type": "tool_call",
+                            "id": _get(item, "call_id"),
+                            "name": _get(item, "name"),
+                            "arguments": _get(item, "arguments"),
+                        }
+                    ],
+                }
+            )
         elif kind == "function_call_output" or role == "tool":
-            out.append({"role": "tool", "parts": [{
-                "type": "tool_call_response", "id": _get(item, "call_id") or _get(item, "tool_call_id"),
-                "response": _get(item, "output") if kind == "function_call_output" else _get(item, "content"),
-            }]})  # fmt: skip
+            out.append(
+                {
+                    "role": "tool",
+                    "parts": [
+                        {
+                            "type": "tool_call_response",
+                            "id": _get(item, "call_id") or _get(item, "tool_call_id"),
+                            "response": _get(item, "output")
+                            if kind == "function_call_output"
+                            else _get(item, "content"),
+                        }
+                    ],
+                }
+            )
         elif role:
             parts = _parts(_get(item, "content"))
             for call in _get(item, "tool_calls") or ():
                 function = _get(call, "function")
-                parts.append({"type": "tool_call", "id": _get(call, "id"), "name": _get(function, "name"),
-                              "arguments": _get(function, "arguments")})  # fmt: skip
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "id": _get(call, "id"),
+                        "name": _get(function, "name"),
+                        "arguments": _get(function, "arguments"),
+                    }
+                )
             out.append({"role": str(role), "parts": parts})
     return out
 
@@ -133,10 +159,14 @@ def _set_usage(span: Span, usage: Any) -> None:
     if input_tokens is None or output_tokens is None:
         return
     details_in, details_out = _get(usage, "input_tokens_details"), _get(usage, "output_tokens_details")
-    _llm.set_usage(span, input_tokens=input_tokens, output_tokens=output_tokens,
-                   cache_read=_as_int(_get(details_in, "cached_tokens")),
-                   cache_write=_as_int(_get(details_in, "cache_write_tokens")) or None,
-                   reasoning=_as_int(_get(details_out, "reasoning_tokens")))  # fmt: skip
+    _llm.set_usage(
+        span,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read=_as_int(_get(details_in, "cached_tokens")),
+        cache_write=_as_int(_get(details_in, "cache_write_tokens")) or None,
+        reasoning=_as_int(_get(details_out, "reasoning_tokens")),
+    )
 
 
 def _server(config: Any) -> dict[str, Any]:
@@ -171,8 +201,15 @@ class _Processor(TracingProcessor):  # type: ignore[misc]
             key = self._skipped[key]
         return key, self._open.get(key)
 
-    def _open_span(self, key: str, parent: _Open | None, name: str, kind: SpanKind,
-                   attributes: dict[str, Any], scope: Scope | None = None) -> _Open:  # fmt: skip
+    def _open_span(
+        self,
+        key: str,
+        parent: _Open | None,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        scope: Scope | None = None,
+    ) -> _Open:
         if scope is None:
             scope = parent.scope if parent is not None else _api._scope.get()
         for attr, value in (
@@ -294,40 +331,70 @@ class _Processor(TracingProcessor):  # type: ignore[misc]
 def _describe(data: Any, kind: str) -> tuple[str, SpanKind, dict[str, Any]]:
     """Span name, kind and start attributes for one SDK span."""
     if kind == "agent":
-        return (f"invoke_agent {data.name}", SpanKind.INTERNAL,
-                {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: data.name})  # fmt: skip
+        return (
+            f"invoke_agent {data.name}",
+            SpanKind.INTERNAL,
+            {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: data.name},
+        )
     if kind in ("generation", "response"):
         model = getattr(data, "model", None) or _get(getattr(data, "response", None), "model")
-        attributes = {sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT, sc.GEN_AI_PROVIDER_NAME: "openai",
-                      sc.GEN_AI_REQUEST_MODEL: str(model) if model else None,
-                      **_server(getattr(data, "model_config", None))}  # fmt: skip
+        attributes = {
+            sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+            sc.GEN_AI_PROVIDER_NAME: "openai",
+            sc.GEN_AI_REQUEST_MODEL: str(model) if model else None,
+            **_server(getattr(data, "model_config", None)),
+        }
         config = getattr(data, "model_config", None) or {}
-        for attr, param in ((sc.GEN_AI_REQUEST_TEMPERATURE, "temperature"), (sc.GEN_AI_REQUEST_TOP_P, "top_p"),
-                            (sc.GEN_AI_REQUEST_MAX_TOKENS, "max_tokens")):  # fmt: skip
+        for attr, param in (
+            (sc.GEN_AI_REQUEST_TEMPERATURE, "temperature"),
+            (sc.GEN_AI_REQUEST_TOP_P, "top_p"),
+            (sc.GEN_AI_REQUEST_MAX_TOKENS, "max_tokens"),
+        ):
             value = _get(config, param)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 attributes[attr] = value
         return (f"chat {model}" if model else "chat"), SpanKind.CLIENT, attributes
     if kind == "function":
-        return (f"execute_tool {data.name}", SpanKind.INTERNAL,
-                {sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL, sc.GEN_AI_TOOL_NAME: data.name,
-                 sc.GEN_AI_TOOL_TYPE: "function"})  # fmt: skip
+        return (
+            f"execute_tool {data.name}",
+            SpanKind.INTERNAL,
+            {
+                sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+                sc.GEN_AI_TOOL_NAME: data.name,
+                sc.GEN_AI_TOOL_TYPE: "function",
+            },
+        )
     if kind == "handoff":
         to_agent = getattr(data, "to_agent", None)
-        return (f"handoff {to_agent}" if to_agent else "handoff"), SpanKind.INTERNAL, {
-            sc.GEN_AI_OPERATION_NAME: OP_AGENT_HANDOFF, sc.TT_STEP_KIND: sc.STEP_OTHER,
-            sc.TT_STEP_SUBKIND: "handoff", GEN_AI_HANDOFF_FROM_AGENT: getattr(data, "from_agent", None),
-            GEN_AI_HANDOFF_TO_AGENT: to_agent,
-        }  # fmt: skip
+        return (
+            (f"handoff {to_agent}" if to_agent else "handoff"),
+            SpanKind.INTERNAL,
+            {
+                sc.GEN_AI_OPERATION_NAME: OP_AGENT_HANDOFF,
+                sc.TT_STEP_KIND: sc.STEP_OTHER,
+                sc.TT_STEP_SUBKIND: "handoff",
+                GEN_AI_HANDOFF_FROM_AGENT: getattr(data, "from_agent", None),
+                GEN_AI_HANDOFF_TO_AGENT: to_agent,
+            },
+        )
     if kind == "guardrail":
-        return f"guardrail {data.name}", SpanKind.INTERNAL, {
-            sc.GEN_AI_OPERATION_NAME: OP_GUARDRAIL_CHECK, sc.TT_STEP_KIND: sc.STEP_OTHER,
-            sc.TT_STEP_SUBKIND: "guardrail", GEN_AI_GUARDRAIL_NAME: data.name,
-        }  # fmt: skip
+        return (
+            f"guardrail {data.name}",
+            SpanKind.INTERNAL,
+            {
+                sc.GEN_AI_OPERATION_NAME: OP_GUARDRAIL_CHECK,
+                sc.TT_STEP_KIND: sc.STEP_OTHER,
+                sc.TT_STEP_SUBKIND: "guardrail",
+                GEN_AI_GUARDRAIL_NAME: data.name,
+            },
+        )
     # custom, mcp_tools, speech, transcription, and types newer than this module
     label = getattr(data, "name", None) or getattr(data, "server", None)
-    return (f"{kind or 'span'} {label}" if label else kind or "span"), SpanKind.INTERNAL, {
-        sc.TT_STEP_KIND: sc.STEP_OTHER, sc.TT_STEP_SUBKIND: kind or None}  # fmt: skip
+    return (
+        (f"{kind or 'span'} {label}" if label else kind or "span"),
+        SpanKind.INTERNAL,
+        {sc.TT_STEP_KIND: sc.STEP_OTHER, sc.TT_STEP_SUBKIND: kind or None},
+    )
 
 
 def _finish(opened: _Open, data: Any, kind: str) -> None:

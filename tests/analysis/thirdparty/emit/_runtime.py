@@ -38,8 +38,9 @@ CACHE_TTL = 2.0
 
 
 class Run:
-    def __init__(self, emitter: str, packages: tuple[str, ...], *, own_provider: bool = True,
-                 reply: str = "Done.") -> None:  # fmt: skip
+    def __init__(
+        self, emitter: str, packages: tuple[str, ...], *, own_provider: bool = True, reply: str = "Done."
+    ) -> None:
         parser = argparse.ArgumentParser()
         parser.add_argument("--endpoint", required=True, help="the collector's OTLP/HTTP base URL")
         parser.add_argument("--out", required=True, type=Path, help="where to write the labels (JSON)")
@@ -69,8 +70,9 @@ class Run:
         finally:
             self._case = ""
 
-    def reply(self, name: str, *waste: str, usage_lost: bool = False, unrecorded: bool = False,
-              **how: Any) -> Reply:  # fmt: skip
+    def reply(
+        self, name: str, *waste: str, usage_lost: bool = False, unrecorded: bool = False, **how: Any
+    ) -> Reply:
         """A scripted reply for the next request, labelled `name`; `waste`: the detectors that must
         charge this request (none: it is productive), `how`: the `Reply` fields (status, tool,
         truncated, text, usage, retry_after). `usage_lost`: the instrumentation records no usage
@@ -80,8 +82,16 @@ class Run:
         assert not (unrecorded and waste), "a request no span records cannot be charged"
         self._seq += 1
         label = f"ttl-{self.emitter}-{self._seq}-x"
-        self.expected.append({"label": label, "case": self._case, "name": name, "detectors": list(waste),
-                              "usage_lost": usage_lost, "unrecorded": unrecorded})  # fmt: skip
+        self.expected.append(
+            {
+                "label": label,
+                "case": self._case,
+                "name": name,
+                "detectors": list(waste),
+                "usage_lost": usage_lost,
+                "unrecorded": unrecorded,
+            }
+        )
         return Reply(label=label, **how)
 
     def script(self, *replies: Reply) -> None:
@@ -103,10 +113,18 @@ class Run:
                 versions[package] = importlib.metadata.version(package)
             except importlib.metadata.PackageNotFoundError:
                 versions[package] = ""
-        self.out.write_text(json.dumps({
-            "emitter": self.emitter, "versions": versions, "expected": self.expected,
-            "calls": [asdict(c) for c in self.server.calls], "unused_replies": unused,
-        }, indent=1))  # fmt: skip
+        self.out.write_text(
+            json.dumps(
+                {
+                    "emitter": self.emitter,
+                    "versions": versions,
+                    "expected": self.expected,
+                    "calls": [asdict(c) for c in self.server.calls],
+                    "unused_replies": unused,
+                },
+                indent=1,
+            )
+        )
         if unused:
             print(f"{self.emitter}: {unused} scripted replies were never requested", file=sys.stderr)
             sys.exit(3)

@@ -52,8 +52,11 @@ from tests.analysis.thirdparty.emit._runtime import CACHE_TTL, Run
 run = Run("anthropic_native", ("anthropic",))
 # the stand-in serves models this client version already calls deprecated
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-client = anthropic.Anthropic(base_url=run.base_url, api_key="sk-ant-test", open_telemetry={
-    "tracer_provider": run.provider, "traces": {"content_mode": "content"}})  # fmt: skip
+client = anthropic.Anthropic(
+    base_url=run.base_url,
+    api_key="sk-ant-test",
+    open_telemetry={"tracer_provider": run.provider, "traces": {"content_mode": "content"}},
+)
 tracer = trace.get_tracer("support-app")
 FAST = 0.05  # the scripted errors' retry-after, so the client's backoff stays short
 SONNET, HAIKU = "claude-sonnet-4-5", "claude-3-5-haiku-latest"
@@ -83,8 +86,13 @@ def get_order(n: int) -> str:
     return f"Order {n}. {DOC}"
 
 
-ROUTE = [{"name": "route", "description": "Send the message to a team.", "input_schema": {
-    "type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]}}]  # fmt: skip
+ROUTE = [
+    {
+        "name": "route",
+        "description": "Send the message to a team.",
+        "input_schema": {"type": "object", "properties": {"to": {"type": "string"}}, "required": ["to"]},
+    }
+]
 
 
 @contextmanager
@@ -104,9 +112,15 @@ def agent(name: str, model: str) -> Iterator[Any]:
 
 def solve(model: str, question: str, tools: list[Any], **kw: Any) -> Any:
     """The client's tool runner, to the final answer; its spans are the trace's root."""
-    runner = client.beta.messages.tool_runner(model=model, max_tokens=1024, system=SUPPORT, tools=tools,
-                                              messages=[{"role": "user", "content": question}], thread=False,
-                                              **kw)  # fmt: skip
+    runner = client.beta.messages.tool_runner(
+        model=model,
+        max_tokens=1024,
+        system=SUPPORT,
+        tools=tools,
+        messages=[{"role": "user", "content": question}],
+        thread=False,
+        **kw,
+    )
     return runner.until_done()
 
 
@@ -114,8 +128,9 @@ def user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
-def create(model: str, messages: list[dict[str, Any]], system: Any = SUPPORT, via: Any = None,
-           **kw: Any) -> Any:  # fmt: skip
+def create(
+    model: str, messages: list[dict[str, Any]], system: Any = SUPPORT, via: Any = None, **kw: Any
+) -> Any:
     """One model call, through `via` (a copy of the client with other options) or the client."""
     kw.setdefault("max_tokens", 1024)
     return (via or client).messages.create(model=model, system=system, messages=messages, **kw)
@@ -145,15 +160,20 @@ with run.case("stream_raw"), agent("support-agent", HAIKU):
 # the client retries a 529 by itself inside one call: the attempt has no span (only the call's
 # resend count says it happened), so it cannot be labelled
 with run.case("retry_in_call"), agent("support-agent", SONNET):
-    run.script(run.reply("overloaded", status=529, retry_after=FAST, unrecorded=True), run.reply("served", text=FULL))
+    run.script(
+        run.reply("overloaded", status=529, retry_after=FAST, unrecorded=True), run.reply("served", text=FULL)
+    )
     create(SONNET, user("Can I pay by invoice?"))
 
 # the client's retries run out and the call fails; the application tries the call once more
 with run.case("retry_exhausted"), agent("support-agent", HAIKU):
     # the first two attempts have no span; the third is the failed call's last attempt
-    run.script(run.reply("over0", status=529, retry_after=FAST, unrecorded=True),
-               run.reply("over1", status=529, retry_after=FAST, unrecorded=True),
-               run.reply("over2", "retry", status=529, retry_after=FAST), run.reply("up"))  # fmt: skip
+    run.script(
+        run.reply("over0", status=529, retry_after=FAST, unrecorded=True),
+        run.reply("over1", status=529, retry_after=FAST, unrecorded=True),
+        run.reply("over2", "retry", status=529, retry_after=FAST),
+        run.reply("up"),
+    )
     messages = user("Can I change my delivery address?")
     try:
         create(HAIKU, messages)
@@ -162,15 +182,18 @@ with run.case("retry_exhausted"), agent("support-agent", HAIKU):
         create(HAIKU, messages)
 
 with run.case("retry_truncated"), agent("writer-agent", SONNET):
-    run.script(run.reply("cut", "retry", truncated=True, text="The return policy " * 60),
-               run.reply("again", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("cut", "retry", truncated=True, text="The return policy " * 60),
+        run.reply("again", text=FULL),
+    )
     messages = user("Summarise the return policy in detail.")
     if create(SONNET, messages, max_tokens=200).stop_reason == "max_tokens":
         create(SONNET, messages, max_tokens=2000)
 
 with run.case("retry_truncated_stream"), agent("writer-agent", SONNET):
-    run.script(run.reply("cut", "retry", truncated=True, text="Our warranty " * 60),
-               run.reply("again", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("cut", "retry", truncated=True, text="Our warranty " * 60), run.reply("again", text=FULL)
+    )
     messages = user("Explain the warranty in detail.")
     with client.messages.stream(model=SONNET, max_tokens=150, system=SUPPORT, messages=messages) as s:
         cut = s.get_final_message().stop_reason == "max_tokens"
@@ -186,20 +209,29 @@ with run.case("duplicate"), agent("support-agent", SONNET):
 
 with run.case("duplicate_tool"):
     # the model asks for the same search twice before answering
-    run.script(run.reply("think0", tool=("search", {"q": "kettle descaling"})),
-               run.reply("think1", "duplicate", tool=("search", {"q": "kettle descaling"})),
-               run.reply("answer", text="Use white vinegar."))  # fmt: skip
+    run.script(
+        run.reply("think0", tool=("search", {"q": "kettle descaling"})),
+        run.reply("think1", "duplicate", tool=("search", {"q": "kettle descaling"})),
+        run.reply("answer", text="Use white vinegar."),
+    )
     solve(HAIKU, "How do I descale a kettle?", [search])
 
 with run.case("loop"):
     # the same search three times in a row, then an answer without it
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     solve(HAIKU, "Find the warranty terms for a blender.", [search])
 
 with run.case("failed_task"):
-    run.script(run.reply("f1", "no_outcome", tool=("lookup_order", {"id": 7})),
-               run.reply("f2", "no_outcome", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("f1", "no_outcome", tool=("lookup_order", {"id": 7})),
+        run.reply("f2", "no_outcome", text=FULL),
+    )
     try:
         with agent("refund-agent", SONNET):
             plan = solve(SONNET, "Refund order 7.", [lookup_order])
@@ -210,8 +242,13 @@ with run.case("failed_task"):
 with run.case("bloat"):
     # every step adds a ~2,000-token tool result that stays in the context for good; the growing
     # conversation is read from the cache (automatic caching), so none of it is a cache miss
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     solve(HAIKU, "Audit the last five orders.", [get_order], cache_control={"type": "ephemeral"})
 
 

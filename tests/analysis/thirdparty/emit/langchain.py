@@ -131,8 +131,9 @@ with run.case("productive"):
     agent.invoke(user("Where is order 42?"))
 
 with run.case("productive_claude"):
-    agent = create_react_agent(anthropic("claude-sonnet-4-5"), [check_return_window], prompt=SUPPORT,
-                               name="returns_agent")  # fmt: skip
+    agent = create_react_agent(
+        anthropic("claude-sonnet-4-5"), [check_return_window], prompt=SUPPORT, name="returns_agent"
+    )
     run.script(run.reply("ask", tool=("check_return_window", {"order_id": 9})), run.reply("answer"))
     agent.invoke(user("Can I still return order 9?"))
 
@@ -196,22 +197,34 @@ with run.case("duplicate"):
 
 with run.case("loop"):  # the model keeps asking for the same search, and gets the same result
     agent = create_react_agent(openai("gpt-4o-mini"), [search_docs], prompt=SUPPORT, name="research_agent")
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search_docs", {"query": "blender warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(
+                f"think{i}", *(("loop",) if i else ()), tool=("search_docs", {"query": "blender warranty"})
+            )
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     agent.invoke(user("Find the warranty terms for a blender."))
 
 with run.case("duplicate_tool"):  # the model asks once more for what it was just given
     agent = create_react_agent(openai("gpt-4o-mini"), [lookup_order], prompt=SUPPORT, name="orders_agent")
-    run.script(run.reply("ask", tool=("lookup_order", {"order_id": 7})),
-               run.reply("ask-again", "duplicate", tool=("lookup_order", {"order_id": 7})),
-               run.reply("answer", text="Order 7 has shipped."))  # fmt: skip
+    run.script(
+        run.reply("ask", tool=("lookup_order", {"order_id": 7})),
+        run.reply("ask-again", "duplicate", tool=("lookup_order", {"order_id": 7})),
+        run.reply("answer", text="Order 7 has shipped."),
+    )
     agent.invoke(user("Has order 7 shipped?"))
 
 with run.case("failed_run"):  # the refund tool raises: LangGraph's ToolNode re-raises it, the run fails
-    agent = create_react_agent(openai("gpt-4o-mini"), [lookup_order, issue_refund], prompt=SUPPORT,
-                               name="refund_agent")  # fmt: skip
-    run.script(run.reply("look", "no_outcome", tool=("lookup_order", {"order_id": 7})),
-               run.reply("refund", "no_outcome", tool=("issue_refund", {"order_id": 7})))  # fmt: skip
+    agent = create_react_agent(
+        openai("gpt-4o-mini"), [lookup_order, issue_refund], prompt=SUPPORT, name="refund_agent"
+    )
+    run.script(
+        run.reply("look", "no_outcome", tool=("lookup_order", {"order_id": 7})),
+        run.reply("refund", "no_outcome", tool=("issue_refund", {"order_id": 7})),
+    )
     try:
         agent.invoke(user("Refund order 7."))
     except RuntimeError:
@@ -219,8 +232,15 @@ with run.case("failed_run"):  # the refund tool raises: LangGraph's ToolNode re-
 
 with run.case("bloat"):  # every step adds a ~2,000-token tool result that stays in the context for good
     agent = create_react_agent(openai("gpt-4o-mini"), [get_order_history], prompt=SUPPORT, name="audit_agent")
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order_history", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(
+                f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order_history", {"n": i})
+            )
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     agent.invoke(user("Audit my last five orders."))
 
 with run.case("streamed"):
@@ -276,9 +296,13 @@ with run.case("cache_miss_gap"):
     run.script(run.reply("before"), run.reply("after", "cache_miss"))
     slow_follow_up.invoke("List the toasters.")
 
-stamped = ChatPromptTemplate.from_messages([
-    ("system", "Current time: {now}"), ("system", catalogue("outlet")), ("human", "{question}"),
-]) | openai("gpt-4o-mini")  # fmt: skip
+stamped = ChatPromptTemplate.from_messages(
+    [
+        ("system", "Current time: {now}"),
+        ("system", catalogue("outlet")),
+        ("human", "{question}"),
+    ]
+) | openai("gpt-4o-mini")
 
 
 @chain
@@ -296,8 +320,13 @@ with run.case("cache_miss_prefix"):
 # a conversation of three traces (one per turn, the LangGraph checkpointer keeps the history): the
 # second turn reads the first one's cache, the third comes after the cache expired
 with run.case("conversation"):
-    agent = create_react_agent(openai("gpt-4o-mini"), [lookup_order], prompt=catalogue("garden centre"),
-                               checkpointer=InMemorySaver(), name="catalogue_agent")  # fmt: skip
+    agent = create_react_agent(
+        openai("gpt-4o-mini"),
+        [lookup_order],
+        prompt=catalogue("garden centre"),
+        checkpointer=InMemorySaver(),
+        name="catalogue_agent",
+    )
     thread = {"configurable": {"thread_id": "catalogue-chat-1"}}
     run.script(run.reply("turn1"), run.reply("turn2"), run.reply("turn3", "cache_miss"))
     with using_attributes(user_id="customer-17"):
@@ -345,7 +374,8 @@ with run.case("premium_no_evidence"):  # no cheaper model was seen doing this st
 
 with run.case("premium_tool_choice"):  # a short output that is a tool choice
     router = ChatPromptTemplate.from_messages([("system", CLASSIFY), ("human", "{message}")]) | openai(
-        "gpt-4.1").bind_tools([route], tool_choice="route")  # fmt: skip
+        "gpt-4.1"
+    ).bind_tools([route], tool_choice="route")
     run.script(run.reply("premium-tool", tool=("route", {"queue": "billing"})))
     router.invoke({"message": "Refund please."})
 

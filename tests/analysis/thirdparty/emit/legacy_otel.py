@@ -20,9 +20,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tests.analysis.thirdparty.emit._runtime import CACHE_TTL, Run
 
 # answers longer than a classification's, so that only the oversized cases give a premium model a short job
-run = Run("legacy_otel", ("openai", "opentelemetry-sdk"),
-          reply="Thanks for waiting. I have checked the order history and the shipping notes for you, and here "
-                "is everything I found, in full.")  # fmt: skip
+run = Run(
+    "legacy_otel",
+    ("openai", "opentelemetry-sdk"),
+    reply="Thanks for waiting. I have checked the order history and the shipping notes for you, and here "
+    "is everything I found, in full.",
+)
 tracer = trace.get_tracer("support-app")
 client = openai.OpenAI(base_url=f"{run.base_url}/v1", api_key="sk-test", max_retries=0)
 
@@ -32,8 +35,9 @@ DOC = "Order history and shipping notes for the customer. " * 150  # ~2,000 toke
 
 def chat(model: str, messages: list[dict[str, Any]], **kw: Any) -> Any:
     """One model call, traced by hand the v1.26 way. Raises what the client raises."""
-    with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, record_exception=False,
-                                      set_status_on_exception=False) as span:  # fmt: skip
+    with tracer.start_as_current_span(
+        f"chat {model}", kind=SpanKind.CLIENT, record_exception=False, set_status_on_exception=False
+    ) as span:
         span.set_attribute("gen_ai.system", "openai")
         span.set_attribute("gen_ai.request.model", model)
         span.add_event("gen_ai.content.prompt", {"gen_ai.prompt": json.dumps(messages)})
@@ -49,7 +53,10 @@ def chat(model: str, messages: list[dict[str, Any]], **kw: Any) -> Any:
         span.set_attribute("gen_ai.usage.completion_tokens", response.usage.completion_tokens)
         span.set_attribute("gen_ai.response.finish_reasons", [c.finish_reason for c in response.choices])
         message = response.choices[0].message
-        span.add_event("gen_ai.content.completion", {"gen_ai.completion": json.dumps(message.model_dump(exclude_none=True))})
+        span.add_event(
+            "gen_ai.content.completion",
+            {"gen_ai.completion": json.dumps(message.model_dump(exclude_none=True))},
+        )
         return response
 
 
@@ -85,7 +92,9 @@ def tool_turn(messages: list[dict[str, Any]], response: Any, result: str) -> Non
 
 with run.case("productive"), task("answer-question"):
     messages = ask("Where is order 42?")
-    run.script(run.reply("ask", tool=("lookup_order", {"id": 42})), run.reply("answer", text="It ships tomorrow."))
+    run.script(
+        run.reply("ask", tool=("lookup_order", {"id": 42})), run.reply("answer", text="It ships tomorrow.")
+    )
     first = chat("gpt-4o-mini", messages)
     tool_turn(messages, first, tool("lookup_order", {"id": 42}, '{"status": "shipped"}'))
     chat("gpt-4o-mini", messages)
@@ -114,8 +123,13 @@ with run.case("duplicate"), task("answer-question"):
 
 with run.case("loop"), task("research"):
     messages = ask("Find the warranty terms for a blender.")
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     for _ in range(3):  # the model keeps asking for the same search, and gets the same result
         response = chat("gpt-4o-mini", messages)
         tool_turn(messages, response, tool("search", {"q": "blender warranty"}, "No results."))
@@ -136,8 +150,13 @@ with run.case("failed_task"):
 with run.case("bloat"), task("audit-orders"):
     # every step adds a ~2,000-token tool result that stays in the context for good
     messages = ask("Audit the last five orders.")
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     for i in range(5):
         response = chat("gpt-4o-mini", messages)
         tool_turn(messages, response, tool("get_order", {"n": i}, f"Order {i}. {DOC}"))
@@ -151,7 +170,10 @@ with run.case("cache_miss_model"), task("catalogue-qa"):
     run.script(run.reply("big"), run.reply("switched"))
     messages = [*LONG, {"role": "user", "content": "Which items are kitchen appliances?"}]
     answer = chat("gpt-4o", messages).choices[0].message.content
-    messages += [{"role": "assistant", "content": answer}, {"role": "user", "content": "And which are cheapest?"}]
+    messages += [
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "And which are cheapest?"},
+    ]
     chat("gpt-4o-mini", messages)  # another model cannot read the first one's cache
 
 with run.case("cache_miss_gap"), task("catalogue-qa"):
@@ -179,7 +201,10 @@ with run.case("conversation_gap"):
     with task("chat-turn", **{"session.id": "legacy-conv-1"}):
         chat("gpt-4o-mini", history)
 
-CLASSIFY = {"role": "system", "content": "Classify the customer's message as billing, shipping or other. One word."}
+CLASSIFY = {
+    "role": "system",
+    "content": "Classify the customer's message as billing, shipping or other. One word.",
+}
 
 with run.case("oversized_evidence"), task("triage"):  # the cheaper model does this step fine
     run.script(run.reply("cheap", text="billing"))
@@ -191,7 +216,10 @@ with run.case("oversized"), task("triage"):
 
 with run.case("premium_no_evidence"), task("triage"):  # no cheaper model was seen doing this step
     run.script(run.reply("premium-alone", text="yes"))
-    chat("gpt-4.1", [{"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is it late?"}])
+    chat(
+        "gpt-4.1",
+        [{"role": "system", "content": "Answer yes or no."}, {"role": "user", "content": "Is it late?"}],
+    )
 
 with run.case("premium_tool_choice"), task("triage"):  # a short output that is a tool choice
     run.script(run.reply("premium-tool", tool=("route", {"to": "billing"})))

@@ -50,16 +50,27 @@ from tests.analysis.thirdparty.emit._runtime import CACHE_TTL, Run
 # rule; the cases that need a short answer script it.
 ANSWER = "Your order left our warehouse yesterday and should reach you within three business days."
 
-run = Run("openinference", ("openinference-instrumentation-openai", "openinference-instrumentation",
-                            "openinference-semantic-conventions", "openai", "httpx2",
-                            "opentelemetry-instrumentation-httpx", "opentelemetry-sdk"),
-          own_provider=False, reply=ANSWER)  # fmt: skip
+run = Run(
+    "openinference",
+    (
+        "openinference-instrumentation-openai",
+        "openinference-instrumentation",
+        "openinference-semantic-conventions",
+        "openai",
+        "httpx2",
+        "opentelemetry-instrumentation-httpx",
+        "opentelemetry-sdk",
+    ),
+    own_provider=False,
+    reply=ANSWER,
+)
 
 # OpenInference's provider: its tracers are OITracers (span kinds, decorators, context attributes)
 # and its attribute limit is raised so that long flattened conversations are not cut at 128.
 provider = TracerProvider(resource=Resource.create({"service.name": "corpus-openinference"}))
-provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{run.endpoint}/v1/traces"),
-                                               schedule_delay_millis=200))  # fmt: skip
+provider.add_span_processor(
+    BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{run.endpoint}/v1/traces"), schedule_delay_millis=200)
+)
 trace.set_tracer_provider(provider)
 OpenAIInstrumentor().instrument(tracer_provider=provider)
 HTTPX2ClientInstrumentor().instrument(tracer_provider=provider)
@@ -146,8 +157,13 @@ def chat_loop(model: str, messages: list[dict[str, Any]], *, stream: bool = Fals
         calls = [c.model_dump(include={"id", "type", "function"}) for c in message.tool_calls]
         messages.append({"role": "assistant", "content": message.content, "tool_calls": calls})
         for call in message.tool_calls:
-            messages.append({"role": "tool", "tool_call_id": call.id,
-                             "content": call_tool(call.function.name, call.function.arguments)})  # fmt: skip
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "content": call_tool(call.function.name, call.function.arguments),
+                }
+            )
     raise RuntimeError("the agent did not finish")
 
 
@@ -163,8 +179,12 @@ with run.case("streamed"), agent("support-agent", "Is the K-200 kettle in stock?
 
 with run.case("streamed_plain"), agent("support-agent", "What are your opening hours?") as span:
     run.script(run.reply("answer"))
-    chunks = client.chat.completions.create(model="gpt-4o-mini", messages=ask("What are your opening hours?"),
-                                            stream=True, stream_options={"include_usage": True})  # fmt: skip
+    chunks = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=ask("What are your opening hours?"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     span.set_output("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
 
 with run.case("responses"), agent("support-agent", "Where is order 43?") as span:
@@ -178,11 +198,17 @@ with run.case("responses"), agent("support-agent", "Where is order 43?") as span
     for item in response.output:
         if item.type == "function_call":
             items.append(item.model_dump(exclude_none=True))
-            items.append({"type": "function_call_output", "call_id": item.call_id,
-                          "output": call_tool(item.name, item.arguments)})  # fmt: skip
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": item.call_id,
+                    "output": call_tool(item.name, item.arguments),
+                }
+            )
     text = ""
-    for event in client.responses.create(model="gpt-4o-mini", instructions=SUPPORT, input=items,
-                                         tools=RESPONSE_TOOLS, stream=True):  # fmt: skip
+    for event in client.responses.create(
+        model="gpt-4o-mini", instructions=SUPPORT, input=items, tools=RESPONSE_TOOLS, stream=True
+    ):
         if event.type == "response.completed":
             text = event.response.output_text
     span.set_output(text)
@@ -220,8 +246,11 @@ with run.case("retry_truncated_responses"), agent("writer-agent", "Summarise the
     run.script(
         run.reply("cut", "retry", truncated=True, text="The warranty " * 60), run.reply("again", text=summary)
     )
-    request = {"model": "gpt-4o-mini", "instructions": "You write policy summaries for customers.",
-               "input": "Summarise the warranty terms."}  # fmt: skip
+    request = {
+        "model": "gpt-4o-mini",
+        "instructions": "You write policy summaries for customers.",
+        "input": "Summarise the warranty terms.",
+    }
     result = client.responses.create(**request, max_output_tokens=64)
     if result.status == "incomplete":
         result = client.responses.create(**request, max_output_tokens=1024)
@@ -285,8 +314,10 @@ def catalogue(section: str) -> list[dict[str, Any]]:
     """A long, stable prompt prefix (~2,600 tokens); each case its own, so that no case reads
     another's cached prefix."""
     listing = f"Here is the {section} catalogue: " + f"{section} item, price, stock; " * 400
-    return [{"role": "system", "content": "You answer questions about the shop's catalogue."},
-            {"role": "user", "content": listing}]  # fmt: skip
+    return [
+        {"role": "system", "content": "You answer questions about the shop's catalogue."},
+        {"role": "user", "content": listing},
+    ]
 
 
 def turn(model: str, messages: list[dict[str, Any]]) -> str:
@@ -296,8 +327,10 @@ def turn(model: str, messages: list[dict[str, Any]]) -> str:
 with run.case("cache_miss_model"), agent("catalogue-agent", "Which items are kitchen appliances?") as span:
     run.script(run.reply("big"), run.reply("switched", "cache_miss"))
     messages = [*catalogue("kitchen"), {"role": "user", "content": "Which items are kitchen appliances?"}]
-    messages += [{"role": "assistant", "content": turn("gpt-4o", messages)},
-                 {"role": "user", "content": "And which are cheapest?"}]  # fmt: skip
+    messages += [
+        {"role": "assistant", "content": turn("gpt-4o", messages)},
+        {"role": "user", "content": "And which are cheapest?"},
+    ]
     span.set_output(turn("gpt-4o-mini", messages))  # another model cannot read the first one's cache
 
 with run.case("cache_miss_gap"), agent("catalogue-agent", "List the garden tools.") as span:

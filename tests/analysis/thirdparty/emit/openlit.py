@@ -54,8 +54,13 @@ run = Run("openlit", ("openlit", "openai", "anthropic"), own_provider=False, rep
 # read by the OpenTelemetry HTTP instrumentations that `openlit.init` turns on: the request id of
 # every HTTP attempt, so a failed attempt inside a model call can be told apart
 os.environ["OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE"] = "x-request-id,request-id"
-openlit.init(otlp_endpoint=run.endpoint, application_name="corpus-openlit", environment="corpus",
-             disable_metrics=True, capture_message_content=True)  # fmt: skip
+openlit.init(
+    otlp_endpoint=run.endpoint,
+    application_name="corpus-openlit",
+    environment="corpus",
+    disable_metrics=True,
+    capture_message_content=True,
+)
 
 client = openai.OpenAI(base_url=f"{run.base_url}/v1", api_key="sk-test", max_retries=0)
 claude = anthropic.Anthropic(base_url=run.base_url, api_key="sk-ant-test", max_retries=0)
@@ -96,8 +101,11 @@ FUNCTIONS: dict[str, Callable[..., str]] = {f.__name__: f for f in (lookup_order
 
 def _schema(name: str, description: str, **params: str) -> dict[str, Any]:
     properties = {key: {"type": kind} for key, kind in params.items()}
-    return {"name": name, "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": list(params)}}  # fmt: skip
+    return {
+        "name": name,
+        "description": description,
+        "parameters": {"type": "object", "properties": properties, "required": list(params)},
+    }
 
 
 _SCHEMAS = [
@@ -145,14 +153,18 @@ def act(messages: list[dict[str, Any]], response: Any) -> None:
 
 
 def claude_chat(model: str, messages: list[dict[str, Any]], system: str = SYSTEM_TEXT, **kw: Any) -> Any:
-    return claude.messages.create(model=model, max_tokens=kw.pop("max_tokens", 1024), system=system,
-                                  messages=messages, **kw)  # fmt: skip
+    return claude.messages.create(
+        model=model, max_tokens=kw.pop("max_tokens", 1024), system=system, messages=messages, **kw
+    )
 
 
 def claude_act(messages: list[dict[str, Any]], response: Any) -> None:
     messages.append({"role": "assistant", "content": response.content})
-    results = [{"type": "tool_result", "tool_use_id": block.id, "content": FUNCTIONS[block.name](**block.input)}
-               for block in response.content if block.type == "tool_use"]  # fmt: skip
+    results = [
+        {"type": "tool_result", "tool_use_id": block.id, "content": FUNCTIONS[block.name](**block.input)}
+        for block in response.content
+        if block.type == "tool_use"
+    ]
     messages.append({"role": "user", "content": results})
 
 
@@ -199,8 +211,9 @@ with run.case("retry_error"), task("answer-question"):
 with run.case("retry_http"), task("answer-question"):
     # the client's own retry: one model call span, two HTTP attempts under it
     run.script(run.reply("throttled", "retry", status=429, retry_after=0.1), run.reply("served"))
-    client.with_options(max_retries=2).chat.completions.create(model="gpt-4o-mini",
-                                                               messages=ask("Is the blender in stock?"))  # fmt: skip
+    client.with_options(max_retries=2).chat.completions.create(
+        model="gpt-4o-mini", messages=ask("Is the blender in stock?")
+    )
 
 with run.case("retry_truncated"), task("write-summary"):
     messages = ask("Summarise the return policy in detail.")
@@ -216,17 +229,24 @@ with run.case("duplicate"), task("answer-question"):
 
 with run.case("loop"), task("research"):
     messages = ask("Find the warranty terms for a blender.")
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     for _ in range(3):  # the model keeps asking for the same search, and gets the same result
         act(messages, chat("gpt-4o-mini", messages, tools=TOOLS))
     chat("gpt-4o-mini", messages, tools=TOOLS)
 
 with run.case("duplicate_tool"), task("research"):
     messages = ask("Find the warranty terms for a kettle.")
-    run.script(run.reply("look", tool=("search", {"q": "kettle warranty"})),
-               run.reply("look-again", "duplicate", tool=("search", {"q": "kettle warranty"})),
-               run.reply("found", text="Kettles have a two-year warranty."))  # fmt: skip
+    run.script(
+        run.reply("look", tool=("search", {"q": "kettle warranty"})),
+        run.reply("look-again", "duplicate", tool=("search", {"q": "kettle warranty"})),
+        run.reply("found", text="Kettles have a two-year warranty."),
+    )
     for _ in range(2):  # one re-request of the same search: a duplicate, not yet a loop
         act(messages, chat("gpt-4o-mini", messages, tools=TOOLS))
     chat("gpt-4o-mini", messages, tools=TOOLS)
@@ -245,8 +265,13 @@ with run.case("failed_task"):
 with run.case("bloat"), task("audit-orders"):
     # every step adds a ~2,000-token tool result that stays in the context for good
     messages = ask("Audit the last five orders.")
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     for _ in range(5):
         act(messages, chat("gpt-4o-mini", messages, tools=TOOLS))
     chat("gpt-4o-mini", messages, tools=TOOLS)
@@ -332,8 +357,12 @@ with run.case("claude_productive"), task("answer-question") as root:
 
 with run.case("claude_streamed"), task("answer-question"):
     run.script(run.reply("stream"))
-    with claude.messages.stream(model=SONNET, max_tokens=1024, system=SYSTEM_TEXT,
-                                messages=[{"role": "user", "content": "Do you ship to Iceland?"}]) as stream:  # fmt: skip
+    with claude.messages.stream(
+        model=SONNET,
+        max_tokens=1024,
+        system=SYSTEM_TEXT,
+        messages=[{"role": "user", "content": "Do you ship to Iceland?"}],
+    ) as stream:
         text = "".join(stream.text_stream)
 
 with run.case("claude_retry_error"), task("answer-question"):
@@ -360,8 +389,13 @@ with run.case("claude_duplicate"), task("answer-question"):
 
 with run.case("claude_loop"), task("research"):
     messages = [{"role": "user", "content": "Find the warranty terms for a toaster."}]
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "toaster warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "toaster warranty"}))
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     for _ in range(3):
         claude_act(messages, claude_chat(HAIKU, messages, tools=CLAUDE_TOOLS))
     claude_chat(HAIKU, messages, tools=CLAUDE_TOOLS)
@@ -370,8 +404,13 @@ with run.case("claude_bloat"), task("audit-orders"):
     # as `bloat`; the growing prefix is read from the cache, which Anthropic (and OpenLIT) leave
     # out of the input tokens
     messages = [{"role": "user", "content": "Audit the last five orders."}]
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     for _ in range(5):
         claude_act(messages, claude_chat(HAIKU, messages, tools=CLAUDE_TOOLS))
     claude_chat(HAIKU, messages, tools=CLAUDE_TOOLS)

@@ -52,11 +52,22 @@ from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 from tests.analysis.thirdparty.emit._runtime import CACHE_TTL, Run
 
 # a default answer longer than 16 tokens: only the oversized cases below answer premium calls briefly
-run = Run("openllmetry", (
-    "opentelemetry-instrumentation-openai", "opentelemetry-instrumentation-anthropic",
-    "opentelemetry-instrumentation-langchain", "opentelemetry-instrumentation-httpx", "openai", "anthropic",
-    "langchain-core", "langchain-openai", "langchain-anthropic", "langgraph",
-), reply="Here is the complete answer to your question, with every detail you asked for and nothing more.")  # fmt: skip
+run = Run(
+    "openllmetry",
+    (
+        "opentelemetry-instrumentation-openai",
+        "opentelemetry-instrumentation-anthropic",
+        "opentelemetry-instrumentation-langchain",
+        "opentelemetry-instrumentation-httpx",
+        "openai",
+        "anthropic",
+        "langchain-core",
+        "langchain-openai",
+        "langchain-anthropic",
+        "langgraph",
+    ),
+    reply="Here is the complete answer to your question, with every detail you asked for and nothing more.",
+)
 OpenAIInstrumentor().instrument(tracer_provider=run.provider)
 AnthropicInstrumentor().instrument(tracer_provider=run.provider)
 LangchainInstrumentor().instrument(tracer_provider=run.provider)
@@ -110,8 +121,15 @@ with run.case("productive"), task("answer-question"):
 with run.case("loop_raw"), task("research"):
     # no tool spans here: the repeated tool calls are only in the captured model output
     messages = ask("Find the warranty terms for a toaster.")
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search_kb", {"query": "toaster warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(
+                f"think{i}", *(("loop",) if i else ()), tool=("search_kb", {"query": "toaster warranty"})
+            )
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     for _ in range(3):
         tool_turn(messages, chat("gpt-4o-mini", messages), "No results.")
     chat("gpt-4o-mini", messages)
@@ -119,8 +137,9 @@ with run.case("loop_raw"), task("research"):
 with run.case("streamed"), task("answer-question"):
     run.script(run.reply("stream"))
     # without include_usage the API sends no usage at all, and the span has none
-    stream = chat("gpt-4o-mini", ask("How do I reset my password?"), stream=True,
-                  stream_options={"include_usage": True})  # fmt: skip
+    stream = chat(
+        "gpt-4o-mini", ask("How do I reset my password?"), stream=True, stream_options={"include_usage": True}
+    )
     answer = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 with run.case("retry_error"), task("answer-question"):
@@ -158,8 +177,13 @@ with run.case("duplicate"), task("answer-question"):
 
 # --- raw anthropic -------------------------------------------------------------------------------
 
-POLICY = [{"type": "text", "cache_control": {"type": "ephemeral"},
-           "text": "You handle warranty claims. The full warranty policy follows. " + "Clause: covered. " * 520}]  # fmt: skip
+POLICY = [
+    {
+        "type": "text",
+        "cache_control": {"type": "ephemeral"},
+        "text": "You handle warranty claims. The full warranty policy follows. " + "Clause: covered. " * 520,
+    }
+]
 
 
 def claims_question(question: str) -> list[dict[str, Any]]:
@@ -171,12 +195,25 @@ with run.case("anthropic_cache"), task("warranty-claim"):
     total = tokens([POLICY, first])
     # the first request writes the policy to the cache (the stand-in reports no writes of its own)
     written = tokens(POLICY) // 128 * 128
-    run.script(run.reply("write", usage={"input_tokens": total - written, "output_tokens": 25,
-                                         "cache_read_input_tokens": 0, "cache_creation_input_tokens": written}),
-               run.reply("read"))  # fmt: skip
+    run.script(
+        run.reply(
+            "write",
+            usage={
+                "input_tokens": total - written,
+                "output_tokens": 25,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": written,
+            },
+        ),
+        run.reply("read"),
+    )
     claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=512, system=POLICY, messages=first)
-    with claude.messages.stream(model="claude-3-5-haiku-latest", max_tokens=512, system=POLICY,
-                                messages=claims_question("And a scratched toaster?")) as stream:  # fmt: skip
+    with claude.messages.stream(
+        model="claude-3-5-haiku-latest",
+        max_tokens=512,
+        system=POLICY,
+        messages=claims_question("And a scratched toaster?"),
+    ) as stream:
         answer = "".join(stream.text_stream)
 
 with run.case("anthropic_retry_overloaded"), task("warranty-claim"):
@@ -200,11 +237,19 @@ with run.case("anthropic_retry_truncated"), task("warranty-claim"):
 
 with run.case("anthropic_cache_gap"), task("warranty-claim"):
     run.script(run.reply("before"), run.reply("after", "cache_miss"))
-    claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=512, system=POLICY,
-                           messages=claims_question("Is a dented pan covered?"))  # fmt: skip
+    claude.messages.create(
+        model="claude-3-5-haiku-latest",
+        max_tokens=512,
+        system=POLICY,
+        messages=claims_question("Is a dented pan covered?"),
+    )
     time.sleep(CACHE_TTL + 0.5)  # past the cache's lifetime
-    claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=512, system=POLICY,
-                           messages=claims_question("Is a chipped mug covered?"))  # fmt: skip
+    claude.messages.create(
+        model="claude-3-5-haiku-latest",
+        max_tokens=512,
+        system=POLICY,
+        messages=claims_question("Is a chipped mug covered?"),
+    )
 
 # --- cache misses on openai ----------------------------------------------------------------------
 
@@ -266,21 +311,39 @@ with run.case("premium_no_evidence"), task("triage"):  # no cheaper model was se
 
 with run.case("premium_tool_choice"), task("triage"):  # a short output that is a tool choice
     run.script(run.reply("premium-tool", tool=("route", {"to": "billing"})))
-    chat("gpt-4.1", [CLASSIFY, {"role": "user", "content": "Refund please."}],
-         tools=[{"type": "function", "function": {"name": "route", "parameters": {
-             "type": "object", "properties": {"to": {"type": "string"}}}}}])  # fmt: skip
+    chat(
+        "gpt-4.1",
+        [CLASSIFY, {"role": "user", "content": "Refund please."}],
+        tools=[
+            {
+                "type": "function",
+                "function": {
+                    "name": "route",
+                    "parameters": {"type": "object", "properties": {"to": {"type": "string"}}},
+                },
+            }
+        ],
+    )
 
 SORT = "Sort the claim into: repair, replace or reject. One word."
 
 with run.case("anthropic_oversized_evidence"), task("sort-claim"):
     run.script(run.reply("cheap", text="repair"))
-    claude.messages.create(model="claude-3-5-haiku-latest", max_tokens=16, system=SORT,
-                           messages=claims_question("The kettle lid is cracked."))  # fmt: skip
+    claude.messages.create(
+        model="claude-3-5-haiku-latest",
+        max_tokens=16,
+        system=SORT,
+        messages=claims_question("The kettle lid is cracked."),
+    )
 
 with run.case("anthropic_oversized"), task("sort-claim"):
     run.script(run.reply("premium", "oversized_model", text="replace"))
-    claude.messages.create(model="claude-sonnet-4-5", max_tokens=16, system=SORT,
-                           messages=claims_question("The toaster does not heat at all."))  # fmt: skip
+    claude.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=16,
+        system=SORT,
+        messages=claims_question("The toaster does not heat at all."),
+    )
 
 # --- LangGraph agents (the LangChain instrumentor) -----------------------------------------------
 
@@ -313,8 +376,12 @@ def chat_model(model: str = "gpt-4o-mini") -> ChatOpenAI:
     return ChatOpenAI(model=model, base_url=f"{run.base_url}/v1", api_key="sk-test", max_retries=0)
 
 
-support = create_react_agent(chat_model(), [lookup_order, search_kb, get_order, refund_order],
-                             prompt="You are the shop's support agent. Use the tools.", name="support-agent")  # fmt: skip
+support = create_react_agent(
+    chat_model(),
+    [lookup_order, search_kb, get_order, refund_order],
+    prompt="You are the shop's support agent. Use the tools.",
+    name="support-agent",
+)
 
 
 def support_run(question: str) -> Any:
@@ -329,35 +396,55 @@ with run.case("agent_productive"):
 
 with run.case("agent_loop"):
     # the model asks for the same search three times, gets the same answer, then gives up
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search_kb", {"query": "blender warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(
+                f"think{i}", *(("loop",) if i else ()), tool=("search_kb", {"query": "blender warranty"})
+            )
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     support_run("Find the warranty terms for a blender.")
 
 with run.case("agent_duplicate"):
     # one re-request of the same search with the same arguments
-    run.script(run.reply("think0", tool=("search_kb", {"query": "kettle descaling"})),
-               run.reply("think1", "duplicate", tool=("search_kb", {"query": "kettle descaling"})),
-               run.reply("answer", text="Descale it with vinegar."))  # fmt: skip
+    run.script(
+        run.reply("think0", tool=("search_kb", {"query": "kettle descaling"})),
+        run.reply("think1", "duplicate", tool=("search_kb", {"query": "kettle descaling"})),
+        run.reply("answer", text="Descale it with vinegar."),
+    )
     support_run("How do I descale my kettle?")
 
 with run.case("agent_bloat"):
     # every step adds a ~2,000-token tool result that stays in the conversation for good
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     support_run("Audit my last five orders.")
 
 with run.case("agent_failed"):
-    run.script(run.reply("f1", "no_outcome", tool=("lookup_order", {"order_id": 7})),
-               run.reply("f2", "no_outcome", tool=("refund_order", {"order_id": 7})))  # fmt: skip
+    run.script(
+        run.reply("f1", "no_outcome", tool=("lookup_order", {"order_id": 7})),
+        run.reply("f2", "no_outcome", tool=("refund_order", {"order_id": 7})),
+    )
     try:
         support_run("Refund order 7.")  # the refund tool raises, and so does the agent run
     except RuntimeError:
         pass
 
 claims = create_react_agent(
-    ChatAnthropic(model="claude-3-5-haiku-latest", base_url=run.base_url, api_key="sk-ant-test", max_retries=0),
-    [lookup_order], prompt="You are the shop's claims agent. Use the tools.", name="claims-agent",
-)  # fmt: skip
+    ChatAnthropic(
+        model="claude-3-5-haiku-latest", base_url=run.base_url, api_key="sk-ant-test", max_retries=0
+    ),
+    [lookup_order],
+    prompt="You are the shop's claims agent. Use the tools.",
+    name="claims-agent",
+)
 
 with run.case("agent_anthropic"):
     run.script(
@@ -371,8 +458,9 @@ with run.case("agent_anthropic"):
 CATALOGUE = (
     "You answer questions about the shop's catalogue. The catalogue: " + "blender, kettle, toaster; " * 400
 )
-assistant = create_react_agent(chat_model(), [lookup_order], prompt=CATALOGUE, checkpointer=InMemorySaver(),
-                               name="catalogue-agent")  # fmt: skip
+assistant = create_react_agent(
+    chat_model(), [lookup_order], prompt=CATALOGUE, checkpointer=InMemorySaver(), name="catalogue-agent"
+)
 
 with run.case("conversation_gap"):
     run.script(run.reply("turn1"), run.reply("turn2", "cache_miss"))

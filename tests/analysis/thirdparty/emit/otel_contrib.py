@@ -52,8 +52,15 @@ from opentelemetry.trace import SpanKind
 
 from tests.analysis.thirdparty.emit._runtime import CACHE_TTL, Run
 
-run = Run("otel_contrib", ("openai", "opentelemetry-instrumentation-openai-v2", "opentelemetry-util-genai",
-                           "opentelemetry-instrumentation-httpx"))  # fmt: skip
+run = Run(
+    "otel_contrib",
+    (
+        "openai",
+        "opentelemetry-instrumentation-openai-v2",
+        "opentelemetry-util-genai",
+        "opentelemetry-instrumentation-httpx",
+    ),
+)
 OpenAIInstrumentor().instrument(tracer_provider=run.provider)
 HTTPX2ClientInstrumentor().instrument(tracer_provider=run.provider)
 tracer = trace.get_tracer("support-app")
@@ -71,8 +78,14 @@ FULL = "Thanks for asking. Here is what applies to your order, with the steps to
 
 def _function(name: str, description: str, **params: str) -> dict[str, Any]:
     properties = {key: {"type": kind} for key, kind in params.items()}
-    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
-        "type": "object", "properties": properties, "required": list(params)}}}  # fmt: skip
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": list(params)},
+        },
+    }
 
 
 TOOLS = [
@@ -158,15 +171,18 @@ with run.case("http_retry_429"), agent("support-agent", "gpt-4o-mini"):
     chat("gpt-4o-mini", ask("Do you ship to Norway?"))
 
 with run.case("http_retry_5xx"), agent("support-agent", "gpt-4o"):
-    run.script(run.reply("e500", "retry", status=500, retry_after=FAST),
-               run.reply("e503", "retry", status=503, retry_after=FAST),
-               run.reply("served", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("e500", "retry", status=500, retry_after=FAST),
+        run.reply("e503", "retry", status=503, retry_after=FAST),
+        run.reply("served", text=FULL),
+    )
     chat("gpt-4o", ask("Can I pay by invoice?"))
 
 # the client's retries run out and the call fails; the application tries the call once more
 with run.case("retry_exhausted"), agent("support-agent", "gpt-4o-mini"):
-    run.script(*(run.reply(f"down{i}", "retry", status=500, retry_after=FAST) for i in range(3)),
-               run.reply("up"))  # fmt: skip
+    run.script(
+        *(run.reply(f"down{i}", "retry", status=500, retry_after=FAST) for i in range(3)), run.reply("up")
+    )
     messages = ask("Can I change my delivery address?")
     try:
         chat("gpt-4o-mini", messages)
@@ -175,15 +191,18 @@ with run.case("retry_exhausted"), agent("support-agent", "gpt-4o-mini"):
         chat("gpt-4o-mini", messages)
 
 with run.case("retry_truncated"), agent("writer-agent", "gpt-4o"):
-    run.script(run.reply("cut", "retry", truncated=True, text="The return policy " * 60),
-               run.reply("again", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("cut", "retry", truncated=True, text="The return policy " * 60),
+        run.reply("again", text=FULL),
+    )
     messages = ask("Summarise the return policy in detail.")
     if chat("gpt-4o", messages, max_tokens=200).choices[0].finish_reason == "length":
         chat("gpt-4o", messages, max_tokens=2000)
 
 with run.case("retry_truncated_stream"), agent("writer-agent", "gpt-4o"):
-    run.script(run.reply("cut", "retry", truncated=True, text="Our warranty " * 60),
-               run.reply("again", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("cut", "retry", truncated=True, text="Our warranty " * 60), run.reply("again", text=FULL)
+    )
     messages = ask("Explain the warranty in detail.")
     finish = None
     for chunk in chat("gpt-4o", messages, max_tokens=150, stream=True, stream_options=USAGE):
@@ -201,20 +220,29 @@ with run.case("duplicate"), agent("support-agent", "gpt-4o"):
 
 with run.case("duplicate_tool"), agent("research-agent", "gpt-4o-mini"):
     # the model asks for the same search twice before answering
-    run.script(run.reply("think0", tool=("search", {"q": "kettle descaling"})),
-               run.reply("think1", "duplicate", tool=("search", {"q": "kettle descaling"})),
-               run.reply("answer", text="Use white vinegar."))  # fmt: skip
+    run.script(
+        run.reply("think0", tool=("search", {"q": "kettle descaling"})),
+        run.reply("think1", "duplicate", tool=("search", {"q": "kettle descaling"})),
+        run.reply("answer", text="Use white vinegar."),
+    )
     solve("gpt-4o-mini", ask("How do I descale a kettle?"))
 
 with run.case("loop"), agent("research-agent", "gpt-4o-mini"):
     # the same search three times in a row, then an answer without it
-    run.script(*(run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
-                 for i in range(3)), run.reply("give-up", text="I could not find it."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"think{i}", *(("loop",) if i else ()), tool=("search", {"q": "blender warranty"}))
+            for i in range(3)
+        ),
+        run.reply("give-up", text="I could not find it."),
+    )
     solve("gpt-4o-mini", ask("Find the warranty terms for a blender."))
 
 with run.case("failed_task"):
-    run.script(run.reply("f1", "no_outcome", tool=("lookup_order", {"id": 7})),
-               run.reply("f2", "no_outcome", text=FULL))  # fmt: skip
+    run.script(
+        run.reply("f1", "no_outcome", tool=("lookup_order", {"id": 7})),
+        run.reply("f2", "no_outcome", text=FULL),
+    )
     try:
         with agent("refund-agent", "gpt-4o"):
             plan = solve("gpt-4o", ask("Refund order 7."))
@@ -224,8 +252,13 @@ with run.case("failed_task"):
 
 with run.case("bloat"), agent("audit-agent", "gpt-4o-mini"):
     # every step adds a ~2,000-token tool result that stays in the context for good
-    run.script(*(run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)), run.reply("report", "context_bloat", text="All five orders are fine."))  # fmt: skip
+    run.script(
+        *(
+            run.reply(f"step{i}", *(("context_bloat",) if i >= 2 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ),
+        run.reply("report", "context_bloat", text="All five orders are fine."),
+    )
     solve("gpt-4o-mini", ask("Audit the last five orders."))
 
 # No cached-token attribute: these re-send a long prefix that is not cached (another model, the

@@ -155,13 +155,22 @@ def no_placeholders(output: str) -> str:
     return output
 
 
-helpdesk = Agent(claude("claude-sonnet-4-5"), name="helpdesk", capabilities=[ResendOnFailure()],
-                 model_settings={"max_tokens": 200},
-                 instructions="You are the helpdesk of an online shop. Be precise.")  # fmt: skip
+helpdesk = Agent(
+    claude("claude-sonnet-4-5"),
+    name="helpdesk",
+    capabilities=[ResendOnFailure()],
+    model_settings={"max_tokens": 200},
+    instructions="You are the helpdesk of an online shop. Be precise.",
+)
 helpdesk.tool_plain(lookup_order)
 
-writer = Agent(gpt("gpt-4o-mini"), name="policy-writer", instructions="You explain the shop's return policy.",
-               capabilities=[AskToShorten()], model_settings={"max_tokens": 200})  # fmt: skip
+writer = Agent(
+    gpt("gpt-4o-mini"),
+    name="policy-writer",
+    instructions="You explain the shop's return policy.",
+    capabilities=[AskToShorten()],
+    model_settings={"max_tokens": 200},
+)
 
 refunds = Agent(gpt("gpt-4o-mini"), name="refunds", instructions="You process refund requests.")
 refunds.tool_plain(lookup_order)
@@ -191,8 +200,9 @@ def get_order(n: int) -> str:
     return f"Order {n}. {DOC}"
 
 
-shop_assistant = Agent(gpt("gpt-4o-mini"), name="catalogue",
-                       instructions="You answer questions about the shop's catalogue.")  # fmt: skip
+shop_assistant = Agent(
+    gpt("gpt-4o-mini"), name="catalogue", instructions="You answer questions about the shop's catalogue."
+)
 
 
 @shop_assistant.tool_plain
@@ -217,8 +227,12 @@ def check_stock(item: str) -> str:
     return f"{item}: 12 in stock"
 
 
-librarian = Agent(claude("claude-sonnet-4-5"), name="librarian", instructions="You answer from the manuals.",
-                  model_settings=AnthropicModelSettings(anthropic_cache=True))  # fmt: skip
+librarian = Agent(
+    claude("claude-sonnet-4-5"),
+    name="librarian",
+    instructions="You answer from the manuals.",
+    model_settings=AnthropicModelSettings(anthropic_cache=True),
+)
 
 
 @librarian.tool_plain
@@ -239,8 +253,11 @@ def escalate(team: str) -> str:
 
 
 late_check = Agent(gpt("gpt-4.1"), name="late-check", instructions="Answer yes or no.")
-summarizer = Agent(claude("claude-3-5-haiku-latest"), name="summarizer",
-                   instructions="Summarise the ticket in at most five words.")  # fmt: skip
+summarizer = Agent(
+    claude("claude-3-5-haiku-latest"),
+    name="summarizer",
+    instructions="Summarise the ticket in at most five words.",
+)
 
 
 async def expect_failure(coro: Any) -> None:
@@ -296,22 +313,30 @@ async def main() -> None:
     # a reply cut off at the output limit and resent with a bigger budget: the rejected attempt's
     # span carries the usage it was billed
     with run.case("retry_truncated_resend"):
-        run.script(run.reply("cut", "retry", truncated=True, text="The warranty covers " * 40),
-                   run.reply("again", text="Two years, parts and labour."))  # fmt: skip
+        run.script(
+            run.reply("cut", "retry", truncated=True, text="The warranty covers " * 40),
+            run.reply("again", text="Two years, parts and labour."),
+        )
         await helpdesk.run("What does the warranty cover?")
 
     # a reply cut off at the output limit, and the model told so: its `chat` span ends in error
     with run.case("retry_truncated"):
-        run.script(run.reply("cut", "retry", truncated=True, text="The return policy " * 40),
-                   run.reply("short", text="Return it within thirty days for a full refund."))  # fmt: skip
+        run.script(
+            run.reply("cut", "retry", truncated=True, text="The return policy " * 40),
+            run.reply("short", text="Return it within thirty days for a full refund."),
+        )
         await writer.run("Explain the return policy in detail.")
 
     # the openai client's own retry, inside one `chat` span: only the HTTP spans show the attempts
     with run.case("retry_http"):
         http_client = httpx2.AsyncClient()
         HTTPX2ClientInstrumentor.instrument_client(http_client)
-        traced = OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(
-            base_url=f"{run.base_url}/v1", api_key="sk-test", http_client=http_client))  # fmt: skip
+        traced = OpenAIChatModel(
+            "gpt-4o-mini",
+            provider=OpenAIProvider(
+                base_url=f"{run.base_url}/v1", api_key="sk-test", http_client=http_client
+            ),
+        )
         run.script(
             run.reply("limited", "retry", status=429, retry_after=0.05), run.reply("ok", text="Yes, we do.")
         )
@@ -320,16 +345,22 @@ async def main() -> None:
     # another model answers after the first failed: the request was made again, so the failed attempt
     # is a retry (pydantic-ai nests it in the span of the request that answered)
     with run.case("fallback"):
-        failover = Agent(gpt("gpt-4o-mini"), name="support", capabilities=[ModelFallback(gpt("gpt-4o"))],
-                         instructions=SUPPORT)  # fmt: skip
+        failover = Agent(
+            gpt("gpt-4o-mini"),
+            name="support",
+            capabilities=[ModelFallback(gpt("gpt-4o"))],
+            instructions=SUPPORT,
+        )
         run.script(run.reply("fail", "retry", status=500), run.reply("fallback", text=LONG_ANSWER))
         await failover.run("My parcel arrived damaged.")
 
     # the model's tool arguments fail validation; it is asked again and corrects them
     with run.case("tool_args_retry"):
-        run.script(run.reply("bad-args", tool=("lookup_order", {"order_id": "forty-two"})),
-                   run.reply("fixed", tool=("lookup_order", {"order_id": 42})),
-                   run.reply("answer", text="It ships tomorrow."))  # fmt: skip
+        run.script(
+            run.reply("bad-args", tool=("lookup_order", {"order_id": "forty-two"})),
+            run.reply("fixed", tool=("lookup_order", {"order_id": 42})),
+            run.reply("answer", text="It ships tomorrow."),
+        )
         await support.run("Where is order forty-two?")
 
     # the output validator rejects a reply; the calls themselves succeeded
@@ -341,13 +372,17 @@ async def main() -> None:
         await support.run("What are your opening hours?")
 
     with run.case("provider_down"):
-        run.script(run.reply("ask", "no_outcome", tool=("lookup_order", {"order_id": 7})),
-                   run.reply("down", "no_outcome", status=500))  # fmt: skip
+        run.script(
+            run.reply("ask", "no_outcome", tool=("lookup_order", {"order_id": 7})),
+            run.reply("down", "no_outcome", status=500),
+        )
         await expect_failure(refunds.run("Refund order 7."))
 
     with run.case("failed_task"):
-        run.script(run.reply("look", "no_outcome", tool=("lookup_order", {"order_id": 7})),
-                   run.reply("refund", "no_outcome", tool=("issue_refund", {"order_id": 7})))  # fmt: skip
+        run.script(
+            run.reply("look", "no_outcome", tool=("lookup_order", {"order_id": 7})),
+            run.reply("refund", "no_outcome", tool=("issue_refund", {"order_id": 7})),
+        )
         await expect_failure(refunds.run("Refund order 7 please."))
 
     # the request handler runs the agent twice for one submission
@@ -365,19 +400,25 @@ async def main() -> None:
 
     with run.case("loop"):
         same_search = ("search", {"query": "blender warranty"})
-        run.script(*(run.reply(f"search{i}", *(("loop",) if i else ()), tool=same_search) for i in range(3)),
-                   run.reply("give-up", text="I could not find it."))  # fmt: skip
+        run.script(
+            *(run.reply(f"search{i}", *(("loop",) if i else ()), tool=same_search) for i in range(3)),
+            run.reply("give-up", text="I could not find it."),
+        )
         await research.run("Find the warranty terms for a blender.")
 
     with run.case("duplicate_tool"):
-        run.script(run.reply("search", tool=("search", {"query": "kettle descaling"})),
-                   run.reply("search-again", "duplicate", tool=("search", {"query": "kettle descaling"})),
-                   run.reply("answer", text="Descale it monthly with vinegar."))  # fmt: skip
+        run.script(
+            run.reply("search", tool=("search", {"query": "kettle descaling"})),
+            run.reply("search-again", "duplicate", tool=("search", {"query": "kettle descaling"})),
+            run.reply("answer", text="Descale it monthly with vinegar."),
+        )
         await research.run("How do I descale the kettle?")
 
     with run.case("bloat"):  # every step adds a ~2,000-token tool result that stays in the context
-        steps = [run.reply(f"step{i}", *(("context_bloat",) if i > 1 else ()), tool=("get_order", {"n": i}))
-                 for i in range(5)]  # fmt: skip
+        steps = [
+            run.reply(f"step{i}", *(("context_bloat",) if i > 1 else ()), tool=("get_order", {"n": i}))
+            for i in range(5)
+        ]
         run.script(*steps, run.reply("report", "context_bloat", text="All five orders are fine."))
         await auditor.run("Audit my last five orders.")
 
@@ -390,13 +431,17 @@ async def main() -> None:
         await shop_assistant.run("And which is cheapest?", message_history=first.all_messages())
 
     with run.case("cache_miss_gap"):
-        run.script(run.reply("ask", tool=("check_warehouse", {"item": "kettle"})),
-                   run.reply("answer", "cache_miss", text="We have twelve kettles."))  # fmt: skip
+        run.script(
+            run.reply("ask", tool=("check_warehouse", {"item": "kettle"})),
+            run.reply("answer", "cache_miss", text="We have twelve kettles."),
+        )
         await shop_assistant.run(catalogue("York") + "\nHow many kettles do you have?")
 
     with run.case("cache_miss_prefix"):
-        run.script(run.reply("ask", tool=("check_stock", {"item": "toaster"})),
-                   run.reply("answer", "cache_miss", text="We have twelve toasters."))  # fmt: skip
+        run.script(
+            run.reply("ask", tool=("check_stock", {"item": "toaster"})),
+            run.reply("answer", "cache_miss", text="We have twelve toasters."),
+        )
         await concierge.run(catalogue("Bath") + "\nAre toasters in stock?")
 
     # a conversation of two runs (traces): the second resumes the first after the cache expired
@@ -421,8 +466,10 @@ async def main() -> None:
             "cache_read_input_tokens": 0,
             "output_tokens": 4,
         }
-        run.script(run.reply("ask", tool=("fetch_manual_page", {"page": 12}), usage=write),
-                   run.reply("answer", "cache_miss", text="Descale it monthly."))  # fmt: skip
+        run.script(
+            run.reply("ask", tool=("fetch_manual_page", {"page": 12}), usage=write),
+            run.reply("answer", "cache_miss", text="Descale it monthly."),
+        )
         await librarian.run(catalogue("Derby") + "\nHow often should I descale the kettle?")
 
     with run.case("oversized_evidence"):  # the cheaper model does this step fine

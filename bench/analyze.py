@@ -15,7 +15,7 @@ from bench.dataset import ensure_spans
 from tokentrail.analysis.run import analyze_range
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import from_env
-from tokentrail.server.store import connect, migrate
+from tokentrail.store import connect, migrate
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import time
 from bench.payloads import export_request
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.writer import load
-from tokentrail.server.store import Store
+from tokentrail.store import Store
 
 
 def ensure_spans(store: Store, spans: int, pricer: PriceBook, seed: int = 11) -> int:

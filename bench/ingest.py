@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 from bench.payloads import encoded_batches
-from tests.collector.harness import collector_env, free_port, start_collector_process
+from tests.support.collector import collector_env, free_port, start_collector_process
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -41,7 +41,7 @@ def _peak_rss_mib(pid: int) -> float:
 def _count_in_clickhouse(env: dict[str, str]) -> int:
     code = (
         "from tokentrail.server.settings import from_env\n"
-        "from tokentrail.server.store import connect\n"
+        "from tokentrail.store import connect\n"
         "st = connect(from_env())\n"
         "print(st.client.query('SELECT count() FROM spans FINAL').result_rows[0][0])\n"
     )

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from tokentrail.server.settings import from_env
-from tokentrail.server.store import connect, migrate
+from tokentrail.store import connect, migrate
 
 _FILL = """
 INSERT INTO {table} (project, trace_id, span_id, parent_span_id, name, start_time, end_time, duration_ns,

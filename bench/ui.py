@@ -23,7 +23,7 @@ from tokentrail.analysis.run import analyze_range
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.writer import load
 from tokentrail.server.settings import from_env
-from tokentrail.server.store import connect, migrate
+from tokentrail.store import connect, migrate
 from tokentrail.web.app import create_app
 
 

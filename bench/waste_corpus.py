@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from tests.analysis.corpus import run_own_corpus
-from tests.analysis.scoring import misses, score, table
 from tests.analysis.thirdparty.corpus import EMITTERS, missing_envs, span_labels
 from tests.analysis.thirdparty.harness import run_corpus
+from tests.support.corpus import run_own_corpus
+from tests.support.scoring import misses, score, table
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import from_env
-from tokentrail.server.store import connect, migrate
+from tokentrail.store import connect, migrate
 
 
 def _store(tmp: str, name: str):  # type: ignore[no-untyped-def]

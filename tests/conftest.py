@@ -45,7 +45,7 @@ def settings(chdb_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def store(settings):  # type: ignore[no-untyped-def]
     """A migrated, empty database of the test's own."""
-    from tokentrail.server.store import connect, migrate
+    from tokentrail.store import connect, migrate
 
     st = connect(settings)
     migrate(st)

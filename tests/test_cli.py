@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.collector.harness import running_collector
+from tests.support.collector import running_collector
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -56,7 +56,7 @@ def test_up_serves_otlp_over_http_and_grpc(tmp_path):
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    from tests.collector.harness import collector_env, free_port, start_collector_process
+    from tests.support.collector import collector_env, free_port, start_collector_process
 
     port = free_port()
     env = collector_env(str(tmp_path), port, TOKENTRAIL_UI_PORT=str(free_port()))

@@ -33,7 +33,7 @@ def _server_settings() -> Any:
 def _open_store(settings: Any, hint: str = "") -> tuple[Any, list[Any]]:
     """The database, migrated (and the migrations applied now); a clear exit when the embedded
     one is held by a running server."""
-    from tokentrail.server.store import DatabaseInUse, connect, migrate
+    from tokentrail.store import DatabaseInUse, connect, migrate
 
     try:
         store = connect(settings)
@@ -48,7 +48,7 @@ def _open_store(settings: Any, hint: str = "") -> tuple[Any, list[Any]]:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from tokentrail.server.run import serve
-    from tokentrail.server.store import DatabaseInUse
+    from tokentrail.store import DatabaseInUse
 
     settings = _server_settings()
     try:

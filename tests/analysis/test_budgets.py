@@ -12,7 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 
-from tests.web.data import Recorder
+from tests.support.recorder import Recorder
 from tokentrail.analysis.budgets import BudgetAlerter, evaluate, parse_budgets
 from tokentrail.server.settings import SettingsError, from_env
 from tokentrail.web.app import create_app

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from tests.analysis.corpus import CASES, run_own_corpus
-from tests.analysis.scoring import misses, score, table
-from tests.web.data import Recorder, prices
+from tests.support.corpus import CASES, run_own_corpus
+from tests.support.recorder import Recorder, prices
+from tests.support.scoring import misses, score, table
 from tokentrail.analysis.ledger import BUCKETS
 from tokentrail.analysis.run import analyze_range
 

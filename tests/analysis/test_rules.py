@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind
 
-from tests.analysis.corpus import agent, call, tool
-from tests.web.data import Recorder, prices
+from tests.support.corpus import agent, call, tool
+from tests.support.recorder import Recorder, prices
 from tokentrail.analysis import run
 from tokentrail.analysis.ledger import Thresholds
 from tokentrail.analysis.run import analyze_range

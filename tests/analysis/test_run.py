@@ -8,7 +8,7 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel
 
-from tests.web.data import Recorder, prices, text
+from tests.support.recorder import Recorder, prices, text
 from tokentrail.analysis.run import Analyzer
 from tokentrail.server.settings import SettingsError, from_env
 

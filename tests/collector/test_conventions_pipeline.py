@@ -8,9 +8,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.collector.conventions import CASES
-from tests.collector.harness import running_collector
-from tests.collector.test_normalize import check
+from tests.support.collector import running_collector
+from tests.support.conventions import CASES, check
 from tokentrail.collector.flatten import SPAN_COLUMNS
 from tokentrail.collector.pricing import PriceBook
 

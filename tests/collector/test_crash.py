@@ -15,7 +15,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.collector.harness import collector_env, free_port, start_collector_process
+from tests.support.collector import collector_env, free_port, start_collector_process
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def _stored(env: dict[str, str]) -> dict[str, int]:
     code = (
         "import json\n"
         "from tokentrail.server.settings import from_env\n"
-        "from tokentrail.server.store import connect\n"
+        "from tokentrail.store import connect\n"
         "st = connect(from_env())\n"
         "rows = st.client.query('SELECT span_id, count() FROM spans FINAL GROUP BY span_id').result_rows\n"
         "raw = st.client.query('SELECT count(), uniqExact(span_id) FROM spans FINAL').result_rows[0]\n"

@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.collector.harness import collector_env, free_port, running_collector, start_collector_process
+from tests.support.collector import collector_env, free_port, running_collector, start_collector_process
 from tokentrail.collector.service import Collector
 from tokentrail.collector.spool import KIND_TRACES, Spool
 
@@ -153,7 +153,7 @@ def _stored_counts(env: dict[str, str]) -> dict[str, int]:
     code = (
         "import json\n"
         "from tokentrail.server.settings import from_env\n"
-        "from tokentrail.server.store import connect\n"
+        "from tokentrail.store import connect\n"
         "st = connect(from_env())\n"
         "rows = st.client.query('SELECT span_id, count() FROM spans FINAL GROUP BY span_id').result_rows\n"
         "print(json.dumps(dict(rows)))\n"

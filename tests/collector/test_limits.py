@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.collector.harness import collector_env, free_port, start_collector_process
+from tests.support.collector import collector_env, free_port, start_collector_process
 from tokentrail.server.settings import SettingsError, from_env
 
 LIMITS = {

@@ -7,23 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.collector.conventions import CASES, JSON_FIELDS, ConventionCase
-from tokentrail.collector.normalize import Normalized, normalize
+from tests.support.conventions import CASES, ConventionCase, check
+from tokentrail.collector.normalize import normalize
 
 
 def _events(case: ConventionCase) -> list[tuple[str, dict[str, Any]]]:
     return [("exception", {"exception.type": "openai.RateLimitError"})] if case.error else []
-
-
-def check(actual: Normalized | dict[str, Any], expected: dict[str, Any]) -> None:
-    for key, want in expected.items():
-        got = actual[key] if isinstance(actual, dict) else getattr(actual, key)
-        if key in JSON_FIELDS:
-            got = json.loads(got)
-        if isinstance(want, float):
-            assert got == pytest.approx(want), key
-        else:
-            assert got == want, key
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

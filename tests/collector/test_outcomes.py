@@ -11,8 +11,8 @@ import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-from tests.collector.harness import running_collector
-from tests.web.data import Recorder, prices
+from tests.support.collector import running_collector
+from tests.support.recorder import Recorder, prices
 from tokentrail.analysis.outcomes import traces_with_outcome
 from tokentrail.analysis.run import Analyzer
 

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.payloads import encoded_batches
-from tests.collector.harness import running_collector
+from tests.support.collector import running_collector
 
 pytestmark = pytest.mark.slow
 

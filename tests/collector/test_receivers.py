@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.collector.harness import running_collector
+from tests.support.collector import running_collector
 from tokentrail import semconv as sc
 from tokentrail.collector.decode import BadRequest, decode
 from tokentrail.collector.flatten import SpanBatch

@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.collector.test_writer import _span
+from tests.support.otlp import add_span
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.reprice import reprice
 from tokentrail.collector.writer import load
@@ -36,10 +36,10 @@ def _request() -> bytes:
         "gen_ai__usage__input_tokens": 1000,
         "gen_ai__usage__output_tokens": 100,
     }
-    _span(request, "00000000000000d1", "", "chat gpt-4o", gen_ai__request__model="gpt-4o", **chat)
-    _span(request, "00000000000000d2", "", "chat gpt-4.1", gen_ai__request__model="gpt-4.1", **chat)
-    _span(request, "00000000000000d3", "", "chat house", gen_ai__request__model="house-model", **chat)
-    _span(
+    add_span(request, "00000000000000d1", "", "chat gpt-4o", gen_ai__request__model="gpt-4o", **chat)
+    add_span(request, "00000000000000d2", "", "chat gpt-4.1", gen_ai__request__model="gpt-4.1", **chat)
+    add_span(request, "00000000000000d3", "", "chat house", gen_ai__request__model="house-model", **chat)
+    add_span(
         request,
         "00000000000000d4",
         "",
@@ -108,7 +108,7 @@ def test_a_reported_zero_the_catalog_contradicts_does_not_count(store):
     """OpenLIT reports gen_ai.usage.cost = 0 when it cannot fetch its price list: the catalog's price
     counts then, and the reported figure is kept beside it."""
     request = ExportTraceServiceRequest()
-    _span(
+    add_span(
         request,
         "00000000000000e1",
         "",
@@ -120,7 +120,7 @@ def test_a_reported_zero_the_catalog_contradicts_does_not_count(store):
         gen_ai__usage__output_tokens=100,
         gen_ai__usage__cost=0.0,
     )
-    _span(
+    add_span(
         request,
         "00000000000000e2",
         "",
@@ -132,7 +132,7 @@ def test_a_reported_zero_the_catalog_contradicts_does_not_count(store):
         gen_ai__usage__output_tokens=100,
         gen_ai__usage__cost=0.0,
     )
-    _span(
+    add_span(
         request,
         "00000000000000e3",
         "",

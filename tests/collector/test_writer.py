@@ -9,38 +9,16 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tests.support.otlp import TRACE, add_span
 from tokentrail.collector.spool import KIND_TRACES, Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer
-
-TRACE = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
-
-
-def _span(request: ExportTraceServiceRequest, span_id: str, parent: str, name: str, **attrs: Any) -> None:
-    rs = request.resource_spans[0] if request.resource_spans else request.resource_spans.add()
-    scope = rs.scope_spans[0] if rs.scope_spans else rs.scope_spans.add()
-    span = scope.spans.add()
-    span.trace_id, span.span_id = TRACE, bytes.fromhex(span_id)
-    if parent:
-        span.parent_span_id = bytes.fromhex(parent)
-    span.name = name
-    span.start_time_unix_nano = 1_700_000_000_000_000_000 + int(span_id[-2:], 16) * 1000
-    span.end_time_unix_nano = span.start_time_unix_nano + 5_000_000
-    for key, value in attrs.items():
-        kv = span.attributes.add()
-        kv.key = key.replace("__", ".")
-        if isinstance(value, int):
-            kv.value.int_value = value
-        elif isinstance(value, float):
-            kv.value.double_value = value
-        else:
-            kv.value.string_value = value
 
 
 def _framework_wrapping_client_call() -> bytes:
     """A LangChain-style chat span whose child is the client library's chat span; both report usage."""
     request = ExportTraceServiceRequest()
-    _span(
+    add_span(
         request,
         "00000000000000a1",
         "",
@@ -49,7 +27,7 @@ def _framework_wrapping_client_call() -> bytes:
         gen_ai__agent__name="planner",
     )
     usage = {"gen_ai__usage__input_tokens": 900, "gen_ai__usage__output_tokens": 100}
-    _span(
+    add_span(
         request,
         "00000000000000a2",
         "00000000000000a1",
@@ -58,7 +36,7 @@ def _framework_wrapping_client_call() -> bytes:
         gen_ai__request__model="gpt-4o",
         **usage,
     )
-    _span(
+    add_span(
         request,
         "00000000000000a3",
         "00000000000000a2",
@@ -103,7 +81,7 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
         "gen_ai__usage__input_tokens": 900,
         "gen_ai__usage__output_tokens": 100,
     }
-    _span(
+    add_span(
         request,
         "00000000000000c1",
         "",
@@ -111,7 +89,7 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
         gen_ai__operation__name="invoke_agent",
         gen_ai__agent__name="support",
     )
-    _span(
+    add_span(
         request,
         "00000000000000c2",
         "00000000000000c1",
@@ -119,7 +97,7 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
         gen_ai__response__id="msg_1",
         **usage,
     )
-    _span(
+    add_span(
         request,
         "00000000000000c3",
         "00000000000000c1",
@@ -128,7 +106,7 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
         gen_ai__input__messages='[{"role":"user","parts":[{"type":"text","content":"hi"}]}]',
         **usage,
     )
-    _span(
+    add_span(
         request,
         "00000000000000c4",
         "00000000000000c1",
@@ -136,7 +114,7 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
         gen_ai__response__id="msg_3",
         **usage,
     )
-    _span(
+    add_span(
         request,
         "00000000000000c5",
         "00000000000000c4",
@@ -161,7 +139,7 @@ def test_one_request_recorded_twice_is_billed_once(store, spool):
 def test_late_spans_update_the_summary(store, spool):
     writer = Writer(store.new_client(), spool, Stats())
     request = ExportTraceServiceRequest()
-    _span(
+    add_span(
         request,
         "00000000000000b2",
         "00000000000000b1",
@@ -177,7 +155,7 @@ def test_late_spans_update_the_summary(store, spool):
         ("chat gpt-4o", 1)
     ]
     root = ExportTraceServiceRequest()
-    _span(root, "00000000000000b1", "", "invoke_agent late", gen_ai__operation__name="invoke_agent")
+    add_span(root, "00000000000000b1", "", "invoke_agent late", gen_ai__operation__name="invoke_agent")
     spool.append(KIND_TRACES, "default", root.SerializeToString())
     writer.flush()
     assert store.client.query("SELECT root_name, span_count, input_tokens FROM traces FINAL").result_rows == [
@@ -253,8 +231,8 @@ def test_a_clickhouse_that_answers_but_has_no_space_sets_nothing_aside(store, sp
 def _poison() -> bytes:
     """A valid OTLP request with a span that starts at 2^64-1 ns, beside a healthy one."""
     request = ExportTraceServiceRequest()
-    _span(request, "00000000000000d1", "", "fine")
-    _span(request, "00000000000000d2", "", "poison")
+    add_span(request, "00000000000000d1", "", "fine")
+    add_span(request, "00000000000000d2", "", "poison")
     request.resource_spans[0].scope_spans[0].spans[1].start_time_unix_nano = 2**64 - 1
     return request.SerializeToString()
 
@@ -267,7 +245,7 @@ def test_a_poison_record_holds_no_other_record_back(store, spool, tmp_path, work
     try:
         for n in range(6):
             request = ExportTraceServiceRequest()
-            _span(request, f"00000000000000{n:02x}", "", f"step {n}")
+            add_span(request, f"00000000000000{n:02x}", "", f"step {n}")
             spool.append(KIND_TRACES, "default", request.SerializeToString())
             if n == 2:
                 spool.append(KIND_TRACES, "default", poison)
@@ -293,7 +271,7 @@ def test_a_record_damaged_on_disk_is_quarantined_and_the_others_stored(store, sp
     try:
         for n in range(3):
             request = ExportTraceServiceRequest()
-            _span(request, f"00000000000000{n:02x}", "", f"step {n}")
+            add_span(request, f"00000000000000{n:02x}", "", f"step {n}")
             spool.append(KIND_TRACES, "default", request.SerializeToString())
         damaged = list(spool.read(payloads=False))[1].stored
         assert damaged is not None
@@ -329,7 +307,7 @@ def test_a_record_clickhouse_refuses_is_set_aside_visibly(store, spool):
     writer = Writer(client, spool, stats)
     writer.backoff_base = 0.001
     poison = ExportTraceServiceRequest()
-    _span(poison, "00000000000000c1", "", "poison", gen_ai__operation__name="chat")
+    add_span(poison, "00000000000000c1", "", "poison", gen_ai__operation__name="chat")
     spool.append(KIND_TRACES, "default", poison.SerializeToString())
     spool.append(KIND_TRACES, "default", _framework_wrapping_client_call())
     for _ in range(20):
@@ -353,7 +331,7 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
         "gen_ai__operation__name": "chat",
         "gen_ai__request__model": "gpt-4o-mini",
     }
-    _span(
+    add_span(
         request,
         "00000000000000c1",
         "",
@@ -361,7 +339,9 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
         gen_ai__response__model="gpt-4o-mini-2099-01-01",
         **usage,
     )
-    _span(request, "00000000000000c2", "", "chat gpt-4o-mini", gen_ai__response__model="gpt-4o-mini", **usage)
+    add_span(
+        request, "00000000000000c2", "", "chat gpt-4o-mini", gen_ai__response__model="gpt-4o-mini", **usage
+    )
     prices = PriceBook()
     assert prices.cost("openai", "gpt-4o-mini-2099-01-01", input_tokens=1000, output_tokens=200) is None
     assert load(store.client, "default", [request.SerializeToString()], prices) == 2
@@ -379,7 +359,7 @@ def test_embedding_calls_are_billed_on_their_input(store):
     from tokentrail.collector.writer import load
 
     request = ExportTraceServiceRequest()
-    _span(
+    add_span(
         request,
         "00000000000000e1",
         "",
@@ -519,7 +499,7 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
     assert not list(stage.iterdir()), "a previous run's staged chunks are cleared (the spool replays them)"
     for n in range(8):
         request = ExportTraceServiceRequest()
-        _span(request, f"00000000000000{n:02x}", "", f"step {n}")
+        add_span(request, f"00000000000000{n:02x}", "", f"step {n}")
         spool.append(KIND_TRACES, "default", request.SerializeToString())
     writer.start()
     try:

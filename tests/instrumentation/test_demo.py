@@ -8,7 +8,7 @@ import subprocess
 import sys
 from itertools import pairwise
 
-from tests.collector.harness import free_port, running_collector
+from tests.support.collector import free_port, running_collector
 from tokentrail.analysis.run import analyze_range
 from tokentrail.collector.pricing import PriceBook
 

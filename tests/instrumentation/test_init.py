@@ -6,7 +6,7 @@ import textwrap
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from tests.collector.harness import running_collector
+from tests.support.collector import running_collector
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.instrumentation import _setup
 

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.web.data import Recorder
+from tests.support.recorder import Recorder
 from tokentrail.web.app import create_app
 
 
@@ -29,7 +29,7 @@ def live(settings: Any, store: Any) -> Iterator[str]:
 
     import uvicorn
 
-    from tests.collector.harness import free_port
+    from tests.support.collector import free_port
 
     port = free_port()
     server = uvicorn.Server(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.web.data import Recorder, support_run
+from tests.support.recorder import Recorder, support_run
 
 pytestmark = pytest.mark.browser
 
@@ -142,8 +142,8 @@ def test_hostile_content_is_shown_as_text_and_runs_nothing(live, store, browser_
 
 
 def test_waste_report_leads_to_the_span_that_wasted(live, store, browser_page):
-    from tests.analysis.corpus import duplicate, loop, oversized, productive, retry
-    from tests.web.data import prices
+    from tests.support.corpus import duplicate, loop, oversized, productive, retry
+    from tests.support.recorder import prices
     from tokentrail.analysis.run import analyze_range
 
     rec = Recorder()

@@ -8,7 +8,7 @@ from typing import Any
 
 from bs4 import BeautifulSoup
 
-from tests.web.data import Recorder, prices
+from tests.support.recorder import Recorder, prices
 from tokentrail.analysis.run import analyze_range
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from bs4 import BeautifulSoup
 
-from tests.web.data import Recorder, support_run
+from tests.support.recorder import Recorder, support_run
 from tokentrail.web.format import usd
 
 

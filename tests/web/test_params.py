@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.web.data import Recorder, prices, support_run
+from tests.support.recorder import Recorder, prices, support_run
 from tokentrail.analysis.run import analyze_range
 from tokentrail.web.app import create_app
 from tokentrail.web.filters import MAX_NS, MIN_NS, TRACE_PARAMS, encode_cursor

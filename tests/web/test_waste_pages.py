@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from bs4 import BeautifulSoup
 
-from tests.analysis.corpus import agent, call, duplicate, loop, oversized, productive, retry
-from tests.web.data import Recorder, prices
+from tests.support.corpus import agent, call, duplicate, loop, oversized, productive, retry
+from tests.support.recorder import Recorder, prices
 from tokentrail.analysis.run import analyze_range
 from tokentrail.cli import main as cli
 

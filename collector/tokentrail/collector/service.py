@@ -16,7 +16,7 @@ from tokentrail.collector.spool import Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer
 from tokentrail.server.settings import Settings
-from tokentrail.server.store import Store
+from tokentrail.store import Store
 
 __all__ = ["Collector"]
 

@@ -1,5 +1,4 @@
-"""Pieces the collector and the web UI share: settings and the ClickHouse store.
-
-The ClickHouse schema (migrations/) is the contract between collector and web; neither imports
-the other.
+"""Pieces the collector and the web UI share: settings and the process runner (the store is
+`tokentrail.store`). The ClickHouse schema (migrations/) is the contract between collector and
+web; neither imports the other.
 """

@@ -16,7 +16,7 @@ import uvicorn
 
 from tokentrail.collector.http import server_config
 from tokentrail.server.settings import Settings
-from tokentrail.server.store import Store, connect, migrate
+from tokentrail.store import Store, connect, migrate
 
 __all__ = ["serve"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.analysis.scoring import DOLLAR_DETECTORS
+from tests.support.scoring import DOLLAR_DETECTORS
 from tokentrail.collector.pricing import PriceBook
 
 __all__ = [

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.analysis.scoring import Score, score
 from tests.analysis.thirdparty.corpus import (
     EMITTERS,
     Emitted,
@@ -19,12 +18,13 @@ from tests.analysis.thirdparty.corpus import (
     run_emitters,
 )
 from tests.analysis.thirdparty.emit._runtime import CACHE_TTL
-from tests.collector.harness import running_collector
+from tests.support.collector import running_collector
+from tests.support.scoring import Score, score
 from tokentrail.analysis.ledger import Thresholds
 from tokentrail.analysis.run import analyze_range
 from tokentrail.collector.pricing import PriceBook
 from tokentrail.server.settings import Settings
-from tokentrail.server.store import Store
+from tokentrail.store import Store
 
 __all__ = ["THRESHOLDS", "Result", "run_corpus"]
 

@@ -10,10 +10,10 @@ import math
 
 import pytest
 
-from tests.analysis.scoring import DOLLAR_DETECTORS, misses, table
 from tests.analysis.thirdparty.corpus import EMITTERS, missing_envs, span_labels
 from tests.analysis.thirdparty.harness import run_corpus
-from tests.web.data import prices
+from tests.support.recorder import prices
+from tests.support.scoring import DOLLAR_DETECTORS, misses, table
 from tokentrail.analysis.ledger import BUCKETS
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from tokentrail.analysis.budgets import evaluate
 from tokentrail.server.settings import Settings
-from tokentrail.server.store import Store
+from tokentrail.store import Store
 from tokentrail.web import views
 from tokentrail.web.costs import CostQueries, costs_json, costs_view
 from tokentrail.web.filters import (

@@ -19,7 +19,7 @@ import uvicorn
 from tokentrail.collector.http import server_config
 from tokentrail.collector.service import Collector
 from tokentrail.server.settings import Settings
-from tokentrail.server.store import Store
+from tokentrail.store import Store
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from tests.web.data import Recorder, prices, text
+from tests.support.recorder import Recorder, prices, text
 from tokentrail.analysis.run import analyze_range
 
 # label -> (detector, expected wasted USD or None when it is computed by the case)
@@ -257,7 +257,7 @@ def run_own_corpus(
     client: Any, pricebook: Any
 ) -> tuple[dict[tuple[Any, str], float | None], dict[tuple[Any, str], float | None]]:
     """Build every case, store it, analyse it: (expected, found) charges keyed by
-    ((case, label), detector), for `tests.analysis.scoring`."""
+    ((case, label), detector), for `tests.support.scoring`."""
     rec = Recorder()
     expected: dict[tuple[Any, str], float | None] = {}
     roots: dict[str, str] = {}

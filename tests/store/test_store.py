@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from tokentrail.server.settings import SettingsError, from_env
-from tokentrail.server.store import connect, load_migrations, migrate
+from tokentrail.store import connect, load_migrations, migrate
 
 
 def test_migrate_creates_schema_and_is_idempotent(store):
@@ -20,7 +20,7 @@ def test_migrate_creates_schema_and_is_idempotent(store):
 def test_second_process_is_told_the_database_is_in_use(settings, store):
     code = (
         "from tokentrail.server.settings import from_env\n"
-        "from tokentrail.server.store import connect, DatabaseInUse\n"
+        "from tokentrail.store import connect, DatabaseInUse\n"
         "import os\n"
         "try:\n"
         f"    connect(from_env({{'TOKENTRAIL_CLICKHOUSE_URL': {settings.clickhouse_url!r}}}))\n"

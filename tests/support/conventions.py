@@ -10,6 +10,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from tokentrail.collector.normalize import Normalized
+
 
 @dataclass(frozen=True)
 class ConventionCase:
@@ -622,3 +626,14 @@ CASES: list[ConventionCase] = [
 ]
 
 JSON_FIELDS = ("input_messages", "output_messages", "system_instructions", "tool_arguments")
+
+
+def check(actual: Normalized | dict[str, Any], expected: dict[str, Any]) -> None:
+    for key, want in expected.items():
+        got = actual[key] if isinstance(actual, dict) else getattr(actual, key)
+        if key in JSON_FIELDS:
+            got = json.loads(got)
+        if isinstance(want, float):
+            assert got == pytest.approx(want), key
+        else:
+            assert got == want, key

@@ -1,0 +1,22 @@
+"""The storage layer: the ClickHouse connection, the schema, and every SQL statement the collector,
+the analysis and the web UI run, grouped by the table or the reader they serve.
+
+Rows come back as dicts keyed by column name. The ClickHouse schema (migrations/) is the contract
+between collector and web; neither imports the other, both import this package.
+"""
+
+from __future__ import annotations
+
+from tokentrail.store.connection import Client, DatabaseInUse, Store, connect
+from tokentrail.store.migrations import Migration, load_migrations, migrate, migrations_dir
+
+__all__ = [
+    "Client",
+    "DatabaseInUse",
+    "Migration",
+    "Store",
+    "connect",
+    "load_migrations",
+    "migrate",
+    "migrations_dir",
+]

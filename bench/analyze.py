@@ -13,7 +13,7 @@ import time
 
 from bench.dataset import ensure_spans
 from tokentrail.analysis.run import analyze_range
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import from_env
 from tokentrail.store import connect, migrate
 

@@ -7,8 +7,8 @@ import random
 import time
 
 from bench.payloads import export_request
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.writer import load
+from tokentrail.pricing import PriceBook
 from tokentrail.store import Store
 
 

@@ -20,8 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from bench.dataset import ensure_spans
 from bench.payloads import agent_trace
 from tokentrail.analysis.run import analyze_range
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.writer import load
+from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import from_env
 from tokentrail.store import connect, migrate
 from tokentrail.web.app import create_app

@@ -16,7 +16,7 @@ from tests.analysis.thirdparty.corpus import EMITTERS, missing_envs, span_labels
 from tests.analysis.thirdparty.harness import run_corpus
 from tests.support.corpus import run_own_corpus
 from tests.support.scoring import misses, score, table
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import from_env
 from tokentrail.store import connect, migrate
 

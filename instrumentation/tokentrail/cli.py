@@ -195,7 +195,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     import time
 
     from tokentrail.analysis.run import analyze_range
-    from tokentrail.collector.pricing import PriceBook
+    from tokentrail.pricing import PriceBook
 
     settings = _server_settings()
     store, _ = _open_store(
@@ -224,8 +224,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_reprice(args: argparse.Namespace) -> int:
     import time
 
-    from tokentrail.collector.pricing import PriceBook
     from tokentrail.collector.reprice import reprice
+    from tokentrail.pricing import PriceBook
 
     settings = _server_settings()
     store, _ = _open_store(settings, "\nStop the server to reprice the embedded database.")

@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tests.support.collector import running_collector
 from tests.support.conventions import CASES, check
 from tokentrail.collector.flatten import SPAN_COLUMNS
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 
 _NORMALIZED = [c for c in SPAN_COLUMNS[SPAN_COLUMNS.index("convention") :] if c != "price_version"]
 

@@ -9,9 +9,9 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.otlp import add_span
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.reprice import reprice
 from tokentrail.collector.writer import load
+from tokentrail.pricing import PriceBook
 
 
 class OldCatalog(PriceBook):

@@ -320,8 +320,8 @@ def test_a_record_clickhouse_refuses_is_set_aside_visibly(store, spool):
 
 
 def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(store):
-    from tokentrail.collector.pricing import PriceBook
     from tokentrail.collector.writer import load
+    from tokentrail.pricing import PriceBook
 
     request = ExportTraceServiceRequest()
     usage = {
@@ -355,8 +355,8 @@ def test_load_writes_and_summarizes_and_prices_unlisted_snapshots_as_requested(s
 
 
 def test_embedding_calls_are_billed_on_their_input(store):
-    from tokentrail.collector.pricing import PriceBook
     from tokentrail.collector.writer import load
+    from tokentrail.pricing import PriceBook
 
     request = ExportTraceServiceRequest()
     add_span(

@@ -10,7 +10,7 @@ from itertools import pairwise
 
 from tests.support.collector import free_port, running_collector
 from tokentrail.analysis.run import analyze_range
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 
 
 def _demo(*args: str) -> subprocess.CompletedProcess[str]:

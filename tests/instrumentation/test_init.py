@@ -7,8 +7,8 @@ import textwrap
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.support.collector import running_collector
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.instrumentation import _setup
+from tokentrail.pricing import PriceBook
 
 
 def test_init_attaches_to_an_existing_provider_once(monkeypatch):

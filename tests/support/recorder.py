@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from tokentrail import semconv as sc
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.writer import load
+from tokentrail.pricing import PriceBook
 
 _PRICES: PriceBook | None = None
 

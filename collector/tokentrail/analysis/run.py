@@ -36,7 +36,7 @@ from tokentrail.analysis.judge import (
 )
 from tokentrail.analysis.ledger import Previous, Thresholds
 from tokentrail.analysis.outcomes import traces_with_outcome
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
 
 __all__ = ["Analyzer", "analyze_range", "analyze_traces"]

@@ -27,8 +27,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from tokentrail import semconv as sc
 from tokentrail.collector.normalize import normalize
-from tokentrail.collector.pricing import PriceBook, price_call
 from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Stored, load_payload
+from tokentrail.pricing import PriceBook, price_call
 
 __all__ = [
     "LOG_COLUMNS",
@@ -579,7 +579,7 @@ def init_worker(with_pricing: bool, stage_dir: str | None = None) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _worker_stage_dir = Path(stage_dir) if stage_dir else None
     if with_pricing:
-        from tokentrail.collector.pricing import PriceBook
+        from tokentrail.pricing import PriceBook
 
         _worker_pricer = PriceBook()
 

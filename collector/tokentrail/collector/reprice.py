@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokentrail.collector import summary
-from tokentrail.collector.pricing import PriceBook, Priced, price_call
+from tokentrail.pricing import PriceBook, Priced, price_call
 
 __all__ = ["RepriceResult", "reprice"]
 

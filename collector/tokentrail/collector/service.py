@@ -11,10 +11,10 @@ from starlette.applications import Starlette
 from tokentrail.collector import grpc as grpc_receiver
 from tokentrail.collector import http as http_receiver
 from tokentrail.collector.ingest import Ingestor
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.spool import Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer
+from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
 from tokentrail.store import Store
 

@@ -44,9 +44,9 @@ from tokentrail.collector.flatten import (
     flatten_records,
     init_worker,
 )
-from tokentrail.collector.pricing import PriceBook
 from tokentrail.collector.spool import KIND_TRACES, CorruptRecord, Position, Record, Spool, load_payload
 from tokentrail.collector.stats import Stats
+from tokentrail.pricing import PriceBook
 
 __all__ = ["Writer", "insert", "load"]
 

@@ -32,7 +32,7 @@ class _Server(uvicorn.Server):
 
 
 def _pricer() -> Any:
-    from tokentrail.collector.pricing import PriceBook
+    from tokentrail.pricing import PriceBook
 
     return PriceBook()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.scoring import DOLLAR_DETECTORS
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 
 __all__ = [
     "EMITTERS",

@@ -22,7 +22,7 @@ from tests.support.collector import running_collector
 from tests.support.scoring import Score, score
 from tokentrail.analysis.ledger import Thresholds
 from tokentrail.analysis.run import analyze_range
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
 from tokentrail.store import Store
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from genai_prices import Usage, calc_price
 
-from tokentrail.collector.pricing import PriceBook
+from tokentrail.pricing import PriceBook
 
 
 def _catalog(model: str, provider_id: str | None, **usage: int) -> float:

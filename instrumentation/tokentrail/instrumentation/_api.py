@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind
 
 from tokentrail import semconv as sc
-from tokentrail.instrumentation import _content
+from tokentrail.instrumentation import _content, _invocation, _spans
 from tokentrail.instrumentation._safe import logger, safely
 
 __all__ = ["Step", "agent", "llm", "plan", "record_outcome", "retry", "retrying", "tool"]
@@ -30,10 +30,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 _TRACER = "tokentrail"
-# (conversation id, user id, task id) of the innermost agent(...) scope
-_scope: contextvars.ContextVar[tuple[str | None, str | None, str | None]] = contextvars.ContextVar(
-    "tokentrail_scope", default=(None, None, None)
-)
 
 
 class Step:
@@ -65,46 +61,26 @@ class Step:
         reasoning_tokens: int | None = None,
     ) -> None:
         """Token usage; input counts include cached tokens (OTel semantics)."""
-        for key, value in (
-            (sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
-            (sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens),
-            (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens),
-            (sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, cache_write_tokens),
-            (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning_tokens),
-        ):
-            if value is not None:
-                self.span.set_attribute(key, int(value))
+        usage = _invocation.Usage(
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens
+        )
+        _invocation.set_usage(self.span, usage)
 
     @safely
     def set_response(
         self, *, model: str | None = None, id: str | None = None, finish_reasons: Sequence[str] | None = None
     ) -> None:
-        if model:
-            self.span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, model)
-        if id:
-            self.span.set_attribute(sc.GEN_AI_RESPONSE_ID, id)
-        if finish_reasons:
-            self.span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
+        _invocation.set_response(self.span, model=model, ident=id, finish=finish_reasons or ())
 
     @safely
     def set_messages(self, *, input: Any = None, output: Any = None, system: Any = None) -> None:
         """Conversation content in the OTel message shape; recorded only when capture is on."""
-        policy = _content.policy()
-        for key, value in (
-            (sc.GEN_AI_INPUT_MESSAGES, input),
-            (sc.GEN_AI_OUTPUT_MESSAGES, output),
-            (sc.GEN_AI_SYSTEM_INSTRUCTIONS, system),
-        ):
-            text = policy.prepare(value)
-            if text is not None:
-                self.span.set_attribute(key, text)
+        _invocation.set_messages(self.span, input=input, output=output, system=system)
 
     @safely
     def set_result(self, result: Any) -> None:
         """A tool's result; recorded only when content capture is on."""
-        text = _content.policy().prepare(result)
-        if text is not None:
-            self.span.set_attribute(sc.GEN_AI_TOOL_CALL_RESULT, text)
+        _content.record(self.span, sc.GEN_AI_TOOL_CALL_RESULT, result)
 
 
 class _StepScope:
@@ -116,7 +92,7 @@ class _StepScope:
         kind: SpanKind,
         attributes: Mapping[str, Any],
         links: Sequence[Link] = (),
-        scope: tuple[str | None, str | None, str | None] | None = None,
+        scope: _spans.Scope | None = None,
     ) -> None:
         self._name, self._kind, self._attributes, self._links, self._scope = (
             name,
@@ -125,23 +101,19 @@ class _StepScope:
             links,
             scope,
         )
-        self._tokens: list[tuple[object, contextvars.Token[Any] | None, Span]] = []
+        self._tokens: list[tuple[object, contextvars.Token[_spans.Scope] | None, Span]] = []
 
     def _start(self) -> Step:
-        conversation, user, task = self._scope or _scope.get()
-        attributes = {k: v for k, v in self._attributes.items() if v is not None}
-        for key, value in (
-            (sc.GEN_AI_CONVERSATION_ID, conversation),
-            (sc.USER_ID, user),
-            (sc.TT_TASK_ID, task),
-        ):
-            if value and key not in attributes:
-                attributes[key] = value
-        span = trace.get_tracer(_TRACER).start_span(
-            self._name, kind=self._kind, attributes=attributes, links=list(self._links)
+        span = _spans.start_span(
+            _TRACER,
+            self._name,
+            self._kind,
+            self._attributes,
+            scope=self._scope or _spans.current_scope(),
+            links=self._links,
         )
         token = otel_context.attach(trace.set_span_in_context(span))
-        scope_token = _scope.set(self._scope) if self._scope is not None else None
+        scope_token = _spans.enter_scope(self._scope) if self._scope is not None else None
         self._tokens.append((token, scope_token, span))
         return Step(span)
 
@@ -149,16 +121,14 @@ class _StepScope:
         token, scope_token, span = self._tokens.pop()
         try:
             if exc is not None:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-                span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+                _spans.record_failure(span, exc)
             span.end()
         except Exception:
             logger.debug("tokentrail: ending span failed", exc_info=True)
         finally:
             otel_context.detach(token)  # type: ignore[arg-type]
             if scope_token is not None:
-                _scope.reset(scope_token)
+                _spans.leave_scope(scope_token)
 
     def __enter__(self) -> Step:
         return self._start()
@@ -206,7 +176,7 @@ def agent(
     task_type: str | None = None,
 ) -> _StepScope:
     """An agent run: `invoke_agent {name}`; its ids go on every span started inside it."""
-    outer = _scope.get()
+    outer = _spans.current_scope()
     scope = (conversation_id or outer[0], user_id or outer[1], task_id or outer[2])
     attributes = {
         sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT,
@@ -230,18 +200,17 @@ def tool(name: str, *, call_id: str | None = None, arguments: Any = None) -> _St
         sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
         sc.GEN_AI_TOOL_NAME: name,
         sc.GEN_AI_TOOL_CALL_ID: call_id,
-        sc.GEN_AI_TOOL_CALL_ARGUMENTS: _content.policy().prepare(arguments),
+        sc.GEN_AI_TOOL_CALL_ARGUMENTS: _content.prepare(arguments),
     }
     return _StepScope(f"execute_tool {name}", SpanKind.INTERNAL, attributes)
 
 
 def llm(model: str, *, provider: str, operation: str = sc.OP_CHAT) -> _StepScope:
-    attributes = {
-        sc.GEN_AI_OPERATION_NAME: operation,
-        sc.GEN_AI_PROVIDER_NAME: provider,
-        sc.GEN_AI_REQUEST_MODEL: model,
-    }
-    return _StepScope(f"{operation} {model}", SpanKind.CLIENT, attributes)
+    """A model call the application makes itself: set its usage and response on the step."""
+    request = _invocation.Request(operation, provider, model)
+    return _StepScope(
+        _invocation.span_name(request), SpanKind.CLIENT, _invocation.request_attributes(request)
+    )
 
 
 def retry(name: str, attempt: int, *, reason: str | None = None, first: Step | None = None) -> _StepScope:

@@ -19,8 +19,11 @@ __all__ = [
     "CAPTURE_ENV",
     "MAX_CHARS_ENV",
     "ContentPolicy",
+    "capturing",
     "configure",
     "policy",
+    "prepare",
+    "record",
     "to_json",
 ]
 
@@ -135,6 +138,23 @@ def policy() -> ContentPolicy:
     if _policy is None:
         _policy = _from_env()
     return _policy
+
+
+def capturing() -> bool:
+    """Whether content is captured at all: callers skip building what would not be recorded."""
+    return policy().enabled
+
+
+def prepare(value: Any) -> str | None:
+    """`value` as the policy in force records it; None when it is not recorded."""
+    return policy().prepare(value)
+
+
+def record(span: Any, key: str, value: Any) -> None:
+    """Set `value` on the span under `key`, as far as the policy in force allows."""
+    text = policy().prepare(value)
+    if text is not None:
+        span.set_attribute(key, text)
 
 
 def configure(

@@ -1,24 +1,25 @@
-"""What the model-client instrumentors share, so every provider's `chat {model}` span behaves alike.
+"""Wrapping a model client's calls (openai, anthropic): the span is current during the call, a
+failure fails it, and a streamed response keeps it open until the stream is done.
 
-A provider module says how to start its span and how to read a response or a stream's items; the
-span's context, its failures and the lifetime of a streamed response are handled here once. The
-user's exceptions pass through unchanged; our own reading of requests and responses never raises.
+A provider module gives `Hooks`: how to start its span (through `_invocation.start`), how to read a
+response, and how to gather a stream's items. A stream is returned wrapped in `StreamProxy`, which
+ends the span once, when the stream is used up, closed or left. The user's exceptions pass through
+unchanged; our own reading of requests and responses never raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span
 
-from tokentrail import semconv as sc
-from tokentrail.instrumentation import _content
+from tokentrail.instrumentation import _invocation
 from tokentrail.instrumentation._safe import safely
 
 __all__ = [
@@ -26,14 +27,11 @@ __all__ = [
     "Hooks",
     "StreamProxy",
     "async_wrapper",
-    "fail",
+    "base_url",
+    "current",
     "finished",
     "scalars",
     "sent",
-    "set_content",
-    "set_response",
-    "set_usage",
-    "start_chat",
     "sync_wrapper",
 ]
 
@@ -74,76 +72,24 @@ def scalars(kwargs: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, A
     }
 
 
-def start_chat(
-    tracer: str,
-    provider: str,
-    instance: Any,
-    kwargs: Mapping[str, Any],
-    attributes: Mapping[str, Any],
-    operation: str = sc.OP_CHAT,
-) -> Span:
-    """A CLIENT span for one model call (`chat {model}`, `embeddings {model}`), with the attributes a
-    sampler should see from the start."""
-    model = str(kwargs.get("model", ""))
-    attrs: dict[str, Any] = {
-        sc.GEN_AI_OPERATION_NAME: operation,
-        sc.GEN_AI_PROVIDER_NAME: provider,
-        sc.GEN_AI_REQUEST_MODEL: model,
-    }
-    # Both OpenAI- and Anthropic-style resources keep their client as `_client`.
-    base = urlsplit(str(getattr(getattr(instance, "_client", None), "base_url", "")))
-    if base.hostname:
-        attrs[sc.SERVER_ADDRESS] = base.hostname
-        attrs[sc.SERVER_PORT] = base.port or (443 if base.scheme == "https" else 80)
-    attrs.update(attributes)
-    return trace.get_tracer(tracer).start_span(f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attrs)
+def base_url(instance: Any) -> str | None:
+    """The base URL of the client a resource (`client.chat.completions`, `client.messages`) belongs to;
+    OpenAI- and Anthropic-style resources both keep their client as `_client`."""
+    url = getattr(getattr(instance, "_client", None), "base_url", None)
+    return None if url is None else str(url)
 
 
-def set_response(span: Span, *, model: Any, ident: Any, finish: Sequence[str]) -> None:
-    if model:
-        span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, str(model))
-    if ident:
-        span.set_attribute(sc.GEN_AI_RESPONSE_ID, str(ident))
-    if finish:
-        span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, list(finish))
-
-
-def set_usage(
-    span: Span,
-    *,
-    input_tokens: int,
-    output_tokens: int,
-    cache_read: int | None = None,
-    cache_write: int | None = None,
-    reasoning: int | None = None,
-) -> None:
-    """Token counts in OTel semantics: `input_tokens` already includes the cached parts."""
-    span.set_attribute(sc.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
-    span.set_attribute(sc.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
-    for key, value in (
-        (sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read),
-        (sc.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, cache_write),
-        (sc.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, reasoning),
-    ):
-        if value is not None:
-            span.set_attribute(key, value)
-
-
-def set_content(span: Span, key: str, value: Any) -> None:
-    """Message content, only as far as the capture policy allows."""
-    text = _content.policy().prepare(value) if value else None
-    if text is not None:
-        span.set_attribute(key, text)
-
-
-@safely
-def fail(span: Span, exc: BaseException) -> None:
+@contextmanager
+def current(span: Span) -> Iterator[None]:
+    """The span is current while the call runs; an exception from the call fails it and passes on."""
+    token = otel_context.attach(trace.set_span_in_context(span))
     try:
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-        span.set_attribute(sc.ERROR_TYPE, type(exc).__qualname__)
+        yield
+    except BaseException as exc:
+        _invocation.fail(span, exc)
+        raise
     finally:
-        span.end()
+        otel_context.detach(token)
 
 
 class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
@@ -167,7 +113,7 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         if exc is None or isinstance(exc, GeneratorExit):  # GeneratorExit: the reader stopped early
             self._self_span.end()
         else:
-            fail(self._self_span, exc)
+            _invocation.fail(self._self_span, exc)
 
     def __iter__(self) -> Any:
         try:
@@ -253,14 +199,8 @@ def sync_wrapper(hooks: Hooks) -> Wrapper:
         span = hooks.start(instance, kwargs)
         if span is None:
             return wrapped(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with current(span):
             response = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
         return finished(span, response, kwargs, hooks)
 
     return wrapper
@@ -273,14 +213,8 @@ def async_wrapper(hooks: Hooks) -> Wrapper:
         span = hooks.start(instance, kwargs)
         if span is None:
             return await wrapped(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with current(span):
             response = await wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
         return finished(span, response, kwargs, hooks)
 
     return wrapper

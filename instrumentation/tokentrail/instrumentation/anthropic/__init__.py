@@ -10,18 +10,25 @@ from `message_start`, updated by `message_delta`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from typing import Any
 
 import wrapt
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 
 from tokentrail import semconv as sc
-from tokentrail.instrumentation import _content, _http_retries, _llm
+from tokentrail.instrumentation import _content, _http_retries, _invocation, _llm
+from tokentrail.instrumentation._invocation import (
+    as_count,
+    get_field,
+    reasoning_part,
+    text_part,
+    tool_call_part,
+    tool_response_part,
+)
 from tokentrail.instrumentation._safe import safely
 
 __all__ = ["AnthropicInstrumentor"]
@@ -39,51 +46,37 @@ _USAGE = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_cre
 _BLOCK = ("type", "text", "thinking", "id", "name", "input", "source", "content", "tool_use_id")
 
 
-def _get(obj: Any, key: str) -> Any:
-    """A field of a request's dict or of a response's model alike."""
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 # --- content, in the OTel GenAI message shape ---------------------------------------------------
 
 
 def _media(block: Any, modality: str) -> dict[str, Any]:
-    source = _get(block, "source")
-    kind = _get(source, "type")
+    source = get_field(block, "source")
+    kind = get_field(source, "type")
     if kind == "url":
-        return {"type": "uri", "modality": modality, "uri": str(_get(source, "url"))}
+        return {"type": "uri", "modality": modality, "uri": str(get_field(source, "url"))}
     if kind == "file":
-        return {"type": "file", "modality": modality, "file_id": str(_get(source, "file_id"))}
+        return {"type": "file", "modality": modality, "file_id": str(get_field(source, "file_id"))}
     # Inline bytes are left out: one image would use up the whole capture budget.
     part: dict[str, Any] = {"type": "blob", "modality": modality}
-    if _get(source, "media_type"):
-        part["mime_type"] = str(_get(source, "media_type"))
+    if get_field(source, "media_type"):
+        part["mime_type"] = str(get_field(source, "media_type"))
     return part
 
 
 def _part(block: Any) -> dict[str, Any]:
     if isinstance(block, str):
-        return {"type": "text", "content": block}
-    kind = str(_get(block, "type") or "")
+        return text_part(block)
+    kind = str(get_field(block, "type") or "")
     if kind == "text":
-        return {"type": "text", "content": str(_get(block, "text") or "")}
+        return text_part(str(get_field(block, "text") or ""))
     if kind == "tool_use":
-        return {
-            "type": "tool_call",
-            "id": _get(block, "id"),
-            "name": _get(block, "name"),
-            "arguments": _get(block, "input"),
-        }
+        return tool_call_part(get_field(block, "id"), get_field(block, "name"), get_field(block, "input"))
     if kind == "tool_result":
-        content = _get(block, "content")
+        content = get_field(block, "content")
         response = content if isinstance(content, str) else _parts(content)
-        return {"type": "tool_call_response", "id": _get(block, "tool_use_id"), "response": response}
+        return tool_response_part(get_field(block, "tool_use_id"), response)
     if kind == "thinking":
-        return {"type": "reasoning", "content": str(_get(block, "thinking") or "")}
+        return reasoning_part(str(get_field(block, "thinking") or ""))
     if kind in ("image", "document"):
         return _media(block, kind)
     return {"type": kind}  # a generic part: the kind is known, its payload is not captured
@@ -99,7 +92,10 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 def _messages(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, (list, tuple)):
         return []
-    return [{"role": str(_get(m, "role") or "user"), "parts": _parts(_get(m, "content"))} for m in messages]
+    return [
+        {"role": str(get_field(m, "role") or "user"), "parts": _parts(get_field(m, "content"))}
+        for m in messages
+    ]
 
 
 def _system(system: Any) -> list[dict[str, Any]]:
@@ -110,8 +106,7 @@ def _system(system: Any) -> list[dict[str, Any]]:
 def _record_output(span: Span, role: Any, content: Any) -> None:
     parts = _parts(content)
     if parts:
-        output = [{"role": str(role or "assistant"), "parts": parts}]
-        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
+        _invocation.set_messages(span, output=[{"role": str(role or "assistant"), "parts": parts}])
 
 
 # --- spans -----------------------------------------------------------------------------------------
@@ -120,52 +115,38 @@ def _record_output(span: Span, role: Any, content: Any) -> None:
 @safely
 def _start(instance: Any, kwargs: dict[str, Any]) -> Span:
     kwargs = _llm.sent(kwargs)
-    attributes = _llm.scalars(kwargs, _PARAMS)
+    params = _llm.scalars(kwargs, _PARAMS)
     stops = kwargs.get("stop_sequences")
     if isinstance(stops, (list, tuple)) and stops and all(isinstance(s, str) for s in stops):
-        attributes[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stops)
-    policy = _content.policy()
-    if policy.enabled:
-        for key, value in (
-            (sc.GEN_AI_SYSTEM_INSTRUCTIONS, _system(kwargs.get("system"))),
-            (sc.GEN_AI_INPUT_MESSAGES, _messages(kwargs.get("messages"))),
-        ):
-            text = policy.prepare(value) if value else None
-            if text is not None:
-                attributes[key] = text
-    return _llm.start_chat(_SCOPE, "anthropic", instance, kwargs, attributes)
-
-
-def _record_usage(span: Span, usage: Any) -> None:
-    fresh = _count(_get(usage, "input_tokens"))
-    if fresh is None:
-        return
-    read = _count(_get(usage, "cache_read_input_tokens"))
-    write = _count(_get(usage, "cache_creation_input_tokens"))
-    thinking = _count(_get(_get(usage, "output_tokens_details"), "thinking_tokens"))
-    _llm.set_usage(
-        span,
-        input_tokens=fresh + (read or 0) + (write or 0),
-        output_tokens=_count(_get(usage, "output_tokens")) or 0,
-        cache_read=read,
-        cache_write=write,
-        reasoning=thinking,
+        params[sc.GEN_AI_REQUEST_STOP_SEQUENCES] = list(stops)
+    capture = _content.capturing()
+    request = _invocation.Request(
+        sc.OP_CHAT,
+        "anthropic",
+        kwargs.get("model"),
+        server=_llm.base_url(instance),
+        params=params,
+        system=_system(kwargs.get("system")) if capture else None,
+        messages=_messages(kwargs.get("messages")) if capture else None,
     )
+    return _invocation.start(_SCOPE, request)
 
 
 def _record_message(span: Span, message: Any) -> None:
-    stop = _get(message, "stop_reason")
+    stop = get_field(message, "stop_reason")
     finish = [str(stop)] if stop else []
-    _llm.set_response(span, model=_get(message, "model"), ident=_get(message, "id"), finish=finish)
-    _record_usage(span, _get(message, "usage"))
-    _record_output(span, _get(message, "role"), _get(message, "content"))
+    _invocation.set_response(
+        span, model=get_field(message, "model"), ident=get_field(message, "id"), finish=finish
+    )
+    _invocation.set_usage(span, _invocation.anthropic_usage(get_field(message, "usage")))
+    _record_output(span, get_field(message, "role"), get_field(message, "content"))
 
 
 class _Events:
     """What the events of a stream add up to; content blocks are rebuilt only when content is captured."""
 
     def __init__(self) -> None:
-        self.capture = _content.policy().enabled
+        self.capture = _content.capturing()
         self.message: dict[str, Any] = {}
         self.usage: dict[str, Any] = {}
         self.blocks: dict[int, dict[str, Any]] = {}
@@ -173,38 +154,38 @@ class _Events:
     def _merge_usage(self, usage: Any) -> None:
         # message_delta counts are cumulative and may repeat or update those of message_start
         for key in _USAGE:
-            if _count(_get(usage, key)) is not None:
-                self.usage[key] = _get(usage, key)
-        details = _get(usage, "output_tokens_details")
+            if as_count(get_field(usage, key)) is not None:
+                self.usage[key] = get_field(usage, key)
+        details = get_field(usage, "output_tokens_details")
         if details is not None:
             self.usage["output_tokens_details"] = details
 
     def add(self, event: Any) -> None:
-        kind = _get(event, "type")
+        kind = get_field(event, "type")
         if kind == "message_start":
-            message = _get(event, "message")
-            self.message = {key: _get(message, key) for key in ("id", "model", "role")}
-            self._merge_usage(_get(message, "usage"))
+            message = get_field(event, "message")
+            self.message = {key: get_field(message, key) for key in ("id", "model", "role")}
+            self._merge_usage(get_field(message, "usage"))
         elif kind == "message_delta":
-            stop = _get(_get(event, "delta"), "stop_reason")
+            stop = get_field(get_field(event, "delta"), "stop_reason")
             if stop:
                 self.message["stop_reason"] = stop
-            self._merge_usage(_get(event, "usage"))
+            self._merge_usage(get_field(event, "usage"))
         elif self.capture and kind == "content_block_start":
-            started = {key: _get(_get(event, "content_block"), key) for key in _BLOCK}
-            self.blocks[int(_get(event, "index") or 0)] = started | {"json": []}
+            started = {key: get_field(get_field(event, "content_block"), key) for key in _BLOCK}
+            self.blocks[int(get_field(event, "index") or 0)] = started | {"json": []}
         elif self.capture and kind == "content_block_delta":
-            block = self.blocks.get(int(_get(event, "index") or 0))
+            block = self.blocks.get(int(get_field(event, "index") or 0))
             if block is None:
                 return
-            delta = _get(event, "delta")
-            step = _get(delta, "type")
+            delta = get_field(event, "delta")
+            step = get_field(delta, "type")
             if step == "text_delta":
-                block["text"] = (block["text"] or "") + str(_get(delta, "text") or "")
+                block["text"] = (block["text"] or "") + str(get_field(delta, "text") or "")
             elif step == "thinking_delta":
-                block["thinking"] = (block["thinking"] or "") + str(_get(delta, "thinking") or "")
+                block["thinking"] = (block["thinking"] or "") + str(get_field(delta, "thinking") or "")
             elif step == "input_json_delta":
-                block["json"].append(str(_get(delta, "partial_json") or ""))
+                block["json"].append(str(get_field(delta, "partial_json") or ""))
 
     def record(self, span: Span) -> None:
         _record_message(span, {**self.message, "usage": self.usage if self.usage else None})
@@ -309,14 +290,8 @@ class _Helper(wrapt.ObjectProxy):  # type: ignore[misc]
         span = _start(self._self_instance, self._self_kwargs)
         if span is None:
             return self.__wrapped__.__enter__()
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with _llm.current(span):
             stream = self.__wrapped__.__enter__()
-        except BaseException as exc:
-            _llm.fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
         return self._self_open(stream, span)
 
     def __exit__(self, *exc: Any) -> Any:
@@ -329,14 +304,8 @@ class _Helper(wrapt.ObjectProxy):  # type: ignore[misc]
         span = _start(self._self_instance, self._self_kwargs)
         if span is None:
             return await self.__wrapped__.__aenter__()
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
+        with _llm.current(span):
             stream = await self.__wrapped__.__aenter__()
-        except BaseException as exc:
-            _llm.fail(span, exc)
-            raise
-        finally:
-            otel_context.detach(token)
         return self._self_open(stream, span)
 
     async def __aexit__(self, *exc: Any) -> Any:

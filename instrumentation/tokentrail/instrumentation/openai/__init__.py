@@ -9,7 +9,7 @@ closed or left; everything else about it is unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import wrapt
@@ -18,12 +18,14 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span
 
 from tokentrail import semconv as sc
-from tokentrail.instrumentation import _content, _http_retries, _llm
+from tokentrail.instrumentation import _content, _http_retries, _invocation, _llm
+from tokentrail.instrumentation._invocation import text_part
 from tokentrail.instrumentation._safe import safely
 
 __all__ = ["OpenAIInstrumentor"]
 
 _instruments = ("openai >= 1.40",)
+_TRACER = "tokentrail.openai"
 _MODULE = "openai.resources.chat.completions"
 _RESPONSES = "openai.resources.responses"
 _EMBEDDINGS = "openai.resources.embeddings"
@@ -43,53 +45,43 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         role = m.get("role", "user") if isinstance(m, dict) else "user"
         parts: list[dict[str, Any]] = []
         if isinstance(content, str):
-            parts.append({"type": "text", "content": content})
+            parts.append(text_part(content))
         elif isinstance(content, list):
-            parts.extend(
-                {"type": "text", "content": p.get("text", "")} for p in content if isinstance(p, dict)
-            )
+            parts.extend(text_part(p.get("text", "")) for p in content if isinstance(p, dict))
         out.append({"role": role, "parts": parts})
     return out
+
+
+def _answer(text: str | None) -> list[dict[str, Any]] | None:
+    return [{"role": "assistant", "parts": [text_part(text)]}] if text else None
+
+
+def _start_call(
+    instance: Any, kwargs: Mapping[str, Any], operation: str, params: Mapping[str, str], **content: Any
+) -> Span:
+    request = _invocation.Request(
+        operation,
+        "openai",
+        kwargs.get("model"),
+        server=_llm.base_url(instance),
+        params=_llm.scalars(kwargs, params),
+        **content,
+    )
+    return _invocation.start(_TRACER, request)
 
 
 @safely
 def _start(instance: Any, kwargs: dict[str, Any]) -> Span:
     kwargs = _llm.sent(kwargs)
-    attributes = _llm.scalars(kwargs, _PARAMS)
-    policy = _content.policy()
-    messages = policy.prepare(_messages(kwargs.get("messages"))) if policy.enabled else None
-    if messages is not None:
-        attributes[sc.GEN_AI_INPUT_MESSAGES] = messages
-    return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, attributes)
-
-
-def _detail(usage: Any, details: str, name: str) -> int | None:
-    """`usage.<details>.<name>` as an int, None when the API version does not report it."""
-    value = getattr(getattr(usage, details, None), name, None)
-    return None if value is None else int(value)
-
-
-def _set_usage(span: Span, usage: Any, *, api: str) -> None:
-    """Chat completions (`prompt_…`/`completion_…`) and Responses (`input_…`/`output_…`) usage alike;
-    OpenAI's input count already includes the cached part, as OTel's does."""
-    inputs, outputs = ("prompt", "completion") if api == "chat" else ("input", "output")
-    _llm.set_usage(
-        span,
-        input_tokens=int(getattr(usage, f"{inputs}_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, f"{outputs}_tokens", 0) or 0),
-        cache_read=_detail(usage, f"{inputs}_tokens_details", "cached_tokens"),
-        cache_write=_detail(usage, f"{inputs}_tokens_details", "cache_write_tokens"),
-        reasoning=_detail(usage, f"{outputs}_tokens_details", "reasoning_tokens"),
-    )
+    messages = _messages(kwargs.get("messages")) if _content.capturing() else None
+    return _start_call(instance, kwargs, sc.OP_CHAT, _PARAMS, messages=messages)
 
 
 def _record(span: Span, *, model: Any, ident: Any, finish: list[str], usage: Any, text: str | None) -> None:
-    _llm.set_response(span, model=model, ident=ident, finish=finish)
+    _invocation.set_response(span, model=model, ident=ident, finish=finish)
     if usage is not None:
-        _set_usage(span, usage, api="chat")
-    if text:
-        output = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
-        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
+        _invocation.set_usage(span, _invocation.openai_usage(usage, chat=True))
+    _invocation.set_messages(span, output=_answer(text))
 
 
 def _parsed(response: Any) -> Any:
@@ -167,23 +159,13 @@ _RESPONSE_PARAMS = {
 @safely
 def _start_response(instance: Any, kwargs: dict[str, Any]) -> Span:
     kwargs = _llm.sent(kwargs)
-    attributes = _llm.scalars(kwargs, _RESPONSE_PARAMS)
-    policy = _content.policy()
-    if policy.enabled:
-        given = kwargs.get("input")
-        messages = (
-            [{"role": "user", "parts": [{"type": "text", "content": given}]}]
-            if isinstance(given, str)
-            else _messages(given)
-        )
-        for key, value in (
-            (sc.GEN_AI_INPUT_MESSAGES, messages),
-            (sc.GEN_AI_SYSTEM_INSTRUCTIONS, kwargs.get("instructions")),
-        ):
-            text = policy.prepare(value) if value else None
-            if text is not None:
-                attributes[key] = text
-    return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, attributes)
+    if not _content.capturing():
+        return _start_call(instance, kwargs, sc.OP_CHAT, _RESPONSE_PARAMS)
+    given = kwargs.get("input")
+    messages = [{"role": "user", "parts": [text_part(given)]}] if isinstance(given, str) else _messages(given)
+    return _start_call(
+        instance, kwargs, sc.OP_CHAT, _RESPONSE_PARAMS, messages=messages, system=kwargs.get("instructions")
+    )
 
 
 # Output items that wait for the application to run a tool (built-in tools such as web search run
@@ -220,7 +202,7 @@ def _record_responses_api(span: Span, response: Any) -> None:
     response = _parsed(response)
     if response is None:
         return
-    _llm.set_response(
+    _invocation.set_response(
         span,
         model=getattr(response, "model", None),
         ident=getattr(response, "id", None),
@@ -228,11 +210,8 @@ def _record_responses_api(span: Span, response: Any) -> None:
     )
     usage = getattr(response, "usage", None)
     if usage is not None:
-        _set_usage(span, usage, api="responses")
-    text = getattr(response, "output_text", None)
-    if text:
-        output = [{"role": "assistant", "parts": [{"type": "text", "content": text}]}]
-        _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, output)
+        _invocation.set_usage(span, _invocation.openai_usage(usage, chat=False))
+    _invocation.set_messages(span, output=_answer(getattr(response, "output_text", None)))
 
 
 class _Events:
@@ -259,18 +238,17 @@ _RESPONSE_HOOKS = _llm.Hooks(start=_start_response, record=_record_responses_api
 
 @safely
 def _start_embeddings(instance: Any, kwargs: dict[str, Any]) -> Span:
-    kwargs = _llm.sent(kwargs)
-    return _llm.start_chat("tokentrail.openai", "openai", instance, kwargs, {}, operation=sc.OP_EMBEDDINGS)
+    return _start_call(instance, _llm.sent(kwargs), sc.OP_EMBEDDINGS, {})
 
 
 def _record_embeddings(span: Span, response: Any) -> None:
     response = _parsed(response)
     if response is None:
         return
-    _llm.set_response(span, model=getattr(response, "model", None), ident=None, finish=[])
+    _invocation.set_response(span, model=getattr(response, "model", None), ident=None, finish=[])
     usage = getattr(response, "usage", None)
-    if usage is not None:
-        _llm.set_usage(span, input_tokens=int(usage.prompt_tokens or 0), output_tokens=0)
+    if usage is not None:  # billed on its input only
+        _invocation.set_usage(span, _invocation.Usage(input_tokens=usage.prompt_tokens, output_tokens=0))
 
 
 class _NoStream:

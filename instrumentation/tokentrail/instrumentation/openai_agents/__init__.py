@@ -20,10 +20,9 @@ turn it off with `set_trace_processors` or `OPENAI_AGENTS_DISABLE_TRACING` if it
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from agents.tracing import TracingProcessor
 from opentelemetry import context as otel_context
@@ -32,7 +31,8 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from tokentrail import semconv as sc
-from tokentrail.instrumentation import _api, _content, _llm
+from tokentrail.instrumentation import _content, _invocation, _spans
+from tokentrail.instrumentation._invocation import get_field, text_part, tool_call_part, tool_response_part
 from tokentrail.instrumentation._safe import logger, safely
 
 __all__ = ["OpenAIAgentsInstrumentor"]
@@ -52,13 +52,11 @@ OP_GUARDRAIL_CHECK = "guardrail_check"
 _GROUPING = ("task", "turn")  # span types left out; their children move up to their parent
 _MAX_ORPHANS = 1024
 
-Scope = tuple[str | None, str | None, str | None]  # conversation, user, task
-
 
 @dataclass
 class _Open:
     span: Span
-    scope: Scope
+    scope: _spans.Scope
     previous: otel_context.Context  # the context current before this span was made current
     named: bool  # whether the span's name already carries what it names (a model, a target agent)
     tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (tool name, call id) not yet run
@@ -67,116 +65,75 @@ class _Open:
 # --- reading SDK payloads (never raise: every caller is wrapped in `safely`) -------------------------
 
 
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-
-def _as_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return [{"type": "text", "content": content}] if content else []
+        return [text_part(content)] if content else []
     parts: list[dict[str, Any]] = []
     for block in content if isinstance(content, list) else ():
-        text = _get(block, "text")
+        text = get_field(block, "text")
         if isinstance(text, str):
-            parts.append({"type": "text", "content": text})
-        elif _get(block, "type"):
-            parts.append({"type": str(_get(block, "type"))})
+            parts.append(text_part(text))
+        elif get_field(block, "type"):
+            parts.append({"type": str(get_field(block, "type"))})
     return parts
+
+
+def _message(item: Any) -> dict[str, Any] | None:
+    """One Chat Completions message or Responses item; None for items that are not messages."""
+    kind, role = get_field(item, "type"), get_field(item, "role")
+    if kind == "function_call":  # Responses: the model asked for a tool
+        call = tool_call_part(
+            get_field(item, "call_id"), get_field(item, "name"), get_field(item, "arguments")
+        )
+        return {"role": "assistant", "parts": [call]}
+    if kind == "function_call_output":  # Responses: a tool's answer
+        return {
+            "role": "tool",
+            "parts": [tool_response_part(get_field(item, "call_id"), get_field(item, "output"))],
+        }
+    if role == "tool":  # Chat Completions: a tool's answer
+        ident = get_field(item, "call_id") or get_field(item, "tool_call_id")
+        return {"role": "tool", "parts": [tool_response_part(ident, get_field(item, "content"))]}
+    if not role:
+        return None
+    parts = _parts(get_field(item, "content"))
+    for call in get_field(item, "tool_calls") or ():
+        function = get_field(call, "function")
+        parts.append(
+            tool_call_part(
+                get_field(call, "id"), get_field(function, "name"), get_field(function, "arguments")
+            )
+        )
+    return {"role": str(role), "parts": parts}
 
 
 def _messages(items: Any) -> list[dict[str, Any]]:
     """Chat Completions messages or Responses items, in the OTel GenAI message shape."""
     if isinstance(items, str):
-        return [{"role": "user", "parts": [{"type": "text", "content": items}]}]
-    out: list[dict[str, Any]] = []
-    for item in items if isinstance(items, (list, tuple)) else ():
-        kind, role = _get(item, "type"), _get(item, "role")
-        if kind == "function_call":  # Responses: the model asked for a tool
-            out.append(
-                {
-                    "role": "assistant",
-                    "parts": [
-                        {
-                            "type": "tool_call",
-                            "id": _get(item, "call_id"),
-                            "name": _get(item, "name"),
-                            "arguments": _get(item, "arguments"),
-                        }
-                    ],
-                }
-            )
-        elif kind == "function_call_output" or role == "tool":
-            out.append(
-                {
-                    "role": "tool",
-                    "parts": [
-                        {
-                            "type": "tool_call_response",
-                            "id": _get(item, "call_id") or _get(item, "tool_call_id"),
-                            "response": _get(item, "output")
-                            if kind == "function_call_output"
-                            else _get(item, "content"),
-                        }
-                    ],
-                }
-            )
-        elif role:
-            parts = _parts(_get(item, "content"))
-            for call in _get(item, "tool_calls") or ():
-                function = _get(call, "function")
-                parts.append(
-                    {
-                        "type": "tool_call",
-                        "id": _get(call, "id"),
-                        "name": _get(function, "name"),
-                        "arguments": _get(function, "arguments"),
-                    }
-                )
-            out.append({"role": str(role), "parts": parts})
-    return out
+        return [{"role": "user", "parts": [text_part(items)]}]
+    messages = (_message(item) for item in (items if isinstance(items, (list, tuple)) else ()))
+    return [m for m in messages if m is not None]
 
 
 def _tool_calls(items: Any) -> list[tuple[str, str]]:
     """(name, id) of the tool calls a model's output asks for, in order."""
     calls: list[tuple[str, str]] = []
     for item in items if isinstance(items, (list, tuple)) else ():
-        if _get(item, "type") == "function_call" and _get(item, "call_id"):
-            calls.append((str(_get(item, "name")), str(_get(item, "call_id"))))
-        for call in _get(item, "tool_calls") or ():
-            if _get(call, "id"):
-                calls.append((str(_get(_get(call, "function"), "name")), str(_get(call, "id"))))
+        if get_field(item, "type") == "function_call" and get_field(item, "call_id"):
+            calls.append((str(get_field(item, "name")), str(get_field(item, "call_id"))))
+        for call in get_field(item, "tool_calls") or ():
+            if get_field(call, "id"):
+                calls.append(
+                    (str(get_field(get_field(call, "function"), "name")), str(get_field(call, "id")))
+                )
     return calls
 
 
 def _set_usage(span: Span, usage: Any) -> None:
-    """The SDK's usage (a dict on generation spans, a `ResponseUsage` on responses): OpenAI semantics,
-    input tokens include the cached ones."""
-    input_tokens, output_tokens = _as_int(_get(usage, "input_tokens")), _as_int(_get(usage, "output_tokens"))
-    if input_tokens is None or output_tokens is None:
-        return
-    details_in, details_out = _get(usage, "input_tokens_details"), _get(usage, "output_tokens_details")
-    _llm.set_usage(
-        span,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read=_as_int(_get(details_in, "cached_tokens")),
-        cache_write=_as_int(_get(details_in, "cache_write_tokens")) or None,
-        reasoning=_as_int(_get(details_out, "reasoning_tokens")),
-    )
-
-
-def _server(config: Any) -> dict[str, Any]:
-    base = urlsplit(str(_get(config, "base_url") or ""))
-    if not base.hostname:
-        return {}
-    return {
-        sc.SERVER_ADDRESS: base.hostname,
-        sc.SERVER_PORT: base.port or (443 if base.scheme == "https" else 80),
-    }
+    """The SDK's usage (a dict on generation spans, a `ResponseUsage` on responses), in OpenAI's
+    shape; the SDK fills in a cache write count of 0 where the provider reported none."""
+    counted = _invocation.openai_usage(usage, chat=False)
+    _invocation.set_usage(span, replace(counted, cache_write=counted.cache_write or None))
 
 
 # --- the processor ----------------------------------------------------------------------------------
@@ -208,24 +165,12 @@ class _Processor(TracingProcessor):  # type: ignore[misc]
         name: str,
         kind: SpanKind,
         attributes: dict[str, Any],
-        scope: Scope | None = None,
+        scope: _spans.Scope | None = None,
     ) -> _Open:
         if scope is None:
-            scope = parent.scope if parent is not None else _api._scope.get()
-        for attr, value in (
-            (sc.GEN_AI_CONVERSATION_ID, scope[0]),
-            (sc.USER_ID, scope[1]),
-            (sc.TT_TASK_ID, scope[2]),
-        ):
-            if value and attr not in attributes:
-                attributes[attr] = value
+            scope = parent.scope if parent is not None else _spans.current_scope()
         context = trace.set_span_in_context(parent.span) if parent is not None else None
-        span = trace.get_tracer(_TRACER).start_span(
-            name,
-            context=context,
-            kind=kind,
-            attributes={k: v for k, v in attributes.items() if v is not None},
-        )
+        span = _spans.start_span(_TRACER, name, kind, attributes, scope=scope, context=context)
         previous = otel_context.get_current()
         otel_context.attach(trace.set_span_in_context(span, previous))
         opened = _Open(span=span, scope=scope, previous=previous, named=" " in name)
@@ -259,8 +204,8 @@ class _Processor(TracingProcessor):  # type: ignore[misc]
     def on_trace_start(self, trace_: Any) -> None:
         if not self.active:
             return
-        outer = _api._scope.get()
-        scope: Scope = (getattr(trace_, "group_id", None) or outer[0], outer[1], outer[2])
+        outer = _spans.current_scope()
+        scope: _spans.Scope = (getattr(trace_, "group_id", None) or outer[0], outer[1], outer[2])
         name = str(getattr(trace_, "name", "") or "workflow")
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_WORKFLOW,
@@ -307,12 +252,12 @@ class _Processor(TracingProcessor):  # type: ignore[misc]
             if getattr(data, "type", None) in ("generation", "response"):
                 _, parent = self._parent(span)
                 if parent is not None:
-                    output = data.output if data.type == "generation" else _get(data.response, "output")
+                    output = data.output if data.type == "generation" else get_field(data.response, "output")
                     parent.tool_calls.extend(_tool_calls(output))
             error = span.error
             if error:
-                message = str(_get(error, "message") or "error")
-                detail = _get(_get(error, "data"), "error")
+                message = str(get_field(error, "message") or "error")
+                detail = get_field(get_field(error, "data"), "error")
                 opened.span.set_status(
                     Status(StatusCode.ERROR, f"{message}: {detail}"[:500] if detail else message)
                 )
@@ -328,118 +273,147 @@ class _Processor(TracingProcessor):  # type: ignore[misc]
         pass
 
 
-def _describe(data: Any, kind: str) -> tuple[str, SpanKind, dict[str, Any]]:
-    """Span name, kind and start attributes for one SDK span."""
-    if kind == "agent":
-        return (
-            f"invoke_agent {data.name}",
-            SpanKind.INTERNAL,
-            {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: data.name},
-        )
-    if kind in ("generation", "response"):
-        model = getattr(data, "model", None) or _get(getattr(data, "response", None), "model")
-        attributes = {
-            sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
-            sc.GEN_AI_PROVIDER_NAME: "openai",
-            sc.GEN_AI_REQUEST_MODEL: str(model) if model else None,
-            **_server(getattr(data, "model_config", None)),
-        }
-        config = getattr(data, "model_config", None) or {}
+# --- what each kind of SDK span becomes ----------------------------------------------------------------
+
+Described = tuple[str, SpanKind, dict[str, Any]]  # span name, kind, attributes at the start
+
+
+def _agent(data: Any) -> Described:
+    attributes = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: data.name}
+    return f"invoke_agent {data.name}", SpanKind.INTERNAL, attributes
+
+
+def _model_call(data: Any) -> Described:
+    """A generation (Chat Completions) or response (Responses API) span: a model call."""
+    model = getattr(data, "model", None) or get_field(getattr(data, "response", None), "model")
+    config = getattr(data, "model_config", None) or {}
+    params = {
+        attr: value
         for attr, param in (
             (sc.GEN_AI_REQUEST_TEMPERATURE, "temperature"),
             (sc.GEN_AI_REQUEST_TOP_P, "top_p"),
             (sc.GEN_AI_REQUEST_MAX_TOKENS, "max_tokens"),
-        ):
-            value = _get(config, param)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                attributes[attr] = value
-        return (f"chat {model}" if model else "chat"), SpanKind.CLIENT, attributes
-    if kind == "function":
-        return (
-            f"execute_tool {data.name}",
-            SpanKind.INTERNAL,
-            {
-                sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
-                sc.GEN_AI_TOOL_NAME: data.name,
-                sc.GEN_AI_TOOL_TYPE: "function",
-            },
         )
-    if kind == "handoff":
-        to_agent = getattr(data, "to_agent", None)
-        return (
-            (f"handoff {to_agent}" if to_agent else "handoff"),
-            SpanKind.INTERNAL,
-            {
-                sc.GEN_AI_OPERATION_NAME: OP_AGENT_HANDOFF,
-                sc.TT_STEP_KIND: sc.STEP_OTHER,
-                sc.TT_STEP_SUBKIND: "handoff",
-                GEN_AI_HANDOFF_FROM_AGENT: getattr(data, "from_agent", None),
-                GEN_AI_HANDOFF_TO_AGENT: to_agent,
-            },
-        )
-    if kind == "guardrail":
-        return (
-            f"guardrail {data.name}",
-            SpanKind.INTERNAL,
-            {
-                sc.GEN_AI_OPERATION_NAME: OP_GUARDRAIL_CHECK,
-                sc.TT_STEP_KIND: sc.STEP_OTHER,
-                sc.TT_STEP_SUBKIND: "guardrail",
-                GEN_AI_GUARDRAIL_NAME: data.name,
-            },
-        )
+        if isinstance(value := get_field(config, param), (int, float)) and not isinstance(value, bool)
+    }
+    base_url = get_field(config, "base_url")
+    request = _invocation.Request(
+        sc.OP_CHAT, "openai", model, server=str(base_url) if base_url else None, params=params
+    )
+    return _invocation.span_name(request), SpanKind.CLIENT, _invocation.request_attributes(request)
+
+
+def _function(data: Any) -> Described:
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL,
+        sc.GEN_AI_TOOL_NAME: data.name,
+        sc.GEN_AI_TOOL_TYPE: "function",
+    }
+    return f"execute_tool {data.name}", SpanKind.INTERNAL, attributes
+
+
+def _handoff(data: Any) -> Described:
+    to_agent = getattr(data, "to_agent", None)
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: OP_AGENT_HANDOFF,
+        sc.TT_STEP_KIND: sc.STEP_OTHER,
+        sc.TT_STEP_SUBKIND: "handoff",
+        GEN_AI_HANDOFF_FROM_AGENT: getattr(data, "from_agent", None),
+        GEN_AI_HANDOFF_TO_AGENT: to_agent,
+    }
+    return (f"handoff {to_agent}" if to_agent else "handoff"), SpanKind.INTERNAL, attributes
+
+
+def _guardrail(data: Any) -> Described:
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: OP_GUARDRAIL_CHECK,
+        sc.TT_STEP_KIND: sc.STEP_OTHER,
+        sc.TT_STEP_SUBKIND: "guardrail",
+        GEN_AI_GUARDRAIL_NAME: data.name,
+    }
+    return f"guardrail {data.name}", SpanKind.INTERNAL, attributes
+
+
+_DESCRIBE = {
+    "agent": _agent,
+    "generation": _model_call,
+    "response": _model_call,
+    "function": _function,
+    "handoff": _handoff,
+    "guardrail": _guardrail,
+}
+
+
+def _describe(data: Any, kind: str) -> Described:
+    """Span name, kind and start attributes for one SDK span."""
+    describe = _DESCRIBE.get(kind)
+    if describe is not None:
+        return describe(data)
     # custom, mcp_tools, speech, transcription, and types newer than this module
     label = getattr(data, "name", None) or getattr(data, "server", None)
-    return (
-        (f"{kind or 'span'} {label}" if label else kind or "span"),
-        SpanKind.INTERNAL,
-        {sc.TT_STEP_KIND: sc.STEP_OTHER, sc.TT_STEP_SUBKIND: kind or None},
-    )
+    attributes = {sc.TT_STEP_KIND: sc.STEP_OTHER, sc.TT_STEP_SUBKIND: kind or None}
+    return (f"{kind or 'span'} {label}" if label else kind or "span"), SpanKind.INTERNAL, attributes
+
+
+# --- what each kind of SDK span says only when it ends ----------------------------------------------
+
+
+def _end_generation(opened: _Open, data: Any) -> None:
+    span = opened.span
+    if data.model and not opened.named:
+        span.update_name(f"chat {data.model}")
+    _set_usage(span, data.usage)
+    if _content.capturing():
+        _invocation.set_messages(span, input=_messages(data.input), output=_messages(data.output))
+
+
+def _end_response(opened: _Open, data: Any) -> None:
+    span, response = opened.span, data.response
+    model = get_field(response, "model")
+    _invocation.set_response(span, model=model, ident=get_field(response, "id"), finish=())
+    if model and not opened.named:
+        span.update_name(f"chat {model}")
+        span.set_attribute(sc.GEN_AI_REQUEST_MODEL, str(model))
+    _set_usage(span, get_field(response, "usage") or data.usage)
+    if _content.capturing():
+        output = _messages(get_field(response, "output"))
+        _invocation.set_messages(span, input=_messages(data.input), output=output)
+
+
+def _end_function(opened: _Open, data: Any) -> None:
+    _content.record(opened.span, sc.GEN_AI_TOOL_CALL_ARGUMENTS, data.input)
+    _content.record(opened.span, sc.GEN_AI_TOOL_CALL_RESULT, data.output)
+
+
+def _end_handoff(opened: _Open, data: Any) -> None:
+    for attr, value in (
+        (GEN_AI_HANDOFF_FROM_AGENT, data.from_agent),
+        (GEN_AI_HANDOFF_TO_AGENT, data.to_agent),
+    ):
+        if value:
+            opened.span.set_attribute(attr, str(value))
+    if data.to_agent and not opened.named:
+        opened.span.update_name(f"handoff {data.to_agent}")
+
+
+def _end_guardrail(opened: _Open, data: Any) -> None:
+    opened.span.set_attribute(GEN_AI_GUARDRAIL_TRIGGERED, bool(data.triggered))
+
+
+_FINISH = {
+    "generation": _end_generation,
+    "response": _end_response,
+    "function": _end_function,
+    "handoff": _end_handoff,
+    "guardrail": _end_guardrail,
+}
 
 
 def _finish(opened: _Open, data: Any, kind: str) -> None:
     """Attributes only known when the SDK span ends."""
-    span, policy = opened.span, _content.policy()
-    if kind == "generation":
-        if data.model and not opened.named:
-            span.update_name(f"chat {data.model}")
-        _set_usage(span, data.usage)
-        if policy.enabled:
-            _llm.set_content(span, sc.GEN_AI_INPUT_MESSAGES, _messages(data.input))
-            _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, _messages(data.output))
-    elif kind == "response":
-        response = data.response
-        model = _get(response, "model")
-        if model:
-            span.set_attribute(sc.GEN_AI_RESPONSE_MODEL, str(model))
-            if not opened.named:
-                span.update_name(f"chat {model}")
-                span.set_attribute(sc.GEN_AI_REQUEST_MODEL, str(model))
-        if _get(response, "id"):
-            span.set_attribute(sc.GEN_AI_RESPONSE_ID, str(response.id))
-        _set_usage(span, _get(response, "usage") or data.usage)
-        if policy.enabled:
-            _llm.set_content(span, sc.GEN_AI_INPUT_MESSAGES, _messages(data.input))
-            _llm.set_content(span, sc.GEN_AI_OUTPUT_MESSAGES, _messages(_get(response, "output")))
-    elif kind == "function":
-        for attr, value in (
-            (sc.GEN_AI_TOOL_CALL_ARGUMENTS, data.input),
-            (sc.GEN_AI_TOOL_CALL_RESULT, data.output),
-        ):
-            text = policy.prepare(value)
-            if text is not None:
-                span.set_attribute(attr, text)
-    elif kind == "handoff":
-        for attr, value in (
-            (GEN_AI_HANDOFF_FROM_AGENT, data.from_agent),
-            (GEN_AI_HANDOFF_TO_AGENT, data.to_agent),
-        ):
-            if value:
-                span.set_attribute(attr, str(value))
-        if data.to_agent and not opened.named:
-            span.update_name(f"handoff {data.to_agent}")
-    elif kind == "guardrail":
-        span.set_attribute(GEN_AI_GUARDRAIL_TRIGGERED, bool(data.triggered))
+    finish = _FINISH.get(kind)
+    if finish is not None:
+        finish(opened, data)
 
 
 class OpenAIAgentsInstrumentor(BaseInstrumentor):  # type: ignore[misc]

@@ -31,7 +31,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -275,6 +275,20 @@ class LLMServer:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client stopped reading (closed the stream early): as a real API, just stop
 
+    def _answer(
+        self,
+        h: BaseHTTPRequestHandler,
+        body: dict[str, Any],
+        reply: Reply,
+        payload: dict[str, Any],
+        events: Callable[[], Iterator[tuple[str | None, Any]]],
+    ) -> None:
+        """The whole answer as JSON, or, when the request asks to stream, as server-sent events."""
+        if body.get("stream"):
+            self._sse(h, events(), reply)
+        else:
+            self._json(h, 200, payload, self._request_id(reply))
+
     # --- OpenAI chat completions -------------------------------------------------------------
 
     def _chat(self, h: BaseHTTPRequestHandler, body: dict[str, Any], reply: Reply) -> None:
@@ -282,7 +296,7 @@ class LLMServer:
         prompt = json.dumps(body.get("messages", []), sort_keys=True)
         text = self._text(reply)
         prompt_tokens = _tokens(prompt)
-        completion_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
+        completion_tokens = _answer_tokens(reply, text)
         cached = min(self._cached(model, prompt), prompt_tokens)
         usage = reply.usage or {
             "prompt_tokens": prompt_tokens,
@@ -300,65 +314,17 @@ class LLMServer:
             output_tokens=int(usage.get("completion_tokens", 0)),
             cache_read_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
         )
-        ident, created, served = self._id("chatcmpl-", reply), int(time.time()), _SERVED.get(model, model)
+        head = (self._id("chatcmpl-", reply), int(time.time()), _SERVED.get(model, model))
         finish = "length" if reply.truncated else "tool_calls" if reply.tool else "stop"
-        call = None
-        if reply.tool:
-            call = {
-                "id": f"call_{uuid.uuid4().hex[:12]}",
-                "type": "function",
-                "function": {"name": reply.tool[0], "arguments": json.dumps(reply.tool[1])},
-            }
-        if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
-            if call:
-                message["tool_calls"] = [call]
-            self._json(
-                h,
-                200,
-                {
-                    "id": ident,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": served,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-                    "usage": usage,
-                },
-                self._request_id(reply),
-            )
-            return
-
-        def chunks() -> Iterator[tuple[str | None, Any]]:
-            base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": served}
-            yield (
-                None,
-                {
-                    **base,
-                    "choices": [
-                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                    ],
-                },
-            )
-            if call:
-                delta = {"tool_calls": [{"index": 0, **call}]}
-                yield None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-            else:
-                for word in text.split(" "):
-                    yield (
-                        None,
-                        {
-                            **base,
-                            "choices": [
-                                {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
-                            ],
-                        },
-                    )
-            yield None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
-            if (body.get("stream_options") or {}).get("include_usage"):
-                yield None, {**base, "choices": [], "usage": usage}
-            yield None, "[DONE]"
-
-        self._sse(h, chunks(), reply)
+        call = _chat_tool_call(reply.tool) if reply.tool else None
+        final_usage = usage if (body.get("stream_options") or {}).get("include_usage") else None
+        self._answer(
+            h,
+            body,
+            reply,
+            _chat_completion(head, text, call, finish, usage),
+            lambda: _chat_chunks(head, text, call, finish, final_usage),
+        )
 
     # --- OpenAI Responses ----------------------------------------------------------------------
 
@@ -367,22 +333,8 @@ class LLMServer:
         reasoning models, whose reasoning tokens count in `output_tokens`); streamed in the
         documented event order."""
         model = str(body.get("model", "gpt-4o-mini"))
-        prompt = json.dumps([body.get("instructions", ""), body.get("input", "")], sort_keys=True)
         text = self._text(reply)
-        input_tokens = _tokens(prompt)
-        text_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
-        reasoning_tokens = 0
-        if model.startswith(_REASONING_MODELS):
-            effort = str((body.get("reasoning") or {}).get("effort") or "medium")
-            reasoning_tokens = _REASONING_EFFORT.get(effort, 8) * text_tokens
-        output_tokens = text_tokens + reasoning_tokens
-        usage = reply.usage or {
-            "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-            "total_tokens": input_tokens + output_tokens,
-        }
+        usage = self._responses_usage(model, body, reply, text)
         self._record(
             reply,
             "responses",
@@ -393,28 +345,8 @@ class LLMServer:
             cache_read_tokens=int((usage.get("input_tokens_details") or {}).get("cached_tokens", 0)),
             reasoning_tokens=int((usage.get("output_tokens_details") or {}).get("reasoning_tokens", 0)),
         )
-        ident, item = self._id("resp_", reply), f"msg_{uuid.uuid4().hex[:24]}"
-        content = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-        if reply.tool:
-            message: dict[str, Any] = {
-                "type": "function_call",
-                "id": f"fc_{uuid.uuid4().hex[:24]}",
-                "call_id": f"call_{uuid.uuid4().hex[:12]}",
-                "name": reply.tool[0],
-                "arguments": json.dumps(reply.tool[1]),
-                "status": "completed",
-            }
-        else:
-            message = {
-                "type": "message",
-                "id": item,
-                "status": "completed",
-                "role": "assistant",
-                "content": [content],
-            }
-        output: list[dict[str, Any]] = [message]
-        if reasoning_tokens:
-            output.insert(0, {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:24]}", "summary": []})
+        ident = self._id("resp_", reply)
+        output = _response_output(reply, text, reasoning=bool(_reasoning_tokens(model, body, reply, text)))
         response = {
             "id": ident,
             "object": "response",
@@ -431,53 +363,23 @@ class LLMServer:
             "tools": body.get("tools") or [],
             "metadata": {},
         }
-        if not body.get("stream"):
-            self._json(h, 200, response, self._request_id(reply))
-            return
+        self._answer(h, body, reply, response, lambda: _response_events(response))
 
-        def events() -> Iterator[tuple[str | None, Any]]:
-            seq = itertools.count()
-
-            def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
-                return kind, {"type": kind, "sequence_number": next(seq), **fields}
-
-            started = {**response, "status": "in_progress", "output": [], "usage": None}
-            yield event("response.created", response=started)
-            yield event("response.in_progress", response=started)
-            at = len(output) - 1  # the message's output index
-            if reasoning_tokens:
-                yield event("response.output_item.added", output_index=0, item=output[0])
-                yield event("response.output_item.done", output_index=0, item=output[0])
-            if reply.tool:
-                yield event("response.output_item.added", output_index=at, item={**message, "arguments": ""})
-                yield event(
-                    "response.function_call_arguments.delta",
-                    item_id=message["id"],
-                    output_index=at,
-                    delta=message["arguments"],
-                )
-                yield event(
-                    "response.function_call_arguments.done",
-                    item_id=message["id"],
-                    output_index=at,
-                    arguments=message["arguments"],
-                )
-            else:
-                where = {"item_id": item, "output_index": at, "content_index": 0}
-                yield event(
-                    "response.output_item.added",
-                    output_index=at,
-                    item={**message, "status": "in_progress", "content": []},
-                )
-                yield event("response.content_part.added", **where, part={**content, "text": ""})
-                for word in text.split(" "):
-                    yield event("response.output_text.delta", **where, delta=word + " ", logprobs=[])
-                yield event("response.output_text.done", **where, text=text, logprobs=[])
-                yield event("response.content_part.done", **where, part=content)
-            yield event("response.output_item.done", output_index=at, item=message)
-            yield event("response.incomplete" if reply.truncated else "response.completed", response=response)
-
-        self._sse(h, events(), reply)
+    def _responses_usage(self, model: str, body: dict[str, Any], reply: Reply, text: str) -> dict[str, Any]:
+        """The scripted usage, else the computed one (only then does the prompt count for caching)."""
+        if reply.usage:
+            return reply.usage
+        prompt = json.dumps([body.get("instructions", ""), body.get("input", "")], sort_keys=True)
+        input_tokens = _tokens(prompt)
+        reasoning_tokens = _reasoning_tokens(model, body, reply, text)
+        output_tokens = _answer_tokens(reply, text) + reasoning_tokens
+        return {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": min(self._cached(model, prompt), input_tokens)},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+            "total_tokens": input_tokens + output_tokens,
+        }
 
     # --- OpenAI embeddings ---------------------------------------------------------------------
 
@@ -517,11 +419,10 @@ class LLMServer:
         text = self._text(reply)
         total = _tokens(prompt)
         cached = min(self._cached(model, prompt), total)
-        out_tokens = _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
         # Anthropic reports input_tokens *excluding* cache reads and writes.
         usage = reply.usage or {
             "input_tokens": total - cached,
-            "output_tokens": out_tokens,
+            "output_tokens": _answer_tokens(reply, text),
             "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": 0,
         }
@@ -539,79 +440,17 @@ class LLMServer:
             cache_read_tokens=read,
             cache_write_tokens=write,
         )
-        ident = self._id("msg_", reply)
-        if reply.tool:
-            block: dict[str, Any] = {
-                "type": "tool_use",
-                "id": f"toolu_{uuid.uuid4().hex[:20]}",
-                "name": reply.tool[0],
-                "input": reply.tool[1],
-            }
-        else:
-            block = {"type": "text", "text": text}
-        stop = "max_tokens" if reply.truncated else "tool_use" if reply.tool else "end_turn"
         message = {
-            "id": ident,
+            "id": self._id("msg_", reply),
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [block],
-            "stop_reason": stop,
+            "content": [_anthropic_block(reply, text)],
+            "stop_reason": "max_tokens" if reply.truncated else "tool_use" if reply.tool else "end_turn",
             "stop_sequence": None,
             "usage": usage,
         }
-        if not body.get("stream"):
-            self._json(h, 200, message, self._request_id(reply))
-            return
-
-        def events() -> Iterator[tuple[str | None, Any]]:
-            start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-            yield "message_start", {"type": "message_start", "message": start}
-            if reply.tool:
-                yield (
-                    "content_block_start",
-                    {"type": "content_block_start", "index": 0, "content_block": {**block, "input": {}}},
-                )
-                yield (
-                    "content_block_delta",
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
-                    },
-                )
-            else:
-                yield (
-                    "content_block_start",
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                )
-                for word in text.split(" "):
-                    yield (
-                        "content_block_delta",
-                        {
-                            "type": "content_block_delta",
-                            "index": 0,
-                            "delta": {"type": "text_delta", "text": word + " "},
-                        },
-                    )
-            yield "content_block_stop", {"type": "content_block_stop", "index": 0}
-            # the final usage is cumulative and complete, as the API sends it now (some clients read
-            # the input tokens from this event only)
-            yield (
-                "message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": dict(usage),
-                },
-            )
-            yield "message_stop", {"type": "message_stop"}
-
-        self._sse(h, events(), reply)
+        self._answer(h, body, reply, message, lambda: _message_events(message))
 
 
 _ROUTES = (
@@ -620,3 +459,192 @@ _ROUTES = (
     ("/embeddings", "embeddings"),
     ("/messages", "messages"),
 )
+
+
+# --- what the stand-in answers, by API and response kind -------------------------------------------
+
+
+def _answer_tokens(reply: Reply, text: str) -> int:
+    """Tokens of the answer: the tool call's arguments, or the text."""
+    return _tokens(json.dumps(reply.tool[1]) if reply.tool else text)
+
+
+def _reasoning_tokens(model: str, body: dict[str, Any], reply: Reply, text: str) -> int:
+    """What a reasoning model (Responses API) spends before it answers, by the effort asked for."""
+    if not model.startswith(_REASONING_MODELS):
+        return 0
+    effort = str((body.get("reasoning") or {}).get("effort") or "medium")
+    return _REASONING_EFFORT.get(effort, 8) * _answer_tokens(reply, text)
+
+
+def _event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+    """A server-sent event whose name is repeated as the data's `type`, as both providers send them."""
+    return kind, {"type": kind, **fields}
+
+
+# OpenAI chat completions: one choice, a text or one tool call.
+
+
+def _chat_tool_call(tool: tuple[str, Any]) -> dict[str, Any]:
+    return {
+        "id": f"call_{uuid.uuid4().hex[:12]}",
+        "type": "function",
+        "function": {"name": tool[0], "arguments": json.dumps(tool[1])},
+    }
+
+
+def _chat_head(kind: str, head: tuple[str, int, str]) -> dict[str, Any]:
+    ident, created, served = head
+    return {"id": ident, "object": kind, "created": created, "model": served}
+
+
+def _chat_completion(
+    head: tuple[str, int, str], text: str, call: dict[str, Any] | None, finish: str, usage: dict[str, Any]
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+    if call:
+        message["tool_calls"] = [call]
+    return {
+        **_chat_head("chat.completion", head),
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "usage": usage,
+    }
+
+
+def _chat_chunks(
+    head: tuple[str, int, str],
+    text: str,
+    call: dict[str, Any] | None,
+    finish: str,
+    usage: dict[str, Any] | None,
+) -> Iterator[tuple[str | None, Any]]:
+    """The chunks of a streamed completion: the role, the text word by word (or the tool call), the
+    finish reason, then the usage when the request asked for it (`stream_options.include_usage`)."""
+    base = _chat_head("chat.completion.chunk", head)
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> tuple[None, dict[str, Any]]:
+        return None, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    if call:
+        yield chunk({"tool_calls": [{"index": 0, **call}]})
+    else:
+        for word in text.split(" "):
+            yield chunk({"content": word + " "})
+    yield chunk({}, finish)
+    if usage is not None:
+        yield None, {**base, "choices": [], "usage": usage}
+    yield None, "[DONE]"
+
+
+# OpenAI Responses: an output message or a function call, after a reasoning item for reasoning models.
+
+
+def _response_output(reply: Reply, text: str, *, reasoning: bool) -> list[dict[str, Any]]:
+    if reply.tool:
+        message: dict[str, Any] = {
+            "type": "function_call",
+            "id": f"fc_{uuid.uuid4().hex[:24]}",
+            "call_id": f"call_{uuid.uuid4().hex[:12]}",
+            "name": reply.tool[0],
+            "arguments": json.dumps(reply.tool[1]),
+            "status": "completed",
+        }
+    else:
+        message = {
+            "type": "message",
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+        }
+    output = [message]
+    if reasoning:
+        output.insert(0, {"type": "reasoning", "id": f"rs_{uuid.uuid4().hex[:24]}", "summary": []})
+    return output
+
+
+def _function_call_events(
+    event: Callable[..., tuple[str, dict[str, Any]]], call: dict[str, Any], at: int
+) -> Iterator[tuple[str | None, Any]]:
+    yield event("response.output_item.added", output_index=at, item={**call, "arguments": ""})
+    where = {"item_id": call["id"], "output_index": at}
+    yield event("response.function_call_arguments.delta", **where, delta=call["arguments"])
+    yield event("response.function_call_arguments.done", **where, arguments=call["arguments"])
+
+
+def _output_text_events(
+    event: Callable[..., tuple[str, dict[str, Any]]], message: dict[str, Any], at: int
+) -> Iterator[tuple[str | None, Any]]:
+    (content,) = message["content"]
+    text = content["text"]
+    where = {"item_id": message["id"], "output_index": at, "content_index": 0}
+    started = {**message, "status": "in_progress", "content": []}
+    yield event("response.output_item.added", output_index=at, item=started)
+    yield event("response.content_part.added", **where, part={**content, "text": ""})
+    for word in text.split(" "):
+        yield event("response.output_text.delta", **where, delta=word + " ", logprobs=[])
+    yield event("response.output_text.done", **where, text=text, logprobs=[])
+    yield event("response.content_part.done", **where, part=content)
+
+
+def _response_events(response: dict[str, Any]) -> Iterator[tuple[str | None, Any]]:
+    """A streamed response in the documented event order, each event numbered."""
+    numbers = itertools.count()
+
+    def event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        return _event(kind, sequence_number=next(numbers), **fields)
+
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    yield event("response.created", response=started)
+    yield event("response.in_progress", response=started)
+    output = response["output"]
+    *reasoning, message = output
+    at = len(output) - 1  # the message's output index
+    for item in reasoning:
+        yield event("response.output_item.added", output_index=0, item=item)
+        yield event("response.output_item.done", output_index=0, item=item)
+    if message["type"] == "function_call":
+        yield from _function_call_events(event, message, at)
+    else:
+        yield from _output_text_events(event, message, at)
+    yield event("response.output_item.done", output_index=at, item=message)
+    final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+    yield event(final, response=response)
+
+
+# Anthropic messages: one content block, a text or a tool use.
+
+
+def _anthropic_block(reply: Reply, text: str) -> dict[str, Any]:
+    if reply.tool:
+        return {
+            "type": "tool_use",
+            "id": f"toolu_{uuid.uuid4().hex[:20]}",
+            "name": reply.tool[0],
+            "input": reply.tool[1],
+        }
+    return {"type": "text", "text": text}
+
+
+def _message_events(message: dict[str, Any]) -> Iterator[tuple[str | None, Any]]:
+    """A streamed message: `message_start` with the usage so far, the block's start and deltas (the
+    text word by word, or the tool input as JSON), then `message_delta` with the final usage."""
+    (block,) = message["content"]
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield _event("message_start", message=start)
+    if block["type"] == "tool_use":
+        yield _event("content_block_start", index=0, content_block={**block, "input": {}})
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+        yield _event("content_block_delta", index=0, delta=delta)
+    else:
+        yield _event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        for word in block["text"].split(" "):
+            yield _event("content_block_delta", index=0, delta={"type": "text_delta", "text": word + " "})
+    yield _event("content_block_stop", index=0)
+    # the final usage is cumulative and complete, as the API sends it now (some clients read the
+    # input tokens from this event only)
+    stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    yield _event("message_delta", delta=stop, usage=dict(usage))
+    yield _event("message_stop")

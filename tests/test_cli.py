@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,11 +37,32 @@ def test_bad_setting_stops_with_a_message_naming_it(tmp_path):
 
 
 def test_status_reads_the_running_collector(settings, store):
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
     with running_collector(settings, store) as tt:
-        out = _run("status", "--url", f"{tt.http_url}/api/status")
-        assert out.returncode == 0, out.stderr
-        assert "collector: running" in out.stdout
-        assert "spans  received" in out.stdout
+        provider = TracerProvider()
+        provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{tt.http_url}/v1/traces"))
+        )
+        for name in ("plan", "chat gpt-4o", "execute_tool lookup"):
+            provider.get_tracer("t").start_span(name).end()
+        provider.shutdown()
+        tt.flush()
+        url = f"{tt.http_url}/api/status"
+        out = _run("status", "--url", url)
+        stats = json.loads(_run("status", "--url", url, "--json").stdout)["stats"]
+    assert out.returncode == 0, out.stderr
+    assert "collector: running" in out.stdout
+    assert "\x1b" not in out.stdout  # not a terminal: plain text
+    lines = [line.split() for line in out.stdout.splitlines()]
+    steps = next(line for line in lines if line[:1] == ["received"])
+    assert steps == ["received", "spooled", "stored", "rejected"]
+    shown = {line[0]: line[1:] for line in lines if line[:1] in (["spans"], ["logs"])}
+    assert shown["spans"][0] == "3" and shown["spans"][2] == "3"  # received and stored
+    for noun in ("spans", "logs"):
+        assert shown[noun] == [f"{int(stats[f'tokentrail_{noun}_{step}_total']):,}" for step in steps]
     down = _run("status", "--url", "http://127.0.0.1:9/api/status")
     assert down.returncode == 1
     assert "not reachable" in down.stdout

@@ -1,7 +1,9 @@
 """The `tokentrail` command.
 
-Server commands import server code lazily, so the SDK-only install can still run `demo` and
-`status` and say what to install for the rest.
+Server commands import server code lazily, so the SDK-only install can still run `demo` and say
+what to install for the rest. Tables and progress bars are drawn by `rich` (a server extra): live
+in a terminal; in a pipe or a CI log, plain text without colour, and progress only as its final
+count. Names and messages from the data are printed as they are (no markup, no emoji codes).
 """
 
 from __future__ import annotations
@@ -10,20 +12,46 @@ import argparse
 import json
 import logging
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection, Sequence
 from typing import Any
 
 __all__ = ["main"]
+
+
+def _needs_server_extras(exc: ImportError) -> SystemExit:
+    return SystemExit(f"tokentrail: this needs the server extras: pip install 'tokentrail[server]' ({exc})")
+
+
+def _console(*, stderr: bool = False) -> Any:
+    """A rich console writing to stdout (or stderr) as it is when printing, so redirections hold."""
+    try:
+        from rich.console import Console
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise _needs_server_extras(exc) from None
+    return Console(stderr=stderr, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+
+def _table(*columns: str, right: Collection[str] = (), footer: Sequence[str] = ()) -> Any:
+    """A table with a rule under its head (and above its footer, when given) and no outer frame;
+    the `right` columns (figures) are aligned right."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE, show_edge=False, show_footer=bool(footer))
+    feet = [*footer, *[""] * (len(columns) - len(footer))]
+    for name, foot in zip(columns, feet, strict=True):
+        table.add_column(name, justify="right" if name in right else "left", footer=foot, no_wrap=True)
+    return table
 
 
 def _server_settings() -> Any:
     try:
         from tokentrail.server.settings import SettingsError, from_env
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise SystemExit(
-            f"tokentrail: this needs the server extras: pip install 'tokentrail[server]' ({exc})"
-        ) from None
+        raise _needs_server_extras(exc) from None
     try:
         return from_env()
     except SettingsError as exc:
@@ -90,49 +118,65 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    stats = status["stats"]
-    print(f"collector: running ({url})")
-    print(f"database:  {status['clickhouse']}")
+    console = _console()
+    console.print(f"collector: running ({url})")
+    console.print(f"database:  {status['clickhouse']}")
+    console.print(_counters(status["stats"]))
+    for line in _spool_lines(status["spool"], status["stats"]):
+        console.print(line)
+    for line in _writer_lines(status["writer"], status["spool"], status["stats"]):
+        console.print(line)
+    return 0
+
+
+def _counters(stats: dict[str, Any]) -> Any:
+    """Spans and logs: received, spooled, stored and rejected."""
+    steps = ("received", "spooled", "stored", "rejected")
+    table = _table("", *steps, right=steps)
     for noun in ("spans", "logs"):
-        print(
-            f"{noun:<6} received {int(stats[f'tokentrail_{noun}_received_total']):>12,}  "
-            f"spooled {int(stats[f'tokentrail_{noun}_spooled_total']):>12,}  "
-            f"stored {int(stats[f'tokentrail_{noun}_stored_total']):>12,}  "
-            f"rejected {int(stats[f'tokentrail_{noun}_rejected_total']):>10,}"
-        )
-    spool = status["spool"]
+        table.add_row(noun, *(f"{int(stats[f'tokentrail_{noun}_{step}_total']):,}" for step in steps))
+    return table
+
+
+def _spool_lines(spool: dict[str, Any], stats: dict[str, Any]) -> list[str]:
     free = spool.get("free_bytes")
     room = f"; {free:,} bytes free on its disk" if free is not None else ""
-    print(
-        f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in {spool['directory']}{room}"
-    )
-    print(f"refused:   {int(stats['tokentrail_requests_refused_total']):,} requests (spool full or failing)")
+    lines = [
+        f"spool:     {spool['backlog_bytes']:,} bytes waiting (limit {spool['limit_bytes']:,}) in "
+        f"{spool['directory']}{room}",
+        f"refused:   {int(stats['tokentrail_requests_refused_total']):,} requests (spool full or failing)",
+    ]
     if spool.get("last_error"):
-        print(
-            f"spool:     {spool.get('errors', 0):,} failed writes; last at {spool['last_error_at']}: {spool['last_error']}"
+        lines.append(
+            f"spool:     {spool.get('errors', 0):,} failed writes; last at {spool['last_error_at']}: "
+            f"{spool['last_error']}"
         )
     if spool.get("quarantined_records"):
-        print(
-            f"damaged:   {spool['quarantined_records']:,} spool records did not match their checksum, copied to "
-            f"{spool['quarantine_directory']}"
+        lines.append(
+            f"damaged:   {spool['quarantined_records']:,} spool records did not match their checksum, "
+            f"copied to {spool['quarantine_directory']}"
         )
-    writer = status["writer"]
+    return lines
+
+
+def _writer_lines(writer: dict[str, Any], spool: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+    lines = []
     dead = int(writer.get("dead_lettered_records", stats.get("tokentrail_records_dead_lettered_total", 0)))
     if dead:
         where = writer.get("dead_letter_directory", f"{spool['directory']}/dead")
-        print(
+        lines.append(
             f"dead:      {dead:,} spool records could not be stored (refused on their own), kept in {where}"
         )
     if writer.get("stalled"):
-        print(
+        lines.append(
             f"writer:    STALLED: nothing stored for {writer['seconds_since_progress']:,.0f} s while records wait"
         )
     elif writer.get("failing"):
-        print("writer:    failing, retrying")
+        lines.append("writer:    failing, retrying")
     if writer["last_error"]:
         when = f" at {writer['last_error_at']}" if writer.get("last_error_at") else ""
-        print(f"writer:    last error{when}: {writer['last_error']}")
-    return 0
+        lines.append(f"writer:    last error{when}: {writer['last_error']}")
+    return lines
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -179,21 +223,40 @@ def _duration(text: str) -> int:
     return int(value) * _UNITS[unit]
 
 
-def _progress(done: int, total: int, noun: str = "traces") -> None:
-    width = 30
-    filled = width * done // total if total else width
-    end = "\n" if done >= total else ""
-    print(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} {noun}",
-        end=end,
-        file=sys.stderr,
-        flush=True,
-    )
+def _range(args: argparse.Namespace, settings: Any) -> tuple[str, int, int]:
+    """The project and the time range (ns) a command works on: from `--since` ago to a minute ahead."""
+    now = time.time_ns()
+    return args.project or settings.default_project, now - args.since * 10**9, now + 60 * 10**9
+
+
+class _Progress:
+    """The progress `analyze` and `reprice` report, as a bar on stderr from their first report on
+    (nothing when they report none); outside a terminal only the final count is printed."""
+
+    def __init__(self, noun: str) -> None:
+        console = _console(stderr=True)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        count = TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[noun]}", markup=False)
+        self.bar = Progress(BarColumn(), count, TimeElapsedColumn(), console=console)
+        self.noun = noun
+        self.task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total, noun=self.noun)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.bar.stop()
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    import time
-
     from tokentrail.analysis.run import analyze_range
     from tokentrail.pricing import PriceBook
 
@@ -204,17 +267,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         "re-analyse a time range of the embedded database.",
     )
     try:
-        now = time.time_ns()
         start = time.monotonic()
-        done = analyze_range(
-            store.client,
-            args.project or settings.default_project,
-            now - args.since * 10**9,
-            now + 60 * 10**9,
-            PriceBook(),
-            settings.waste,
-            progress=_progress,
-        )
+        with _Progress("traces") as progress:
+            done = analyze_range(
+                store.client, *_range(args, settings), PriceBook(), settings.waste, progress=progress
+            )
     finally:
         store.close()
     print(f"analysed {done:,} traces in {time.monotonic() - start:.1f}s")
@@ -222,25 +279,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_reprice(args: argparse.Namespace) -> int:
-    import time
-
     from tokentrail.collector.reprice import reprice
     from tokentrail.pricing import PriceBook
 
     settings = _server_settings()
     store, _ = _open_store(settings, "\nStop the server to reprice the embedded database.")
     try:
-        now = time.time_ns()
         prices = PriceBook()
-        result = reprice(
-            store.client,
-            args.project or settings.default_project,
-            now - args.since * 10**9,
-            now + 60 * 10**9,
-            prices,
-            progress=lambda d, t: _progress(d, t, "spans"),
-            task_attribute=settings.task_type_attribute,
-        )
+        with _Progress("spans") as progress:
+            result = reprice(
+                store.client,
+                *_range(args, settings),
+                prices,
+                progress=progress,
+                task_attribute=settings.task_type_attribute,
+            )
     finally:
         store.close()
     print(
@@ -251,7 +304,6 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
 
 
 def _cmd_waste(args: argparse.Namespace) -> int:
-    import csv
     import os
     import urllib.parse
 
@@ -271,40 +323,56 @@ def _cmd_waste(args: argparse.Namespace) -> int:
             f"tokentrail: no Tokentrail web UI at {base} ({exc}); start it with `tokentrail up`, "
             "or pass --url"
         ) from None
-    rows = report["rows"]
-    buckets: list[str] = report["buckets"]
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(
-            [args.by, "total_usd", "wasted_usd", "waste_share", *(f"{b}_usd" for b in buckets), "traces"]
-        )
-        for r in rows:
-            writer.writerow(
-                [
-                    r["key"],
-                    r["total_usd"],
-                    r["wasted_usd"],
-                    r["waste_share"],
-                    *(r["buckets"][b] for b in buckets),
-                    r["traces"],
-                ]
-            )
+        _waste_csv(report, args.by)
     else:
-        head = f"{args.by:<28}{'cost':>12}{'wasted':>12}{'share':>7}  top bucket"
-        print(head)
-        print("-" * len(head))
-        for r in rows:
-            waste = {b: v for b, v in r["buckets"].items() if b != "productive" and v > 0}
-            top = max(waste, key=lambda b: waste[b]) if waste else "-"
-            share = f"{r['waste_share'] * 100:.0f}%" if r["waste_share"] is not None else "-"
-            print(f"{str(r['key'])[:27]:<28}{r['total_usd']:>12.4f}{r['wasted_usd']:>12.4f}{share:>7}  {top}")
-        t = report["totals"]
-        print("-" * len(head))
-        share = f"{t['waste_share'] * 100:.0f}%" if t["waste_share"] is not None else "-"
-        print(f"{'total':<28}{t['total_usd']:>12.4f}{t['wasted_usd']:>12.4f}{share:>7}")
+        _console().print(_waste_table(report, args.by))
     return 0
+
+
+def _waste_csv(report: dict[str, Any], by: str) -> None:
+    import csv
+
+    buckets: list[str] = report["buckets"]
+    writer = csv.writer(sys.stdout)
+    writer.writerow([by, "total_usd", "wasted_usd", "waste_share", *(f"{b}_usd" for b in buckets), "traces"])
+    for r in report["rows"]:
+        writer.writerow(
+            [
+                r["key"],
+                r["total_usd"],
+                r["wasted_usd"],
+                r["waste_share"],
+                *(r["buckets"][b] for b in buckets),
+                r["traces"],
+            ]
+        )
+
+
+def _share(value: float | None) -> str:
+    return f"{value * 100:.0f}%" if value is not None else "-"
+
+
+def _waste_table(report: dict[str, Any], by: str) -> Any:
+    """Cost, waste and its share by `by`, with the costliest waste bucket of each row, and the total."""
+    t = report["totals"]
+    figures = ("cost", "wasted", "share")
+    table = _table(
+        by,
+        *figures,
+        "top bucket",
+        right=figures,
+        footer=("total", f"{t['total_usd']:.4f}", f"{t['wasted_usd']:.4f}", _share(t["waste_share"])),
+    )
+    for r in report["rows"]:
+        waste = {b: v for b, v in r["buckets"].items() if b != "productive" and v > 0}
+        top = max(waste, key=lambda b: waste[b]) if waste else "-"
+        table.add_row(
+            str(r["key"]), f"{r['total_usd']:.4f}", f"{r['wasted_usd']:.4f}", _share(r["waste_share"]), top
+        )
+    return table
 
 
 def _parser() -> argparse.ArgumentParser:

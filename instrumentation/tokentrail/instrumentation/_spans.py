@@ -20,7 +20,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from tokentrail import semconv as sc
 
-__all__ = ["Scope", "current_scope", "record_failure", "start_span"]
+__all__ = ["Scope", "current_scope", "enter_scope", "leave_scope", "record_failure", "start_span"]
 
 Scope = tuple[str | None, str | None, str | None]
 """(conversation id, user id, task id)"""

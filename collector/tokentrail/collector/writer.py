@@ -44,7 +44,7 @@ from tokentrail.collector.flatten import (
     flatten_records,
     init_worker,
 )
-from tokentrail.collector.spool import KIND_TRACES, CorruptRecord, Position, Record, Spool, load_payload
+from tokentrail.collector.spool import KIND_TRACES, CorruptRecord, Position, Record, Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.pricing import PriceBook
 
@@ -117,21 +117,6 @@ class _Failure(Exception):
         self.stage = stage
         self.error = error
         self.records = records
-
-
-def _durable_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -291,7 +276,7 @@ class Writer:
         self.chunk_spans = min(chunk_spans, batch_spans)
         self.idle_seconds = idle_seconds
         self.summary_seconds = summary_seconds
-        self.dead_dir = spool.directory / "dead"
+        self.dead_dir = spool.dead_dir
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self.stage_dir = stage_dir if workers > 0 else None
@@ -669,26 +654,14 @@ class Writer:
     def _dead_letter(self, record: Record, exc: BaseException) -> None:
         """Keep a record that cannot be stored in spool/dead, durably: the checkpoint moves past
         it right after."""
-        payload = record.payload
-        if not payload and record.stored is not None:
-            payload = load_payload(record.stored)
-        created = not self.dead_dir.exists()
-        self.dead_dir.mkdir(exist_ok=True)
-        if created:
-            _fsync_dir(self.spool.directory)
-        name = f"{record.end.segment:016d}-{record.end.offset:012d}"
-        first = not (self.dead_dir / f"{name}.pb").exists()
-        _durable_write(self.dead_dir / f"{name}.pb", payload)
-        reason = f"kind={record.kind} project={record.project}\n{type(exc).__name__}: {exc}\n"
-        _durable_write(self.dead_dir / f"{name}.txt", reason.encode())
-        _fsync_dir(self.dead_dir)
-        if first:
+        if self.spool.dead_letter(record, f"{type(exc).__name__}: {exc}") is not None:
             self.stats.add("tokentrail_records_dead_lettered_total")
         self.last_error = f"{type(exc).__name__}: {exc} (record kept in {self.dead_dir})"[:500]
         self.last_error_at = time.time()
         logger.error(
-            "spool record %s cannot be stored (%s: %s); kept in %s",
-            name,
+            "spool record %016d-%012d cannot be stored (%s: %s); kept in %s",
+            record.end.segment,
+            record.end.offset,
             type(exc).__name__,
             exc,
             self.dead_dir,

@@ -2,24 +2,20 @@
 
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
 Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a tuple
-(no dict per row, no call per column), built in three parts by three functions; the batch is
-turned into columns once, by name, and handed to ClickHouse as an Arrow stream: built column by
-column in C++, and read by ClickHouse without parsing text.
+(no dict per row, no call per column), built in three parts by three functions, in the order the
+table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
+as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
 
-Flattening runs in the writer's thread or in its worker processes (`flatten_pool`), which hand a
-batch back as a `Flattened`: in memory, or staged in a file.
+Flattening runs in the writer's thread or in its worker processes (`tokentrail.collector.writer.pool`),
+which hand a batch back as a `Flattened`: in memory, or staged in a file.
 """
 
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import json
 import operator
-import os
-import threading
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,9 +42,7 @@ __all__ = [
     "SpoolItem",
     "any_value",
     "attributes",
-    "flatten_in_worker",
     "flatten_records",
-    "init_worker",
 ]
 
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -467,7 +461,7 @@ class LogBatch:
         return added
 
 
-# --- batch flattening, in-process or in a worker process -------------------------------------
+# --- a batch of spool records, flattened -------------------------------------------------------
 
 
 class Flattened:
@@ -522,36 +516,3 @@ def flatten_records(
         elif kind == KIND_LOGS:
             logs.add(project, ExportLogsServiceRequest.FromString(payload))
     return Flattened(spans, logs, stage_dir)
-
-
-_worker_pricer: PriceBook | None = None
-_worker_stage_dir: Path | None = None
-
-
-def _exit_with_parent(parent: int) -> None:
-    # A collector killed with -9 cannot stop its workers, and they would idle on forever.
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def init_worker(with_pricing: bool, stage_dir: str | None = None) -> None:
-    """Process-pool initializer: each worker builds its own price book once, and exits when the
-    collector that started it is gone. With `stage_dir`, batches are handed back as files there."""
-    global _worker_pricer, _worker_stage_dir
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _worker_stage_dir = Path(stage_dir) if stage_dir else None
-    if with_pricing:
-        from tokentrail.pricing import PriceBook
-
-        _worker_pricer = PriceBook()
-
-
-def flatten_in_worker(records: list[SpoolItem]) -> Flattened:
-    # A batch builds many small containers and no reference cycles: collecting garbage while it
-    # runs only walks them again and again.
-    gc.disable()
-    try:
-        return flatten_records(records, _worker_pricer, _worker_stage_dir)
-    finally:
-        gc.enable()

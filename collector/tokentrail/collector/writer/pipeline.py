@@ -204,11 +204,13 @@ class Writer:
         return _Written(records, end, batches)
 
     def _insert(self, batches: list[Flattened], records: list[Record]) -> None:
+        started = time.perf_counter()
         try:
             insert(self.client, batches)
         except Exception as exc:
             raise _Failure("insert", exc, records) from exc
         if batches:
+            self.stats.observe_write(time.perf_counter() - started)
             self._inserted_at = time.monotonic()
 
     def _settle(self, written: _Written) -> int:

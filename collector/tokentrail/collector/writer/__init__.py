@@ -8,7 +8,7 @@ The receivers acknowledge a request once it is in the spool; from there the writ
   and dead-letters a record that can never be stored (fsynced before the checkpoint passes it);
 - `pool`: flattens chunks into insertable batches, in worker processes (staged as Arrow files
   with the embedded database) or on the writer's thread;
-- `insert`: inserts batches into ClickHouse, and tells a failure about the data from one that a
+- `inserter`: inserts batches into ClickHouse, and tells a failure about the data from one that a
   retry may cure (`transient`, `backoff`);
 - `summaries`: reconciles the traces written (billing, summaries, outcomes), on a thread of its
   own; `reconcile` is the one call into the reconciler;
@@ -18,7 +18,7 @@ The receivers acknowledge a request once it is in the spool; from there the writ
 `load` writes requests straight to ClickHouse without the spool, for seeding a database.
 """
 
-from tokentrail.collector.writer.insert import insert, load
+from tokentrail.collector.writer.inserter import insert, load
 from tokentrail.collector.writer.pipeline import Writer, WriterConfig
 
 __all__ = ["Writer", "WriterConfig", "insert", "load"]

@@ -2,7 +2,7 @@
 
 A step (`_pipeline`) takes chunks of records from the spool (`reader`) and has them flattened
 (`pool`), enough ahead that every worker stays busy while earlier chunks are inserted; it inserts
-consecutive chunks together, up to `batch_spans` (`insert`: fewer, larger parts for ClickHouse to
+consecutive chunks together, up to `batch_spans` (`inserter`: fewer, larger parts for ClickHouse to
 write and merge), then commits them (the checkpoint moves past them) and notes their traces for
 reconciling (`summaries`). Nothing is committed before it is stored or set aside: a crash replays.
 
@@ -34,7 +34,7 @@ from typing import Any
 from tokentrail.collector.flatten import Flattened
 from tokentrail.collector.spool import CorruptRecord, Position, Record, Spool
 from tokentrail.collector.stats import Stats
-from tokentrail.collector.writer.insert import backoff, insert, transient
+from tokentrail.collector.writer.inserter import backoff, insert, transient
 from tokentrail.collector.writer.pool import FlattenPool, Job, abandon, discard
 from tokentrail.collector.writer.reader import SpoolReader
 from tokentrail.collector.writer.summaries import Summaries
@@ -92,7 +92,7 @@ class _Written:
 
 
 class Writer:
-    #: first retry delay after a failed write; doubles per failure up to insert.MAX_BACKOFF
+    #: first retry delay after a failed write; doubles per failure up to inserter.MAX_BACKOFF
     backoff_base = 0.2
     #: the writer counts as stalled when records wait and none was stored for this long
     stall_seconds = 60.0

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.support.collector import running_collector
+from tests.support.collector import running_collector, scrape
 from tokentrail import semconv as sc
 from tokentrail.collector.decode import BadRequest, decode
 from tokentrail.collector.flatten import SpanBatch
@@ -545,10 +545,10 @@ def test_metrics_endpoint_reports_counters(settings, store):
             json=_json_payload("3af7651916cd43dd8448eb211c80319c", [("a7ad6b7169203331", "", "x")]),
         )
         tt.flush()
-        text = httpx.get(f"{tt.http_url}/metrics").text
-        assert "tokentrail_spans_received_total 1" in text
-        assert "tokentrail_spans_stored_total 1" in text
-        assert "# TYPE tokentrail_spool_backlog_bytes gauge" in text
+        metrics = scrape(tt.http_url)
+        assert metrics["tokentrail_spans_received_total"] == 1
+        assert metrics["tokentrail_spans_stored_total"] == 1
+        assert "# TYPE tokentrail_spool_backlog_bytes gauge" in httpx.get(f"{tt.http_url}/metrics").text
         status = httpx.get(f"{tt.http_url}/api/status").json()
         assert status["stats"]["tokentrail_spans_stored_total"] == 1
         assert json.dumps(status)

@@ -12,7 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from tests.support.otlp import TRACE, add_span
 from tokentrail.collector.spool import KIND_TRACES, Spool
 from tokentrail.collector.stats import Stats
-from tokentrail.collector.writer import Writer
+from tokentrail.collector.writer import Writer, WriterConfig
 
 
 def _framework_wrapping_client_call() -> bytes:
@@ -240,7 +240,9 @@ def _poison() -> bytes:
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-staged"])
 def test_a_poison_record_holds_no_other_record_back(store, spool, tmp_path, workers):
     stats = Stats()
-    writer = Writer(store.new_client(), spool, stats, workers=workers, stage_dir=tmp_path / "staging")
+    writer = Writer(
+        store.new_client(), spool, stats, WriterConfig(workers=workers, stage_dir=tmp_path / "staging")
+    )
     poison = _poison()
     try:
         for n in range(6):
@@ -267,7 +269,7 @@ def test_a_poison_record_holds_no_other_record_back(store, spool, tmp_path, work
 
 def test_a_record_damaged_on_disk_is_quarantined_and_the_others_stored(store, spool, tmp_path):
     stats = Stats()
-    writer = Writer(store.new_client(), spool, stats, workers=1, stage_dir=tmp_path / "staging")
+    writer = Writer(store.new_client(), spool, stats, WriterConfig(workers=1, stage_dir=tmp_path / "staging"))
     try:
         for n in range(3):
             request = ExportTraceServiceRequest()
@@ -428,7 +430,9 @@ def _every_field() -> bytes:
 
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-staged"])
 def test_every_otel_field_survives_the_trip(store, spool, tmp_path, workers):
-    writer = Writer(store.new_client(), spool, Stats(), workers=workers, stage_dir=tmp_path / "staging")
+    writer = Writer(
+        store.new_client(), spool, Stats(), WriterConfig(workers=workers, stage_dir=tmp_path / "staging")
+    )
     try:
         spool.append(KIND_TRACES, "default", _every_field())
         writer.flush()
@@ -495,7 +499,9 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
     client = _CountingClient(store.new_client())
     stats = Stats()
     # one span per chunk, four chunks per insert: eight requests take two inserts
-    writer = Writer(client, spool, stats, workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage)
+    writer = Writer(
+        client, spool, stats, WriterConfig(workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage)
+    )
     assert not list(stage.iterdir()), "a previous run's staged chunks are cleared (the spool replays them)"
     for n in range(8):
         request = ExportTraceServiceRequest()
@@ -518,7 +524,10 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
 def test_a_staging_path_clickhouse_would_read_as_a_pattern_still_works(store, spool, tmp_path):
     stage = tmp_path / "it's {odd} *"
     writer = Writer(
-        store.new_client(), spool, Stats(), workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage
+        store.new_client(),
+        spool,
+        Stats(),
+        WriterConfig(workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage),
     )
     try:
         spool.append(KIND_TRACES, "default", _framework_wrapping_client_call())

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from tokentrail.collector.http import server_config
 from tokentrail.collector.service import Collector
@@ -73,6 +74,19 @@ def running_collector(
         server.should_exit = True
         thread.join(timeout=10)
         collector.stop()
+
+
+def scrape(base_url: str) -> dict[str, float]:
+    """A collector's /metrics, parsed with prometheus_client's parser: each sample's value by its
+    name, written `name{label="value",...}` (labels sorted) when it has labels."""
+    response = httpx.get(f"{base_url}/metrics")
+    response.raise_for_status()
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values
 
 
 def collector_env(data_dir: str, port: int, **extra: str) -> dict[str, str]:

@@ -1,20 +1,21 @@
 """Turn decoded OTLP requests into column-oriented row batches for ClickHouse.
 
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
-Everything here is pure and CPU-bound; it is the ingest hot path, so it appends straight into
-per-column lists instead of building a dict per row, and hands ClickHouse an Arrow stream:
-built column by column in C++, and read by ClickHouse without parsing text.
+Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a tuple
+(no dict per row, no call per column), built in three parts by three functions, in the order the
+table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
+as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
+
+Flattening runs in the writer's thread or in its worker processes (`tokentrail.collector.writer.pool`),
+which hand a batch back as a `Flattened`: in memory, or staged in a file.
 """
 
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import json
-import os
-import threading
-import time
+import operator
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,9 +25,10 @@ import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tokentrail import semconv as sc
-from tokentrail.collector.normalize import normalize
+from tokentrail.collector.normalize import Normalized, normalize
 from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Stored, load_payload
 from tokentrail.pricing import PriceBook, price_call
 
@@ -40,9 +42,7 @@ __all__ = [
     "SpoolItem",
     "any_value",
     "attributes",
-    "flatten_in_worker",
     "flatten_records",
-    "init_worker",
 ]
 
 _SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -124,7 +124,11 @@ _CONTENT_KEYS = (
     (sc.GEN_AI_TOOL_CALL_RESULT, "tool_result"),
 )
 
-SPAN_COLUMNS = (
+# The spans table's columns, in three parts: a span's row is built as three tuples, one a part,
+# by three functions, each in the order its part lists. (Inserts name their columns: the order is
+# the Arrow schema's, nothing else.)
+#: the OTel fields, from `_otel_row`
+_OTEL_COLUMNS = (
     "project",
     "trace_id",
     "span_id",
@@ -149,6 +153,9 @@ SPAN_COLUMNS = (
     "links.span_id",
     "links.trace_state",
     "links.attributes",
+)
+#: the normalizer's fields, as `Normalized` has them
+_NORMALIZED_COLUMNS = (
     "convention",
     "step_kind",
     "step_subkind",
@@ -163,11 +170,6 @@ SPAN_COLUMNS = (
     "cache_read_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
-    "usage_reported",
-    "billable",
-    "cost_usd",
-    "cost_source",
-    "price_version",
     "tool_name",
     "tool_call_id",
     "tool_args_hash",
@@ -184,12 +186,21 @@ SPAN_COLUMNS = (
     "system_instructions",
     "tool_arguments",
     "tool_result",
-    "cache_reported",
-    "reported_cost_usd",
-    "catalog_cost_usd",
     "system_hash",
     "requested_tools",
 )
+#: flags and cost, from `_derived_row`
+_DERIVED_COLUMNS = (
+    "usage_reported",
+    "billable",
+    "cache_reported",
+    "reported_cost_usd",
+    "cost_usd",
+    "cost_source",
+    "price_version",
+    "catalog_cost_usd",
+)
+SPAN_COLUMNS = _OTEL_COLUMNS + _NORMALIZED_COLUMNS + _DERIVED_COLUMNS
 
 _STR = pa.string()
 _MAP = pa.map_(pa.string(), pa.string())
@@ -227,23 +238,34 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 #: the Arrow schema of span batches; every column not listed above is a string
 SPAN_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, _STR)) for name in SPAN_COLUMNS])
+_normalized_values = operator.attrgetter(*_NORMALIZED_COLUMNS)
+
+
+_NO_LINKS: tuple[list[Any], ...] = ([], [], [], [])  # shared, never changed
+
+#: what a span has from its resource and scope: project, service, scope name and version,
+#: resource attributes (as text)
+_Where = tuple[str, str, str, str, dict[str, str]]
+#: a span's events: for the normalizer, and the events.* columns
+_Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
 
 
 class SpanBatch:
     def __init__(self, pricer: PriceBook | None = None) -> None:
         self.pricer = pricer
-        self.columns: list[list[Any]] = [[] for _ in SPAN_COLUMNS]
+        self.rows: list[tuple[Any, ...]] = []
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
         self.outcome_traces: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
-        return len(self.columns[0])
+        return len(self.rows)
 
     def arrow(self) -> bytes:
         """The batch as one Arrow IPC stream."""
+        columns = zip(*self.rows, strict=True) if self.rows else [()] * len(SPAN_SCHEMA)
         arrays = [
-            pa.array(column, type=field.type) for column, field in zip(self.columns, SPAN_SCHEMA, strict=True)
+            pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)
         ]
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, SPAN_SCHEMA) as stream:
@@ -251,192 +273,127 @@ class SpanBatch:
         return bytes(sink.getvalue())
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
-        (
-            c_project,
-            c_trace,
-            c_span,
-            c_parent,
-            c_state,
-            c_name,
-            c_kind,
-            c_start,
-            c_end,
-            c_dur,
-            c_service,
-            c_scope,
-            c_scope_v,
-            c_res,
-            c_attrs,
-            c_status,
-            c_status_msg,
-            c_ev_time,
-            c_ev_name,
-            c_ev_attrs,
-            c_ln_trace,
-            c_ln_span,
-            c_ln_state,
-            c_ln_attrs,
-            c_conv,
-            c_step,
-            c_sub,
-            c_op,
-            c_agent,
-            c_wf,
-            c_req_model,
-            c_resp_model,
-            c_provider,
-            c_in,
-            c_out,
-            c_cread,
-            c_cwrite,
-            c_reason,
-            c_usage,
-            c_billable,
-            c_cost,
-            c_cost_src,
-            c_price_v,
-            c_tool,
-            c_tool_id,
-            c_args_hash,
-            c_input_hash,
-            c_conv_id,
-            c_user,
-            c_resp_id,
-            c_finish,
-            c_err,
-            c_retry,
-            c_retry_reason,
-            c_in_msgs,
-            c_out_msgs,
-            c_sys,
-            c_tool_args,
-            c_tool_result,
-            c_cache_rep,
-            c_rep_cost,
-            c_cat_cost,
-            c_sys_hash,
-            c_req_tools,
-        ) = self.columns
-        pricer = self.pricer
         added = 0
+        add_span = self._add_span
         for resource_spans in request.resource_spans:
             res_values, res_texts = attributes(resource_spans.resource.attributes)
             service = res_texts.get("service.name", "unknown_service")
             for scope_spans in resource_spans.scope_spans:
-                scope_name = scope_spans.scope.name
-                scope_version = scope_spans.scope.version
+                scope = scope_spans.scope
+                where = (project, service, scope.name, scope.version, res_texts)
                 for span in scope_spans.spans:
-                    trace_id = span.trace_id.hex()
-                    values, texts = attributes(span.attributes)
-                    status = span.status
-                    is_error = status.code == 2
-                    events: list[tuple[str, dict[str, Any]]] = []
-                    ev_time: list[int] = []
-                    ev_name: list[str] = []
-                    ev_attrs: list[dict[str, str]] = []
-                    for ev in span.events:
-                        ev_values, ev_texts = attributes(ev.attributes)
-                        events.append((ev.name, ev_values))
-                        ev_time.append(ev.time_unix_nano)
-                        ev_name.append(ev.name)
-                        ev_attrs.append(ev_texts)
-                    n = normalize(
-                        span.name, values, res_values, is_error=is_error, events=events, client=span.kind == 3
-                    )  # SPAN_KIND_CLIENT
-                    for key, column in _CONTENT_KEYS:
-                        if key in texts and getattr(n, column):
-                            del texts[key]  # stored once, in its own column
-
-                    c_project.append(project)
-                    c_trace.append(trace_id)
-                    c_span.append(span.span_id.hex())
-                    c_parent.append(span.parent_span_id.hex())
-                    c_state.append(span.trace_state)
-                    c_name.append(span.name)
-                    c_kind.append(_SPAN_KINDS[span.kind] if span.kind < 6 else "UNSPECIFIED")
-                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    c_start.append(start)
-                    c_end.append(end)
-                    c_dur.append(end - start if end > start else 0)
-                    c_service.append(service)
-                    c_scope.append(scope_name)
-                    c_scope_v.append(scope_version)
-                    c_res.append(res_texts)
-                    c_attrs.append(texts)
-                    code = status.code
-                    c_status.append(_STATUS[code] if code < 3 else "UNSET")
-                    c_status_msg.append(status.message)
-                    c_ev_time.append(ev_time)
-                    c_ev_name.append(ev_name)
-                    c_ev_attrs.append(ev_attrs)
-                    links = span.links
-                    if links:
-                        c_ln_trace.append([ln.trace_id.hex() for ln in links])
-                        c_ln_span.append([ln.span_id.hex() for ln in links])
-                        c_ln_state.append([ln.trace_state for ln in links])
-                        c_ln_attrs.append([attributes(ln.attributes)[1] for ln in links])
-                    else:
-                        c_ln_trace.append([])
-                        c_ln_span.append([])
-                        c_ln_state.append([])
-                        c_ln_attrs.append([])
-
-                    c_conv.append(n.convention)
-                    c_step.append(n.step_kind)
-                    c_sub.append(n.step_subkind)
-                    c_op.append(n.operation)
-                    c_agent.append(n.agent_name)
-                    c_wf.append(n.workflow_name)
-                    c_req_model.append(n.request_model)
-                    c_resp_model.append(n.response_model)
-                    c_provider.append(n.provider)
-                    c_in.append(n.input_tokens)
-                    c_out.append(n.output_tokens)
-                    c_cread.append(n.cache_read_tokens)
-                    c_cwrite.append(n.cache_write_tokens)
-                    c_reason.append(n.reasoning_tokens)
-                    c_usage.append(1 if n.usage_reported else 0)
-                    c_billable.append(1 if n.billable else 0)
-                    priced = price_call(
-                        pricer,
-                        n.provider,
-                        (n.response_model, n.request_model),
-                        billable=n.billable,
-                        input_tokens=n.input_tokens,
-                        output_tokens=n.output_tokens,
-                        cache_read_tokens=n.cache_read_tokens,
-                        cache_write_tokens=n.cache_write_tokens,
-                        reported=n.reported_cost,
-                    )
-                    c_cost.append(priced.cost)
-                    c_cost_src.append(priced.source)
-                    c_price_v.append(priced.version)
-                    c_rep_cost.append(n.reported_cost)
-                    c_cat_cost.append(priced.catalog)
-                    c_tool.append(n.tool_name)
-                    c_tool_id.append(n.tool_call_id)
-                    c_args_hash.append(n.tool_args_hash)
-                    c_input_hash.append(n.input_hash)
-                    c_conv_id.append(n.conversation_id)
-                    c_user.append(n.user_id)
-                    c_resp_id.append(n.response_id)
-                    c_finish.append(n.finish_reasons)
-                    c_err.append(n.error_type)
-                    c_retry.append(n.retry_attempt)
-                    c_retry_reason.append(n.retry_reason)
-                    c_in_msgs.append(n.input_messages)
-                    c_out_msgs.append(n.output_messages)
-                    c_sys.append(n.system_instructions)
-                    c_tool_args.append(n.tool_arguments)
-                    c_tool_result.append(n.tool_result)
-                    c_cache_rep.append(1 if n.cache_reported else 0)
-                    c_sys_hash.append(n.system_hash)
-                    c_req_tools.append(n.requested_tools)
-                    self.traces.add((project, trace_id))
-                    if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in ev_name:
-                        self.outcome_traces.add((project, trace_id))
+                    add_span(span, where, res_values)
                     added += 1
         return added
+
+    def _add_span(self, span: Span, where: _Where, res_values: dict[str, Any]) -> None:
+        values, texts = attributes(span.attributes)
+        events = _events(span)
+        n = normalize(
+            span.name,
+            values,
+            res_values,
+            is_error=span.status.code == 2,
+            events=events[0],
+            client=span.kind == 3,
+        )  # SPAN_KIND_CLIENT
+        for key, column in _CONTENT_KEYS:
+            if key in texts and getattr(n, column):
+                del texts[key]  # stored once, in its own column
+        trace_id = span.trace_id.hex()
+        self.rows.append(
+            _otel_row(span, trace_id, where, texts, events[1])
+            + _normalized_values(n)
+            + _derived_row(n, self.pricer)
+        )
+        project = where[0]
+        self.traces.add((project, trace_id))
+        if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in events[1][1]:
+            self.outcome_traces.add((project, trace_id))
+
+
+def _events(span: Span) -> _Events:
+    events: list[tuple[str, dict[str, Any]]] = []
+    times: list[int] = []
+    names: list[str] = []
+    texts: list[dict[str, str]] = []
+    for ev in span.events:
+        ev_values, ev_texts = attributes(ev.attributes)
+        events.append((ev.name, ev_values))
+        times.append(ev.time_unix_nano)
+        names.append(ev.name)
+        texts.append(ev_texts)
+    return events, (times, names, texts)
+
+
+def _otel_row(
+    span: Span,
+    trace_id: str,
+    where: _Where,
+    texts: dict[str, str],
+    events: tuple[list[int], list[str], list[dict[str, str]]],
+) -> tuple[Any, ...]:
+    """The OTel fields of a span, in the order of _OTEL_COLUMNS."""
+    project, service, scope_name, scope_version, res_texts = where
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    kind, status = span.kind, span.status
+    code = status.code
+    links = span.links
+    return (
+        project,
+        trace_id,
+        span.span_id.hex(),
+        span.parent_span_id.hex(),
+        span.trace_state,
+        span.name,
+        _SPAN_KINDS[kind] if kind < 6 else "UNSPECIFIED",
+        start,
+        end,
+        end - start if end > start else 0,
+        service,
+        scope_name,
+        scope_version,
+        res_texts,
+        texts,
+        _STATUS[code] if code < 3 else "UNSET",
+        status.message,
+        *events,
+        *(_links(links) if links else _NO_LINKS),
+    )
+
+
+def _links(links: Iterable[Span.Link]) -> tuple[list[Any], ...]:
+    return (
+        [ln.trace_id.hex() for ln in links],
+        [ln.span_id.hex() for ln in links],
+        [ln.trace_state for ln in links],
+        [attributes(ln.attributes)[1] for ln in links],
+    )
+
+
+def _derived_row(n: Normalized, pricer: PriceBook | None) -> tuple[Any, ...]:
+    """The flags and the cost of a span, in the order of _DERIVED_COLUMNS."""
+    priced = price_call(
+        pricer,
+        n.provider,
+        (n.response_model, n.request_model),
+        billable=n.billable,
+        input_tokens=n.input_tokens,
+        output_tokens=n.output_tokens,
+        cache_read_tokens=n.cache_read_tokens,
+        cache_write_tokens=n.cache_write_tokens,
+        reported=n.reported_cost,
+    )
+    return (
+        1 if n.usage_reported else 0,
+        1 if n.billable else 0,
+        1 if n.cache_reported else 0,
+        n.reported_cost,
+        priced.cost,
+        priced.source,
+        priced.version,
+        priced.catalog,
+    )
 
 
 LOG_COLUMNS = (
@@ -504,7 +461,7 @@ class LogBatch:
         return added
 
 
-# --- batch flattening, in-process or in a worker process -------------------------------------
+# --- a batch of spool records, flattened -------------------------------------------------------
 
 
 class Flattened:
@@ -559,36 +516,3 @@ def flatten_records(
         elif kind == KIND_LOGS:
             logs.add(project, ExportLogsServiceRequest.FromString(payload))
     return Flattened(spans, logs, stage_dir)
-
-
-_worker_pricer: PriceBook | None = None
-_worker_stage_dir: Path | None = None
-
-
-def _exit_with_parent(parent: int) -> None:
-    # A collector killed with -9 cannot stop its workers, and they would idle on forever.
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def init_worker(with_pricing: bool, stage_dir: str | None = None) -> None:
-    """Process-pool initializer: each worker builds its own price book once, and exits when the
-    collector that started it is gone. With `stage_dir`, batches are handed back as files there."""
-    global _worker_pricer, _worker_stage_dir
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _worker_stage_dir = Path(stage_dir) if stage_dir else None
-    if with_pricing:
-        from tokentrail.pricing import PriceBook
-
-        _worker_pricer = PriceBook()
-
-
-def flatten_in_worker(records: list[SpoolItem]) -> Flattened:
-    # A batch builds many small containers and no reference cycles: collecting garbage while it
-    # runs only walks them again and again.
-    gc.disable()
-    try:
-        return flatten_records(records, _worker_pricer, _worker_stage_dir)
-    finally:
-        gc.enable()

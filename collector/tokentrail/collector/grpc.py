@@ -3,6 +3,9 @@
 Requests arrive as raw bytes (no deserializer), so the spool stores exactly what was sent and
 both receivers share `Ingestor.ingest`. gRPC handles gzip itself.
 
+How long each export takes to answer is observed in `tokentrail_request_duration_seconds`
+(protocol="grpc").
+
 Codes: UNAUTHENTICATED, INVALID_ARGUMENT (undecodable), RESOURCE_EXHAUSTED (over the size limit,
 larger than the whole spool, or over the concurrency limit), UNAVAILABLE (spool full or unable to
 write: retryable), and OK with `partial_success` when some items were rejected.
@@ -14,11 +17,9 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tokentrail.collector.decode import BadRequest, Signal
-from tokentrail.collector.ingest import Ingestor, Unauthorized
+from tokentrail.collector.ingest import Ingestor, Unauthorized, export_response
 from tokentrail.collector.spool import RecordTooLarge, SpoolFull
 from tokentrail.server.settings import Settings
 
@@ -35,36 +36,25 @@ def _api_key(context: Any) -> str | None:
 
 
 def _handler(ingestor: Ingestor, signal: Signal) -> Any:
+    timer = ingestor.stats.request_timer("grpc", signal)
+
     def export(body: bytes, context: Any) -> bytes:
-        try:
-            project = ingestor.project_for(_api_key(context))
-            if len(body) > ingestor.settings.max_body_bytes:
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request is over the size limit")
-            decoded = ingestor.ingest(signal, body, "protobuf", project)
-        except Unauthorized as exc:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        except BadRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except RecordTooLarge as exc:
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except SpoolFull as exc:
-            # UNAVAILABLE is retryable for OTLP exporters; they back off and send again.
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if signal == "traces":
-            traces_reply = ExportTraceServiceResponse()
-            if decoded.rejected:
-                traces_reply.partial_success.rejected_spans = decoded.rejected
-                traces_reply.partial_success.error_message = (
-                    f"{decoded.rejected} spans rejected: {decoded.reason}"
-                )
-            return traces_reply.SerializeToString()
-        logs_reply = ExportLogsServiceResponse()
-        if decoded.rejected:
-            logs_reply.partial_success.rejected_log_records = decoded.rejected
-            logs_reply.partial_success.error_message = (
-                f"{decoded.rejected} log records rejected: {decoded.reason}"
-            )
-        return logs_reply.SerializeToString()
+        with timer.time():
+            try:
+                project = ingestor.project_for(_api_key(context))
+                if len(body) > ingestor.settings.max_body_bytes:
+                    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "request is over the size limit")
+                decoded = ingestor.ingest(signal, body, "protobuf", project)
+            except Unauthorized as exc:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            except BadRequest as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except RecordTooLarge as exc:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except SpoolFull as exc:
+                # UNAVAILABLE is retryable for OTLP exporters; they back off and send again.
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            return export_response(signal, decoded).SerializeToString()
 
     return grpc.unary_unary_rpc_method_handler(export)
 

@@ -1,5 +1,9 @@
 """OTLP/HTTP receiver: POST /v1/traces and /v1/logs (protobuf or JSON, gzip), plus /metrics.
 
+/metrics is the collector's `Stats` in the Prometheus text format (or OpenMetrics, when the
+scraper asks for it); how long each export takes to answer is observed there, in
+`tokentrail_request_duration_seconds` (protocol="http").
+
 Status codes follow the OTLP/HTTP spec: 200 with `partial_success` when some items were
 rejected, 400 for an undecodable body, 408 when the body does not arrive in time, 413 over the
 size limit (or larger than the whole spool), 415 for an unsupported content type or encoding,
@@ -21,17 +25,15 @@ import h11
 import uvicorn
 from google.protobuf import json_format
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tokentrail.collector.decode import BadRequest, BodyTimeout, BodyTooLarge, Encoding, Signal, gunzip
-from tokentrail.collector.ingest import Ingestor, Unauthorized
+from tokentrail.collector.ingest import Ingestor, Unauthorized, export_response
 from tokentrail.collector.outcomes import outcomes_endpoint
 from tokentrail.collector.spool import RecordTooLarge, SpoolFull
 from tokentrail.server.settings import Settings
@@ -86,10 +88,13 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
         "protobuf": (settings.max_body_bytes, "body"),
         "json": (settings.max_json_body_bytes, "JSON body"),
     }
-    noun = "spans" if signal == "traces" else "log records"
-    response_type = ExportTraceServiceResponse if signal == "traces" else ExportLogsServiceResponse
+    timer = ingestor.stats.request_timer("http", signal)
 
     async def export(request: Request) -> Response:
+        with timer.time():
+            return await answer(request)
+
+    async def answer(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         encoding = _CONTENT_TYPES.get(content_type)
         if encoding is None:
@@ -125,13 +130,7 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
             return _error(400, str(exc), encoding)
         except SpoolFull as exc:
             return _error(503, str(exc), encoding, headers={"Retry-After": "5"})
-        reply = response_type()
-        if decoded.rejected:
-            if signal == "traces":
-                reply.partial_success.rejected_spans = decoded.rejected  # type: ignore[union-attr]
-            else:
-                reply.partial_success.rejected_log_records = decoded.rejected  # type: ignore[union-attr]
-            reply.partial_success.error_message = f"{decoded.rejected} {noun} rejected: {decoded.reason}"
+        reply = export_response(signal, decoded)
         if encoding == "json":
             return Response(json.dumps(json_format.MessageToDict(reply)), media_type="application/json")
         return Response(reply.SerializeToString(), media_type="application/x-protobuf")
@@ -140,8 +139,9 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
 
 
 def create_app(ingestor: Ingestor, status: Callable[[], dict[str, Any]] | None = None) -> Starlette:
-    async def metrics(_: Request) -> Response:
-        return PlainTextResponse(ingestor.stats.prometheus(), media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> Response:
+        body, content_type = ingestor.stats.exposition(request.headers.get("accept", ""))
+        return Response(body, headers={"Content-Type": content_type})
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -1,16 +1,20 @@
-"""The one ingest path both receivers call: decode, drop bad items, spool durably, count."""
+"""The one ingest path both receivers call: decode, drop bad items, spool durably, count; and the
+OTLP answer both send back."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
 from tokentrail.collector.decode import Decoded, Encoding, Signal, decode
 from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, RecordTooLarge, Spool, SpoolUnavailable
 from tokentrail.collector.stats import Stats
 from tokentrail.server.settings import Settings
 
-__all__ = ["Ingestor", "Unauthorized"]
+__all__ = ["Ingestor", "Unauthorized", "export_response"]
 
 
 class Unauthorized(PermissionError):
@@ -64,3 +68,20 @@ class Ingestor:
             self.stats.add(f"tokentrail_{noun}_spooled_total", decoded.accepted)
             self.on_spooled()
         return decoded
+
+
+def export_response(
+    signal: Signal, decoded: Decoded
+) -> ExportTraceServiceResponse | ExportLogsServiceResponse:
+    """The OTLP answer to an export: `partial_success` says how many items were rejected, and why."""
+    if signal == "traces":
+        spans = ExportTraceServiceResponse()
+        if decoded.rejected:
+            spans.partial_success.rejected_spans = decoded.rejected
+            spans.partial_success.error_message = f"{decoded.rejected} spans rejected: {decoded.reason}"
+        return spans
+    logs = ExportLogsServiceResponse()
+    if decoded.rejected:
+        logs.partial_success.rejected_log_records = decoded.rejected
+        logs.partial_success.error_message = f"{decoded.rejected} log records rejected: {decoded.reason}"
+    return logs

@@ -1,4 +1,5 @@
-"""The collector as one object: spool, ingest path, writer thread, HTTP app and gRPC server."""
+"""The collector as one object: spool, ingest path, writer, HTTP app and gRPC server, and their
+metrics (`Stats`), wired together from the settings."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from tokentrail.collector import http as http_receiver
 from tokentrail.collector.ingest import Ingestor
 from tokentrail.collector.spool import Spool
 from tokentrail.collector.stats import Stats
-from tokentrail.collector.writer import Writer
+from tokentrail.collector.writer import Writer, WriterConfig
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
 from tokentrail.store import Store
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "writer_config"]
 
 logger = logging.getLogger("tokentrail.collector")
 
@@ -28,6 +29,19 @@ def _iso(timestamp: float) -> str | None:
     if not timestamp:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def writer_config(settings: Settings) -> WriterConfig:
+    """How the writer batches and paces its work, from the settings."""
+    return WriterConfig(
+        batch_spans=settings.writer_batch_spans,
+        idle_seconds=settings.writer_flush_seconds,
+        summary_seconds=settings.summary_interval_seconds,
+        workers=settings.writer_workers,
+        # staged files are read by ClickHouse itself: only the embedded database runs here
+        stage_dir=settings.spool_dir / "staging" if settings.embedded else None,
+        task_attribute=settings.task_type_attribute,
+    )
 
 
 class Collector:
@@ -40,21 +54,11 @@ class Collector:
             store.new_client(),
             self.spool,
             self.stats,
+            writer_config(settings),
             pricer=pricer,
-            batch_spans=settings.writer_batch_spans,
-            idle_seconds=settings.writer_flush_seconds,
-            summary_seconds=settings.summary_interval_seconds,
-            workers=settings.writer_workers,
-            stage_dir=settings.spool_dir / "staging" if settings.embedded else None,
             summary_client=store.new_client(),
-            task_attribute=settings.task_type_attribute,
         )
         self.ingestor = Ingestor(settings, self.spool, self.stats, on_spooled=self.writer.wake)
-        self.stats.gauge(
-            "tokentrail_spool_backlog_bytes",
-            "Bytes in the spool not yet written to ClickHouse.",
-            lambda: float(self.spool.backlog_bytes),
-        )
         self.app: Starlette = http_receiver.create_app(self.ingestor, status=self.status)
         self._grpc: Any = None
         self.grpc_port = 0
@@ -86,7 +90,7 @@ class Collector:
                 "stalled": writer.stalled,
                 "seconds_since_progress": round(writer.seconds_since_progress, 1),
                 "dead_lettered_records": int(stats.get("tokentrail_records_dead_lettered_total", 0)),
-                "dead_letter_directory": str(writer.dead_dir),
+                "dead_letter_directory": str(spool.dead_dir),
             },
             "clickhouse": self.settings.clickhouse_url.split("@")[-1],
         }

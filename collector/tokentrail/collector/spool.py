@@ -30,6 +30,9 @@ Failure modes, and what a sender sees:
   of the segment. If nothing valid follows, it is the torn tail of a crash or a power loss
   (never acknowledged: it was not fsynced) and is skipped; in a segment this process wrote and
   fsynced, such a tail is quarantined instead.
+- A record the writer cannot store at all (flattening or ClickHouse refuses it on its own) is
+  kept as it was sent in `dead/` (`dead_letter`), fsynced like a quarantined one before the
+  checkpoint moves past it.
 """
 
 from __future__ import annotations
@@ -117,6 +120,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _durable_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _keep_aside(folder: Path, name: str, data: bytes, note: str) -> bool:
+    """Keep `data` (`name` with its suffix) and a `.txt` note beside it in `folder` of the spool,
+    durably before returning: the checkpoint moves past them right after. False if it was kept
+    already (the same name and size)."""
+    if not folder.exists():
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
+    target = folder / name
+    if target.exists() and target.stat().st_size == len(data):
+        return False
+    _durable_write(target, data)
+    _durable_write(target.with_suffix(".txt"), note.encode())
+    _fsync_dir(folder)
+    return True
+
+
 def _lock(directory: Path) -> int:
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -146,6 +172,8 @@ class Spool:
         self.segment_bytes = segment_bytes
         directory.mkdir(parents=True, exist_ok=True)
         self.quarantine_dir = directory / "quarantine"
+        #: records that cannot be stored (`dead_letter`)
+        self.dead_dir = directory / "dead"
         self._lock_fd = _lock(directory)
         self._checkpoint_path = directory / "checkpoint"
         self._lock = threading.Lock()  # guards appends, segment rollover and the maps below
@@ -463,20 +491,9 @@ class Spool:
     def _quarantine_region(self, mm: mmap.mmap, seq: int, start: int, end: int, reason: str) -> None:
         if (seq, start) in self._quarantined_at:
             return
-        if not self.quarantine_dir.exists():
-            self.quarantine_dir.mkdir(exist_ok=True)
-            _fsync_dir(self.directory)
-        name = f"{seq:016d}-{start:012d}"
-        target = self.quarantine_dir / f"{name}.bad"
-        if not (target.exists() and target.stat().st_size == end - start):
-            with open(target, "wb") as out:
-                out.write(mm[start:end])
-                out.flush()
-                os.fsync(out.fileno())
-            (self.quarantine_dir / f"{name}.txt").write_text(
-                f"{end - start} bytes of spool segment {_segment_name(seq)} at offset {start}: {reason}\n"
-            )
-            _fsync_dir(self.quarantine_dir)
+        target = self.quarantine_dir / f"{seq:016d}-{start:012d}.bad"
+        note = f"{end - start} bytes of spool segment {_segment_name(seq)} at offset {start}: {reason}\n"
+        _keep_aside(self.quarantine_dir, target.name, mm[start:end], note)
         self._quarantined_at.add((seq, start))
         self.quarantined += 1
         logger.error(
@@ -487,6 +504,16 @@ class Spool:
             reason,
             target,
         )
+
+    def dead_letter(self, record: Record, reason: str) -> Path | None:
+        """Keep a record that cannot be stored, as it was sent, in `dead/` (durably: the checkpoint
+        moves past it right after). Returns where, or None if it was kept there already."""
+        payload = record.payload
+        if not payload and record.stored is not None:
+            payload = load_payload(record.stored)
+        target = self.dead_dir / f"{record.end.segment:016d}-{record.end.offset:012d}.pb"
+        note = f"kind={record.kind} project={record.project}\n{reason}\n"
+        return target if _keep_aside(self.dead_dir, target.name, payload, note) else None
 
     def commit(self, position: Position) -> None:
         """Everything up to `position` is in ClickHouse: record it and delete spent segments."""

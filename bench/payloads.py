@@ -65,7 +65,7 @@ def _text(rng: random.Random, words: int) -> str:
 
 
 def agent_trace(rng: random.Random, scope: ScopeSpans, *, spans: int = 20) -> None:
-    """Append one agent run of about `spans` spans to `scope`."""
+    """Append one agent run of about `spans` spans to `scope`: a plan, then chat and tool steps."""
     trace_id = rng.randbytes(16)
     start = _T0 + rng.randrange(7 * 86_400) * 1_000_000_000
     agent = rng.choice(_AGENTS)
@@ -90,68 +90,72 @@ def agent_trace(rng: random.Random, scope: ScopeSpans, *, spans: int = 20) -> No
         span = scope.spans.add()
         span.trace_id, span.span_id, span.parent_span_id = trace_id, rng.randbytes(8), root.span_id
         span.start_time_unix_nano = clock
-        step = i % 3
         if i == 0:
-            span.name, span.kind = f"plan {agent}", _INTERNAL
-            _set(span, "gen_ai.operation.name", "plan")
-            _set(span, "tokentrail.step.kind", "plan")
-            duration = 3_000_000
-        elif step == 2:
-            tool = rng.choice(_TOOLS)
-            span.name, span.kind = f"execute_tool {tool}", _INTERNAL
-            for key, value in (
-                ("gen_ai.operation.name", "execute_tool"),
-                ("gen_ai.tool.name", tool),
-                ("gen_ai.tool.call.id", f"call_{rng.randbytes(6).hex()}"),
-                ("gen_ai.tool.call.arguments", json.dumps({"query": _text(rng, 6), "limit": 10})),
-            ):
-                _set(span, key, value)
-            duration = rng.randrange(5, 400) * 1_000_000
+            duration = _plan(span, agent)
+        elif i % 3 == 2:
+            duration = _tool(rng, span)
         else:
-            provider, model, snapshot = rng.choice(_MODELS)
-            span.name, span.kind = f"chat {model}", _CLIENT
-            context += rng.randrange(200, 900)
-            cached = int(context * rng.choice((0.0, 0.5, 0.8)))
-            attrs: list[tuple[str, Any]] = [
-                ("gen_ai.operation.name", "chat"),
-                ("gen_ai.provider.name", provider),
-                ("gen_ai.request.model", model),
-                ("gen_ai.response.model", snapshot),
-                ("gen_ai.response.id", f"chatcmpl-{rng.randbytes(12).hex()}"),
-                ("gen_ai.usage.input_tokens", context),
-                ("gen_ai.usage.output_tokens", rng.randrange(20, 600)),
-                ("gen_ai.usage.cache_read.input_tokens", cached),
-                ("gen_ai.usage.cache_write.input_tokens", rng.choice((0, 0, 256))),
-                ("gen_ai.usage.reasoning.output_tokens", rng.choice((0, 0, 64))),
-                ("gen_ai.response.finish_reasons", [rng.choice(("stop", "tool_call", "stop"))]),
-                ("gen_ai.request.temperature", 0.2),
-                ("gen_ai.request.max_tokens", 1024),
-                ("server.address", "api.openai.com" if provider == "openai" else "api.anthropic.com"),
-                ("server.port", 443),
-                ("http.response.status_code", 200),
-                ("gen_ai.conversation.id", conversation),
-                ("gen_ai.agent.name", agent),
-            ]
-            if rng.random() < 0.1:
-                attrs.append(("tokentrail.retry.attempt", 2))
-            messages = [
-                {"role": "user", "parts": [{"type": "text", "content": _text(rng, rng.randrange(150, 260))}]}
-            ]
-            attrs.append(("gen_ai.input.messages", json.dumps(messages)))
-            attrs.append(
-                (
-                    "gen_ai.output.messages",
-                    json.dumps(
-                        [{"role": "assistant", "parts": [{"type": "text", "content": _text(rng, 40)}]}]
-                    ),
-                )
-            )
-            for key, value in attrs:
-                _set(span, key, value)
-            duration = rng.randrange(300, 4000) * 1_000_000
+            duration, context = _chat(rng, span, context, conversation, agent)
         span.end_time_unix_nano = clock + duration
         clock += duration + 1_000_000
     root.start_time_unix_nano, root.end_time_unix_nano = start, clock
+
+
+def _plan(span: Span, agent: str) -> int:
+    span.name, span.kind = f"plan {agent}", _INTERNAL
+    _set(span, "gen_ai.operation.name", "plan")
+    _set(span, "tokentrail.step.kind", "plan")
+    return 3_000_000
+
+
+def _tool(rng: random.Random, span: Span) -> int:
+    tool = rng.choice(_TOOLS)
+    span.name, span.kind = f"execute_tool {tool}", _INTERNAL
+    for key, value in (
+        ("gen_ai.operation.name", "execute_tool"),
+        ("gen_ai.tool.name", tool),
+        ("gen_ai.tool.call.id", f"call_{rng.randbytes(6).hex()}"),
+        ("gen_ai.tool.call.arguments", json.dumps({"query": _text(rng, 6), "limit": 10})),
+    ):
+        _set(span, key, value)
+    return rng.randrange(5, 400) * 1_000_000
+
+
+def _chat(rng: random.Random, span: Span, context: int, conversation: str, agent: str) -> tuple[int, int]:
+    """A model call whose context has grown since the last one, part of it cached; returns its
+    duration and the context it read."""
+    provider, model, snapshot = rng.choice(_MODELS)
+    span.name, span.kind = f"chat {model}", _CLIENT
+    context += rng.randrange(200, 900)
+    cached = int(context * rng.choice((0.0, 0.5, 0.8)))
+    attrs: list[tuple[str, Any]] = [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.provider.name", provider),
+        ("gen_ai.request.model", model),
+        ("gen_ai.response.model", snapshot),
+        ("gen_ai.response.id", f"chatcmpl-{rng.randbytes(12).hex()}"),
+        ("gen_ai.usage.input_tokens", context),
+        ("gen_ai.usage.output_tokens", rng.randrange(20, 600)),
+        ("gen_ai.usage.cache_read.input_tokens", cached),
+        ("gen_ai.usage.cache_write.input_tokens", rng.choice((0, 0, 256))),
+        ("gen_ai.usage.reasoning.output_tokens", rng.choice((0, 0, 64))),
+        ("gen_ai.response.finish_reasons", [rng.choice(("stop", "tool_call", "stop"))]),
+        ("gen_ai.request.temperature", 0.2),
+        ("gen_ai.request.max_tokens", 1024),
+        ("server.address", "api.openai.com" if provider == "openai" else "api.anthropic.com"),
+        ("server.port", 443),
+        ("http.response.status_code", 200),
+        ("gen_ai.conversation.id", conversation),
+        ("gen_ai.agent.name", agent),
+    ]
+    if rng.random() < 0.1:
+        attrs.append(("tokentrail.retry.attempt", 2))
+    question = [{"role": "user", "parts": [{"type": "text", "content": _text(rng, rng.randrange(150, 260))}]}]
+    answer = [{"role": "assistant", "parts": [{"type": "text", "content": _text(rng, 40)}]}]
+    attrs += [("gen_ai.input.messages", json.dumps(question)), ("gen_ai.output.messages", json.dumps(answer))]
+    for key, value in attrs:
+        _set(span, key, value)
+    return rng.randrange(300, 4000) * 1_000_000, context
 
 
 def export_request(

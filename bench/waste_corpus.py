@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from typing import Any
 
 from tests.analysis.thirdparty.corpus import EMITTERS, missing_envs, span_labels
 from tests.analysis.thirdparty.harness import run_corpus
@@ -30,7 +31,7 @@ def _store(tmp: str, name: str):  # type: ignore[no-untyped-def]
     return settings, store
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -42,7 +43,11 @@ def main() -> None:
     parser.add_argument(
         "--dump", action="store_true", help="every stored span's normalized columns, by trace"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     prices = PriceBook()
     names = args.emitter or list(EMITTERS)
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-corpus-") as tmp:
@@ -55,42 +60,50 @@ def main() -> None:
             raise SystemExit(f"the third-party environments {missing} are missing: run `make corpus-envs`")
         settings, store = _store(tmp, "thirdparty")
         result = run_corpus(settings, store, prices, names)
-        versions = ", ".join(sorted({f"{p} {v}" for e in result.emitted for p, v in e.versions.items()}))
-        print(table("Third-party corpus", result.scores))
-        print(f"({len(result.emitted)} emitters: {versions})\n")
-        print(
-            f"{'emitter':<16}{'labels':>7}{'charges':>8}{'found':>7}{'missed':>7}{'wrong':>7}{'seconds':>8}"
-        )
-        for run in result.emitted:
-            want = {k: v for k, v in result.expected.items() if str(k[0]).startswith(run.emitter + ":")}
-            got = {k: v for k, v in result.found.items() if str(k[0]).startswith(run.emitter + ":")}
-            hits = len(set(want) & set(got))
-            print(
-                f"{run.emitter:<16}{len(run.expected):>7}{len(want):>8}{hits:>7}{len(set(want) - set(got)):>7}"
-                f"{len(set(got) - set(want)):>7}{run.seconds:>8.1f}"
-            )
-        unlabelled = [k for k in result.found if str(k[0]).startswith("unlabelled")]
-        if unlabelled:
-            print(f"findings on spans without a label: {len(unlabelled)}")
+        _print_emitters(result)
         if args.explain:
-            print()
-            for detector, keys in misses(result.expected, result.found).items():
-                print(f"{detector}:")
-                for key in keys:
-                    print(f"  {key}")
-            rows = store.client.query(
-                "SELECT detector, reason FROM waste_findings WHERE (trace_id, analyzed_at) IN "
-                "(SELECT trace_id, analyzed_at FROM trace_waste FINAL) ORDER BY detector"
-            ).result_rows
-            print("\nfindings:")
-            for detector, reason in rows:
-                print(f"  {detector}: {reason}")
+            _explain(store.client, result)
         if args.dump:
             _dump(
                 store.client,
                 {i["label"]: f"{i['case']}/{i['name']}" for e in result.emitted for i in e.expected},
             )
         store.close()
+
+
+def _print_emitters(result: Any) -> None:
+    """The scores, then per emitter its labels, the charges expected, and what was found."""
+    versions = ", ".join(sorted({f"{p} {v}" for e in result.emitted for p, v in e.versions.items()}))
+    print(table("Third-party corpus", result.scores))
+    print(f"({len(result.emitted)} emitters: {versions})\n")
+    print(f"{'emitter':<16}{'labels':>7}{'charges':>8}{'found':>7}{'missed':>7}{'wrong':>7}{'seconds':>8}")
+    for run in result.emitted:
+        want = {k: v for k, v in result.expected.items() if str(k[0]).startswith(run.emitter + ":")}
+        got = {k: v for k, v in result.found.items() if str(k[0]).startswith(run.emitter + ":")}
+        hits = len(set(want) & set(got))
+        print(
+            f"{run.emitter:<16}{len(run.expected):>7}{len(want):>8}{hits:>7}{len(set(want) - set(got)):>7}"
+            f"{len(set(got) - set(want)):>7}{run.seconds:>8.1f}"
+        )
+    unlabelled = [k for k in result.found if str(k[0]).startswith("unlabelled")]
+    if unlabelled:
+        print(f"findings on spans without a label: {len(unlabelled)}")
+
+
+def _explain(client: Any, result: Any) -> None:
+    """Every labelled call the ledger missed or charged wrongly, then every finding's reason."""
+    print()
+    for detector, keys in misses(result.expected, result.found).items():
+        print(f"{detector}:")
+        for key in keys:
+            print(f"  {key}")
+    rows = client.query(
+        "SELECT detector, reason FROM waste_findings WHERE (trace_id, analyzed_at) IN "
+        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL) ORDER BY detector"
+    ).result_rows
+    print("\nfindings:")
+    for detector, reason in rows:
+        print(f"  {detector}: {reason}")
 
 
 def _dump(client, names: dict[str, str]) -> None:  # type: ignore[no-untyped-def]

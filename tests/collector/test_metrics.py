@@ -3,6 +3,8 @@ reads it; /api/status shows the same values."""
 
 from __future__ import annotations
 
+import math
+
 import httpx
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
@@ -102,3 +104,22 @@ def test_two_collectors_in_one_process_count_apart(settings, store, tmp_path):
         second.flush()
         assert scrape(second.http_url)["tokentrail_spans_stored_total"] == 2
         assert scrape(first.http_url)["tokentrail_spans_received_total"] == 0
+
+
+def test_a_reading_that_fails_is_nan_on_metrics_and_null_on_status(settings, store, monkeypatch):
+    """The spool's free space cannot be read (statvfs fails): /metrics says NaN, /api/status still
+    answers, with null for it, and every other value."""
+    with running_collector(settings, store) as tt:
+
+        def broken() -> int:
+            raise OSError("statvfs failed")
+
+        monkeypatch.setattr(tt.collector.spool, "free_bytes", broken)
+        families = scrape(tt.http_url)
+        assert math.isnan(families["tokentrail_spool_free_bytes"])
+        status = httpx.get(f"{tt.http_url}/api/status")
+        assert status.status_code == 200
+        body = status.json()
+        assert body["stats"]["tokentrail_spool_free_bytes"] is None
+        assert body["spool"]["free_bytes"] is None
+        assert body["stats"]["tokentrail_spans_received_total"] == 0

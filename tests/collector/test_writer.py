@@ -189,7 +189,7 @@ def test_outage_keeps_everything_in_the_spool_until_clickhouse_returns(store, sp
     assert writer.stalled and writer.failing
     metrics = stats.prometheus()
     assert "tokentrail_writer_stalled 1" in metrics
-    assert stats.snapshot()["tokentrail_writer_last_error_timestamp_seconds"] > time.time() - 60
+    assert (stats.snapshot()["tokentrail_writer_last_error_timestamp_seconds"] or 0) > time.time() - 60
 
     writer.client = store.new_client()  # ClickHouse is back
     writer.flush()
@@ -510,7 +510,9 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
     writer.start()
     try:
         deadline = time.monotonic() + 60
-        while stats.snapshot().get("tokentrail_spans_stored_total", 0) < 8 and time.monotonic() < deadline:
+        while (
+            stats.snapshot().get("tokentrail_spans_stored_total") or 0
+        ) < 8 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         writer.stop()

@@ -89,7 +89,7 @@ class Collector:
                 "failing": writer.failing,
                 "stalled": writer.stalled,
                 "seconds_since_progress": round(writer.seconds_since_progress, 1),
-                "dead_lettered_records": int(stats.get("tokentrail_records_dead_lettered_total", 0)),
+                "dead_lettered_records": int(stats.get("tokentrail_records_dead_lettered_total") or 0),
                 "dead_letter_directory": str(spool.dead_dir),
             },
             "clickhouse": self.settings.clickhouse_url.split("@")[-1],

@@ -47,9 +47,12 @@ _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def _whole(count: float) -> float:
-    """A count as the whole number it is (a failed reading stays NaN)."""
-    return int(count) if count.is_integer() else count
+def _shown(value: float) -> float | None:
+    """A value as /api/status shows it: a count as the whole number it is, and a reading that
+    failed (NaN on /metrics) as null, which JSON can carry."""
+    if math.isnan(value):
+        return None
+    return int(value) if value.is_integer() else value
 
 
 class _Readings(Collector):
@@ -113,15 +116,15 @@ class Stats:
     def observe_write(self, seconds: float) -> None:
         self._writes.observe(seconds)
 
-    def snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, float | None]:
         """Counters (whole numbers) and readings, by name: what /api/status shows."""
-        values: dict[str, float] = {}
+        values: dict[str, float | None] = {}
         for family in self.registry.collect():
             if family.type == "counter":
                 name = family.name + "_total"  # not its `_created` time
-                values |= {s.name: _whole(s.value) for s in family.samples if s.name == name}
+                values |= {s.name: _shown(s.value) for s in family.samples if s.name == name}
             elif family.type == "gauge":
-                values |= {s.name: s.value for s in family.samples if s.name == family.name}
+                values |= {s.name: _shown(s.value) for s in family.samples if s.name == family.name}
         return values
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:

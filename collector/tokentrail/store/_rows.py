@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["first", "rows"]
+from tokentrail.store.connection import Client
 
-Client = Any  # clickhouse_connect.driver.Client; the package ships no precise types
+__all__ = ["Client", "first", "rows"]
 
 
 def rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ import json
 from typing import Any
 
 from tokentrail.analysis.ledger import BUCKETS, largest_carried_item
+from tokentrail.store import Client
 from tokentrail.store import spans as span_reads
-from tokentrail.store._rows import Client
 from tokentrail.store.filters import TraceFilter
 from tokentrail.store.waste import WasteReader
 

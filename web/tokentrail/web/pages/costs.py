@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from tokentrail.server.settings import Settings
+from tokentrail.store import Client
 from tokentrail.store import costs as reads
-from tokentrail.store._rows import Client
 from tokentrail.store.filters import TraceFilter
 from tokentrail.web import render
 from tokentrail.web.deps import Inputs, get_client, get_settings

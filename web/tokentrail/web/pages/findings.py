@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from tokentrail.store._rows import Client
+from tokentrail.store import Client
 from tokentrail.store.filters import TraceFilter
 from tokentrail.web import render, waste
 from tokentrail.web.deps import Inputs, get_client

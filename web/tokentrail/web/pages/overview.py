@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from tokentrail.analysis.budgets import evaluate
 from tokentrail.server.settings import Settings
-from tokentrail.store._rows import Client
+from tokentrail.store import Client
 from tokentrail.store.filters import TraceFilter
 from tokentrail.web import render
 from tokentrail.web.deps import Inputs, get_client, get_settings

@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
+from tokentrail.store import Client
 from tokentrail.store import spans as span_reads
 from tokentrail.store import traces as trace_reads
-from tokentrail.store._rows import Client
 from tokentrail.web import render, waste
 from tokentrail.web.deps import Inputs, get_client
 from tokentrail.web.filters import NotFound, check_id, whole_number

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
+from tokentrail.store import Client
 from tokentrail.store import traces as reads
-from tokentrail.store._rows import Client
 from tokentrail.web import render
 from tokentrail.web.deps import Inputs, get_client
 from tokentrail.web.filters import TRACE_PARAMS, TraceFilter, query_args

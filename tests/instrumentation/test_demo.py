@@ -107,12 +107,10 @@ def test_demo_sends_every_waste_pattern(settings, store):
             "oversized_model": ["router"],
         }
         # with content captured, a bloat finding names what was carried along
-        from tokentrail.web.filters import TraceFilter
-        from tokentrail.web.waste import WasteQueries
+        from tokentrail.store.filters import TraceFilter
+        from tokentrail.web.pages.findings import findings
 
-        bloated = WasteQueries(store.client).list_findings(
-            TraceFilter("default", "all"), "context_bloat", 100
-        )
+        bloated = findings(store.client, TraceFilter("default", "all"), "context_bloat", 100)["findings"]
         assert bloated and all(
             x["stale_item"].startswith("a user message") and "~8," in x["stale_item"] for x in bloated
         )

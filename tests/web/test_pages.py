@@ -257,3 +257,54 @@ def test_a_large_trace_renders_its_first_rows_and_loads_the_rest(web, store, rec
     assert names[0] == "execute_tool t999" and names[-1] == "execute_tool t1299" and len(names) == 301
     assert rest.select_one("button.wf-more") is None
     assert web.get(f"/trace/{trace_id}/rows?first=x").status_code == 400
+
+
+def test_context_chart_splits_per_agent_run_when_chat_spans_name_no_agent(web, store, rec: Recorder):
+    """Client instrumentors send `chat gpt-4o` spans without gen_ai.agent.name, under the
+    framework's `invoke_agent` span that alone names the agent. The chart must split each call's
+    input per agent run, as the ledger does: the reviewer's first call carries nothing over from
+    the writer's last one."""
+    calls = {  # agent -> calls (input, output, cached), in order
+        "writer": [(1000, 100, 0), (1600, 50, 300)],
+        "reviewer": [(800, 20, 0), (1200, 30, 0)],
+    }
+    with rec.span("run pipeline", 5) as root:
+        for agent, runs in calls.items():
+            with rec.span(
+                f"invoke_agent {agent}", 5, gen_ai__operation__name="invoke_agent", gen_ai__agent__name=agent
+            ):
+                for inp, out, cached in runs:
+                    with rec.span(
+                        "chat gpt-4o",
+                        300,
+                        gen_ai__operation__name="chat",
+                        gen_ai__provider__name="openai",
+                        gen_ai__request__model="gpt-4o",
+                        gen_ai__usage__input_tokens=inp,
+                        gen_ai__usage__output_tokens=out,
+                        gen_ai__usage__cache_read__input_tokens=cached,
+                    ):
+                        pass
+    rec.store(store.client)
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    stored = store.client.query(
+        "SELECT DISTINCT agent_name FROM spans WHERE name = 'chat gpt-4o' AND trace_id = {t:String}",
+        parameters={"t": trace_id},
+    ).result_rows
+    assert stored == [("",)]  # as sent: the calls name no agent
+    # by hand: carried = min(input, the same run's previous call's input + output) - cached
+    expected = [
+        ("writer", 0, 0, 1000),  # the run's first call carries nothing
+        ("writer", 300, 1100 - 300, 1600 - 300 - 800),
+        ("reviewer", 0, 0, 800),  # another run: nothing of the writer's 1,650 tokens
+        ("reviewer", 0, 820, 1200 - 820),
+    ]
+    api = web.get(f"/trace/{trace_id}.json").json()["context"]
+    assert [(s["agent"], s["cached"], s["carried"], s["new"]) for s in api] == expected
+    page = _soup(web.get(f"/trace/{trace_id}"))
+    shown = [
+        re.search(r"\((\w+)\): input \d+ = cached (\d+) \+ carried (\d+) \+ new (\d+)", col["title"])
+        for col in page.select(".chart .col")
+    ]
+    assert [(m[1], int(m[2]), int(m[3]), int(m[4])) for m in shown if m] == expected
+    assert len(shown) == 4

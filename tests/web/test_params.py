@@ -74,7 +74,7 @@ def test_the_reported_inputs_are_400s_that_name_the_parameter(client: TestClient
     float_cursor = encode_cursor("tokens", "desc", (value + 0.5, key))
     for url, message in [
         ("/conversations.json?sort=cost", "sort is not a parameter of /conversations"),
-        ("/waste.json?service=x", "service is not a parameter of /waste"),
+        ("/waste.json?sort=cost", "sort is not a parameter of /waste"),
         ("/traces.json?colour=red", "colour is not a parameter of /traces"),
         ("/traces.json?since=%C2%B2h", "since must be a duration such as 90m, 24h or 7d"),
         ("/traces.json?since=" + "9" * 5000 + "h", "since is longer than 200 characters"),

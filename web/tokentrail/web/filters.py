@@ -1,5 +1,7 @@
-"""Query-string parameters → validated filters. Bad input is a `BadRequest` with a message that
-says which parameter is wrong and what it accepts; nothing here touches the database.
+"""Query-string parameters → validated filters (`tokentrail.store.filters.TraceFilter`, which the
+storage layer turns into SQL), and a filter back into the query string of a link. Bad input is a
+`BadRequest` with a message that says which parameter is wrong and what it accepts; nothing here
+touches the database.
 
 Each route takes a fixed set of parameters (`parse_query`): one it does not read is refused
 rather than ignored, so a filter that a page cannot apply never looks applied. A parameter given
@@ -18,13 +20,16 @@ import math
 import re
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from tokentrail.store.filters import DEFAULT_RANGE, INTEGER_SORTS, MAX_NS, MIN_NS, SORTS, TraceFilter
+
 __all__ = [
     "CONVERSATION_PARAMS",
+    "FILTER_PARAMS",
     "INTEGER_SORTS",
     "MAX_NS",
     "MIN_NS",
@@ -33,16 +38,22 @@ __all__ = [
     "SORTS",
     "TRACE_PARAMS",
     "BadRequest",
+    "NotFound",
     "TraceFilter",
     "check_id",
     "parse_query",
     "parse_trace_filter",
+    "query_args",
     "whole_number",
 ]
 
 
 class BadRequest(ValueError):
-    """The request's parameters are invalid; the message is shown to the user."""
+    """The request's parameters are invalid; the message is shown to the user (a 400)."""
+
+
+class NotFound(LookupError):
+    """What the request names does not exist; the message is shown to the user (a 404)."""
 
 
 #: time-range choices in the UI, in seconds; "all" has no lower bound
@@ -55,18 +66,12 @@ RANGES: dict[str, int] = {
     "90d": 90 * 86_400,
     "all": 0,
 }
-SORTS = ("start", "cost", "waste", "tokens", "duration", "spans")
-#: sort keys bound as Int64 (the others are Float64): a cursor on them must hold an integer
-INTEGER_SORTS = frozenset({"start", "tokens", "duration", "spans"})
-DEFAULT_RANGE = "7d"
 MAX_LIMIT = 500
-#: the span of a ClickHouse DateTime64(9) in Unix nanoseconds: 1900-01-01 to 2262-04-11T23:47:16.854775807
-MIN_NS = -2_208_988_800 * 10**9
-MAX_NS = 2**63 - 1
 
 #: the parameters of each kind of page
 RANGE_PARAMS = ("project", "range", "from", "to", "since")
-TRACE_PARAMS = (
+#: a time range and what narrows its traces: every report takes these (tokentrail.store.filters applies them)
+FILTER_PARAMS = (
     *RANGE_PARAMS,
     "service",
     "agent",
@@ -77,11 +82,9 @@ TRACE_PARAMS = (
     "min_cost",
     "q",
     "has_waste",
-    "sort",
-    "dir",
-    "limit",
-    "cursor",
 )
+#: the trace list also pages and sorts
+TRACE_PARAMS = (*FILTER_PARAMS, "sort", "dir", "limit", "cursor")
 # conversations are always listed by their latest activity
 CONVERSATION_PARAMS = tuple(p for p in TRACE_PARAMS if p not in ("sort", "dir"))
 
@@ -150,68 +153,32 @@ def whole_number(params: Mapping[str, str], name: str, default: int, low: int, h
     return value
 
 
-@dataclass(frozen=True)
-class TraceFilter:
-    project: str
-    range: str = DEFAULT_RANGE
-    start_ns: int = 0  # 0: no lower bound
-    end_ns: int = 0  # 0: open-ended
-    service: str = ""
-    agent: str = ""
-    model: str = ""
-    status: str = ""
-    conversation: str = ""
-    user: str = ""
-    min_cost: float | None = None
-    q: str = ""
-    has_waste: bool = False
-    sort: str = "start"
-    dir: str = "desc"
-    limit: int = 50
-    cursor: tuple[Any, str] | None = field(default=None, compare=False)
-
-    def query_args(self, **changes: Any) -> dict[str, str]:
-        """The query string that reproduces this filter (for links, the form and the next page)."""
-        f = replace(self, **changes) if changes else self
-        args: dict[str, str] = {}
-        if f.range != DEFAULT_RANGE:
-            args["range"] = f.range
-        if f.range == "custom":
-            args["from"] = _iso(f.start_ns)
-            if f.end_ns:
-                args["to"] = _iso(f.end_ns)
-        for name in ("service", "agent", "model", "status", "conversation", "user", "q"):
-            if getattr(f, name):
-                args[name] = getattr(f, name)
-        if f.min_cost is not None:
-            args["min_cost"] = repr(f.min_cost)
-        if f.has_waste:
-            args["has_waste"] = "1"
-        if f.sort != "start":
-            args["sort"] = f.sort
-        if f.dir != "desc":
-            args["dir"] = f.dir
-        if f.limit != 50:
-            args["limit"] = str(f.limit)
-        if f.cursor is not None:
-            args["cursor"] = encode_cursor(f.sort, f.dir, f.cursor)
-        return args
-
-    @property
-    def is_default(self) -> bool:
-        return not any(
-            (
-                self.service,
-                self.agent,
-                self.model,
-                self.status,
-                self.conversation,
-                self.user,
-                self.q,
-                self.min_cost is not None,
-                self.has_waste,
-            )
-        )
+def query_args(f: TraceFilter, **changes: Any) -> dict[str, str]:
+    """The query string that reproduces `f` (for links, the forms and the next page)."""
+    f = replace(f, **changes) if changes else f
+    args: dict[str, str] = {}
+    if f.range != DEFAULT_RANGE:
+        args["range"] = f.range
+    if f.range == "custom":
+        args["from"] = _iso(f.start_ns)
+        if f.end_ns:
+            args["to"] = _iso(f.end_ns)
+    for name in ("service", "agent", "model", "status", "conversation", "user", "q"):
+        if getattr(f, name):
+            args[name] = getattr(f, name)
+    if f.min_cost is not None:
+        args["min_cost"] = repr(f.min_cost)
+    if f.has_waste:
+        args["has_waste"] = "1"
+    if f.sort != "start":
+        args["sort"] = f.sort
+    if f.dir != "desc":
+        args["dir"] = f.dir
+    if f.limit != 50:
+        args["limit"] = str(f.limit)
+    if f.cursor is not None:
+        args["cursor"] = encode_cursor(f.sort, f.dir, f.cursor)
+    return args
 
 
 def _iso(ns: int) -> str:

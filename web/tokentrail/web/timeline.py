@@ -1,5 +1,5 @@
 """A trace's spans → waterfall rows and the per-step context chart. Pure functions over the rows
-`Queries.spans` returns, so they are tested and benchmarked without a database."""
+`tokentrail.store.spans.spans` returns, so they are tested and benchmarked without a database."""
 
 from __future__ import annotations
 

@@ -1,0 +1,162 @@
+"""Reads of the waste ledger: `trace_waste` (one row per analysed trace, its cost split into
+buckets) and `waste_findings` (one row per call a detector charged), for the waste report, the
+findings list, the overview and one trace's ledger.
+
+The newest analysis of a trace wins: `trace_waste` is read FINAL, and findings only where their
+`analyzed_at` matches it (`_CURRENT`). A range's rows are the analysed traces that start in its
+window, and, when the filter narrows further, only those among the filter's traces
+(`tokentrail.store.filters.matching_traces`). Per-call rows (a breakdown by model, findings) keep
+only the filtered model's calls. The buckets are `trace_waste`'s `{bucket}_usd` columns; the
+caller names them (the analysis defines them), and each row carries a bucket's dollars under the
+bucket's name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from tokentrail.store._rows import Client, first, rows
+from tokentrail.store.filters import TraceFilter, matching_traces, model_is, trace_where, window
+
+__all__ = ["DIMENSIONS", "WasteReader"]
+
+#: report dimension -> expression over trace_waste (the model is per call, from spans and findings)
+DIMENSIONS = {
+    "agent": "agent_name",
+    "service": "service_name",
+    "user": "user_id",
+    "day": "toString(toDate(start_time))",
+    "model": "",
+}
+_FINDING = (
+    "trace_id, span_id, toUnixTimestamp64Nano(start_time) AS start_ns, detector, rule, wasted_usd, wasted_tokens, "
+    "time_lost_ns, model, agent_name AS agent, reason, related_span_ids AS related, evidence"
+)
+_OF_TRACE = (
+    "project = {project:String} AND trace_id = {trace_id:String} AND analyzed_at = "
+    "(SELECT max(analyzed_at) FROM trace_waste WHERE project = {project:String} AND trace_id = {trace_id:String})"
+)
+
+
+class WasteReader:
+    """The ledger's reads over one client, for the buckets `buckets` (in their order)."""
+
+    def __init__(self, client: Client, buckets: Sequence[str]) -> None:
+        if not all(re.fullmatch(r"[a-z_]+", b) for b in buckets):
+            raise ValueError(f"bucket names are column name stems: {buckets!r}")
+        self.client = client
+        self.buckets = tuple(buckets)
+        self._sums = ", ".join(f"sum({b}_usd) AS {b}" for b in buckets)
+
+    def _range(self, f: TraceFilter) -> tuple[str, dict[str, Any]]:
+        """The analysed traces of the range, over `trace_waste` columns."""
+        clauses, params = window(f)
+        narrowed, more = matching_traces(f)
+        return " AND ".join(clauses) + narrowed, {**params, **more}
+
+    def _current(self, f: TraceFilter) -> tuple[str, dict[str, Any]]:
+        """The range's findings of the latest analyses, the model filter's calls only."""
+        where, params = self._range(f)
+        model, more = model_is(f)
+        sql = (
+            "project = {project:String} AND (trace_id, analyzed_at) IN "
+            f"(SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE {where}){model}"
+        )
+        return sql, {**params, **more}
+
+    def by(self, f: TraceFilter, dimension: str) -> list[dict[str, Any]]:
+        """Per value of a trace dimension: key, traces, each bucket's dollars, wasted_tokens and
+        findings; most waste first (by day: in date order)."""
+        where, params = self._range(f)
+        order = "key" if dimension == "day" else "sum(total_usd) - sum(productive_usd) DESC, key"
+        sql = (
+            f"SELECT {DIMENSIONS[dimension]} AS key, count() AS traces, {self._sums}, "
+            "sum(wasted_tokens) AS wasted_tokens, sum(findings) AS findings "
+            f"FROM trace_waste FINAL WHERE {where} GROUP BY key ORDER BY {order} LIMIT 500"
+        )
+        return rows(self.client, sql, params)
+
+    def totals(self, f: TraceFilter) -> dict[str, Any]:
+        """The range's traces, each bucket's dollars, wasted_tokens and findings."""
+        where, params = self._range(f)
+        sql = (
+            f"SELECT count() AS traces, {self._sums}, sum(wasted_tokens) AS wasted_tokens, "
+            f"sum(findings) AS findings FROM trace_waste FINAL WHERE {where}"
+        )
+        return first(self.client, sql, params) or {}
+
+    def model_costs(self, f: TraceFilter) -> list[dict[str, Any]]:
+        """Per model: the cost of its billable calls in the range's traces, and in how many."""
+        where, params = self._range(f)
+        model, more = model_is(f)
+        sql = (
+            "SELECT model, sum(ifNull(cost_usd, 0)) AS total_usd, uniqExact(trace_id) AS traces FROM spans FINAL "
+            f"WHERE project = {{project:String}} AND billable = 1{model} "
+            f"AND trace_id IN (SELECT trace_id FROM trace_waste FINAL WHERE {where}) GROUP BY model"
+        )
+        return rows(self.client, sql, {**params, **more})
+
+    def model_waste(self, f: TraceFilter) -> list[dict[str, Any]]:
+        """Per model and detector: wasted_usd, wasted_tokens and findings on its calls."""
+        where, params = self._current(f)
+        sql = (
+            "SELECT model, detector, sum(ifNull(wasted_usd, 0)) AS wasted_usd, sum(wasted_tokens) AS wasted_tokens, "
+            f"count() AS findings FROM waste_findings WHERE {where} GROUP BY model, detector"
+        )
+        return rows(self.client, sql, params)
+
+    def by_detector(self, f: TraceFilter) -> list[dict[str, Any]]:
+        """Per detector: how often, how much, and the trace where it cost most (an example)."""
+        where, params = self._current(f)
+        sql = (
+            "SELECT detector, count() AS findings, uniqExact(trace_id) AS traces, sum(usd) AS wasted_usd, "
+            "sum(tokens) AS wasted_tokens, argMax(trace_id, usd) AS example_trace, "
+            "argMax(reason, usd) AS example_reason FROM (SELECT detector, trace_id, reason, "
+            f"ifNull(wasted_usd, 0) AS usd, wasted_tokens AS tokens FROM waste_findings WHERE {where}) "
+            "GROUP BY detector ORDER BY wasted_usd DESC"
+        )
+        return rows(self.client, sql, params)
+
+    def not_analyzed(self, f: TraceFilter) -> int:
+        """How many of the filter's traces have no analysis yet."""
+        where, params = trace_where(f)
+        clauses, _ = window(f)
+        sql = (
+            f"SELECT count() AS n FROM traces FINAL WHERE {where} AND trace_id NOT IN "
+            f"(SELECT trace_id FROM trace_waste FINAL WHERE {' AND '.join(clauses)})"
+        )
+        return int((first(self.client, sql, params) or {})["n"])
+
+    def findings(self, f: TraceFilter, detector: str, limit: int) -> list[dict[str, Any]]:
+        """The range's findings (of one detector, or all), costliest first."""
+        where, params = self._current(f)
+        sql = (
+            f"SELECT {_FINDING} FROM waste_findings WHERE {where} "
+            "AND ({detector:String} = '' OR detector = {detector:String}) "
+            "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id, span_id LIMIT {limit:UInt32}"
+        )
+        return rows(self.client, sql, {**params, "detector": detector, "limit": limit})
+
+    # --- one trace -----------------------------------------------------------------------------
+
+    def ledger(self, project: str, trace_id: str) -> dict[str, Any] | None:
+        """The trace's latest ledger: each bucket's dollars, total_usd, wasted_tokens,
+        unpriced_calls, outcome, analyzed_at; None before its first analysis."""
+        buckets = ", ".join(f"{b}_usd AS {b}" for b in self.buckets)
+        sql = (
+            f"SELECT {buckets}, total_usd, wasted_tokens, unpriced_calls, outcome, analyzed_at "
+            "FROM trace_waste FINAL WHERE project = {project:String} AND trace_id = {trace_id:String}"
+        )
+        return first(self.client, sql, {"project": project, "trace_id": trace_id})
+
+    def trace_findings(self, project: str, trace_id: str) -> list[dict[str, Any]]:
+        """The findings of the trace's latest analysis, by detector and span."""
+        sql = f"SELECT {_FINDING} FROM waste_findings WHERE {_OF_TRACE} ORDER BY detector, span_id"
+        return rows(self.client, sql, {"project": project, "trace_id": trace_id})
+
+    def trace_marks(self, project: str, trace_id: str) -> list[dict[str, Any]]:
+        """span_id, detector and reason of the trace's latest findings: the timeline's badges."""
+        sql = f"SELECT span_id, detector, reason FROM waste_findings WHERE {_OF_TRACE} ORDER BY detector, span_id"
+        return rows(self.client, sql, {"project": project, "trace_id": trace_id})

@@ -1,0 +1,205 @@
+"""One trace (`/trace/{id}`, `.json`): its summary, waste ledger and findings, the context chart
+(per model call: cached, carried over and new input, as the ledger splits it) and the nested
+timeline. The page renders the first `PAGE_ROWS` timeline rows; htmx fetches the rest from
+`/trace/{id}/rows`, which reads only the spans (and the findings' badges) and lays them out. One
+span in full (`/trace/{id}/span/{span_id}`, `.json`) is a partial for htmx or a page of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from tokentrail.store import Client
+from tokentrail.store import spans as span_reads
+from tokentrail.store import traces as trace_reads
+from tokentrail.web import render, waste
+from tokentrail.web.deps import Inputs, get_client
+from tokentrail.web.filters import NotFound, check_id, whole_number
+from tokentrail.web.messages import clip, json_or_text, messages, parts
+from tokentrail.web.timeline import ChartColumn, ContextStep, chart_columns, context_steps, layout
+
+__all__ = ["router", "rows_view", "span_json", "span_view", "trace_json", "trace_view"]
+
+#: a trace page shows at most this many spans (the JSON API says when it cut)
+MAX_TRACE_SPANS = 50_000
+#: waterfall rows rendered at once; the rest load on demand (a 10,000-span page stays light)
+PAGE_ROWS = 1000
+#: findings listed in a trace's ledger box
+MAX_FINDINGS_SHOWN = 50
+
+router = APIRouter(include_in_schema=False)
+_project = Inputs("project")
+_rows = Inputs("project", "first")
+
+
+def _spans(client: Client, project: str, trace_id: str) -> tuple[str, list[dict[str, Any]], bool]:
+    """(checked trace id, its first MAX_TRACE_SPANS spans, whether it has more)."""
+    trace_id = check_id(trace_id, 32, "trace id")
+    spans = span_reads.spans(client, project, trace_id, MAX_TRACE_SPANS + 1)
+    if not spans:
+        raise NotFound(f"no trace {trace_id} in project {project}")
+    return trace_id, spans[:MAX_TRACE_SPANS], len(spans) > MAX_TRACE_SPANS
+
+
+def _marks(findings: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Findings by the span they charge, for the timeline's badges."""
+    marks: dict[str, list[dict[str, Any]]] = {}
+    for finding in findings:
+        marks.setdefault(finding["span_id"], []).append(finding)
+    return marks
+
+
+def _chart_flags(
+    steps: list[ContextStep], chart: list[ChartColumn], findings: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per chart column: which of its calls were bloated or missed the cache."""
+    flagged = {x["span_id"]: x for x in findings if x["detector"] in ("context_bloat", "cache_miss")}
+    flags = []
+    for column in chart:
+        hits = [flagged[c.span_id] for c in steps[column.first - 1 : column.last] if c.span_id in flagged]
+        flags.append(
+            {
+                "detectors": sorted({h["detector"] for h in hits}),
+                "count": len(hits),
+                "reason": hits[0]["reason"] if hits else "",
+            }
+        )
+    return flags
+
+
+def trace_view(
+    trace_id: str, project: str = Depends(_project.project), client: Client = Depends(get_client)
+) -> dict[str, Any]:
+    trace_id, spans, truncated = _spans(client, project, trace_id)
+    reader = waste.reader(client)
+    findings = waste.findings(client, project, reader.trace_findings(project, trace_id))
+    position = {s["span_id"]: i for i, s in enumerate(spans)}
+    findings.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))  # in timeline order
+    shown = findings
+    if len(findings) > MAX_FINDINGS_SHOWN:  # the costliest; the JSON twin lists every one
+        shown = sorted(findings, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
+    steps = context_steps(spans)
+    chart = chart_columns(steps)
+    return {
+        "project": project,
+        "trace_id": trace_id,
+        # the summary lags the spans by a second or two; a trace still arriving has none yet
+        "summary": trace_reads.trace(client, project, trace_id),
+        "findings_shown": shown,
+        "ledger": waste.ledger(reader, project, trace_id),
+        "findings": findings,
+        "marks": _marks(findings),
+        "names": {s["span_id"]: s["name"] for s in spans},
+        "labels": waste.LABELS,
+        "timeline": layout(spans),
+        "page_rows": PAGE_ROWS,
+        "context": steps,
+        "chart": chart,
+        "chart_flags": _chart_flags(steps, chart, findings),
+        "truncated": truncated,
+    }
+
+
+def trace_json(data: dict[str, Any]) -> dict[str, Any]:
+    """The trace page's data without its layout details."""
+    return {
+        **{k: data[k] for k in ("project", "trace_id", "summary", "ledger", "findings", "truncated")},
+        "spans": [dict(row.span, depth=row.depth, kind=row.kind) for row in data["timeline"].rows],
+        "context": [asdict(step) for step in data["context"]],
+    }
+
+
+def rows_view(
+    trace_id: str,
+    params: dict[str, str] = Depends(_rows.params),
+    project: str = Depends(_rows.project),
+    client: Client = Depends(get_client),
+) -> dict[str, Any]:
+    """Timeline rows from `first` on: the spans laid out, with their waste badges."""
+    first = whole_number(params, "first", 0, 0, MAX_TRACE_SPANS)
+    trace_id, spans, _ = _spans(client, project, trace_id)
+    return {
+        "project": project,
+        "trace_id": trace_id,
+        "timeline": layout(spans),
+        "marks": _marks(waste.reader(client).trace_marks(project, trace_id)),
+        "labels": waste.LABELS,
+        "first": first,
+        "count": PAGE_ROWS,
+    }
+
+
+def span_view(
+    trace_id: str,
+    span_id: str,
+    project: str = Depends(_project.project),
+    client: Client = Depends(get_client),
+) -> dict[str, Any]:
+    trace_id = check_id(trace_id, 32, "trace id")
+    span_id = check_id(span_id, 16, "span id")
+    span = span_reads.span(client, project, trace_id, span_id)
+    if span is None:
+        raise NotFound(f"no span {span_id} in trace {trace_id}")
+    events = [
+        {"time_ns": t, "name": n, "attributes": sorted(a.items())}
+        for t, n, a in zip(span["events_time"], span["events_name"], span["events_attributes"], strict=False)
+    ]
+    system = json_or_text(span["system_instructions"])
+    findings = waste.findings(client, project, waste.reader(client).trace_findings(project, trace_id))
+    return {
+        "project": project,
+        "trace_id": trace_id,
+        "span": span,
+        "attributes": sorted((k, clip(v)) for k, v in span["attributes"].items()),
+        "resource": sorted((k, clip(v)) for k, v in span["resource_attributes"].items()),
+        "events": events,
+        "links": list(zip(span["links_trace_id"], span["links_span_id"], strict=False)),
+        "input_messages": messages(span["input_messages"]),
+        "output_messages": messages(span["output_messages"]),
+        "system": parts(system) if system is not None else None,
+        "tool_arguments": clip(span["tool_arguments"]) if span["tool_arguments"] else None,
+        "tool_result": clip(span["tool_result"]) if span["tool_result"] else None,
+        "findings": [x for x in findings if x["span_id"] == span_id],
+        "labels": waste.LABELS,
+    }
+
+
+def span_json(data: dict[str, Any]) -> dict[str, Any]:
+    """Everything stored for the span, unclipped."""
+    span = dict(data["span"])
+    for column in ("input_messages", "output_messages", "system_instructions"):
+        span[column] = json_or_text(span[column])
+    return {"project": data["project"], "trace_id": data["trace_id"], "span": span}
+
+
+# each .json route before its page: `{trace_id}` alone would also match "abc.json"
+@router.get("/trace/{trace_id}.json")
+def trace_twin(data: dict[str, Any] = Depends(trace_view)) -> Response:
+    return render.json(trace_json(data))
+
+
+@router.get("/trace/{trace_id}", response_class=HTMLResponse)
+def trace_page(request: Request, data: dict[str, Any] = Depends(trace_view)) -> Response:
+    return render.html(request, "trace.html", data)
+
+
+@router.get("/trace/{trace_id}/rows", response_class=HTMLResponse)
+def trace_rows(request: Request, data: dict[str, Any] = Depends(rows_view)) -> Response:
+    """The next waterfall rows of a large trace, for htmx to put in place of its button."""
+    return render.html(request, "_wf_rows.html", data)
+
+
+@router.get("/trace/{trace_id}/span/{span_id}.json")
+def span_twin(data: dict[str, Any] = Depends(span_view)) -> Response:
+    return render.json(span_json(data))
+
+
+@router.get("/trace/{trace_id}/span/{span_id}", response_class=HTMLResponse)
+def span_page(request: Request, data: dict[str, Any] = Depends(span_view)) -> Response:
+    # htmx swaps the detail into the trace page; opened directly it is a page of its own
+    template = "_span.html" if request.headers.get("HX-Request") else "span.html"
+    return render.html(request, template, data)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.analysis.calls import Call, Thresholds, per_mtok
+from tokentrail.analysis.calls import Call, Thresholds, asked_model, per_mtok
 
 __all__ = [
     "NORMAL_FINISH",
@@ -259,7 +259,7 @@ def _cache_miss(
     span = call.span
     if origin is not None:
         prev_model, prev_end, prev_id = (
-            str(origin.get("request_model") or origin["model"]),
+            asked_model(origin),
             origin["start_ns"] + origin["duration_ns"],
             origin["span_id"],
         )
@@ -269,7 +269,7 @@ def _cache_miss(
         prev_model, prev_end, prev_id = across.model, across.end_ns, across.span_id
         where = f"the conversation's previous task (trace {across.trace_id[:12]}…)"
     gap = (span["start_ns"] - prev_end) / 1e9
-    model = str(span.get("request_model") or span["model"])
+    model = asked_model(span)
     if prev_model != model:
         why, rule = f"the model changed from {prev_model}", "cache_miss.model_changed"
     elif gap > t.cache_ttl_seconds:

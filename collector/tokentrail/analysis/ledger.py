@@ -198,7 +198,7 @@ def analyze(
     """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
     models this project has seen doing a kind of step (the oversized-model rule's evidence);
     `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
-    unknown, in which case outcome attributes on its spans decide); `previous` is the last model
+    unknown); `previous` is the last model
     call of the conversation's previous trace, for cache misses across traces."""
     scopes = _scopes(spans)
     calls = _calls(spans, scopes)
@@ -466,12 +466,9 @@ def _duplicate_requests(
 
 
 def trace_failed(spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds) -> tuple[str, bool, str]:
-    """(outcome, failed, why): the task's outcome ("success", "failure" or "") from the outcomes
-    table or, when it has none, outcome attributes on its spans; failed when that is a failure or
-    the run ended in an error without a successful outcome."""
-    if not outcome:
-        outcomes = {s["outcome"] for s in spans if s.get("outcome")}
-        outcome = "failure" if "false" in outcomes else "success" if "true" in outcomes else ""
+    """(outcome, failed, why): the task's outcome ("success", "failure" or "", from the outcomes
+    the reconciler filed, `tokentrail.store.outcomes`); failed when that is a failure or the run
+    ended in an error without a successful outcome."""
     if outcome == "failure":
         return outcome, True, "the recorded outcome is a failure"
     if t.no_outcome_on_error and outcome != "success" and _ended_in_error(spans):

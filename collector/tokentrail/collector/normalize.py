@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokentrail import providers
 from tokentrail import semconv as sc
 from tokentrail.collector import _messages
 
@@ -232,27 +233,6 @@ _PYDANTIC_AI = (
     "pydantic_ai.model_request.attempt",
 )
 
-# OTel provider names (`gen_ai.provider.name` values); frameworks are not providers
-_PROVIDER_ALIASES = {
-    "az.ai.openai": "azure.ai.openai",
-    "azure": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai",
-    "az.ai.inference": "azure.ai.inference",
-    "gemini": "gcp.gemini",
-    "vertex_ai": "gcp.vertex_ai",
-    "vertexai": "gcp.vertex_ai",
-    "google": "gcp.gen_ai",
-    "aws": "aws.bedrock",
-    "bedrock": "aws.bedrock",
-    "xai": "x_ai",
-    "mistralai": "mistral_ai",
-    "mistral": "mistral_ai",
-    "moonshot": "moonshot_ai",
-    "watsonx": "ibm.watsonx.ai",
-}
-_FRAMEWORKS = frozenset(
-    {"langchain", "crewai", "langgraph", "llamaindex", "llama_index", "haystack", "dspy", "autogen"}
-)
 _CLAUDE_CODE_SERVICES = frozenset({"claude-code", "claude_code"})
 _CODEX_SERVICES = frozenset({"codex_cli_rs", "codex-cli", "codex_exec", "codex"})
 
@@ -326,13 +306,6 @@ def _canonical(text: str) -> str:
         return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     except (ValueError, TypeError):
         return text
-
-
-def provider_name(raw: Any) -> str:
-    value = _str(raw).strip().lower()
-    if not value or value in _FRAMEWORKS:
-        return ""
-    return _PROVIDER_ALIASES.get(value, value)
 
 
 def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str) -> str:
@@ -493,12 +466,13 @@ def _has_content(messages: str) -> bool:
 
 
 def _exclusive_input(n: Normalized, attrs: Mapping[str, Any], convention: str) -> bool:
-    """Whether the reported input tokens leave out the cached ones, as Anthropic's API counts them
-    (OTel's `gen_ai.usage.input_tokens` includes them): Claude Code's raw usage, OpenLIT's spans of
-    Anthropic calls, and any count smaller than its own cached part."""
+    """Whether the reported input tokens leave out the cached ones, as some providers' own usage
+    counts them (`tokentrail.providers`; OTel's `gen_ai.usage.input_tokens` includes them): Claude
+    Code's raw usage (Anthropic's), OpenLIT's spans (it passes the provider's usage through), and
+    any count smaller than its own cached part."""
     if convention == "claude_code":
         return sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
-    if convention == "openlit" and n.provider == "anthropic":
+    if convention == "openlit" and providers.input_excludes_cache(n.provider):
         return True
     return n.input_tokens < n.cache_read_tokens + n.cache_write_tokens
 
@@ -598,9 +572,9 @@ def _fill(
         operation_name, _, model = name.partition(" ")
         if operation_name in _NAMED_OPERATIONS and model and " " not in model:
             n.step_kind, n.request_model = _OPERATIONS[operation_name][0], model
-    n.provider = provider_name(_first(attrs, _PROVIDER))
+    n.provider = providers.otel_name(_str(_first(attrs, _PROVIDER)))
     if not n.provider and convention == "claude_code" and n.step_kind == sc.STEP_LLM:
-        n.provider = "anthropic"
+        n.provider = providers.ANTHROPIC
     _usage(n, attrs, convention)
     # embeddings are model calls too: billed on their input tokens
     n.billable = n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING) and n.usage_reported

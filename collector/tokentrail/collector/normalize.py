@@ -560,8 +560,18 @@ def _fill(
     client: bool,
 ) -> None:
     convention = n.convention = _convention(attrs, resource, name)
-    operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
-    n.operation = operation
+    _step_into(n, name, attrs, convention, client)
+    _cost_into(n, attrs, convention)
+    _names_into(n, name, attrs, resource, convention)
+    _error_into(n, attrs, is_error, events)
+    _tool_into(n, attrs, convention)
+    _messages_into(n, attrs, events)
+    _hashes_into(n)
+
+
+def _step_into(n: Normalized, name: str, attrs: Mapping[str, Any], convention: str, client: bool) -> None:
+    """What the span is (step kind, operation) and the models it names."""
+    operation = n.operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
     n.step_kind, n.step_subkind = _kind(attrs, name, operation, client)
     n.request_model = _str(_first(attrs, _REQUEST_MODEL))
     n.response_model = _str(_first(attrs, _RESPONSE_MODEL))
@@ -572,6 +582,10 @@ def _fill(
         operation_name, _, model = name.partition(" ")
         if operation_name in _NAMED_OPERATIONS and model and " " not in model:
             n.step_kind, n.request_model = _OPERATIONS[operation_name][0], model
+
+
+def _cost_into(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
+    """The provider, the usage and whether the call is billed, and any cost the emitter reported."""
     n.provider = providers.otel_name(_str(_first(attrs, _PROVIDER)))
     if not n.provider and convention == "claude_code" and n.step_kind == sc.STEP_LLM:
         n.provider = providers.ANTHROPIC
@@ -582,12 +596,18 @@ def _fill(
     if n.reported_cost is None and attrs.get("cost_usd_micros") is not None:
         micros = _float(attrs.get("cost_usd_micros"))
         n.reported_cost = micros / 1e6 if micros is not None else None
+
+
+def _names_into(
+    n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[str, Any], convention: str
+) -> None:
+    """Agent, workflow, conversation, user, the response's id and how it finished."""
     agent = _first(attrs, _AGENT)
     if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openllmetry":
         agent = attrs.get("traceloop.entity.name")
     n.agent_name = _str(agent)
     if n.step_kind == sc.STEP_AGENT and not n.agent_name:
-        if not n.step_subkind and operation == sc.OP_INVOKE_AGENT and convention != "openinference":
+        if not n.step_subkind and n.operation == sc.OP_INVOKE_AGENT and convention != "openinference":
             n.step_subkind = "workflow"  # an agent invocation without an agent: the run around the agents
         # the span's own name then names the run (OpenInference names agent spans after their agent)
         n.agent_name = name.removeprefix(f"{sc.OP_INVOKE_AGENT} ")
@@ -596,6 +616,13 @@ def _fill(
     n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))
     n.response_id = n.response_id or _str(_first(attrs, _RESPONSE_ID))
     n.finish_reasons = n.finish_reasons or _strings(_first(attrs, _FINISH))
+
+
+def _error_into(
+    n: Normalized, attrs: Mapping[str, Any], is_error: bool, events: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """How the span failed (error type, else HTTP status, else its exception event) and which
+    attempt it was."""
     n.error_type = _str(attrs.get(sc.ERROR_TYPE))
     if n.error_type.startswith("<class '"):  # an exception class written as an attribute: its name
         n.error_type = n.error_type[8:].rstrip("'>").rsplit(".", 1)[-1]
@@ -610,8 +637,10 @@ def _fill(
     if n.step_subkind == "attempt":
         n.retry_attempt = min(_count(attrs.get("pydantic_ai.model_request.attempt")) + 1, 65535)
     n.retry_reason = _str(attrs.get(sc.TT_RETRY_REASON))
-    _tool_into(n, attrs, convention)
-    _messages_into(n, attrs, events)
+
+
+def _hashes_into(n: Normalized) -> None:
+    """What makes two requests, two kinds of step or two asked-for tool calls alike."""
     if (
         n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING)
         and n.input_messages

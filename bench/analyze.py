@@ -41,8 +41,8 @@ def main() -> None:
         found = ledger.findings_by_detector(store.client, "default")
         total = ledger.waste_totals(store.client, "default")
         print(
-            f"spend ${total['total_usd']:,.2f}, wasted ${total['wasted_usd']:,.2f}; findings: "
-            + ", ".join(f"{r['detector']} {r['findings']:,} (${r['wasted_usd']:,.2f})" for r in found)
+            f"spend ${total['spend']:,.2f}, wasted ${total['wasted']:,.2f}; findings: "
+            + ", ".join(f"{r['detector']} {r['findings']:,} (${r['usd']:,.2f})" for r in found)
         )
         store.close()
 

@@ -40,12 +40,12 @@ def _changes(calls: list[dict[str, Any]], prices: PriceBook) -> list[CostChange]
             prices,
             call["provider"],
             (call["response_model"], call["request_model"]),
-            billable=bool(call["billable"]),
+            billable=bool(call["model_call"]),
             input_tokens=call["input_tokens"],
             output_tokens=call["output_tokens"],
             cache_read_tokens=call["cache_read_tokens"],
             cache_write_tokens=call["cache_write_tokens"],
-            reported=call["reported_cost_usd"],
+            reported=call["reported"],
         )
         if (new.cost, new.source, new.catalog) != (
             call["cost_usd"],
@@ -58,7 +58,7 @@ def _changes(calls: list[dict[str, Any]], prices: PriceBook) -> list[CostChange]
                     call["span_id"],
                     new.cost,
                     new.source,
-                    call["reported_cost_usd"],
+                    call["reported"],
                     new.catalog,
                 )
             )

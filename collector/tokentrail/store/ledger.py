@@ -56,14 +56,17 @@ WHERE project = {project:String} AND conversation_id IN {conversations:Array(Str
   AND start_time > fromUnixTimestamp64Nano({since:Int64})
 """
 
-# (no FINAL: a rewritten row repeats its tokens, and argMax picks one of the copies)
+# (no FINAL: a rewritten row repeats its tokens, and argMax picks one of the copies; the columns
+# are named outside the aggregation, where no name can stand for both a column and an aggregate)
 _LAST_CALLS = """
-SELECT trace_id, argMax(span_id, end_time) AS span_id, argMax(request_model, end_time) AS request_model,
-    argMax(model, end_time) AS model, argMax(input_tokens, end_time) AS input_tokens,
-    argMax(output_tokens, end_time) AS output_tokens, toUnixTimestamp64Nano(max(end_time)) AS end_ns
-FROM spans
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND step_kind = 'llm'
-GROUP BY trace_id
+SELECT trace_id, last.1 AS span_id, last.2 AS request_model, last.3 AS model, last.4 AS input_tokens,
+    last.5 AS output_tokens, toUnixTimestamp64Nano(last.6) AS end_ns
+FROM (
+    SELECT trace_id, argMax((span_id, request_model, model, input_tokens, output_tokens, end_time), end_time) AS last
+    FROM spans
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND step_kind = 'llm'
+    GROUP BY trace_id
+)
 """
 
 _EVIDENCE = """
@@ -97,14 +100,14 @@ ORDER BY trace_id
 
 # the findings of each trace's latest analysis
 _FINDINGS_BY_DETECTOR = """
-SELECT detector, count() AS findings, sum(ifNull(wasted_usd, 0)) AS wasted_usd FROM waste_findings
+SELECT detector, count() AS findings, sum(ifNull(wasted_usd, 0)) AS usd FROM waste_findings
 WHERE project = {project:String}
   AND (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE project = {project:String})
 GROUP BY detector ORDER BY detector
 """
 
 _WASTE_TOTALS = """
-SELECT sum(total_usd) AS total_usd, sum(total_usd - productive_usd) AS wasted_usd
+SELECT sum(total_usd) AS spend, sum(total_usd - productive_usd) AS wasted
 FROM trace_waste FINAL WHERE project = {project:String}
 """
 
@@ -163,10 +166,10 @@ def write_streams(client: Any, streams: dict[str, bytes]) -> None:
 
 
 def findings_by_detector(client: Any, project: str) -> list[Row]:
-    """detector, findings, wasted_usd over each trace's latest analysis."""
+    """detector, findings and usd (wasted) over each trace's latest analysis."""
     return rows(client, _FINDINGS_BY_DETECTOR, {"project": project})
 
 
 def waste_totals(client: Any, project: str) -> Row:
-    """total_usd and wasted_usd over every analysed trace of the project."""
+    """spend and wasted (USD) over every analysed trace of the project."""
     return rows(client, _WASTE_TOTALS, {"project": project})[0]

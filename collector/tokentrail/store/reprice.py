@@ -15,9 +15,9 @@ _MODEL_CALLS = """
 SELECT trace_id, span_id, provider, response_model, request_model, input_tokens, output_tokens,
     cache_read_tokens, cache_write_tokens,
     -- billable as the ingest saw it, before wrapper parents were unbilled
-    step_kind IN ('llm', 'embedding') AS billable,
+    step_kind IN ('llm', 'embedding') AS model_call,
     -- rows written before reported costs had a column of their own kept them in cost_usd
-    if(reported_cost_usd IS NULL AND cost_source = 'reported', cost_usd, reported_cost_usd) AS reported_cost_usd,
+    if(reported_cost_usd IS NULL AND cost_source = 'reported', cost_usd, reported_cost_usd) AS reported,
     cost_usd, cost_source, catalog_cost_usd
 FROM spans FINAL
 WHERE project = {project:String}
@@ -59,7 +59,8 @@ class CostChange:
 
 def model_calls(client: Any, project: str, start_ns: int, end_ns: int) -> list[Row]:
     """The project's spans that reported usage and started in [start_ns, end_ns), with their
-    tokens and cost columns."""
+    tokens and cost columns; `model_call`: billable as the ingest saw it, `reported`: the cost the
+    emitter reported."""
     return rows(client, _MODEL_CALLS, {"project": project, "start": start_ns, "end": end_ns})
 
 

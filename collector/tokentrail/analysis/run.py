@@ -64,7 +64,7 @@ def analyze_traces(
     ids = list(trace_ids)
     if not ids:
         return 0
-    stored = _stored_evidence(client, project)
+    known = _stored_evidence(client, project)
     chunks = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
     pool = _judges(prices, workers) if workers > 1 and len(chunks) > 2 else None
     seen_in: dict[str, set[int]] = defaultdict(set)  # kind of step -> the chunks with evidence of it
@@ -78,7 +78,7 @@ def analyze_traces(
             chunk = fetching.result()
             if k + 1 < len(chunks):
                 fetching = io.submit(_fetch, client, project, chunks[k + 1])
-            args = (chunk.spans, chunk.info, chunk.previous, stored, project, t)
+            args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
             if pool is not None:
                 judging.append((k, pool.submit(_judge_in_worker, *args)))
             else:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -32,13 +32,14 @@ __all__ = [
     "Judged",
     "Known",
     "TraceInfo",
+    "init_worker",
     "judge",
+    "judge_in_worker",
     "newest_copies",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class TraceInfo:
+class TraceInfo(NamedTuple):
     """What a trace's summary and its outcome verdict say (`tokentrail.store.ledger.trace_summaries`)."""
 
     start_ns: int
@@ -160,14 +161,33 @@ class Judged:
     candidates: dict[str, set[str]]
 
 
-def _stream(schema: pa.Schema, rows: list[dict[str, Any]]) -> bytes:
-    """Rows (dicts by column name) as one Arrow stream; empty bytes for no rows: nothing to insert."""
-    if not rows:
-        return b""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as out:
-        out.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
-    return bytes(sink.getvalue())
+class _Columns:
+    """A table's rows gathered column by column, by name, into one Arrow stream: a trace's own
+    columns are repeated down its findings without building a row for each."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.rows = 0
+
+    def extend(self, count: int, shared: dict[str, Any], own: dict[str, list[Any]]) -> None:
+        """`count` rows: each `shared` value in every one of them, `own` one value a row."""
+        for name, value in shared.items():
+            self.columns[name].extend([value] * count)
+        for name, values in own.items():
+            self.columns[name].extend(values)
+        self.rows += count
+
+    def stream(self) -> bytes:
+        """The rows as one Arrow stream; empty bytes for no rows: nothing to insert. A column left
+        out or filled short makes the batch fail, never shifts it."""
+        if not self.rows:
+            return b""
+        arrays = [pa.array(self.columns[field.name], type=field.type) for field in self.schema]
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, self.schema) as out:
+            out.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        return bytes(sink.getvalue())
 
 
 def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -206,8 +226,7 @@ def judge(
     steps = _Steps(project, now)
     for trace_id, rows in traces.items():
         steps.add(trace_id, rows, info[trace_id], evidence, t)
-    waste: list[dict[str, Any]] = []
-    findings: list[dict[str, Any]] = []
+    waste, findings = _Columns(WASTE_SCHEMA), _Columns(FINDING_SCHEMA)
     for trace_id, rows in traces.items():
         trace = info[trace_id]
         ledger = analyze(
@@ -221,16 +240,29 @@ def judge(
             windows=prices.context_window,
         )
         where = _where(project, trace_id, trace, now)
-        waste.append(_waste_row(where, ledger))
-        findings.extend(_finding_row(where, f) for f in ledger.findings)
+        waste.extend(1, {**where, **_ledger_columns(ledger)}, {})
+        findings.extend(len(ledger.findings), where, _finding_columns(ledger.findings))
+    step_rows = _Columns(STEP_SCHEMA)
+    for row in steps.rows.values():
+        step_rows.extend(1, row, {})
     return Judged(
-        len(waste),
-        _stream(WASTE_SCHEMA, waste),
-        _stream(FINDING_SCHEMA, findings),
-        _stream(STEP_SCHEMA, list(steps.rows.values())),
-        steps.seen,
-        steps.candidates,
+        waste.rows, waste.stream(), findings.stream(), step_rows.stream(), steps.seen, steps.candidates
     )
+
+
+_worker_prices: Any = None
+
+
+def init_worker(prices: Any) -> None:
+    """A worker process's start: the price book its judgements use."""
+    global _worker_prices
+    _worker_prices = prices
+
+
+def judge_in_worker(*args: Any) -> Judged:
+    """`judge` in a worker process, with the price book it started with."""
+    assert _worker_prices is not None
+    return judge(_worker_prices, *args)
 
 
 class _Steps:
@@ -283,9 +315,8 @@ def _where(project: str, trace_id: str, trace: TraceInfo, now: int) -> dict[str,
     }
 
 
-def _waste_row(where: dict[str, Any], ledger: Ledger) -> dict[str, Any]:
+def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
     return {
-        **where,
         "total_usd": ledger.total_usd,
         **{f"{b}_usd": ledger.buckets[b] for b in BUCKETS},
         "wasted_tokens": ledger.wasted_tokens,
@@ -295,17 +326,16 @@ def _waste_row(where: dict[str, Any], ledger: Ledger) -> dict[str, Any]:
     }
 
 
-def _finding_row(where: dict[str, Any], f: Finding) -> dict[str, Any]:
+def _finding_columns(findings: list[Finding]) -> dict[str, list[Any]]:
     return {
-        **where,
-        "detector": f.detector,
-        "span_id": f.span_id,
-        "related_span_ids": f.related,
-        "wasted_usd": f.wasted_usd,
-        "wasted_tokens": f.wasted_tokens,
-        "reason": f.reason,
-        "model": f.model,
-        "rule": f.rule,
-        "evidence": _compact(f.evidence),
-        "time_lost_ns": f.time_lost_ns,
+        "detector": [f.detector for f in findings],
+        "span_id": [f.span_id for f in findings],
+        "related_span_ids": [f.related for f in findings],
+        "wasted_usd": [f.wasted_usd for f in findings],
+        "wasted_tokens": [f.wasted_tokens for f in findings],
+        "reason": [f.reason for f in findings],
+        "model": [f.model for f in findings],
+        "rule": [f.rule for f in findings],
+        "evidence": [_compact(f.evidence) for f in findings],
+        "time_lost_ns": [f.time_lost_ns for f in findings],
     }

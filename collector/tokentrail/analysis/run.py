@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokentrail.analysis.calls import asked_model
-from tokentrail.analysis.judge import Judged, Known, TraceInfo, judge
+from tokentrail.analysis.judge import Judged, Known, TraceInfo, init_worker, judge, judge_in_worker
 from tokentrail.analysis.ledger import Previous, Thresholds
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
@@ -80,7 +80,7 @@ def analyze_traces(
                 fetching = io.submit(_fetch, client, project, chunks[k + 1])
             args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
             if pool is not None:
-                judging.append((k, pool.submit(_judge_in_worker, *args)))
+                judging.append((k, pool.submit(judge_in_worker, *args)))
             else:
                 done: Future[Judged] = Future()
                 done.set_result(judge(prices, *args))
@@ -128,25 +128,13 @@ def _stored_evidence(client: Any, project: str) -> Known:
 
 
 def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
+    # the workers import only tokentrail.analysis.judge: no database client
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),  # never fork chDB
-        initializer=_init_judge,
+        initializer=init_worker,
         initargs=(prices,),
     )
-
-
-_judge_prices: PriceBook | None = None
-
-
-def _init_judge(prices: PriceBook) -> None:
-    global _judge_prices
-    _judge_prices = prices
-
-
-def _judge_in_worker(*args: Any) -> Judged:
-    assert _judge_prices is not None
-    return judge(_judge_prices, *args)
 
 
 def _fetch(client: Any, project: str, ids: list[str]) -> _Chunk:

@@ -239,9 +239,10 @@ _CODEX_SERVICES = frozenset({"codex_cli_rs", "codex-cli", "codex_exec", "codex"}
 
 def _first(attrs: Mapping[str, Any], keys: Sequence[str]) -> Any:
     for key in keys:
-        value = attrs.get(key)
-        if value is not None and value != "":
-            return value
+        if key in attrs:  # most keys are absent: a membership test is the cheapest way to say so
+            value = attrs[key]
+            if value is not None and value != "":
+                return value
     return None
 
 

@@ -15,7 +15,7 @@ from bench.dataset import ensure_spans
 from tokentrail.analysis.run import analyze_range
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import from_env
-from tokentrail.store import connect, migrate
+from tokentrail.store import connect, ledger, migrate
 
 
 def main() -> None:
@@ -38,18 +38,11 @@ def main() -> None:
             f"analysed {traces:,} traces ({spans:,} spans): median {best:.1f}s of {args.runs} runs "
             f"({traces / best:,.0f} traces/s, {spans / best:,.0f} spans/s)"
         )
-        found = store.client.query(
-            "SELECT detector, count(), round(sum(ifNull(wasted_usd, 0)), 2) FROM waste_findings "
-            "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL) "
-            "GROUP BY detector ORDER BY detector"
-        ).result_rows
-        total = store.client.query(
-            "SELECT round(sum(total_usd), 2), round(sum(total_usd - productive_usd), 2) "
-            "FROM trace_waste FINAL"
-        ).result_rows[0]
+        found = ledger.findings_by_detector(store.client, "default")
+        total = ledger.waste_totals(store.client, "default")
         print(
-            f"spend ${total[0]:,}, wasted ${total[1]:,}; findings: "
-            + ", ".join(f"{d} {n:,} (${u:,})" for d, n, u in found)
+            f"spend ${total['spend']:,.2f}, wasted ${total['wasted']:,.2f}; findings: "
+            + ", ".join(f"{r['detector']} {r['findings']:,} (${r['usd']:,.2f})" for r in found)
         )
         store.close()
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from genai_prices import Usage, calc_price
+from genai_prices import Usage, calc_price, data_snapshot
 
 from tokentrail.pricing import PriceBook
+from tokentrail.providers import PROVIDERS, catalog_id
 
 
 def _catalog(model: str, provider_id: str | None, **usage: int) -> float:
@@ -69,3 +70,10 @@ def test_prefixed_and_aliased_names_resolve():
 def test_version_names_the_catalog():
     assert PriceBook().version.startswith("genai-prices ")
     assert PriceBook().version == PriceBook().version
+
+
+def test_every_provider_with_a_catalog_id_is_in_the_catalog():
+    catalog = {p.id for p in data_snapshot.get_snapshot().providers}
+    ids = {p.name: p.catalog for p in PROVIDERS if p.catalog}
+    assert {name: i for name, i in ids.items() if i not in catalog} == {}
+    assert catalog_id("aws.bedrock") == "aws" and catalog_id("ibm.watsonx.ai") is None

@@ -1,6 +1,7 @@
 """Cost of a model call from the maintained `genai-prices` catalog (never a hand-typed table).
 
-Token semantics are OpenTelemetry's, which the catalog shares: input tokens include cache reads
+Providers are looked up by their catalog id (`tokentrail.providers`). Token semantics are
+OpenTelemetry's, which the catalog shares: input tokens include cache reads
 and writes, output tokens include reasoning. The catalog's own `calc_price` is exact but costs
 tens of microseconds, too slow to call per span at ingest rates; for models whose price is linear
 in the token counts, the per-token rates are read once through `calc_price` itself and applied
@@ -23,39 +24,14 @@ import genai_prices
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices.types import TieredPrices
 
-__all__ = ["PriceBook", "Priced", "catalog_provider", "price_call"]
+from tokentrail.providers import catalog_id
+
+__all__ = ["PriceBook", "Priced", "price_call"]
 
 logger = logging.getLogger("tokentrail.collector")
 
-# OTel gen_ai.provider.name values -> genai-prices provider ids
-_PROVIDERS = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "azure.ai.openai": "azure",
-    "azure.ai.inference": "azure",
-    "aws.bedrock": "aws",
-    "gcp.gemini": "google",
-    "gcp.vertex_ai": "google",
-    "gcp.gen_ai": "google",
-    "mistral_ai": "mistral",
-    "x_ai": "x-ai",
-    "deepseek": "deepseek",
-    "groq": "groq",
-    "cohere": "cohere",
-    "perplexity": "perplexity",
-    "moonshot_ai": "moonshotai",
-    "together": "together",
-    "fireworks": "fireworks",
-    "cerebras": "cerebras",
-    "openrouter": "openrouter",
-}
-
 _MTOK = 1_000_000
 _RATES_TTL = 600.0  # catalog prices can change with time (promotions, off-peak): re-read rates
-
-
-def catalog_provider(provider: str) -> str | None:
-    return _PROVIDERS.get(provider.lower()) if provider else None
 
 
 def _price(usage: Usage, model: str, provider_id: str | None, at: datetime) -> Decimal:
@@ -127,7 +103,8 @@ class PriceBook:
                 return cached
         now = datetime.now(tz=UTC)
         found: _Rates | None = None
-        candidates = [catalog_provider(provider), None] if catalog_provider(provider) else [None]
+        catalog = catalog_id(provider)
+        candidates = [catalog, None] if catalog else [None]
         names = [model]
         if "/" in model:  # "openai/gpt-4o", "anthropic/claude-…" style prefixes
             names.append(model.split("/", 1)[1])

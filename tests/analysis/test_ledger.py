@@ -23,7 +23,6 @@ SPAN: dict[str, Any] = {
     "start_ns": 0,
     "duration_ns": 1,
     "status_code": "UNSET",
-    "outcome": "",
     "tool_name": "",
     "tool_args_hash": 0,
     "has_tool_args": False,
@@ -71,7 +70,6 @@ def traces(draw: Any) -> list[dict[str, Any]]:
             duration_ns=10**12,
             agent_name="a",
             status_code=draw(st.sampled_from(["UNSET", "ERROR"])),
-            outcome=draw(st.sampled_from(["", "true", "false"])),
         )
     ]
     clock = 1
@@ -89,7 +87,6 @@ def traces(draw: Any) -> list[dict[str, Any]]:
             step_kind=kind,
             start_ns=clock,
             duration_ns=draw(st.integers(0, 10**12)),
-            outcome="",
             status_code=draw(st.sampled_from(["UNSET", "UNSET", "ERROR"])),
         )
         clock += draw(st.integers(1, 10**12))
@@ -127,10 +124,10 @@ def traces(draw: Any) -> list[dict[str, Any]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(traces(), st.integers(1, 50_000), st.integers(1, 4000))
-def test_buckets_add_up_and_no_dollar_counts_twice(spans, bloat, cache_min):
+@given(traces(), st.integers(1, 50_000), st.integers(1, 4000), st.sampled_from(["", "success", "failure"]))
+def test_buckets_add_up_and_no_dollar_counts_twice(spans, bloat, cache_min, outcome):
     t = Thresholds(bloat_carry_tokens=bloat, cache_min_tokens=cache_min)
-    ledger = analyze(spans, _prices, _evidence, t)
+    ledger = analyze(spans, _prices, _evidence, t, outcome=outcome)
     total = sum(
         s["cost_usd"]
         for s in spans

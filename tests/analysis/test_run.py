@@ -66,3 +66,25 @@ def test_analyze_command_shows_progress(store, settings, monkeypatch, capsys):
     out = capsys.readouterr()
     assert "analysed 3 traces" in out.out and "3/3 traces" in out.err
     assert store.client.query("SELECT count() FROM trace_waste FINAL").result_rows == [(3,)]
+
+
+def test_stored_waste_totals_are_the_latest_ledgers(settings, store):
+    from tokentrail.analysis.run import analyze_range
+    from tokentrail.store import ledger
+
+    rec = Recorder()
+    for _ in range(2):
+        with rec.span("invoke_agent a", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="a"):
+            rec.chat("gpt-4o", "openai", 900, 40, messages=text("hello"))
+            rec.chat("gpt-4o", "openai", 900, 40, messages=text("hello"))  # the same request again
+    rec.store(store.client)
+    for _ in range(2):  # analysed twice: the totals count each trace's latest analysis once
+        assert analyze_range(store.client, "default", 0, 2**62, prices()) == 2
+    totals = ledger.waste_totals(store.client, "default")
+    (duplicate,) = ledger.findings_by_detector(store.client, "default")
+    ((spend, wasted),) = store.client.query(
+        "SELECT sum(total_usd), sum(duplicate_usd) FROM trace_waste FINAL"
+    ).result_rows
+    assert totals == {"spend": pytest.approx(spend), "wasted": pytest.approx(wasted)} and wasted > 0
+    assert duplicate == {"detector": "duplicate", "findings": 2, "usd": pytest.approx(wasted)}
+    assert ledger.waste_totals(store.client, "other") == {"spend": 0.0, "wasted": 0.0}

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from tests.support.conventions import CASES, ConventionCase, check
 from tokentrail.collector.normalize import normalize
+from tokentrail.providers import catalog_id
 
 
 def _events(case: ConventionCase) -> list[tuple[str, dict[str, Any]]]:
@@ -85,6 +86,45 @@ def test_provider_aliases_and_frameworks():
         "aws.bedrock",
     ]
     assert p("langchain") == p("crewai") == ""
+
+
+def test_a_provider_has_one_name_whichever_emitter_named_it():
+    """OpenInference passes LangChain's `ls_provider` through (`ibm`, `google_genai`), OpenLLMetry
+    names Together `together_ai`, the SDK's LangChain instrumentor sends OTel's names: one provider,
+    one stored name, which the price catalog knows."""
+
+    def stored(key: str, value: str) -> str:
+        return normalize("c", {"gen_ai.operation.name": "chat", key: value}, {}).provider
+
+    same = {
+        "ibm.watsonx.ai": [("llm.provider", "ibm"), ("gen_ai.provider.name", "ibm.watsonx.ai")],
+        "gcp.gen_ai": [("llm.provider", "google_genai"), ("llm.provider", "google")],
+        "gcp.vertex_ai": [("llm.provider", "google_vertexai"), ("gen_ai.system", "vertexai")],
+        "aws.bedrock": [("llm.provider", "bedrock_converse"), ("llm.provider", "amazon_bedrock")],
+        "together": [("gen_ai.provider.name", "together_ai"), ("llm.provider", "together")],
+    }
+    for name, sent in same.items():
+        assert [stored(key, value) for key, value in sent] == [name] * len(sent)
+    assert catalog_id("together") == "together" and catalog_id("gcp.gen_ai") == "google"
+
+
+def test_only_providers_whose_own_usage_leaves_out_cache_get_it_added():
+    """OpenLIT passes the provider's own usage through: Anthropic's input leaves out cached tokens,
+    OpenAI's includes them."""
+
+    def openlit(provider: str) -> int:
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": provider,
+            "gen_ai.request.model": "m",
+            "gen_ai.usage.input_tokens": 100,
+            "gen_ai.usage.cache_read_input_tokens": 40,
+            "gen_ai.usage.output_tokens": 10,
+            "gen_ai.usage.cost": 0.0,
+        }
+        return normalize("chat m", attrs, {"telemetry.sdk.name": "openlit"}).input_tokens
+
+    assert [openlit("anthropic"), openlit("Anthropic"), openlit("openai")] == [140, 140, 100]
 
 
 def test_garbage_degrades_to_empty_fields():

@@ -13,8 +13,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from tests.support.collector import running_collector
 from tests.support.recorder import Recorder, prices
-from tokentrail.analysis.outcomes import traces_with_outcome
 from tokentrail.analysis.run import Analyzer
+from tokentrail.store.outcomes import traces_with_outcome
 
 _OUTCOME = traces_with_outcome("t.trace_id, t.agent_name", "project = {project:String}")
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.analysis.calls import Call, Thresholds, per_mtok
+from tokentrail.analysis.calls import Call, Thresholds, asked_model, per_mtok
 
 __all__ = [
     "NORMAL_FINISH",
@@ -164,65 +164,16 @@ def apply(
     for c in contexts(calls, previous):
         if c.call.failed:
             continue  # thrown away already (a retry): nothing of it is avoidable cost
-        call, before, span = c.call, c.before, c.call.span
-        inp = int(span["input_tokens"])
-        unit = prices(span["provider"], span["model"], inp)
+        call, span = c.call, c.call.span
+        unit = prices(span["provider"], span["model"], int(span["input_tokens"]))
         priced = call.cost is not None and unit is not None
         # 5. context bloat
-        allowance, bound = max(t.bloat_min_tokens, c.base), "the task's own input"
-        if allowance == t.bloat_min_tokens and c.base < t.bloat_min_tokens:
-            bound = "the minimum"
-        if allowance > t.bloat_carry_tokens:
-            allowance, bound = t.bloat_carry_tokens, "the cap"
         window = windows(span["provider"], span["model"]) if windows is not None and c.stale else None
-        if window and t.bloat_window_share * window < allowance:
-            allowance, bound = (
-                int(t.bloat_window_share * window),
-                f"{t.bloat_window_share:.0%} of the model's window",
-            )
-        excess = max(0, c.stale - allowance)
-        excess_cached = min(
-            excess, max(0, c.cached - (c.base + allowance))
-        )  # the cache holds the prompt's start
-        excess_fresh = excess - excess_cached
-        if excess and before is not None:
-            fresh_price, read_price = (unit[0], unit[1]) if unit else (0.0, 0.0)
-            amount = excess_fresh * fresh_price + excess_cached * read_price
-            fresh_m, read_m = per_mtok(fresh_price), per_mtok(read_price)
-            waste(
-                "context_bloat",
-                call,
-                amount if priced else None,
-                excess,
-                [before.span["span_id"]],
-                f"re-sent {c.stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
-                f"allowance of {allowance:,} ({bound}); the context grew from {c.base:,} to {inp:,} tokens over "
-                f"{c.calls} calls"
-                + (f" ({inp / c.base:.1f}x)" if c.base else "")
-                + (f", {inp / window:.0%} of the model's {window:,}-token window" if window else ""),
-                "context_bloat.stale_context",
-                {
-                    "first_call_input": c.base,
-                    "previous_call_input": int(before.span["input_tokens"]),
-                    "input": inp,
-                    "stale_tokens": c.stale,
-                    "allowance": allowance,
-                    "allowance_is": bound,
-                    "excess_tokens": excess,
-                    "excess_cached_tokens": excess_cached,
-                    "calls_so_far": c.calls,
-                    "context_window": window,
-                    "input_usd_per_mtok": fresh_m,
-                    "cache_read_usd_per_mtok": read_m,
-                    "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
-                    if priced
-                    else "the model's price is unknown",
-                },
-            )
+        excess_fresh = _context_bloat(c, unit, priced, window, t, waste)
         # 6. cache miss
         missed = c.carried - excess_fresh
         observable = span.get("cache_reported", True) or cache_seen
-        origin = before.span if before is not None else None
+        origin = c.before.span if c.before is not None else None
         if (
             (origin is not None or c.across is not None)
             and observable
@@ -233,17 +184,77 @@ def apply(
             _cache_miss(call, origin, c.across, missed, unit, priced, t, waste)
         # 7. oversized model
         if short and priced and evidence is not None:
-            _oversized(
-                call,
-                keys.get(span["span_id"], ""),
-                c.cached,
-                unit,
-                prices,
-                evidence,
-                t,
-                waste,
-                span["span_id"] in chose_tool,
-            )
+            step = keys.get(span["span_id"], "")
+            chose = span["span_id"] in chose_tool
+            _oversized(call, step, c.cached, unit, prices, evidence, t, waste, chose)
+
+
+def _allowance(c: Context, window: int | None, t: Thresholds) -> tuple[int, str]:
+    """How much stale context the run may carry, and what bounds it."""
+    allowance, bound = max(t.bloat_min_tokens, c.base), "the task's own input"
+    if allowance == t.bloat_min_tokens and c.base < t.bloat_min_tokens:
+        bound = "the minimum"
+    if allowance > t.bloat_carry_tokens:
+        allowance, bound = t.bloat_carry_tokens, "the cap"
+    if window and t.bloat_window_share * window < allowance:
+        allowance, bound = (
+            int(t.bloat_window_share * window),
+            f"{t.bloat_window_share:.0%} of the model's window",
+        )
+    return allowance, bound
+
+
+def _context_bloat(
+    c: Context,
+    unit: tuple[float, float, float] | None,
+    priced: bool,
+    window: int | None,
+    t: Thresholds,
+    waste: Waste,
+) -> int:
+    """Charge stale context beyond the allowance; returns how much of the excess was not cached
+    (the cache-miss rule does not charge it again)."""
+    allowance, bound = _allowance(c, window, t)
+    excess = max(0, c.stale - allowance)
+    excess_cached = min(excess, max(0, c.cached - (c.base + allowance)))  # the cache holds the prompt's start
+    excess_fresh = excess - excess_cached
+    if not excess or c.before is None:
+        return excess_fresh
+    inp = int(c.call.span["input_tokens"])
+    fresh_price, read_price = (unit[0], unit[1]) if unit else (0.0, 0.0)
+    amount = excess_fresh * fresh_price + excess_cached * read_price
+    fresh_m, read_m = per_mtok(fresh_price), per_mtok(read_price)
+    waste(
+        "context_bloat",
+        c.call,
+        amount if priced else None,
+        excess,
+        [c.before.span["span_id"]],
+        f"re-sent {c.stale:,} tokens of earlier results the run had already read, {excess:,} beyond the "
+        f"allowance of {allowance:,} ({bound}); the context grew from {c.base:,} to {inp:,} tokens over "
+        f"{c.calls} calls"
+        + (f" ({inp / c.base:.1f}x)" if c.base else "")
+        + (f", {inp / window:.0%} of the model's {window:,}-token window" if window else ""),
+        "context_bloat.stale_context",
+        {
+            "first_call_input": c.base,
+            "previous_call_input": int(c.before.span["input_tokens"]),
+            "input": inp,
+            "stale_tokens": c.stale,
+            "allowance": allowance,
+            "allowance_is": bound,
+            "excess_tokens": excess,
+            "excess_cached_tokens": excess_cached,
+            "calls_so_far": c.calls,
+            "context_window": window,
+            "input_usd_per_mtok": fresh_m,
+            "cache_read_usd_per_mtok": read_m,
+            "formula": f"{excess_fresh:,} × ${fresh_m:g}/M + {excess_cached:,} × ${read_m:g}/M = ${amount:.6f}"
+            if priced
+            else "the model's price is unknown",
+        },
+    )
+    return excess_fresh
 
 
 def _cache_miss(
@@ -259,7 +270,7 @@ def _cache_miss(
     span = call.span
     if origin is not None:
         prev_model, prev_end, prev_id = (
-            str(origin.get("request_model") or origin["model"]),
+            asked_model(origin),
             origin["start_ns"] + origin["duration_ns"],
             origin["span_id"],
         )
@@ -269,7 +280,7 @@ def _cache_miss(
         prev_model, prev_end, prev_id = across.model, across.end_ns, across.span_id
         where = f"the conversation's previous task (trace {across.trace_id[:12]}…)"
     gap = (span["start_ns"] - prev_end) / 1e9
-    model = str(span.get("request_model") or span["model"])
+    model = asked_model(span)
     if prev_model != model:
         why, rule = f"the model changed from {prev_model}", "cache_miss.model_changed"
     elif gap > t.cache_ttl_seconds:
@@ -332,29 +343,19 @@ def _oversized(
     chose_tool: bool,
 ) -> None:
     span = call.span
-    finish = set(span["finish_reasons"])
-    out, inp = int(span["output_tokens"]), int(span["input_tokens"])
+    out = int(span["output_tokens"])
     # A short answer is evidence of a small job only when it is an answer: a tool choice is not
     # (told by its finish reason, its captured output, or the tool that ran next).
     if (
         not step
         or not call.cost
         or out > t.oversized_max_output_tokens
-        or finish - NORMAL_FINISH
+        or set(span["finish_reasons"]) - NORMAL_FINISH
         or span.get("requested_tools")
         or chose_tool
     ):
         return
-    best: tuple[float, str, int, str] | None = None
-    for model, traces, example in evidence(step, span["step_kind"], span["provider"]):
-        if model == span["model"]:
-            continue
-        alt = prices(span["provider"], model, inp)
-        if alt is None:
-            continue
-        alt_cost = (inp - cached) * alt[0] + cached * alt[1] + out * alt[2]
-        if best is None or alt_cost < best[0]:
-            best = (alt_cost, model, traces, example)
+    best = _cheapest_seen(call, step, cached, prices, evidence)
     if best is None or best[0] > (1 - t.oversized_min_saving) * call.cost:
         return
     alt_cost, model, traces, example = best
@@ -382,6 +383,26 @@ def _oversized(
             "formula": f"${call.cost:.6f} − ${alt_cost:.6f} (the same tokens on {model}) = ${call.cost - alt_cost:.6f}",
         },
     )
+
+
+def _cheapest_seen(
+    call: Call, step: str, cached: int, prices: Prices, evidence: Evidence
+) -> tuple[float, str, int, str] | None:
+    """Of the other models seen doing this kind of step, the one that would cost least for the
+    call's tokens: (that cost, model, traces it did the step in, an example trace)."""
+    span = call.span
+    out, inp = int(span["output_tokens"]), int(span["input_tokens"])
+    best: tuple[float, str, int, str] | None = None
+    for model, traces, example in evidence(step, span["step_kind"], span["provider"]):
+        if model == span["model"]:
+            continue
+        alt = prices(span["provider"], model, inp)
+        if alt is None:
+            continue
+        alt_cost = (inp - cached) * alt[0] + cached * alt[1] + out * alt[2]
+        if best is None or alt_cost < best[0]:
+            best = (alt_cost, model, traces, example)
+    return best
 
 
 def largest_carried_item(input_messages: str) -> tuple[str, int] | None:

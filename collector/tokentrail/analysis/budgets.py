@@ -13,32 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tokentrail.server.settings import Budget, parse_budgets
+from tokentrail.store import budgets as stored
+
 __all__ = ["Budget", "BudgetAlerter", "BudgetStatus", "evaluate", "parse_budgets"]
 
 logger = logging.getLogger("tokentrail.budgets")
-
-_SCOPES = {"project": "", "service": "service_name", "user": "user_id"}
-_ITEM = re.compile(r"^(daily|monthly):(project|service|user)=([^:,]{1,200}):([0-9]+(?:\.[0-9]+)?)$")
-
-
-@dataclass(frozen=True)
-class Budget:
-    period: str  # "daily" or "monthly"
-    scope: str  # "project", "service" or "user"
-    value: str  # the project, service or user it limits
-    limit_usd: float
-    project: str  # the project whose spend counts
-
-    @property
-    def key(self) -> str:
-        return f"{self.period}:{self.scope}={self.value}"
 
 
 @dataclass
@@ -56,28 +42,6 @@ class BudgetStatus:
         return "at risk" if self.projected_usd > self.budget.limit_usd else "ok"
 
 
-def parse_budgets(raw: str, default_project: str = "default") -> list[Budget]:
-    """`daily:project=default:50,monthly:service=support-bot:1000` → budgets; ValueError says what is wrong."""
-    budgets = []
-    for item in filter(None, (p.strip() for p in raw.split(","))):
-        match = _ITEM.match(item)
-        if not match:
-            raise ValueError(
-                f"{item!r} is not period:scope=value:usd (period daily|monthly, scope project|service|user)"
-            )
-        value = match[3].strip()
-        budgets.append(
-            Budget(
-                match[1],
-                match[2],
-                value,
-                float(match[4]),
-                value if match[2] == "project" else default_project,
-            )
-        )
-    return budgets
-
-
 def _period(period: str, now: datetime) -> tuple[datetime, datetime]:
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "daily":
@@ -93,31 +57,12 @@ def evaluate(client: Any, budgets: list[Budget], now: datetime | None = None) ->
     statuses = []
     for b in budgets:
         start, end = _period(b.period, now)
-        where = (
-            "project = {project:String} AND start_time >= {start:DateTime64(3)} "
-            "AND start_time < {end:DateTime64(3)}"
-        )
-        params: dict[str, Any] = {
-            "project": b.project,
-            "start": start.replace(tzinfo=None),
-            "end": end.replace(tzinfo=None),
-            "value": b.value,
-        }
-        if b.scope != "project":
-            where += f" AND {_SCOPES[b.scope]} = {{value:String}}"
-        spent = float(
-            client.query(
-                f"SELECT sum(cost_usd) FROM traces FINAL WHERE {where}", parameters=params
-            ).result_rows[0][0]
-            or 0.0
+        spent = stored.spent(
+            client, b.project, b.scope, b.value, start.replace(tzinfo=None), end.replace(tzinfo=None)
         )
         elapsed = max((now - start) / (end - start), 1e-6)
         statuses.append(BudgetStatus(b, start, spent, spent / elapsed, min(elapsed, 1.0)))
     return statuses
-
-
-_SENT = "SELECT budget, period_start FROM budget_alerts"
-_RECORD = "INSERT INTO budget_alerts (budget, period_start, projected_usd) VALUES"
 
 
 class BudgetAlerter:
@@ -137,40 +82,40 @@ class BudgetAlerter:
 
     def check(self, now: datetime | None = None) -> list[BudgetStatus]:
         """Alert for every budget newly projected over its limit; returns those alerted now."""
-        done = {(k, p.replace(tzinfo=UTC)) for k, p in self.client.query(_SENT).result_rows}
+        done = {(key, start.replace(tzinfo=UTC)) for key, start in stored.sent_alerts(self.client)}
         alerted = []
         for status in evaluate(self.client, self.budgets, now):
             if status.state == "ok" or (status.budget.key, status.period_start) in done:
                 continue
-            payload = {
-                "text": f"Tokentrail: {status.budget.period} budget for {status.budget.scope} {status.budget.value} "
-                f"is {status.state}: ${status.spent_usd:.2f} spent, ${status.projected_usd:.2f} projected, "
-                f"limit ${status.budget.limit_usd:.2f}",
-                "budget": asdict(status.budget),
-                "state": status.state,
-                "period_start": status.period_start.isoformat(),
-                "spent_usd": status.spent_usd,
-                "projected_usd": status.projected_usd,
-                "limit_usd": status.budget.limit_usd,
-                "overview": f"{self.ui_url}/overview" if self.ui_url else "",
-            }
-            request = urllib.request.Request(
-                self.webhook,
-                data=json.dumps(payload).encode(),
-                headers={"content-type": "application/json"},
-                method="POST",
-            )
-            with urllib.request.urlopen(request, timeout=10) as response:
-                response.read()
-            self.client.insert(
-                "budget_alerts",
-                [[status.budget.key, status.period_start.replace(tzinfo=None), status.projected_usd]],
-                column_names=["budget", "period_start", "projected_usd"],
-                settings={"async_insert": 0},
+            self._post(status)
+            stored.record_alert(
+                self.client, status.budget.key, status.period_start.replace(tzinfo=None), status.projected_usd
             )
             self.sent += 1
             alerted.append(status)
         return alerted
+
+    def _post(self, status: BudgetStatus) -> None:
+        payload = {
+            "text": f"Tokentrail: {status.budget.period} budget for {status.budget.scope} {status.budget.value} "
+            f"is {status.state}: ${status.spent_usd:.2f} spent, ${status.projected_usd:.2f} projected, "
+            f"limit ${status.budget.limit_usd:.2f}",
+            "budget": asdict(status.budget),
+            "state": status.state,
+            "period_start": status.period_start.isoformat(),
+            "spent_usd": status.spent_usd,
+            "projected_usd": status.projected_usd,
+            "limit_usd": status.budget.limit_usd,
+            "overview": f"{self.ui_url}/overview" if self.ui_url else "",
+        }
+        request = urllib.request.Request(
+            self.webhook,
+            data=json.dumps(payload).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

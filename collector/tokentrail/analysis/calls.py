@@ -1,31 +1,22 @@
-"""What every waste rule shares: the thresholds, and a model call with the cost it has left."""
+"""What every waste rule shares: the thresholds (settings, `tokentrail.server.settings.Thresholds`), and a
+model call with the cost it has left."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Call", "Thresholds", "per_mtok", "usd_formula"]
+from tokentrail.server.settings import Thresholds
+
+__all__ = ["Call", "Thresholds", "asked_model", "per_mtok", "usd_formula"]
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The rules' settings (`TOKENTRAIL_WASTE_*`; the README documents each)."""
-
-    #: a cycle repeating this often in a row is a loop; one that occurs twice is a duplicate tool call
-    loop_min_repeats: int = 3
-    loop_max_cycle: int = 4
-    #: context bloat: stale context up to the first call's input (at least this much) is allowed…
-    bloat_min_tokens: int = 1_000
-    #: …and never more than this, nor more than this share of the model's context window
-    bloat_carry_tokens: int = 16_000
-    bloat_window_share: float = 0.1
-    cache_min_tokens: int = 1024
-    cache_ttl_seconds: float = 300.0
-    oversized_max_output_tokens: int = 16
-    oversized_min_saving: float = 0.5
-    #: a run that ended in an error without a successful outcome counts as no outcome
-    no_outcome_on_error: bool = True
+def asked_model(span: Mapping[str, Any]) -> str:
+    """The model a call asked for, else the one it is attributed to (`spans.model`): what the
+    rules compare, since a failed call has no served model to compare with its retry's, and a
+    provider's prompt cache is keyed by the model asked for."""
+    return str(span.get("request_model") or span["model"])
 
 
 @dataclass
@@ -40,8 +31,7 @@ class Call:
 
     @property
     def model(self) -> str:
-        """The model asked for (a failed call has no served model to compare with its retry's)."""
-        return str(self.span.get("request_model") or self.span["model"])
+        return asked_model(self.span)
 
     @property
     def tokens(self) -> int:

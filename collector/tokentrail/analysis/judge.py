@@ -10,105 +10,114 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from tokentrail.analysis.ledger import BUCKETS, Previous, Thresholds, analyze, successful_steps
+from tokentrail.analysis.ledger import (
+    BUCKETS,
+    Finding,
+    Ledger,
+    Previous,
+    Thresholds,
+    analyze,
+    successful_steps,
+)
 
 __all__ = [
-    "FINDING_COLUMNS",
-    "SPAN_COLUMNS",
-    "STEP_COLUMNS",
-    "WASTE_COLUMNS",
+    "FINDING_SCHEMA",
+    "STEP_SCHEMA",
+    "WASTE_SCHEMA",
     "Evidence",
     "Judged",
+    "Known",
     "TraceInfo",
+    "init_worker",
     "judge",
+    "judge_in_worker",
+    "newest_copies",
 ]
 
-#: the columns of a span row, as the analysis reads them (tokentrail.analysis.run)
-SPAN_COLUMNS = [
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "step_kind",
-    "step_subkind",
-    "start_ns",
-    "duration_ns",
-    "status_code",
-    "tool_name",
-    "tool_args_hash",
-    "has_tool_args",
-    "model",
-    "request_model",
-    "provider",
-    "agent_name",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_reported",
-    "billable",
-    "cost_usd",
-    "input_hash",
-    "system_hash",
-    "requested_tools",
-    "finish_reasons",
-    "error_type",
-    "ingested_at",
-]
 
-# (start ns, service, agent, user, conversation id, task type, outcome)
-TraceInfo = tuple[int, str, str, str, str, str, str]
+class TraceInfo(NamedTuple):
+    """What a trace's summary and its outcome verdict say (`tokentrail.store.ledger.trace_summaries`)."""
+
+    start_ns: int
+    service_name: str
+    agent_name: str
+    user_id: str
+    conversation_id: str
+    task_type: str
+    outcome: str  # "success", "failure" or "" (unknown)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TraceInfo:
+        return cls(
+            row["start_ns"],
+            row["service_name"],
+            row["agent_name"],
+            row["user_id"],
+            row["conversation_id"],
+            row["task_type"],
+            row["outcome"],
+        )
+
 
 _S, _F, _U64, _NS = pa.string(), pa.float64(), pa.uint64(), pa.timestamp("ns")
 _MS = pa.timestamp("ms")
-WASTE_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("project", _S),
-    ("trace_id", _S),
-    ("start_time", _NS),
-    ("service_name", _S),
-    ("agent_name", _S),
-    ("user_id", _S),
-    ("total_usd", _F),
-    *((f"{b}_usd", _F) for b in BUCKETS),
-    ("wasted_tokens", _U64),
-    ("findings", pa.uint32()),
-    ("unpriced_calls", pa.uint32()),
-    ("outcome", _S),
-    ("analyzed_at", _MS),
-]
-FINDING_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("project", _S),
-    ("trace_id", _S),
-    ("analyzed_at", _MS),
-    ("detector", _S),
-    ("span_id", _S),
-    ("related_span_ids", pa.list_(_S)),
-    ("wasted_usd", _F),
-    ("wasted_tokens", _U64),
-    ("reason", _S),
-    ("model", _S),
-    ("start_time", _NS),
-    ("service_name", _S),
-    ("agent_name", _S),
-    ("user_id", _S),
-    ("rule", _S),
-    ("evidence", _S),
-    ("time_lost_ns", _U64),
-]
-STEP_COLUMNS: list[tuple[str, pa.DataType]] = [
-    ("project", _S),
-    ("step", _S),
-    ("step_kind", _S),
-    ("provider", _S),
-    ("model", _S),
-    ("trace_id", _S),
-    ("span_id", _S),
-    ("calls", pa.uint32()),
-    ("start_time", _NS),
-    ("analyzed_at", _MS),
-]
+#: the rows written to `trace_waste`, `waste_findings` and `model_steps`, by column name
+WASTE_SCHEMA = pa.schema(
+    [
+        ("project", _S),
+        ("trace_id", _S),
+        ("start_time", _NS),
+        ("service_name", _S),
+        ("agent_name", _S),
+        ("user_id", _S),
+        ("total_usd", _F),
+        *((f"{b}_usd", _F) for b in BUCKETS),
+        ("wasted_tokens", _U64),
+        ("findings", pa.uint32()),
+        ("unpriced_calls", pa.uint32()),
+        ("outcome", _S),
+        ("analyzed_at", _MS),
+    ]
+)
+FINDING_SCHEMA = pa.schema(
+    [
+        ("project", _S),
+        ("trace_id", _S),
+        ("analyzed_at", _MS),
+        ("detector", _S),
+        ("span_id", _S),
+        ("related_span_ids", pa.list_(_S)),
+        ("wasted_usd", _F),
+        ("wasted_tokens", _U64),
+        ("reason", _S),
+        ("model", _S),
+        ("start_time", _NS),
+        ("service_name", _S),
+        ("agent_name", _S),
+        ("user_id", _S),
+        ("rule", _S),
+        ("evidence", _S),
+        ("time_lost_ns", _U64),
+    ]
+)
+STEP_SCHEMA = pa.schema(
+    [
+        ("project", _S),
+        ("step", _S),
+        ("step_kind", _S),
+        ("provider", _S),
+        ("model", _S),
+        ("trace_id", _S),
+        ("span_id", _S),
+        ("calls", pa.uint32()),
+        ("start_time", _NS),
+        ("analyzed_at", _MS),
+    ]
+)
 
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -152,19 +161,33 @@ class Judged:
     candidates: dict[str, set[str]]
 
 
-def _stream(columns: list[tuple[str, pa.DataType]], rows: list[list[Any]]) -> bytes:
-    """Rows as one Arrow stream (empty bytes for no rows: nothing to insert)."""
-    if not rows:
-        return b""
-    schema = pa.schema(columns)
-    arrays = [
-        pa.array(values, type=dtype)
-        for values, (_, dtype) in zip(zip(*rows, strict=True), columns, strict=True)
-    ]
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as out:
-        out.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-    return bytes(sink.getvalue())
+class _Columns:
+    """A table's rows gathered column by column, by name, into one Arrow stream: a trace's own
+    columns are repeated down its findings without building a row for each."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.rows = 0
+
+    def extend(self, count: int, shared: dict[str, Any], own: dict[str, list[Any]]) -> None:
+        """`count` rows: each `shared` value in every one of them, `own` one value a row."""
+        for name, value in shared.items():
+            self.columns[name].extend([value] * count)
+        for name, values in own.items():
+            self.columns[name].extend(values)
+        self.rows += count
+
+    def stream(self) -> bytes:
+        """The rows as one Arrow stream; empty bytes for no rows: nothing to insert. A column left
+        out or filled short makes the batch fail, never shifts it."""
+        if not self.rows:
+            return b""
+        arrays = [pa.array(self.columns[field.name], type=field.type) for field in self.schema]
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, self.schema) as out:
+            out.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        return bytes(sink.getvalue())
 
 
 def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -192,90 +215,127 @@ def judge(
     project: str,
     t: Thresholds,
 ) -> Judged:
-    """The ledgers of a chunk of traces. `prices`: a PriceBook; `info`: per trace its summary and
-    outcome; `previous`: per trace the last model call of its conversation's previous trace."""
-    table = pa.ipc.open_stream(spans_stream).read_all()
-    spans = newest_copies(table.rename_columns(SPAN_COLUMNS).to_pylist())
+    """The ledgers of a chunk of traces. `prices`: a PriceBook; `spans_stream`: the chunk's spans
+    (`tokentrail.store.ledger.spans_stream`); `info`: per trace its summary and outcome (a trace
+    without one is left for later: its summary is not written yet); `previous`: per trace the last
+    model call of its conversation's previous trace."""
+    spans = newest_copies(pa.ipc.open_stream(spans_stream).read_all().to_pylist())
+    traces = {trace_id: rows for trace_id, rows in spans.items() if trace_id in info}
     now = int(datetime.now(tz=UTC).timestamp() * 1000)
     evidence = Evidence(stored)
-    step_rows: list[tuple[str, str, str, str, str]] = []
-    steps: dict[tuple[str, ...], list[Any]] = {}
-    candidates: dict[str, set[str]] = {}
-    for trace_id, rows in spans.items():
-        if trace_id not in info:
-            continue
-        start, *_, task_type, outcome = info[trace_id]
-        found, keys = successful_steps(rows, outcome, t, task_type)
-        if keys:
-            candidates[trace_id] = keys
-        for step, kind, provider, model, span_id in found:
-            evidence.add(step, kind, provider, model, (trace_id,))
-            step_rows.append((step, kind, provider, model, trace_id))
-            row = steps.setdefault(
-                (step, kind, provider, model, trace_id),
-                [project, step, kind, provider, model, trace_id, span_id, 0, start, now],
-            )
-            row[7] += 1
-    waste_rows: list[list[Any]] = []
-    finding_rows: list[list[Any]] = []
-    for trace_id, rows in spans.items():
-        if trace_id not in info:
-            continue  # its summary is not written yet; it is analysed when it is
-        start, service, agent, user, _, task_type, outcome = info[trace_id]
+    steps = _Steps(project, now)
+    for trace_id, rows in traces.items():
+        steps.add(trace_id, rows, info[trace_id], evidence, t)
+    waste, findings = _Columns(WASTE_SCHEMA), _Columns(FINDING_SCHEMA)
+    for trace_id, rows in traces.items():
+        trace = info[trace_id]
         ledger = analyze(
             rows,
             prices.unit_prices,
             evidence,
             t,
-            outcome=outcome,
+            outcome=trace.outcome,
             previous=previous.get(trace_id),
-            task_type=task_type,
+            task_type=trace.task_type,
             windows=prices.context_window,
         )
-        waste_rows.append(
-            [
-                project,
-                trace_id,
-                start,
-                service,
-                agent,
-                user,
-                ledger.total_usd,
-                *(ledger.buckets[b] for b in BUCKETS),
-                ledger.wasted_tokens,
-                len(ledger.findings),
-                ledger.unpriced_calls,
-                ledger.outcome,
-                now,
-            ]
-        )
-        finding_rows.extend(
-            [
-                project,
-                trace_id,
-                now,
-                f.detector,
-                f.span_id,
-                f.related,
-                f.wasted_usd,
-                f.wasted_tokens,
-                f.reason,
-                f.model,
-                start,
-                service,
-                agent,
-                user,
-                f.rule,
-                _compact(f.evidence),
-                f.time_lost_ns,
-            ]
-            for f in ledger.findings
-        )
+        where = _where(project, trace_id, trace, now)
+        waste.extend(1, {**where, **_ledger_columns(ledger)}, {})
+        findings.extend(len(ledger.findings), where, _finding_columns(ledger.findings))
+    step_rows = _Columns(STEP_SCHEMA)
+    for row in steps.rows.values():
+        step_rows.extend(1, row, {})
     return Judged(
-        len(waste_rows),
-        _stream(WASTE_COLUMNS, waste_rows),
-        _stream(FINDING_COLUMNS, finding_rows),
-        _stream(STEP_COLUMNS, list(steps.values())),
-        step_rows,
-        candidates,
+        waste.rows, waste.stream(), findings.stream(), step_rows.stream(), steps.seen, steps.candidates
     )
+
+
+_worker_prices: Any = None
+
+
+def init_worker(prices: Any) -> None:
+    """A worker process's start: the price book its judgements use."""
+    global _worker_prices
+    _worker_prices = prices
+
+
+def judge_in_worker(*args: Any) -> Judged:
+    """`judge` in a worker process, with the price book it started with."""
+    assert _worker_prices is not None
+    return judge(_worker_prices, *args)
+
+
+class _Steps:
+    """The oversized-model rule's evidence a chunk shows: `model_steps` rows, (step, step kind,
+    provider, model, trace id) for the rest of the run, and the traces whose verdicts depend on it."""
+
+    def __init__(self, project: str, now: int) -> None:
+        self.project, self.now = project, now
+        self.rows: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.seen: list[tuple[str, str, str, str, str]] = []
+        self.candidates: dict[str, set[str]] = {}
+
+    def add(
+        self, trace_id: str, spans: list[dict[str, Any]], trace: TraceInfo, evidence: Evidence, t: Thresholds
+    ) -> None:
+        found, keys = successful_steps(spans, trace.outcome, t, trace.task_type)
+        if keys:
+            self.candidates[trace_id] = keys
+        for step, kind, provider, model, span_id in found:
+            evidence.add(step, kind, provider, model, (trace_id,))
+            self.seen.append((step, kind, provider, model, trace_id))
+            row = self.rows.setdefault(
+                (step, kind, provider, model, trace_id),
+                {
+                    "project": self.project,
+                    "step": step,
+                    "step_kind": kind,
+                    "provider": provider,
+                    "model": model,
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "calls": 0,
+                    "start_time": trace.start_ns,
+                    "analyzed_at": self.now,
+                },
+            )
+            row["calls"] += 1
+
+
+def _where(project: str, trace_id: str, trace: TraceInfo, now: int) -> dict[str, Any]:
+    """The columns a trace's ledger and its findings share."""
+    return {
+        "project": project,
+        "trace_id": trace_id,
+        "start_time": trace.start_ns,
+        "service_name": trace.service_name,
+        "agent_name": trace.agent_name,
+        "user_id": trace.user_id,
+        "analyzed_at": now,
+    }
+
+
+def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
+    return {
+        "total_usd": ledger.total_usd,
+        **{f"{b}_usd": ledger.buckets[b] for b in BUCKETS},
+        "wasted_tokens": ledger.wasted_tokens,
+        "findings": len(ledger.findings),
+        "unpriced_calls": ledger.unpriced_calls,
+        "outcome": ledger.outcome,
+    }
+
+
+def _finding_columns(findings: list[Finding]) -> dict[str, list[Any]]:
+    return {
+        "detector": [f.detector for f in findings],
+        "span_id": [f.span_id for f in findings],
+        "related_span_ids": [f.related for f in findings],
+        "wasted_usd": [f.wasted_usd for f in findings],
+        "wasted_tokens": [f.wasted_tokens for f in findings],
+        "reason": [f.reason for f in findings],
+        "model": [f.model for f in findings],
+        "rule": [f.rule for f in findings],
+        "evidence": [_compact(f.evidence) for f in findings],
+        "time_lost_ns": [f.time_lost_ns for f in findings],
+    }

@@ -185,27 +185,16 @@ def _inherit(span: dict[str, Any], wrapper: dict[str, Any]) -> dict[str, Any]:
     return dict(span, **missing) if missing else span
 
 
-def analyze(
-    spans: Sequence[dict[str, Any]],
-    prices: Prices,
-    evidence: Evidence | None = None,
-    t: Thresholds = Thresholds(),
-    outcome: str = "",
-    previous: Previous | None = None,
-    task_type: str = "",
-    windows: Windows | None = None,
-) -> Ledger:
-    """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
-    models this project has seen doing a kind of step (the oversized-model rule's evidence);
-    `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
-    unknown, in which case outcome attributes on its spans decide); `previous` is the last model
-    call of the conversation's previous trace, for cache misses across traces."""
-    scopes = _scopes(spans)
-    calls = _calls(spans, scopes)
-    findings: list[Finding] = []
-    buckets = dict.fromkeys(BUCKETS, 0.0)
+class _Charges:
+    """The `waste` callable every rule charges through: takes its share of the call's remaining
+    cost into the rule's bucket and records the finding."""
 
-    def waste(
+    def __init__(self) -> None:
+        self.buckets = dict.fromkeys(BUCKETS, 0.0)
+        self.findings: list[Finding] = []
+
+    def __call__(
+        self,
         detector: str,
         call: Call,
         amount: float | None,
@@ -226,8 +215,8 @@ def analyze(
             else None
         )
         if taken is not None:
-            buckets[detector] += taken
-        findings.append(
+            self.buckets[detector] += taken
+        self.findings.append(
             Finding(
                 detector,
                 span_id or call.span["span_id"],
@@ -242,6 +231,25 @@ def analyze(
             )
         )
 
+
+def analyze(
+    spans: Sequence[dict[str, Any]],
+    prices: Prices,
+    evidence: Evidence | None = None,
+    t: Thresholds = Thresholds(),
+    outcome: str = "",
+    previous: Previous | None = None,
+    task_type: str = "",
+    windows: Windows | None = None,
+) -> Ledger:
+    """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
+    models this project has seen doing a kind of step (the oversized-model rule's evidence);
+    `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
+    unknown); `previous` is the last model call of the conversation's previous trace, for cache
+    misses across traces."""
+    scopes = _scopes(spans)
+    calls = _calls(spans, scopes)
+    waste = _Charges()
     done: set[str] = set()
     _retries(calls, spans, waste, done)
     _cycles(spans, calls, scopes, t, waste, done)
@@ -250,14 +258,21 @@ def analyze(
     if outcome != "failure":
         avoidable.apply(calls, spans, scopes, prices, evidence, t, waste, previous, task_type, windows)
 
+    buckets = waste.buckets
     buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
     total = sum(c.cost for c in calls if c.cost is not None and c.span["billable"])
-    wasted_tokens = sum(f.wasted_tokens for f in findings)
-    return Ledger(total, buckets, findings, wasted_tokens, sum(1 for c in calls if c.cost is None), outcome)
+    wasted_tokens = sum(f.wasted_tokens for f in waste.findings)
+    unpriced = sum(1 for c in calls if c.cost is None)
+    return Ledger(total, buckets, waste.findings, wasted_tokens, unpriced, outcome)
 
 
 def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]) -> None:
-    # (a) a failed call tried again with the same model in the same run
+    _failed_calls_tried_again(calls, waste, done)
+    _http_attempts(calls, spans, waste)
+
+
+def _failed_calls_tried_again(calls: list[Call], waste: Waste, done: set[str]) -> None:
+    """(a) A failed call tried again with the same model in the same run."""
     for i, call in enumerate(calls):
         if not call.failed:
             continue
@@ -289,7 +304,10 @@ def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, d
             max(gap, 0),
         )
         done.add(call.span["span_id"])
-    # (b) attempts an HTTP client made inside one model call
+
+
+def _http_attempts(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste) -> None:
+    """(b) Attempts an HTTP client made inside one model call."""
     attempts: dict[str, list[dict[str, Any]]] = defaultdict(list)
     call_of = {c.span["span_id"]: c for c in calls}
     parents = {s["span_id"]: s for s in spans if s["step_kind"] in ("llm", "embedding")}
@@ -303,36 +321,56 @@ def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, d
         call = found or Call(parents[owner], "", 0.0, 0.0, False)
         for i, attempt in enumerate(tries):
             ours = attempt["step_kind"] == "retry"  # Tokentrail's own: one span per retried attempt
-            status = attempt["error_type"]
-            retried_status = (
-                status in _RETRIED_STATUS
-                or status.startswith("5")
-                or (attempt["status_code"] == "ERROR" and not status.isdigit())
-            )
             nxt = tries[i + 1] if i + 1 < len(tries) else None
-            if not (ours or (retried_status and nxt is not None)):
-                continue
-            lost = (nxt["start_ns"] - attempt["start_ns"]) if nxt is not None else attempt["duration_ns"]
-            what = f"HTTP {status}" if status.isdigit() else (status or "a transport error")
-            waste(
-                "retry",
-                call,
-                0.0,
-                0,
-                [nxt["span_id"] if nxt else owner],
-                f"attempt {i + 1} of {len(tries) + (1 if ours else 0)} failed ({what}); the client tried again "
-                f"after {lost / 1e9:.2f} s",
-                "retry.http_attempt",
-                {
-                    "status": what,
-                    "attempt": i + 1,
-                    "model_call": owner,
-                    "time_lost_s": round(lost / 1e9, 3),
-                    "formula": "an attempt that failed was not billed: $0; its time is what it cost",
-                },
-                max(lost, 0),
-                span_id=attempt["span_id"],
-            )
+            if ours or (_retried_status(attempt) and nxt is not None):
+                _charge_attempt(waste, call, owner, attempt, nxt, i + 1, len(tries) + (1 if ours else 0))
+
+
+def _retried_status(attempt: dict[str, Any]) -> bool:
+    """The attempt failed in a way clients retry: 408/409/429/5xx or a transport error."""
+    status = attempt["error_type"]
+    return (
+        status in _RETRIED_STATUS
+        or status.startswith("5")
+        or (attempt["status_code"] == "ERROR" and not status.isdigit())
+    )
+
+
+def _charge_attempt(
+    waste: Waste,
+    call: Call,
+    owner: str,
+    attempt: dict[str, Any],
+    nxt: dict[str, Any] | None,
+    number: int,
+    of: int,
+) -> None:
+    status = attempt["error_type"]
+    lost = (nxt["start_ns"] - attempt["start_ns"]) if nxt is not None else attempt["duration_ns"]
+    what = f"HTTP {status}" if status.isdigit() else (status or "a transport error")
+    waste(
+        "retry",
+        call,
+        0.0,
+        0,
+        [nxt["span_id"] if nxt else owner],
+        f"attempt {number} of {of} failed ({what}); the client tried again after {lost / 1e9:.2f} s",
+        "retry.http_attempt",
+        {
+            "status": what,
+            "attempt": number,
+            "model_call": owner,
+            "time_lost_s": round(lost / 1e9, 3),
+            "formula": "an attempt that failed was not billed: $0; its time is what it cost",
+        },
+        max(lost, 0),
+        span_id=attempt["span_id"],
+    )
+
+
+# one step of an agent run: its key (what makes two steps the same), its model call if it is one,
+# and the span it comes from
+_Step = tuple[Any, Call | None, str]
 
 
 def _cycles(
@@ -345,7 +383,26 @@ def _cycles(
 ) -> None:
     """Loops (a cycle repeating `loop_min_repeats` times or more) and duplicate tool calls (a cycle
     that occurs twice), per agent run."""
-    runs: dict[str, list[tuple[Any, Call | None, str]]] = defaultdict(list)
+    for steps in _runs(spans, calls, scopes).values():
+        for first, later, length in _find_cycles([k for k, _, _ in steps], t):
+            iterations = 1 + len(later) // length
+            for n, j in enumerate(later):
+                repeat = steps[j][1]
+                if repeat is None or repeat.span["span_id"] in done:
+                    continue
+                origin = steps[first[n % length]][2]
+                _charge_repeat(
+                    waste, t, [steps[k] for k in first], repeat, origin, n // length + 2, iterations
+                )
+                done.add(repeat.span["span_id"])
+
+
+def _runs(
+    spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str, str]
+) -> dict[str, list[_Step]]:
+    """Each agent run's steps in order: model calls by model; tool calls by tool and arguments,
+    from tool spans, or in a run with none, from the tool calls the model asked for."""
+    runs: dict[str, list[_Step]] = defaultdict(list)
     call_of = {c.span["span_id"]: c for c in calls}
     with_tool_spans = {scopes[s["span_id"]] for s in spans if s["step_kind"] == "tool"}
     for span in spans:
@@ -360,47 +417,42 @@ def _cycles(
             # without captured arguments two calls of one tool cannot be told apart: never a cycle
             args = span["tool_args_hash"] if span["has_tool_args"] else span["span_id"]
             runs[scope].append((("tool", span["tool_name"], args), None, span["span_id"]))
-    for steps in runs.values():
-        for first, later, length in _find_cycles([k for k, _, _ in steps], t):
-            iterations = 1 + len(later) // length
-            loop = iterations >= t.loop_min_repeats
-            names = " → ".join(str(steps[j][0][1]) or "tool" for j in first)
-            for n, j in enumerate(later):
-                repeat = steps[j][1]
-                if repeat is None or repeat.span["span_id"] in done:
-                    continue
-                origin = steps[first[n % length]][2]
-                tools = [steps[k][2] for k in first if steps[k][0][0] == "tool"]
-                numbers = {
-                    "cycle": names,
-                    "iterations": iterations,
-                    "iteration": n // length + 2,
-                    "first_iteration": [steps[k][2] for k in first],
-                    **usd_formula(repeat),
-                }
-                if loop:
-                    waste(
-                        "loop",
-                        repeat,
-                        repeat.whole(),
-                        repeat.tokens,
-                        [origin],
-                        f"iteration {n // length + 2} of {iterations} of the cycle {names}",
-                        "loop.cycle",
-                        numbers,
-                    )
-                else:
-                    waste(
-                        "duplicate",
-                        repeat,
-                        repeat.whole(),
-                        repeat.tokens,
-                        [origin, *tools],
-                        f"asked for the same tool call again ({names}); its result was already there",
-                        "duplicate.tool_call",
-                        numbers,
-                    )
-                done.add(repeat.span["span_id"])
+    return runs
+
+
+def _charge_repeat(
+    waste: Waste,
+    t: Thresholds,
+    first: list[_Step],
+    repeat: Call,
+    origin: str,
+    iteration: int,
+    iterations: int,
+) -> None:
+    """A model call in a later iteration of a cycle: a loop's, or a duplicate tool call's."""
+    names = " → ".join(str(key[1]) or "tool" for key, _, _ in first)
+    numbers = {
+        "cycle": names,
+        "iterations": iterations,
+        "iteration": iteration,
+        "first_iteration": [span_id for _, _, span_id in first],
+        **usd_formula(repeat),
+    }
+    if iterations >= t.loop_min_repeats:
+        reason = f"iteration {iteration} of {iterations} of the cycle {names}"
+        waste("loop", repeat, repeat.whole(), repeat.tokens, [origin], reason, "loop.cycle", numbers)
+        return
+    tools = [span_id for key, _, span_id in first if key[0] == "tool"]
+    waste(
+        "duplicate",
+        repeat,
+        repeat.whole(),
+        repeat.tokens,
+        [origin, *tools],
+        f"asked for the same tool call again ({names}); its result was already there",
+        "duplicate.tool_call",
+        numbers,
+    )
 
 
 def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[int], int]]:
@@ -466,12 +518,9 @@ def _duplicate_requests(
 
 
 def trace_failed(spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds) -> tuple[str, bool, str]:
-    """(outcome, failed, why): the task's outcome ("success", "failure" or "") from the outcomes
-    table or, when it has none, outcome attributes on its spans; failed when that is a failure or
-    the run ended in an error without a successful outcome."""
-    if not outcome:
-        outcomes = {s["outcome"] for s in spans if s.get("outcome")}
-        outcome = "failure" if "false" in outcomes else "success" if "true" in outcomes else ""
+    """(outcome, failed, why): the task's outcome ("success", "failure" or "", from the outcomes
+    the reconciler filed, `tokentrail.store.outcomes`); failed when that is a failure or the run
+    ended in an error without a successful outcome."""
     if outcome == "failure":
         return outcome, True, "the recorded outcome is a failure"
     if t.no_outcome_on_error and outcome != "success" and _ended_in_error(spans):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokentrail import providers
 from tokentrail import semconv as sc
 from tokentrail.collector import _messages
 
@@ -232,36 +233,16 @@ _PYDANTIC_AI = (
     "pydantic_ai.model_request.attempt",
 )
 
-# OTel provider names (`gen_ai.provider.name` values); frameworks are not providers
-_PROVIDER_ALIASES = {
-    "az.ai.openai": "azure.ai.openai",
-    "azure": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai",
-    "az.ai.inference": "azure.ai.inference",
-    "gemini": "gcp.gemini",
-    "vertex_ai": "gcp.vertex_ai",
-    "vertexai": "gcp.vertex_ai",
-    "google": "gcp.gen_ai",
-    "aws": "aws.bedrock",
-    "bedrock": "aws.bedrock",
-    "xai": "x_ai",
-    "mistralai": "mistral_ai",
-    "mistral": "mistral_ai",
-    "moonshot": "moonshot_ai",
-    "watsonx": "ibm.watsonx.ai",
-}
-_FRAMEWORKS = frozenset(
-    {"langchain", "crewai", "langgraph", "llamaindex", "llama_index", "haystack", "dspy", "autogen"}
-)
 _CLAUDE_CODE_SERVICES = frozenset({"claude-code", "claude_code"})
 _CODEX_SERVICES = frozenset({"codex_cli_rs", "codex-cli", "codex_exec", "codex"})
 
 
 def _first(attrs: Mapping[str, Any], keys: Sequence[str]) -> Any:
     for key in keys:
-        value = attrs.get(key)
-        if value is not None and value != "":
-            return value
+        if key in attrs:  # most keys are absent: a membership test is the cheapest way to say so
+            value = attrs[key]
+            if value is not None and value != "":
+                return value
     return None
 
 
@@ -326,13 +307,6 @@ def _canonical(text: str) -> str:
         return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     except (ValueError, TypeError):
         return text
-
-
-def provider_name(raw: Any) -> str:
-    value = _str(raw).strip().lower()
-    if not value or value in _FRAMEWORKS:
-        return ""
-    return _PROVIDER_ALIASES.get(value, value)
 
 
 def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str) -> str:
@@ -493,12 +467,13 @@ def _has_content(messages: str) -> bool:
 
 
 def _exclusive_input(n: Normalized, attrs: Mapping[str, Any], convention: str) -> bool:
-    """Whether the reported input tokens leave out the cached ones, as Anthropic's API counts them
-    (OTel's `gen_ai.usage.input_tokens` includes them): Claude Code's raw usage, OpenLIT's spans of
-    Anthropic calls, and any count smaller than its own cached part."""
+    """Whether the reported input tokens leave out the cached ones, as some providers' own usage
+    counts them (`tokentrail.providers`; OTel's `gen_ai.usage.input_tokens` includes them): Claude
+    Code's raw usage (Anthropic's), OpenLIT's spans (it passes the provider's usage through), and
+    any count smaller than its own cached part."""
     if convention == "claude_code":
         return sc.GEN_AI_USAGE_INPUT_TOKENS not in attrs
-    if convention == "openlit" and n.provider == "anthropic":
+    if convention == "openlit" and providers.input_excludes_cache(n.provider):
         return True
     return n.input_tokens < n.cache_read_tokens + n.cache_write_tokens
 
@@ -586,8 +561,18 @@ def _fill(
     client: bool,
 ) -> None:
     convention = n.convention = _convention(attrs, resource, name)
-    operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
-    n.operation = operation
+    _step_into(n, name, attrs, convention, client)
+    _cost_into(n, attrs, convention)
+    _names_into(n, name, attrs, resource, convention)
+    _error_into(n, attrs, is_error, events)
+    _tool_into(n, attrs, convention)
+    _messages_into(n, attrs, events)
+    _hashes_into(n)
+
+
+def _step_into(n: Normalized, name: str, attrs: Mapping[str, Any], convention: str, client: bool) -> None:
+    """What the span is (step kind, operation) and the models it names."""
+    operation = n.operation = _str(attrs.get(sc.GEN_AI_OPERATION_NAME) or attrs.get("llm.request.type"))
     n.step_kind, n.step_subkind = _kind(attrs, name, operation, client)
     n.request_model = _str(_first(attrs, _REQUEST_MODEL))
     n.response_model = _str(_first(attrs, _RESPONSE_MODEL))
@@ -598,9 +583,13 @@ def _fill(
         operation_name, _, model = name.partition(" ")
         if operation_name in _NAMED_OPERATIONS and model and " " not in model:
             n.step_kind, n.request_model = _OPERATIONS[operation_name][0], model
-    n.provider = provider_name(_first(attrs, _PROVIDER))
+
+
+def _cost_into(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
+    """The provider, the usage and whether the call is billed, and any cost the emitter reported."""
+    n.provider = providers.otel_name(_str(_first(attrs, _PROVIDER)))
     if not n.provider and convention == "claude_code" and n.step_kind == sc.STEP_LLM:
-        n.provider = "anthropic"
+        n.provider = providers.ANTHROPIC
     _usage(n, attrs, convention)
     # embeddings are model calls too: billed on their input tokens
     n.billable = n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING) and n.usage_reported
@@ -608,12 +597,18 @@ def _fill(
     if n.reported_cost is None and attrs.get("cost_usd_micros") is not None:
         micros = _float(attrs.get("cost_usd_micros"))
         n.reported_cost = micros / 1e6 if micros is not None else None
+
+
+def _names_into(
+    n: Normalized, name: str, attrs: Mapping[str, Any], resource: Mapping[str, Any], convention: str
+) -> None:
+    """Agent, workflow, conversation, user, the response's id and how it finished."""
     agent = _first(attrs, _AGENT)
     if agent is None and n.step_kind == sc.STEP_AGENT and convention == "openllmetry":
         agent = attrs.get("traceloop.entity.name")
     n.agent_name = _str(agent)
     if n.step_kind == sc.STEP_AGENT and not n.agent_name:
-        if not n.step_subkind and operation == sc.OP_INVOKE_AGENT and convention != "openinference":
+        if not n.step_subkind and n.operation == sc.OP_INVOKE_AGENT and convention != "openinference":
             n.step_subkind = "workflow"  # an agent invocation without an agent: the run around the agents
         # the span's own name then names the run (OpenInference names agent spans after their agent)
         n.agent_name = name.removeprefix(f"{sc.OP_INVOKE_AGENT} ")
@@ -622,6 +617,13 @@ def _fill(
     n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))
     n.response_id = n.response_id or _str(_first(attrs, _RESPONSE_ID))
     n.finish_reasons = n.finish_reasons or _strings(_first(attrs, _FINISH))
+
+
+def _error_into(
+    n: Normalized, attrs: Mapping[str, Any], is_error: bool, events: Sequence[tuple[str, Mapping[str, Any]]]
+) -> None:
+    """How the span failed (error type, else HTTP status, else its exception event) and which
+    attempt it was."""
     n.error_type = _str(attrs.get(sc.ERROR_TYPE))
     if n.error_type.startswith("<class '"):  # an exception class written as an attribute: its name
         n.error_type = n.error_type[8:].rstrip("'>").rsplit(".", 1)[-1]
@@ -636,8 +638,10 @@ def _fill(
     if n.step_subkind == "attempt":
         n.retry_attempt = min(_count(attrs.get("pydantic_ai.model_request.attempt")) + 1, 65535)
     n.retry_reason = _str(attrs.get(sc.TT_RETRY_REASON))
-    _tool_into(n, attrs, convention)
-    _messages_into(n, attrs, events)
+
+
+def _hashes_into(n: Normalized) -> None:
+    """What makes two requests, two kinds of step or two asked-for tool calls alike."""
     if (
         n.step_kind in (sc.STEP_LLM, sc.STEP_EMBEDDING)
         and n.input_messages

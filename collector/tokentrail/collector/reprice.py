@@ -4,8 +4,8 @@ When `genai-prices` is upgraded (a provider changed its prices, a model was adde
 recomputed for a time range: `tokentrail reprice --since 30d`. The rule is the ingest's own
 (`pricing.price_call`): a cost the emitter reported still counts, unless it is a $0 the catalog
 contradicts; the catalog's figure beside it is brought up to date. A changed span is rewritten
-whole (the table replaces rows by key), its trace summary is refreshed, and the trace is analysed
-for waste again.
+whole (the table replaces rows by key), the reconciler (`tokentrail.store.reconcile`) brings its
+trace's summary up to date, and the trace is analysed for waste again.
 """
 
 from __future__ import annotations
@@ -14,42 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.collector import summary
-from tokentrail.pricing import PriceBook, Priced, price_call
+from tokentrail.pricing import PriceBook, price_call
+from tokentrail.store import reprice as stored
+from tokentrail.store.reconcile import reconcile
+from tokentrail.store.reprice import CostChange
 
 __all__ = ["RepriceResult", "reprice"]
-
-_CANDIDATES = """
-SELECT trace_id, span_id, provider, response_model, request_model, input_tokens, output_tokens,
-    cache_read_tokens, cache_write_tokens,
-    step_kind IN ('llm', 'embedding'),  -- billable as the ingest saw it, before parents were unbilled
-    -- rows written before reported costs had a column of their own kept them in cost_usd
-    if(reported_cost_usd IS NULL AND cost_source = 'reported', cost_usd, reported_cost_usd),
-    cost_usd, cost_source, catalog_cost_usd
-FROM spans FINAL
-WHERE project = {project:String}
-  AND start_time >= fromUnixTimestamp64Nano({start:Int64}) AND start_time < fromUnixTimestamp64Nano({end:Int64})
-  AND usage_reported = 1
-ORDER BY trace_id, span_id
-"""
-
-_REWRITE = """
-INSERT INTO spans
-SELECT * REPLACE (
-    transform(span_id, {ids:Array(String)}, {costs:Array(Nullable(Float64))}, CAST(NULL AS Nullable(Float64)))
-        AS cost_usd,
-    transform(span_id, {ids:Array(String)}, {sources:Array(String)}, '') AS cost_source,
-    transform(span_id, {ids:Array(String)}, {reported:Array(Nullable(Float64))}, CAST(NULL AS Nullable(Float64)))
-        AS reported_cost_usd,
-    transform(span_id, {ids:Array(String)}, {catalog:Array(Nullable(Float64))}, CAST(NULL AS Nullable(Float64)))
-        AS catalog_cost_usd,
-    {version:String} AS price_version,
-    now64(3) AS ingested_at)
-FROM (
-    SELECT * FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {ids:Array(String)}
-)
-"""
 
 _BATCH = 5000
 
@@ -62,6 +32,39 @@ class RepriceResult:
     version: str = ""
 
 
+def _changes(calls: list[dict[str, Any]], prices: PriceBook) -> list[CostChange]:
+    """The calls whose cost columns differ from what `price_call` says today."""
+    changed = []
+    for call in calls:
+        new = price_call(
+            prices,
+            call["provider"],
+            (call["response_model"], call["request_model"]),
+            billable=bool(call["model_call"]),
+            input_tokens=call["input_tokens"],
+            output_tokens=call["output_tokens"],
+            cache_read_tokens=call["cache_read_tokens"],
+            cache_write_tokens=call["cache_write_tokens"],
+            reported=call["reported"],
+        )
+        if (new.cost, new.source, new.catalog) != (
+            call["cost_usd"],
+            call["cost_source"],
+            call["catalog_cost_usd"],
+        ):
+            changed.append(
+                CostChange(
+                    call["trace_id"],
+                    call["span_id"],
+                    new.cost,
+                    new.source,
+                    call["reported"],
+                    new.catalog,
+                )
+            )
+    return changed
+
+
 def reprice(
     client: Any,
     project: str,
@@ -71,58 +74,17 @@ def reprice(
     progress: Callable[[int, int], None] | None = None,
     task_attribute: str = "",
 ) -> RepriceResult:
-    rows = client.query(
-        _CANDIDATES, parameters={"project": project, "start": start_ns, "end": end_ns}
-    ).result_rows
-    result = RepriceResult(examined=len(rows), version=prices.version)
-    changed: list[tuple[str, str, Priced, float | None]] = []
-    for (
-        trace_id,
-        span_id,
-        provider,
-        response,
-        request,
-        inp,
-        out,
-        read,
-        write,
-        billable,
-        reported,
-        *old,
-    ) in rows:
-        new = price_call(
-            prices,
-            provider,
-            (response, request),
-            billable=bool(billable),
-            input_tokens=inp,
-            output_tokens=out,
-            cache_read_tokens=read,
-            cache_write_tokens=write,
-            reported=reported,
-        )
-        if (new.cost, new.source, new.catalog) != tuple(old):
-            changed.append((trace_id, span_id, new, reported))
+    """Reprice the project's model calls that started in [start_ns, end_ns); `progress` is told
+    (changed spans rewritten, all to rewrite) after each batch."""
+    calls = stored.model_calls(client, project, start_ns, end_ns)
+    changed = _changes(calls, prices)
     touched: set[tuple[str, str]] = set()
     for i in range(0, len(changed), _BATCH):
         batch = changed[i : i + _BATCH]
-        trace_ids = sorted({t for t, *_ in batch})
-        params: dict[str, Any] = {
-            "project": project,
-            "trace_ids": trace_ids,
-            "ids": [s for _, s, _, _ in batch],
-            "costs": [p.cost for _, _, p, _ in batch],
-            "sources": [p.source for _, _, p, _ in batch],
-            "reported": [r for _, _, _, r in batch],
-            "catalog": [p.catalog for _, _, p, _ in batch],
-            "version": prices.version,
-        }
-        client.command(_REWRITE, parameters=params, settings={"async_insert": 0})
-        batch_traces = {(project, t) for t in trace_ids}
-        summary.refresh(client, batch_traces, task_attribute)
+        stored.rewrite_costs(client, project, batch, prices.version)
+        batch_traces = {(project, c.trace_id) for c in batch}
+        reconcile(client, batch_traces, task_attribute)
         touched |= batch_traces
         if progress is not None:
             progress(min(i + _BATCH, len(changed)), len(changed))
-    result.changed = len(changed)
-    result.traces = len(touched)
-    return result
+    return RepriceResult(len(calls), len(changed), len(touched), prices.version)

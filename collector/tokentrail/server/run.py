@@ -58,64 +58,81 @@ async def _serve_all(servers: list[_Server]) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
+class _Background:
+    """The collector and the threads beside it (waste analysis, budget alerts), stopped in reverse."""
+
+    def __init__(self) -> None:
+        self.collector: Any = None
+        self.analyzer: Any = None
+        self.alerter: Any = None
+
+    def start(self, settings: Settings, store: Store) -> Any:
+        """Start them; returns the collector's ASGI app."""
+        from tokentrail.analysis.run import Analyzer
+        from tokentrail.collector.service import Collector
+
+        pricer = _pricer()
+        self.collector = Collector(settings, store, pricer=pricer)
+        self.collector.start()
+        # traces are analysed for waste once they have been quiet for waste_idle_seconds
+        self.analyzer = Analyzer(store.new_client(), settings, pricer)
+        self.analyzer.start()
+        if settings.budgets and settings.budget_webhook:
+            from tokentrail.analysis.budgets import BudgetAlerter
+
+            self.alerter = BudgetAlerter(
+                store.new_client(),
+                list(settings.budgets),
+                settings.budget_webhook,
+                ui_url=f"http://{settings.host}:{settings.ui_port}",
+            )
+            self.alerter.start()
+        return self.collector.app
+
+    def stop(self) -> None:
+        for worker in (self.alerter, self.analyzer):
+            if worker is not None:
+                worker.stop()
+                worker.client.close()
+        if self.collector is not None:
+            self.collector.stop()
+
+
+def _announce(settings: Settings, *, collector: bool, web: bool, web_app: Any) -> None:
+    if collector:
+        print(
+            f"OTLP/HTTP  http://{settings.host}:{settings.otlp_http_port}  "
+            f"(OTEL_EXPORTER_OTLP_ENDPOINT=http://{settings.host}:{settings.otlp_http_port})\n"
+            f"OTLP/gRPC  {settings.host}:{settings.otlp_grpc_port}",
+            flush=True,
+        )
+    if web_app is not None:
+        print(f"Web UI     http://{settings.host}:{settings.ui_port}/", flush=True)
+    elif web:
+        print("Web UI     not part of this install", flush=True)
+
+
 def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> None:
     store = connect(settings)
     applied = migrate(store)
     if applied:
         logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
     servers: list[_Server] = []
-    running: Any = None
-    analyzer: Any = None
-    alerter: Any = None
+    background = _Background()
     try:
         if collector:
-            from tokentrail.analysis.run import Analyzer
-            from tokentrail.collector.service import Collector
-
-            pricer = _pricer()
-            running = Collector(settings, store, pricer=pricer)
-            running.start()
-            # traces are analysed for waste once they have been quiet for waste_idle_seconds
-            analyzer = Analyzer(store.new_client(), settings, pricer)
-            analyzer.start()
-            if settings.budgets and settings.budget_webhook:
-                from tokentrail.analysis.budgets import BudgetAlerter
-
-                alerter = BudgetAlerter(
-                    store.new_client(),
-                    list(settings.budgets),
-                    settings.budget_webhook,
-                    ui_url=f"http://{settings.host}:{settings.ui_port}",
-                )
-                alerter.start()
-            servers.append(_Server(server_config(running.app, settings, settings.otlp_http_port)))
+            app = background.start(settings, store)
+            servers.append(_Server(server_config(app, settings, settings.otlp_http_port)))
         web_app = _web_app(settings, store) if web else None
         if web_app is not None:
             # the same limits and deadlines as the collector's port: trickling clients are no
             # kinder to the UI
             servers.append(_Server(server_config(web_app, settings, settings.ui_port)))
-        if collector:
-            print(
-                f"OTLP/HTTP  http://{settings.host}:{settings.otlp_http_port}  "
-                f"(OTEL_EXPORTER_OTLP_ENDPOINT=http://{settings.host}:{settings.otlp_http_port})\n"
-                f"OTLP/gRPC  {settings.host}:{settings.otlp_grpc_port}",
-                flush=True,
-            )
-        if web_app is not None:
-            print(f"Web UI     http://{settings.host}:{settings.ui_port}/", flush=True)
-        elif web:
-            print("Web UI     not part of this install", flush=True)
+        _announce(settings, collector=collector, web=web, web_app=web_app)
         if not servers:
             raise OSError("nothing to serve")
         print(f"Database   {settings.clickhouse_url} (database {settings.database})", flush=True)
         asyncio.run(_serve_all(servers))
     finally:
-        if alerter is not None:
-            alerter.stop()
-            alerter.client.close()
-        if analyzer is not None:
-            analyzer.stop()
-            analyzer.client.close()
-        if running is not None:
-            running.stop()
+        background.stop()
         store.close()

@@ -1,4 +1,5 @@
-"""One frozen settings object per server process, read from the environment by `from_env`.
+"""One frozen settings object per server process, read from the environment by `from_env`, with
+the waste rules' thresholds and the budgets among its values.
 
 Servers are strict: a bad value stops start-up with a message that names the variable.
 """
@@ -11,16 +12,71 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tokentrail.analysis.budgets import Budget, parse_budgets
-from tokentrail.analysis.ledger import Thresholds
-
-__all__ = ["Settings", "SettingsError", "from_env"]
+__all__ = ["Budget", "Settings", "SettingsError", "Thresholds", "from_env", "parse_budgets"]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_BUDGET = re.compile(r"^(daily|monthly):(project|service|user)=([^:,]{1,200}):([0-9]+(?:\.[0-9]+)?)$")
 
 
 class SettingsError(ValueError):
     """A setting has a value the server cannot run with."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The waste rules' settings (`TOKENTRAIL_WASTE_*`; the README documents each)."""
+
+    #: a cycle repeating this often in a row is a loop; one that occurs twice is a duplicate tool call
+    loop_min_repeats: int = 3
+    loop_max_cycle: int = 4
+    #: context bloat: stale context up to the first call's input (at least this much) is allowed…
+    bloat_min_tokens: int = 1_000
+    #: …and never more than this, nor more than this share of the model's context window
+    bloat_carry_tokens: int = 16_000
+    bloat_window_share: float = 0.1
+    cache_min_tokens: int = 1024
+    cache_ttl_seconds: float = 300.0
+    oversized_max_output_tokens: int = 16
+    oversized_min_saving: float = 0.5
+    #: a run that ended in an error without a successful outcome counts as no outcome
+    no_outcome_on_error: bool = True
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A spend limit (`TOKENTRAIL_BUDGETS`; tokentrail.analysis.budgets watches them)."""
+
+    period: str  # "daily" or "monthly"
+    scope: str  # "project", "service" or "user"
+    value: str  # the project, service or user it limits
+    limit_usd: float
+    project: str  # the project whose spend counts
+
+    @property
+    def key(self) -> str:
+        return f"{self.period}:{self.scope}={self.value}"
+
+
+def parse_budgets(raw: str, default_project: str = "default") -> list[Budget]:
+    """`daily:project=default:50,monthly:service=support-bot:1000` → budgets; ValueError says what is wrong."""
+    budgets = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        match = _BUDGET.match(item)
+        if not match:
+            raise ValueError(
+                f"{item!r} is not period:scope=value:usd (period daily|monthly, scope project|service|user)"
+            )
+        value = match[3].strip()
+        budgets.append(
+            Budget(
+                match[1],
+                match[2],
+                value,
+                float(match[4]),
+                value if match[2] == "project" else default_project,
+            )
+        )
+    return budgets
 
 
 @dataclass(frozen=True)
@@ -60,7 +116,7 @@ class Settings:
     chdb_max_memory_bytes: int = 4 << 30
     #: a trace is analysed for waste once it has had no new spans for this long
     waste_idle_seconds: float = 30.0
-    #: the waste detectors' thresholds (tokentrail.analysis.ledger documents each)
+    #: the waste detectors' thresholds (tokentrail.analysis.ledger documents each rule)
     waste: Thresholds = field(default_factory=Thresholds)
     #: a span or resource attribute that names a task's type (else `tokentrail.task.type`)
     task_type_attribute: str = ""

@@ -11,15 +11,17 @@ from typing import Any
 
 from tokentrail.store.connection import Client
 
-__all__ = ["Client", "first", "rows"]
+__all__ = ["Client", "Row", "first", "rows"]
+
+Row = dict[str, Any]
 
 
-def rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def rows(client: Client, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
     """The statement's rows, each a dict in the column order of its SELECT."""
-    return list(client.query(sql, parameters=params).named_results())
+    return list(client.query(sql, parameters=params or {}).named_results())
 
 
-def first(client: Client, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+def first(client: Client, sql: str, params: dict[str, Any] | None = None) -> Row | None:
     """The statement's first row, or None when it has none."""
-    found: dict[str, Any] | None = client.query(sql, parameters=params).first_item
+    found: Row | None = client.query(sql, parameters=params or {}).first_item
     return found

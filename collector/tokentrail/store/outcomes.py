@@ -1,4 +1,5 @@
-"""How a trace ended, from the `outcomes` table: SQL shared by the waste analysis and the UI.
+"""How a trace ended, from the `outcomes` table: the verdict every reader (the waste analysis, the UI)
+shares. The reconciler (`tokentrail.store.reconcile`) files the outcomes; this reads them.
 
 An outcome judges a trace, a task id or a conversation id; a trace takes the outcomes of all
 three. Per target, the latest outcome of each name counts (a ticket reopened after it was

@@ -8,7 +8,8 @@ an outcome) and reconciles them at most every `summary_seconds`: on a thread of 
 ClickHouse client of its own, beside the inserts; or, without one, on the writer's thread between
 inserts. A step that fails keeps its traces for the next one; the spans are stored either way.
 
-`reconcile` is the writer's one call into the reconciler (for `Summaries` and for `load`).
+`reconcile` is the writer's one call into the reconciler, `tokentrail.store.reconcile` (for
+`Summaries` and for `load`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from tokentrail.collector import summary
 from tokentrail.collector.flatten import Flattened
+from tokentrail.store.reconcile import reconcile as store_reconcile
 
 __all__ = ["Summaries", "reconcile"]
 
@@ -32,7 +33,7 @@ Traces = set[tuple[str, str]]
 def reconcile(client: Any, traces: Traces, judged: Traces, task_attribute: str) -> int:
     """Bring what depends on whole traces up to date for `traces` ((project, trace id) pairs);
     `judged`: those of them with a span that records an outcome. Returns how many traces."""
-    return summary.refresh(client, traces, task_attribute, judged)
+    return store_reconcile(client, traces, task_attribute, judged)
 
 
 class Summaries:

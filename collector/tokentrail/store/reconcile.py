@@ -1,7 +1,19 @@
-"""Keep `traces` (the per-trace summary) and the `billable` flag right as spans arrive.
+"""The reconciler: what is derived from `spans` once they are stored, for the traces that changed.
 
-Both are recomputed from `spans` for the traces a batch touched, inside ClickHouse, so a
-re-sent or replayed span never counts twice and spans that arrive late are folded in.
+Three jobs, each recomputed inside ClickHouse from the trace's stored spans, so a re-sent or
+replayed span never counts twice and a span that arrives late is folded in:
+
+1. Unbill duplicates (`unbill_duplicates`). A model-call span whose child is a model-call span
+   reporting usage for the same request (a framework's span around the client's own) repeats the
+   child's usage: only the leaf stays billable. Two spans of one trace with the same response id
+   are one request recorded twice (a client traced beside a framework): one stays billable.
+2. Trace summaries (`summarize`): one `traces` row per trace (times, root, agents, models,
+   counts, tokens and cost of its billable calls, task), rewritten whole.
+3. File outcomes (`file_outcomes`): outcomes carried by spans go into `outcomes` under their
+   target, and targets elsewhere that just received one are touched so they are analysed again.
+
+`reconcile` runs them, in that order, for a set of (project, trace id) pairs: the writer after
+each batch, `reprice` after rewriting costs, and any other writer of spans.
 """
 
 from __future__ import annotations
@@ -9,14 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["refresh"]
+from tokentrail.store._rows import Row, rows
 
-# An LLM span whose child is an LLM span reporting usage for the same request (a framework span
-# around the client call) repeats the child's usage: only the leaf stays billable. Two different response ids are two requests, both billed. First the few such
-# parents, from narrow columns; then only those rows are rewritten (reading every column of every
-# span of the traces, to find none in most batches, was the slow part).
-_BILLED_PARENTS = """
-SELECT p.trace_id, p.span_id FROM (
+__all__ = ["file_outcomes", "reconcile", "summarize", "unbill_duplicates"]
+
+# First the few wrapper parents, from narrow columns; then only those rows are rewritten (reading
+# every column of every span of the traces, to find none in most batches, was the slow part).
+# Two different response ids are two requests, both billed.
+_WRAPPER_PARENTS = """
+SELECT p.trace_id AS trace_id, p.span_id AS span_id FROM (
     SELECT trace_id, span_id, response_id FROM spans FINAL
     WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
 ) AS p
@@ -31,11 +44,11 @@ WHERE p.response_id = '' OR c.response_id = '' OR p.response_id = c.response_id
 GROUP BY p.trace_id, p.span_id
 """
 
-# Two billable spans of one trace with the same response id are one request recorded twice (the
-# anthropic client traces its own calls beside OpenLLMetry's or a framework's span): one stays
-# billable, the one that recorded the most (content, finish reasons), else the first.
+# Billable spans sharing a response id with another billable span of their trace.
 _TWINS = """
-SELECT trace_id, response_id, span_id, input_messages != '' OR output_messages != '', notEmpty(finish_reasons)
+SELECT trace_id, response_id, span_id,
+    input_messages != '' OR output_messages != '' AS has_content,
+    notEmpty(finish_reasons) AS has_finish_reasons
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND response_id != ''
   AND (trace_id, response_id) IN (
@@ -75,8 +88,7 @@ SELECT
        argMinIf(agent_name, start_time, step_kind = 'agent' AND agent_name != ''),
        argMinIf(workflow_name, start_time, workflow_name != '')),
     groupUniqArrayIf(agent_name, agent_name != ''),
-    groupUniqArrayIf(if(response_model != '', response_model, request_model),
-                     billable = 1 AND (response_model != '' OR request_model != '')),
+    groupUniqArrayIf(model, billable = 1 AND model != ''),
     toUInt32(count()),
     toUInt32(countIf(billable = 1)),
     toUInt32(countIf(step_kind = 'tool')),
@@ -97,8 +109,8 @@ SELECT
     if(countIf(named != '') > 0, argMinIf(named, start_time, named != ''),
        argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != ''))
 FROM (
-    SELECT *, if(attributes[{task_attribute:String}] != '', attributes[{task_attribute:String}],
-                 resource_attributes[{task_attribute:String}]) AS named
+    SELECT *, model, if(attributes[{task_attribute:String}] != '', attributes[{task_attribute:String}],
+                        resource_attributes[{task_attribute:String}]) AS named
     FROM spans FINAL
     WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 )
@@ -168,13 +180,56 @@ WHERE project = {project:String}
 _CHUNK = 2000
 
 
-def _file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
+def unbill_duplicates(client: Any, project: str, trace_ids: list[str]) -> int:
+    """Clear `billable` on wrapper parents and on all but one of each set of request twins;
+    returns how many spans were unbilled."""
+    params = {"project": project, "trace_ids": trace_ids}
+    unbill = {(r["trace_id"], r["span_id"]) for r in rows(client, _WRAPPER_PARENTS, params)}
+    # a wrapper and its leaf are not twins: the leaf stays billed
+    twins = [r for r in rows(client, _TWINS, params) if (r["trace_id"], r["span_id"]) not in unbill]
+    unbill.update(_extra_twins(twins))
+    if unbill:
+        client.command(
+            _UNBILL,
+            parameters={
+                "project": project,
+                "trace_ids": sorted({t for t, _ in unbill}),
+                "span_ids": sorted({s for _, s in unbill}),
+            },
+        )
+    return len(unbill)
+
+
+def _extra_twins(twins: list[Row]) -> list[tuple[str, str]]:
+    """(trace id, span id) of the twins to unbill: of each response id's spans, in start order,
+    the one that recorded the most (content, then finish reasons) stays billed, else the first."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in twins:
+        groups.setdefault((row["trace_id"], row["response_id"]), []).append(row)
+    out = []
+    for (trace_id, _), group in groups.items():
+        keep = max(group, key=lambda r: (bool(r["has_content"]), bool(r["has_finish_reasons"])))
+        out += [(trace_id, r["span_id"]) for r in group if r is not keep]  # max keeps the first of equals
+    return out
+
+
+def summarize(client: Any, project: str, trace_ids: list[str], task_attribute: str = "") -> None:
+    """Rewrite the `traces` rows of these traces from their spans. `task_attribute`: a span or
+    resource attribute that names a trace's task type; `tokentrail.task.type` when it is absent."""
+    client.command(
+        _SUMMARIZE,
+        parameters={"project": project, "trace_ids": trace_ids, "task_attribute": task_attribute},
+    )
+
+
+def file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
+    """File the outcomes these traces' spans carry, and touch the other targets they judge."""
     params = {"project": project, "trace_ids": trace_ids}
     client.command(_OUTCOMES, parameters=params)
     client.command(_OUTCOME_EVENTS, parameters=params)
     targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
-    for kind, target in client.query(_TARGETS, parameters=params).result_rows:
-        targets[kind].append(target)
+    for row in rows(client, _TARGETS, params):
+        targets[row["target_kind"]].append(row["target_id"])
     if any(targets.values()):
         client.command(
             _TOUCH,
@@ -187,28 +242,14 @@ def _file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
         )
 
 
-def _twins(rows: list[tuple[Any, ...]]) -> list[tuple[str, str]]:
-    """(trace id, span id) of the spans to unbill among same-response-id twins."""
-    groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in rows:
-        groups.setdefault((row[0], row[1]), []).append(row)
-    out = []
-    for (trace_id, _), twins in groups.items():
-        keep = max(twins, key=lambda r: (bool(r[3]), bool(r[4])))  # max keeps the first of equals
-        out += [(trace_id, r[2]) for r in twins if r is not keep]
-    return out
-
-
-def refresh(
+def reconcile(
     client: Any,
     traces: Iterable[tuple[str, str]],
     task_attribute: str = "",
     outcome_traces: Iterable[tuple[str, str]] | None = None,
 ) -> int:
-    """Recompute billable flags and summaries for these (project, trace_id) pairs.
+    """Run the three jobs for these (project, trace id) pairs; returns how many traces.
 
-    `task_attribute`: a span or resource attribute that names a trace's task type
-    (TOKENTRAIL_TASK_TYPE_ATTRIBUTE); `tokentrail.task.type` when it is absent.
     `outcome_traces`: those of the traces with a span that records an outcome (None: any may);
     outcomes are filed for these only, which spares the other traces' attribute maps."""
     with_outcomes = None if outcome_traces is None else set(outcome_traces)
@@ -219,28 +260,10 @@ def refresh(
     for project, ids in by_project.items():
         for i in range(0, len(ids), _CHUNK):
             chunk = ids[i : i + _CHUNK]
-            params = {"project": project, "trace_ids": chunk}
-            parents = [tuple(r) for r in client.query(_BILLED_PARENTS, parameters=params).result_rows]
-            wrappers = set(parents)  # a wrapper and its leaf are not twins: the leaf stays billed
-            parents += _twins(
-                [
-                    r
-                    for r in client.query(_TWINS, parameters=params).result_rows
-                    if (r[0], r[2]) not in wrappers
-                ]
-            )
-            if parents:
-                client.command(
-                    _UNBILL,
-                    parameters={
-                        "project": project,
-                        "trace_ids": sorted({t for t, _ in parents}),
-                        "span_ids": [s for _, s in parents],
-                    },
-                )
-            client.command(_SUMMARIZE, parameters={**params, "task_attribute": task_attribute})
+            unbill_duplicates(client, project, chunk)
+            summarize(client, project, chunk, task_attribute)
             done += len(chunk)
             judged = [t for t in chunk if with_outcomes is None or (project, t) in with_outcomes]
             if judged:
-                _file_outcomes(client, project, judged)
+                file_outcomes(client, project, judged)
     return done

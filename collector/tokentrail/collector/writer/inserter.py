@@ -27,10 +27,10 @@ from tokentrail.collector.flatten import LOG_COLUMNS, SPAN_COLUMNS, SPAN_SCHEMA,
 from tokentrail.collector.spool import KIND_TRACES
 from tokentrail.collector.writer.summaries import reconcile
 from tokentrail.pricing import PriceBook
+from tokentrail.store import ingest
 
 __all__ = ["MAX_BACKOFF", "backoff", "insert", "load", "transient"]
 
-_INSERT_SETTINGS = {"async_insert": 0}
 #: the longest wait between retries of a failing write, in seconds
 MAX_BACKOFF = 30.0
 #: ClickHouse error codes that say nothing about the data: resources, the network, the schema or the
@@ -89,14 +89,6 @@ def backoff(base: float, failures: int) -> float:
     return min(MAX_BACKOFF, base * 2.0 ** min(failures, 8))
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-_GLOB_CHARS = re.compile(r"[*?{}\[\]]")
-_SPAN_COLUMN_LIST = ", ".join(f"`{name}`" for name in SPAN_COLUMNS)
-
-
 def _one_stream(streams: list[bytes]) -> bytes:
     if len(streams) == 1:
         return streams[0]
@@ -114,27 +106,16 @@ def insert(client: Any, batches: Sequence[Flattened]) -> None:
     streams = [b.span_arrow for b in batches if b.span_arrow]
     staged = [b.span_file for b in batches if b.span_file is not None]
     if staged:
-        # Staged files exist only with the embedded database, which reads them itself: one
-        # INSERT for all of them (a glob of their names) makes one part instead of one per file.
-        directory = staged[0].parent
-        if _GLOB_CHARS.search(str(directory)) or any(f.parent != directory for f in staged):
-            streams += [f.read_bytes() for f in staged]  # a path ClickHouse would read as a pattern
+        # Staged files exist only with the embedded database, which reads them itself.
+        if ingest.readable_as_one(staged):
+            ingest.insert_span_files(client, SPAN_COLUMNS, staged)
         else:
-            names = staged[0].name if len(staged) == 1 else "{" + ",".join(f.name for f in staged) + "}"
-            path = _sql_string(f"{directory}/{names}")
-            client.command(
-                f"INSERT INTO spans ({_SPAN_COLUMN_LIST}) FROM INFILE {path} FORMAT ArrowStream",
-                settings=_INSERT_SETTINGS,
-            )
+            streams += [f.read_bytes() for f in staged]
     if streams:
-        client.raw_insert(
-            "spans", list(SPAN_COLUMNS), _one_stream(streams), settings=_INSERT_SETTINGS, fmt="ArrowStream"
-        )
+        ingest.insert_span_stream(client, SPAN_COLUMNS, _one_stream(streams))
     logs = [b.log_json for b in batches if b.log_json]
     if logs:
-        client.raw_insert(
-            "logs", list(LOG_COLUMNS), b"\n".join(logs), settings=_INSERT_SETTINGS, fmt="JSONCompactEachRow"
-        )
+        ingest.insert_log_rows(client, LOG_COLUMNS, b"\n".join(logs))
 
 
 def load(

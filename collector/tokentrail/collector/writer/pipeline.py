@@ -39,6 +39,7 @@ from tokentrail.collector.writer.pool import FlattenPool, Job, abandon, discard
 from tokentrail.collector.writer.reader import SpoolReader
 from tokentrail.collector.writer.summaries import Summaries
 from tokentrail.pricing import PriceBook
+from tokentrail.store import ingest
 
 __all__ = ["Writer", "WriterConfig"]
 
@@ -402,11 +403,7 @@ class Writer:
         return 0
 
     def _healthy(self) -> bool:
-        try:
-            self.client.command("SELECT 1")
-            return True
-        except Exception:
-            return False
+        return ingest.is_reachable(self.client)
 
     def _set_aside(self, record: Record, exc: BaseException) -> None:
         """Dead-letter a record that cannot be stored (durably: the checkpoint moves past it

@@ -17,23 +17,11 @@ from tokentrail import semconv as sc
 from tokentrail.instrumentation import _content, _invocation, _llm
 from tokentrail.instrumentation._invocation import Usage, as_count
 from tokentrail.instrumentation.langchain._messages import finish_reason, first, output_messages
+from tokentrail.providers import otel_name
 
 __all__ = ["record_result", "request"]
 
 # LangChain's `ls_provider` values → `gen_ai.provider.name` values
-_PROVIDERS = {
-    "azure": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai",
-    "google_genai": "gcp.gen_ai",
-    "google_vertexai": "gcp.vertex_ai",
-    "vertexai": "gcp.vertex_ai",
-    "bedrock": "aws.bedrock",
-    "amazon_bedrock": "aws.bedrock",
-    "bedrock_converse": "aws.bedrock",
-    "mistralai": "mistral_ai",
-    "xai": "x_ai",
-    "ibm": "ibm.watsonx.ai",
-}
 _PARAMS = {
     sc.GEN_AI_REQUEST_TEMPERATURE: "temperature",
     sc.GEN_AI_REQUEST_TOP_P: "top_p",
@@ -47,8 +35,7 @@ def _provider(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | N
     raw = metadata.get("ls_provider") or str(params.get("_type") or "").split("-", 1)[0]
     if not raw:
         return None
-    value = str(raw).strip().lower()
-    return _PROVIDERS.get(value, value)
+    return otel_name(str(raw)) or None
 
 
 def _request_params(params: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:

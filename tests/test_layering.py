@@ -59,7 +59,7 @@ CONTRACTS = (
     ),
     (
         "tokentrail.providers",
-        ("tokentrail.collector", "tokentrail.analysis", "tokentrail.web", "tokentrail.store"),
+        SERVER_PACKAGES + SERVER_DEPENDENCIES,
     ),
     ("tokentrail.server.settings", ("tokentrail.collector", "tokentrail.analysis", "tokentrail.web")),
 )

@@ -68,6 +68,20 @@ class Recorder:
                 span.set_attribute("error.type", error)
             span.end(end_time=max(self.tick(ms), start + ms * 1_000_000))
 
+    @contextmanager
+    def agent_run(self, agent: str, conversation: str, user: str, fail: bool = False) -> Iterator[Any]:
+        """The root `invoke_agent` span of an agent run in a conversation, for a user."""
+        with self.span(
+            f"invoke_agent {agent}",
+            5,
+            error="AgentFailed" if fail else "",
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name=agent,
+            gen_ai__conversation__id=conversation,
+            user__id=user,
+        ) as root:
+            yield root
+
     def chat(
         self,
         model: str,
@@ -125,15 +139,7 @@ def support_run(
 ) -> str:
     """invoke_agent → plan, chat, tool (with args/result), a failed chat retried, final chat.
     Returns the trace id (hex)."""
-    with rec.span(
-        f"invoke_agent {agent}",
-        5,
-        error="AgentFailed" if fail else "",
-        gen_ai__operation__name="invoke_agent",
-        gen_ai__agent__name=agent,
-        gen_ai__conversation__id=conversation,
-        user__id=user,
-    ) as root:
+    with rec.agent_run(agent, conversation, user, fail) as root:
         with rec.span(
             f"plan {agent}",
             3,

@@ -18,15 +18,7 @@ from tokentrail.web.format import usd
 def _run(rec: Recorder, agent: str, conversation: str, user: str, fail: bool, tool: str, model: str) -> str:
     """An agent run: a call to `model`, a tool, (when it fails) a failed gpt-4o call retried, and
     a gpt-4o-mini call."""
-    with rec.span(
-        f"invoke_agent {agent}",
-        5,
-        error="AgentFailed" if fail else "",
-        gen_ai__operation__name="invoke_agent",
-        gen_ai__agent__name=agent,
-        gen_ai__conversation__id=conversation,
-        user__id=user,
-    ) as root:
+    with rec.agent_run(agent, conversation, user, fail) as root:
         rec.chat(model, "openai", 1500, 90, agent=agent)
         with rec.span(
             f"execute_tool {tool}", 20, gen_ai__operation__name="execute_tool", gen_ai__tool__name=tool

@@ -9,7 +9,6 @@ up under RLIMIT_FSIZE, the kernel's per-file size limit, which needs no privileg
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import resource
@@ -33,11 +32,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tests.support.collector import (
+    chat_request,
+    child_pids,
     collector_env,
     free_port,
+    is_alive,
     running_collector,
     scrape,
     start_collector_process,
+    stored_span_counts,
 )
 from tokentrail.collector.service import Collector
 from tokentrail.collector.spool import KIND_TRACES, Spool
@@ -58,27 +61,6 @@ def _report_faults(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     with capture.global_and_fixture_disabled():
         print(line)
-
-
-def _request(rng: random.Random, spans: int, name: str = "chat step") -> tuple[bytes, list[str]]:
-    request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    attr = rs.resource.attributes.add()
-    attr.key, attr.value.string_value = "service.name", "fault-test"
-    scope = rs.scope_spans.add()
-    trace_id = rng.randbytes(16)
-    ids = []
-    for i in range(spans):
-        span = scope.spans.add()
-        span.trace_id, span.span_id = trace_id, rng.randbytes(8)
-        span.name = f"{name} {i}"
-        span.start_time_unix_nano = time.time_ns()
-        span.end_time_unix_nano = span.start_time_unix_nano + 1000
-        for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o-mini")):
-            kv = span.attributes.add()
-            kv.key, kv.value.string_value = key, value
-        ids.append(span.span_id.hex())
-    return request.SerializeToString(), ids
 
 
 def _post(client: httpx.Client, url: str, body: bytes) -> httpx.Response:
@@ -102,7 +84,7 @@ class _Senders:
         rng = random.Random(seed * 7919 + int(time.time()))
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
-                body, ids = _request(rng, self.spans)
+                body, ids = chat_request(rng, self.spans, "fault-test")
                 try:
                     r = _post(client, self.url, body)
                 except httpx.HTTPError:
@@ -152,21 +134,6 @@ def _drain_and_stop(proc: subprocess.Popen[bytes], port: int) -> None:
     _wait(lambda: _status(port)["spool"]["backlog_bytes"] == 0, 60, "the spool to drain")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
-
-
-def _stored_counts(env: dict[str, str]) -> dict[str, int]:
-    """span id -> rows in ClickHouse, asked by another process once the collector has stopped."""
-    code = (
-        "import json\n"
-        "from tokentrail.server.settings import from_env\n"
-        "from tokentrail.store import connect\n"
-        "st = connect(from_env())\n"
-        "rows = st.client.query('SELECT span_id, count() FROM spans FINAL GROUP BY span_id').result_rows\n"
-        "print(json.dumps(dict(rows)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return {k: int(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
 
 
 def _assert_exactly_once(acknowledged: list[str], stored: dict[str, int]) -> None:
@@ -245,26 +212,7 @@ def test_two_collectors_one_directory_then_a_full_disk(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    _assert_exactly_once(acknowledged, _stored_counts(env))
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    _assert_exactly_once(acknowledged, stored_span_counts(env))
 
 
 def test_kill_9_at_many_points_of_ingest_write_and_replay(tmp_path: Path) -> None:
@@ -280,7 +228,7 @@ def test_kill_9_at_many_points_of_ingest_write_and_replay(tmp_path: Path) -> Non
         # start), later ones in ingest, flattening, insert and checkpoint
         for delay in (0.05, 0.7, 0.2, 1.0):
             time.sleep(delay)
-            orphans += _children(proc.pid)
+            orphans += child_pids(proc.pid)
             proc.kill()
             proc.wait()
             _injected["kill -9"] += 1
@@ -294,12 +242,14 @@ def test_kill_9_at_many_points_of_ingest_write_and_replay(tmp_path: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    _assert_exactly_once(acknowledged, _stored_counts(env))
+    _assert_exactly_once(acknowledged, stored_span_counts(env))
     # the workers of a killed collector notice and exit, even one killed while they started
     try:
-        _wait(lambda: not any(map(_alive, orphans)), 10, f"the killed collectors' workers {orphans} to exit")
+        _wait(
+            lambda: not any(map(is_alive, orphans)), 10, f"the killed collectors' workers {orphans} to exit"
+        )
     finally:
-        for pid in filter(_alive, orphans):
+        for pid in filter(is_alive, orphans):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -398,7 +348,7 @@ def seeded(settings: Any, store: Any) -> tuple[Path, list[list[str]]]:
     sent: list[list[str]] = []
     with running_collector(settings, store, writer=False) as tt, httpx.Client() as client:
         for n in range(8):
-            body, ids = _request(rng, 3 + n % 3, name=f"request {n}")
+            body, ids = chat_request(rng, 3 + n % 3, "fault-test", name=f"request {n}")
             assert _post(client, tt.http_url, body).status_code == 200
             sent.append(ids)
     return settings.spool_dir, sent
@@ -414,7 +364,7 @@ def _restart_and_count(
     damage(max((data / "spool").glob("*.seg")))
     collector = Collector(settings.with_(data_dir=data), store)
     try:
-        body, ids = _request(random.Random(name), 2, name="after the restart")
+        body, ids = chat_request(random.Random(name), 2, "fault-test", name="after the restart")
         collector.ingestor.ingest("traces", body, "protobuf", "default")
         collector.writer.flush()
         status = collector.status()
@@ -485,7 +435,7 @@ def test_damaged_bytes_mid_segment(settings, store, seeded) -> None:
 
 def _poison(rng: random.Random) -> tuple[bytes, list[str]]:
     """A valid OTLP request whose first span starts at 2^64-1 ns, beside healthy ones."""
-    body, ids = _request(rng, 4, name="poison")
+    body, ids = chat_request(rng, 4, "fault-test", name="poison")
     request = ExportTraceServiceRequest.FromString(body)
     request.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano = 2**64 - 1
     return request.SerializeToString(), ids
@@ -512,7 +462,7 @@ def test_poison_spans_hold_no_other_sender_back(settings, store) -> None:
             tt.collector.writer.wake()
             _injected["poison record in the spool"] += 1
             for _ in range(3):
-                body, ids = _request(rng, 5, name=f"canary {n}")
+                body, ids = chat_request(rng, 5, "fault-test", name=f"canary {n}")
                 assert _post(client, tt.http_url, body).status_code == 200
                 canaries += ids
             sent = time.monotonic()

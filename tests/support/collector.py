@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -11,10 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tokentrail.collector.http import server_config
@@ -127,3 +131,66 @@ def start_collector_process(
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("collector did not become healthy")
+
+
+def chat_request(
+    rng: random.Random, spans: int, service: str, name: str = "chat step", input_tokens: int | None = None
+) -> tuple[bytes, list[str]]:
+    """An OTLP request of `spans` chat spans in one trace, and their span ids (hex)."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    attr = rs.resource.attributes.add()
+    attr.key, attr.value.string_value = "service.name", service
+    scope = rs.scope_spans.add()
+    trace_id = rng.randbytes(16)
+    ids = []
+    for i in range(spans):
+        span = scope.spans.add()
+        span.trace_id, span.span_id = trace_id, rng.randbytes(8)
+        span.name = f"{name} {i}"
+        span.start_time_unix_nano = time.time_ns()
+        span.end_time_unix_nano = span.start_time_unix_nano + 1000
+        for key, value in (("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o-mini")):
+            kv = span.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        if input_tokens is not None:
+            kv = span.attributes.add()
+            kv.key, kv.value.int_value = "gen_ai.usage.input_tokens", input_tokens
+        ids.append(span.span_id.hex())
+    return request.SerializeToString(), ids
+
+
+def stored_span_counts(env: dict[str, str]) -> dict[str, int]:
+    """span id -> rows in ClickHouse, asked by another process once the collector has stopped."""
+    code = (
+        "import json\n"
+        "from tokentrail.server.settings import from_env\n"
+        "from tokentrail.store import connect\n"
+        "st = connect(from_env())\n"
+        "rows = st.client.query('SELECT span_id, count() FROM spans FINAL GROUP BY span_id').result_rows\n"
+        "print(json.dumps(dict(rows)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {k: int(v) for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a collector's flattening workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it

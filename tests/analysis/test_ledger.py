@@ -154,11 +154,8 @@ def test_buckets_add_up_and_no_dollar_counts_twice(spans, bloat, cache_min, outc
     assert len(definite) == len([f for f in ledger.findings if f.detector in ("retry", "loop", "duplicate")])
 
 
-def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
-    import json
-
-    from tokentrail.analysis.ledger import largest_carried_item
-
+def _growing_run(inputs: tuple[int, ...]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """An agent run's root span and its model calls, one per input size, each answering 100 tokens."""
     base = dict(
         SPAN,
         parent_span_id="root",
@@ -178,8 +175,17 @@ def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
             output_tokens=100,
             cost_usd=_cost("big", n, 100, 0),
         )
-        for i, n in enumerate((5_000, 30_000, 60_000))
+        for i, n in enumerate(inputs)
     ]
+    return root, calls
+
+
+def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
+    import json
+
+    from tokentrail.analysis.ledger import largest_carried_item
+
+    root, calls = _growing_run((5_000, 30_000, 60_000))
     ledger = analyze([root, *calls], _prices, None, Thresholds(bloat_carry_tokens=16_000))
     (bloat,) = [f for f in ledger.findings if f.detector == "context_bloat"]
     assert bloat.span_id == "c2" and "grew from 5,000 to 60,000 tokens over 3 calls (12.0x)" in bloat.reason
@@ -204,27 +210,7 @@ def test_bloat_reason_says_how_fast_the_context_grew_and_what_was_carried():
 
 
 def test_a_small_context_window_lowers_the_bloat_allowance():
-    base = dict(
-        SPAN,
-        parent_span_id="root",
-        step_kind="llm",
-        model="big",
-        provider="p",
-        billable=1,
-        finish_reasons=["stop"],
-    )
-    root = dict(SPAN, span_id="root", step_kind="agent", agent_name="a")
-    calls = [
-        dict(
-            base,
-            span_id=f"c{i}",
-            start_ns=i + 1,
-            input_tokens=n,
-            output_tokens=100,
-            cost_usd=_cost("big", n, 100, 0),
-        )
-        for i, n in enumerate((5_000, 9_000, 13_000))
-    ]
+    root, calls = _growing_run((5_000, 9_000, 13_000))
 
     def bloat(window: int | None) -> Any:
         ledger = analyze([root, *calls], _prices, None, Thresholds(), windows=lambda provider, model: window)

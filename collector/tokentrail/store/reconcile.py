@@ -73,7 +73,8 @@ _SUMMARIZE = """
 INSERT INTO traces (project, trace_id, start_time, end_time, duration_ns, root_span_id, root_name,
     service_name, services, agent_name, agents, models, span_count, llm_calls, tool_calls,
     error_count, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-    reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status, task_id, task_type)
+    reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status, task_id, task_type,
+    coding_agent, team, repository)
 SELECT
     project,
     trace_id,
@@ -107,10 +108,17 @@ SELECT
           AND NOT (parent_span_id = '' AND startsWith(name, 'outcome '))),
     -- the attribute the user named (on a span, else on its resource), else ours
     if(countIf(named != '') > 0, argMinIf(named, start_time, named != ''),
-       argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != ''))
+       argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != '')),
+    anyIf(convention, convention IN ('claude_code', 'codex', 'gemini_cli')),
+    anyIf(team_of, team_of != ''),
+    anyIf(repository_of, repository_of != '')
 FROM (
     SELECT *, model, if(attributes[{task_attribute:String}] != '', attributes[{task_attribute:String}],
-                        resource_attributes[{task_attribute:String}]) AS named
+                        resource_attributes[{task_attribute:String}]) AS named,
+        if(attributes['team'] != '', attributes['team'], resource_attributes['team']) AS team_of,
+        multiIf(attributes['repository'] != '', attributes['repository'],
+                resource_attributes['repository'] != '', resource_attributes['repository'],
+                resource_attributes['vcs.repository.name']) AS repository_of
     FROM spans FINAL
     WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 )

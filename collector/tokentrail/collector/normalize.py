@@ -214,6 +214,9 @@ _CONVERSATION = (
     "session_id",
 )
 _USER = (sc.USER_ID, sc.ENDUSER_ID, "traceloop.association.properties.user_id", "user.email")
+# Coding agents' `user.id` is an anonymous install id: the developer is the account they name
+_DEVELOPER = ("user.email", "user.account_uuid", "user.account_id", sc.USER_ID, "installation.id")
+_CODING_AGENTS = frozenset({"claude_code", "codex", "gemini_cli"})
 _RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID, "request_id", "llm.response.id")
 _FINISH = (
     sc.GEN_AI_RESPONSE_FINISH_REASONS,
@@ -614,7 +617,8 @@ def _names_into(
         n.agent_name = name.removeprefix(f"{sc.OP_INVOKE_AGENT} ")
     n.workflow_name = _str(_first(attrs, _WORKFLOW))
     n.conversation_id = _str(_first(attrs, _CONVERSATION) or _first(resource, _CONVERSATION))
-    n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))
+    users = _DEVELOPER if convention in _CODING_AGENTS else _USER
+    n.user_id = _str(_first(attrs, users) or _first(resource, users))
     n.response_id = n.response_id or _str(_first(attrs, _RESPONSE_ID))
     n.finish_reasons = n.finish_reasons or _strings(_first(attrs, _FINISH))
 

@@ -23,7 +23,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from tokentrail.collector.flatten import LOG_COLUMNS, SPAN_COLUMNS, SPAN_SCHEMA, Flattened, flatten_records
+from tokentrail.collector.flatten import (
+    AGENT_EVENT_COLUMNS,
+    LOG_COLUMNS,
+    SPAN_COLUMNS,
+    SPAN_SCHEMA,
+    Flattened,
+    flatten_records,
+)
 from tokentrail.collector.spool import KIND_TRACES
 from tokentrail.collector.writer.summaries import reconcile
 from tokentrail.pricing import PriceBook
@@ -115,7 +122,10 @@ def insert(client: Any, batches: Sequence[Flattened]) -> None:
         ingest.insert_span_stream(client, SPAN_COLUMNS, _one_stream(streams))
     logs = [b.log_json for b in batches if b.log_json]
     if logs:
-        ingest.insert_log_rows(client, LOG_COLUMNS, b"\n".join(logs))
+        ingest.insert_json_rows(client, "logs", LOG_COLUMNS, b"\n".join(logs))
+    events = [b.agent_event_json for b in batches if b.agent_event_json]
+    if events:
+        ingest.insert_json_rows(client, "agent_events", AGENT_EVENT_COLUMNS, b"\n".join(events))
 
 
 def load(

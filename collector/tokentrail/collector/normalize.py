@@ -126,6 +126,9 @@ _SPAN_NAMES = {  # emitters that say what a span is only through its name
     "claude_code.tool.blocked_on_user": (sc.STEP_OTHER, "blocked_on_user"),
     "claude_code.interaction": (sc.STEP_AGENT, "turn"),
     "claude_code.hook": (sc.STEP_OTHER, "hook"),
+    # coding agents' compactions, as the session builder writes them from their events
+    "claude_code.compaction": (sc.STEP_OTHER, "compaction"),
+    "gemini_cli.chat_compression": (sc.STEP_OTHER, "compaction"),
     "agent run": (sc.STEP_AGENT, ""),
     "running tool": (sc.STEP_TOOL, ""),
 }

@@ -185,8 +185,8 @@ def by_prompt(events: list[Event]) -> list[tuple[str, list[Event]]]:
 
 def user_prompt(root: dict[str, Any], event: Event) -> None:
     """The user's prompt on the task's root: its length, and its text when the user lets the tool
-    log it (Claude Code writes `<REDACTED>` otherwise)."""
+    log it (Claude Code writes `<REDACTED>` otherwise, Codex `[REDACTED]`)."""
     root["user_prompt_length"] = event.get("prompt_length")
     text = event.get("prompt")
-    if text and text != "<REDACTED>":
+    if text and text not in ("<REDACTED>", "[REDACTED]"):
         root["user_prompt"] = text

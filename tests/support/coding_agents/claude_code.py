@@ -24,7 +24,6 @@ monitoring-usage):
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from tests.support.coding_agents.otel import (
@@ -44,6 +43,7 @@ from tests.support.coding_agents.scenario import (
     ToolUse,
     iso,
     stable_id,
+    stable_uuid,
 )
 
 SERVICE_NAME = "claude-code"
@@ -130,12 +130,9 @@ def decision_source(tool: ToolUse) -> str:
 
 def attempt_client_ids(request: ModelRequest) -> list[str]:
     """x-client-request-id of each attempt; the last is the request's own."""
-    earlier = [
-        str(uuid.UUID(int=stable_id(request.client_request_id, n, bits=128)))
-        for n in range(1, request.attempts)
-    ]
+    earlier = [stable_uuid(request.client_request_id, n) for n in range(1, request.attempts)]
     if request.exhausted:
-        earlier.append(str(uuid.UUID(int=stable_id(request.client_request_id, request.attempts, bits=128))))
+        earlier.append(stable_uuid(request.client_request_id, request.attempts))
         return earlier
     return [*earlier, request.client_request_id]
 
@@ -218,7 +215,7 @@ class _Events:
             {
                 "prompt_length": str(p.length),
                 "prompt": p.text if self.session.log_prompts else REDACTED,
-                "message.uuid": str(uuid.UUID(int=stable_id(p.prompt_id, "message", bits=128))),
+                "message.uuid": stable_uuid(p.prompt_id, "message"),
             },
             span,
         )

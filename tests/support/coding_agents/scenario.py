@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -271,6 +272,11 @@ def stable_id(*parts: object, bits: int = 64) -> int:
     """A non-zero id derived from its parts: the same session gets the same span ids every time."""
     digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=bits // 8).digest()
     return int.from_bytes(digest, "big") or 1
+
+
+def stable_uuid(*parts: object) -> str:
+    """A version-4-shaped UUID derived from its parts."""
+    return str(uuid.UUID(int=stable_id(*parts, bits=128), version=4))
 
 
 def iso(ns: int) -> str:

@@ -438,7 +438,9 @@ def test_ground_truth_finds_the_waste_the_scenario_was_built_with(sessions, tool
     assert any(s.failed_attempts == storm for s in truth.waste.retry_storms)
     assert len(truth.waste.gave_up) == sum(r.exhausted for r in requests(session))
     reread = [r for r in truth.waste.repeated_calls if "src/config.py" in r.arguments]
-    assert len(reread) == 2, "src/config.py is read in prompt 0, then again in prompts 1 and 3"
+    # read in prompt 0, again in prompt 1 (waste), and in prompt 3 after it was edited and the
+    # context compacted (not waste: what was read may have changed and is gone from the context)
+    assert [r.trace for r in reread] == [1], "src/config.py: only prompt 1's read repeats one"
     idle = max(session.prompts, key=lambda p: p.idle_before_ms)
     [miss] = truth.waste.cache_misses
     assert (miss.trace, miss.call) == (session.prompts.index(idle), 0)

@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from tokentrail.analysis.calls import Call, Thresholds, asked_model, per_mtok
+from tokentrail.analysis.calls import Call, Thresholds, asked_model, per_mtok, usd_formula
 
 __all__ = [
     "NORMAL_FINISH",
@@ -61,7 +61,8 @@ _CUT = re.compile(r"…\[truncated (\d+) chars\]$")
 
 @dataclass(frozen=True)
 class Previous:
-    """The last model call of the conversation's previous trace (for cache misses across traces)."""
+    """The last model call of the conversation's previous trace (for cache misses across traces),
+    and the reads of its earlier traces still in the context (for rereads across traces)."""
 
     trace_id: str
     span_id: str
@@ -69,6 +70,8 @@ class Previous:
     input_tokens: int
     output_tokens: int
     end_ns: int
+    #: (tool, arguments hash) → the span that read it
+    reads: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 def context_split(input_tokens: int, cached: int, prior: int) -> tuple[int, int, int]:
@@ -93,8 +96,8 @@ def step_keys(
         if span["step_kind"] not in ("llm", "embedding"):
             continue
         agent = by_id.get(scopes.get(span["span_id"], ""))
-        if agent is not None:
-            key = f"agent:{agent['agent_name']}"
+        if agent is not None:  # an agent run, or a subagent run as a tool
+            key = f"agent:{agent['agent_name'] or agent['tool_name']}"
         elif task_type:
             key = f"task:{task_type}"
         elif span.get("system_hash"):
@@ -120,18 +123,27 @@ class Context:
     stale: int  # input that earlier calls of the run already read (re-sent)
 
 
-def contexts(calls: list[Call], previous: Previous | None = None) -> list[Context]:
+def contexts(
+    calls: list[Call], previous: Previous | None = None, compactions: Sequence[tuple[str, int]] = ()
+) -> list[Context]:
     """Per model call that sent input (not embeddings: their input is not a conversation), in
     order: its input split into cached / carried over / new, and how much of it is stale. The
-    rules judge the successful ones; a failed one still carried its context."""
+    rules judge the successful ones; a failed one still carried its context. `compactions`:
+    (run, end) of each compaction: the run's context starts again after one."""
     last: dict[str, Call] = {}
     first: dict[str, tuple[int, int]] = {}  # scope -> (input of its first call, calls so far)
     trace_start = True
     out = []
     for call in calls:
         span = call.span
-        if span["step_kind"] != "llm" or (call.failed and not call.tokens):
-            continue  # a failed attempt that reported nothing carried nothing
+        if span["step_kind"] != "llm" or (call.failed and not call.tokens) or not int(span["input_tokens"]):
+            continue  # a failed attempt (or an empty answer) that reported nothing carried nothing
+        before = last.get(call.scope)
+        if before is not None and any(
+            scope == call.scope and before.span["start_ns"] < end <= span["start_ns"]
+            for scope, end in compactions
+        ):
+            del last[call.scope], first[call.scope]
         inp = int(span["input_tokens"])
         before = last.get(call.scope)
         last[call.scope] = call
@@ -169,7 +181,15 @@ def apply(
     keys = step_keys(spans, scopes, task_type, repository) if short else {}
     chose_tool = _chose_tool(spans, scopes, calls) if short else set()
     cache_seen = any(c.span.get("cache_reported", True) for c in calls)
-    for c in contexts(calls, previous):
+    compactions = [
+        (scopes[s["span_id"]], s["start_ns"], s["start_ns"] + s["duration_ns"])
+        for s in spans
+        if s["step_subkind"] == "compaction"
+    ]
+    summarized = _compaction_requests(calls, compactions, waste)
+    for c in contexts(calls, previous, [(scope, end) for scope, _, end in compactions]):
+        if c.call.span["span_id"] in summarized:
+            continue
         if c.call.failed:
             continue  # thrown away already (a retry): nothing of it is avoidable cost
         call, span = c.call, c.call.span
@@ -210,6 +230,32 @@ def _allowance(c: Context, window: int | None, t: Thresholds) -> tuple[int, str]
             f"{t.bloat_window_share:.0%} of the model's window",
         )
     return allowance, bound
+
+
+def _compaction_requests(
+    calls: list[Call], compactions: list[tuple[str, int, int]], waste: Waste
+) -> set[str]:
+    """5 (b). The model requests a compaction made (a coding agent summarizing its context once it
+    grew too large): the whole of each is what the growth cost. Returns their span ids."""
+    charged = set()
+    for scope, start, end in compactions:
+        for call in calls:
+            span = call.span
+            if call.scope != scope or not start <= span["start_ns"] < end or span["span_id"] in charged:
+                continue
+            waste(
+                "context_bloat",
+                call,
+                call.whole(),
+                call.tokens,
+                [],
+                f"the context grew until it had to be compacted: this request summarized "
+                f"{int(span['input_tokens']):,} tokens of it",
+                "context_bloat.compaction",
+                {"input": int(span["input_tokens"]), **usd_formula(call)},
+            )
+            charged.add(span["span_id"])
+    return charged
 
 
 def _context_bloat(

@@ -16,7 +16,8 @@ Definite waste: the work was thrown away. First match takes the call's whole rem
 1. retry. (a) A failed model call, tried again later in the same agent run with the same model.
    (b) An HTTP attempt under a model call (an HTTP client span of httpx, requests, aiohttp or
    urllib3 instrumentation, or Tokentrail's own retry span) that failed with 408/409/429/5xx or
-   a transport error and was followed by another attempt: the client retried on its own.
+   a transport error and was followed by another attempt: the client retried on its own. (c) A
+   model call its emitter numbers as attempt N (Claude Code) whose earlier attempts left no span.
    Waste = the failed call's cost ($0 for unbilled attempts); the time lost is recorded.
 2. loop. A cycle of steps (model calls by model; tool calls by tool and arguments) that contains
    a tool call and repeats at least `loop_min_repeats` times in a row in an agent run. Tool steps
@@ -25,14 +26,17 @@ Definite waste: the work was thrown away. First match takes the call's whole rem
 3. duplicate. (a) A model call with the same model and the same input (system instructions and
    messages, so it needs captured content) as an earlier successful call of the trace. (b) A cycle
    as in 2 that occurs only twice: a single re-request of the same tool with the same arguments,
-   whose result was already there. Waste = the repeat's cost. (c) A read-only tool call (a coding
-   agent's file read or search) with the same arguments as an earlier one of its run and only reads
-   in between. Waste = the share of the asking call's cost that such reads were of its tool calls.
+   whose result was already there. Waste = the repeat's cost. (c) A tool call that only reads (a
+   coding agent's file read or search) with the same arguments as an earlier read of its run, or
+   of the conversation's earlier tasks, with only reads in between (no edit, command or
+   compaction). Waste = the share of the asking call's cost that such reads were of its calls.
 4. no outcome. The task's recorded outcome is a failure, or the run ended in an error with no
    successful outcome. Waste = all its remaining cost.
 
 Avoidable cost (the work was needed, the price was not) follows in `tokentrail.analysis.avoidable`:
-5. context bloat, 6. cache miss, 7. oversized model. 8. Productive: the rest.
+5. context bloat (stale context re-sent; and a coding agent's compaction requests, whose context
+grew until it had to be summarized; after a compaction the run's context starts again),
+6. cache miss, 7. oversized model. 8. Productive: the rest.
 
 A call whose model has no known price adds tokens but no dollars (its cost is unknown, not
 zero); its findings say so with a wasted cost of None.
@@ -117,8 +121,10 @@ Waste = Callable[..., None]
 
 
 def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """span id -> span id of its nearest agent ancestor (itself excluded)."""
+    """span id -> span id of its nearest agent ancestor (itself excluded). A tool under which
+    model calls run (a coding agent's subagent, started as a tool) is an agent run of its own."""
     by_id = {s["span_id"]: s for s in spans}
+    runs = {s["span_id"] for s in spans if s["step_kind"] == "agent"} | _model_running_tools(spans, by_id)
     found: dict[str, str] = {}
     for span in spans:
         seen = set()
@@ -126,12 +132,31 @@ def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
         scope = ""
         while parent and parent in by_id and parent not in seen:
             seen.add(parent)
-            if by_id[parent]["step_kind"] == "agent":
+            if parent in runs:
                 scope = parent
                 break
             parent = by_id[parent]["parent_span_id"]
         found[span["span_id"]] = scope
     return found
+
+
+def _model_running_tools(spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> set[str]:
+    """Tool spans with a model call beneath them."""
+    tools: set[str] = set()
+    for span in spans:
+        if span["step_kind"] != "llm":
+            continue
+        seen: set[str] = set()
+        parent = span["parent_span_id"]
+        while parent and parent in by_id and parent not in seen:
+            seen.add(parent)
+            if by_id[parent]["step_kind"] == "agent":
+                break
+            if by_id[parent]["step_kind"] == "tool":
+                tools.add(parent)
+                break
+            parent = by_id[parent]["parent_span_id"]
+    return tools
 
 
 def _failed(span: dict[str, Any]) -> bool:
@@ -256,7 +281,7 @@ def analyze(
     done: set[str] = set()
     _retries(calls, spans, waste, done)
     _cycles(spans, calls, scopes, t, waste, done)
-    _rereads(spans, calls, scopes, waste, done)
+    _rereads(spans, calls, scopes, waste, done, previous.reads if previous is not None else None)
     _duplicate_requests(calls, spans, waste, done)
     outcome = _no_outcome(spans, calls, t, outcome, waste, done)
     if outcome != "failure":
@@ -275,6 +300,38 @@ def analyze(
 def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]) -> None:
     _failed_calls_tried_again(calls, waste, done)
     _http_attempts(calls, spans, waste)
+    _reported_attempts(calls, waste)
+
+
+def _reported_attempts(calls: list[Call], waste: Waste) -> None:
+    """(c) A model call its emitter numbers as attempt N (Claude Code's `attempt`), whose earlier
+    attempts left no span of their own: they failed and the client tried again. $0 (a failed
+    attempt is not billed); the time they took is inside the call's own."""
+    failed_before: dict[tuple[str, str], int] = defaultdict(
+        int
+    )  # (run, model) → failed calls since a success
+    for call in calls:
+        key = (call.scope, call.model)
+        attempt = int(call.span.get("retry_attempt") or 0)
+        missing = attempt - 1 - failed_before[key]
+        if missing > 0:
+            waste(
+                "retry",
+                call,
+                0.0,
+                0,
+                [],
+                f"attempt {attempt}: the {missing} before it failed and were tried again by the client"
+                if missing > 1
+                else f"attempt {attempt}: the one before it failed and was tried again by the client",
+                "retry.reported_attempts",
+                {
+                    "attempt": attempt,
+                    "failed_attempts": missing,
+                    "formula": "attempts that failed were not billed: $0; their time is inside this call's",
+                },
+            )
+        failed_before[key] = failed_before[key] + 1 if call.failed else 0
 
 
 def _failed_calls_tried_again(calls: list[Call], waste: Waste, done: set[str]) -> None:
@@ -494,72 +551,91 @@ def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[i
     return found
 
 
-#: tools that only read (coding agents' file reads and searches): reading the same thing again
-#: with no other tool run in between finds what the context already holds
-READ_ONLY_TOOLS = frozenset(
-    {
-        # Claude Code
-        "Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch",
-        # Gemini CLI
-        "read_file", "read_many_files", "glob", "search_file_content", "list_directory", "web_fetch",
-        "google_web_search",
-        # Codex CLI and others
-        "view_image", "read", "view", "grep", "ls",
-    }
-)  # fmt: skip
-
-
 def _rereads(
-    spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str, str], waste: Waste, done: set[str]
+    spans: Sequence[dict[str, Any]],
+    calls: list[Call],
+    scopes: dict[str, str],
+    waste: Waste,
+    done: set[str],
+    fresh: dict[tuple[str, int], str] | None = None,
 ) -> None:
-    """3 (c). A read-only tool call (`READ_ONLY_TOOLS`) with the same arguments as an earlier one of
-    its run, with only reads in between (a write, a command or an edit may have changed what is
-    read): its result was already in the context. Charged to the model call that asked for it:
-    the share of its cost that such reads were of the tool calls it asked for."""
-    for steps in _runs(spans, calls, scopes).values():
-        seen: dict[Any, str] = {}
-        asked_by: Call | None = None
-        asked: dict[str, int] = defaultdict(int)  # model call → tool calls it led to
-        repeats: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # → (tool, first, again)
-        by_call: dict[str, Call] = {}
-        for key, call, span_id in steps:
-            if call is not None:
-                asked_by = call
-                continue
-            if asked_by is not None:
-                asked[asked_by.span["span_id"]] += 1
-            if key[1] not in READ_ONLY_TOOLS:
-                seen.clear()
-                continue
-            if key in seen and asked_by is not None:
-                repeats[asked_by.span["span_id"]].append((key[1], seen[key], span_id))
-                by_call[asked_by.span["span_id"]] = asked_by
-            seen.setdefault(key, span_id)
-        for call_id, reads in repeats.items():
-            call = by_call[call_id]
-            if call_id in done:
-                continue
-            n, share = len(reads), asked[call_id]
-            tools = sorted({tool for tool, _, _ in reads})
-            left = call.whole()
-            waste(
-                "duplicate",
-                call,
-                left * n / share if left is not None else None,
-                call.tokens * n // share,
-                [span for _, first, again in reads for span in (first, again)],
-                f"asked to read again ({', '.join(tools)}) what an earlier call of this run had read, "
-                "with nothing changed in between",
-                "duplicate.reread",
-                {
-                    "tools": tools,
-                    "reads_again": [again for _, _, again in reads],
-                    "first_reads": [first for _, first, _ in reads],
-                    "tool_calls_asked": share,
-                    "formula": f"${call.cost or 0:.6f} × {n} of the {share} tool calls it asked for",
-                },
-            )
-            done.add(call_id)
+    """3 (c). A tool call that only reads (step subkind `read`: a coding agent's file read, search
+    or listing, or a shell command that only reads) with the same arguments as an earlier read of
+    its run, with only reads in between: what it read was already in the context. A tool that may
+    write (an edit, a command) or a compaction clears what the run has seen. The trace's main run
+    starts with `fresh`: the reads of the conversation's earlier tasks still in its context.
+    Charged to the model call that asked for it: the share of its cost that such reads were of
+    the tool calls it asked for."""
+    call_of = {c.span["span_id"]: c for c in calls}
+    roots = {s["span_id"] for s in spans if not s["parent_span_id"]} | {""}
+    runs: dict[str, _Reads] = {}
+    for span in spans:
+        scope = scopes[span["span_id"]]
+        run = runs.get(scope)
+        if run is None:
+            run = runs[scope] = _Reads(dict(fresh or {}) if scope in roots else {})
+        call = call_of.get(span["span_id"])
+        if call is not None:
+            run.asked_by = call
+        elif span["step_subkind"] == "compaction":
+            run.seen.clear()
+        elif span["step_kind"] == "tool":
+            run.tool(span)
+    for run in runs.values():
+        for call_id, reads in run.repeats.items():
+            if call_id not in done:
+                _charge_rereads(waste, run.callers[call_id], reads, run.asked[call_id])
+                done.add(call_id)
+
+
+class _Reads:
+    """What one run has read and not changed since, and the reads it repeated, per asking call."""
+
+    def __init__(self, seen: dict[tuple[str, int], str]) -> None:
+        self.seen = seen  # (tool, arguments hash) → the span that first read it
+        self.asked_by: Call | None = None
+        self.asked: dict[str, int] = defaultdict(int)  # model call → tool calls it led to
+        self.repeats: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # → (tool, first, again)
+        self.callers: dict[str, Call] = {}
+
+    def tool(self, span: dict[str, Any]) -> None:
+        caller = self.asked_by
+        if caller is not None:
+            self.asked[caller.span["span_id"]] += 1
+        if span["step_subkind"] != "read":
+            self.seen.clear()  # it may have changed what was read
+            return
+        if not span["has_tool_args"]:
+            return
+        key = (span["tool_name"], int(span["tool_args_hash"]))
+        first = self.seen.get(key)
+        if first is not None and caller is not None:
+            self.repeats[caller.span["span_id"]].append((span["tool_name"], first, span["span_id"]))
+            self.callers[caller.span["span_id"]] = caller
+        self.seen.setdefault(key, span["span_id"])
+
+
+def _charge_rereads(waste: Waste, call: Call, reads: list[tuple[str, str, str]], asked: int) -> None:
+    n = len(reads)
+    tools = sorted({tool for tool, _, _ in reads})
+    left = call.whole()
+    waste(
+        "duplicate",
+        call,
+        left * n / asked if left is not None else None,
+        call.tokens * n // asked,
+        [span for _, first, again in reads for span in (first, again)],
+        f"asked to read again ({', '.join(tools)}) what had been read earlier in the conversation, "
+        "with nothing changed in between",
+        "duplicate.reread",
+        {
+            "tools": tools,
+            "reads_again": [again for _, _, again in reads],
+            "first_reads": [first for _, first, _ in reads],
+            "tool_calls_asked": asked,
+            "formula": f"${call.cost or 0:.6f} × {n} of the {asked} tool calls it asked for",
+        },
+    )
 
 
 def _duplicate_requests(

@@ -22,7 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tokentrail.analysis.calls import asked_model
@@ -144,9 +144,9 @@ def _fetch(client: Any, project: str, ids: list[str]) -> _Chunk:
 
 
 def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo]) -> dict[str, Previous]:
-    """trace id -> the last model call of the trace before it in its conversation, by its agent.
-    (A new task of one chat re-sends its history; another agent's task in the same conversation
-    need not.)"""
+    """trace id -> the last model call of the trace before it in its conversation, by its agent,
+    and the reads of the conversation's last few traces still in its context. (A new task of one
+    chat re-sends its history; another agent's task in the same conversation need not.)"""
     mine = {trace_id: trace for trace_id, trace in info.items() if trace.conversation_id}
     if not mine:
         return {}
@@ -157,21 +157,49 @@ def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo]) -> d
         by_conversation[(row["conversation_id"], row["agent_name"])].append(
             (row["start_ns"], row["trace_id"])
         )
-    before: dict[str, str] = {}
+    earlier: dict[str, list[str]] = {}  # trace -> the traces before it, oldest first
     for trace_id, trace in mine.items():
         starts = sorted(by_conversation.get((trace.conversation_id, trace.agent_name), []))
         here = next((i for i, (_, other) in enumerate(starts) if other == trace_id), 0)
         if here > 0:
-            before[trace_id] = starts[here - 1][1]
-    if not before:
+            earlier[trace_id] = [t for _, t in starts[max(0, here - _READS_LOOKBACK) : here]]
+    if not earlier:
         return {}
+    before = {trace: chain[-1] for trace, chain in earlier.items()}
     last = {
         r["trace_id"]: Previous(
             r["trace_id"], r["span_id"], asked_model(r), r["input_tokens"], r["output_tokens"], r["end_ns"]
         )
         for r in stored.last_model_calls(client, project, sorted(set(before.values())))
     }
-    return {trace: last[prev] for trace, prev in before.items() if prev in last}
+    steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in stored.main_run_steps(
+        client, project, sorted({t for chain in earlier.values() for t in chain})
+    ):
+        steps[row["trace_id"]].append(row)
+    return {
+        trace: replace(last[prev], reads=_fresh_reads([steps[t] for t in earlier[trace]]))
+        for trace, prev in before.items()
+        if prev in last
+    }
+
+
+#: how many of a conversation's earlier traces are looked through for reads still in the context
+_READS_LOOKBACK = 5
+
+
+def _fresh_reads(traces: list[list[dict[str, Any]]]) -> dict[tuple[str, int], str]:
+    """The reads of these main runs (oldest first) that nothing after them may have changed: a
+    tool that may write, or a compaction, clears what was read before it."""
+    seen: dict[tuple[str, int], str] = {}
+    for steps in traces:
+        for step in steps:
+            if step["step_subkind"] == "read":
+                if step["has_tool_args"]:
+                    seen.setdefault((step["tool_name"], int(step["tool_args_hash"])), step["span_id"])
+            else:
+                seen.clear()
+    return seen
 
 
 def _write(client: Any, judged: Judged) -> None:

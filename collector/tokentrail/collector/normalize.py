@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -421,6 +422,9 @@ def _usage(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
         n.input_tokens += n.cache_read_tokens + n.cache_write_tokens
     n.output_tokens = _count(raw_out)
     n.reasoning_tokens = _count(_first(attrs, _REASONING))
+    if "thoughts_token_count" in attrs and raw_out is attrs.get("output_token_count"):
+        # Gemini's own usage counts the thoughts apart from the answer, and bills both as output
+        n.output_tokens += n.reasoning_tokens
     n.usage_reported = raw_in is not None or raw_out is not None
 
 
@@ -533,10 +537,72 @@ def _tool_into(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None
     if n.step_kind == sc.STEP_TOOL and convention == "openllmetry":
         args = _traceloop_inputs(args if args is not None else attrs.get("traceloop.entity.input"), n)
         result = result if result is not None else attrs.get("traceloop.entity.output")
+    if args is None and n.step_kind == sc.STEP_TOOL and convention == "claude_code":
+        args = _what_it_read(n.tool_name, attrs)
     n.tool_arguments = _messages.as_json(args)
     n.tool_result = _messages.as_json(result)
     if n.tool_arguments:
         n.tool_args_hash = _hash(n.tool_name, _canonical(n.tool_arguments))
+    if n.step_kind == sc.STEP_TOOL and not n.step_subkind and _only_reads(n.tool_name, n.tool_arguments):
+        n.step_subkind = "read"
+
+
+# Tools that only read (coding agents' file reads, searches and listings), and shell commands
+# that only read: a repeat of one finds what the context already holds (the ledger's rereads).
+_READ_TOOLS = frozenset(
+    {
+        "Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch",  # Claude Code
+        "read_file", "read_many_files", "glob", "search_file_content", "list_directory",  # Gemini CLI
+        "web_fetch", "google_web_search", "view_image",
+    }
+)  # fmt: skip
+_SHELL_TOOLS = frozenset(
+    {"Bash", "shell", "exec_command", "local_shell", "run_shell_command", "container.exec"}
+)
+_READ_COMMANDS = frozenset(
+    {"cat", "head", "tail", "less", "nl", "wc", "ls", "find", "grep", "rg", "tree", "stat"}
+)
+_SHELL_WORDS = re.compile(r"[A-Za-z0-9_./-]+|[|;&<>]+")
+
+
+def _what_it_read(tool: str, attrs: Mapping[str, Any]) -> str | None:
+    """Claude Code's tool spans name only the file or the command (with tool details logged): as
+    the arguments of a tool that only reads, they tell two reads of one thing apart from others
+    (an edit's or a command's would make two different edits of one file look alike)."""
+    path, command = attrs.get("file_path"), attrs.get("full_command")
+    if tool in _READ_TOOLS and isinstance(path, str) and path:
+        return json.dumps({"file_path": path})
+    if tool in _SHELL_TOOLS and isinstance(command, str) and command:
+        candidate = json.dumps({"command": command})
+        return candidate if _only_reads(tool, candidate) else None
+    return None
+
+
+def _only_reads(tool: str, arguments: str) -> bool:
+    if tool in _READ_TOOLS:
+        return True
+    if tool not in _SHELL_TOOLS or not arguments:
+        return False
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return False
+    command = parsed.get("command") if isinstance(parsed, dict) else None
+    if isinstance(command, list):  # Codex: ["bash", "-lc", "sed -n '1,200p' src/config.py"]
+        command = (
+            command[-1] if command and command[0] in ("bash", "sh", "zsh") else " ".join(map(str, command))
+        )
+    if not isinstance(command, str):
+        return False
+    words = _SHELL_WORDS.findall(command)
+    if not words or any(w[0] in "|;&<>" for w in words):
+        return False  # a pipeline or a redirection may write
+    program = words[0].rsplit("/", 1)[-1]
+    if program == "sed":  # only `sed -n` prints without editing
+        return "-n" in words and "-i" not in words
+    if program == "git":
+        return len(words) > 1 and words[1] in ("show", "diff", "log", "status", "blame")
+    return program in _READ_COMMANDS
 
 
 def _traceloop_inputs(raw: Any, n: Normalized) -> Any:

@@ -1,8 +1,10 @@
 """What the session builder reads and deletes (`tokentrail.collector.coding.sessions`).
 
-- A session's events, for the prompts a batch touched (`prompt_events`), or for Codex, whose
-  events name no prompt, the turns around a stretch of time (`turn_events`): from the last user
-  prompt at or before it to the first one after it.
+- A session's events, for the prompts a batch touched (`prompt_events`), or, for the tools whose
+  prompts are split by time (Codex names no prompt; Gemini CLI's subagents and agent events name
+  none of the user's), the turns around a stretch of time (`turn_events`): from the last user
+  prompt before it (the turn before may have held events that now belong to a later one) to the
+  first one after it.
 - The tool's own spans of a session (`own_spans`): found by the session id they carry, or by the
   trace the events were emitted in.
 - `withdraw_stale`: spans the builder wrote earlier that its new drafts no longer hold are
@@ -35,7 +37,7 @@ SELECT {_COLUMNS} FROM agent_events FINAL
 WHERE {_SESSION}
   AND timestamp >= ifNull(
       (SELECT maxOrNull(timestamp) FROM agent_events
-       WHERE {_SESSION} AND event = 'user_prompt' AND timestamp <= fromUnixTimestamp64Nano({{lo:Int64}})),
+       WHERE {_SESSION} AND event = 'user_prompt' AND timestamp < fromUnixTimestamp64Nano({{lo:Int64}})),
       toDateTime64(0, 9))
   AND timestamp < ifNull(
       (SELECT minOrNull(timestamp) FROM agent_events
@@ -86,9 +88,11 @@ def prompt_events(
     return rows(client, _PROMPT_EVENTS, params)
 
 
-def turn_events(client: Any, project: str, session: str, lo: int, hi: int) -> tuple[list[Row], Row | None]:
-    """Codex: the events of the turns that overlap lo..hi (ns), and the conversation's start."""
-    params = {"project": project, "tool": "codex", "session": session, "lo": lo, "hi": hi}
+def turn_events(
+    client: Any, project: str, tool: str, session: str, lo: int, hi: int
+) -> tuple[list[Row], Row | None]:
+    """The events of the turns that overlap lo..hi (ns), and Codex's conversation start."""
+    params = {"project": project, "tool": tool, "session": session, "lo": lo, "hi": hi}
     start = rows(client, _CONVERSATION_START, params)
     return rows(client, _TURN_EVENTS, params), (start[0] if start else None)
 

@@ -22,6 +22,7 @@ __all__ = [
     "evidence",
     "findings_by_detector",
     "last_model_calls",
+    "main_run_steps",
     "pending_traces",
     "spans_stream",
     "trace_ids_started",
@@ -36,7 +37,7 @@ SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, toUnixTimesta
     duration_ns, status_code, tool_name, tool_args_hash, tool_args_hash != 0 AS has_tool_args,
     model, request_model, provider, agent_name, input_tokens,
     output_tokens, cache_read_tokens, cache_reported, billable, cost_usd, input_hash, system_hash, requested_tools,
-    finish_reasons, error_type, ingested_at
+    finish_reasons, error_type, retry_attempt, ingested_at
 FROM spans
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 ORDER BY trace_id, start_time, span_id
@@ -130,6 +131,24 @@ def conversation_traces(client: Any, project: str, conversations: Sequence[str],
     """trace_id, conversation_id, agent_name, start_ns of the conversations' traces since then."""
     params = {"project": project, "conversations": list(conversations), "since": since_ns}
     return rows(client, _CONVERSATIONS, params)
+
+
+_MAIN_RUN_STEPS = """
+SELECT trace_id, span_id, step_kind, step_subkind, tool_name, tool_args_hash, tool_args_hash != 0 AS has_tool_args
+FROM spans FINAL
+WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+  AND (step_kind = 'tool' OR step_subkind = 'compaction')
+  AND (trace_id, parent_span_id) IN (
+      SELECT trace_id, span_id FROM spans
+      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND parent_span_id = '')
+ORDER BY trace_id, start_time, span_id
+"""
+
+
+def main_run_steps(client: Any, project: str, trace_ids: Sequence[str]) -> list[Row]:
+    """The tool calls and compactions directly under each trace's root (its main run), in start
+    order: trace_id, span_id, step_kind, step_subkind, tool_name, tool_args_hash, has_tool_args."""
+    return rows(client, _MAIN_RUN_STEPS, {"project": project, "trace_ids": list(trace_ids)})
 
 
 def last_model_calls(client: Any, project: str, trace_ids: Sequence[str]) -> list[Row]:

@@ -69,7 +69,8 @@ class _Vocabulary:
     block: int  # cached prefixes are a multiple of this many tokens
     writes_cache: bool  # the provider bills cache writes (Anthropic)
     read: Callable[[str], tuple[str, dict[str, Any]]]
-    edit: Callable[[str], tuple[str, dict[str, Any]]]
+    #: (path, the how-manieth edit of the session): two edits never change the same text alike
+    edit: Callable[[str, int], tuple[str, dict[str, Any]]]
     shell: Callable[[str], tuple[str, dict[str, Any]]]
     search: Callable[[str], tuple[str, dict[str, Any]]]
     agent: tuple[str, str] | None  # (tool name, subagent type) when subagents are emulated
@@ -116,9 +117,13 @@ VOCABULARY: dict[Tool, _Vocabulary] = {
         block=1,
         writes_cache=True,
         read=lambda path: ("Read", {"file_path": f"{_ROOT}/{path}"}),
-        edit=lambda path: (
+        edit=lambda path, n: (
             "Edit",
-            {"file_path": f"{_ROOT}/{path}", "old_string": "return cfg", "new_string": "return cfg or {}"},
+            {
+                "file_path": f"{_ROOT}/{path}",
+                "old_string": f"return cfg  # {n}",
+                "new_string": "return cfg or {}",
+            },
         ),
         shell=lambda cmd: ("Bash", {"command": cmd, "description": "Run the tests", "timeout": 120_000}),
         search=lambda pattern: ("Grep", {"pattern": pattern, "path": _ROOT, "output_mode": "content"}),
@@ -135,10 +140,11 @@ VOCABULARY: dict[Tool, _Vocabulary] = {
         block=128,
         writes_cache=False,
         read=lambda path: _shell(f"sed -n '1,200p' {path}"),
-        edit=lambda path: (
+        edit=lambda path, n: (
             "apply_patch",
             {
-                "input": f"*** Begin Patch\n*** Update File: {path}\n-    return cfg\n+    return cfg or {{}}\n*** End Patch\n"
+                "input": f"*** Begin Patch\n*** Update File: {path}\n-    return cfg  # {n}\n+    return cfg or {{}}\n"
+                "*** End Patch\n"
             },
         ),
         shell=_shell,
@@ -156,9 +162,13 @@ VOCABULARY: dict[Tool, _Vocabulary] = {
         block=1,
         writes_cache=False,
         read=lambda path: ("read_file", {"absolute_path": f"{_ROOT}/{path}"}),
-        edit=lambda path: (
+        edit=lambda path, n: (
             "replace",
-            {"file_path": f"{_ROOT}/{path}", "old_string": "return cfg", "new_string": "return cfg or {}"},
+            {
+                "file_path": f"{_ROOT}/{path}",
+                "old_string": f"return cfg  # {n}",
+                "new_string": "return cfg or {}",
+            },
         ),
         shell=lambda cmd: ("run_shell_command", {"command": cmd, "description": "Run the tests"}),
         search=lambda pattern: ("search_file_content", {"pattern": pattern}),
@@ -192,6 +202,7 @@ class _Builder:
     def __init__(self, tool: Tool, seed: int, start: datetime) -> None:
         self.rng = random.Random(f"{tool}:{seed}")
         self.tool = tool
+        self.edits = 0
         self.v = VOCABULARY[tool]
         self.lifetime_ms = CACHE_LIFETIME_S[tool] * 1000
         self.session = Session(
@@ -326,12 +337,13 @@ class _Builder:
         wait_ms: int = 0,
         lines: tuple[int, int] = (0, 0),
     ) -> ToolUse:
-        name, parameters = {
-            "read": self.v.read,
-            "edit": self.v.edit,
-            "shell": self.v.shell,
-            "search": self.v.search,
-        }[kind](target)
+        if kind == "edit":
+            self.edits += 1
+            name, parameters = self.v.edit(target, self.edits)
+        else:
+            name, parameters = {"read": self.v.read, "shell": self.v.shell, "search": self.v.search}[kind](
+                target
+            )
         tool = ToolUse(
             name=name,
             call_id=self.call_id(),

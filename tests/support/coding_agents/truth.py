@@ -279,22 +279,33 @@ def _trace(session: Session, prompt: PlacedPrompt, spans: bool) -> ExpectedTrace
 
 
 def _repeats(session: Session, timeline: list[PlacedPrompt]) -> list[RepeatedCall]:
-    """Read-only tool calls repeating an earlier successful one with the same parameters."""
+    """Read-only tool calls repeating an earlier read of the same context (the main agent's, which
+    lasts from prompt to prompt, or a subagent's) with the same tool and parameters, when nothing
+    since may have changed what was read: no other tool ran in that context (an edit or a command
+    may write; a rejected one counts too, as the backend cannot tell) and, for the main agent, no
+    compaction rewrote the context."""
     if not _sees_arguments(session):
         return []
-    seen: dict[tuple[str, str], str | None] = {}
+    seen: dict[str | None, dict[tuple[str, str], str | None]] = {}  # context -> reads
     out = []
     for prompt in timeline:
         for placed in prompt.steps:
             step = placed.step
-            if not isinstance(step, ToolUse) or not step.read_only or not step.executed:
+            context = placed.agent.agent_id if placed.agent else None
+            reads = seen.setdefault(context, {})
+            if isinstance(step, Compaction):
+                reads.clear()
+            if not isinstance(step, ToolUse):
+                continue
+            if not step.read_only:
+                reads.clear()
                 continue
             key = (step.name, step.arguments)
             call_id = None if session.tool == "gemini_cli" else step.call_id
-            if key in seen:
-                out.append(RepeatedCall(prompt.index, step.name, step.arguments, call_id, seen[key]))
-            elif step.success:
-                seen[key] = call_id
+            if key in reads:
+                out.append(RepeatedCall(prompt.index, step.name, step.arguments, call_id, reads[key]))
+            elif step.success and step.executed:
+                reads[key] = call_id
     return out
 
 

@@ -71,7 +71,7 @@ def _task(prompt: str, events: list[Event]) -> Task:
             root_events.append((f"claude_code.{name}", event.time_ns, event.own()))
     nest_in_subagents(steps, lambda d: d.attrs.get("tool_name") in SUBAGENT_TOOLS)
     task = task_of(prompt, "claude_code.interaction", events, root, steps)
-    task.root.error, task.root.events = error, root_events
+    task.root.error, task.root.events = error or task.root.error, root_events
     return task
 
 
@@ -102,6 +102,6 @@ def _request(event: Event, requests: dict[str, Draft]) -> Draft:
         extra,
     )
     draft.error = event.get("error") or (f"HTTP {status}" if status else "request failed")
-    # a failed attempt has an id of its own, not the request's that finally answered
-    draft.ids = tuple(i for i in (request_id,) if i)
+    # logged once, when the client gave up: the tool's own span of the request says the same
+    draft.ids, draft.model_call = ids, True
     return draft

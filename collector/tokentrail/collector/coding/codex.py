@@ -7,8 +7,9 @@ conversation to the next (Codex names no prompt id).
   failed model call, so a chain of them followed by an answer is a retry chain; a successful one
   starts the model call its response completes.
 - `sse_event` with `event.kind` = `response.completed` → the model call: tokens in OpenAI's
-  semantics (`input_token_count` includes `cached_token_count`), reasoning tokens apart. The same
-  for `websocket_event`.
+  semantics (`input_token_count` includes `cached_token_count`), reasoning tokens apart. Codex
+  logs a completion twice, with and without its usage: the one with it is the call (the other
+  only when no such one follows). The same for `websocket_event`.
 - `tool_decision` + `tool_result`, joined by `call_id` → a tool step (decision, success, duration,
   arguments and output when sent).
 - `conversation_starts` names the provider (and the model) of the turns after it.
@@ -27,6 +28,8 @@ from tokentrail.collector.coding.model import (
     standard_attributes,
     task_of,
     tool_use,
+    turn_key,
+    turns,
     user_prompt,
 )
 
@@ -37,17 +40,10 @@ _COMPLETED = ("response.completed",)
 
 def tasks(events: list[Event], start: Event | None = None) -> list[Task]:
     """`start`: the conversation's `conversation_starts` event, when it is not among `events`."""
-    ordered = sorted(events, key=lambda e: (e.time_ns, e.sequence, e.record_hash))
-    turns: list[list[Event]] = []
-    for event in ordered:
-        if event.name == "conversation_starts":
-            start = event
-            continue
-        if event.name == "user_prompt" or not turns:
-            turns.append([])
-        turns[-1].append(event)
+    starts = [e for e in events if e.name == "conversation_starts"]
+    start = max(starts, key=lambda e: e.time_ns) if starts else start
     provider = (start.get("provider_name") if start is not None else "") or "openai"
-    return [_turn(turn, provider) for turn in turns]
+    return [_turn(turn, provider) for turn in turns([e for e in events if e.name != "conversation_starts"])]
 
 
 def _turn(events: list[Event], provider: str) -> Task:
@@ -56,8 +52,12 @@ def _turn(events: list[Event], provider: str) -> Task:
     steps: list[Draft] = []
     tools: dict[str, Draft] = {}
     attempt_start: int | None = None
+    answered: Event | None = None  # a response.completed without usage, not yet drafted
     for event in events:
         name = event.name
+        if name in ("api_request", "websocket_request", "user_prompt") and answered is not None:
+            steps.append(_response(answered, provider, attempt_start))
+            answered = attempt_start = None
         if name == "user_prompt":
             user_prompt(root, event)
         elif name in ("api_request", "websocket_request"):
@@ -67,12 +67,17 @@ def _turn(events: list[Event], provider: str) -> Task:
             else:
                 steps.append(_failed_attempt(event, provider, failed))
         elif name in ("sse_event", "websocket_event") and event.get("event.kind") in _COMPLETED:
+            # Codex logs a response's completion twice, once with its usage: one model call
+            if not event.get("input_token_count"):
+                answered = event
+                continue
             steps.append(_response(event, provider, attempt_start))
-            attempt_start = None
+            answered = attempt_start = None
         elif name in ("tool_decision", "tool_result"):
             tool_use(event, tools, steps, f"execute_tool {event.get('tool_name')}", event.get("call_id"))
-    key = f"{first.time_ns}:{first.record_hash}"
-    return task_of(key, "codex.turn", events, root, steps)
+    if answered is not None:
+        steps.append(_response(answered, provider, attempt_start))
+    return task_of(turn_key(events), "codex.turn", events, root, steps)
 
 
 def _failure(event: Event) -> str | None:
@@ -96,6 +101,7 @@ def _failed_attempt(event: Event, provider: str, error: str) -> Draft:
         event.time_ns - event.duration_ns(),
         event.time_ns,
         _model(event, provider, extra),
+        model_call=True,
     )
     draft.error = error
     return draft
@@ -110,6 +116,7 @@ def _response(event: Event, provider: str, attempt_start: int | None) -> Draft:
         min(start, event.time_ns),
         event.time_ns,
         _model(event, provider, {}),
+        model_call=True,
     )
     draft.ids = (response_id,) if response_id else ()
     return draft

@@ -76,11 +76,18 @@ def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> str:
 
 def recognize(service: str, event_name: str, attrs: Mapping[str, Any]) -> Recognized | None:
     """The tool, short event name, session and prompt of a coding agent's log record; None for
-    any other record, and for a record of no session (the tool's start-up and auth events)."""
-    tool, short = "", event_name
-    for prefix, candidate in _PREFIXES:
-        if event_name.startswith(prefix):
-            tool, short = candidate, event_name[len(prefix) :]
+    any other record, and for a record of no session (the tool's start-up and auth events).
+
+    The `event.name` attribute is read before the record's own event name: Codex's records name
+    the source line that logged them there (`event codex-rs/…:123`)."""
+    named = str(attrs.get("event.name") or "")
+    tool, short = "", named or event_name
+    for candidate in (named, event_name):
+        for prefix, found in _PREFIXES:
+            if candidate.startswith(prefix):
+                tool, short = found, candidate[len(prefix) :]
+                break
+        if tool:
             break
     tool = tool or _tool_of(service)
     if not tool:

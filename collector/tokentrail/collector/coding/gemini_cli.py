@@ -1,4 +1,6 @@
-"""Gemini CLI's log events as tasks: one per `prompt_id`.
+"""Gemini CLI's log events as tasks: one per user prompt, named by its `prompt_id`. A turn runs
+until the next user prompt: its subagents' events carry prompt ids of their own
+(`<agent_id>#<turn>`), and its `agent.start`/`agent.finish` events none.
 
 - `user_prompt` → the root (an agent run of `gemini-cli`), with the prompt's length and text.
 - `api_request` starts a model call that `api_response` completes: tokens in Gemini's semantics
@@ -20,11 +22,12 @@ from tokentrail.collector.coding.model import (
     Draft,
     Event,
     Task,
-    by_prompt,
     nest_in_subagents,
     number,
     standard_attributes,
     task_of,
+    turn_key,
+    turns,
     user_prompt,
 )
 
@@ -34,7 +37,7 @@ _PROVIDER = "gcp.gemini"
 
 
 def tasks(events: list[Event]) -> list[Task]:
-    return [_task(prompt, evs) for prompt, evs in by_prompt(events)]
+    return [_task(turn_key(turn), turn) for turn in turns(events)]
 
 
 def _task(prompt: str, events: list[Event]) -> Task:
@@ -52,7 +55,7 @@ def _task(prompt: str, events: list[Event]) -> Task:
         elif name in ("api_response", "api_error"):
             steps.append(_model_call(event, requested.pop(event.get("model"), None)))
         elif name == "chat.content_retry":
-            steps.append(_content_retry(event))
+            _content_retry(event, steps)
         elif name == "chat.content_retry_failure":
             error = "the model's answer stayed invalid after every retry"
         elif name == "tool_call":
@@ -71,7 +74,7 @@ def _task(prompt: str, events: list[Event]) -> Task:
             _agent(event, agents, steps)
     nest_in_subagents(steps, lambda d: d.name == "gemini_cli.agent")
     task = task_of(prompt, "gemini_cli.prompt", events, root, steps)
-    task.root.error = error
+    task.root.error = error or task.root.error
     return task
 
 
@@ -90,6 +93,7 @@ def _model_call(event: Event, requested_at: int | None) -> Draft:
         start,
         end,
         event.own(extra),
+        model_call=True,
     )
     draft.ids = (response_id,) if response_id else ()
     if failed:
@@ -97,18 +101,40 @@ def _model_call(event: Event, requested_at: int | None) -> Draft:
     return draft
 
 
-def _content_retry(event: Event) -> Draft:
-    wait = int(number(event.get("retry_delay_ms")) * 1_000_000)
-    extra = {sc.GEN_AI_PROVIDER_NAME: _PROVIDER, sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT}
-    draft = Draft(
-        f"content_retry:{event.record_hash}",
-        f"chat {event.get('model')}",
-        event.time_ns - wait,
-        event.time_ns,
-        event.own(extra),
-    )
+_USAGE = (
+    "input_token_count",
+    "output_token_count",
+    "cached_content_token_count",
+    "thoughts_token_count",
+    "tool_token_count",
+    "total_token_count",
+)
+
+
+def _content_retry(event: Event, steps: list[Draft]) -> None:
+    """The answer just before was invalid (an empty stream, say) and the request is sent again:
+    that answer is a failed attempt. Without one (its response not logged), the wait is."""
+    answered = [
+        d for d in steps if d.model_call and d.error is None and d.attrs.get("model") == event.get("model")
+    ]
+    draft = answered[-1] if answered else None
+    if draft is None:
+        wait = int(number(event.get("retry_delay_ms")) * 1_000_000)
+        extra = {sc.GEN_AI_PROVIDER_NAME: _PROVIDER, sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT}
+        draft = Draft(
+            f"content_retry:{event.record_hash}",
+            f"chat {event.get('model')}",
+            event.time_ns - wait,
+            event.time_ns,
+            event.own(extra),
+            model_call=True,
+        )
+        steps.append(draft)
+    elif not any(number(draft.attrs.get(k)) for k in _USAGE):
+        for key in _USAGE:  # an answer of nothing billed nothing
+            draft.attrs.pop(key, None)
+    draft.attrs[sc.ERROR_TYPE] = "invalid_content"
     draft.error = f"invalid content ({event.get('error_type') or 'retried'})"
-    return draft
 
 
 def _tool_call(event: Event) -> Draft:

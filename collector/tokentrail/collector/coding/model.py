@@ -99,6 +99,8 @@ class Draft:
     error: str | None = None
     #: request and tool-call ids under which the tool's own spans may hold the same step
     ids: tuple[str, ...] = ()
+    #: a model request (answered or failed)
+    model_call: bool = False
     events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -125,10 +127,15 @@ def standard_attributes(first: Event, agent: str) -> dict[str, Any]:
 
 
 def task_of(key: str, name: str, events: list[Event], root_attrs: dict[str, Any], steps: list[Draft]) -> Task:
-    """A task whose root spans its events and steps."""
+    """A task whose root spans its events and steps, and failed when its last model request did
+    (the tool gave up on it)."""
     starts = [e.time_ns - e.duration_ns() for e in events] + [d.start_ns for d in steps]
     ends = [e.time_ns for e in events] + [d.end_ns for d in steps]
     root = Draft("", name, min(starts), max(ends), root_attrs)
+    requests = [d for d in steps if d.model_call]
+    last = max(requests, key=lambda d: d.end_ns) if requests else None
+    if last is not None and last.error is not None:
+        root.error = f"the task ended on a failed model request ({last.error})"
     traces = {e.trace_id for e in events if e.trace_id and e.trace_id.strip("0")}
     return Task(key, root, steps, dict(events[0].resource), traces)
 
@@ -190,3 +197,22 @@ def user_prompt(root: dict[str, Any], event: Event) -> None:
     text = event.get("prompt")
     if text and text not in ("<REDACTED>", "[REDACTED]"):
         root["user_prompt"] = text
+
+
+def turns(events: list[Event]) -> list[list[Event]]:
+    """A session's events split into turns at its user prompts, in the order they happened (the
+    tool works on one prompt at a time: what happens until the next one is this one's work)."""
+    out: list[list[Event]] = []
+    for event in sorted(events, key=lambda e: (e.time_ns, e.sequence, e.record_hash)):
+        if event.name == "user_prompt" or not out:
+            out.append([])
+        out[-1].append(event)
+    return out
+
+
+def turn_key(events: list[Event]) -> str:
+    """A turn's stable name: its prompt's id when the tool gives one, else its first event's."""
+    first = events[0]
+    if first.name == "user_prompt" and first.prompt:
+        return first.prompt
+    return f"{first.time_ns}:{first.record_hash}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -27,7 +27,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tokentrail.collector.coding import claude_code, codex, gemini_cli
-from tokentrail.collector.coding.events import CLAUDE_CODE, CODEX, GEMINI_CLI
+from tokentrail.collector.coding.events import CLAUDE_CODE, CODEX
 from tokentrail.collector.coding.model import Draft, Event, Task
 from tokentrail.collector.flatten import SPAN_COLUMNS, SpanBatch
 from tokentrail.pricing import PriceBook
@@ -40,10 +40,6 @@ logger = logging.getLogger("tokentrail.collector")
 
 Touched = dict[tuple[str, str, str], tuple[set[str], int, int]]
 
-_TRANSLATORS: dict[str, Callable[[list[Event]], list[Task]]] = {
-    CLAUDE_CODE: claude_code.tasks,
-    GEMINI_CLI: gemini_cli.tasks,
-}
 _SCOPE = "tokentrail.coding"
 
 
@@ -78,12 +74,17 @@ def _session(
     hi: int,
     pricer: PriceBook | None,
 ) -> set[tuple[str, str]]:
-    if tool == CODEX:
-        rows, start = store.turn_events(client, project, session, lo, hi)
-        tasks = codex.tasks([_event(r) for r in rows], _event(start) if start else None)
-    else:
+    if tool == CLAUDE_CODE:
         rows = store.prompt_events(client, project, tool, session, sorted(prompts), lo, hi)
-        tasks = _TRANSLATORS[tool]([_event(r) for r in rows])
+        tasks = claude_code.tasks([_event(r) for r in rows])
+    else:
+        rows, start = store.turn_events(client, project, tool, session, lo, hi)
+        events = [_event(r) for r in rows]
+        tasks = (
+            codex.tasks(events, _event(start) if start else None)
+            if tool == CODEX
+            else gemini_cli.tasks(events)
+        )
     if not tasks:
         return set()
     traces = sorted(set().union(*(t.trace_ids for t in tasks)))

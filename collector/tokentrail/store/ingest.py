@@ -1,4 +1,5 @@
-"""The statements that store what the collector received: span rows as Arrow, log rows as JSON.
+"""The statements that store what the collector received: span rows as Arrow, log rows and metric
+points as JSON.
 
 Every insert is synchronous (`async_insert = 0`): when the call returns, the rows are written, which
 is what lets the writer move its spool checkpoint. The embedded database (chDB) can read the Arrow
@@ -14,7 +15,14 @@ from pathlib import Path
 
 from tokentrail.store.connection import Client
 
-__all__ = ["insert_log_rows", "insert_span_files", "insert_span_stream", "is_reachable", "readable_as_one"]
+__all__ = [
+    "insert_log_rows",
+    "insert_metric_rows",
+    "insert_span_files",
+    "insert_span_stream",
+    "is_reachable",
+    "readable_as_one",
+]
 
 _SETTINGS = {"async_insert": 0}
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
@@ -54,6 +62,11 @@ def insert_span_stream(client: Client, columns: Sequence[str], stream: bytes) ->
 def insert_log_rows(client: Client, columns: Sequence[str], rows: bytes) -> None:
     """Log rows, one JSON array per line in `columns` order."""
     client.raw_insert("logs", list(columns), rows, settings=_SETTINGS, fmt="JSONCompactEachRow")
+
+
+def insert_metric_rows(client: Client, columns: Sequence[str], rows: bytes) -> None:
+    """Metric data points, one JSON array per line in `columns` order."""
+    client.raw_insert("metric_points", list(columns), rows, settings=_SETTINGS, fmt="JSONCompactEachRow")
 
 
 def is_reachable(client: Client) -> bool:

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from tests.support.collector import running_collector
 from tests.support.meters import Temporality, Transport, sdk_meters
@@ -31,9 +32,9 @@ def test_sdk_metrics_are_stored_one_row_per_point(
 ):
     with running_collector(settings, store) as tt:
         meters = sdk_meters(tt, transport, temporality, _RESOURCE)
-        for commits, tokens in zip(_COMMITS, _TOKENS, strict=True):
-            meters.add("claude_code.commit.count", commits, user__email="ada@example.com")
-            meters.record("codex.turn.token_usage", tokens, token_type="input", model="gpt-5")
+        for added, recorded in zip(_COMMITS, _TOKENS, strict=True):
+            meters.add("claude_code.commit.count", added, user__email="ada@example.com")
+            meters.record("codex.turn.token_usage", recorded, token_type="input", model="gpt-5")
             meters.export()
         meters.close()  # the last export repeats the cumulative points, and sends no delta ones
         tt.flush()
@@ -46,18 +47,40 @@ def test_sdk_metrics_are_stored_one_row_per_point(
         )
         stats = tt.collector.stats.snapshot()
 
+    who, model = {"user.email": "ada@example.com"}, {"token_type": "input", "model": "gpt-5"}
+
     # what each export carries: the amounts since the last one (delta) or since the start (cumulative)
     def sent(amounts: list[int]) -> list[int]:
         return amounts if temporality == "delta" else [*accumulate(amounts), sum(amounts)]
 
     commits = [
-        ("claude_code.commit.count", "sum", temporality, 1, float(v), 0)
-        + ("claude-code", {"user.email": "ada@example.com"}, "payments", "agent")
+        (
+            "claude_code.commit.count",
+            "sum",
+            temporality,
+            1,
+            float(v),
+            0,
+            "claude-code",
+            who,
+            "payments",
+            "agent",
+        )
         for v in sent(_COMMITS)
     ]
     tokens = [
-        ("codex.turn.token_usage", "histogram", temporality, 0, float(v), n)
-        + ("claude-code", {"token_type": "input", "model": "gpt-5"}, "payments", "agent")
+        (
+            "codex.turn.token_usage",
+            "histogram",
+            temporality,
+            0,
+            float(v),
+            n,
+            "claude-code",
+            model,
+            "payments",
+            "agent",
+        )
         for v, n in zip(sent(_TOKENS), sent([1] * len(_TOKENS)), strict=True)
     ]
     assert rows == commits + tokens
@@ -266,7 +289,8 @@ def test_grpc_partial_success_counts_rejected_data_points(settings, store):
     request = ExportMetricsServiceRequest()
     metric = request.resource_metrics.add().scope_metrics.add().metrics.add()
     metric.name = "claude_code.session.count"
-    metric.sum.aggregation_temporality, metric.sum.is_monotonic = 1, True
+    metric.sum.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+    metric.sum.is_monotonic = True
     for time in (1_700_000_000_000_000_000, 0):
         point = metric.sum.data_points.add()
         point.time_unix_nano, point.as_int = time, 1
@@ -306,7 +330,7 @@ def test_a_metrics_record_after_a_damaged_one_is_found_again(tmp_path):
     spool.close()
     segment = next(tmp_path.glob("*.seg"))
     data = bytearray(segment.read_bytes())
-    record = [r for r in _records(bytes(data)) if r[1] == damaged.offset][0]
+    record = next(r for r in _records(bytes(data)) if r[1] == damaged.offset)
     struct.pack_into("<I", data, record[0], 1 << 30)  # a length far past the end of the segment
     segment.write_bytes(bytes(data))
     spool = Spool(tmp_path)

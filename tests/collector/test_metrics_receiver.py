@@ -26,11 +26,18 @@ _COMMITS = [2, 3, 1]  # added between exports
 _TOKENS = [1200, 800, 400]  # recorded between exports
 
 
-@pytest.mark.parametrize(("transport", "temporality"), [("http", "delta"), ("grpc", "cumulative")])
+@pytest.mark.parametrize(
+    ("transport", "temporality", "workers"),
+    [
+        ("http", "delta", 0),
+        ("grpc", "cumulative", 0),
+        ("http", "cumulative", 1),
+    ],  # 1: a worker process flattens
+)
 def test_sdk_metrics_are_stored_one_row_per_point(
-    settings, store, transport: Transport, temporality: Temporality
+    settings, store, transport: Transport, temporality: Temporality, workers: int
 ):
-    with running_collector(settings, store) as tt:
+    with running_collector(settings.with_(writer_workers=workers), store) as tt:
         meters = sdk_meters(tt, transport, temporality, _RESOURCE)
         for added, recorded in zip(_COMMITS, _TOKENS, strict=True):
             meters.add("claude_code.commit.count", added, user__email="ada@example.com")

@@ -181,6 +181,46 @@ def _writer_lines(writer: dict[str, Any], spool: dict[str, Any], stats: dict[str
     return lines
 
 
+def _cmd_outcome(args: argparse.Namespace) -> int:
+    """Record an outcome through the collector's `POST /api/outcomes` (from a git hook, a CI job)."""
+    import os
+
+    from tokentrail.instrumentation._setup import DEFAULT_ENDPOINT
+
+    base = (args.url or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    body: dict[str, Any] = {"name": args.name}
+    for target in ("session", "conversation", "task", "trace"):
+        if getattr(args, target):
+            body[f"{target}_id"] = getattr(args, target)
+    success = True if args.success is None and args.value is None else args.success
+    if success is not None:
+        body["success"] = success
+    if args.value is not None:
+        body["value"] = args.value
+    headers = {"Content-Type": "application/json"}
+    key = args.api_key or os.environ.get("TOKENTRAIL_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(
+        f"{base}/api/outcomes", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            reason = exc.reason
+        print(f"tokentrail: the collector refused the outcome (HTTP {exc.code}): {reason}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"tokentrail: no collector answers at {base} ({exc})", file=sys.stderr)
+        return 1
+    print(f"recorded {args.name} ({answer['outcome_id']}) in project {answer['project']}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import os
 
@@ -410,10 +450,30 @@ def _parser() -> argparse.ArgumentParser:
     waste.add_argument("--format", choices=["table", "json", "csv"], default="table")
     waste.add_argument("--project", help="project (default: the default project)")
     waste.add_argument("--url", help="web UI address (default: the local one)")
+    outcome = sub.add_parser(
+        "outcome", help="record how a task ended (a merged PR, a passing CI run) against its session or task"
+    )
+    outcome.add_argument("name", help="what happened: pr_merged, commit, ci_passed, ticket_resolved…")
+    target = outcome.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session", help="a coding agent's session id (Claude Code, Codex, Gemini CLI)")
+    target.add_argument("--conversation", help="a conversation id")
+    target.add_argument("--task", help="a task id")
+    target.add_argument("--trace", help="a trace id (32 hex digits)")
+    verdict = outcome.add_mutually_exclusive_group()
+    verdict.add_argument(
+        "--success", dest="success", action="store_true", default=None, help="it succeeded (default)"
+    )
+    verdict.add_argument("--failure", dest="success", action="store_false", help="it failed")
+    outcome.add_argument("--value", help="a value to keep with it (a PR number, a score)")
+    outcome.add_argument(
+        "--url", help="collector address (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local one)"
+    )
+    outcome.add_argument("--api-key", help="an ingest key (default: TOKENTRAIL_API_KEY)")
     return parser
 
 
 _COMMANDS = {
+    "outcome": _cmd_outcome,
     "analyze": _cmd_analyze,
     "reprice": _cmd_reprice,
     "waste": _cmd_waste,

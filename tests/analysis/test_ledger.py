@@ -115,7 +115,7 @@ def traces(draw: Any) -> list[dict[str, Any]]:
             )
         elif kind == "tool":
             base.update(
-                tool_name=draw(st.sampled_from(["a", "b"])),
+                tool_name=draw(st.sampled_from(["a", "b", "Read"])),
                 tool_args_hash=draw(st.integers(0, 2)),
                 has_tool_args=draw(st.booleans()),
             )
@@ -225,3 +225,40 @@ def test_a_small_context_window_lowers_the_bloat_allowance():
         and small.evidence["allowance_is"] == "10% of the model's window"
     )
     assert "65% of the model's 20,000-token window" in small.reason
+
+
+def test_reading_again_what_the_run_read_charges_the_asking_calls_share():
+    """A coding agent's reads: the repeat of Read(x) with only reads in between is charged to the
+    call that asked for it (half its cost: it asked for two tool calls); Read(x) after an Edit is
+    not, since the edit may have changed the file."""
+    spans = [dict(SPAN, span_id="root", step_kind="agent", agent_name="claude-code", duration_ns=10**12)]
+
+    def llm(n: int, inp: int) -> None:
+        cost = _cost("big", inp, 100, 0)
+        spans.append(
+            dict(SPAN, span_id=f"c{n}", parent_span_id="root", step_kind="llm", start_ns=len(spans) * 10,
+                 model="big", provider="p", input_tokens=inp, output_tokens=100, billable=1, cost_usd=cost,
+                 finish_reasons=["tool_use"])
+        )  # fmt: skip
+
+    def tool(name: str, args: int) -> None:
+        spans.append(
+            dict(SPAN, span_id=f"t{len(spans)}", parent_span_id="root", step_kind="tool", start_ns=len(spans) * 10,
+                 tool_name=name, tool_args_hash=args, has_tool_args=True)
+        )  # fmt: skip
+
+    llm(1, 1000)
+    tool("Read", 1)
+    tool("Grep", 2)
+    llm(2, 2000)
+    tool("Read", 1)  # read again: only a search in between
+    tool("Edit", 1)
+    llm(3, 3000)
+    tool("Read", 1)  # after an edit: a fresh read
+    ledger = analyze(spans, _prices, None, Thresholds())
+    rereads = [f for f in ledger.findings if f.rule == "duplicate.reread"]
+    assert [f.span_id for f in rereads] == ["c2"]
+    c2 = _cost("big", 2000, 100, 0)
+    assert c2 is not None and rereads[0].wasted_usd is not None
+    assert math.isclose(rereads[0].wasted_usd, c2 / 2)
+    assert math.isclose(ledger.buckets["duplicate"], c2 / 2)

@@ -128,7 +128,7 @@ def test_a_late_failure_moves_the_spend_to_no_outcome(settings, store):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"name": "x", "success": True}, "exactly one of trace_id, task_id or conversation_id"),
+        ({"name": "x", "success": True}, "exactly one of trace_id, task_id, conversation_id or session_id"),
         ({"task_id": "a", "trace_id": "b" * 32, "name": "x", "success": True}, "exactly one"),
         ({"trace_id": "xyz", "name": "x", "success": True}, "32 hexadecimal"),
         ({"task_id": "a", "success": True}, "name is required"),

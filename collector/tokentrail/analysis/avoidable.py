@@ -80,9 +80,13 @@ def context_split(input_tokens: int, cached: int, prior: int) -> tuple[int, int,
     return cached, carried, input_tokens - cached - carried
 
 
-def step_keys(spans: Sequence[dict[str, Any]], scopes: dict[str, str], task_type: str = "") -> dict[str, str]:
+def step_keys(
+    spans: Sequence[dict[str, Any]], scopes: dict[str, str], task_type: str = "", repository: str = ""
+) -> dict[str, str]:
     """span id -> the kind of step a model call does: `agent:NAME` (its agent run), else
-    `task:TYPE` (the trace's task type), else `system:HASH` (its system prompt); absent if none."""
+    `task:TYPE` (the trace's task type), else `system:HASH` (its system prompt); absent if none.
+    Work on a repository (a coding agent's, or any trace naming one) is compared within it: its
+    keys end in `@REPOSITORY`."""
     by_id = {s["span_id"]: s for s in spans}
     keys = {}
     for span in spans:
@@ -90,11 +94,14 @@ def step_keys(spans: Sequence[dict[str, Any]], scopes: dict[str, str], task_type
             continue
         agent = by_id.get(scopes.get(span["span_id"], ""))
         if agent is not None:
-            keys[span["span_id"]] = f"agent:{agent['agent_name']}"
+            key = f"agent:{agent['agent_name']}"
         elif task_type:
-            keys[span["span_id"]] = f"task:{task_type}"
+            key = f"task:{task_type}"
         elif span.get("system_hash"):
-            keys[span["span_id"]] = f"system:{int(span['system_hash']):016x}"
+            key = f"system:{int(span['system_hash']):016x}"
+        else:
+            continue
+        keys[span["span_id"]] = f"{key}@{repository}" if repository else key
     return keys
 
 
@@ -153,12 +160,13 @@ def apply(
     previous: Previous | None = None,
     task_type: str = "",
     windows: Windows | None = None,
+    repository: str = "",
 ) -> None:
     # the oversized-model rule needs the run's shape only when some call gave a short answer
     short = evidence is not None and any(
         int(c.span["output_tokens"]) <= t.oversized_max_output_tokens and not c.failed for c in calls
     )
-    keys = step_keys(spans, scopes, task_type) if short else {}
+    keys = step_keys(spans, scopes, task_type, repository) if short else {}
     chose_tool = _chose_tool(spans, scopes, calls) if short else set()
     cache_seen = any(c.span.get("cache_reported", True) for c in calls)
     for c in contexts(calls, previous):
@@ -359,17 +367,19 @@ def _oversized(
     if best is None or best[0] > (1 - t.oversized_min_saving) * call.cost:
         return
     alt_cost, model, traces, example = best
-    kind = step.split(":", 1)[0]
+    kind, _, named = step.partition(":")
+    named, _, repository = named.partition("@")
     what = {"agent": "the same agent", "task": "the same task type", "system": "the same system prompt"}.get(
         kind, step
     )
+    where = f" in {repository[:60]}" if repository else ""
     waste(
         "oversized_model",
         call,
         call.cost - alt_cost,
         0,
         [],
-        f"{out} output tokens; {model} did {what} ({step.split(':', 1)[1][:40]}) successfully in {traces} "
+        f"{out} output tokens; {model} did {what} ({named[:40]}){where} successfully in {traces} "
         f"trace{'s' if traces != 1 else ''} of this project, and would cost {alt_cost / call.cost:.0%} of it",
         "oversized_model.cheaper_model_seen",
         {

@@ -49,6 +49,7 @@ class TraceInfo(NamedTuple):
     conversation_id: str
     task_type: str
     outcome: str  # "success", "failure" or "" (unknown)
+    repository: str = ""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TraceInfo:
@@ -60,6 +61,7 @@ class TraceInfo(NamedTuple):
             row["conversation_id"],
             row["task_type"],
             row["outcome"],
+            row.get("repository", ""),
         )
 
 
@@ -238,6 +240,7 @@ def judge(
             previous=previous.get(trace_id),
             task_type=trace.task_type,
             windows=prices.context_window,
+            repository=trace.repository,
         )
         where = _where(project, trace_id, trace, now)
         waste.extend(1, {**where, **_ledger_columns(ledger)}, {})
@@ -278,7 +281,7 @@ class _Steps:
     def add(
         self, trace_id: str, spans: list[dict[str, Any]], trace: TraceInfo, evidence: Evidence, t: Thresholds
     ) -> None:
-        found, keys = successful_steps(spans, trace.outcome, t, trace.task_type)
+        found, keys = successful_steps(spans, trace.outcome, t, trace.task_type, trace.repository)
         if keys:
             self.candidates[trace_id] = keys
         for step, kind, provider, model, span_id in found:

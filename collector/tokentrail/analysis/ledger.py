@@ -25,7 +25,9 @@ Definite waste: the work was thrown away. First match takes the call's whole rem
 3. duplicate. (a) A model call with the same model and the same input (system instructions and
    messages, so it needs captured content) as an earlier successful call of the trace. (b) A cycle
    as in 2 that occurs only twice: a single re-request of the same tool with the same arguments,
-   whose result was already there. Waste = the repeat's cost.
+   whose result was already there. Waste = the repeat's cost. (c) A read-only tool call (a coding
+   agent's file read or search) with the same arguments as an earlier one of its run and only reads
+   in between. Waste = the share of the asking call's cost that such reads were of its tool calls.
 4. no outcome. The task's recorded outcome is a failure, or the run ended in an error with no
    successful outcome. Waste = all its remaining cost.
 
@@ -241,6 +243,7 @@ def analyze(
     previous: Previous | None = None,
     task_type: str = "",
     windows: Windows | None = None,
+    repository: str = "",
 ) -> Ledger:
     """The ledger of one trace. `spans` are rows in start order. `evidence` answers which cheaper
     models this project has seen doing a kind of step (the oversized-model rule's evidence);
@@ -253,10 +256,13 @@ def analyze(
     done: set[str] = set()
     _retries(calls, spans, waste, done)
     _cycles(spans, calls, scopes, t, waste, done)
+    _rereads(spans, calls, scopes, waste, done)
     _duplicate_requests(calls, spans, waste, done)
     outcome = _no_outcome(spans, calls, t, outcome, waste, done)
     if outcome != "failure":
-        avoidable.apply(calls, spans, scopes, prices, evidence, t, waste, previous, task_type, windows)
+        avoidable.apply(
+            calls, spans, scopes, prices, evidence, t, waste, previous, task_type, windows, repository
+        )
 
     buckets = waste.buckets
     buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
@@ -488,6 +494,74 @@ def _find_cycles(keys: list[Any], t: Thresholds) -> list[tuple[list[int], list[i
     return found
 
 
+#: tools that only read (coding agents' file reads and searches): reading the same thing again
+#: with no other tool run in between finds what the context already holds
+READ_ONLY_TOOLS = frozenset(
+    {
+        # Claude Code
+        "Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch",
+        # Gemini CLI
+        "read_file", "read_many_files", "glob", "search_file_content", "list_directory", "web_fetch",
+        "google_web_search",
+        # Codex CLI and others
+        "view_image", "read", "view", "grep", "ls",
+    }
+)  # fmt: skip
+
+
+def _rereads(
+    spans: Sequence[dict[str, Any]], calls: list[Call], scopes: dict[str, str], waste: Waste, done: set[str]
+) -> None:
+    """3 (c). A read-only tool call (`READ_ONLY_TOOLS`) with the same arguments as an earlier one of
+    its run, with only reads in between (a write, a command or an edit may have changed what is
+    read): its result was already in the context. Charged to the model call that asked for it:
+    the share of its cost that such reads were of the tool calls it asked for."""
+    for steps in _runs(spans, calls, scopes).values():
+        seen: dict[Any, str] = {}
+        asked_by: Call | None = None
+        asked: dict[str, int] = defaultdict(int)  # model call → tool calls it led to
+        repeats: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # → (tool, first, again)
+        by_call: dict[str, Call] = {}
+        for key, call, span_id in steps:
+            if call is not None:
+                asked_by = call
+                continue
+            if asked_by is not None:
+                asked[asked_by.span["span_id"]] += 1
+            if key[1] not in READ_ONLY_TOOLS:
+                seen.clear()
+                continue
+            if key in seen and asked_by is not None:
+                repeats[asked_by.span["span_id"]].append((key[1], seen[key], span_id))
+                by_call[asked_by.span["span_id"]] = asked_by
+            seen.setdefault(key, span_id)
+        for call_id, reads in repeats.items():
+            call = by_call[call_id]
+            if call_id in done:
+                continue
+            n, share = len(reads), asked[call_id]
+            tools = sorted({tool for tool, _, _ in reads})
+            left = call.whole()
+            waste(
+                "duplicate",
+                call,
+                left * n / share if left is not None else None,
+                call.tokens * n // share,
+                [span for _, first, again in reads for span in (first, again)],
+                f"asked to read again ({', '.join(tools)}) what an earlier call of this run had read, "
+                "with nothing changed in between",
+                "duplicate.reread",
+                {
+                    "tools": tools,
+                    "reads_again": [again for _, _, again in reads],
+                    "first_reads": [first for _, first, _ in reads],
+                    "tool_calls_asked": share,
+                    "formula": f"${call.cost or 0:.6f} × {n} of the {share} tool calls it asked for",
+                },
+            )
+            done.add(call_id)
+
+
 def _duplicate_requests(
     calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]
 ) -> None:
@@ -571,7 +645,7 @@ def _no_outcome(
 
 
 def successful_steps(
-    spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds, task_type: str = ""
+    spans: Sequence[dict[str, Any]], outcome: str, t: Thresholds, task_type: str = "", repository: str = ""
 ) -> tuple[list[tuple[str, str, str, str, str]], set[str]]:
     """The oversized-model rule's evidence in a trace: (step, step kind, provider, model, span id) of
     each model call that did a short job well (an answer of at most `oversized_max_output_tokens`
@@ -587,7 +661,7 @@ def successful_steps(
     ]
     if not short:
         return [], set()
-    keys = step_keys(spans, _scopes(spans), task_type)
+    keys = step_keys(spans, _scopes(spans), task_type, repository)
     asked = {keys[s["span_id"]] for s in short if keys.get(s["span_id"])}
     if trace_failed(spans, outcome, t)[1]:
         return [], asked

@@ -29,6 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tokentrail import semconv as sc
+from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_session
 from tokentrail.collector.normalize import Normalized, normalize
 from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
 from tokentrail.pricing import PriceBook, price_call
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from tokentrail.collector.metric_points import MetricBatch
 
 __all__ = [
+    "AGENT_EVENT_COLUMNS",
     "LOG_COLUMNS",
     "SPAN_COLUMNS",
     "SPAN_SCHEMA",
@@ -261,6 +263,8 @@ class SpanBatch:
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
         self.outcome_traces: set[tuple[str, str]] = set()
+        #: coding agents' sessions whose own spans arrived (their events are matched to them)
+        self.sessions = Touched()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -314,6 +318,10 @@ class SpanBatch:
         self.traces.add((project, trace_id))
         if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in events[1][1]:
             self.outcome_traces.add((project, trace_id))
+        if n.convention in TOOLS:
+            found = span_session(n.convention, values, n.conversation_id)
+            if found is not None:
+                self.sessions.add(project, found, span.start_time_unix_nano, span.end_time_unix_nano)
 
 
 def _events(span: Span) -> _Events:
@@ -420,9 +428,32 @@ LOG_COLUMNS = (
 )
 
 
+#: `agent_events`: a coding agent's log events, typed and ordered by session
+AGENT_EVENT_COLUMNS = (
+    "project",
+    "tool",
+    "session_id",
+    "prompt_id",
+    "timestamp",
+    "event",
+    "sequence",
+    "service_name",
+    "trace_id",
+    "span_id",
+    "resource_attributes",
+    "attributes",
+    "body",
+    "record_hash",
+)
+
+
 class LogBatch:
+    """Log records as sent (`logs`), and those of coding agents once more as `agent_events`."""
+
     def __init__(self) -> None:
         self.rows: list[list[Any]] = []
+        self.agent_events: list[list[Any]] = []
+        self.sessions = Touched()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -441,28 +472,60 @@ class LogBatch:
                         rec.SerializeToString(deterministic=True), digest_size=8
                     ).digest()
                     timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
-                    self.rows.append(
-                        [
-                            project,
-                            ts(timestamp),
-                            ts(rec.observed_time_unix_nano),
-                            rec.trace_id.hex(),
-                            rec.span_id.hex(),
-                            rec.flags,
-                            rec.severity_text,
-                            min(rec.severity_number, 255),
-                            service,
-                            scope_logs.scope.name,
-                            scope_logs.scope.version,
-                            event_name,
-                            _text(body),
-                            res_texts,
-                            texts,
-                            int.from_bytes(digest, "little"),
-                        ]
-                    )
+                    record_hash = int.from_bytes(digest, "little")
+                    row = [
+                        project,
+                        ts(timestamp),
+                        ts(rec.observed_time_unix_nano),
+                        rec.trace_id.hex(),
+                        rec.span_id.hex(),
+                        rec.flags,
+                        rec.severity_text,
+                        min(rec.severity_number, 255),
+                        service,
+                        scope_logs.scope.name,
+                        scope_logs.scope.version,
+                        event_name,
+                        _text(body),
+                        res_texts,
+                        texts,
+                        record_hash,
+                    ]
+                    self.rows.append(row)
+                    found = recognize(service, event_name, texts)
+                    if found is not None:
+                        self._agent_event(row, found, texts, timestamp)
                     added += 1
         return added
+
+    def _agent_event(
+        self, row: list[Any], found: tuple[str, str, str, str], texts: dict[str, str], at: int
+    ) -> None:
+        tool, short, session, prompt = found
+        project, stamp, _, trace_id, span_id, *_ = row
+        try:
+            sequence = int(texts.get("event.sequence", -1))
+        except ValueError:
+            sequence = -1
+        self.agent_events.append(
+            [
+                project,
+                tool,
+                session,
+                prompt,
+                stamp,
+                short,
+                sequence,
+                row[8],
+                trace_id,
+                span_id,
+                row[13],
+                texts,
+                row[12],
+                row[15],
+            ]
+        )
+        self.sessions.add(project, found, at, at)
 
 
 # --- a batch of spool records, flattened -------------------------------------------------------
@@ -478,11 +541,13 @@ class Flattened:
     """
 
     __slots__ = (
+        "agent_event_json",
         "log_count",
         "log_json",
         "metric_count",
         "metric_json",
         "outcome_traces",
+        "sessions",
         "span_arrow",
         "span_count",
         "span_file",
@@ -510,6 +575,10 @@ class Flattened:
         self.outcome_traces = spans.outcome_traces
         self.log_count = len(logs)
         self.log_json = _encode(logs.rows) if len(logs) else b""
+        self.agent_event_json = _encode(logs.agent_events) if logs.agent_events else b""
+        #: the coding agents' sessions this batch brought events or spans of
+        self.sessions = logs.sessions
+        self.sessions.update(spans.sessions)
         self.metric_count = len(metrics) if metrics is not None else 0
         self.metric_json = _encode(metrics.rows) if metrics is not None and len(metrics) else b""
 

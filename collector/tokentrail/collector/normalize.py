@@ -126,6 +126,9 @@ _SPAN_NAMES = {  # emitters that say what a span is only through its name
     "claude_code.tool.blocked_on_user": (sc.STEP_OTHER, "blocked_on_user"),
     "claude_code.interaction": (sc.STEP_AGENT, "turn"),
     "claude_code.hook": (sc.STEP_OTHER, "hook"),
+    # coding agents' compactions, as the session builder writes them from their events
+    "claude_code.compaction": (sc.STEP_OTHER, "compaction"),
+    "gemini_cli.chat_compression": (sc.STEP_OTHER, "compaction"),
     "agent run": (sc.STEP_AGENT, ""),
     "running tool": (sc.STEP_TOOL, ""),
 }
@@ -214,6 +217,9 @@ _CONVERSATION = (
     "session_id",
 )
 _USER = (sc.USER_ID, sc.ENDUSER_ID, "traceloop.association.properties.user_id", "user.email")
+# Coding agents' `user.id` is an anonymous install id: the developer is the account they name
+_DEVELOPER = ("user.email", "user.account_uuid", "user.account_id", sc.USER_ID, "installation.id")
+_CODING_AGENTS = frozenset({"claude_code", "codex", "gemini_cli"})
 _RESPONSE_ID = (sc.GEN_AI_RESPONSE_ID, "request_id", "llm.response.id")
 _FINISH = (
     sc.GEN_AI_RESPONSE_FINISH_REASONS,
@@ -614,7 +620,8 @@ def _names_into(
         n.agent_name = name.removeprefix(f"{sc.OP_INVOKE_AGENT} ")
     n.workflow_name = _str(_first(attrs, _WORKFLOW))
     n.conversation_id = _str(_first(attrs, _CONVERSATION) or _first(resource, _CONVERSATION))
-    n.user_id = _str(_first(attrs, _USER) or _first(resource, _USER))
+    users = _DEVELOPER if convention in _CODING_AGENTS else _USER
+    n.user_id = _str(_first(attrs, users) or _first(resource, users))
     n.response_id = n.response_id or _str(_first(attrs, _RESPONSE_ID))
     n.finish_reasons = n.finish_reasons or _strings(_first(attrs, _FINISH))
 

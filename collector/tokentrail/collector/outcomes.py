@@ -32,6 +32,9 @@ _TARGETS = {
     "trace_id": sc.TT_OUTCOME_TRACE_ID,
     "task_id": sc.TT_TASK_ID,
     "conversation_id": sc.GEN_AI_CONVERSATION_ID,
+    # a coding agent's session is its conversation (Claude Code's and Gemini CLI's session.id,
+    # Codex's conversation.id)
+    "session_id": sc.GEN_AI_CONVERSATION_ID,
 }
 
 
@@ -55,7 +58,7 @@ def outcome_request(body: Any, now_ns: int | None = None) -> ExportTraceServiceR
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     targets = {k: _text(body, k) for k in _TARGETS if _text(body, k)}
     if len(targets) != 1:
-        raise BadRequest("give exactly one of trace_id, task_id or conversation_id")
+        raise BadRequest("give exactly one of trace_id, task_id, conversation_id or session_id")
     if "trace_id" in targets:
         trace_id = targets["trace_id"].lower()
         if (

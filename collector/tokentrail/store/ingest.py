@@ -1,5 +1,5 @@
-"""The statements that store what the collector received: span rows as Arrow, log rows and metric
-points as JSON.
+"""The statements that store what the collector received: span rows as Arrow; log rows, agent events
+and metric points as JSON.
 
 Every insert is synchronous (`async_insert = 0`): when the call returns, the rows are written, which
 is what lets the writer move its spool checkpoint. The embedded database (chDB) can read the Arrow
@@ -15,14 +15,7 @@ from pathlib import Path
 
 from tokentrail.store.connection import Client
 
-__all__ = [
-    "insert_log_rows",
-    "insert_metric_rows",
-    "insert_span_files",
-    "insert_span_stream",
-    "is_reachable",
-    "readable_as_one",
-]
+__all__ = ["insert_json_rows", "insert_span_files", "insert_span_stream", "is_reachable", "readable_as_one"]
 
 _SETTINGS = {"async_insert": 0}
 _GLOB_CHARS = re.compile(r"[*?{}\[\]]")
@@ -59,14 +52,10 @@ def insert_span_stream(client: Client, columns: Sequence[str], stream: bytes) ->
     client.raw_insert("spans", list(columns), stream, settings=_SETTINGS, fmt="ArrowStream")
 
 
-def insert_log_rows(client: Client, columns: Sequence[str], rows: bytes) -> None:
-    """Log rows, one JSON array per line in `columns` order."""
-    client.raw_insert("logs", list(columns), rows, settings=_SETTINGS, fmt="JSONCompactEachRow")
-
-
-def insert_metric_rows(client: Client, columns: Sequence[str], rows: bytes) -> None:
-    """Metric data points, one JSON array per line in `columns` order."""
-    client.raw_insert("metric_points", list(columns), rows, settings=_SETTINGS, fmt="JSONCompactEachRow")
+def insert_json_rows(client: Client, table: str, columns: Sequence[str], rows: bytes) -> None:
+    """Rows of `table` (logs, agent events, metric points), one JSON array per line in `columns`
+    order."""
+    client.raw_insert(table, list(columns), rows, settings=_SETTINGS, fmt="JSONCompactEachRow")
 
 
 def is_reachable(client: Client) -> bool:

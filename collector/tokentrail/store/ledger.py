@@ -46,7 +46,7 @@ ORDER BY trace_id, start_time, span_id
 _TRACES = traces_with_outcome(
     "t.trace_id AS trace_id, toUnixTimestamp64Nano(t.start_time) AS start_ns, t.service_name AS service_name, "
     "t.agent_name AS agent_name, t.user_id AS user_id, t.conversation_id AS conversation_id, "
-    "t.task_type AS task_type",
+    "t.task_type AS task_type, t.repository AS repository",
     "project = {project:String} AND trace_id IN {trace_ids:Array(String)}",
 )
 

@@ -23,7 +23,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from tokentrail.collector.flatten import LOG_COLUMNS, SPAN_COLUMNS, SPAN_SCHEMA, Flattened, flatten_records
+from tokentrail.collector.flatten import (
+    AGENT_EVENT_COLUMNS,
+    LOG_COLUMNS,
+    SPAN_COLUMNS,
+    SPAN_SCHEMA,
+    Flattened,
+    flatten_records,
+)
 from tokentrail.collector.metric_points import METRIC_COLUMNS
 from tokentrail.collector.spool import KIND_TRACES
 from tokentrail.collector.writer.summaries import reconcile
@@ -116,10 +123,13 @@ def insert(client: Any, batches: Sequence[Flattened]) -> None:
         ingest.insert_span_stream(client, SPAN_COLUMNS, _one_stream(streams))
     logs = [b.log_json for b in batches if b.log_json]
     if logs:
-        ingest.insert_log_rows(client, LOG_COLUMNS, b"\n".join(logs))
+        ingest.insert_json_rows(client, "logs", LOG_COLUMNS, b"\n".join(logs))
+    events = [b.agent_event_json for b in batches if b.agent_event_json]
+    if events:
+        ingest.insert_json_rows(client, "agent_events", AGENT_EVENT_COLUMNS, b"\n".join(events))
     metrics = [b.metric_json for b in batches if b.metric_json]
     if metrics:
-        ingest.insert_metric_rows(client, METRIC_COLUMNS, b"\n".join(metrics))
+        ingest.insert_json_rows(client, "metric_points", METRIC_COLUMNS, b"\n".join(metrics))
 
 
 def load(

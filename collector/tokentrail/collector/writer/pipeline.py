@@ -122,6 +122,7 @@ class Writer:
             config.task_attribute,
             config.summary_seconds,
             threaded=summary_client is not None,
+            pricer=pricer,
         )
         self._stop = threading.Event()
         self._wake = threading.Event()

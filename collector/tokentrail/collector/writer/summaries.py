@@ -8,6 +8,10 @@ an outcome) and reconciles them at most every `summary_seconds`: on a thread of 
 ClickHouse client of its own, beside the inserts; or, without one, on the writer's thread between
 inserts. A step that fails keeps its traces for the next one; the spans are stored either way.
 
+Coding agents' sessions come first: the sessions a batch brought events (or the tool's own spans)
+of are built into spans (`tokentrail.collector.coding.sessions`), and the traces that wrote are
+reconciled with the others.
+
 `reconcile` is the writer's one call into the reconciler, `tokentrail.store.reconcile` (for
 `Summaries` and for `load`).
 """
@@ -20,7 +24,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tokentrail.collector.coding import sessions
+from tokentrail.collector.coding.events import Touched
 from tokentrail.collector.flatten import Flattened
+from tokentrail.pricing import PriceBook
 from tokentrail.store.reconcile import reconcile as store_reconcile
 
 __all__ = ["Summaries", "reconcile"]
@@ -38,11 +45,20 @@ def reconcile(client: Any, traces: Traces, judged: Traces, task_attribute: str) 
 
 class Summaries:
     def __init__(
-        self, client: Callable[[], Any], task_attribute: str, seconds: float, *, threaded: bool
+        self,
+        client: Callable[[], Any],
+        task_attribute: str,
+        seconds: float,
+        *,
+        threaded: bool,
+        pricer: PriceBook | None = None,
     ) -> None:
         """`client`: gives the client to reconcile with; `threaded`: reconcile on a thread of
-        its own (with a client of its own), rather than when the writer calls `step`."""
+        its own (with a client of its own), rather than when the writer calls `step`; `pricer`:
+        prices the model calls of the coding agents' sessions it builds."""
         self._client = client
+        self.pricer = pricer
+        self._sessions = Touched()
         self.task_attribute = task_attribute
         self.seconds = seconds
         self.threaded = threaded
@@ -59,6 +75,8 @@ class Summaries:
             for rows in batches:
                 self._dirty |= rows.traces
                 self._judged |= rows.outcome_traces
+                if rows.sessions:
+                    self._sessions.update(rows.sessions)
 
     def step(self, force: bool = False) -> int:
         """Reconcile the traces noted since the last step (at most every `seconds` unless
@@ -70,6 +88,9 @@ class Summaries:
             with self._dirty_lock:
                 dirty, self._dirty = self._dirty, set()
                 judged, self._judged = self._judged, set()
+                touched = self._sessions.take()
+            if touched:
+                dirty |= sessions.build(self._client(), touched, self.pricer)
             if not dirty:
                 return 0
             try:

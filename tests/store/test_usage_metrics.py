@@ -17,6 +17,7 @@ import httpx
 import pytest
 from genai_prices import Usage, calc_price
 
+from tests.support.coding_agents import emit_metrics, ground_truth, realistic_session
 from tests.support.collector import Running, running_collector
 from tests.support.meters import Temporality, Transport, sdk_meters
 from tokentrail.pricing import PriceBook
@@ -442,3 +443,58 @@ def test_cost_from_metrics_beside_cost_from_traces(settings, store):
     ]
     assert [r.difference_usd for r in found] == pytest.approx([0.5 - 0.4, -0.2, 0.25])
     assert [r.relative_difference for r in found] == pytest.approx([(0.5 - 0.4) / 0.5, 1.0, 1.0])
+
+
+_CATALOG_PROVIDERS = {"claude_code": "anthropic", "codex": "openai", "gemini_cli": "google"}
+
+
+@pytest.mark.parametrize("tool", ["claude_code", "codex", "gemini_cli"])
+def test_an_emulated_session_adds_up_to_its_ground_truth(settings, store, tool):
+    """A realistic session of each tool, its metrics sent as the tool sends them: the tokens and
+    cost read back are the session's ground truth (the cost Claude Code reported; the others'
+    calls priced one by one from the catalog)."""
+    session = realistic_session(tool, seed=7, start=_DAY + timedelta(hours=9))
+    truth = ground_truth(session).totals
+    calls = [c for t in ground_truth(session).traces for c in t.calls if c.succeeded]
+    with running_collector(settings, store) as tt:
+        assert emit_metrics(session, tt.http_url, "http") > 0
+        tt.flush()
+        found = daily_usage(
+            store.client,
+            settings.default_project,
+            _DAY,
+            _DAY + timedelta(days=2),
+            "coding_agent",
+            pricer=_PRICER,
+        )
+    assert [(r.key, r.day) for r in found] == [(tool, _DAY.date())]
+    (row,) = found
+    assert (
+        row.input_tokens,
+        row.output_tokens,
+        row.cache_read_tokens,
+        row.cache_write_tokens,
+        row.reasoning_tokens,
+    ) == (
+        truth.input_tokens,
+        truth.output_tokens,
+        truth.cache_read_tokens,
+        truth.cache_write_tokens,
+        truth.reasoning_tokens,
+    )
+    if truth.cost_usd is not None:
+        expected = truth.cost_usd
+    else:
+        expected = sum(
+            _catalog(
+                c.model,
+                _CATALOG_PROVIDERS[tool],
+                input_tokens=c.input_tokens,
+                cache_read_tokens=c.cache_read_tokens,
+                cache_write_tokens=c.cache_write_tokens,
+                output_tokens=c.output_tokens,
+            )
+            for c in calls
+        )
+    assert row.cost_usd == pytest.approx(expected)
+    assert row.unpriced_tokens == 0

@@ -59,9 +59,9 @@ def test_status_reads_the_running_collector(settings, store):
     lines = [line.split() for line in out.stdout.splitlines()]
     steps = next(line for line in lines if line[:1] == ["received"])
     assert steps == ["received", "spooled", "stored", "rejected"]
-    shown = {line[0]: line[1:] for line in lines if line[:1] in (["spans"], ["logs"])}
+    shown = {line[0]: line[1:] for line in lines if line[:1] in (["spans"], ["logs"], ["metrics"])}
     assert shown["spans"][0] == "3" and shown["spans"][2] == "3"  # received and stored
-    for noun in ("spans", "logs"):
+    for noun in ("spans", "logs", "metrics"):
         assert shown[noun] == [f"{int(stats[f'tokentrail_{noun}_{step}_total']):,}" for step in steps]
     down = _run("status", "--url", "http://127.0.0.1:9/api/status")
     assert down.returncode == 1

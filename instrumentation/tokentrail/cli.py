@@ -130,10 +130,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _counters(stats: dict[str, Any]) -> Any:
-    """Spans and logs: received, spooled, stored and rejected."""
+    """Spans, logs and metric data points: received, spooled, stored and rejected."""
     steps = ("received", "spooled", "stored", "rejected")
     table = _table("", *steps, right=steps)
-    for noun in ("spans", "logs"):
+    for noun in ("spans", "logs", "metrics"):
+        if f"tokentrail_{noun}_received_total" not in stats:
+            continue  # a collector from before it took metrics
         table.add_row(noun, *(f"{int(stats[f'tokentrail_{noun}_{step}_total']):,}" for step in steps))
     return table
 

@@ -15,6 +15,7 @@ __all__ = [
     "CHECKPOINT_SLOT",
     "HEADER",
     "KIND_LOGS",
+    "KIND_METRICS",
     "KIND_TRACES",
     "MIN_BODY",
     "CorruptRecord",
@@ -35,10 +36,12 @@ __all__ = [
 HEADER = struct.Struct("<II")
 KIND_TRACES = 1
 KIND_LOGS = 2
-_KINDS = (KIND_TRACES, KIND_LOGS)
+KIND_METRICS = 3
+#: every kind a record may have; a spool written before a kind was added reads as it always did
+_KINDS = (KIND_TRACES, KIND_LOGS, KIND_METRICS)
 MIN_BODY = 2  # kind + project length
 #: where a record may start again after a damaged region: its kind byte follows the 8-byte header
-_KIND_BYTE = re.compile(b"[\x01\x02]")
+_KIND_BYTE = re.compile(b"[" + bytes(_KINDS) + b"]")
 
 
 @dataclass(frozen=True, order=True)

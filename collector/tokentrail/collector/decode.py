@@ -1,10 +1,12 @@
 """Decode OTLP request bodies (protobuf or JSON, optionally gzip) and drop what cannot be stored.
 
 Pure functions: bytes in, protobuf message and a count of rejected items out. Both receivers
-(HTTP and gRPC) call these through `ingest`. A span or log record the writer could not store
-(ids of the wrong length, times outside what ClickHouse holds, a span that ends before it
-starts) is dropped here, one by one, and reported to its sender in `partial_success`: were it
-spooled, it would fail every batch it rides in and hold back everyone's data.
+(HTTP and gRPC) call these through `ingest`. A span, log record or metric data point the writer
+could not store or no reader could use (ids of the wrong length, times outside what ClickHouse
+holds, a span that ends before it starts, a point without its time or value, or whose value is
+not a finite number) is dropped here, one by one, and reported to its sender in
+`partial_success`: were it spooled, it would fail every batch it rides in and hold back
+everyone's data, or spoil every sum it is part of.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 __all__ = [
@@ -35,15 +39,19 @@ __all__ = [
     "gzip_bytes",
     "load_json",
     "validate_logs",
+    "validate_metrics",
     "validate_traces",
 ]
 
-Signal = Literal["traces", "logs"]
+_T = TypeVar("_T")
+Signal = Literal["traces", "logs", "metrics"]
 Encoding = Literal["protobuf", "json"]
+Request = ExportTraceServiceRequest | ExportLogsServiceRequest | ExportMetricsServiceRequest
 
-_REQUEST_TYPES: dict[str, type[ExportTraceServiceRequest] | type[ExportLogsServiceRequest]] = {
+_REQUEST_TYPES: dict[str, type[Request]] = {
     "traces": ExportTraceServiceRequest,
     "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
 }
 
 
@@ -61,7 +69,7 @@ class BodyTimeout(TimeoutError):
 
 @dataclass
 class Decoded:
-    request: ExportTraceServiceRequest | ExportLogsServiceRequest
+    request: Request
     #: protobuf encoding of `request` (the original bytes when nothing was dropped)
     payload: bytes
     accepted: int
@@ -145,7 +153,7 @@ def _parse(signal: Signal, body: bytes, encoding: Encoding, max_json_depth: int)
         return message
     data = _loads(body, max_json_depth)
     if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object with resourceSpans or resourceLogs")
+        raise BadRequest("body must be a JSON object with resourceSpans, resourceLogs or resourceMetrics")
     _prepare_json(data, max_json_depth, max_json_depth)
     try:
         # Receivers must ignore unknown fields (OTLP spec, JSON encoding).
@@ -227,6 +235,66 @@ def _log_problem(record: Any) -> Problem:
         return _after_latest("observed_time_unix_nano", record.observed_time_unix_nano)
     if record.severity_number < 0:  # an open enum: see _span_problem
         return "severity_number", f"severity_number {record.severity_number} is not a severity (0 to 24)"
+    return None
+
+
+# A metric data point: its kind of metric (the field of `Metric.data` that holds it) and whether
+# its metric needs an aggregation temporality (sums and histograms: increments are read by it).
+_POINT_KINDS = {
+    "gauge": False,
+    "sum": True,
+    "histogram": True,
+    "exponential_histogram": True,
+    "summary": False,
+}
+_TEMPORALITIES = (1, 2)  # AGGREGATION_TEMPORALITY_DELTA, _CUMULATIVE
+
+
+def _metric_problem(metric: Any, kind: str) -> Problem:
+    """What makes every point of a metric unusable, if anything."""
+    if not metric.name:
+        return "metric name", "the metric has no name"
+    if _POINT_KINDS[kind]:
+        temporality = getattr(metric, kind).aggregation_temporality
+        if temporality not in _TEMPORALITIES:
+            return (
+                "aggregation_temporality",
+                f"aggregation_temporality is {temporality}: a {kind} needs 1 (delta) or 2 (cumulative)",
+            )
+    return None
+
+
+def _always(value: _T) -> Callable[[Any], _T]:
+    """A function of a point that gives the same value for every point (its metric's problem or
+    name)."""
+    return lambda _: value
+
+
+def _point_problem(point: Any) -> Problem:
+    """A metric data point the writer could not store, or that would spoil every sum it is in."""
+    at, start = point.time_unix_nano, point.start_time_unix_nano
+    if at == 0:
+        return "time unset", "time_unix_nano is 0 (unset): a point needs its time"
+    if at > MAX_TIME_UNIX_NANO:
+        return _after_latest("time_unix_nano", at)
+    if start > at:
+        return "start after time", f"start_time_unix_nano {start} is after time_unix_nano {at}"
+    if point.DESCRIPTOR.name == "NumberDataPoint":
+        which = point.WhichOneof("value")
+        if which is None:
+            return "value unset", "the point has no value (as_int or as_double)"
+        if which == "as_double" and not math.isfinite(point.as_double):
+            return "value", f"value {point.as_double} is not a finite number"
+        return None
+    if not math.isfinite(point.sum):
+        return "sum", f"sum {point.sum} is not a finite number"
+    bounds = getattr(point, "explicit_bounds", None)
+    if bounds is not None and point.bucket_counts and len(point.bucket_counts) != len(bounds) + 1:
+        return (
+            "bucket_counts",
+            f"bucket_counts has {len(point.bucket_counts)} entries for {len(bounds)} explicit_bounds: "
+            f"it needs {len(bounds) + 1}",
+        )
     return None
 
 
@@ -340,12 +408,42 @@ def validate_logs(request: ExportLogsServiceRequest) -> tuple[int, int, str]:
     return accepted, rejections.count, rejections.reason
 
 
+def validate_metrics(request: ExportMetricsServiceRequest) -> tuple[int, int, str]:
+    """Remove the metric data points the writer could not store (or no sum could use); returns
+    (accepted, rejected, reason), counted in data points."""
+    _check_groups(request.resource_metrics, "scope_metrics")
+    rejections = _Rejections()
+    accepted = 0
+    empty = 0
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                points = getattr(metric, kind).data_points if kind is not None else ()
+                if kind is None or not points:
+                    empty += 1  # like an empty group: no data, and a cost to walk through
+                    if empty > MAX_GROUPS:
+                        raise BadRequest(
+                            f"request has more than {MAX_GROUPS} metrics without data points: "
+                            "send fewer, fuller ones"
+                        )
+                    continue
+                found = _metric_problem(metric, kind)
+                problem = _point_problem if found is None else _always(found)
+                accepted += rejections.drop(points, problem, _always(f"metric {metric.name[:80]!r}"))
+    return accepted, rejections.count, rejections.reason
+
+
+_VALIDATORS: dict[str, Callable[[Any], tuple[int, int, str]]] = {
+    "traces": validate_traces,
+    "logs": validate_logs,
+    "metrics": validate_metrics,
+}
+
+
 def decode(signal: Signal, body: bytes, encoding: Encoding, max_json_depth: int = 64) -> Decoded:
     request = _parse(signal, body, encoding, max_json_depth)
-    if signal == "traces":
-        accepted, rejected, reason = validate_traces(request)
-    else:
-        accepted, rejected, reason = validate_logs(request)
+    accepted, rejected, reason = _VALIDATORS[signal](request)
     # the original bytes when nothing was dropped: re-encoding costs as much as parsing
     payload = body if encoding == "protobuf" and not rejected else request.SerializeToString()
     return Decoded(request, payload, accepted, rejected, reason)

@@ -19,10 +19,11 @@ import operator
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -30,8 +31,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tokentrail import semconv as sc
 from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_session
 from tokentrail.collector.normalize import Normalized, normalize
-from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, Stored, load_payload
+from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
 from tokentrail.pricing import PriceBook, price_call
+
+if TYPE_CHECKING:
+    from tokentrail.collector.metric_points import MetricBatch
 
 __all__ = [
     "AGENT_EVENT_COLUMNS",
@@ -532,13 +536,16 @@ class Flattened:
 
     Spans are an Arrow stream: in memory (`span_arrow`), or staged in a file (`span_file`) that
     a worker process wrote, so that the inserting process reads it from disk instead of
-    receiving it through a pipe. Logs, rare and small, are JSONCompactEachRow bytes.
+    receiving it through a pipe. Logs and metric points, rare and small, are JSONCompactEachRow
+    bytes.
     """
 
     __slots__ = (
         "agent_event_json",
         "log_count",
         "log_json",
+        "metric_count",
+        "metric_json",
         "outcome_traces",
         "sessions",
         "span_arrow",
@@ -547,7 +554,13 @@ class Flattened:
         "traces",
     )
 
-    def __init__(self, spans: SpanBatch, logs: LogBatch, stage_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spans: SpanBatch,
+        logs: LogBatch,
+        stage_dir: Path | None = None,
+        metrics: MetricBatch | None = None,
+    ) -> None:
         self.span_count = len(spans)
         self.span_arrow = b""
         self.span_file: Path | None = None
@@ -566,6 +579,8 @@ class Flattened:
         #: the coding agents' sessions this batch brought events or spans of
         self.sessions = logs.sessions
         self.sessions.update(spans.sessions)
+        self.metric_count = len(metrics) if metrics is not None else 0
+        self.metric_json = _encode(metrics.rows) if metrics is not None and len(metrics) else b""
 
     def discard(self) -> None:
         """Remove the staged file (after its insert, or when the batch is abandoned)."""
@@ -585,11 +600,16 @@ SpoolItem = tuple[int, str, bytes | Stored]
 def flatten_records(
     records: list[SpoolItem], pricer: PriceBook | None, stage_dir: Path | None = None
 ) -> Flattened:
-    spans, logs = SpanBatch(pricer), LogBatch()
+    # here, not at the top: metric_points builds its rows with this module's helpers
+    from tokentrail.collector.metric_points import MetricBatch
+
+    spans, logs, metrics = SpanBatch(pricer), LogBatch(), MetricBatch()
     for kind, project, data in records:
         payload = load_payload(data) if isinstance(data, Stored) else data
         if kind == KIND_TRACES:
             spans.add(project, ExportTraceServiceRequest.FromString(payload))
         elif kind == KIND_LOGS:
             logs.add(project, ExportLogsServiceRequest.FromString(payload))
-    return Flattened(spans, logs, stage_dir)
+        elif kind == KIND_METRICS:
+            metrics.add(project, ExportMetricsServiceRequest.FromString(payload))
+    return Flattened(spans, logs, stage_dir, metrics)

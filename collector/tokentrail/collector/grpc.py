@@ -1,4 +1,4 @@
-"""OTLP/gRPC receiver: TraceService/Export and LogsService/Export.
+"""OTLP/gRPC receiver: TraceService/Export, LogsService/Export and MetricsService/Export.
 
 Requests arrive as raw bytes (no deserializer), so the spool stores exactly what was sent and
 both receivers share `Ingestor.ingest`. gRPC handles gzip itself.
@@ -92,6 +92,10 @@ def create_server(ingestor: Ingestor, address: str) -> tuple[Any, int]:
             ),
             grpc.method_handlers_generic_handler(
                 "opentelemetry.proto.collector.logs.v1.LogsService", {"Export": _handler(ingestor, "logs")}
+            ),
+            grpc.method_handlers_generic_handler(
+                "opentelemetry.proto.collector.metrics.v1.MetricsService",
+                {"Export": _handler(ingestor, "metrics")},
             ),
         )
     )

@@ -1,4 +1,5 @@
-"""OTLP/HTTP receiver: POST /v1/traces and /v1/logs (protobuf or JSON, gzip), plus /metrics.
+"""OTLP/HTTP receiver: POST /v1/traces, /v1/logs and /v1/metrics (protobuf or JSON, gzip), plus
+/metrics (the collector's own).
 
 /metrics is the collector's `Stats` in the Prometheus text format (or OpenMetrics, when the
 scraper asks for it); how long each export takes to answer is observed there, in
@@ -153,6 +154,7 @@ def create_app(ingestor: Ingestor, status: Callable[[], dict[str, Any]] | None =
         routes=[
             Route("/v1/traces", _endpoint(ingestor, "traces"), methods=["POST"]),
             Route("/v1/logs", _endpoint(ingestor, "logs"), methods=["POST"]),
+            Route("/v1/metrics", _endpoint(ingestor, "metrics"), methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
             Route("/api/status", api_status, methods=["GET"]),

@@ -7,14 +7,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tokentrail.collector.decode import Decoded, Encoding, Signal, decode
-from tokentrail.collector.spool import KIND_LOGS, KIND_TRACES, RecordTooLarge, Spool, SpoolUnavailable
+from tokentrail.collector.spool import (
+    KIND_LOGS,
+    KIND_METRICS,
+    KIND_TRACES,
+    RecordTooLarge,
+    Spool,
+    SpoolUnavailable,
+)
 from tokentrail.collector.stats import Stats
 from tokentrail.server.settings import Settings
 
 __all__ = ["Ingestor", "Unauthorized", "export_response"]
+
+#: each signal's spool kind, and the noun its counters count (`tokentrail_{noun}_received_total`...)
+_SPOOLED = {
+    "traces": (KIND_TRACES, "spans"),
+    "logs": (KIND_LOGS, "logs"),
+    "metrics": (KIND_METRICS, "metrics"),
+}
 
 
 class Unauthorized(PermissionError):
@@ -43,7 +58,7 @@ class Ingestor:
     def ingest(self, signal: Signal, body: bytes, encoding: Encoding, project: str) -> Decoded:
         """Raises BadRequest (nothing stored), RecordTooLarge (nothing stored, never will be) or
         SpoolFull (nothing stored, retry later)."""
-        noun = "spans" if signal == "traces" else "logs"
+        kind, noun = _SPOOLED[signal]
         try:
             decoded = decode(signal, body, encoding, self.settings.max_json_depth)
         except ValueError:
@@ -53,7 +68,7 @@ class Ingestor:
         self.stats.add(f"tokentrail_{noun}_rejected_total", decoded.rejected)
         if decoded.accepted:
             try:
-                self.spool.append(KIND_TRACES if signal == "traces" else KIND_LOGS, project, decoded.payload)
+                self.spool.append(kind, project, decoded.payload)
             except RecordTooLarge:
                 self.stats.add("tokentrail_requests_invalid_total")
                 raise
@@ -72,7 +87,7 @@ class Ingestor:
 
 def export_response(
     signal: Signal, decoded: Decoded
-) -> ExportTraceServiceResponse | ExportLogsServiceResponse:
+) -> ExportTraceServiceResponse | ExportLogsServiceResponse | ExportMetricsServiceResponse:
     """The OTLP answer to an export: `partial_success` says how many items were rejected, and why."""
     if signal == "traces":
         spans = ExportTraceServiceResponse()
@@ -80,6 +95,14 @@ def export_response(
             spans.partial_success.rejected_spans = decoded.rejected
             spans.partial_success.error_message = f"{decoded.rejected} spans rejected: {decoded.reason}"
         return spans
+    if signal == "metrics":
+        metrics = ExportMetricsServiceResponse()
+        if decoded.rejected:
+            metrics.partial_success.rejected_data_points = decoded.rejected
+            metrics.partial_success.error_message = (
+                f"{decoded.rejected} data points rejected: {decoded.reason}"
+            )
+        return metrics
     logs = ExportLogsServiceResponse()
     if decoded.rejected:
         logs.partial_success.rejected_log_records = decoded.rejected

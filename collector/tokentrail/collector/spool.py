@@ -6,13 +6,14 @@ and advances a checkpoint. Replaying records after a crash is harmless: span row
 on (project, trace_id, span_id) and replace each other.
 
 Layout: numbered segment files `NNNNNNNNNNNNNNNN.seg`, appended to and never rewritten. Each
-record is `length u32 | crc32 u32 | kind u8 | project_len u8 | project | payload`. A process
-always appends to a fresh segment, so a torn record can only be the last one of a segment
-that no process writes to any more. Concurrent appends share one fsync (group commit). The
-checkpoint is two checksummed slots overwritten in place, in turn: committing needs no free
-block (a full disk can still be drained, and drained segments deleted) and a torn write leaves
-the other slot. One process at a time: the `lock` file is held (flock) while the spool is open,
-and a second one fails to open it, naming the pid that holds it.
+record is `length u32 | crc32 u32 | kind u8 | project_len u8 | project | payload`, its kind 1
+for traces, 2 for logs, 3 for metrics. A process always appends to a fresh segment, so a torn
+record can only be the last one of a segment that no process writes to any more. Concurrent
+appends share one fsync (group commit). The checkpoint is two checksummed slots overwritten in
+place, in turn: committing needs no free block (a full disk can still be drained, and drained
+segments deleted) and a torn write leaves the other slot. One process at a time: the `lock` file
+is held (flock) while the spool is open, and a second one fails to open it, naming the pid that
+holds it.
 
 Failure modes, and what a sender sees:
 
@@ -54,6 +55,7 @@ from tokentrail.collector._spool_format import (
     CHECKPOINT_SLOT,
     HEADER,
     KIND_LOGS,
+    KIND_METRICS,
     KIND_TRACES,
     MIN_BODY,
     CorruptRecord,
@@ -73,6 +75,7 @@ from tokentrail.collector._spool_format import (
 
 __all__ = [
     "KIND_LOGS",
+    "KIND_METRICS",
     "KIND_TRACES",
     "CorruptRecord",
     "Position",

@@ -3,12 +3,13 @@
 Each collector keeps them in a `prometheus_client` registry of its own (not the library's global
 one), so several collectors in one process (tests) count apart. Three kinds:
 
-- counters the collector increments (`add`): items received, spooled, stored, rejected, refused
-  and invalid requests, write errors, dead-lettered records;
+- counters the collector increments (`add`): items (spans, log records, metric data points)
+  received, spooled, stored, rejected, refused and invalid requests, write errors, dead-lettered
+  records;
 - readings taken when asked (`gauge`, `counter`): values another object keeps, such as the spool's
   backlog and error count, or whether the writer is stalled; a reading that fails shows as NaN;
 - histograms: how long an OTLP export request takes to answer, by protocol (http, grpc) and signal
-  (traces, logs), and how long a batch's insert into ClickHouse takes.
+  (traces, logs, metrics), and how long a batch's insert into ClickHouse takes.
 
 `snapshot` is the counters and readings by name (what /api/status shows); /metrics is the library's
 exposition of the whole registry, in the format the scraper asks for.
@@ -35,6 +36,10 @@ _COUNTERS = {
     "tokentrail_logs_rejected_total": "Log records rejected.",
     "tokentrail_logs_spooled_total": "Log records written durably to the spool and acknowledged.",
     "tokentrail_logs_stored_total": "Log records inserted into ClickHouse.",
+    "tokentrail_metrics_received_total": "Metric data points received (accepted or rejected).",
+    "tokentrail_metrics_rejected_total": "Metric data points rejected.",
+    "tokentrail_metrics_spooled_total": "Metric data points written durably to the spool and acknowledged.",
+    "tokentrail_metrics_stored_total": "Metric data points inserted into ClickHouse.",
     "tokentrail_requests_refused_total": "Requests answered 503/UNAVAILABLE: the spool was full or could not write.",
     "tokentrail_requests_invalid_total": "Requests answered 4xx/INVALID_ARGUMENT.",
     "tokentrail_write_errors_total": "Failed writes to ClickHouse (retried, or the record set aside).",
@@ -87,7 +92,7 @@ class Stats:
             buckets=_REQUEST_BUCKETS,
         )
         for protocol in ("http", "grpc"):
-            for signal in ("traces", "logs"):
+            for signal in ("traces", "logs", "metrics"):
                 self._requests.labels(protocol, signal)  # shown from the start, at zero
         self._writes = Histogram(
             "tokentrail_write_duration_seconds",

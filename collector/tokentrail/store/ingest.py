@@ -1,4 +1,5 @@
-"""The statements that store what the collector received: span rows as Arrow, log and event rows as JSON.
+"""The statements that store what the collector received: span rows as Arrow; log rows, agent events
+and metric points as JSON.
 
 Every insert is synchronous (`async_insert = 0`): when the call returns, the rows are written, which
 is what lets the writer move its spool checkpoint. The embedded database (chDB) can read the Arrow
@@ -52,7 +53,8 @@ def insert_span_stream(client: Client, columns: Sequence[str], stream: bytes) ->
 
 
 def insert_json_rows(client: Client, table: str, columns: Sequence[str], rows: bytes) -> None:
-    """Rows of `table` (logs, agent events), one JSON array per line in `columns` order."""
+    """Rows of `table` (logs, agent events, metric points), one JSON array per line in `columns`
+    order."""
     client.raw_insert(table, list(columns), rows, settings=_SETTINGS, fmt="JSONCompactEachRow")
 
 

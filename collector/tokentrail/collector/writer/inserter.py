@@ -3,7 +3,7 @@
 `insert` writes synchronously (acknowledged means written, not queued), one block per table: the
 batches' span Arrow streams as one stream, or, with the embedded database, the files the workers
 staged, which chDB reads itself in one `INSERT ... FROM INFILE` (one part, not one per file); the
-rare log rows as JSONCompactEachRow.
+rare log rows and metric points as JSONCompactEachRow.
 
 `transient` tells the writer what a failure means. Resources, the network, the schema or the
 account (the ClickHouse error codes below, a lost connection, a dead worker) say nothing about the
@@ -31,6 +31,7 @@ from tokentrail.collector.flatten import (
     Flattened,
     flatten_records,
 )
+from tokentrail.collector.metric_points import METRIC_COLUMNS
 from tokentrail.collector.spool import KIND_TRACES
 from tokentrail.collector.writer.summaries import reconcile
 from tokentrail.pricing import PriceBook
@@ -126,6 +127,9 @@ def insert(client: Any, batches: Sequence[Flattened]) -> None:
     events = [b.agent_event_json for b in batches if b.agent_event_json]
     if events:
         ingest.insert_json_rows(client, "agent_events", AGENT_EVENT_COLUMNS, b"\n".join(events))
+    metrics = [b.metric_json for b in batches if b.metric_json]
+    if metrics:
+        ingest.insert_json_rows(client, "metric_points", METRIC_COLUMNS, b"\n".join(metrics))
 
 
 def load(

@@ -220,10 +220,12 @@ class Writer:
         self._commit(written.end, written.records)
         spans = sum(rows.span_count for rows in written.batches)
         logs = sum(rows.log_count for rows in written.batches)
+        points = sum(rows.metric_count for rows in written.batches)
         self.stats.add("tokentrail_spans_stored_total", spans)
         self.stats.add("tokentrail_logs_stored_total", logs)
+        self.stats.add("tokentrail_metrics_stored_total", points)
         self.summaries.note(written.batches)
-        return spans + logs
+        return spans + logs + points
 
     def _commit(self, position: Position, records: list[Record]) -> None:
         try:

@@ -175,3 +175,56 @@ def test_waste_report_leads_to_the_span_that_wasted(live, store, browser_page):
     assert page.locator("table.costs tbody tr").count() == 5
     _shot(page, "costs")
     assert page.problems == []
+
+
+def test_developers_report_sessions_and_a_session_timeline(live, store, browser_page):
+    from tests.support.coding import ANN, CAROL, Call, claude_code, outcomes_of, prompt, seed_team
+
+    page = browser_page
+    page.goto(live + "/developers")  # before any data: how to send some
+    assert "Coding agents" in page.locator("[data-empty=coding]").inner_text()
+    _shot(page, "developers-empty")
+    seed_team(store, outcomes_of(store))
+    # a longer working session: prompts of varying length, pauses for review, a lunch break
+    rec = claude_code("payments", "acme/api")
+    for i in range(24):
+        rec.tick([20_000, 90_000, 240_000, 45 * 60_000][i % 4] if i != 12 else 50 * 60_000)
+        calls = [Call(400 + 37 * i, 120 + 11 * i, 15_000 + 900 * i, 300)] * (1 + i % 3)
+        if i % 7 == 3:
+            calls = [Call(400, 0, 15_000, failed=True), *calls]
+        prompt(rec, "sess-ann-long", ANN, f"l{i}", calls, ("Read", "Edit", "Bash")[: 1 + i % 3])
+    rec.store(store.client)
+    outcomes_of(store)({"conversation_id": "sess-ann-long", "name": "pr_merged", "success": True})
+    from tests.support.recorder import prices
+    from tokentrail.analysis.run import analyze_range
+
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    page.goto(live + "/developers")
+    ranked = page.locator("tbody.ranked tr")
+    assert ranked.count() == 2 and page.locator("tbody.unranked tr").count() == 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    _shot(page, "developers")
+
+    page.select_option("select[name=by]", "team")  # the form submits itself
+    page.wait_for_url("**by=team**")
+    expect(page.locator("tbody.ranked tr")).to_have_count(2)
+    _shot(page, "developers-by-team")
+
+    page.locator("nav.tabs a", has_text="Sessions").click()
+    page.wait_for_url("**/developers/sessions**")
+    assert page.locator("table.sessions tbody tr").count() == 5
+    _shot(page, "developer-sessions")
+
+    page.locator("table.sessions tr[data-session='sess-ann-long'] td.name > a").click()
+    page.wait_for_selector("table.timeline tr.prompt")
+    assert page.locator("table.timeline tr.prompt").count() == 24
+    assert page.locator("table.timeline tr.idle").count() >= 6
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    _shot(page, "developer-session-timeline")
+
+    page.locator("table.timeline tr.prompt .bar").nth(3).click()  # a prompt opens its trace
+    page.wait_for_selector("#wf .wf-row")
+    assert "/trace/" in page.url and page.locator("#wf .wf-row").count() >= 3
+    page.goto(live + "/developers/sessions?user=" + CAROL)
+    assert page.locator("table.sessions tbody tr").count() == 1
+    assert page.problems == []

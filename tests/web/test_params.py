@@ -101,6 +101,8 @@ def test_the_reported_inputs_are_400s_that_name_the_parameter(client: TestClient
         ("/waste.csv?by=colour", "by must be one of agent, service, user, day, model"),
         ("/findings.csv?detector=typo", "detector must be one of retry, loop"),
         ("/overview?by=agent", "by is not a parameter of /overview"),
+        ("/developers.json?order=tokens", "order must be one of per_success, waste"),
+        ("/developers/sessions.json?order=waste", "order is not a parameter of /developers/sessions"),
         (f"/trace/{ids['wasteful']}?range=all", "range is not a parameter of /trace/{trace_id}"),
         (f"/trace/{ids['wasteful']}/rows?first=-1", "first must be a whole number between 0 and 50000"),
         (f"/trace/{ids['wasteful']}/rows?first=" + "9" * 30, "first must be between 0 and 50000"),
@@ -141,7 +143,15 @@ def test_out_of_range_times_clamp_to_what_clickhouse_stores(client: TestClient, 
     assert first["next"]["from"] == "1900-01-01T00:00:00"
     second = client.get("/traces.json", params=first["next"]).json()
     assert {t["trace_id"] for t in first["traces"] + second["traces"]} == both and second["next"] is None
-    for page in ("/waste.json", "/costs.json", "/findings.json", "/overview.json", "/conversations.json"):
+    for page in (
+        "/waste.json",
+        "/costs.json",
+        "/findings.json",
+        "/overview.json",
+        "/conversations.json",
+        "/developers.json",
+        "/developers/sessions.json",
+    ):
         assert client.get(page + "?from=0001-01-01&to=9999-12-31").status_code == 200, page
     assert client.get("/costs.json?to=9999-12-31").json()["totals"]["tasks"] == 2
 
@@ -159,7 +169,7 @@ def test_conversations_honour_has_waste(client: TestClient, store: Any) -> None:
 
 # --- every route, every parameter ------------------------------------------------------------
 
-_NAMES = (*TRACE_PARAMS, "by", "detector", "first")
+_NAMES = (*TRACE_PARAMS, "by", "detector", "first", "period", "order")
 _CHOICES = (
     "1h",
     "all",
@@ -244,7 +254,12 @@ _EDGES: dict[str, tuple[str, ...]] = {
     "dir": ("asc", "up"),
     "limit": ("1", "500", "501", "9" * 30, "%EF%BC%91", "-1"),
     "cursor": _CURSORS,
-    "by": ("agent", "model", "team", "day", "user", "x"),
+    "by": ("agent", "model", "team", "day", "user", "developer", "coding_agent", "x"),
+    "team": tuple(quote(t) for t in _TEXTS[::3]),
+    "repository": (*(quote(t) for t in _TEXTS[1::3]), "r" * 500),
+    "coding_agent": ("any", "claude_code", "codex", "gemini_cli", "cursor"),
+    "period": ("day", "week", "month"),
+    "order": ("per_success", "waste", "tokens"),
     "detector": ("loop", "retry", "no_outcome", "productive"),
     "first": ("0", "999", "50000", "50001", "-1", "9" * 30),
 }

@@ -2,7 +2,7 @@
 
 A `TraceFilter` selects traces of one project: a time window on their start, plus what the user
 narrowed them to (service, agent, model, status, conversation, user, a span-name search, a
-minimum cost, "has waste"). Every page and report that takes these filters turns them into a
+minimum cost, "has waste", and for coding agents the tool, team and repository). Every page and report that takes these filters turns them into a
 WHERE clause here, so a filter a page accepts is applied the same way on every page:
 
 - `trace_where(f)`: the clause over `traces` rows (the trace list, its totals, conversations, the
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ANY_CODING_AGENT",
     "DEFAULT_RANGE",
     "INTEGER_SORTS",
     "MAX_NS",
@@ -44,6 +45,8 @@ __all__ = [
 MIN_NS = -2_208_988_800 * 10**9
 MAX_NS = 2**63 - 1
 DEFAULT_RANGE = "7d"
+#: the coding-agent filter's value that selects the traces of every coding agent
+ANY_CODING_AGENT = "any"
 #: the orders of the trace list (`tokentrail.store.traces` holds their SQL)
 SORTS = ("start", "cost", "waste", "tokens", "duration", "spans")
 #: sort keys bound as Int64 (the others are Float64): a cursor on them must hold an integer
@@ -62,6 +65,13 @@ _TESTS = {
     "status": "status = {status:String}",
     "conversation": "conversation_id = {conversation:String}",
     "user": "user_id = {user:String}",
+    "team": "team = {team:String}",
+    "repository": "repository = {repository:String}",
+    # one coding agent's traces, or with ANY_CODING_AGENT those of every coding agent
+    "coding_agent": (
+        "(coding_agent = {coding_agent:String} "
+        f"OR ({{coding_agent:String}} = '{ANY_CODING_AGENT}' AND coding_agent != ''))"
+    ),
 }
 _HAS_WASTE = (
     "trace_id IN (SELECT trace_id FROM trace_waste FINAL WHERE project = {project:String} "
@@ -81,6 +91,9 @@ class TraceFilter:
     status: str = ""
     conversation: str = ""
     user: str = ""
+    team: str = ""
+    repository: str = ""
+    coding_agent: str = ""  # claude_code, codex, gemini_cli, or ANY_CODING_AGENT
     min_cost: float | None = None
     q: str = ""
     has_waste: bool = False
@@ -100,6 +113,9 @@ class TraceFilter:
                 self.status,
                 self.conversation,
                 self.user,
+                self.team,
+                self.repository,
+                self.coding_agent,
                 self.q,
                 self.min_cost is not None,
                 self.has_waste,

@@ -19,7 +19,18 @@ from typing import Any
 from tokentrail.store._rows import Client, first, rows
 from tokentrail.store.filters import INTEGER_SORTS, TRACES_WITH_WASTE, TraceFilter, trace_where, window
 
-__all__ = ["Page", "conversations", "facets", "has_data", "projects", "totals", "trace", "traces"]
+__all__ = [
+    "Page",
+    "before_cursor",
+    "conversations",
+    "facets",
+    "has_data",
+    "page_of",
+    "projects",
+    "totals",
+    "trace",
+    "traces",
+]
 
 # sort key -> its expression over `traces`; a cursor's value is bound as Int64 for the keys in
 # INTEGER_SORTS (the filter's parser checks it is an integer) and as Float64 for the others
@@ -80,12 +91,22 @@ class Page:
     next_cursor: tuple[Any, str] | None  # (sort value, id) of the page's last row, if more follow
 
 
-def _page(found: list[dict[str, Any]], limit: int, value: str, key: str) -> Page:
+def page_of(found: list[dict[str, Any]], limit: int, value: str, key: str) -> Page:
     """Rows fetched with `limit + 1`: the extra one says another page follows."""
     if len(found) <= limit:
         return Page(found, None)
     found = found[:limit]
     return Page(found, (found[-1][value], found[-1][key]))
+
+
+def before_cursor(f: TraceFilter, params: dict[str, Any], key: str) -> str:
+    """For a list of groups, latest activity first: `HAVING (last_ns, {key}) <` the filter's cursor
+    (or nothing on the first page), binding it and the page's `limit` (one more row than shown)."""
+    params["limit"] = f.limit + 1
+    if f.cursor is None:
+        return ""
+    params["cursor_value"], params["cursor_trace"] = f.cursor
+    return f"HAVING (last_ns, {key}) < ({{cursor_value:Int64}}, {{cursor_trace:String}})"
 
 
 def traces(client: Client, f: TraceFilter) -> Page:
@@ -103,7 +124,7 @@ def traces(client: Client, f: TraceFilter) -> Page:
         f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} "
         f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
     )
-    page = _page(rows(client, sql, params), f.limit, "sort_value", "trace_id")
+    page = page_of(rows(client, sql, params), f.limit, "sort_value", "trace_id")
     for row in page.rows:
         del row["sort_value"]
     return page
@@ -146,10 +167,6 @@ def trace(client: Client, project: str, trace_id: str) -> dict[str, Any] | None:
 def conversations(client: Client, f: TraceFilter) -> Page:
     """A page of the conversations of the filter's traces, latest activity first."""
     where, params = trace_where(f)
-    having = ""
-    if f.cursor is not None:
-        having = "HAVING (last_ns, conversation_id) < ({cursor_value:Int64}, {cursor_trace:String})"
-        params["cursor_value"], params["cursor_trace"] = f.cursor
-    params["limit"] = f.limit + 1
+    having = before_cursor(f, params, "conversation_id")
     sql = _CONVERSATIONS.format(where=where, having=having)
-    return _page(rows(client, sql, params), f.limit, "last_ns", "conversation_id")
+    return page_of(rows(client, sql, params), f.limit, "last_ns", "conversation_id")

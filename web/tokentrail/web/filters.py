@@ -25,9 +25,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from tokentrail.store.filters import DEFAULT_RANGE, INTEGER_SORTS, MAX_NS, MIN_NS, SORTS, TraceFilter
+from tokentrail.store.filters import (
+    ANY_CODING_AGENT,
+    DEFAULT_RANGE,
+    INTEGER_SORTS,
+    MAX_NS,
+    MIN_NS,
+    SORTS,
+    TraceFilter,
+)
 
 __all__ = [
+    "CODING_AGENTS",
     "CONVERSATION_PARAMS",
     "FILTER_PARAMS",
     "INTEGER_SORTS",
@@ -67,22 +76,25 @@ RANGES: dict[str, int] = {
     "all": 0,
 }
 MAX_LIMIT = 500
+#: the coding agents a trace can come from (`traces.coding_agent`), and their names as shown
+CODING_AGENTS = {"claude_code": "Claude Code", "codex": "Codex CLI", "gemini_cli": "Gemini CLI"}
 
-#: the parameters of each kind of page
-RANGE_PARAMS = ("project", "range", "from", "to", "since")
-#: a time range and what narrows its traces: every report takes these (tokentrail.store.filters applies them)
-FILTER_PARAMS = (
-    *RANGE_PARAMS,
+#: the filters that keep the traces with one value of a column (as text in a query string)
+_EQUALS = (
     "service",
     "agent",
     "model",
     "status",
     "conversation",
     "user",
-    "min_cost",
-    "q",
-    "has_waste",
+    "team",
+    "repository",
+    "coding_agent",
 )
+#: the parameters of each kind of page
+RANGE_PARAMS = ("project", "range", "from", "to", "since")
+#: a time range and what narrows its traces: every report takes these (tokentrail.store.filters applies them)
+FILTER_PARAMS = (*RANGE_PARAMS, *_EQUALS, "min_cost", "q", "has_waste")
 #: the trace list also pages and sorts
 TRACE_PARAMS = (*FILTER_PARAMS, "sort", "dir", "limit", "cursor")
 # conversations are always listed by their latest activity
@@ -95,7 +107,7 @@ _DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: longest value of a parameter, in characters (a cursor carries a conversation id of up to 500)
-_LONGEST = {"cursor": 8192, "conversation": 500, "user": 500}
+_LONGEST = {"cursor": 8192, "conversation": 500, "user": 500, "repository": 500}
 _DEFAULT_LONGEST = 200
 
 
@@ -163,7 +175,7 @@ def query_args(f: TraceFilter, **changes: Any) -> dict[str, str]:
         args["from"] = _iso(f.start_ns)
         if f.end_ns:
             args["to"] = _iso(f.end_ns)
-    for name in ("service", "agent", "model", "status", "conversation", "user", "q"):
+    for name in (*_EQUALS, "q"):
         if getattr(f, name):
             args[name] = getattr(f, name)
     if f.min_cost is not None:
@@ -313,6 +325,9 @@ def parse_trace_filter(params: Mapping[str, str], project: str, now_ns: int | No
         status=_choice(params, "status", ("", "ok", "error"), ""),
         conversation=_text(params, "conversation", 500),
         user=_text(params, "user", 500),
+        team=_text(params, "team"),
+        repository=_text(params, "repository", 500),
+        coding_agent=_choice(params, "coding_agent", ("", ANY_CODING_AGENT, *CODING_AGENTS), ""),
         min_cost=min_cost,
         q=_text(params, "q"),
         has_waste=_choice(params, "has_waste", ("", "0", "1"), "") == "1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tokentrail.web.pages import conversations, costs, findings, overview, trace, traces, waste
+from tokentrail.web.pages import conversations, costs, developers, findings, overview, trace, traces, waste
 
 __all__ = ["ROUTERS"]
 
@@ -15,6 +15,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     findings.router,
     overview.router,
     costs.router,
+    developers.router,
     traces.router,
     conversations.router,
     trace.router,

@@ -23,13 +23,14 @@ from tokentrail.web import render
 from tokentrail.web.deps import Inputs, get_client, get_settings
 from tokentrail.web.filters import FILTER_PARAMS, BadRequest
 
-__all__ = ["costs", "costs_json", "router"]
+__all__ = ["costs", "costs_json", "per_success", "router"]
 
 router = APIRouter(include_in_schema=False)
 _inputs = Inputs(*FILTER_PARAMS, "by")
 
 
-def _finish(row: dict[str, Any]) -> dict[str, Any]:
+def per_success(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of tasks with its cost per successful task and its success rate (of the judged tasks)."""
     row["cost_per_success_usd"] = row["cost_usd"] / row["succeeded"] if row["succeeded"] else None
     judged = row["succeeded"] + row["failed"]
     row["success_rate"] = row["succeeded"] / judged if judged else None
@@ -38,9 +39,9 @@ def _finish(row: dict[str, Any]) -> dict[str, Any]:
 
 def _groups(client: Client, f: TraceFilter, by: str, team_attribute: str) -> list[dict[str, Any]]:
     if by != "model":
-        return [_finish(r) for r in reads.groups(client, f, by, team_attribute)]
+        return [per_success(r) for r in reads.groups(client, f, by, team_attribute)]
     # per model the spread is per call, not per task
-    return [dict(_finish(r), per="call") for r in reads.by_model(client, f)]
+    return [dict(per_success(r), per="call") for r in reads.by_model(client, f)]
 
 
 def _advice(client: Client, f: TraceFilter, window_days: float) -> list[dict[str, Any]]:
@@ -61,7 +62,7 @@ def costs(client: Client, f: TraceFilter, by: str, now_ns: int, team_attribute: 
     if by not in reads.GROUPS:
         raise BadRequest(f"by must be one of {', '.join(reads.GROUPS)}; got {by[:40]!r}")
     window_days = max((((f.end_ns or now_ns) - f.start_ns) / 86_400e9) if f.start_ns else 0.0, 0.0)
-    totals = _finish(reads.totals(client, f))
+    totals = per_success(reads.totals(client, f))
     if not totals["tasks"]:
         totals.update(mean_usd=None, p50_usd=None, p95_usd=None)
     return {

@@ -29,8 +29,9 @@ from tests.support.coding import (
     seed_team,
     total,
 )
+from tests.support.coding_agents import emit, emit_metrics, ground_truth, realistic_session
 from tests.support.collector import running_collector
-from tests.support.recorder import Recorder, support_run
+from tests.support.recorder import Recorder, prices, support_run
 from tokentrail.web.format import duration, usd
 from tokentrail.web.pages.developers import IDLE_GAP_NS
 
@@ -379,12 +380,50 @@ def test_without_coding_agent_data_the_pages_say_how_to_send_it(web, store):
     assert nav is not None and nav.select_one("a[href='/developers']") is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the normalizer takes user.id (Claude Code's anonymous install id) before user.email",
-)
 def test_the_developer_is_the_email_when_the_tool_also_sends_its_install_id(store):
+    """Claude Code's `user.id` is an anonymous install id: the developer is the account e-mail."""
     rec = claude_code("payments", "acme/api")
     prompt(rec, "sess-1", ANN, "p1", [Call(100, 10)], user__id="3f1c0d9e-install")
     rec.store(store.client)
     assert store.client.query("SELECT user_id FROM traces FINAL").result_rows == [(ANN,)]
+
+
+def test_the_tools_metrics_stand_beside_the_traces_and_say_how_far_apart(web, store, settings):
+    """Claude Code sends its events and its metrics (cost, tokens, commits); the page shows the
+    metrics' cost beside the traces' and how far apart they are. Both come from one scenario, so
+    they agree: the cost the tool reported per request, summed either way."""
+    session = realistic_session("claude_code", seed=4)
+    truth = ground_truth(session)
+    with running_collector(settings, store, pricer=prices()) as run:
+        emit(session, run.http_url, metrics=True)
+        run.flush()
+    data = web.get("/developers.json?range=30d").json()
+    metrics = data["metrics"]
+    assert truth.totals.cost_usd is not None
+    # the reported costs of every request, the failed and the exhausted included (all $0 then)
+    assert math.isclose(metrics["traces_usd"], truth.totals.cost_usd, rel_tol=1e-9)
+    assert math.isclose(metrics["metrics_usd"], truth.totals.cost_usd, rel_tol=1e-6)
+    assert abs(metrics["apart"]) < 1e-6 and metrics["days"] == []
+    [row] = metrics["rows"]
+    assert row["key"] == "dana@acme.example" and math.isclose(row["traces_cost_usd"], truth.totals.cost_usd)
+    panel = BeautifulSoup(web.get("/developers?range=30d").text, "html.parser").select_one(
+        "section.from-metrics"
+    )
+    assert panel is not None
+    assert panel.select_one("[data-field=metrics-usd]").get_text() == usd(metrics["metrics_usd"])
+    assert panel.select_one("[data-field=traces-usd]").get_text() == usd(metrics["traces_usd"])
+    assert panel.select_one("[data-field=apart]").get_text() in ("+0.0%", "-0.0%")
+
+
+def test_a_team_that_sends_metrics_only_still_sees_its_cost_per_developer(web, store, settings):
+    session = realistic_session("gemini_cli", seed=5)
+    with running_collector(settings, store, pricer=prices()) as run:
+        emit_metrics(session, run.http_url)
+        run.flush()
+    data = web.get("/developers.json?range=30d").json()
+    assert data["rows"] == []  # no traces
+    [row] = data["metrics"]["rows"]
+    assert row["key"] == "dana@acme.example" and row["cost_usd"] > 0
+    assert data["metrics"]["traces_usd"] == 0 and data["metrics"]["apart"] is None
+    page = BeautifulSoup(web.get("/developers?range=30d").text, "html.parser")
+    assert page.select_one("section.from-metrics tr[data-key='dana@acme.example']") is not None

@@ -20,13 +20,15 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from tokentrail.store import Client
+from tokentrail.pricing import PriceBook
+from tokentrail.store import Client, usage_metrics
 from tokentrail.store import developers as reads
 from tokentrail.store.filters import ANY_CODING_AGENT, TraceFilter
 from tokentrail.store.outcomes import latest_outcomes
@@ -117,6 +119,7 @@ def developers(client: Client, f: TraceFilter, by: str, period: str, order: str)
     trend = [_figures(r) for r in reads.trend(client, scoped, period)]
     reader = waste.reader(client)
     ledger = reader.totals(scoped)
+    metrics = _from_metrics(client, f, by)
     return {
         "filter": f,
         "scoped": scoped,
@@ -139,7 +142,63 @@ def developers(client: Client, f: TraceFilter, by: str, period: str, order: str)
         "ledger": waste.report_row(ledger, key="coding agents") if ledger.get("traces") else None,
         "buckets": list(waste.BUCKETS),
         "labels": waste.LABELS,
-        "has_data": bool(rows) or reads.has_coding_data(client, f.project),
+        "metrics": metrics,
+        # a team that sends only metrics still has its cost per developer
+        "has_data": bool(rows) or bool(metrics["rows"]) or reads.has_coding_data(client, f.project),
+    }
+
+
+#: how far apart the metrics' and the traces' cost of a developer's day may be before it is listed
+_APART = 0.05
+
+
+@cache
+def _prices() -> PriceBook:
+    """The price catalog, loaded once: metrics report tokens that are priced when read."""
+    return PriceBook()
+
+
+def _from_metrics(client: Client, f: TraceFilter, by: str) -> dict[str, Any]:
+    """What the tools' own OTLP metrics say for the window, per group of `by` (cost, commits, pull
+    requests), and how far their cost is from the traces' (`tokentrail.store.usage_metrics`). The
+    window applies; the other filters do not (metric points carry none of the traces' fields)."""
+    start = datetime.fromtimestamp(f.start_ns / 1e9, UTC) if f.start_ns else datetime(1970, 1, 1, tzinfo=UTC)
+    end = datetime.fromtimestamp(f.end_ns / 1e9, UTC) if f.end_ns else datetime.now(UTC) + timedelta(days=1)
+    groups: dict[str, dict[str, Any]] = {}
+    for row in usage_metrics.daily_usage(client, f.project, start, end, by, pricer=_prices()):
+        group = groups.setdefault(
+            row.key, {"key": row.key, "cost_usd": 0.0, "unpriced_tokens": 0, "commits": 0, "pull_requests": 0}
+        )
+        group["cost_usd"] += row.cost_usd or 0.0
+        group["unpriced_tokens"] += row.unpriced_tokens
+        group["commits"] += row.commits
+        group["pull_requests"] += row.pull_requests
+    if not groups:
+        return {"rows": []}
+    days = usage_metrics.reconcile_with_traces(client, f.project, start, end, pricer=_prices())
+    metrics_usd = sum(d.metrics_cost_usd or 0.0 for d in days)
+    traces_usd = sum(d.traces_cost_usd or 0.0 for d in days)
+    per_developer: dict[str, list[float]] = {}
+    for d in days:
+        pair = per_developer.setdefault(d.developer, [0.0, 0.0])
+        pair[0] += d.metrics_cost_usd or 0.0
+        pair[1] += d.traces_cost_usd or 0.0
+    ordered = sorted(groups.values(), key=lambda g: -g["cost_usd"])
+    for group in ordered:
+        if by == "developer" and group["key"] in per_developer:
+            group["traces_cost_usd"] = per_developer[group["key"]][1]
+    return {
+        "rows": ordered,
+        "metrics_usd": metrics_usd,
+        "traces_usd": traces_usd,
+        "apart_usd": metrics_usd - traces_usd,
+        "apart": (metrics_usd - traces_usd) / traces_usd if traces_usd else None,
+        # the developer-days on which the two disagree by more than 5% (or one side is missing)
+        "days": [
+            {**asdict(d), "day": d.day.isoformat()}
+            for d in days
+            if d.relative_difference is None or abs(d.relative_difference) > _APART
+        ],
     }
 
 
@@ -166,7 +225,18 @@ def developers_view(
 def developers_json(data: dict[str, Any]) -> dict[str, Any]:
     return {
         k: data[k]
-        for k in ("by", "period", "order", "totals", "rows", "trend", "ledger", "buckets", "has_data")
+        for k in (
+            "by",
+            "period",
+            "order",
+            "totals",
+            "rows",
+            "trend",
+            "ledger",
+            "buckets",
+            "metrics",
+            "has_data",
+        )
     }
 
 

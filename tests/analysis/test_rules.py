@@ -194,3 +194,27 @@ def test_settings_name_every_threshold():
     ).waste
     assert (t.loop_min_repeats, t.bloat_min_tokens, t.bloat_carry_tokens) == (4, 500, 8000)
     assert Thresholds().loop_min_repeats == 3
+
+
+def test_a_cheaper_model_is_evidence_only_in_the_same_repository(store):
+    """Coding work is compared within its repository: a small model answering the agent's short
+    steps in acme/api says nothing about the premium model's short steps in acme/web."""
+    for repository, model in (("acme/api", "gpt-4o-mini"), ("acme/api", "gpt-4.1"), ("acme/web", "gpt-4.1")):
+        rec = Recorder(service="coder", resource={"repository": repository})
+        with agent(rec, "coder", outcome=True):
+            call(rec, f"{repository}:{model}", model, 2000, 2)
+        rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    oversized = [f for f in _findings(store) if f["detector"] == "oversized_model"]
+    assert [f["name"] for f in oversized] == ["chat gpt-4.1 [acme/api:gpt-4.1]"]
+    [finding] = oversized
+    assert finding["evidence"]["step"] == "agent:coder@acme/api"
+    assert "in acme/api" in finding["reason"]
+    saving = _cost_of("gpt-4.1", 2000, 2) - _cost_of("gpt-4o-mini", 2000, 2)
+    assert abs(finding["usd"] - saving) < 1e-12
+
+
+def _cost_of(model: str, inp: int, out: int) -> float:
+    cost = prices().cost("openai", model, input_tokens=inp, output_tokens=out)
+    assert cost is not None
+    return cost

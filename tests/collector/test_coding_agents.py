@@ -76,9 +76,15 @@ def _assert_traces_match(run: Running, truth: SessionTruth, tool: str, *, own_sp
     traces = _traces(run)
     assert len(traces) == len(truth.traces), "one trace per prompt"
     failed = _failed_attempts(run, tool)
+    # one model-call span per answered request: no twin, no leftover of an earlier build
+    answered = dict(
+        run.query(
+            "SELECT trace_id, countIf(status_code != 'ERROR') FROM spans FINAL WHERE step_kind = 'llm' GROUP BY trace_id"
+        )
+    )
     for got, want in zip(traces, truth.traces, strict=True):
         totals = want.totals
-        assert got["llm_calls"] == totals.calls
+        assert got["llm_calls"] == totals.calls == answered[got["trace_id"]]
         assert got["tool_calls"] == totals.tool_calls
         # input inclusive of cache reads and writes, whatever the tool's own semantics
         assert got["input_tokens"] == totals.input_tokens

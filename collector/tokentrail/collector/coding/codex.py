@@ -53,11 +53,13 @@ def _turn(events: list[Event], provider: str) -> Task:
     tools: dict[str, Draft] = {}
     attempt_start: int | None = None
     answered: Event | None = None  # a response.completed without usage, not yet drafted
+    drafted = False  # the request's response has been drafted
     for event in events:
         name = event.name
-        if name in ("api_request", "websocket_request", "user_prompt") and answered is not None:
-            steps.append(_response(answered, provider, attempt_start))
-            answered = attempt_start = None
+        if name in ("api_request", "websocket_request", "user_prompt"):
+            if answered is not None:
+                steps.append(_response(answered, provider, attempt_start))
+            answered, drafted = None, False
         if name == "user_prompt":
             user_prompt(root, event)
         elif name in ("api_request", "websocket_request"):
@@ -69,10 +71,14 @@ def _turn(events: list[Event], provider: str) -> Task:
         elif name in ("sse_event", "websocket_event") and event.get("event.kind") in _COMPLETED:
             # Codex logs a response's completion twice, once with its usage: one model call
             if not event.get("input_token_count"):
-                answered = event
+                # its twin with the usage may be logged before or after it, as soon as the stream ends
+                if not drafted:
+                    answered = event
                 continue
-            steps.append(_response(event, provider, attempt_start))
+            if not drafted:
+                steps.append(_response(event, provider, attempt_start))
             answered = attempt_start = None
+            drafted = True
         elif name in ("tool_decision", "tool_result"):
             tool_use(event, tools, steps, f"execute_tool {event.get('tool_name')}", event.get("call_id"))
     if answered is not None:

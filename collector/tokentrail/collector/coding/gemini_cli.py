@@ -45,6 +45,7 @@ def _task(prompt: str, events: list[Event]) -> Task:
     steps: list[Draft] = []
     agents: dict[str, Draft] = {}
     requested: dict[str, int] = {}  # model → when its request went out
+    retries: list[Event] = []
     error: str | None = None
     for event in events:
         name = event.name
@@ -55,7 +56,7 @@ def _task(prompt: str, events: list[Event]) -> Task:
         elif name in ("api_response", "api_error"):
             steps.append(_model_call(event, requested.pop(event.get("model"), None)))
         elif name == "chat.content_retry":
-            _content_retry(event, steps)
+            retries.append(event)  # judged once every answer is drafted (they may share a time)
         elif name == "chat.content_retry_failure":
             error = "the model's answer stayed invalid after every retry"
         elif name == "tool_call":
@@ -72,6 +73,8 @@ def _task(prompt: str, events: list[Event]) -> Task:
             )
         elif name in ("agent.start", "agent.finish"):
             _agent(event, agents, steps)
+    for event in retries:
+        _content_retry(event, steps)
     nest_in_subagents(steps, lambda d: d.name == "gemini_cli.agent")
     task = task_of(prompt, "gemini_cli.prompt", events, root, steps)
     task.root.error = error or task.root.error
@@ -115,9 +118,14 @@ def _content_retry(event: Event, steps: list[Draft]) -> None:
     """The answer just before was invalid (an empty stream, say) and the request is sent again:
     that answer is a failed attempt. Without one (its response not logged), the wait is."""
     answered = [
-        d for d in steps if d.model_call and d.error is None and d.attrs.get("model") == event.get("model")
+        d
+        for d in steps
+        if d.model_call
+        and d.error is None
+        and d.attrs.get("model") == event.get("model")
+        and d.end_ns <= event.time_ns
     ]
-    draft = answered[-1] if answered else None
+    draft = max(answered, key=lambda d: d.end_ns) if answered else None
     if draft is None:
         wait = int(number(event.get("retry_delay_ms")) * 1_000_000)
         extra = {sc.GEN_AI_PROVIDER_NAME: _PROVIDER, sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT}

@@ -27,6 +27,7 @@ from bench.ui import _median_ms, _one_trace
 from tests.support.coding_agents import TOOLS, day_long_session, emit_events
 from tests.support.collector import running_collector
 from tokentrail.collector.coding import sessions
+from tokentrail.collector.coding.events import Touched
 from tokentrail.collector.writer import load
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import from_env
@@ -76,10 +77,14 @@ def _one_tool(tool: str, runs: int, pricer: PriceBook, baseline_ms: float) -> No
                 s=session.session_id,
                 t=last[1],
             )[0][0]
-            touched = {
-                ("default", tool, session.session_id): ({prompt} if prompt else set(), last[2], last[2])
-            }
-            step = _median_s(lambda: sessions.build(store.client, touched, pricer), runs)
+            found = (tool, "", session.session_id, prompt)
+
+            def one_prompt() -> None:
+                touched = Touched()
+                touched.add("default", found, last[2], last[2])
+                sessions.build(store.client, touched, pricer)
+
+            step = _median_s(one_prompt, runs)
             print(f"  one prompt rebuilt (a live batch's work): {step * 1000:.1f} ms (median of {runs})")
         with TestClient(create_app(settings, store)) as web:
             pages = [

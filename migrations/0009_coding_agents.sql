@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS agent_events
     attributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     body String CODEC(ZSTD(3)),
     record_hash UInt64,
-    ingested_at DateTime64(3) DEFAULT now64(3)
+    ingested_at DateTime64(3) DEFAULT now64(3),
+
+    -- the tool's own spans may name no session: their trace finds it
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMM(timestamp)

@@ -4,12 +4,16 @@ scenario's ground truth says, whatever the tool and whichever order its signals 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import random
 from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from tests.support.coding_agents import (
     SessionTruth,
@@ -19,6 +23,9 @@ from tests.support.coding_agents import (
     ground_truth,
     realistic_session,
 )
+from tests.support.coding_agents import events as events_of
+from tests.support.coding_agents import resource as resource_of
+from tests.support.coding_agents.otel import export_logs, log_exporter
 from tests.support.collector import Running, running_collector
 from tests.support.recorder import prices
 from tokentrail.analysis.run import analyze_range
@@ -158,7 +165,11 @@ def test_claude_code_spans_and_events_count_each_request_once(settings, store, s
         added = run.query(
             "SELECT name, count() FROM spans FINAL WHERE attributes['tokentrail.source'] = 'events' GROUP BY name"
         )
-        assert dict(added) == {"claude_code.compaction": 1}  # only what the spans do not hold
+        # only what the spans do not hold: the compaction, and what the events say of each prompt
+        assert dict(added) == {
+            "claude_code.compaction": 1,
+            "claude_code.interaction events": len(truth.traces),
+        }
 
 
 def _findings(run: Running) -> list[dict[str, Any]]:
@@ -258,3 +269,79 @@ def test_a_refused_outcome_says_why(settings, store, capsys):
         code = cli(["outcome", "pr_merged", "--trace", "not-a-trace-id", "--url", run.http_url])
         assert code == 1
         assert "trace_id must be 32 hexadecimal characters" in capsys.readouterr().err
+
+
+def _codex_spans(session: Any) -> tuple[list[Any], bytes, set[str]]:
+    """Codex's events as a version that also traces sends them: each turn a `run_turn` trace whose
+    `stream_request` spans carry the usage, and each response's completion logged inside its
+    stream_request span. Returns the events, the spans (an OTLP request) and the turns' trace ids."""
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    for key, value in resource_of(session).items():
+        resource.resource.attributes.add(key=key, value=AnyValue(string_value=str(value)))
+    scope = resource.scope_spans.add()
+    turns: list[list[Any]] = []
+    out, traces = [], set()
+    for event in events_of(session):
+        if event.attributes.get("event.name") == "codex.user_prompt":
+            turns.append([])
+        if turns:
+            turns[-1].append(event)
+        else:
+            out.append(event)  # the conversation's start: logged before any turn's span
+    rng = random.Random(5)
+    for turn in turns:
+        trace, root = rng.getrandbits(128), rng.getrandbits(64)
+        traces.add(f"{trace:032x}")
+        scope.spans.add(
+            trace_id=trace.to_bytes(16, "big"), span_id=root.to_bytes(8, "big"), name="run_turn",
+            start_time_unix_nano=turn[0].ts_ns, end_time_unix_nano=turn[-1].ts_ns,
+        )  # fmt: skip
+        stream: int | None = None
+        for event in turn:
+            a = event.attributes
+            if a.get("event.name") == "codex.api_request":
+                stream = None
+            if a.get("event.name") == "codex.sse_event" and a.get("event.kind") == "response.completed":
+                if stream is None:
+                    stream = rng.getrandbits(64)
+                if "input_token_count" in a:
+                    span = scope.spans.add(
+                        trace_id=trace.to_bytes(16, "big"), span_id=stream.to_bytes(8, "big"),
+                        parent_span_id=root.to_bytes(8, "big"), name="stream_request",
+                        start_time_unix_nano=event.ts_ns - 1_000_000, end_time_unix_nano=event.ts_ns,
+                    )  # fmt: skip
+                    span.attributes.add(key="model", value=AnyValue(string_value=str(a["model"])))
+                    for key, value in (
+                        ("gen_ai.usage.input_tokens", a["input_token_count"]),
+                        ("gen_ai.usage.cache_read.input_tokens", a.get("cached_token_count") or 0),
+                        ("gen_ai.usage.output_tokens", a["output_token_count"]),
+                        ("codex.usage.reasoning_output_tokens", a.get("reasoning_token_count") or 0),
+                    ):
+                        span.attributes.add(key=key, value=AnyValue(int_value=int(value)))
+                event = dataclasses.replace(event, trace_id=trace, span_id=stream)
+            out.append(event)
+    return out, request.SerializeToString(), traces
+
+
+@pytest.mark.parametrize("spans_first", [False, True], ids=["events-first", "spans-first"])
+def test_codex_spans_and_events_count_each_response_once(settings, store, spans_first):
+    """Codex's spans name no response: a response's completion, logged inside its stream_request
+    span, is that span's model call, never a second one."""
+    session = realistic_session("codex", seed=6)
+    truth = ground_truth(session)
+    logged, spans, traces = _codex_spans(session)
+    with running_collector(settings, store, pricer=prices()) as run:
+        send_events = lambda: export_logs(logged, resource_of(session), log_exporter(run.http_url, "http"))  # noqa: E731
+        send_spans = lambda: httpx.post(  # noqa: E731
+            f"{run.http_url}/v1/traces", content=spans, headers={"content-type": "application/x-protobuf"}
+        ).raise_for_status()
+        for send in (send_spans, send_events) if spans_first else (send_events, send_spans):
+            send()
+            run.flush()
+        _assert_traces_match(run, truth, "codex", own_spans=True)
+        assert {t["trace_id"] for t in _traces(run)} == traces
+        added = run.query(
+            "SELECT DISTINCT name FROM spans FINAL WHERE attributes['tokentrail.source'] = 'events' AND step_kind = 'llm' AND status_code != 'ERROR'"
+        )
+        assert added == []  # every answered request is the tool's own span

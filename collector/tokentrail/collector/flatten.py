@@ -320,8 +320,12 @@ class SpanBatch:
             self.outcome_traces.add((project, trace_id))
         if n.convention in TOOLS:
             found = span_session(n.convention, values, n.conversation_id)
-            if found is not None:
+            if found is not None and found[2]:
                 self.sessions.add(project, found, span.start_time_unix_nano, span.end_time_unix_nano)
+            elif found is not None:
+                self.sessions.add_trace(
+                    project, found[0], trace_id, span.start_time_unix_nano, span.end_time_unix_nano
+                )
 
 
 def _events(span: Span) -> _Events:

@@ -6,7 +6,8 @@
   prompt before it (the turn before may have held events that now belong to a later one) to the
   first one after it.
 - The tool's own spans of a session (`own_spans`): found by the session id they carry, or by the
-  trace the events were emitted in.
+  trace the events were emitted in; and the other way round, the sessions whose events were
+  logged in a trace of the tool's that names no session (`sessions_of_traces`).
 - `withdraw_stale`: spans the builder wrote earlier that its new drafts no longer hold are
   deleted; a trace of its own left with none is withdrawn with its summary and waste.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from tokentrail.store._rows import Row, rows
 
-__all__ = ["own_spans", "prompt_events", "turn_events", "withdraw_stale"]
+__all__ = ["own_spans", "prompt_events", "sessions_of_traces", "turn_events", "withdraw_stale"]
 
 _COLUMNS = """event, toUnixTimestamp64Nano(timestamp) AS time_ns, sequence, prompt_id, attributes,
     resource_attributes, trace_id, span_id, record_hash"""
@@ -60,10 +61,15 @@ WHERE project = {project:String} AND conversation_id = {session:String} AND conv
 """
 
 _OWN_SPANS = """
-SELECT trace_id, span_id, parent_span_id, response_id, attributes['client_request_id'] AS client_request_id,
-    tool_call_id
+SELECT trace_id, span_id, parent_span_id, step_kind, response_id,
+    attributes['client_request_id'] AS client_request_id, tool_call_id
 FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND attributes['tokentrail.source'] = ''
+"""
+
+_SESSIONS_OF_TRACES = """
+SELECT DISTINCT trace_id, session_id FROM agent_events
+WHERE project = {project:String} AND tool = {tool:String} AND trace_id IN {trace_ids:Array(String)}
 """
 
 _WRITTEN = """
@@ -104,6 +110,11 @@ def own_spans(client: Any, project: str, tool: str, session: str, trace_ids: lis
     if not found:
         return []
     return rows(client, _OWN_SPANS, {"project": project, "trace_ids": sorted(found)})
+
+
+def sessions_of_traces(client: Any, project: str, tool: str, trace_ids: list[str]) -> list[Row]:
+    """trace_id, session_id: the sessions whose events were logged in these traces."""
+    return rows(client, _SESSIONS_OF_TRACES, {"project": project, "tool": tool, "trace_ids": trace_ids})
 
 
 def withdraw_stale(client: Any, project: str, written: dict[str, set[str]], synthetic: set[str]) -> set[str]:

@@ -76,7 +76,8 @@ def _task(prompt: str, events: list[Event]) -> Task:
 
 
 def _step(event: Event, name: str, key: str, extra: dict[str, Any] | None = None) -> Draft:
-    return Draft(key, name, event.time_ns - event.duration_ns(), event.time_ns, event.own(extra))
+    start = event.time_ns - event.duration_ns()
+    return Draft(key, name, start, event.time_ns, event.own(extra), context=event.span_id)
 
 
 def _request(event: Event, requests: dict[str, Draft]) -> Draft:

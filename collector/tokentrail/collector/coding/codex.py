@@ -108,6 +108,7 @@ def _failed_attempt(event: Event, provider: str, error: str) -> Draft:
         event.time_ns,
         _model(event, provider, extra),
         model_call=True,
+        context=event.span_id,
     )
     draft.error = error
     return draft
@@ -123,6 +124,7 @@ def _response(event: Event, provider: str, attempt_start: int | None) -> Draft:
         event.time_ns,
         _model(event, provider, {}),
         model_call=True,
+        context=event.span_id,
     )
     draft.ids = (response_id,) if response_id else ()
     return draft

@@ -99,23 +99,27 @@ def recognize(service: str, event_name: str, attrs: Mapping[str, Any]) -> Recogn
 
 
 def span_session(convention: str, attrs: Mapping[str, Any], conversation_id: str) -> Recognized | None:
-    """A coding agent's own span (its traces), as the session and prompt it belongs to; None for
-    any other span and for the spans the session builder wrote."""
-    if convention not in TOOLS or not conversation_id or attrs.get(SOURCE_ATTRIBUTE):
+    """A coding agent's own span (its traces), as the session and prompt it belongs to (the
+    session "" when the span names none); None for any other span and for the spans the session
+    builder wrote."""
+    if convention not in TOOLS or attrs.get(SOURCE_ATTRIBUTE):
         return None
     return convention, "", conversation_id, _first(attrs, _PROMPT_KEYS[convention])
 
 
 class Touched:
-    """Per (project, tool, session): the prompts a batch named and the time it spans (ns)."""
+    """Per (project, tool, session): the prompts a batch named and the time it spans (ns). And the
+    tool's own traces that named no session (`traces`): the sessions whose events were logged in
+    them are found when the batch is built."""
 
-    __slots__ = ("sessions",)
+    __slots__ = ("sessions", "traces")
 
     def __init__(self) -> None:
         self.sessions: dict[tuple[str, str, str], tuple[set[str], int, int]] = {}
+        self.traces: dict[tuple[str, str, str], tuple[int, int]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.sessions)
+        return bool(self.sessions) or bool(self.traces)
 
     def add(self, project: str, found: Recognized, start_ns: int, end_ns: int) -> None:
         tool, _, session, prompt = found
@@ -130,12 +134,22 @@ class Touched:
         if start_ns < lo or end_ns > hi:
             self.sessions[key] = (prompts, min(lo, start_ns), max(hi, end_ns))
 
+    def add_trace(self, project: str, tool: str, trace_id: str, start_ns: int, end_ns: int) -> None:
+        """A span of the tool's own trace `trace_id` that names no session."""
+        key = (project, tool, trace_id)
+        lo, hi = self.traces.get(key, (start_ns, end_ns))
+        self.traces[key] = (min(lo, start_ns), max(hi, end_ns))
+
     def update(self, other: Touched) -> None:
         for (project, tool, session), (prompts, lo, hi) in other.sessions.items():
             for prompt in prompts or [""]:
                 self.add(project, (tool, "", session, prompt), lo, hi)
+        for (project, tool, trace_id), (lo, hi) in other.traces.items():
+            self.add_trace(project, tool, trace_id, lo, hi)
 
-    def take(self) -> dict[tuple[str, str, str], tuple[set[str], int, int]]:
+    def take(self) -> Touched:
         """What was collected, leaving this empty."""
-        taken, self.sessions = self.sessions, {}
+        taken = Touched()
+        taken.sessions, taken.traces = self.sessions, self.traces
+        self.sessions, self.traces = {}, {}
         return taken

@@ -97,6 +97,7 @@ def _model_call(event: Event, requested_at: int | None) -> Draft:
         end,
         event.own(extra),
         model_call=True,
+        context=event.span_id,
     )
     draft.ids = (response_id,) if response_id else ()
     if failed:
@@ -153,6 +154,7 @@ def _tool_call(event: Event) -> Draft:
         event.time_ns - event.duration_ns(),
         event.time_ns,
         event.own({sc.GEN_AI_OPERATION_NAME: sc.OP_EXECUTE_TOOL}),
+        context=event.span_id,
     )
     draft.ids = (call_id,) if call_id else ()
     if event.get("success").lower() == "false":

@@ -101,6 +101,9 @@ class Draft:
     ids: tuple[str, ...] = ()
     #: a model request (answered or failed)
     model_call: bool = False
+    #: the span the event it came from was logged in (the tool's own span of the step, when it
+    #: sends spans and logs within them)
+    context: str = ""
     events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -169,6 +172,7 @@ def tool_use(event: Event, tools: dict[str, Draft], steps: list[Draft], name: st
             f"tool:{call}", name, event.time_ns - event.duration_ns(), event.time_ns, event.own(extra)
         )
         draft.ids = (call_id,) if call_id else ()
+        draft.context = event.span_id
         tools[call] = draft
         steps.append(draft)
     else:

@@ -8,8 +8,9 @@ trace ids derive from the session and the prompt, so writing a task again replac
 
 When the tool also sent its own spans (Claude Code's traces beta, newer Codex), the same request or
 tool use is never counted twice: a draft whose request id, client request id or tool-use id a
-stored span of the tool already has is left out, and the rest of the task joins the tool's own
-trace under its root. A span written earlier that the new drafts no longer hold (its step has
+stored span of the tool already has is left out, and so is one whose event was logged inside a
+span of the tool's of the same kind (a model call, a tool call); the rest of the task joins the
+tool's own trace under its root. A span written earlier that the new drafts no longer hold (its step has
 since arrived as the tool's own span, or the task moved to the tool's trace) is deleted, and a
 trace left empty is withdrawn with its summary and its waste.
 """
@@ -20,14 +21,16 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tokentrail import semconv as sc
 from tokentrail.collector.coding import claude_code, codex, gemini_cli
-from tokentrail.collector.coding.events import CLAUDE_CODE, CODEX
+from tokentrail.collector.coding.events import CLAUDE_CODE, CODEX, Touched
 from tokentrail.collector.coding.model import Draft, Event, Task
 from tokentrail.collector.flatten import SPAN_COLUMNS, SpanBatch
 from tokentrail.pricing import PriceBook
@@ -38,7 +41,6 @@ __all__ = ["build", "request_of", "trace_id_of"]
 
 logger = logging.getLogger("tokentrail.collector")
 
-Touched = dict[tuple[str, str, str], tuple[set[str], int, int]]
 
 _SCOPE = "tokentrail.coding"
 
@@ -56,12 +58,29 @@ def build(client: Any, touched: Touched, pricer: PriceBook | None) -> set[tuple[
     """Write the tasks of the touched sessions as spans; returns the (project, trace id) pairs
     written or withdrawn, for the reconciler. A session that fails is logged and skipped."""
     changed: set[tuple[str, str]] = set()
-    for (project, tool, session), (prompts, lo, hi) in touched.items():
+    _sessions_of_traces(client, touched)
+    for (project, tool, session), (prompts, lo, hi) in touched.sessions.items():
         try:
             changed |= _session(client, project, tool, session, prompts, lo, hi, pricer)
         except Exception:
             logger.exception("building the traces of %s session %s failed", tool, session)
     return changed
+
+
+def _sessions_of_traces(client: Any, touched: Touched) -> None:
+    """The sessions whose events were logged in the tool's own traces that named none."""
+    by_tool: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+    for (project, tool, trace_id), span in touched.traces.items():
+        by_tool.setdefault((project, tool), {})[trace_id] = span
+    for (project, tool), traces in by_tool.items():
+        try:
+            found = store.sessions_of_traces(client, project, tool, sorted(traces))
+        except Exception:
+            logger.exception("finding the sessions of %s traces failed", tool)
+            continue
+        for row in found:
+            lo, hi = traces[row["trace_id"]]
+            touched.add(project, (tool, "", row["session_id"], ""), lo, hi)
 
 
 def _session(
@@ -108,21 +127,38 @@ def _session(
 
 
 class _OwnSpans:
-    """The tool's own spans of a session: which request and tool-use ids they hold, and roots."""
+    """The tool's own spans of a session: which request and tool-use ids they hold, which steps
+    they are (by span id), and roots."""
 
     def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
         self.by_id: dict[str, tuple[str, str]] = {}
+        self.steps: dict[str, tuple[str, str]] = {}  # span id → (trace id, step kind)
         self.roots: dict[str, str] = {}
         for row in rows:
             where = (row["trace_id"], row["span_id"])
             for key in ("response_id", "client_request_id", "tool_call_id"):
                 if row[key]:
                     self.by_id[row[key]] = where
-            if not row["parent_span_id"]:
+            if row["parent_span_id"]:
+                self.steps[row["span_id"]] = (row["trace_id"], row["step_kind"])
+            else:
                 self.roots[row["trace_id"]] = row["span_id"]
 
     def has(self, draft: Draft) -> tuple[str, str] | None:
-        return next((self.by_id[i] for i in draft.ids if i in self.by_id), None)
+        """The tool's own span of the draft's step: one holding its request or tool-use id, or
+        the span of the same kind its event was logged in (Codex names no request in its spans)."""
+        found = next((self.by_id[i] for i in draft.ids if i in self.by_id), None)
+        if found is not None or not draft.context or draft.context not in self.steps:
+            return found
+        trace_id, kind = self.steps[draft.context]
+        wanted = (
+            "llm"
+            if draft.model_call
+            else "tool"
+            if draft.attrs.get(sc.GEN_AI_OPERATION_NAME) == sc.OP_EXECUTE_TOOL
+            else ""
+        )
+        return (trace_id, draft.context) if kind == wanted else None
 
     def trace_of(self, task: Task) -> str | None:
         """The tool's own trace of this task: the one holding any of its steps, else the one its
@@ -147,26 +183,31 @@ def _add_task(request: ExportTraceServiceRequest, task: Task, trace_id: str, own
 
 
 def _spans(task: Task, trace_id: str, own: _OwnSpans) -> list[Span]:
-    """The task's drafts as spans of `trace_id`; without the steps the tool's own spans hold, and
-    without the root when the trace is the tool's own."""
+    """The task's drafts as spans of `trace_id`, without the steps the tool's own spans hold. In
+    the tool's own trace, the task's root joins its root as a step of its own: what the events say
+    of the prompt and of who worked on it (the tool's spans may name neither)."""
     trace = bytes.fromhex(trace_id)
     own_root = own.roots.get(trace_id)
     ids: dict[str, str] = {}  # draft key → span id
-    for draft in [task.root, *task.steps]:
-        found = own.has(draft) if draft is not task.root else None
-        if found is not None:
-            ids[draft.key] = found[1]
-        elif draft is task.root and own_root is not None:
-            ids[draft.key] = own_root
-        else:
-            ids[draft.key] = _span_id(trace_id, draft.key or "root")
+    for draft in task.steps:
+        found = own.has(draft)
+        ids[draft.key] = found[1] if found is not None else _span_id(trace_id, draft.key)
+    ids[""] = own_root if own_root is not None else _span_id(trace_id, "root")
     out = []
-    for draft in [task.root, *task.steps]:
-        if (draft is task.root and own_root is not None) or (draft is not task.root and own.has(draft)):
-            continue
-        parent = "" if draft is task.root else ids.get(draft.parent, ids[""])
-        out.append(_span(draft, trace, ids[draft.key], parent))
+    if own_root is None:
+        out.append(_span(task.root, trace, ids[""], ""))
+    else:
+        attrs = {k: v for k, v in task.root.attrs.items() if k not in _RUN_KEYS}
+        told = replace(task.root, name=f"{task.root.name} events", attrs=attrs)
+        out.append(_span(told, trace, _span_id(trace_id, "root"), own_root))
+    for draft in task.steps:
+        if own.has(draft) is None:
+            out.append(_span(draft, trace, ids[draft.key], ids.get(draft.parent, ids[""])))
     return out
+
+
+#: what makes a task's root an agent run: left out when it joins the tool's own root
+_RUN_KEYS = frozenset({sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_AGENT_NAME})
 
 
 def _span(draft: Draft, trace: bytes, span_id: str, parent: str) -> Span:

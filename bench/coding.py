@@ -44,64 +44,69 @@ def _median_s(work: Callable[[], Any], runs: int) -> float:
     return statistics.median(times)
 
 
-def _one_tool(tool: str, runs: int, pricer: PriceBook, baseline_ms: float) -> None:
+def _settings(data_dir: str, database: str) -> Any:
+    """One embedded database directory for the whole run (chDB opens one per process), a
+    database in it per case."""
+    return from_env({"TOKENTRAIL_DATA_DIR": data_dir, "TOKENTRAIL_CLICKHOUSE_DATABASE": database})
+
+
+def _one_tool(tool: str, runs: int, pricer: PriceBook, baseline_ms: float, data_dir: str) -> None:
     session = day_long_session(tool)  # type: ignore[arg-type]
-    with tempfile.TemporaryDirectory(prefix=f"tokentrail-bench-coding-{tool}-") as tmp:
-        settings = from_env({"TOKENTRAIL_DATA_DIR": tmp})
-        store = connect(settings)
-        migrate(store)
-        with running_collector(settings, store, pricer=pricer) as run:
-            start = time.perf_counter()
-            sent = emit_events(session, run.http_url)
-            sending = time.perf_counter() - start
-            start = time.perf_counter()
-            run.flush()
-            building = time.perf_counter() - start
-            traces, spans = run.query(
-                "SELECT uniqExact(trace_id), count() FROM spans FINAL WHERE conversation_id = {s:String} "
-                "OR trace_id IN (SELECT trace_id FROM traces FINAL WHERE conversation_id = {s:String})",
-                s=session.session_id,
-            )[0]
+    settings = _settings(data_dir, f"bench_{tool}")
+    store = connect(settings)
+    migrate(store)
+    with running_collector(settings, store, pricer=pricer) as run:
+        start = time.perf_counter()
+        sent = emit_events(session, run.http_url)
+        sending = time.perf_counter() - start
+        start = time.perf_counter()
+        run.flush()
+        building = time.perf_counter() - start
+        traces, spans = run.query(
+            "SELECT uniqExact(trace_id), count() FROM spans FINAL WHERE conversation_id = {s:String} "
+            "OR trace_id IN (SELECT trace_id FROM traces FINAL WHERE conversation_id = {s:String})",
+            s=session.session_id,
+        )[0]
+        print(
+            f"{tool}: {sent:,} events sent in {sending:.1f} s; stored and built into {traces:,} traces "
+            f"of {spans:,} spans in {building:.1f} s"
+        )
+        last = run.query(
+            "SELECT trace_id, toUnixTimestamp64Nano(start_time), toUnixTimestamp64Nano(end_time) "
+            "FROM traces FINAL WHERE conversation_id = {s:String} ORDER BY start_time DESC LIMIT 1",
+            s=session.session_id,
+        )[0]
+        prompt = run.query(
+            "SELECT any(prompt_id) FROM agent_events WHERE session_id = {s:String} AND prompt_id != '' "
+            "AND timestamp >= fromUnixTimestamp64Nano({t:Int64})",
+            s=session.session_id,
+            t=last[1],
+        )[0][0]
+        found = (tool, "", session.session_id, prompt)
+
+        def one_prompt() -> None:
+            touched = Touched()
+            touched.add("default", found, last[2], last[2])
+            sessions.build(store.client, touched, pricer)
+
+        step = _median_s(one_prompt, runs)
+        print(f"  one prompt rebuilt (a live batch's work): {step * 1000:.1f} ms (median of {runs})")
+    with TestClient(create_app(settings, store)) as web:
+        pages = [
+            ("the day's last prompt, trace page", f"/trace/{last[0]}"),
+            ("the session's conversation", f"/traces?range=all&conversation={session.session_id}"),
+            ("session timeline", f"/developers/sessions/{session.session_id}?range=all"),
+        ]
+        for label, url in pages:
+            try:
+                ms, size = _median_ms(web, url, runs)
+            except RuntimeError as exc:
+                print(f"  {label:<42}{'—':>10}  ({exc})")
+                continue
             print(
-                f"{tool}: {sent:,} events sent in {sending:.1f} s; stored and built into {traces:,} traces "
-                f"of {spans:,} spans in {building:.1f} s"
+                f"  {label:<42}{ms:>10.1f}{size / 1024:>8.0f} KB ({ms / baseline_ms:.2f}× the 1,000-span trace)"
             )
-            last = run.query(
-                "SELECT trace_id, toUnixTimestamp64Nano(start_time), toUnixTimestamp64Nano(end_time) "
-                "FROM traces FINAL WHERE conversation_id = {s:String} ORDER BY start_time DESC LIMIT 1",
-                s=session.session_id,
-            )[0]
-            prompt = run.query(
-                "SELECT any(prompt_id) FROM agent_events WHERE session_id = {s:String} AND prompt_id != '' "
-                "AND timestamp >= fromUnixTimestamp64Nano({t:Int64})",
-                s=session.session_id,
-                t=last[1],
-            )[0][0]
-            found = (tool, "", session.session_id, prompt)
-
-            def one_prompt() -> None:
-                touched = Touched()
-                touched.add("default", found, last[2], last[2])
-                sessions.build(store.client, touched, pricer)
-
-            step = _median_s(one_prompt, runs)
-            print(f"  one prompt rebuilt (a live batch's work): {step * 1000:.1f} ms (median of {runs})")
-        with TestClient(create_app(settings, store)) as web:
-            pages = [
-                ("the day's last prompt, trace page", f"/trace/{last[0]}"),
-                ("the session's conversation", f"/traces?range=all&conversation={session.session_id}"),
-                ("session timeline", f"/developers/sessions/{session.session_id}?range=all"),
-            ]
-            for label, url in pages:
-                try:
-                    ms, size = _median_ms(web, url, runs)
-                except RuntimeError as exc:
-                    print(f"  {label:<42}{'—':>10}  ({exc})")
-                    continue
-                print(
-                    f"  {label:<42}{ms:>10.1f}{size / 1024:>8.0f} KB ({ms / baseline_ms:.2f}× the 1,000-span trace)"
-                )
-        store.close()
+    store.close()
 
 
 def main() -> None:
@@ -111,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     pricer = PriceBook()
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-coding-") as tmp:
-        settings = from_env({"TOKENTRAIL_DATA_DIR": tmp})
+        settings = _settings(tmp, "bench_baseline")
         store = connect(settings)
         migrate(store)
         payload, trace_id = _one_trace(1_000, random.Random(7))
@@ -119,9 +124,9 @@ def main() -> None:
         with TestClient(create_app(settings, store)) as web:
             baseline_ms, _ = _median_ms(web, f"/trace/{trace_id}", args.runs)
         store.close()
-    print(f"a 1,000-span trace page: {baseline_ms:.1f} ms (median of {args.runs})")
-    for tool in args.tools.split(","):
-        _one_tool(tool.strip(), args.runs, pricer, baseline_ms)
+        print(f"a 1,000-span trace page: {baseline_ms:.1f} ms (median of {args.runs})")
+        for tool in args.tools.split(","):
+            _one_tool(tool.strip(), args.runs, pricer, baseline_ms, tmp)
 
 
 if __name__ == "__main__":

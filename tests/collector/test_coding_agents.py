@@ -345,3 +345,20 @@ def test_codex_spans_and_events_count_each_response_once(settings, store, spans_
             "SELECT DISTINCT name FROM spans FINAL WHERE attributes['tokentrail.source'] = 'events' AND step_kind = 'llm' AND status_code != 'ERROR'"
         )
         assert added == []  # every answered request is the tool's own span
+
+
+@pytest.mark.parametrize("tool", ["claude_code", "codex", "gemini_cli"])
+def test_a_session_built_batch_by_batch_is_the_session_built_at_once(settings, store, tool):
+    """A live session arrives a few events at a time, cut anywhere (mid-prompt, between a request
+    and its answer): each batch rebuilds what it touched, and the end result is the same."""
+    session = realistic_session(tool, seed=7)
+    truth = ground_truth(session)
+    logged = events_of(session)
+    with running_collector(settings, store, pricer=prices()) as run:
+        exporter = log_exporter(run.http_url, "http")
+        for start in range(0, len(logged), 9):
+            export_logs(logged[start : start + 9], resource_of(session), exporter)
+            run.flush()
+        _assert_traces_match(run, truth, tool)
+        # nothing left over from a build that saw only part of a prompt
+        assert run.query("SELECT count() FROM traces FINAL WHERE llm_calls = 0 AND tool_calls = 0") == [(0,)]

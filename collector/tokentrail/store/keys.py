@@ -30,8 +30,9 @@ all, the collector stays open and files everything under the default project.
     ring.check(presented) -> Grant          # the same, raising KeyRefused with the reason
     grant.project, grant.scopes, grant.key_id, grant.allows("read")
 
-`KeyRing` reads the keys from ClickHouse at most every `TOKENTRAIL_KEY_CACHE_SECONDS` (2 s), so a
-key created or revoked takes effect within that long, in every process, without a restart. If
+`KeyRing` checks against keys read from ClickHouse no more than `TOKENTRAIL_KEY_CACHE_SECONDS`
+(2 s) before (read again when a check finds them older), so a key created or revoked takes effect
+within that long, in every process, without a restart. If
 ClickHouse cannot be read, the keys read last stay in force (logged); before any was read, a check
 that the environment's keys cannot answer raises `KeysUnavailable` (a retryable refusal).
 
@@ -361,8 +362,8 @@ def _load(client: Any) -> _Snapshot:
 
 
 class KeyRing:
-    """The valid keys, as one process sees them: the environment's, and the database's read again
-    at most every `settings.key_cache_seconds`. Thread-safe; one per process is enough.
+    """The valid keys, as one process sees them: the environment's, and the database's as read
+    no more than `settings.key_cache_seconds` before. Thread-safe; one per process is enough.
 
     `client` is a ClickHouse client used by this object only (None: the environment's keys only).
     `clock` (wall time, for expiry) and `timer` (monotonic, for the cache) can be replaced in tests.

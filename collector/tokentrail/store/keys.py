@@ -397,7 +397,9 @@ class KeyRing:
         return bool(snapshot.keys)
 
     def verify(self, presented: str | None) -> Grant | None:
-        """The grant of a valid key; None for a missing, unknown, revoked or expired one."""
+        """The grant of a valid key; None for a missing, unknown, revoked or expired one.
+        (KeysUnavailable when the database's keys were never read and none of the environment's
+        matches.)"""
         try:
             return self.check(presented)
         except KeyRefused:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -118,3 +119,109 @@ def test_up_serves_otlp_over_http_and_grpc(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     assert (tmp_path / "chdb").is_dir()
+
+
+def test_projects_and_keys_from_the_command_line(tmp_path):
+    import signal
+    from datetime import datetime, timedelta
+
+    import httpx
+    from google.rpc.status_pb2 import Status
+
+    from tests.support.collector import (
+        chat_request,
+        collector_env,
+        free_port,
+        start_collector_process,
+        stored_span_counts,
+    )
+
+    data = {"TOKENTRAIL_DATA_DIR": str(tmp_path)}
+    assert "no projects yet" in _run("projects", "list", **data).stdout
+    assert _run("projects", "create", "team-a", **data).returncode == 0
+    again = _run("projects", "create", "team-a", **data)
+    assert again.returncode == 1 and "project 'team-a' exists already" in again.stderr
+    bad = _run("projects", "create", "team a", **data)
+    assert bad.returncode == 1 and "must be 1 to 64 letters, digits, - or _" in bad.stderr
+    unknown = _run("keys", "create", "--project", "team-b", "--scope", "ingest", **data)
+    assert unknown.returncode == 1
+    assert "no project 'team-b': create it first with `tokentrail projects create team-b`" in unknown.stderr
+    scope = _run("keys", "create", "--project", "team-a", "--scope", "write", **data)
+    assert scope.returncode == 2 and "invalid choice: 'write'" in scope.stderr
+
+    created = {}
+    for name, key_scope, *more in (
+        ("ci", "ingest", "--expires", "90d"),
+        ("old", "ingest"),
+        ("reader", "read"),
+    ):
+        out = _run(
+            "keys", "create", "--project", "team-a", "--scope", key_scope, "--name", name, *more, **data
+        )
+        assert out.returncode == 0, out.stderr
+        [key] = out.stdout.split()  # the key, and nothing else, on stdout
+        assert "it is not shown again" in out.stderr
+        created[name] = key
+    key_ids = {name: key.split("_")[1] for name, key in created.items()}
+    revoked = _run("keys", "revoke", key_ids["old"], **data)
+    assert (
+        revoked.returncode == 0 and f"revoked ingest key {key_ids['old']} of project team-a" in revoked.stdout
+    )
+    nokey = _run("keys", "revoke", "0123456789abcdef", **data)
+    assert nokey.returncode == 1 and "no key 0123456789abcdef" in nokey.stderr
+
+    listed = _run("keys", "list", "--project", "team-a", **data)
+    assert listed.returncode == 0, listed.stderr
+    assert not [key for key in created.values() if key.split("_", 2)[2] in listed.stdout]
+    rows = {
+        line.split()[3]: line.split()
+        for line in listed.stdout.splitlines()
+        if line.split()[:1] in ([key_ids["ci"]], [key_ids["old"]], [key_ids["reader"]])
+    }
+    assert {name: (row[0], row[2]) for name, row in rows.items()} == {
+        "ci": (key_ids["ci"], "ingest"),
+        "old": (key_ids["old"], "ingest"),
+        "reader": (key_ids["reader"], "read"),
+    }
+    made = datetime.fromisoformat(" ".join(rows["ci"][4:6]))
+    assert datetime.fromisoformat(" ".join(rows["ci"][7:9])) - made == timedelta(days=90)
+    assert rows["ci"][10] == "active" and rows["reader"][7:9] == ["-", "active"]
+    assert rows["old"][7:9] == ["-", "revoked"]
+    projects = _run("projects", "list", **data).stdout.split()
+    assert projects[projects.index("team-a") + 4] == "2"  # name, created (3 words), active keys
+
+    # the keys made here open (or not) a collector started on the same data afterwards
+    port = free_port()
+    env = collector_env(str(tmp_path), port)
+    proc = start_collector_process(env, port)
+    rng = random.Random(7)
+    sent = {}
+    try:
+        held = _run("keys", "list", **data)
+        assert (
+            held.returncode == 1
+            and "Stop the server to manage the keys of the embedded database" in held.stderr
+        )
+        for name, key, status, said in (
+            ("ci", created["ci"], 200, ""),
+            ("old", created["old"], 401, f"API key {key_ids['old']} was revoked at "),
+            (
+                "reader",
+                created["reader"],
+                403,
+                f"API key {key_ids['reader']} of project 'team-a' may only read",
+            ),
+            ("none", "", 401, "missing API key"),
+        ):
+            body, ids = chat_request(rng, 2, "cli-keys")
+            headers = {"content-type": "application/x-protobuf"}
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+            answer = httpx.post(f"http://127.0.0.1:{port}/v1/traces", content=body, headers=headers)
+            assert answer.status_code == status, (name, answer.text)
+            assert Status.FromString(answer.content).message.startswith(said), name
+            sent[name] = ids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert stored_span_counts(env) == dict.fromkeys(sent["ci"], 1)

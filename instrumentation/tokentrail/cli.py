@@ -417,6 +417,117 @@ def _waste_table(report: dict[str, Any], by: str) -> Any:
     return table
 
 
+_KEYS_HINT = (
+    "\nStop the server to manage the keys of the embedded database; with a ClickHouse server "
+    "(TOKENTRAIL_CLICKHOUSE_URL) keys are managed while collectors run."
+)
+
+
+def _keys_store() -> tuple[Any, Any, Any]:
+    """The settings, the migrated store and the keys module, for `projects` and `keys`."""
+    try:
+        from tokentrail.store import keys
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise _needs_server_extras(exc) from None
+    settings = _server_settings()
+    store, _ = _open_store(settings, _KEYS_HINT)
+    return settings, store, keys
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value is not None else "-"
+
+
+def _print_whole(table: Any) -> None:
+    """Print a table of ids and names unshortened, also where no terminal sets the width."""
+    console = _console()
+    if not console.is_terminal:
+        console.width = 1000
+    console.print(table)
+
+
+def _cmd_projects(args: argparse.Namespace) -> int:
+    settings, store, keys = _keys_store()
+    try:
+        if args.action == "create":
+            project = keys.create_project(store.client, args.name)
+            print(
+                f"created project {project.name}; give it a key with "
+                f"`tokentrail keys create --project {project.name} --scope ingest`"
+            )
+            return 0
+        projects = keys.list_projects(store.client)
+        active: dict[str, int] = {}
+        for key in keys.list_keys(store.client):
+            active[key.project] = active.get(key.project, 0) + (key.state() == "active")
+    except keys.KeysError as exc:
+        raise SystemExit(f"tokentrail: {exc}") from None
+    finally:
+        store.close()
+    table = _table("project", "created", "active keys", right=("active keys",))
+    for project in projects:
+        table.add_row(project.name, _when(project.created_at), str(active.get(project.name, 0)))
+    for name in sorted(set(settings.api_keys.values()) - {p.name for p in projects}):
+        table.add_row(name, "TOKENTRAIL_API_KEYS", "-")
+    if not projects and not settings.api_keys:
+        print("no projects yet: create one with `tokentrail projects create NAME`")
+        return 0
+    _print_whole(table)
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    settings, store, keys = _keys_store()
+    try:
+        if args.action == "create":
+            expires = timedelta(seconds=args.expires) if args.expires else None
+            new = keys.create_key(
+                store.client, args.project, args.scope, label=args.name or "", expires_in=expires
+            )
+            print(new.key)
+            info = new.info
+            until = f", expires {_when(info.expires_at)}" if info.expires_at else ""
+            print(
+                f"created {info.scope} key {info.key_id} for project {info.project}{until}.\n"
+                "Copy the key above now: it is not shown again (only its hash is stored).",
+                file=sys.stderr,
+            )
+            return 0
+        if args.action == "revoke":
+            now = datetime.now(UTC)
+            info = keys.revoke_key(store.client, args.key_id, now=now)
+            if info.revoked_at != now:
+                print(f"key {info.key_id} was revoked already, at {_when(info.revoked_at)}")
+            else:
+                print(
+                    f"revoked {info.scope} key {info.key_id} of project {info.project}; running "
+                    f"servers refuse it within {settings.key_cache_seconds:g} s"
+                )
+            return 0
+        if args.project and not any(p.name == args.project for p in keys.list_projects(store.client)):
+            raise keys.KeysError(f"no project {args.project!r} (`tokentrail projects list` shows them)")
+        listed = keys.list_keys(store.client, args.project)
+    except keys.KeysError as exc:
+        raise SystemExit(f"tokentrail: {exc}") from None
+    finally:
+        store.close()
+    if not listed:
+        print("no keys yet: create one with `tokentrail keys create --project NAME --scope ingest`")
+        return 0
+    table = _table("key id", "project", "scope", "name", "created", "expires", "state")
+    for key in listed:
+        state = key.state()
+        if state == "revoked":
+            state = f"revoked {_when(key.revoked_at)}"
+        table.add_row(
+            key.key_id, key.project, key.scope, key.label, _when(key.created_at), _when(key.expires_at), state
+        )
+    _print_whole(table)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tokentrail", description="Observability for AI agents.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -469,7 +580,30 @@ def _parser() -> argparse.ArgumentParser:
         "--url", help="collector address (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local one)"
     )
     outcome.add_argument("--api-key", help="an ingest key (default: TOKENTRAIL_API_KEY)")
+    _key_parsers(sub)
     return parser
+
+
+def _key_parsers(sub: Any) -> None:
+    """`tokentrail projects ...` and `tokentrail keys ...`."""
+    projects = sub.add_parser("projects", help="create and list projects (each has its own data and keys)")
+    actions = projects.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a project")
+    create.add_argument("name", help="1 to 64 letters, digits, - or _")
+    actions.add_parser("list", help="list the projects")
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key (printed once, stored hashed)")
+    create.add_argument("--project", required=True, help="the project it sends to or reads")
+    create.add_argument(
+        "--scope", required=True, choices=["ingest", "read"], help="ingest: send data; read: read it"
+    )
+    create.add_argument("--name", help="a label to tell keys apart (who or what uses it)")
+    create.add_argument("--expires", type=_duration, help="expire after this long (90d, 12h)")
+    listing = actions.add_parser("list", help="list the keys (never their secrets)")
+    listing.add_argument("--project", help="only this project's keys")
+    revoke = actions.add_parser("revoke", help="revoke a key: refused within seconds, no restart")
+    revoke.add_argument("key_id", help="the key's id, as `tokentrail keys list` shows it")
 
 
 _COMMANDS = {
@@ -483,6 +617,8 @@ _COMMANDS = {
     "web": _cmd_up,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
+    "projects": _cmd_projects,
+    "keys": _cmd_keys,
 }
 
 

@@ -6,9 +6,10 @@ both receivers share `Ingestor.ingest`. gRPC handles gzip itself.
 How long each export takes to answer is observed in `tokentrail_request_duration_seconds`
 (protocol="grpc").
 
-Codes: UNAUTHENTICATED, INVALID_ARGUMENT (undecodable), RESOURCE_EXHAUSTED (over the size limit,
+Codes: UNAUTHENTICATED (missing, unknown, revoked or expired key), PERMISSION_DENIED (a key that
+may not send: a read key), INVALID_ARGUMENT (undecodable), RESOURCE_EXHAUSTED (over the size limit,
 larger than the whole spool, or over the concurrency limit), UNAVAILABLE (spool full or unable to
-write: retryable), and OK with `partial_success` when some items were rejected.
+write, or the keys cannot be read: retryable), and OK with `partial_success` when some items were rejected.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import grpc
 
 from tokentrail.collector.decode import BadRequest, Signal
-from tokentrail.collector.ingest import Ingestor, Unauthorized, export_response
+from tokentrail.collector.ingest import Forbidden, Ingestor, Unauthorized, export_response
 from tokentrail.collector.spool import RecordTooLarge, SpoolFull
 from tokentrail.server.settings import Settings
+from tokentrail.store.keys import KeysUnavailable
 
 __all__ = ["create_server"]
 
@@ -47,6 +49,10 @@ def _handler(ingestor: Ingestor, signal: Signal) -> Any:
                 decoded = ingestor.ingest(signal, body, "protobuf", project)
             except Unauthorized as exc:
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            except Forbidden as exc:
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            except KeysUnavailable as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             except BadRequest as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except RecordTooLarge as exc:

@@ -8,7 +8,8 @@ scraper asks for it); how long each export takes to answer is observed there, in
 Status codes follow the OTLP/HTTP spec: 200 with `partial_success` when some items were
 rejected, 400 for an undecodable body, 408 when the body does not arrive in time, 413 over the
 size limit (or larger than the whole spool), 415 for an unsupported content type or encoding,
-401 without a valid API key, 503 + Retry-After when the spool is full or cannot write.
+401 without a valid API key (missing, unknown, revoked, expired), 403 for a key that may not send
+(a read key), 503 + Retry-After when the spool is full or cannot write, or the keys cannot be read.
 Error bodies are `google.rpc.Status`, encoded like the request.
 
 `server_config` is how every HTTP port of a server is run: a bounded number of connections and
@@ -34,10 +35,11 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tokentrail.collector.decode import BadRequest, BodyTimeout, BodyTooLarge, Encoding, Signal, gunzip
-from tokentrail.collector.ingest import Ingestor, Unauthorized, export_response
+from tokentrail.collector.ingest import Forbidden, Ingestor, Unauthorized, export_response
 from tokentrail.collector.outcomes import outcomes_endpoint
 from tokentrail.collector.spool import RecordTooLarge, SpoolFull
 from tokentrail.server.settings import Settings
+from tokentrail.store.keys import KeysUnavailable
 
 __all__ = ["create_app", "read_body", "server_config"]
 
@@ -49,7 +51,7 @@ _CLOSE = {"Connection": "close"}
 
 
 def _error(status: int, message: str, encoding: Encoding, headers: dict[str, str] | None = None) -> Response:
-    grpc_code = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 503: 14}.get(status, 2)
+    grpc_code = {400: 3, 401: 16, 403: 7, 408: 4, 413: 8, 415: 3, 503: 14}.get(status, 2)
     body = status_pb2.Status(code=grpc_code, message=message)
     if encoding == "json":
         return JSONResponse({"code": grpc_code, "message": message}, status_code=status, headers=headers)
@@ -111,13 +113,17 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
             )
         limit, what = limits[encoding]
         try:
-            project = ingestor.project_for(_api_key(request))
+            project = await run_in_threadpool(ingestor.project_for, _api_key(request))
             body = await read_body(request, limit, settings.body_timeout_seconds, what)
             if content_encoding == "gzip":
                 body = await run_in_threadpool(gunzip, body, limit)
             decoded = await run_in_threadpool(ingestor.ingest, signal, body, encoding, project)
         except Unauthorized as exc:
             return _error(401, str(exc), encoding)
+        except Forbidden as exc:
+            return _error(403, str(exc), encoding)
+        except KeysUnavailable as exc:
+            return _error(503, str(exc), encoding, headers={"Retry-After": "5"})
         except BodyTimeout as exc:
             ingestor.stats.add("tokentrail_requests_invalid_total")
             return _error(408, str(exc), encoding, headers=_CLOSE)

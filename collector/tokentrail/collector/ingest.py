@@ -21,8 +21,9 @@ from tokentrail.collector.spool import (
 )
 from tokentrail.collector.stats import Stats
 from tokentrail.server.settings import Settings
+from tokentrail.store.keys import KeyRefused, KeyRing
 
-__all__ = ["Ingestor", "Unauthorized", "export_response"]
+__all__ = ["Forbidden", "Ingestor", "Unauthorized", "export_response"]
 
 #: each signal's spool kind, and the noun its counters count (`tokentrail_{noun}_received_total`...)
 _SPOOLED = {
@@ -33,7 +34,11 @@ _SPOOLED = {
 
 
 class Unauthorized(PermissionError):
-    """Authentication is on and the request carries no valid API key."""
+    """Authentication is on and the request carries no valid API key (401, UNAUTHENTICATED)."""
+
+
+class Forbidden(PermissionError):
+    """The request's key is valid but may not send data: a read key (403, PERMISSION_DENIED)."""
 
 
 @dataclass
@@ -43,17 +48,32 @@ class Ingestor:
     stats: Stats
     #: called after each durable append (wakes the writer)
     on_spooled: Callable[[], None] = field(default=lambda: None)
+    #: the API keys; by default the settings' (TOKENTRAIL_API_KEYS) only
+    keys: KeyRing | None = None
+
+    def __post_init__(self) -> None:
+        if self.keys is None:
+            self.keys = KeyRing(self.settings, None)
 
     def project_for(self, api_key: str | None) -> str:
-        keys = self.settings.api_keys
-        if not keys:
+        """The project an ingest key sends to; with no key anywhere, the default project.
+
+        Raises Unauthorized (missing, unknown, revoked or expired key), Forbidden (a key without
+        the ingest scope) or KeysUnavailable (the keys could not be read yet: retry). May read
+        the keys from ClickHouse: call it off the event loop."""
+        assert self.keys is not None
+        if not self.keys.keys_exist():
             return self.settings.default_project
-        if api_key and api_key in keys:
-            return keys[api_key]
-        raise Unauthorized(
-            "missing or unknown API key: send it as `Authorization: Bearer <key>` "
-            "(OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<key>)"
-        )
+        try:
+            grant = self.keys.check(api_key)
+        except KeyRefused as exc:
+            raise Unauthorized(str(exc)) from None
+        if not grant.allows("ingest"):
+            raise Forbidden(
+                f"API key {grant.key_id} of project {grant.project!r} may only read, not send data: "
+                f"send with an ingest key (`tokentrail keys create --project {grant.project} --scope ingest`)"
+            )
+        return grant.project
 
     def ingest(self, signal: Signal, body: bytes, encoding: Encoding, project: str) -> Decoded:
         """Raises BadRequest (nothing stored), RecordTooLarge (nothing stored, never will be) or

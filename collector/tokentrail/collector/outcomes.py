@@ -21,8 +21,9 @@ from starlette.responses import JSONResponse, Response
 
 from tokentrail import semconv as sc
 from tokentrail.collector.decode import BadRequest, BodyTimeout, BodyTooLarge, load_json
-from tokentrail.collector.ingest import Ingestor, Unauthorized
+from tokentrail.collector.ingest import Forbidden, Ingestor, Unauthorized
 from tokentrail.collector.spool import SpoolFull
+from tokentrail.store.keys import KeysUnavailable
 
 __all__ = ["MAX_OUTCOME_BYTES", "outcome_request", "outcomes_endpoint"]
 
@@ -122,12 +123,16 @@ def outcomes_endpoint(
                 status_code=415,
             )
         try:
-            project = ingestor.project_for(api_key(request))
+            project = await run_in_threadpool(ingestor.project_for, api_key(request))
             raw = await read_body(request, MAX_OUTCOME_BYTES, settings.body_timeout_seconds, "an outcome")
             otlp = outcome_request(load_json(raw, settings.max_json_depth))
             await run_in_threadpool(ingestor.ingest, "traces", otlp.SerializeToString(), "protobuf", project)
         except Unauthorized as exc:
             return JSONResponse({"error": str(exc)}, status_code=401)
+        except Forbidden as exc:
+            return JSONResponse({"error": str(exc)}, status_code=403)
+        except KeysUnavailable as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         except BodyTimeout as exc:
             return JSONResponse({"error": str(exc)}, status_code=408, headers={"Connection": "close"})
         except BodyTooLarge as exc:

@@ -18,6 +18,7 @@ from tokentrail.collector.writer import Writer, WriterConfig
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
 from tokentrail.store import Store
+from tokentrail.store.keys import KeyRing
 
 __all__ = ["Collector", "writer_config"]
 
@@ -58,7 +59,10 @@ class Collector:
             pricer=pricer,
             summary_client=store.new_client(),
         )
-        self.ingestor = Ingestor(settings, self.spool, self.stats, on_spooled=self.writer.wake)
+        self.keys = KeyRing(settings, store.new_client())
+        self.ingestor = Ingestor(
+            settings, self.spool, self.stats, on_spooled=self.writer.wake, keys=self.keys
+        )
         self.app: Starlette = http_receiver.create_app(self.ingestor, status=self.status)
         self._grpc: Any = None
         self.grpc_port = 0
@@ -109,3 +113,4 @@ class Collector:
             self._grpc = None
         self.writer.stop()
         self.spool.close()
+        self.keys.close()

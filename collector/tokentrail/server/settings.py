@@ -91,8 +91,11 @@ class Settings:
     otlp_http_port: int = 4318
     otlp_grpc_port: int = 4317
     ui_port: int = 4320
-    #: API key -> project. Empty: no authentication, everything goes to `default_project`.
+    #: API key -> project (TOKENTRAIL_API_KEYS): keys with both scopes, beside the database's keys.
+    #: With neither: no authentication, everything goes to `default_project`.
     api_keys: Mapping[str, str] = field(default_factory=dict)
+    #: keys created or revoked in the database take effect within this long (tokentrail.store.keys)
+    key_cache_seconds: float = 2.0
     default_project: str = "default"
     spool_max_bytes: int = 1 << 30
     max_body_bytes: int = 32 << 20
@@ -224,6 +227,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         otlp_grpc_port=_int(env, "TOKENTRAIL_OTLP_GRPC_PORT", 4317, 0, 65535),
         ui_port=_int(env, "TOKENTRAIL_UI_PORT", 4320, 0, 65535),
         api_keys=_api_keys(env.get("TOKENTRAIL_API_KEYS", "")),
+        key_cache_seconds=_float(env, "TOKENTRAIL_KEY_CACHE_SECONDS", 2.0, 3600),
         spool_max_bytes=_int(env, "TOKENTRAIL_SPOOL_MAX_BYTES", 1 << 30, 1 << 20),
         max_body_bytes=max_body,
         max_json_body_bytes=_json_body_limit(env, max_body),

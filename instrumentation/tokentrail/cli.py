@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from tokentrail import cli_users
+
 __all__ = ["main"]
 
 
@@ -469,10 +471,18 @@ def _parser() -> argparse.ArgumentParser:
         "--url", help="collector address (default: OTEL_EXPORTER_OTLP_ENDPOINT or the local one)"
     )
     outcome.add_argument("--api-key", help="an ingest key (default: TOKENTRAIL_API_KEY)")
+    cli_users.add_parser(sub)
     return parser
 
 
+def _cmd_users(args: argparse.Namespace) -> int:
+    settings = _server_settings()
+    hint = "\nStop the server to change the accounts of the embedded database."
+    return cli_users.run(args, lambda: _open_store(settings, hint)[0])
+
+
 _COMMANDS = {
+    "users": _cmd_users,
     "outcome": _cmd_outcome,
     "analyze": _cmd_analyze,
     "reprice": _cmd_reprice,

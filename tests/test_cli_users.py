@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -159,3 +160,20 @@ def _clean_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOKENTRAIL_"))}
+
+
+def test_status_sends_a_read_key_when_one_is_needed(settings, store):
+    from tests.support.collector import running_collector
+
+    keyed = settings.with_(api_keys={"read-key-0123456789": "alpha"})
+    with running_collector(keyed, store) as tt:
+        url = f"{tt.http_url}/api/status"
+        refused = _run("status", "--url", url)
+        assert refused.returncode != 0
+        assert "needs a read key: pass --api-key or set TOKENTRAIL_API_KEY" in refused.stderr
+        assert str(keyed.spool_dir) not in refused.stdout + refused.stderr
+        with_flag = _run("status", "--url", url, "--api-key", "read-key-0123456789")
+        assert with_flag.returncode == 0 and "collector: running" in with_flag.stdout
+        from_env = _run("status", "--url", url, "--json", TOKENTRAIL_API_KEY="read-key-0123456789")
+        assert from_env.returncode == 0
+        assert json.loads(from_env.stdout)["spool"]["directory"] == str(keyed.spool_dir)

@@ -92,12 +92,20 @@ def _add(client: Any, args: argparse.Namespace, email: str) -> int:
     return 0
 
 
-def _remove(client: Any, args: argparse.Namespace, email: str) -> int:
+def _existing(client: Any, email: str) -> Any:
+    """The account, or an exit saying there is none."""
     from tokentrail.store import users
 
     user = users.get_user(client, email)
     if user is None or user.disabled:
         raise SystemExit(f"tokentrail: no account {email}")
+    return user
+
+
+def _remove(client: Any, args: argparse.Namespace, email: str) -> int:
+    from tokentrail.store import users
+
+    user = _existing(client, email)
     if args.project:
         if args.project not in user.projects:
             raise SystemExit(f"tokentrail: {email} is not in project {args.project}")
@@ -112,9 +120,7 @@ def _remove(client: Any, args: argparse.Namespace, email: str) -> int:
 def _passwd(client: Any, args: argparse.Namespace, email: str) -> int:
     from tokentrail.store import users
 
-    user = users.get_user(client, email)
-    if user is None or user.disabled:
-        raise SystemExit(f"tokentrail: no account {email}")
+    _existing(client, email)
     users.save_user(client, email, users.hash_password(_password(args.password_stdin)))
     users.revoke_sessions(client, email)
     print(f"password of {email} set; its sessions are ended")

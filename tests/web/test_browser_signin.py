@@ -4,17 +4,15 @@ leads back). Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 
 from tests.support.access import add_account, seed_project
-from tests.support.collector import free_port
+from tests.web.conftest import serving
 from tests.web.test_browser import _shot
 from tokentrail.web.app import create_app
 
@@ -41,17 +39,8 @@ def signin_live(settings: Any, store: Any, clock: Clock) -> Iterator[str]:
     """The web UI with password sign-in on a loopback port."""
     app = create_app(settings.with_(auth="password", session_idle_seconds=600), store)
     app.state.clock = clock
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "web UI did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 def _trace_ids(page: Any) -> set[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -199,18 +199,20 @@ def test_one_address_trying_many_accounts_is_slowed_too(
 ) -> None:
     add_account(store, "bob@example.com", PASSWORD, "alpha")
     proxied = password_settings.with_(trusted_proxies=("10.0.0.0/8",))
-    with _client(proxied, store, clock, client=("10.0.0.5", 4000)) as web:
+
+    def guess_21_accounts(web: TestClient, forwarded_for: Callable[[int], str]) -> None:
         for i in range(21):
-            web.headers["X-Forwarded-For"] = "198.51.100.7"
+            web.headers["X-Forwarded-For"] = forwarded_for(i)
             assert sign_in(web, f"guess{i}@example.com", "x" * 10).status_code == 401
+
+    with _client(proxied, store, clock, client=("10.0.0.5", 4000)) as web:
+        guess_21_accounts(web, lambda i: "198.51.100.7")
         assert sign_in(web, "bob@example.com", PASSWORD).status_code == 429
         web.headers["X-Forwarded-For"] = "198.51.100.8"  # another client behind the same proxy
         assert sign_in(web, "bob@example.com", PASSWORD).status_code == 303
     # X-Forwarded-For from a peer that is not a trusted proxy is not believed
     with _client(proxied, store, clock, client=("192.0.2.1", 4000)) as web:
-        for i in range(21):
-            web.headers["X-Forwarded-For"] = f"203.0.113.{i}"
-            assert sign_in(web, f"guess{i}@example.com", "x" * 10).status_code == 401
+        guess_21_accounts(web, lambda i: f"203.0.113.{i}")
         assert sign_in(web, "bob@example.com", PASSWORD).status_code == 429
 
 
@@ -307,6 +309,7 @@ def test_settings_of_sign_in_are_checked(tmp_path: Any) -> None:
         ),
         ({"TOKENTRAIL_UI_HOSTS": "https://x.example"}, "is not a host name"),
         ({"TOKENTRAIL_UI_ALLOW_ANONYMOUS": "maybe"}, "use 1 or 0"),
+        ({"TOKENTRAIL_AUTH_SIGNOUT_URL": "https://idp.example/logout"}, "must be a path"),
     ]:
         with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace("'", ".")):
             from_env(base | env)

@@ -117,7 +117,7 @@ class Settings:
     auth: str = "none"
     #: the request header a trusted single sign-on proxy names the signed-in e-mail address in
     auth_header: str = "X-Forwarded-Email"
-    #: where "Sign out" leads with header sign-in (the proxy's own sign-out), if anywhere
+    #: where "Sign out" leads with header sign-in (the proxy's own sign-out, a path), if anywhere
     auth_signout_url: str = ""
     #: addresses (IPs or networks) of the reverse proxies whose identity and X-Forwarded-For /
     #: X-Forwarded-Proto headers are believed
@@ -357,8 +357,11 @@ def _sign_in(env: Mapping[str, str]) -> dict[str, Any]:
             f"TOKENTRAIL_SESSION_IDLE_SECONDS={idle} is longer than TOKENTRAIL_SESSION_MAX_SECONDS={most}"
         )
     signout = env.get("TOKENTRAIL_AUTH_SIGNOUT_URL", "").strip()
-    if signout and not signout.startswith(("/", "https://", "http://")):
-        raise SettingsError(f"TOKENTRAIL_AUTH_SIGNOUT_URL={signout!r} must be a path or an http(s) URL")
+    if signout and (not signout.startswith("/") or signout.startswith("//")):
+        # a path of the UI's own site: the pages' Content-Security-Policy lets a form lead nowhere else
+        raise SettingsError(
+            f"TOKENTRAIL_AUTH_SIGNOUT_URL={signout!r} must be a path, such as /oauth2/sign_out"
+        )
     ui_host = env.get("TOKENTRAIL_UI_HOST", "").strip() or "127.0.0.1"
     return {
         "ui_host": ui_host,

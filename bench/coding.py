@@ -91,7 +91,7 @@ def _one_tool(tool: str, runs: int, pricer: PriceBook, baseline_ms: float, data_
 
         step = _median_s(one_prompt, runs)
         print(f"  one prompt rebuilt (a live batch's work): {step * 1000:.1f} ms (median of {runs})")
-    with TestClient(create_app(settings, store)) as web:
+    with TestClient(create_app(settings, store), base_url="http://127.0.0.1") as web:
         pages = [
             ("the day's last prompt, trace page", f"/trace/{last[0]}"),
             ("the session's conversation", f"/traces?range=all&conversation={session.session_id}"),
@@ -121,7 +121,7 @@ def main() -> None:
         migrate(store)
         payload, trace_id = _one_trace(1_000, random.Random(7))
         load(store.client, "default", [payload], pricer)
-        with TestClient(create_app(settings, store)) as web:
+        with TestClient(create_app(settings, store), base_url="http://127.0.0.1") as web:
             baseline_ms, _ = _median_ms(web, f"/trace/{trace_id}", args.runs)
         store.close()
         print(f"a 1,000-span trace page: {baseline_ms:.1f} ms (median of {args.runs})")

@@ -70,7 +70,7 @@ def main() -> None:
             payload, trace_id = _one_trace(n, rng)
             load(store.client, "default", [payload], pricer)
             big[n] = trace_id
-        with TestClient(create_app(settings, store)) as web:
+        with TestClient(create_app(settings, store), base_url="http://127.0.0.1") as web:
             print(f"{'trace page (server render)':<44}{'median ms':>10}{'HTML KB':>10}")
             for n, trace_id in big.items():
                 ms, size = _median_ms(web, f"/trace/{trace_id}", args.runs)

@@ -38,6 +38,8 @@ def settings(chdb_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
             "TOKENTRAIL_CLICKHOUSE_DATABASE": database,
             # flatten on the writer thread: no worker process per test (test_receivers covers both)
             "TOKENTRAIL_WRITER_WORKERS": "0",
+            # the host name of fastapi's TestClient, beside the loopback names
+            "TOKENTRAIL_UI_HOSTS": "testserver,localhost,127.0.0.1",
         }
     )
 

@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from tokentrail import cli_users
+
 __all__ = ["main"]
 
 
@@ -76,12 +78,13 @@ def _open_store(settings: Any, hint: str = "") -> tuple[Any, list[Any]]:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from tokentrail.server.run import serve
+    from tokentrail.server.settings import SettingsError
     from tokentrail.store import DatabaseInUse
 
     settings = _server_settings()
     try:
         serve(settings, collector=args.command in ("up", "collector"), web=args.command in ("up", "web"))
-    except DatabaseInUse as exc:
+    except (DatabaseInUse, SettingsError) as exc:
         raise SystemExit(f"tokentrail: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"tokentrail: cannot start: {exc}") from None
@@ -98,11 +101,25 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_status(url: str) -> dict[str, Any] | None:
+def _read_key(args: argparse.Namespace) -> dict[str, str]:
+    """The Authorization header of a read key (`--api-key` or TOKENTRAIL_API_KEY), if one is given."""
+    import os
+
+    key = args.api_key or os.environ.get("TOKENTRAIL_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _fetch_status(url: str, headers: dict[str, str]) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3) as response:
             data: dict[str, Any] = json.load(response)
             return data
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise SystemExit(
+                f"tokentrail: {url} needs a read key: pass --api-key or set TOKENTRAIL_API_KEY"
+            ) from None
+        return None
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
@@ -111,7 +128,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     settings = _server_settings()
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = args.url or f"http://{host}:{settings.otlp_http_port}/api/status"
-    status = _fetch_status(url)
+    status = _fetch_status(url, _read_key(args))
     if status is None:
         print(f"collector: not reachable at {url}")
         return 1
@@ -355,7 +372,9 @@ def _cmd_waste(args: argparse.Namespace) -> int:
         query["project"] = args.project
     url = f"{base}/waste.json?{urllib.parse.urlencode(query)}"
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=_read_key(args)), timeout=30
+        ) as response:
             report: dict[str, Any] = json.load(response)
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:300]
@@ -539,6 +558,9 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the running collector's counters")
     status.add_argument("--url", help="status URL (default: the local collector)")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--api-key", help="a read key, when authentication is on (default: TOKENTRAIL_API_KEY)"
+    )
     demo = sub.add_parser("demo", help="send a realistic multi-agent workload (with waste) through the SDK")
     demo.add_argument("--tasks", type=int, default=18, help="agent tasks to run (default 18)")
     demo.add_argument(
@@ -561,6 +583,7 @@ def _parser() -> argparse.ArgumentParser:
     waste.add_argument("--format", choices=["table", "json", "csv"], default="table")
     waste.add_argument("--project", help="project (default: the default project)")
     waste.add_argument("--url", help="web UI address (default: the local one)")
+    waste.add_argument("--api-key", help="a read key, when sign-in is on (default: TOKENTRAIL_API_KEY)")
     outcome = sub.add_parser(
         "outcome", help="record how a task ended (a merged PR, a passing CI run) against its session or task"
     )
@@ -581,6 +604,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     outcome.add_argument("--api-key", help="an ingest key (default: TOKENTRAIL_API_KEY)")
     _key_parsers(sub)
+    cli_users.add_parser(sub)
     return parser
 
 
@@ -606,7 +630,14 @@ def _key_parsers(sub: Any) -> None:
     revoke.add_argument("key_id", help="the key's id, as `tokentrail keys list` shows it")
 
 
+def _cmd_users(args: argparse.Namespace) -> int:
+    settings = _server_settings()
+    hint = "\nStop the server to change the accounts of the embedded database."
+    return cli_users.run(args, lambda: _open_store(settings, hint)[0])
+
+
 _COMMANDS = {
+    "users": _cmd_users,
     "outcome": _cmd_outcome,
     "analyze": _cmd_analyze,
     "reprice": _cmd_reprice,

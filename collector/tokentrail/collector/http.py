@@ -3,7 +3,8 @@
 
 /metrics is the collector's `Stats` in the Prometheus text format (or OpenMetrics, when the
 scraper asks for it); how long each export takes to answer is observed there, in
-`tokentrail_request_duration_seconds` (protocol="http").
+`tokentrail_request_duration_seconds` (protocol="http"). With authentication on, /metrics and
+/api/status need a read key; /health answers anyone, and says only "ok".
 
 Status codes follow the OTLP/HTTP spec: 200 with `partial_success` when some items were
 rejected, 400 for an undecodable body, 408 when the body does not arrive in time, 413 over the
@@ -145,15 +146,61 @@ def _endpoint(ingestor: Ingestor, signal: Signal) -> Callable[[Request], Any]:
     return export
 
 
-def create_app(ingestor: Ingestor, status: Callable[[], dict[str, Any]] | None = None) -> Starlette:
+def _reads_with(ingestor: Ingestor) -> Callable[[str], bool]:
+    """Whether a key may read the collector's own figures: a read key of the key ring (the
+    database's keys and the settings')."""
+
+    def may_read(presented: str) -> bool:
+        try:
+            grant = ingestor.keys.verify(presented) if ingestor.keys is not None else None
+        except KeysUnavailable:
+            return False
+        return grant is not None and grant.allows("read")
+
+    return may_read
+
+
+def create_app(
+    ingestor: Ingestor,
+    status: Callable[[], dict[str, Any]] | None = None,
+    may_read: Callable[[str], bool] | None = None,
+) -> Starlette:
+    """The collector's HTTP routes. With authentication on (`Settings.auth_on`), its own figures
+    (/metrics, /api/status: counters, and the spool's directories and errors) are for holders of
+    a read key (`may_read`; by default the keys of the settings), as `Authorization: Bearer`."""
+    reads = may_read or _reads_with(ingestor)
+
+    def guarded() -> bool:
+        """Sign-in or keys in the settings, or keys created in the database."""
+        if ingestor.settings.auth_on:
+            return True
+        try:
+            return ingestor.keys is not None and ingestor.keys.keys_exist()
+        except KeysUnavailable:
+            return True
+
+    def refused(request: Request) -> Response | None:
+        key = _api_key(request)
+        if not guarded() or (key and reads(key)):
+            return None
+        return JSONResponse(
+            {"error": "send a read key as `Authorization: Bearer <key>`"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="tokentrail"'},
+        )
+
     async def metrics(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         body, content_type = ingestor.stats.exposition(request.headers.get("accept", ""))
         return Response(body, headers={"Content-Type": content_type})
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def api_status(_: Request) -> Response:
+    async def api_status(request: Request) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
         return JSONResponse(status() if status else {"stats": ingestor.stats.snapshot()})
 
     return Starlette(
@@ -219,9 +266,11 @@ class _DeadlineProtocol(H11Protocol):  # type: ignore[misc]
             self.transport.close()
 
 
-def server_config(app: Any, settings: Settings, port: int) -> uvicorn.Config:
-    """How a server's HTTP port runs: at most `max_concurrent_requests` connections and requests
-    at once (503 past that), and deadlines for each request's headers and body."""
+def server_config(app: Any, settings: Settings, port: int, host: str | None = None) -> uvicorn.Config:
+    """How a server's HTTP port runs (on `host`, by default the collector's): at most
+    `max_concurrent_requests` connections and requests at once (503 past that), and deadlines for
+    each request's headers and body. uvicorn's own reading of X-Forwarded-* is off: the web UI
+    believes them from `TOKENTRAIL_TRUSTED_PROXIES` only."""
     protocol = type(
         "DeadlineProtocol",
         (_DeadlineProtocol,),
@@ -233,8 +282,9 @@ def server_config(app: Any, settings: Settings, port: int) -> uvicorn.Config:
     )
     return uvicorn.Config(
         app,
-        host=settings.host,
+        host=settings.host if host is None else host,
         port=port,
+        proxy_headers=False,
         log_level="warning",
         access_log=False,
         http=protocol,

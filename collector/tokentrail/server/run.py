@@ -84,7 +84,7 @@ class _Background:
                 store.new_client(),
                 list(settings.budgets),
                 settings.budget_webhook,
-                ui_url=f"http://{settings.host}:{settings.ui_port}",
+                ui_url=f"http://{settings.ui_host}:{settings.ui_port}",
             )
             self.alerter.start()
         return self.collector.app
@@ -107,7 +107,7 @@ def _announce(settings: Settings, *, collector: bool, web: bool, web_app: Any) -
             flush=True,
         )
     if web_app is not None:
-        print(f"Web UI     http://{settings.host}:{settings.ui_port}/", flush=True)
+        print(f"Web UI     http://{settings.ui_host}:{settings.ui_port}/", flush=True)
     elif web:
         print("Web UI     not part of this install", flush=True)
 
@@ -127,7 +127,7 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
         if web_app is not None:
             # the same limits and deadlines as the collector's port: trickling clients are no
             # kinder to the UI
-            servers.append(_Server(server_config(web_app, settings, settings.ui_port)))
+            servers.append(_Server(server_config(web_app, settings, settings.ui_port, settings.ui_host)))
         _announce(settings, collector=collector, web=web, web_app=web_app)
         if not servers:
             raise OSError("nothing to serve")

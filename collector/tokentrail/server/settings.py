@@ -6,15 +6,31 @@ Servers are strict: a bad value stops start-up with a message that names the var
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Budget", "Settings", "SettingsError", "Thresholds", "from_env", "parse_budgets"]
+__all__ = [
+    "AUTH_MODES",
+    "Budget",
+    "Settings",
+    "SettingsError",
+    "Thresholds",
+    "from_env",
+    "is_loopback",
+    "parse_budgets",
+]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_HOSTNAME = re.compile(r"^[a-z0-9.:_-]{1,253}$")
+#: how the web UI knows who asks: nobody signs in, built-in accounts, or a sign-on proxy's header
+AUTH_MODES = ("none", "password", "header")
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _BUDGET = re.compile(r"^(daily|monthly):(project|service|user)=([^:,]{1,200}):([0-9]+(?:\.[0-9]+)?)$")
 
 
@@ -91,6 +107,26 @@ class Settings:
     otlp_http_port: int = 4318
     otlp_grpc_port: int = 4317
     ui_port: int = 4320
+    #: the web UI's listen address, apart from the collector's `host`
+    ui_host: str = "127.0.0.1"
+    #: the Host header values the web UI answers (a name elsewhere is refused: DNS rebinding)
+    ui_hosts: tuple[str, ...] = _LOOPBACK_NAMES
+    #: without sign-in the UI serves a non-loopback address only when this says so
+    ui_allow_anonymous: bool = False
+    #: "none", "password" or "header" (AUTH_MODES)
+    auth: str = "none"
+    #: the request header a trusted single sign-on proxy names the signed-in e-mail address in
+    auth_header: str = "X-Forwarded-Email"
+    #: where "Sign out" leads with header sign-in (the proxy's own sign-out, a path), if anywhere
+    auth_signout_url: str = ""
+    #: addresses (IPs or networks) of the reverse proxies whose identity and X-Forwarded-For /
+    #: X-Forwarded-Proto headers are believed
+    trusted_proxies: tuple[str, ...] = ()
+    #: the key sessions and form tokens are signed with; empty: one generated under data_dir
+    secret_key: str = ""
+    #: a session ends after this long without a request, and this long after sign-in whatever
+    session_idle_seconds: int = 2 * 3600
+    session_max_seconds: int = 24 * 3600
     #: API key -> project (TOKENTRAIL_API_KEYS): keys with both scopes, beside the database's keys.
     #: With neither: no authentication, everything goes to `default_project`.
     api_keys: Mapping[str, str] = field(default_factory=dict)
@@ -128,6 +164,11 @@ class Settings:
     #: spend limits (tokentrail.analysis.budgets) and where to post alerts about them
     budgets: tuple[Budget, ...] = ()
     budget_webhook: str = ""
+
+    @property
+    def auth_on(self) -> bool:
+        """Whether callers must say who they are: a sign-in mode, or API keys."""
+        return self.auth != "none" or bool(self.api_keys)
 
     @property
     def spool_dir(self) -> Path:
@@ -226,6 +267,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         otlp_http_port=_int(env, "TOKENTRAIL_OTLP_HTTP_PORT", 4318, 0, 65535),
         otlp_grpc_port=_int(env, "TOKENTRAIL_OTLP_GRPC_PORT", 4317, 0, 65535),
         ui_port=_int(env, "TOKENTRAIL_UI_PORT", 4320, 0, 65535),
+        **_sign_in(env),
         api_keys=_api_keys(env.get("TOKENTRAIL_API_KEYS", "")),
         key_cache_seconds=_float(env, "TOKENTRAIL_KEY_CACHE_SECONDS", 2.0, 3600),
         spool_max_bytes=_int(env, "TOKENTRAIL_SPOOL_MAX_BYTES", 1 << 30, 1 << 20),
@@ -248,6 +290,95 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         budgets=_budgets(env),
         budget_webhook=_webhook(env),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise SettingsError(f"{name}={raw!r}: use 1 or 0")
+
+
+def _proxies(raw: str) -> tuple[str, ...]:
+    found = []
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"TOKENTRAIL_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+            ) from None
+    return tuple(found)
+
+
+def _ui_hosts(env: Mapping[str, str], ui_host: str) -> tuple[str, ...]:
+    raw = env.get("TOKENTRAIL_UI_HOSTS", "").strip()
+    if not raw:
+        wildcard = ui_host in ("0.0.0.0", "::", "")
+        return _LOOPBACK_NAMES + (() if wildcard or ui_host in _LOOPBACK_NAMES else (ui_host.lower(),))
+    names = tuple(n.strip().lower().strip("[]") for n in raw.split(",") if n.strip())
+    for name in names:
+        if not _HOSTNAME.match(name):
+            raise SettingsError(f"TOKENTRAIL_UI_HOSTS: {name!r} is not a host name (no scheme or port)")
+    return names
+
+
+def _sign_in(env: Mapping[str, str]) -> dict[str, Any]:
+    """The web UI's address, sign-in and session settings."""
+    auth = env.get("TOKENTRAIL_AUTH", "").strip().lower() or "none"
+    if auth not in AUTH_MODES:
+        raise SettingsError(f"TOKENTRAIL_AUTH={auth!r}: use {', '.join(AUTH_MODES)}")
+    header = env.get("TOKENTRAIL_AUTH_HEADER", "").strip() or "X-Forwarded-Email"
+    if not _HEADER.match(header):
+        raise SettingsError(f"TOKENTRAIL_AUTH_HEADER={header!r} is not a header name")
+    proxies = _proxies(env.get("TOKENTRAIL_TRUSTED_PROXIES", ""))
+    if auth == "header" and not proxies:
+        raise SettingsError(
+            "TOKENTRAIL_AUTH=header needs TOKENTRAIL_TRUSTED_PROXIES: the addresses of the proxies "
+            f"allowed to set {header} (anyone else could claim to be anybody)"
+        )
+    secret = env.get("TOKENTRAIL_SECRET_KEY", "").strip()
+    if secret and len(secret) < 32:
+        raise SettingsError(
+            "TOKENTRAIL_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)"
+        )
+    idle = _int(env, "TOKENTRAIL_SESSION_IDLE_SECONDS", 2 * 3600, 60, 90 * 86_400)
+    most = _int(env, "TOKENTRAIL_SESSION_MAX_SECONDS", 24 * 3600, 60, 90 * 86_400)
+    if idle > most:
+        raise SettingsError(
+            f"TOKENTRAIL_SESSION_IDLE_SECONDS={idle} is longer than TOKENTRAIL_SESSION_MAX_SECONDS={most}"
+        )
+    signout = env.get("TOKENTRAIL_AUTH_SIGNOUT_URL", "").strip()
+    if signout and (not signout.startswith("/") or signout.startswith("//")):
+        # a path of the UI's own site: the pages' Content-Security-Policy lets a form lead nowhere else
+        raise SettingsError(
+            f"TOKENTRAIL_AUTH_SIGNOUT_URL={signout!r} must be a path, such as /oauth2/sign_out"
+        )
+    ui_host = env.get("TOKENTRAIL_UI_HOST", "").strip() or "127.0.0.1"
+    return {
+        "ui_host": ui_host,
+        "ui_hosts": _ui_hosts(env, ui_host),
+        "ui_allow_anonymous": _flag(env, "TOKENTRAIL_UI_ALLOW_ANONYMOUS"),
+        "auth": auth,
+        "auth_header": header,
+        "auth_signout_url": signout,
+        "trusted_proxies": proxies,
+        "secret_key": secret,
+        "session_idle_seconds": idle,
+        "session_max_seconds": most,
+    }
 
 
 def _budgets(env: Mapping[str, str]) -> tuple[Budget, ...]:

@@ -1,5 +1,6 @@
 """What a page's route is given (FastAPI dependencies): the settings, a ClickHouse client of its
-own for the request, and its query's parameters, project and trace filter.
+own for the request, and its query's parameters, project (one the caller may read,
+`tokentrail.web.auth`) and trace filter.
 
 Each route takes a fixed set of parameters (`Inputs`): one it does not read is a `BadRequest`
 naming it, before anything is queried. The exception handlers (`tokentrail.web.app`) turn
@@ -9,61 +10,19 @@ naming it, before anything is queried. The exception handlers (`tokentrail.web.a
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, Request
 
 from tokentrail.server.settings import Settings
-from tokentrail.store import Client, Store
+from tokentrail.web.auth import Caller, authenticate
+from tokentrail.web.clients import Clients, get_client, get_settings
 from tokentrail.web.filters import BadRequest, TraceFilter, parse_query, parse_trace_filter
 
 __all__ = ["Clients", "Inputs", "get_client", "get_settings"]
 
 _PROJECT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class Clients:
-    """Clients of one store, each lent to one request at a time (a client runs one query at a
-    time); closed together when the app stops."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._idle: list[Client] = []
-        self._all: list[Client] = []
-        self._lock = threading.Lock()
-
-    def lend(self) -> Iterator[Client]:
-        with self._lock:
-            client = self._idle.pop() if self._idle else None
-        if client is None:
-            client = self._store.new_client()
-            with self._lock:
-                self._all.append(client)
-        try:
-            yield client
-        finally:
-            with self._lock:
-                self._idle.append(client)
-
-    def close(self) -> None:
-        with self._lock:
-            for client in self._all:
-                client.close()
-            self._all.clear()
-            self._idle.clear()
-
-
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_client(request: Request) -> Iterator[Client]:
-    """A client for this request alone."""
-    clients: Clients = request.app.state.clients
-    yield from clients.lend()
 
 
 class Inputs:
@@ -86,12 +45,16 @@ class Inputs:
 
     def _project(self) -> Callable[..., Any]:
         async def project(
-            params: dict[str, str] = Depends(self.params), settings: Settings = Depends(get_settings)
+            params: dict[str, str] = Depends(self.params),
+            settings: Settings = Depends(get_settings),
+            caller: Caller | None = Depends(authenticate),
         ) -> str:
-            project = params.get("project", "").strip() or settings.default_project
-            if not _PROJECT.match(project):
+            asked = params.get("project", "").strip()
+            if asked and not _PROJECT.match(asked):
                 raise BadRequest("project must be 1 to 64 letters, digits, - or _")
-            return project
+            if caller is None:
+                raise RuntimeError("a route that reads a project is not public")
+            return caller.project(asked, settings.default_project)
 
         return project
 

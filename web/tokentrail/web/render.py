@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from tokentrail.server.settings import Settings
+from tokentrail.web.auth import Caller, form_token
 from tokentrail.web.filters import query_args
 from tokentrail.web.format import FILTERS
 from tokentrail.web.timeline import KINDS
@@ -58,12 +59,17 @@ def templates(settings: Settings) -> Jinja2Templates:
 
 def html(request: Request, template: str, data: dict[str, Any], status: int = 200) -> Response:
     settings: Settings = request.app.state.settings
+    caller: Caller | None = getattr(request.state, "caller", None)
     context = {
         "request": request,
         "project": data.get("project") or settings.default_project,
         "default_project": settings.default_project,
         **data,
+        "caller": caller,
+        "csrf_token": form_token(request),
     }
+    if caller is not None and caller.projects is not None:
+        context["projects"] = list(caller.projects)  # the switcher offers theirs only
     found: Jinja2Templates = request.app.state.templates
     return found.TemplateResponse(request, template, context, status_code=status)
 

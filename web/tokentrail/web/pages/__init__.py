@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tokentrail.web.pages import conversations, costs, developers, findings, overview, trace, traces, waste
+from tokentrail.web.pages import (
+    conversations,
+    costs,
+    developers,
+    findings,
+    overview,
+    signin,
+    trace,
+    traces,
+    waste,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -19,4 +29,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     traces.router,
     conversations.router,
     trace.router,
+    signin.router,
 )

@@ -90,6 +90,13 @@
     if (el instanceof HTMLSelectElement && el.hasAttribute("data-autosubmit") && el.form) el.form.submit();
   });
 
+  // htmx requests that change something carry the page's form token (CSRF)
+  document.addEventListener("htmx:configRequest", function (event) {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    var verb = (event.detail.verb || "get").toUpperCase();
+    if (meta && verb !== "GET" && verb !== "HEAD") event.detail.headers["X-CSRF-Token"] = meta.content;
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     var match = /^#span-([0-9a-f]{16})$/.exec(window.location.hash);
     if (match) select(match[1], true);

@@ -1,0 +1,456 @@
+"""Redaction at ingest: secrets, card numbers and, when asked, e-mail addresses are replaced by
+`[REDACTED:<rule>]` before anything is stored.
+
+The flatten stage (`tokentrail.collector.flatten`, `metric_points`) hands a `Scan` every string a
+request's rows will keep: the attribute values of spans, span events and links, resources, log
+records and metric points, span and event names, status messages and log bodies. `Scan.run`
+redacts them where they are, before the normalizer reads them, so that what it moves into columns
+of their own (messages, system instructions, tool arguments and results) is redacted too. Numbers,
+booleans and bytes are never changed (token counts, costs, ids), except the value of a denied key.
+
+What is redacted (`TOKENTRAIL_REDACT`, `_PATTERNS`, `_KEYS` in the settings):
+
+- `secrets` (on by default): API keys and tokens with a recognizable form (OpenAI, Anthropic,
+  Google, AWS, GitHub, GitLab, Slack, Stripe, Hugging Face, Groq, xAI, npm, PyPI), JSON Web Tokens,
+  `Bearer`/`Basic` credentials, private key blocks, the password of a URL (`://user:pw@`) and
+  the value given to a password, secret, API key or access token (`password=…`, `"api_key": "…"`);
+  and the whole value of an attribute whose key ends in one of `_SECRET_KEYS` (authorization and
+  cookie headers, passwords, API keys);
+- `cards` (on by default): card numbers of 13 to 19 digits, alone or grouped as printed, whose
+  issuer prefix is a card network's and whose Luhn check digit is right (a random digit run of that
+  length passes one time in ten: the prefix and the check keep order numbers and ids);
+- `emails` (off by default): e-mail addresses. Coding agents name the developer by `user.email`,
+  and the developers' pages group work by it; turning this on makes them one anonymous user;
+- extra patterns: named Python regular expressions, searched in every string;
+- denied keys: attribute keys or globs, in any case, whose values are replaced whole.
+
+A rule whose expression has a group named `secret` replaces only that group (`Bearer [REDACTED:bearer]`).
+Content often is JSON text: a replacement never breaks it (no quote or backslash in it, a match that
+begins inside an escape such as `\\n` keeps the escape, and a card number written as a bare JSON
+number is replaced by a string).
+
+It is the ingest hot path. All strings of a request are checked at once, in C++, by one RE2
+expression (pyarrow's `match_substring_regex`: linear in the text, whatever the text) that
+matches wherever a built-in rule could; only the strings it flags, few or none in most requests,
+are searched with the rules' Python expressions, which also check what RE2 cannot (a word
+boundary, a Luhn sum). Keys are judged once each and remembered. A `Redactor` pickles as its
+settings: the flattening worker processes compile its expressions again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokentrail.server.settings import REDACT_DEFAULT, REDACT_SETS
+
+__all__ = ["OFF", "Redactor", "Rule", "Scan", "luhn", "tally"]
+
+Match = re.Match[str]
+
+#: the rule that counts values of denied keys
+DENIED_KEY = "denied_key"
+
+#: attribute keys whose values `secrets` replaces whole: credentials by name (HTTP headers are
+#: `http.request.header.<name>`, lower case); a suffix, so that `..._present` flags are kept
+_SECRET_KEYS = (
+    "*authorization",
+    "*cookie",
+    "*password",
+    "*passwd",
+    "*secret",
+    "*api_key",
+    "*api-key",
+    "*apikey",
+    "*access_token",
+    "*auth_token",
+    "*refresh_token",
+    "*private_key",
+)
+#: keys remembered (judged denied or not) before the memory is cleared: keys come from senders
+_MAX_KEYS = 100_000
+
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _escape_at(text: str, start: int) -> int:
+    """How many characters from `start` end a JSON escape begun before it (`\\n` → 1, `\\u00e9`
+    → 5): text inside an escape is not part of what follows it."""
+    if start == 0 or text[start - 1] != "\\":
+        return 0
+    if (
+        text[start : start + 1] == "u"
+        and len(text) >= start + 5
+        and _HEX.issuperset(text[start + 1 : start + 5])
+    ):
+        return 5
+    return 1 if text[start : start + 1] in ("n", "r", "t", "b", "f") else 0
+
+
+def _starts_word(text: str, start: int) -> bool:
+    """Nothing of a token runs into `start` (a key inside a longer word is not a key), an escape
+    aside: `\\nsk-…` begins a key."""
+    if start == 0 or text[start - 1] not in _TOKEN_CHARS:
+        return True
+    if start >= 2 and text[start - 2] == "\\" and text[start - 1] in "nrtbf":
+        return True
+    return start >= 6 and text[start - 6 : start - 4] == "\\u" and _HEX.issuperset(text[start - 4 : start])
+
+
+_DIGIT = re.compile(r"[0-9]")
+#: keys with these prefixes are random enough as they are; the others must hold a digit, so that
+#: `sk-learn-…` or a slug is no key
+_NO_DIGIT_NEEDED = ("AKIA", "ASIA", "AIza")
+
+
+def _key(text: str, m: Match) -> bool:
+    return _starts_word(text, m.start()) and (
+        m.group().startswith(_NO_DIGIT_NEEDED) or _DIGIT.search(m.group()) is not None
+    )
+
+
+def _credential(text: str, m: Match) -> bool:
+    """`Bearer`/`Basic` as a word, before a credential with a digit in it (not prose)."""
+    return _starts_word(text, m.start()) and _DIGIT.search(m.group("secret")) is not None
+
+
+def luhn(digits: str) -> bool:
+    """The Luhn check of a card number: its last digit makes the weighted sum a multiple of 10."""
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = ord(char) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _issuer(digits: str) -> bool:
+    """A card network's prefix: Mastercard 2221–2720 and 51–55, Amex 34/37, Diners 30/36/38/39,
+    JCB 3528–3589, Visa 4, Maestro, Discover, UnionPay and others 5 and 6."""
+    first = digits[0]
+    if first == "2":
+        return 2221 <= int(digits[:4]) <= 2720
+    if first == "3":
+        return digits[1] in "04789" or 3528 <= int(digits[:4]) <= 3589
+    return first in "456"
+
+
+def _card(text: str, m: Match) -> bool:
+    start = m.start()
+    if start >= 2 and text[start - 1] == "." and text[start - 2].isdigit():
+        return False  # the decimals of a number
+    digits = m.group().replace(" ", "").replace("-", "")
+    return _issuer(digits) and luhn(digits)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One redaction rule: what it finds, and what it is counted and marked as."""
+
+    name: str
+    pattern: re.Pattern[str]
+    #: an RE2 expression that matches wherever `pattern` does ("" for extra patterns, which are
+    #: searched in every string)
+    trigger: str = ""
+    #: a match is redacted only if this says so
+    accept: Callable[[str, Match], bool] | None = None
+
+    def apply(self, text: str, counts: Counter[str]) -> str:
+        found = 0
+        mark = f"[REDACTED:{self.name}]"
+        secret = "secret" in self.pattern.groupindex
+
+        def replace(m: Match) -> str:
+            nonlocal found
+            whole, begin = m.group(), m.start()
+            if self.accept is not None and not self.accept(text, m):
+                return whole
+            start, end = m.span("secret") if secret and m.group("secret") is not None else m.span()
+            start += _escape_at(text, start)
+            if start >= end:
+                return whole
+            found += 1
+            value = f'"{mark}"' if _bare_number(text, start, end) else mark
+            return whole[: start - begin] + value + whole[end - begin :]
+
+        out = self.pattern.sub(replace, text)
+        if found:
+            counts[self.name] += found
+        return out
+
+
+_BEFORE_NUMBER = frozenset(":[")
+_AFTER_NUMBER = frozenset(",]}")
+
+
+def _bare_number(text: str, start: int, end: int) -> bool:
+    """The match is a number standing as a JSON value (`{"card": 4111…}`): its replacement must
+    be a JSON string, or the text would no longer parse."""
+    if not text[start:end].isdigit():
+        return False
+    before = text[:start].rstrip()
+    after = text[end:].lstrip()
+    return bool(before) and bool(after) and before[-1] in _BEFORE_NUMBER and after[0] in _AFTER_NUMBER
+
+
+def _at_most_16(pattern: str) -> str:
+    """The trigger of an expression whose every alternative ends in a run of `{n,}` characters:
+    n of them, at most 16 (RE2 builds a smaller automaton for a smaller count; it still finds
+    every match)."""
+    return re.sub(r"\{([0-9]+),\}", lambda m: f"{{{min(int(m[1]), 16)}}}", pattern)
+
+
+def _rule(name: str, pattern: str, trigger: str, accept: Callable[[str, Match], bool] | None = None) -> Rule:
+    # ASCII classes: what RE2 (ASCII \s, case folding) finds is then never less than what Python does
+    return Rule(name, re.compile(pattern, re.ASCII), trigger, accept)
+
+
+_API_KEY = (
+    r"sk-[A-Za-z0-9_-]{20,}"  # OpenAI, Anthropic (sk-ant-…), DeepSeek, OpenRouter (sk-or-…)
+    r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe secret and restricted keys
+    r"|AIza[A-Za-z0-9_-]{35}"  # Google (Gemini)
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}"  # AWS access key ids
+    r"|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
+    r"|xox[abeprs]-[A-Za-z0-9-]{10,}"  # Slack
+    r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|gsk_[A-Za-z0-9]{40,}|xai-[A-Za-z0-9]{40,}"  # Groq, xAI
+    r"|npm_[A-Za-z0-9]{36,}|pypi-[A-Za-z0-9_-]{50,}"  # npm, PyPI
+)
+_JWT = r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
+_SECRET_NAMES = (
+    r"passw(?:or)?d|secret|api[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|private[_-]?key"
+)
+_URL_PASSWORD = r"""://[^\s/:@"'\\]+:(?P<secret>[^\s/@"'\\\[][^\s/@"'\\]*)@"""
+_ASSIGNED = (
+    rf"""(?i:{_SECRET_NAMES})\\?["']?[ \t]*[:=][ \t]*(?:\\?["'])?"""
+    r"""(?P<secret>(?!(?i:null|none|true|false|undefined)\b)[^\s"'\\,;&\[\]{}()<>]{3,})"""
+)
+_PRIVATE_KEY = r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----(?s:.*?-----END[A-Z ]{0,40}PRIVATE KEY-----|.*)"
+_EMAIL = r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}"
+_CARD = (
+    r"(?<![0-9])(?:[2-6][0-9]{12,18}"
+    r"|[2-6][0-9]{3}(?P<sep>[ -])[0-9]{4}(?P=sep)[0-9]{4}(?P=sep)[0-9]{4}(?:(?P=sep)[0-9]{1,3})?"
+    r"|3[0-9]{3}(?P<amex>[ -])[0-9]{6}(?P=amex)[0-9]{4,5})(?![0-9])"
+)
+
+#: the built-in rules of each set, in the order they apply (a key inside a credential is marked
+#: as the key, once)
+_RULES: dict[str, tuple[Rule, ...]] = {
+    "secrets": (
+        _rule("private_key", _PRIVATE_KEY, r"-----BEGIN[A-Z ]*PRIVATE KEY-----"),
+        _rule("api_key", _API_KEY, _at_most_16(_API_KEY), _key),
+        _rule("jwt", _JWT, r"eyJ[A-Za-z0-9_-]{10,}\.eyJ", _key),
+        _rule(
+            "bearer",
+            r"(?i:bearer|basic)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)",
+            r"(?i:bearer|basic)(?:[ \t]|\\t)+[A-Za-z0-9._~+/-]{16}",
+            _credential,
+        ),
+        _rule("credential", _URL_PASSWORD, r"""://[^\s/:@"'\\]+:[^\s/@"'\\]+@"""),
+        _rule("credential", _ASSIGNED, rf"""(?i:{_SECRET_NAMES})\\?["']?[ \t]*[:=]"""),
+    ),
+    "emails": (_rule("email", _EMAIL, r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\.[A-Za-z]"),),
+    "cards": (_rule("card", _CARD, r"[2-6][0-9]{3}[ -]?[0-9]{4,6}[ -]?[0-9]{4}", _card),),
+}
+assert tuple(_RULES) == REDACT_SETS, "every rule set the settings name has rules here"
+
+
+class Redactor:
+    """The rules in force; `scan()` redacts one request's strings, `redact` one string."""
+
+    def __init__(
+        self,
+        sets: Iterable[str] = REDACT_DEFAULT,
+        patterns: Iterable[tuple[str, str]] = (),
+        keys: Iterable[str] = (),
+    ) -> None:
+        self.sets = tuple(sets)
+        self.patterns = tuple(patterns)
+        self.keys = tuple(keys)
+        builtin = tuple(rule for name in REDACT_SETS if name in self.sets for rule in _RULES[name])
+        self.custom = tuple(Rule(name, re.compile(pattern)) for name, pattern in self.patterns)
+        self.rules = builtin + self.custom
+        #: where a built-in rule could match: one RE2 expression
+        self.trigger = "|".join(f"(?:{rule.trigger})" for rule in builtin)
+        globs = self.keys + (_SECRET_KEYS if "secrets" in self.sets else ())
+        self._denies = (
+            re.compile("|".join(fnmatch.translate(g.lower()) for g in globs)).match if globs else None
+        )
+        self._judged: dict[str, bool] = {}
+        self._denied: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Redactor:
+        return cls(settings.redact, settings.redact_patterns, settings.redact_keys)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Redactor, (self.sets, self.patterns, self.keys))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.rules) or self._denies is not None
+
+    def scan(self) -> Scan:
+        return Scan(self) if self.active else OFF
+
+    def redact(self, text: str, counts: Counter[str]) -> str:
+        """`text` with every rule applied, counting what each replaced."""
+        for rule in self.rules:
+            text = rule.apply(text, counts)
+        return text
+
+    def denied(self, keys: set[str]) -> set[str]:
+        """Which of `keys` are denied (each judged once, then remembered)."""
+        if self._denies is None:
+            return set()
+        new = keys.difference(self._judged)
+        if new:
+            if len(self._judged) + len(new) > _MAX_KEYS:
+                self._judged.clear()
+                self._denied.clear()
+                new = keys
+            for key in new:
+                deny = self._judged[key] = self._denies(key.lower()) is not None
+                if deny:
+                    self._denied.add(key)
+        return keys & self._denied
+
+
+#: where a scan finds strings: an attribute map (its Python values, or None, and its texts), or
+#: cells of a list (the list, and the cells' indices)
+_Holder = tuple[Any, Any]
+
+
+class Scan:
+    """The strings of one request, collected where they lie; `run` redacts them there."""
+
+    __slots__ = ("_ends", "_holders", "_keys", "_redactor", "_strings")
+
+    def __init__(self, redactor: Redactor | None) -> None:
+        self._redactor = redactor
+        self._holders: list[_Holder] = []
+        self._ends: list[int] = []  # where each holder's strings end in _strings
+        self._strings: list[str] = []
+        self._keys: list[str] = []
+
+    def pair(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
+        """An attribute map as `flatten.attributes` decodes it (values None: texts only)."""
+        if texts:
+            self._strings += texts.values()
+            self._keys += texts
+            self._holders.append((values, texts))
+            self._ends.append(len(self._strings))
+
+    def strings(self, cells: list[Any], indices: Sequence[int] | None = None) -> None:
+        """Strings in a list: all of it, or the cells at `indices`."""
+        at = range(len(cells)) if indices is None else indices
+        if at:
+            self._strings += [cells[i] for i in at]
+            self._holders.append((cells, at))
+            self._ends.append(len(self._strings))
+
+    def run(self) -> Counter[str]:
+        """Redact everything collected; returns how many values each rule replaced."""
+        counts: Counter[str] = Counter()
+        redactor = self._redactor
+        if redactor is None or not self._strings:
+            return counts
+        denied = redactor.denied(set(self._keys))
+        if denied:
+            self._deny(denied, counts)
+        flagged: set[int] = set()
+        if redactor.trigger:
+            flagged.update(self._flagged(redactor.trigger))
+        for rule in redactor.custom:
+            search = rule.pattern.search
+            flagged.update(i for i, s in enumerate(self._strings) if search(s) is not None)
+        for i in sorted(flagged):
+            self._redact(i, redactor, counts)
+        return counts
+
+    def _flagged(self, trigger: str) -> Iterable[int]:
+        try:
+            array = pa.array(self._strings, type=pa.string())
+        except (pa.ArrowException, UnicodeError):
+            return range(len(self._strings))  # not UTF-8 (a lone surrogate): every string is searched
+        return pc.indices_nonzero(pc.match_substring_regex(array, pattern=trigger)).to_pylist()  # type: ignore[no-any-return]
+
+    def _deny(self, denied: set[str], counts: Counter[str]) -> None:
+        mark = f"[REDACTED:{DENIED_KEY}]"
+        for values, texts in self._holders:
+            if not isinstance(texts, dict):
+                continue
+            for key in denied.intersection(texts):
+                texts[key] = mark
+                if values is not None:
+                    values[key] = mark
+                counts[DENIED_KEY] += 1
+
+    def _redact(self, i: int, redactor: Redactor, counts: Counter[str]) -> None:
+        k = bisect_right(self._ends, i)
+        j = i - (self._ends[k - 1] if k else 0)
+        first, second = self._holders[k]
+        if not isinstance(second, dict):
+            cells: list[Any] = first
+            cell = second[j]
+            cells[cell] = redactor.redact(cells[cell], counts)
+            return
+        values: dict[str, Any] | None = first
+        texts: dict[str, str] = second
+        key = list(texts)[j]
+        value = texts[key] if values is None else values.get(key)
+        if isinstance(value, str):
+            redacted = redactor.redact(value, counts)
+            if redacted != value:
+                texts[key] = redacted
+                if values is not None:
+                    values[key] = redacted
+        elif values is not None and isinstance(value, (list, dict)):
+            structure = _structure(value, redactor, counts)
+            if structure != value:
+                values[key] = structure
+                texts[key] = redactor.redact(texts[key], Counter())  # counted once, above
+        # numbers, booleans, bytes: never changed
+
+
+def _structure(value: Any, redactor: Redactor, counts: Counter[str]) -> Any:
+    """A list or map (an OTLP array or kvlist), its strings redacted."""
+    if isinstance(value, str):
+        return redactor.redact(value, counts)
+    if isinstance(value, list):
+        return [_structure(v, redactor, counts) for v in value]
+    if isinstance(value, dict):
+        return {k: _structure(v, redactor, counts) for k, v in value.items()}
+    return value
+
+
+class _Off(Scan):
+    """No redaction: collects nothing."""
+
+    __slots__ = ()
+
+    def pair(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
+        pass
+
+    def strings(self, cells: list[Any], indices: Sequence[int] | None = None) -> None:
+        pass
+
+
+OFF: Scan = _Off(None)
+
+
+def tally(into: Counter[tuple[str, str]], project: str, counts: Mapping[str, int]) -> None:
+    """Add one request's counts by rule to a batch's counts by (project, rule)."""
+    for rule, n in counts.items():
+        into[(project, rule)] += n

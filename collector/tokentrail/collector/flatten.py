@@ -6,6 +6,9 @@ Everything here is pure and CPU-bound; it is the ingest hot path, so a span's ro
 table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
 as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
 
+Each request is decoded whole first, and what its rows will keep redacted (`redact`), before the
+normalizer reads it and the rows are built.
+
 Flattening runs in the writer's thread or in its worker processes (`tokentrail.collector.writer.pool`),
 which hand a batch back as a `Flattened`: in memory, or staged in a file.
 """
@@ -17,6 +20,7 @@ import hashlib
 import json
 import operator
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tokentrail import semconv as sc
 from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_session
 from tokentrail.collector.normalize import Normalized, normalize
+from tokentrail.collector.redact import OFF, Redactor, Scan, tally
 from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
 from tokentrail.pricing import PriceBook, price_call
 
@@ -254,11 +259,16 @@ _NO_LINKS: tuple[list[Any], ...] = ([], [], [], [])  # shared, never changed
 _Where = tuple[str, str, str, str, dict[str, str]]
 #: a span's events: for the normalizer, and the events.* columns
 _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
+#: a span decoded: the span, its attribute values and texts, events, [name, status message], links
+_Decoded = tuple[Span, dict[str, Any], dict[str, str], _Events, list[str], tuple[list[Any], ...]]
 
 
 class SpanBatch:
-    def __init__(self, pricer: PriceBook | None = None) -> None:
+    def __init__(self, pricer: PriceBook | None = None, redactor: Redactor | None = None) -> None:
         self.pricer = pricer
+        self.redactor = redactor
+        #: values redacted, by (project, rule)
+        self.redactions: Counter[tuple[str, str]] = Counter()
         self.rows: list[tuple[Any, ...]] = []
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
@@ -281,24 +291,29 @@ class SpanBatch:
         return bytes(sink.getvalue())
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
-        added = 0
-        add_span = self._add_span
+        scan = OFF if self.redactor is None else self.redactor.scan()
+        decoded = []
         for resource_spans in request.resource_spans:
             res_values, res_texts = attributes(resource_spans.resource.attributes)
-            service = res_texts.get("service.name", "unknown_service")
+            scan.pair(res_values, res_texts)
             for scope_spans in resource_spans.scope_spans:
-                scope = scope_spans.scope
-                where = (project, service, scope.name, scope.version, res_texts)
-                for span in scope_spans.spans:
-                    add_span(span, where, res_values)
-                    added += 1
+                spans = [_decode(span, scan) for span in scope_spans.spans]
+                decoded.append((res_values, res_texts, scope_spans.scope, spans))
+        tally(self.redactions, project, scan.run())
+        added = 0
+        add_span = self._add_span
+        for res_values, res_texts, scope, spans in decoded:
+            service = res_texts.get("service.name", "unknown_service")
+            where = (project, service, scope.name, scope.version, res_texts)
+            for span in spans:
+                add_span(span, where, res_values)
+            added += len(spans)
         return added
 
-    def _add_span(self, span: Span, where: _Where, res_values: dict[str, Any]) -> None:
-        values, texts = attributes(span.attributes)
-        events = _events(span)
+    def _add_span(self, decoded: _Decoded, where: _Where, res_values: dict[str, Any]) -> None:
+        span, values, texts, events, own, links = decoded
         n = normalize(
-            span.name,
+            own[0],
             values,
             res_values,
             is_error=span.status.code == 2,
@@ -310,7 +325,7 @@ class SpanBatch:
                 del texts[key]  # stored once, in its own column
         trace_id = span.trace_id.hex()
         self.rows.append(
-            _otel_row(span, trace_id, where, texts, events[1])
+            _otel_row(span, trace_id, where, texts, events[1], own, links)
             + _normalized_values(n)
             + _derived_row(n, self.pricer)
         )
@@ -328,17 +343,35 @@ class SpanBatch:
                 )
 
 
-def _events(span: Span) -> _Events:
+def _decode(span: Span, scan: Scan) -> _Decoded:
+    """A span's attributes, events, name, status message and links, decoded and handed to `scan`."""
+    values, texts = attributes(span.attributes)
+    scan.pair(values, texts)
+    own = [span.name, span.status.message]
+    scan.strings(own)
+    return (
+        span,
+        values,
+        texts,
+        _events(span, scan),
+        own,
+        _links(span.links, scan) if span.links else _NO_LINKS,
+    )
+
+
+def _events(span: Span, scan: Scan) -> _Events:
     events: list[tuple[str, dict[str, Any]]] = []
     times: list[int] = []
     names: list[str] = []
     texts: list[dict[str, str]] = []
     for ev in span.events:
         ev_values, ev_texts = attributes(ev.attributes)
+        scan.pair(ev_values, ev_texts)
         events.append((ev.name, ev_values))
         times.append(ev.time_unix_nano)
         names.append(ev.name)
         texts.append(ev_texts)
+    scan.strings(names)
     return events, (times, names, texts)
 
 
@@ -348,20 +381,21 @@ def _otel_row(
     where: _Where,
     texts: dict[str, str],
     events: tuple[list[int], list[str], list[dict[str, str]]],
+    own: list[str],
+    links: tuple[list[Any], ...],
 ) -> tuple[Any, ...]:
-    """The OTel fields of a span, in the order of _OTEL_COLUMNS."""
+    """The OTel fields of a span, in the order of _OTEL_COLUMNS; `own`: its name and status
+    message."""
     project, service, scope_name, scope_version, res_texts = where
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    kind, status = span.kind, span.status
-    code = status.code
-    links = span.links
+    kind, code = span.kind, span.status.code
     return (
         project,
         trace_id,
         span.span_id.hex(),
         span.parent_span_id.hex(),
         span.trace_state,
-        span.name,
+        own[0],
         _SPAN_KINDS[kind] if kind < 6 else "UNSPECIFIED",
         start,
         end,
@@ -372,18 +406,21 @@ def _otel_row(
         res_texts,
         texts,
         _STATUS[code] if code < 3 else "UNSET",
-        status.message,
+        own[1],
         *events,
-        *(_links(links) if links else _NO_LINKS),
+        *links,
     )
 
 
-def _links(links: Iterable[Span.Link]) -> tuple[list[Any], ...]:
+def _links(links: Iterable[Span.Link], scan: Scan) -> tuple[list[Any], ...]:
+    texts = [attributes(ln.attributes)[1] for ln in links]
+    for link_texts in texts:
+        scan.pair(None, link_texts)
     return (
         [ln.trace_id.hex() for ln in links],
         [ln.span_id.hex() for ln in links],
         [ln.trace_state for ln in links],
-        [attributes(ln.attributes)[1] for ln in links],
+        texts,
     )
 
 
@@ -454,53 +491,59 @@ AGENT_EVENT_COLUMNS = (
 class LogBatch:
     """Log records as sent (`logs`), and those of coding agents once more as `agent_events`."""
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
         self.rows: list[list[Any]] = []
         self.agent_events: list[list[Any]] = []
         self.sessions = Touched()
+        self.redactor = redactor
+        #: values redacted, by (project, rule)
+        self.redactions: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, project: str, request: ExportLogsServiceRequest) -> int:
-        added = 0
+        scan = OFF if self.redactor is None else self.redactor.scan()
+        decoded = []
         for resource_logs in request.resource_logs:
-            _, res_texts = attributes(resource_logs.resource.attributes)
-            service = res_texts.get("service.name", "unknown_service")
+            res_values, res_texts = attributes(resource_logs.resource.attributes)
+            scan.pair(res_values, res_texts)
             for scope_logs in resource_logs.scope_logs:
                 for rec in scope_logs.log_records:
-                    _, texts = attributes(rec.attributes)
-                    body = any_value(rec.body)
-                    event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
-                    digest = hashlib.blake2b(
-                        rec.SerializeToString(deterministic=True), digest_size=8
-                    ).digest()
-                    timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
-                    record_hash = int.from_bytes(digest, "little")
-                    row = [
-                        project,
-                        ts(timestamp),
-                        ts(rec.observed_time_unix_nano),
-                        rec.trace_id.hex(),
-                        rec.span_id.hex(),
-                        rec.flags,
-                        rec.severity_text,
-                        min(rec.severity_number, 255),
-                        service,
-                        scope_logs.scope.name,
-                        scope_logs.scope.version,
-                        event_name,
-                        _text(body),
-                        res_texts,
-                        texts,
-                        record_hash,
-                    ]
-                    self.rows.append(row)
-                    found = recognize(service, event_name, texts)
-                    if found is not None:
-                        self._agent_event(row, found, texts, timestamp)
-                    added += 1
-        return added
+                    values, texts = attributes(rec.attributes)
+                    scan.pair(values, texts)
+                    body = [_text(any_value(rec.body))]
+                    scan.strings(body)
+                    decoded.append((res_texts, scope_logs.scope, rec, texts, body))
+        tally(self.redactions, project, scan.run())
+        for res_texts, scope, rec, texts, body in decoded:
+            service = res_texts.get("service.name", "unknown_service")
+            event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
+            digest = hashlib.blake2b(rec.SerializeToString(deterministic=True), digest_size=8).digest()
+            timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
+            row = [
+                project,
+                ts(timestamp),
+                ts(rec.observed_time_unix_nano),
+                rec.trace_id.hex(),
+                rec.span_id.hex(),
+                rec.flags,
+                rec.severity_text,
+                min(rec.severity_number, 255),
+                service,
+                scope.name,
+                scope.version,
+                event_name,
+                body[0],
+                res_texts,
+                texts,
+                int.from_bytes(digest, "little"),
+            ]
+            self.rows.append(row)
+            found = recognize(service, event_name, texts)
+            if found is not None:
+                self._agent_event(row, found, texts, timestamp)
+        return len(decoded)
 
     def _agent_event(
         self, row: list[Any], found: tuple[str, str, str, str], texts: dict[str, str], at: int
@@ -551,6 +594,7 @@ class Flattened:
         "metric_count",
         "metric_json",
         "outcome_traces",
+        "redactions",
         "sessions",
         "span_arrow",
         "span_count",
@@ -585,6 +629,10 @@ class Flattened:
         self.sessions.update(spans.sessions)
         self.metric_count = len(metrics) if metrics is not None else 0
         self.metric_json = _encode(metrics.rows) if metrics is not None and len(metrics) else b""
+        #: values redacted, by (project, rule)
+        self.redactions = spans.redactions + logs.redactions
+        if metrics is not None:
+            self.redactions += metrics.redactions
 
     def discard(self) -> None:
         """Remove the staged file (after its insert, or when the batch is abandoned)."""
@@ -602,12 +650,15 @@ SpoolItem = tuple[int, str, bytes | Stored]
 
 
 def flatten_records(
-    records: list[SpoolItem], pricer: PriceBook | None, stage_dir: Path | None = None
+    records: list[SpoolItem],
+    pricer: PriceBook | None,
+    stage_dir: Path | None = None,
+    redactor: Redactor | None = None,
 ) -> Flattened:
     # here, not at the top: metric_points builds its rows with this module's helpers
     from tokentrail.collector.metric_points import MetricBatch
 
-    spans, logs, metrics = SpanBatch(pricer), LogBatch(), MetricBatch()
+    spans, logs, metrics = SpanBatch(pricer, redactor), LogBatch(redactor), MetricBatch(redactor)
     for kind, project, data in records:
         payload = load_payload(data) if isinstance(data, Stored) else data
         if kind == KIND_TRACES:

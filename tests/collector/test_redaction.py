@@ -510,6 +510,7 @@ _EXAMPLES = [
     ("visa 4012-8888-8888-1881 then 2024", {"card": ["4012-8888-8888-1881"]}),
     ("mail ops+alerts@mail.example.co.uk.", {"email": ["ops+alerts@mail.example.co.uk"]}),
     ('"\\u00e9bob@example.org"', {"email": ["bob@example.org"]}),
+    ("a@x.1mail.com", {"email": ["a@x.1mail.com"]}),
     # nothing to redact
     ("task-force-alpha-bravo-charlie-delta-echo", {}),
     ("ask-the-customer-about-their-order-please", {}),
@@ -557,3 +558,20 @@ def test_a_string_pyarrow_cannot_hold_is_still_redacted():
     scan.pair(values, texts)
     assert scan.run() == Counter({"api_key": 1})
     assert values["note"] == texts["note"] == "broken \ud800 then [REDACTED:api_key]"
+
+
+def test_strings_inside_arrays_and_maps_are_redacted():
+    """An OTLP array or kvlist: its strings are redacted one by one (the normalizer reads them),
+    and its stored text (JSON, where a tab is `\\t`) is made again from them."""
+    values: dict[str, Any] = {
+        "tags": ["ok", "password\t= hunter22", 7],
+        "headers": {"x-note": "Bearer abcdefgh12345678", "n": 1},
+    }
+    texts = {key: json.dumps(value) for key, value in values.items()}
+    scan = Scan(Redactor())
+    scan.pair(values, texts)
+    assert scan.run() == Counter({"credential": 1, "bearer": 1})
+    assert values["tags"] == ["ok", "password\t= [REDACTED:credential]", 7]
+    assert values["headers"] == {"x-note": "Bearer [REDACTED:bearer]", "n": 1}
+    assert json.loads(texts["tags"]) == values["tags"]
+    assert json.loads(texts["headers"]) == values["headers"]

@@ -15,7 +15,6 @@ which hand a batch back as a `Flattened`: in memory, or staged in a file.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import operator
@@ -33,6 +32,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tokentrail import semconv as sc
+from tokentrail.collector._values import json_default as _json_default
+from tokentrail.collector._values import text as _text
 from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_session
 from tokentrail.collector.normalize import Normalized, normalize
 from tokentrail.collector.redact import OFF, Redactor, Scan, tally
@@ -77,27 +78,6 @@ def any_value(value: AnyValue) -> Any:
     if kind == "bytes_value":
         return value.bytes_value
     return None
-
-
-def _text(value: Any) -> str:
-    """The string form stored in attribute maps (as the OTel ClickHouse exporter does)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if value is None:
-        return ""
-    return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return str(value)
 
 
 def ts(nanos: int) -> str:
@@ -371,7 +351,8 @@ def _events(span: Span, scan: Scan) -> _Events:
         times.append(ev.time_unix_nano)
         names.append(ev.name)
         texts.append(ev_texts)
-    scan.strings(names)
+    if names:
+        scan.strings(names)
     return events, (times, names, texts)
 
 

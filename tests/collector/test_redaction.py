@@ -511,6 +511,7 @@ _EXAMPLES = [
     ("mail ops+alerts@mail.example.co.uk.", {"email": ["ops+alerts@mail.example.co.uk"]}),
     ('"\\u00e9bob@example.org"', {"email": ["bob@example.org"]}),
     ("a@x.1mail.com", {"email": ["a@x.1mail.com"]}),
+    ('{"content": "Authorization:\\tBearer Zx9Yw8Vu7Ts6Rq5Po4Nm and password:\\tcorrecthorse"}', {"bearer": ["Zx9Yw8Vu7Ts6Rq5Po4Nm"], "credential": ["correcthorse"]}),
     # nothing to redact
     ("task-force-alpha-bravo-charlie-delta-echo", {}),
     ("ask-the-customer-about-their-order-please", {}),

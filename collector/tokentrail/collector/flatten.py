@@ -6,8 +6,9 @@ Everything here is pure and CPU-bound; it is the ingest hot path, so a span's ro
 table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
 as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
 
-Each request is decoded whole first, and what its rows will keep redacted (`redact`), before the
-normalizer reads it and the rows are built.
+Redaction (`redact`): the values of denied attribute keys are replaced before the normalizer reads
+them; the rest runs once a request's rows are built, on every text they keep (attribute maps, names,
+messages, and the normalized columns made from them), in place.
 
 Flattening runs in the writer's thread or in its worker processes (`tokentrail.collector.writer.pool`),
 which hand a batch back as a `Flattened`: in memory, or staged in a file.
@@ -15,6 +16,7 @@ which hand a batch back as a `Flattened`: in memory, or staged in a file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -36,7 +38,7 @@ from tokentrail.collector._values import json_default as _json_default
 from tokentrail.collector._values import text as _text
 from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_session
 from tokentrail.collector.normalize import Normalized, normalize
-from tokentrail.collector.redact import OFF, Redactor, Scan, tally
+from tokentrail.collector.redact import OFF, Cells, Redactor, Scan, tally
 from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
 from tokentrail.pricing import PriceBook, price_call
 
@@ -239,8 +241,44 @@ _NO_LINKS: tuple[list[Any], ...] = ([], [], [], [])  # shared, never changed
 _Where = tuple[str, str, str, str, dict[str, str]]
 #: a span's events: for the normalizer, and the events.* columns
 _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
-#: a span decoded: the span, its attribute values and texts, events, [name, status message], links
-_Decoded = tuple[Span, dict[str, Any], dict[str, str], _Events, list[str], tuple[list[Any], ...]]
+
+#: the cells of a span's row that hold text as it was sent (redaction counts what it replaces in
+#: them), those made from attributes that are kept too (what is replaced there was counted there),
+#: and the content columns, in _CONTENT_KEYS' order: counted when their attribute moved into them
+_OWN_CELLS = tuple(
+    SPAN_COLUMNS.index(c) for c in ("trace_state", "name", "scope_name", "scope_version", "status_message")
+)
+_MADE_CELLS = tuple(
+    SPAN_COLUMNS.index(c)
+    for c in (
+        "service_name",
+        "operation",
+        "agent_name",
+        "workflow_name",
+        "request_model",
+        "response_model",
+        "provider",
+        "tool_name",
+        "tool_call_id",
+        "conversation_id",
+        "user_id",
+        "response_id",
+        "error_type",
+        "retry_reason",
+    )
+)
+_CONTENT_CELLS = tuple(SPAN_COLUMNS.index(column) for _, column in _CONTENT_KEYS)
+
+
+@functools.cache
+def _cells(moved: int) -> tuple[Cells, Cells]:
+    """(cells counted, cells not counted) of a span whose content attributes in the bits of `moved`
+    moved into their columns."""
+    content = list(enumerate(_CONTENT_CELLS))
+    return (
+        Cells(_OWN_CELLS + tuple(c for bit, c in content if moved >> bit & 1)),
+        Cells(_MADE_CELLS + tuple(c for bit, c in content if not moved >> bit & 1), counted=False),
+    )
 
 
 class SpanBatch:
@@ -249,7 +287,7 @@ class SpanBatch:
         self.redactor = redactor
         #: values redacted, by (project, rule)
         self.redactions: Counter[tuple[str, str]] = Counter()
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[list[Any]] = []
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
         self.outcome_traces: set[tuple[str, str]] = set()
@@ -271,44 +309,55 @@ class SpanBatch:
         return bytes(sink.getvalue())
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
+        """Add the spans of a request, span by span (what one span allocates is reused by the
+        next); then redact the request's rows."""
         scan = OFF if self.redactor is None else self.redactor.scan()
-        decoded = []
+        added = 0
+        add_span = self._add_span
         for resource_spans in request.resource_spans:
             res_values, res_texts = attributes(resource_spans.resource.attributes)
             scan.pair(res_values, res_texts)
-            for scope_spans in resource_spans.scope_spans:
-                spans = [_decode(span, scan) for span in scope_spans.spans]
-                decoded.append((res_values, res_texts, scope_spans.scope, spans))
-        tally(self.redactions, project, scan.run())
-        added = 0
-        add_span = self._add_span
-        for res_values, res_texts, scope, spans in decoded:
             service = res_texts.get("service.name", "unknown_service")
-            where = (project, service, scope.name, scope.version, res_texts)
-            for span in spans:
-                add_span(span, where, res_values)
-            added += len(spans)
+            for scope_spans in resource_spans.scope_spans:
+                scope = scope_spans.scope
+                where = (project, service, scope.name, scope.version, res_texts)
+                for span in scope_spans.spans:
+                    add_span(span, where, res_values, scan)
+                    added += 1
+        tally(self.redactions, project, scan.run())
         return added
 
-    def _add_span(self, decoded: _Decoded, where: _Where, res_values: dict[str, Any]) -> None:
-        span, values, texts, events, own, links = decoded
+    def _add_span(self, span: Span, where: _Where, res_values: dict[str, Any], scan: Scan) -> None:
+        values, texts = attributes(span.attributes)
+        scan.deny(values, texts)
+        events = _events(span, scan)
         n = normalize(
-            own[0],
+            span.name,
             values,
             res_values,
             is_error=span.status.code == 2,
             events=events[0],
             client=span.kind == 3,
         )  # SPAN_KIND_CLIENT
-        for key, column in _CONTENT_KEYS:
+        moved = 0
+        for bit, (key, column) in enumerate(_CONTENT_KEYS):
             if key in texts and getattr(n, column):
                 del texts[key]  # stored once, in its own column
+                moved |= 1 << bit
         trace_id = span.trace_id.hex()
-        self.rows.append(
-            _otel_row(span, trace_id, where, texts, events[1], own, links)
-            + _normalized_values(n)
-            + _derived_row(n, self.pricer)
-        )
+        row = [
+            *_otel_row(span, trace_id, where, texts, events[1], scan),
+            *_normalized_values(n),
+            *_derived_row(n, self.pricer),
+        ]
+        self.rows.append(row)
+        if scan is not OFF:
+            scan.pair(values, texts, denied=True)
+            own, made = _cells(moved)
+            scan.cells(row, own)
+            scan.cells(row, made)
+            if n.finish_reasons:
+                scan.strings(n.finish_reasons, counted=False)
         project = where[0]
         self.traces.add((project, trace_id))
         if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in events[1][1]:
@@ -321,22 +370,6 @@ class SpanBatch:
                 self.sessions.add_trace(
                     project, found[0], trace_id, span.start_time_unix_nano, span.end_time_unix_nano
                 )
-
-
-def _decode(span: Span, scan: Scan) -> _Decoded:
-    """A span's attributes, events, name, status message and links, decoded and handed to `scan`."""
-    values, texts = attributes(span.attributes)
-    scan.pair(values, texts)
-    own = [span.name, span.status.message]
-    scan.strings(own)
-    return (
-        span,
-        values,
-        texts,
-        _events(span, scan),
-        own,
-        _links(span.links, scan) if span.links else _NO_LINKS,
-    )
 
 
 def _events(span: Span, scan: Scan) -> _Events:
@@ -362,21 +395,21 @@ def _otel_row(
     where: _Where,
     texts: dict[str, str],
     events: tuple[list[int], list[str], list[dict[str, str]]],
-    own: list[str],
-    links: tuple[list[Any], ...],
+    scan: Scan,
 ) -> tuple[Any, ...]:
-    """The OTel fields of a span, in the order of _OTEL_COLUMNS; `own`: its name and status
-    message."""
+    """The OTel fields of a span, in the order of _OTEL_COLUMNS."""
     project, service, scope_name, scope_version, res_texts = where
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    kind, code = span.kind, span.status.code
+    kind, status = span.kind, span.status
+    code = status.code
+    links = span.links
     return (
         project,
         trace_id,
         span.span_id.hex(),
         span.parent_span_id.hex(),
         span.trace_state,
-        own[0],
+        span.name,
         _SPAN_KINDS[kind] if kind < 6 else "UNSPECIFIED",
         start,
         end,
@@ -387,9 +420,9 @@ def _otel_row(
         res_texts,
         texts,
         _STATUS[code] if code < 3 else "UNSET",
-        own[1],
+        status.message,
         *events,
-        *links,
+        *(_links(links, scan) if links else _NO_LINKS),
     )
 
 

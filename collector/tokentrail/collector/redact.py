@@ -40,7 +40,9 @@ its expressions again.
 
 from __future__ import annotations
 
+import array
 import fnmatch
+import operator
 import re
 from bisect import bisect_right
 from collections import Counter
@@ -54,7 +56,7 @@ import pyarrow.compute as pc
 from tokentrail.collector._values import text as text_of
 from tokentrail.server.settings import REDACT_DEFAULT, REDACT_SETS
 
-__all__ = ["OFF", "Redactor", "Rule", "Scan", "luhn", "tally"]
+__all__ = ["OFF", "Cells", "Redactor", "Rule", "Scan", "luhn", "tally"]
 
 Match = re.Match[str]
 
@@ -236,8 +238,10 @@ _SECRET_NAMES = (
     r"passw(?:or)?d|secret|api[_-]?key|access[_-]?token|auth[_-]?token|refresh[_-]?token|private[_-]?key"
 )
 _URL_PASSWORD = r"""://[^\s/:@"'\\]+:(?P<secret>[^\s/@"'\\\[][^\s/@"'\\]*)@"""
+#: a space or a tab, also as JSON writes a tab inside a string (`\t`): content is often JSON text
+_BLANK = r"(?:[ \t]|\\t)"
 _ASSIGNED = (
-    rf"""(?i:{_SECRET_NAMES})\\?["']?[ \t]*[:=][ \t]*(?:\\?["'])?"""
+    rf"""(?i:{_SECRET_NAMES})\\?["']?{_BLANK}*[:=]{_BLANK}*(?:\\?["'])?"""
     r"""(?P<secret>(?!(?i:null|none|true|false|undefined)\b)[^\s"'\\,;&\[\]{}()<>]{3,})"""
 )
 _PRIVATE_KEY = r"-----BEGIN[A-Z ]{0,40}PRIVATE KEY-----(?s:.*?-----END[A-Z ]{0,40}PRIVATE KEY-----|.*)"
@@ -259,13 +263,12 @@ _RULES: dict[str, tuple[Rule, ...]] = {
         _rule("jwt", _JWT, r"eyJ[A-Za-z0-9_-]{10,}\.eyJ", _key),
         _rule(
             "bearer",
-            r"(?i:bearer|basic)[ \t]+(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)",
-            r"(?i:bearer|basic)(?:[ \t]|\\t)+[A-Za-z0-9._~+/-]{16}",
+            rf"(?i:bearer|basic){_BLANK}+(?P<secret>[A-Za-z0-9._~+/-]{{16,}}=*)",
+            rf"(?i:bearer|basic){_BLANK}+[A-Za-z0-9._~+/-]{{16}}",
             _credential,
         ),
         _rule("credential", _URL_PASSWORD, r"""://[^\s/:@"'\\]+:[^\s/@"'\\]+@"""),
-        # (a tab is `\t` in the JSON text of an array or a map, which the triggers search)
-        _rule("credential", _ASSIGNED, rf"""(?i:{_SECRET_NAMES})\\?["']?(?:[ \t]|\\t)*[:=]"""),
+        _rule("credential", _ASSIGNED, rf"""(?i:{_SECRET_NAMES})\\?["']?{_BLANK}*[:=]"""),
     ),
     "emails": (_rule("email", _EMAIL, r"[A-Za-z0-9._%+-]@[A-Za-z0-9-]+\."),),
     "cards": (_rule("card", _CARD, r"[2-6][0-9]{3}[ -]?[0-9]{4,6}[ -]?[0-9]{4}", _card),),
@@ -317,66 +320,99 @@ class Redactor:
             text = rule.apply(text, counts)
         return text
 
-    def denied(self, keys: set[str]) -> set[str]:
-        """Which of `keys` are denied (each judged once, then remembered)."""
+    def deny(self, values: dict[str, Any] | None, texts: dict[str, str]) -> int:
+        """Replace the values of denied keys in an attribute map (each key is judged once, then
+        remembered); returns how many."""
         if self._denies is None:
-            return set()
-        new = keys.difference(self._judged)
-        if new:
-            if len(self._judged) + len(new) > _MAX_KEYS:
-                self._judged.clear()
+            return 0
+        judged = self._judged
+        if not judged.keys() >= texts.keys():
+            if len(judged) + len(texts) > _MAX_KEYS:
+                judged.clear()
                 self._denied.clear()
-                new = keys
-            for key in new:
-                deny = self._judged[key] = self._denies(key.lower()) is not None
+            for key in texts.keys() - judged.keys():
+                deny = judged[key] = self._denies(key.lower()) is not None
                 if deny:
                     self._denied.add(key)
-        return keys & self._denied
+        if self._denied.isdisjoint(texts):
+            return 0
+        hits = self._denied.intersection(texts)
+        mark = f"[REDACTED:{DENIED_KEY}]"
+        for key in hits:
+            texts[key] = mark
+            if values is not None:
+                values[key] = mark
+        return len(hits)
 
 
-#: where a scan finds strings: an attribute map (its Python values, or None, and its texts), or
-#: cells of a list (the list, and the cells' indices, or None for all)
-_Holder = tuple[Any, Any]
+class Cells:
+    """Which cells of a row hold text, and whether what is replaced in them is counted (text made
+    from other values the request holds is not counted again)."""
+
+    __slots__ = ("counted", "get", "indices")
+
+    def __init__(self, indices: Sequence[int], counted: bool = True) -> None:
+        self.indices = tuple(indices)
+        self.counted = counted
+        getter = operator.itemgetter(*self.indices)
+        #: the cells' values, as a tuple (read at once)
+        self.get: Callable[[Sequence[Any]], tuple[Any, ...]] = (
+            getter if len(self.indices) > 1 else lambda row: (getter(row),)
+        )
 
 
 class Scan:
-    """The strings of one request, collected where they lie; `run` redacts them there."""
+    """The strings of one request, collected where they lie; `run` redacts them there. What is
+    counted is what the request held: text that was made from it (a normalized column) is
+    redacted the same way without being counted again."""
 
-    __slots__ = ("_ends", "_holders", "_redactor", "_strings")
+    __slots__ = ("_counts", "_ends", "_holders", "_redactor", "_strings")
 
     def __init__(self, redactor: Redactor | None) -> None:
         self._redactor = redactor
-        self._holders: list[_Holder] = []
-        self._ends: list[int] = []  # where each holder's strings end in _strings
+        # where the strings lie, three items each: an attribute map's values (or None) and texts,
+        # or a list and its text cells' indices (None: all of it); and whether what is replaced
+        # there is counted. Few objects a holder: a scan keeps them for a whole request
+        self._holders: list[Any] = []
+        self._ends = array.array("q")  # where each holder's strings end in _strings
         self._strings: list[str] = []
+        self._counts: Counter[str] = Counter()
 
-    def pair(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
-        """An attribute map as `flatten.attributes` decodes it (values None: texts only)."""
+    def deny(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
+        """Replace the values of denied keys in an attribute map now (before the normalizer reads
+        them)."""
+        if self._redactor is not None and (n := self._redactor.deny(values, texts)):
+            self._counts[DENIED_KEY] += n
+
+    def pair(self, values: dict[str, Any] | None, texts: dict[str, str], *, denied: bool = False) -> None:
+        """An attribute map as `flatten.attributes` decodes it (values None: texts only); its
+        denied keys are replaced now, unless `denied` says `deny` did."""
+        if not denied:
+            self.deny(values, texts)
         if texts:
             self._strings += texts.values()
-            self._holders.append((values, texts))
+            self._holders += (values, texts, True)
             self._ends.append(len(self._strings))
 
-    def strings(self, cells: list[Any], indices: Sequence[int] | None = None) -> None:
-        """Strings in a list: all of it (no list but strings), or the cells at `indices`."""
-        if indices is None:
-            self._strings += cells
-        elif indices:
-            self._strings += [cells[i] for i in indices]
-        else:
-            return
-        self._holders.append((cells, indices))
+    def strings(self, items: list[str], *, counted: bool = True) -> None:
+        """A list of strings."""
+        if items:
+            self._strings += items
+            self._holders += (items, None, counted)
+            self._ends.append(len(self._strings))
+
+    def cells(self, row: list[Any], cells: Cells) -> None:
+        """The text cells of a row."""
+        self._strings += cells.get(row)
+        self._holders += (row, cells.indices, cells.counted)
         self._ends.append(len(self._strings))
 
     def run(self) -> Counter[str]:
         """Redact everything collected; returns how many values each rule replaced."""
-        counts: Counter[str] = Counter()
+        counts = self._counts
         redactor = self._redactor
         if redactor is None or not self._strings:
             return counts
-        denied = redactor.denied(set().union(*(h[1] for h in self._holders if type(h[1]) is dict)))
-        if denied:
-            self._deny(denied, counts)
         rules_at: dict[int, list[Rule]] = {}  # the rules to apply to a string, by its index
         if redactor.trigger:
             flagged = _flagged(self._strings, redactor.trigger)
@@ -389,24 +425,14 @@ class Scan:
                 if search(text) is not None:
                     rules_at.setdefault(i, []).append(rule)
         for i in sorted(rules_at):
-            self._redact(i, redactor, rules_at[i], counts)
+            self._redact(i, redactor, rules_at[i])
         return counts
 
-    def _deny(self, denied: set[str], counts: Counter[str]) -> None:
-        mark = f"[REDACTED:{DENIED_KEY}]"
-        for values, texts in self._holders:
-            if type(texts) is not dict:
-                continue
-            for key in denied.intersection(texts):
-                texts[key] = mark
-                if values is not None:
-                    values[key] = mark
-                counts[DENIED_KEY] += 1
-
-    def _redact(self, i: int, redactor: Redactor, rules: list[Rule], counts: Counter[str]) -> None:
+    def _redact(self, i: int, redactor: Redactor, rules: list[Rule]) -> None:
         k = bisect_right(self._ends, i)
         j = i - (self._ends[k - 1] if k else 0)
-        first, second = self._holders[k]
+        first, second, counted = self._holders[3 * k : 3 * k + 3]
+        counts = self._counts if counted else Counter()
         if not isinstance(second, dict):
             cells: list[Any] = first
             cell = j if second is None else second[j]
@@ -469,10 +495,16 @@ class _Off(Scan):
 
     __slots__ = ()
 
-    def pair(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
+    def deny(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
         pass
 
-    def strings(self, cells: list[Any], indices: Sequence[int] | None = None) -> None:
+    def pair(self, values: dict[str, Any] | None, texts: dict[str, str], *, denied: bool = False) -> None:
+        pass
+
+    def strings(self, items: list[str], *, counted: bool = True) -> None:
+        pass
+
+    def cells(self, row: list[Any], cells: Cells) -> None:
         pass
 
 

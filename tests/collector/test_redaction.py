@@ -174,6 +174,7 @@ def _send_spans(tt: Any, plant: Planted, luhn_invalid: str) -> None:
                 "http.request.header.authorization": (f"Bearer {plant.token('denied_key')}",),
                 "app.internal.session": plant("alpha", "denied_key", _chars(plant.rng, 20)),
                 "order.number": luhn_invalid,
+                "user.id": plant.email(),  # also copied into the user_id column: counted once
                 "app.tags": ("ok", f"key {plant.openai()}"),  # an array: each of its strings
             }
         )
@@ -331,7 +332,8 @@ def test_no_secret_reaches_clickhouse(settings, store, workers: int):
             for row in tt.query(
                 "SELECT name, provider, request_model, input_tokens, output_tokens, cost_usd, input_messages, "
                 "output_messages, system_instructions, tool_arguments, tool_result, status_message, "
-                "attributes, resource_attributes, events.attributes FROM spans FINAL WHERE project = 'alpha'"
+                "attributes, resource_attributes, events.attributes, user_id FROM spans FINAL "
+                "WHERE project = 'alpha'"
             )
         }
         log = tt.query("SELECT body, attributes['ticket'] FROM logs FINAL")
@@ -358,6 +360,7 @@ def test_no_secret_reaches_clickhouse(settings, store, workers: int):
     assert attributes["http.request.header.authorization"] == "[REDACTED:denied_key]"
     assert attributes["app.internal.session"] == "[REDACTED:denied_key]"
     assert attributes["order.number"] == luhn_invalid
+    assert attributes["user.id"] == chat[14] == "[REDACTED:email]"
     assert json.loads(attributes["app.tags"]) == ["ok", "key [REDACTED:api_key]"]
     assert resource["db.url"] == "postgres://app:[REDACTED:credential]@db.internal:5432/app"
     v126 = spans["chat claude-3-5-haiku-20241022"]

@@ -1,12 +1,15 @@
 """Redaction at ingest: secrets, card numbers and, when asked, e-mail addresses are replaced by
 `[REDACTED:<rule>]` before anything is stored.
 
-The flatten stage (`tokentrail.collector.flatten`, `metric_points`) hands a `Scan` every string a
-request's rows will keep: the attribute values of spans, span events and links, resources, log
-records and metric points, span and event names, status messages and log bodies. `Scan.run`
-redacts them where they are, before the normalizer reads them, so that what it moves into columns
-of their own (messages, system instructions, tool arguments and results) is redacted too. Numbers,
-booleans and bytes are never changed (token counts, costs, ids), except the value of a denied key.
+The flatten stage (`tokentrail.collector.flatten`, `metric_points`) hands a `Scan` every text a
+request's rows keep: the attribute maps of spans, span events and links, resources, log records
+and metric points, span and event names, status messages, log bodies, and the columns the
+normalizer fills from attributes (messages, system instructions, tool arguments and results, ids,
+names). The values of denied keys are replaced at once, before the normalizer reads them; the
+patterns run when the request's rows are built (`Scan.run`), and replace text where it lies, so
+no copy of a secret survives. The normalizer reads the content as it came: its hashes (what makes
+two requests or two tool calls alike) are digests, not the text. Numbers, booleans and bytes are
+never changed (token counts, costs, ids), except the value of a denied key.
 
 What is redacted (`TOKENTRAIL_REDACT`, `_PATTERNS`, `_KEYS` in the settings):
 

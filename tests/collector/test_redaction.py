@@ -19,6 +19,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import Counter as CounterInstrument
@@ -30,6 +31,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tests.support.collector import collector_env, free_port, running_collector, scrape
+from tokentrail.collector.flatten import SPAN_COLUMNS, SpanBatch
 from tokentrail.collector.redact import Redactor, Scan, luhn
 from tokentrail.pricing import PriceBook, price_call
 from tokentrail.server.settings import SettingsError, from_env
@@ -514,7 +516,10 @@ _EXAMPLES = [
     ("mail ops+alerts@mail.example.co.uk.", {"email": ["ops+alerts@mail.example.co.uk"]}),
     ('"\\u00e9bob@example.org"', {"email": ["bob@example.org"]}),
     ("a@x.1mail.com", {"email": ["a@x.1mail.com"]}),
-    ('{"content": "Authorization:\\tBearer Zx9Yw8Vu7Ts6Rq5Po4Nm and password:\\tcorrecthorse"}', {"bearer": ["Zx9Yw8Vu7Ts6Rq5Po4Nm"], "credential": ["correcthorse"]}),
+    (
+        '{"content": "Authorization:\\tBearer Zx9Yw8Vu7Ts6Rq5Po4Nm and password:\\tcorrecthorse"}',
+        {"bearer": ["Zx9Yw8Vu7Ts6Rq5Po4Nm"], "credential": ["correcthorse"]},
+    ),
     # nothing to redact
     ("task-force-alpha-bravo-charlie-delta-echo", {}),
     ("ask-the-customer-about-their-order-please", {}),
@@ -579,3 +584,34 @@ def test_strings_inside_arrays_and_maps_are_redacted():
     assert values["headers"] == {"x-note": "Bearer [REDACTED:bearer]", "n": 1}
     assert json.loads(texts["tags"]) == values["tags"]
     assert json.loads(texts["headers"]) == values["headers"]
+
+
+def test_columns_made_from_redacted_attributes_are_redacted_and_not_counted_again():
+    """The normalizer copies a resource's `session.id` into conversation_id and rebuilds
+    OpenLLMetry's flattened prompt into input_messages: both copies are redacted as their source
+    was, and what is counted is the source."""
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    for key, value in (("service.name", "bot"), ("session.id", "ops@example.com")):
+        kv = resource.resource.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    span = resource.scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = b"\x01" * 16, b"\x02" * 8, "openllmetry chat"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_000_100_000_000
+    key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    for name, value in (
+        ("llm.request.type", "chat"),
+        ("gen_ai.request.model", "gpt-4o-mini"),
+        ("gen_ai.prompt.0.role", "user"),
+        ("gen_ai.prompt.0.content", f"use {key}"),
+    ):
+        kv = span.attributes.add()
+        kv.key, kv.value.string_value = name, value
+    batch = SpanBatch(redactor=Redactor(("secrets", "emails")))
+    batch.add("p", request)
+    [row] = batch.rows
+    column = {name: row[i] for i, name in enumerate(SPAN_COLUMNS)}
+    assert column["resource_attributes"]["session.id"] == column["conversation_id"] == "[REDACTED:email]"
+    assert column["attributes"]["gen_ai.prompt.0.content"] == "use [REDACTED:api_key]"
+    assert json.loads(column["input_messages"])[0]["parts"][0]["content"] == "use [REDACTED:api_key]"
+    assert batch.redactions == Counter({("p", "email"): 1, ("p", "api_key"): 1})

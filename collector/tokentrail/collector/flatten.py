@@ -242,9 +242,9 @@ _Where = tuple[str, str, str, str, dict[str, str]]
 #: a span's events: for the normalizer, and the events.* columns
 _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
 
-#: the cells of a span's row that hold text as it was sent (redaction counts what it replaces in
-#: them), those made from attributes that are kept too (what is replaced there was counted there),
-#: and the content columns, in _CONTENT_KEYS' order: counted when their attribute moved into them
+#: the cells of a span's row that hold text as it was sent (redaction searches them), those the
+#: normalizer made from its attributes (redacted as what they were made of was), and the content
+#: columns, in _CONTENT_KEYS' order: as sent when their attribute moved into them, else made
 _OWN_CELLS = tuple(
     SPAN_COLUMNS.index(c) for c in ("trace_state", "name", "scope_name", "scope_version", "status_message")
 )
@@ -265,6 +265,7 @@ _MADE_CELLS = tuple(
         "response_id",
         "error_type",
         "retry_reason",
+        "finish_reasons",
     )
 )
 _CONTENT_CELLS = tuple(SPAN_COLUMNS.index(column) for _, column in _CONTENT_KEYS)
@@ -272,8 +273,8 @@ _CONTENT_CELLS = tuple(SPAN_COLUMNS.index(column) for _, column in _CONTENT_KEYS
 
 @functools.cache
 def _cells(moved: int) -> tuple[Cells, Cells]:
-    """(cells counted, cells not counted) of a span whose content attributes in the bits of `moved`
-    moved into their columns."""
+    """(cells as sent, cells made) of a span whose content attributes in the bits of `moved` moved
+    into their columns."""
     content = list(enumerate(_CONTENT_CELLS))
     return (
         Cells(_OWN_CELLS + tuple(c for bit, c in content if moved >> bit & 1)),
@@ -316,20 +317,25 @@ class SpanBatch:
         add_span = self._add_span
         for resource_spans in request.resource_spans:
             res_values, res_texts = attributes(resource_spans.resource.attributes)
+            resource = scan.mark()
             scan.pair(res_values, res_texts)
             service = res_texts.get("service.name", "unknown_service")
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope
                 where = (project, service, scope.name, scope.version, res_texts)
                 for span in scope_spans.spans:
-                    add_span(span, where, res_values, scan)
+                    add_span(span, where, res_values, scan, resource)
                     added += 1
         tally(self.redactions, project, scan.run())
         return added
 
-    def _add_span(self, span: Span, where: _Where, res_values: dict[str, Any], scan: Scan) -> None:
+    def _add_span(
+        self, span: Span, where: _Where, res_values: dict[str, Any], scan: Scan, resource: int
+    ) -> None:
+        """`resource`: where the scan holds the span's resource attributes."""
         values, texts = attributes(span.attributes)
         scan.deny(values, texts)
+        since = scan.mark()
         events = _events(span, scan)
         n = normalize(
             span.name,
@@ -355,9 +361,7 @@ class SpanBatch:
             scan.pair(values, texts, denied=True)
             own, made = _cells(moved)
             scan.cells(row, own)
-            scan.cells(row, made)
-            if n.finish_reasons:
-                scan.strings(n.finish_reasons, counted=False)
+            scan.made(row, made, since, resource)
         project = where[0]
         self.traces.add((project, trace_id))
         if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in events[1][1]:

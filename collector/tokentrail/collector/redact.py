@@ -47,7 +47,7 @@ import array
 import fnmatch
 import operator
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -365,11 +365,15 @@ class Cells:
 
 
 class Scan:
-    """The strings of one request, collected where they lie; `run` redacts them there. What is
-    counted is what the request held: text that was made from it (a normalized column) is
-    redacted the same way without being counted again."""
+    """The strings of one request, collected where they lie; `run` redacts them there.
 
-    __slots__ = ("_counts", "_ends", "_holders", "_redactor", "_strings")
+    Text made from them (a normalized column: a copy of an attribute, messages rebuilt from
+    flattened attributes) is not searched: it can hold a match only where what it was made of
+    does. Once a span's own texts are redacted, the rules that replaced something there are
+    applied to what was made from them (`made`), and not counted again: what is counted is what
+    the request held."""
+
+    __slots__ = ("_changed", "_counts", "_ends", "_holders", "_made", "_redactor", "_strings")
 
     def __init__(self, redactor: Redactor | None) -> None:
         self._redactor = redactor
@@ -380,6 +384,14 @@ class Scan:
         self._ends = array.array("q")  # where each holder's strings end in _strings
         self._strings: list[str] = []
         self._counts: Counter[str] = Counter()
+        #: text made from the holders from a mark on: (row, its cells, the mark, the resource's)
+        self._made: list[tuple[list[Any], Cells, int, int]] = []
+        #: holders whose text a rule changed, and the rules that were applied to it
+        self._changed: dict[int, list[Rule]] = {}
+
+    def mark(self) -> int:
+        """Where the next holder will be (for `made`)."""
+        return len(self._ends)
 
     def deny(self, values: dict[str, Any] | None, texts: dict[str, str]) -> None:
         """Replace the values of denied keys in an attribute map now (before the normalizer reads
@@ -410,6 +422,11 @@ class Scan:
         self._holders += (row, cells.indices, cells.counted)
         self._ends.append(len(self._strings))
 
+    def made(self, row: list[Any], cells: Cells, since: int, resource: int) -> None:
+        """Cells of a row made from the text collected from the mark `since` on (up to the next
+        `made`) and from its resource's (the holder at the mark `resource`)."""
+        self._made.append((row, cells, since, resource))
+
     def run(self) -> Counter[str]:
         """Redact everything collected; returns how many values each rule replaced."""
         counts = self._counts
@@ -429,7 +446,28 @@ class Scan:
                     rules_at.setdefault(i, []).append(rule)
         for i in sorted(rules_at):
             self._redact(i, redactor, rules_at[i])
+        if self._changed and self._made:
+            self._redact_made(redactor)
         return counts
+
+    def _redact_made(self, redactor: Redactor) -> None:
+        changed = sorted(self._changed)
+        uncounted: Counter[str] = Counter()
+        for n, (row, cells, since, resource) in enumerate(self._made):
+            until = self._made[n + 1][2] if n + 1 < len(self._made) else len(self._ends)
+            holders = changed[bisect_left(changed, since) : bisect_left(changed, until)]
+            if resource in self._changed:
+                holders.append(resource)
+            if not holders:
+                continue
+            fired = {id(rule) for h in holders for rule in self._changed[h]}
+            rules = [rule for rule in redactor.rules if id(rule) in fired]
+            for c in cells.indices:
+                value = row[c]
+                if isinstance(value, str) and value:
+                    row[c] = redactor.redact(value, uncounted, rules)
+                elif isinstance(value, list) and value:  # finish reasons
+                    row[c] = [redactor.redact(v, uncounted, rules) for v in value]
 
     def _redact(self, i: int, redactor: Redactor, rules: list[Rule]) -> None:
         k = bisect_right(self._ends, i)
@@ -439,7 +477,10 @@ class Scan:
         if not isinstance(second, dict):
             cells: list[Any] = first
             cell = j if second is None else second[j]
-            cells[cell] = redactor.redact(cells[cell], counts, rules)
+            redacted = redactor.redact(cells[cell], counts, rules)
+            if redacted != cells[cell]:
+                cells[cell] = redacted
+                self._changed[k] = self._changed.get(k, []) + rules
             return
         values: dict[str, Any] | None = first
         texts: dict[str, str] = second
@@ -451,11 +492,13 @@ class Scan:
                 texts[key] = redacted
                 if values is not None:
                     values[key] = redacted
+                self._changed[k] = self._changed.get(k, []) + rules
         elif values is not None and isinstance(value, (list, dict)):
             structure = _structure(value, redactor, counts, rules)
             if structure != value:
                 values[key] = structure
                 texts[key] = text_of(structure)
+                self._changed[k] = self._changed.get(k, []) + rules
         # numbers, booleans, bytes: never changed
 
 
@@ -508,6 +551,9 @@ class _Off(Scan):
         pass
 
     def cells(self, row: list[Any], cells: Cells) -> None:
+        pass
+
+    def made(self, row: list[Any], cells: Cells, since: int, resource: int) -> None:
         pass
 
 

@@ -615,3 +615,10 @@ def test_columns_made_from_redacted_attributes_are_redacted_and_not_counted_agai
     assert column["attributes"]["gen_ai.prompt.0.content"] == "use [REDACTED:api_key]"
     assert json.loads(column["input_messages"])[0]["parts"][0]["content"] == "use [REDACTED:api_key]"
     assert batch.redactions == Counter({("p", "email"): 1, ("p", "api_key"): 1})
+
+
+def test_an_extra_pattern_with_a_secret_group_replaces_only_that_group():
+    redactor = Redactor((), (("pin", "PIN: (?P<secret>[0-9]{4,6})"),))
+    counts: Counter[str] = Counter()
+    assert redactor.redact("card PIN: 4821, PIN: none", counts) == "card PIN: [REDACTED:pin], PIN: none"
+    assert counts == Counter({"pin": 1})

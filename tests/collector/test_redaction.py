@@ -622,3 +622,17 @@ def test_an_extra_pattern_with_a_secret_group_replaces_only_that_group():
     counts: Counter[str] = Counter()
     assert redactor.redact("card PIN: 4821, PIN: none", counts) == "card PIN: [REDACTED:pin], PIN: none"
     assert counts == Counter({"pin": 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"card": 4111111111111111, "n": [5555555555554444]}',  # numbers: replaced by strings
+        '{"text": "card: 4111111111111111, exp 12/25"}',  # inside a string: no quotes added
+        '[{"role": "user", "parts": [{"type": "text", "content": "Visa: 4111 1111 1111 1111."}]}]',
+    ],
+)
+def test_json_stays_json(text: str):
+    redacted = Redactor().redact(text, Counter())
+    assert "[REDACTED:card]" in redacted and "4111" not in redacted
+    json.loads(redacted)

@@ -197,19 +197,27 @@ class Rule:
 
 
 _SPACE = frozenset(" \t\r\n")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def _bare_number(text: str, start: int, end: int) -> bool:
-    """The match is a number standing as a JSON value (`{"card": 4111…}`): its replacement must
-    be a JSON string, or the text would no longer parse."""
-    if not text[start:end].isdigit():
+    """The match is a number standing as a value in JSON text (`{"card": 4111…}`), not inside
+    one of its strings: its replacement must be a JSON string, or the text would no longer parse."""
+    if not text[start:end].isdigit() or text.lstrip()[:1] not in ("{", "["):
         return False
     before, after = start - 1, end
     while before >= 0 and text[before] in _SPACE:
         before -= 1
     while after < len(text) and text[after] in _SPACE:
         after += 1
-    return before >= 0 and after < len(text) and text[before] in ":[" and text[after] in ",]}"
+    if before < 0 or after >= len(text) or text[before] not in ":[," or text[after] not in ",]}":
+        return False
+    for string in _JSON_STRING.finditer(text):
+        if string.start() >= start:
+            return True
+        if string.end() > start:
+            return False  # inside a string
+    return True
 
 
 def _at_most_16(pattern: str) -> str:

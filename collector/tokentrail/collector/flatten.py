@@ -248,27 +248,13 @@ _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], li
 _OWN_CELLS = tuple(
     SPAN_COLUMNS.index(c) for c in ("trace_state", "name", "scope_name", "scope_version", "status_message")
 )
+_CONTENT_COLUMNS = tuple(column for _, column in _CONTENT_KEYS)
 _MADE_CELLS = tuple(
     SPAN_COLUMNS.index(c)
-    for c in (
-        "service_name",
-        "operation",
-        "agent_name",
-        "workflow_name",
-        "request_model",
-        "response_model",
-        "provider",
-        "tool_name",
-        "tool_call_id",
-        "conversation_id",
-        "user_id",
-        "response_id",
-        "error_type",
-        "retry_reason",
-        "finish_reasons",
-    )
+    for c in ("service_name", *_NORMALIZED_COLUMNS)
+    if c not in _CONTENT_COLUMNS and _ARROW_TYPES.get(c, _STR) in (_STR, pa.list_(_STR))
 )
-_CONTENT_CELLS = tuple(SPAN_COLUMNS.index(column) for _, column in _CONTENT_KEYS)
+_CONTENT_CELLS = tuple(SPAN_COLUMNS.index(column) for column in _CONTENT_COLUMNS)
 
 
 @functools.cache

@@ -507,6 +507,8 @@ class LogBatch:
         return len(self.rows)
 
     def add(self, project: str, request: ExportLogsServiceRequest) -> int:
+        """Add the records of a request: decoded and redacted first, then made rows (the service,
+        the event's name and its session are read from what is kept)."""
         scan = OFF if self.redactor is None else self.redactor.scan()
         decoded = []
         for resource_logs in request.resource_logs:

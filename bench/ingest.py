@@ -4,7 +4,9 @@ Pre-encoded 1,000-span ExportTraceServiceRequest payloads (~2 KB a span, realist
 attributes) are sent concurrently over OTLP/HTTP to `tokentrail collector` running on its own
 embedded database. The clock stops when the collector reports every span stored; the stored
 count is then checked in ClickHouse itself (count of distinct rows), and peak RSS is read from
-/proc. Run: `python -m bench.ingest [--requests 150] [--concurrency 4] [--runs 3]`.
+/proc. Run: `python -m bench.ingest [--requests 150] [--concurrency 4] [--runs 3]`. The
+collector takes `TOKENTRAIL_WRITER_*` and `TOKENTRAIL_REDACT*` from the environment
+(`TOKENTRAIL_REDACT=none` measures ingest without redaction).
 
 The default run (150,000 spans, ~7 s) measures sustained ingest. Shorter runs mostly measure
 their edges: the first chunk flattened before anything can be inserted, and the last insert
@@ -52,7 +54,9 @@ def _count_in_clickhouse(env: dict[str, str]) -> int:
 def run_once(payloads: list[bytes], spans_per_request: int, concurrency: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-") as tmp:
         port = free_port()
-        extra = {k: v for k, v in os.environ.items() if k.startswith("TOKENTRAIL_WRITER_")}
+        extra = {
+            k: v for k, v in os.environ.items() if k.startswith(("TOKENTRAIL_WRITER_", "TOKENTRAIL_REDACT"))
+        }
         proc = start_collector_process(collector_env(tmp, port, **extra), port)
         env = collector_env(tmp, port)
         url = f"http://127.0.0.1:{port}"

@@ -143,6 +143,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         console.print(line)
     for line in _writer_lines(status["writer"], status["spool"], status["stats"]):
         console.print(line)
+    for line in _redaction_lines(status.get("redaction")):
+        console.print(line)
     return 0
 
 
@@ -195,6 +197,21 @@ def _writer_lines(writer: dict[str, Any], spool: dict[str, Any], stats: dict[str
     if writer["last_error"]:
         when = f" at {writer['last_error_at']}" if writer.get("last_error_at") else ""
         lines.append(f"writer:    last error{when}: {writer['last_error']}")
+    return lines
+
+
+def _redaction_lines(redaction: dict[str, Any] | None) -> list[str]:
+    """What is redacted at ingest, and how many values were, by project and rule."""
+    if redaction is None:
+        return []  # a collector from before redaction
+    rules = ", ".join(redaction["rule_sets"] + redaction["patterns"]) or "nothing"
+    keys = f"; keys {', '.join(redaction['keys'])}" if redaction["keys"] else ""
+    lines = [f"redaction: {rules}{keys}"]
+    by_project: dict[str, list[str]] = {}
+    for row in redaction["redacted"]:
+        by_project.setdefault(row["project"], []).append(f"{row['rule']} {row['count']:,}")
+    for project, counts in sorted(by_project.items()):
+        lines.append(f"redacted:  {project}: {', '.join(counts)}")
     return lines
 
 

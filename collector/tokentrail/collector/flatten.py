@@ -6,17 +6,22 @@ Everything here is pure and CPU-bound; it is the ingest hot path, so a span's ro
 table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
 as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
 
+Redaction (`redact`): the values of denied attribute keys are replaced before the normalizer reads
+them; the rest runs once a request's rows are built, on every text they keep (attribute maps, names,
+messages, and the normalized columns made from them), in place.
+
 Flattening runs in the writer's thread or in its worker processes (`tokentrail.collector.writer.pool`),
 which hand a batch back as a `Flattened`: in memory, or staged in a file.
 """
 
 from __future__ import annotations
 
-import base64
+import functools
 import hashlib
 import json
 import operator
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +34,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tokentrail import semconv as sc
+from tokentrail.collector._values import json_default as _json_default
+from tokentrail.collector._values import text as _text
 from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_session
 from tokentrail.collector.normalize import Normalized, normalize
+from tokentrail.collector.redact import OFF, Cells, Redactor, Scan, tally
 from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
 from tokentrail.pricing import PriceBook, price_call
 
@@ -72,27 +80,6 @@ def any_value(value: AnyValue) -> Any:
     if kind == "bytes_value":
         return value.bytes_value
     return None
-
-
-def _text(value: Any) -> str:
-    """The string form stored in attribute maps (as the OTel ClickHouse exporter does)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if value is None:
-        return ""
-    return json.dumps(value, ensure_ascii=False, default=_json_default, separators=(",", ":"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return str(value)
 
 
 def ts(nanos: int) -> str:
@@ -255,11 +242,39 @@ _Where = tuple[str, str, str, str, dict[str, str]]
 #: a span's events: for the normalizer, and the events.* columns
 _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
 
+#: the cells of a span's row that hold text as it was sent (redaction searches them), those the
+#: normalizer made from its attributes (redacted as what they were made of was), and the content
+#: columns, in _CONTENT_KEYS' order: as sent when their attribute moved into them, else made
+_OWN_CELLS = tuple(
+    SPAN_COLUMNS.index(c) for c in ("trace_state", "name", "scope_name", "scope_version", "status_message")
+)
+_CONTENT_COLUMNS = tuple(column for _, column in _CONTENT_KEYS)
+_MADE_CELLS = tuple(
+    SPAN_COLUMNS.index(c)
+    for c in ("service_name", *_NORMALIZED_COLUMNS)
+    if c not in _CONTENT_COLUMNS and _ARROW_TYPES.get(c, _STR) in (_STR, pa.list_(_STR))
+)
+_CONTENT_CELLS = tuple(SPAN_COLUMNS.index(column) for column in _CONTENT_COLUMNS)
+
+
+@functools.cache
+def _cells(moved: int) -> tuple[Cells, Cells]:
+    """(cells as sent, cells made) of a span whose content attributes in the bits of `moved` moved
+    into their columns."""
+    content = list(enumerate(_CONTENT_CELLS))
+    return (
+        Cells(_OWN_CELLS + tuple(c for bit, c in content if moved >> bit & 1)),
+        Cells(_MADE_CELLS + tuple(c for bit, c in content if not moved >> bit & 1), counted=False),
+    )
+
 
 class SpanBatch:
-    def __init__(self, pricer: PriceBook | None = None) -> None:
+    def __init__(self, pricer: PriceBook | None = None, redactor: Redactor | None = None) -> None:
         self.pricer = pricer
-        self.rows: list[tuple[Any, ...]] = []
+        self.redactor = redactor
+        #: values redacted, by (project, rule)
+        self.redactions: Counter[tuple[str, str]] = Counter()
+        self.rows: list[list[Any]] = []
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
         self.outcome_traces: set[tuple[str, str]] = set()
@@ -281,22 +296,33 @@ class SpanBatch:
         return bytes(sink.getvalue())
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
+        """Add the spans of a request, span by span (what one span allocates is reused by the
+        next); then redact the request's rows."""
+        scan = OFF if self.redactor is None else self.redactor.scan()
         added = 0
         add_span = self._add_span
         for resource_spans in request.resource_spans:
             res_values, res_texts = attributes(resource_spans.resource.attributes)
+            resource = scan.mark()
+            scan.pair(res_values, res_texts)
             service = res_texts.get("service.name", "unknown_service")
             for scope_spans in resource_spans.scope_spans:
                 scope = scope_spans.scope
                 where = (project, service, scope.name, scope.version, res_texts)
                 for span in scope_spans.spans:
-                    add_span(span, where, res_values)
+                    add_span(span, where, res_values, scan, resource)
                     added += 1
+        tally(self.redactions, project, scan.run())
         return added
 
-    def _add_span(self, span: Span, where: _Where, res_values: dict[str, Any]) -> None:
+    def _add_span(
+        self, span: Span, where: _Where, res_values: dict[str, Any], scan: Scan, resource: int
+    ) -> None:
+        """`resource`: where the scan holds the span's resource attributes."""
         values, texts = attributes(span.attributes)
-        events = _events(span)
+        scan.deny(values, texts)
+        since = scan.mark()
+        events = _events(span, scan)
         n = normalize(
             span.name,
             values,
@@ -305,15 +331,23 @@ class SpanBatch:
             events=events[0],
             client=span.kind == 3,
         )  # SPAN_KIND_CLIENT
-        for key, column in _CONTENT_KEYS:
+        moved = 0
+        for bit, (key, column) in enumerate(_CONTENT_KEYS):
             if key in texts and getattr(n, column):
                 del texts[key]  # stored once, in its own column
+                moved |= 1 << bit
         trace_id = span.trace_id.hex()
-        self.rows.append(
-            _otel_row(span, trace_id, where, texts, events[1])
-            + _normalized_values(n)
-            + _derived_row(n, self.pricer)
-        )
+        row = [
+            *_otel_row(span, trace_id, where, texts, events[1], scan),
+            *_normalized_values(n),
+            *_derived_row(n, self.pricer),
+        ]
+        self.rows.append(row)
+        if scan is not OFF:
+            scan.pair(values, texts, denied=True)
+            own, made = _cells(moved)
+            scan.cells(row, own)
+            scan.made(row, made, since, resource)
         project = where[0]
         self.traces.add((project, trace_id))
         if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in events[1][1]:
@@ -328,17 +362,20 @@ class SpanBatch:
                 )
 
 
-def _events(span: Span) -> _Events:
+def _events(span: Span, scan: Scan) -> _Events:
     events: list[tuple[str, dict[str, Any]]] = []
     times: list[int] = []
     names: list[str] = []
     texts: list[dict[str, str]] = []
     for ev in span.events:
         ev_values, ev_texts = attributes(ev.attributes)
+        scan.pair(ev_values, ev_texts)
         events.append((ev.name, ev_values))
         times.append(ev.time_unix_nano)
         names.append(ev.name)
         texts.append(ev_texts)
+    if names:
+        scan.strings(names)
     return events, (times, names, texts)
 
 
@@ -348,6 +385,7 @@ def _otel_row(
     where: _Where,
     texts: dict[str, str],
     events: tuple[list[int], list[str], list[dict[str, str]]],
+    scan: Scan,
 ) -> tuple[Any, ...]:
     """The OTel fields of a span, in the order of _OTEL_COLUMNS."""
     project, service, scope_name, scope_version, res_texts = where
@@ -374,16 +412,19 @@ def _otel_row(
         _STATUS[code] if code < 3 else "UNSET",
         status.message,
         *events,
-        *(_links(links) if links else _NO_LINKS),
+        *(_links(links, scan) if links else _NO_LINKS),
     )
 
 
-def _links(links: Iterable[Span.Link]) -> tuple[list[Any], ...]:
+def _links(links: Iterable[Span.Link], scan: Scan) -> tuple[list[Any], ...]:
+    texts = [attributes(ln.attributes)[1] for ln in links]
+    for link_texts in texts:
+        scan.pair(None, link_texts)
     return (
         [ln.trace_id.hex() for ln in links],
         [ln.span_id.hex() for ln in links],
         [ln.trace_state for ln in links],
-        [attributes(ln.attributes)[1] for ln in links],
+        texts,
     )
 
 
@@ -454,53 +495,61 @@ AGENT_EVENT_COLUMNS = (
 class LogBatch:
     """Log records as sent (`logs`), and those of coding agents once more as `agent_events`."""
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
         self.rows: list[list[Any]] = []
         self.agent_events: list[list[Any]] = []
         self.sessions = Touched()
+        self.redactor = redactor
+        #: values redacted, by (project, rule)
+        self.redactions: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, project: str, request: ExportLogsServiceRequest) -> int:
-        added = 0
+        """Add the records of a request: decoded and redacted first, then made rows (the service,
+        the event's name and its session are read from what is kept)."""
+        scan = OFF if self.redactor is None else self.redactor.scan()
+        decoded = []
         for resource_logs in request.resource_logs:
-            _, res_texts = attributes(resource_logs.resource.attributes)
-            service = res_texts.get("service.name", "unknown_service")
+            res_values, res_texts = attributes(resource_logs.resource.attributes)
+            scan.pair(res_values, res_texts)
             for scope_logs in resource_logs.scope_logs:
                 for rec in scope_logs.log_records:
-                    _, texts = attributes(rec.attributes)
-                    body = any_value(rec.body)
-                    event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
-                    digest = hashlib.blake2b(
-                        rec.SerializeToString(deterministic=True), digest_size=8
-                    ).digest()
-                    timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
-                    record_hash = int.from_bytes(digest, "little")
-                    row = [
-                        project,
-                        ts(timestamp),
-                        ts(rec.observed_time_unix_nano),
-                        rec.trace_id.hex(),
-                        rec.span_id.hex(),
-                        rec.flags,
-                        rec.severity_text,
-                        min(rec.severity_number, 255),
-                        service,
-                        scope_logs.scope.name,
-                        scope_logs.scope.version,
-                        event_name,
-                        _text(body),
-                        res_texts,
-                        texts,
-                        record_hash,
-                    ]
-                    self.rows.append(row)
-                    found = recognize(service, event_name, texts)
-                    if found is not None:
-                        self._agent_event(row, found, texts, timestamp)
-                    added += 1
-        return added
+                    values, texts = attributes(rec.attributes)
+                    scan.pair(values, texts)
+                    body = [_text(any_value(rec.body))]
+                    scan.strings(body)
+                    decoded.append((res_texts, scope_logs.scope, rec, texts, body))
+        tally(self.redactions, project, scan.run())
+        for res_texts, scope, rec, texts, body in decoded:
+            service = res_texts.get("service.name", "unknown_service")
+            event_name = getattr(rec, "event_name", "") or texts.get("event.name", "")
+            digest = hashlib.blake2b(rec.SerializeToString(deterministic=True), digest_size=8).digest()
+            timestamp = rec.time_unix_nano or rec.observed_time_unix_nano
+            row = [
+                project,
+                ts(timestamp),
+                ts(rec.observed_time_unix_nano),
+                rec.trace_id.hex(),
+                rec.span_id.hex(),
+                rec.flags,
+                rec.severity_text,
+                min(rec.severity_number, 255),
+                service,
+                scope.name,
+                scope.version,
+                event_name,
+                body[0],
+                res_texts,
+                texts,
+                int.from_bytes(digest, "little"),
+            ]
+            self.rows.append(row)
+            found = recognize(service, event_name, texts)
+            if found is not None:
+                self._agent_event(row, found, texts, timestamp)
+        return len(decoded)
 
     def _agent_event(
         self, row: list[Any], found: tuple[str, str, str, str], texts: dict[str, str], at: int
@@ -551,6 +600,7 @@ class Flattened:
         "metric_count",
         "metric_json",
         "outcome_traces",
+        "redactions",
         "sessions",
         "span_arrow",
         "span_count",
@@ -585,6 +635,10 @@ class Flattened:
         self.sessions.update(spans.sessions)
         self.metric_count = len(metrics) if metrics is not None else 0
         self.metric_json = _encode(metrics.rows) if metrics is not None and len(metrics) else b""
+        #: values redacted, by (project, rule)
+        self.redactions = spans.redactions + logs.redactions
+        if metrics is not None:
+            self.redactions += metrics.redactions
 
     def discard(self) -> None:
         """Remove the staged file (after its insert, or when the batch is abandoned)."""
@@ -602,12 +656,15 @@ SpoolItem = tuple[int, str, bytes | Stored]
 
 
 def flatten_records(
-    records: list[SpoolItem], pricer: PriceBook | None, stage_dir: Path | None = None
+    records: list[SpoolItem],
+    pricer: PriceBook | None,
+    stage_dir: Path | None = None,
+    redactor: Redactor | None = None,
 ) -> Flattened:
     # here, not at the top: metric_points builds its rows with this module's helpers
     from tokentrail.collector.metric_points import MetricBatch
 
-    spans, logs, metrics = SpanBatch(pricer), LogBatch(), MetricBatch()
+    spans, logs, metrics = SpanBatch(pricer, redactor), LogBatch(redactor), MetricBatch(redactor)
     for kind, project, data in records:
         payload = load_payload(data) if isinstance(data, Stored) else data
         if kind == KIND_TRACES:

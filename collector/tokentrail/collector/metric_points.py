@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from tokentrail.collector.flatten import attributes, ts
+from tokentrail.collector.redact import OFF, Redactor, tally
 
 __all__ = ["METRIC_COLUMNS", "MetricBatch", "series_hash"]
 
@@ -90,25 +92,31 @@ def _number(point: Any) -> float:
 class MetricBatch:
     """Rows of `metric_points`, in the order of METRIC_COLUMNS."""
 
-    def __init__(self) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
         self.rows: list[list[Any]] = []
+        self.redactor = redactor
+        #: values redacted, by (project, rule)
+        self.redactions: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, project: str, request: ExportMetricsServiceRequest) -> int:
-        """Add every data point of a request; returns how many."""
-        added = 0
+        """Add every data point of a request; returns how many. Attributes are redacted before
+        the service and the series are read from them."""
+        scan = OFF if self.redactor is None else self.redactor.scan()
+        rows: list[list[Any]] = []
         for resource_metrics in request.resource_metrics:
-            _, res_texts = attributes(resource_metrics.resource.attributes)
-            service = res_texts.get("service.name", "unknown_service")
+            res_values, res_texts = attributes(resource_metrics.resource.attributes)
+            scan.pair(res_values, res_texts)
             for scope_metrics in resource_metrics.scope_metrics:
                 scope = scope_metrics.scope.name
                 for metric in scope_metrics.metrics:
                     kind = metric.WhichOneof("data") or ""
                     for point, temporality, monotonic, value, count in _points(metric):
-                        _, texts = attributes(point.attributes)
-                        self.rows.append(
+                        values, texts = attributes(point.attributes)
+                        scan.pair(values, texts)
+                        rows.append(
                             [
                                 project,
                                 metric.name,
@@ -120,12 +128,17 @@ class MetricBatch:
                                 ts(point.time_unix_nano),
                                 value,
                                 count,
-                                service,
+                                "",  # the service, once redacted
                                 scope,
                                 res_texts,
                                 texts,
-                                series_hash(metric.name, scope, res_texts, texts),
+                                0,  # the series, likewise
                             ]
                         )
-                        added += 1
-        return added
+        tally(self.redactions, project, scan.run())
+        for row in rows:
+            metric_name, scope, res_texts, texts = row[1], row[11], row[12], row[13]
+            row[10] = res_texts.get("service.name", "unknown_service")
+            row[14] = series_hash(metric_name, scope, res_texts, texts)
+        self.rows += rows
+        return len(rows)

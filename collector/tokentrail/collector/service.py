@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from tokentrail.collector import grpc as grpc_receiver
 from tokentrail.collector import http as http_receiver
 from tokentrail.collector.ingest import Ingestor
+from tokentrail.collector.redact import Redactor
 from tokentrail.collector.spool import Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer, WriterConfig
@@ -42,6 +43,7 @@ def writer_config(settings: Settings) -> WriterConfig:
         # staged files are read by ClickHouse itself: only the embedded database runs here
         stage_dir=settings.spool_dir / "staging" if settings.embedded else None,
         task_attribute=settings.task_type_attribute,
+        redactor=Redactor.from_settings(settings),
     )
 
 
@@ -97,6 +99,12 @@ class Collector:
                 "dead_letter_directory": str(spool.dead_dir),
             },
             "clickhouse": self.settings.clickhouse_url.split("@")[-1],
+            "redaction": {
+                "rule_sets": list(self.settings.redact),
+                "patterns": [name for name, _ in self.settings.redact_patterns],
+                "keys": list(self.settings.redact_keys),
+                "redacted": self.stats.redactions(),
+            },
         }
 
     def start(self, *, grpc: bool = True) -> None:

@@ -5,20 +5,22 @@ one), so several collectors in one process (tests) count apart. Three kinds:
 
 - counters the collector increments (`add`): items (spans, log records, metric data points)
   received, spooled, stored, rejected, refused and invalid requests, write errors, dead-lettered
-  records;
+  records; and values redacted at ingest, by project and rule (`count_redactions`);
 - readings taken when asked (`gauge`, `counter`): values another object keeps, such as the spool's
   backlog and error count, or whether the writer is stalled; a reading that fails shows as NaN;
 - histograms: how long an OTLP export request takes to answer, by protocol (http, grpc) and signal
   (traces, logs, metrics), and how long a batch's insert into ClickHouse takes.
 
-`snapshot` is the counters and readings by name (what /api/status shows); /metrics is the library's
-exposition of the whole registry, in the format the scraper asks for.
+`snapshot` is the counters and readings by name (what /api/status shows; a counter with labels as
+its total over them, `redactions` has it by label); /metrics is the library's exposition of the
+whole registry, in the format the scraper asks for.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
@@ -94,6 +96,12 @@ class Stats:
         for protocol in ("http", "grpc"):
             for signal in ("traces", "logs", "metrics"):
                 self._requests.labels(protocol, signal)  # shown from the start, at zero
+        self._redactions = Counter(
+            "tokentrail_redactions_total",
+            "Values redacted at ingest before they were stored, by project and rule.",
+            ("project", "rule"),
+            registry=self.registry,
+        )
         self._writes = Histogram(
             "tokentrail_write_duration_seconds",
             "Time to insert one batch into ClickHouse (inserts that succeeded).",
@@ -118,6 +126,21 @@ class Stats:
         """The histogram of one receiver's requests: `with timer.time(): ...` observes one."""
         return self._requests.labels(protocol, signal)
 
+    def count_redactions(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Values redacted in a stored batch, by (project, rule)."""
+        for (project, rule), n in counts.items():
+            self._redactions.labels(project, rule).inc(n)
+
+    def redactions(self) -> list[dict[str, Any]]:
+        """What was redacted, by project and rule: `[{"project", "rule", "count"}]`, the most first."""
+        found = [
+            {"project": s.labels["project"], "rule": s.labels["rule"], "count": int(s.value)}
+            for family in self._redactions.collect()
+            for s in family.samples
+            if s.name == "tokentrail_redactions_total"
+        ]
+        return sorted(found, key=lambda r: (-r["count"], r["project"], r["rule"]))
+
     def observe_write(self, seconds: float) -> None:
         self._writes.observe(seconds)
 
@@ -127,7 +150,8 @@ class Stats:
         for family in self.registry.collect():
             if family.type == "counter":
                 name = family.name + "_total"  # not its `_created` time
-                values |= {s.name: _shown(s.value) for s in family.samples if s.name == name}
+                counts = [s.value for s in family.samples if s.name == name]
+                values[name] = _shown(math.fsum(counts))  # a counter with labels: its total
             elif family.type == "gauge":
                 values |= {s.name: _shown(s.value) for s in family.samples if s.name == family.name}
         return values

@@ -7,6 +7,7 @@ Servers are strict: a bad value stops start-up with a message that names the var
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from typing import Any
 
 __all__ = [
     "AUTH_MODES",
+    "REDACT_DEFAULT",
+    "REDACT_SETS",
     "Budget",
     "Settings",
     "SettingsError",
@@ -31,6 +34,13 @@ _HOSTNAME = re.compile(r"^[a-z0-9.:_-]{1,253}$")
 #: how the web UI knows who asks: nobody signs in, built-in accounts, or a sign-on proxy's header
 AUTH_MODES = ("none", "password", "header")
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: the built-in redaction rule sets (`tokentrail.collector.redact` holds their rules)
+REDACT_SETS = ("secrets", "emails", "cards")
+#: on unless TOKENTRAIL_REDACT says otherwise: API keys, tokens and passwords have no use in
+#: telemetry and card numbers may not be kept; e-mail addresses are how coding agents name the
+#: developer (`user.email`), so hiding them is a choice to make
+REDACT_DEFAULT = ("secrets", "cards")
+_RULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _BUDGET = re.compile(r"^(daily|monthly):(project|service|user)=([^:,]{1,200}):([0-9]+(?:\.[0-9]+)?)$")
 
 
@@ -164,6 +174,12 @@ class Settings:
     #: spend limits (tokentrail.analysis.budgets) and where to post alerts about them
     budgets: tuple[Budget, ...] = ()
     budget_webhook: str = ""
+    #: redaction at ingest (tokentrail.collector.redact): the built-in rule sets on, extra
+    #: patterns as (name, regular expression), and attribute keys (globs, any case) whose values
+    #: are replaced whole
+    redact: tuple[str, ...] = REDACT_DEFAULT
+    redact_patterns: tuple[tuple[str, str], ...] = ()
+    redact_keys: tuple[str, ...] = ()
 
     @property
     def auth_on(self) -> bool:
@@ -289,6 +305,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         team_attribute=env.get("TOKENTRAIL_TEAM_ATTRIBUTE", "").strip() or "team",
         budgets=_budgets(env),
         budget_webhook=_webhook(env),
+        redact=_redact_sets(env.get("TOKENTRAIL_REDACT", "")),
+        redact_patterns=_redact_patterns(env.get("TOKENTRAIL_REDACT_PATTERNS", "")),
+        redact_keys=_redact_keys(env.get("TOKENTRAIL_REDACT_KEYS", "")),
     )
 
 
@@ -379,6 +398,67 @@ def _sign_in(env: Mapping[str, str]) -> dict[str, Any]:
         "session_idle_seconds": idle,
         "session_max_seconds": most,
     }
+
+
+def _redact_sets(raw: str) -> tuple[str, ...]:
+    """`secrets,cards` (the default when empty), or `none`."""
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    if not names:
+        return REDACT_DEFAULT
+    if names == ["none"]:
+        return ()
+    unknown = [n for n in names if n not in REDACT_SETS]
+    if unknown:
+        raise SettingsError(
+            f"TOKENTRAIL_REDACT: unknown rule set {unknown[0]!r}; "
+            f"use a comma-separated list of {', '.join(REDACT_SETS)}, or none"
+        )
+    return tuple(n for n in REDACT_SETS if n in names)
+
+
+def _redact_patterns(raw: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of name to regular expression (`{"ticket": "TCK-[0-9]{6}"}`), or a JSON list
+    of expressions, all named `custom`. Each must compile and must not match the empty string."""
+    name = "TOKENTRAIL_REDACT_PATTERNS"
+    if not raw.strip():
+        return ()
+    try:
+        decoded = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{name} is not JSON ({exc}): write an object of name to regular expression, "
+            'e.g. {"ticket": "TCK-[0-9]{6}"} (a backslash is written twice in JSON)'
+        ) from None
+    if isinstance(decoded, list):
+        decoded = [("custom", p) for p in decoded]
+    elif isinstance(decoded, dict):
+        decoded = list(decoded.items())
+    else:
+        raise SettingsError(f"{name} must be a JSON object of name to regular expression, or a list")
+    patterns = []
+    for rule, pattern in decoded:
+        if not isinstance(rule, str) or not _RULE_NAME.match(rule):
+            raise SettingsError(f"{name}: the name {rule!r} must be lower-case letters, digits or _")
+        if not isinstance(pattern, str) or not pattern:
+            raise SettingsError(f"{name}: the pattern of {rule!r} must be a non-empty string")
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise SettingsError(
+                f"{name}: the pattern of {rule!r}, {pattern!r}, is not a valid regular expression: {exc}"
+            ) from None
+        if compiled.search("") is not None:
+            raise SettingsError(
+                f"{name}: the pattern of {rule!r}, {pattern!r}, matches the empty string "
+                "(it would match everywhere)"
+            )
+        patterns.append((rule, pattern))
+    return tuple(patterns)
+
+
+def _redact_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated attribute keys or globs (`*`, `?`, `[...]`), in any case."""
+    return tuple(k.strip().lower() for k in raw.split(",") if k.strip())
 
 
 def _budgets(env: Mapping[str, str]) -> tuple[Budget, ...]:

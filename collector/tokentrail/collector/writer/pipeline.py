@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tokentrail.collector.flatten import Flattened
+from tokentrail.collector.redact import Redactor
 from tokentrail.collector.spool import CorruptRecord, Position, Record, Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer.inserter import backoff, insert, transient
@@ -70,6 +71,8 @@ class WriterConfig:
     stage_dir: Path | None = None
     #: the span attribute that names a task's type, for trace summaries
     task_attribute: str = ""
+    #: what is redacted before anything is stored (None: nothing)
+    redactor: Redactor | None = None
 
 
 class _Failure(Exception):
@@ -116,7 +119,7 @@ class Writer:
         self.stats = stats
         self.config = config
         self.reader = SpoolReader(spool, stats)
-        self.pool = FlattenPool(config.workers, config.stage_dir, pricer)
+        self.pool = FlattenPool(config.workers, config.stage_dir, pricer, config.redactor)
         self.summaries = Summaries(
             lambda: self.summary_client or self.client,
             config.task_attribute,
@@ -224,6 +227,8 @@ class Writer:
         self.stats.add("tokentrail_spans_stored_total", spans)
         self.stats.add("tokentrail_logs_stored_total", logs)
         self.stats.add("tokentrail_metrics_stored_total", points)
+        for rows in written.batches:
+            self.stats.count_redactions(rows.redactions)
         self.summaries.note(written.batches)
         return spans + logs + points
 

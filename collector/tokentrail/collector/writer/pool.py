@@ -4,7 +4,7 @@ Flattening (protobuf to rows, normalization, pricing) is CPU-bound Python, so wi
 it runs in that many worker processes, spawned (never forked: the collector holds chDB), while
 the writer inserts earlier chunks. The writer hands a worker where a record's payload lies in its
 segment rather than the payload (the worker reads and checks it itself), and each worker builds
-its own price book once. A worker outlives no collector: it exits when the process that started it
+its own price book once, and its own redactor from the one it is given (its settings). A worker outlives no collector: it exits when the process that started it
 is gone (a collector killed with -9 cannot stop it).
 
 A job's result is a `Flattened`: in memory, or, with the embedded database (`stage_dir`), an
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokentrail.collector.flatten import Flattened, SpoolItem, flatten_records
+from tokentrail.collector.redact import Redactor
 from tokentrail.collector.spool import Record
 from tokentrail.collector.writer.reader import approx_spans
 from tokentrail.pricing import PriceBook
@@ -60,10 +61,17 @@ def _item(record: Record) -> SpoolItem:
 
 
 class FlattenPool:
-    def __init__(self, workers: int, stage_dir: Path | None, pricer: PriceBook | None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        stage_dir: Path | None,
+        pricer: PriceBook | None,
+        redactor: Redactor | None = None,
+    ) -> None:
         """`stage_dir`: where workers stage their batches as files; only for the embedded
         database, which reads them from this process."""
         self.pricer = pricer
+        self.redactor = redactor
         self.workers = workers
         self.stage_dir = stage_dir if workers > 0 else None
         if self.stage_dir is not None:
@@ -76,7 +84,12 @@ class FlattenPool:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding chDB
                 initializer=_init_worker,
-                initargs=(os.getpid(), pricer is not None, str(self.stage_dir) if self.stage_dir else None),
+                initargs=(
+                    os.getpid(),
+                    pricer is not None,
+                    str(self.stage_dir) if self.stage_dir else None,
+                    redactor,
+                ),
             )
 
     @property
@@ -101,14 +114,14 @@ class FlattenPool:
                 self._executor = None
         done: Future[Flattened] = Future()
         try:
-            done.set_result(flatten_records(items, self.pricer))
+            done.set_result(flatten_records(items, self.pricer, redactor=self.redactor))
         except Exception as exc:
             done.set_exception(exc)
         return Job(records, done)
 
     def flatten_here(self, record: Record) -> Flattened:
         """One record, flattened in this process (raises what flattening raises)."""
-        return flatten_records([_item(record)], self.pricer)
+        return flatten_records([_item(record)], self.pricer, redactor=self.redactor)
 
     def shutdown(self) -> None:
         if self._executor is not None:
@@ -138,15 +151,18 @@ def abandon(jobs: Iterable[Job]) -> None:
 
 _worker_pricer: PriceBook | None = None
 _worker_stage_dir: Path | None = None
+_worker_redactor: Redactor | None = None
 
 
-def _init_worker(parent: int, with_pricing: bool, stage_dir: str | None) -> None:
+def _init_worker(parent: int, with_pricing: bool, stage_dir: str | None, redactor: Redactor | None) -> None:
     """Each worker builds its own price book once, hands batches back as files in `stage_dir`
     (if given), and exits when `parent` is gone. (The parent is given, not looked up: a collector
-    killed while this worker was starting would be taken for init, pid 1, and waited on forever.)"""
-    global _worker_pricer, _worker_stage_dir
+    killed while this worker was starting would be taken for init, pid 1, and waited on forever.)
+    `redactor` arrives as its settings, compiled again here."""
+    global _worker_pricer, _worker_stage_dir, _worker_redactor
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
     _worker_stage_dir = Path(stage_dir) if stage_dir else None
+    _worker_redactor = redactor
     if with_pricing:
         _worker_pricer = PriceBook()
 
@@ -162,6 +178,6 @@ def _flatten_in_worker(records: list[SpoolItem]) -> Flattened:
     # runs only walks them again and again.
     gc.disable()
     try:
-        return flatten_records(records, _worker_pricer, _worker_stage_dir)
+        return flatten_records(records, _worker_pricer, _worker_stage_dir, _worker_redactor)
     finally:
         gc.enable()

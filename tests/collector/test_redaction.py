@@ -303,7 +303,7 @@ def _stored_text(tt: Any, database: str) -> dict[str, str]:
 
 def _redactions(base_url: str) -> Counter[tuple[str, str]]:
     found: Counter[tuple[str, str]] = Counter()
-    for sample, value in scrape(base_url).items():
+    for sample, value in scrape(base_url, api_key="key-alpha").items():
         if sample.startswith("tokentrail_redactions_total{"):
             labels = dict(part.split("=", 1) for part in sample[sample.index("{") + 1 : -1].split(","))
             found[(labels["project"].strip('"'), labels["rule"].strip('"'))] = int(value)
@@ -341,7 +341,7 @@ def test_no_secret_reaches_clickhouse(settings, store, workers: int):
         log = tt.query("SELECT body, attributes['ticket'] FROM logs FINAL")
         prompt = tt.query("SELECT attributes['prompt'] FROM agent_events FINAL WHERE event = 'user_prompt'")
         point = tt.query("SELECT attributes FROM metric_points FINAL")
-        status = httpx.get(f"{tt.http_url}/api/status").json()
+        status = httpx.get(f"{tt.http_url}/api/status", headers={"authorization": "Bearer key-alpha"}).json()
 
     assert {"spans", "logs", "agent_events", "metric_points", "traces"} <= set(stored)
     everything = "\n".join(stored.values())

@@ -80,10 +80,12 @@ def running_collector(
         collector.stop()
 
 
-def scrape(base_url: str) -> dict[str, float]:
+def scrape(base_url: str, api_key: str = "") -> dict[str, float]:
     """A collector's /metrics, parsed with prometheus_client's parser: each sample's value by its
-    name, written `name{label="value",...}` (labels sorted) when it has labels."""
-    response = httpx.get(f"{base_url}/metrics")
+    name, written `name{label="value",...}` (labels sorted) when it has labels. `api_key`: a read
+    key, which /metrics asks for once keys exist."""
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{base_url}/metrics", headers=headers)
     response.raise_for_status()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(response.text):

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tokentrail import semconv as sc
 from tokentrail.collector.coding.model import (
     Draft,
     Event,
     Task,
     by_prompt,
+    http_error,
     nest_in_subagents,
-    number,
     standard_attributes,
     task_of,
     tool_use,
@@ -93,9 +92,7 @@ def _request(event: Event, requests: dict[str, Draft]) -> Draft:
             requests[request_id] = draft
         return draft
     status = event.get("status_code")
-    extra = {"success": "false"}
-    if status and number(status) >= 400:
-        extra[sc.ERROR_TYPE] = str(int(number(status)))
+    extra = {"success": "false", **http_error(status)}
     draft = _step(
         event,
         "claude_code.llm_request",

@@ -24,6 +24,7 @@ from tokentrail.collector.coding.model import (
     Draft,
     Event,
     Task,
+    http_error,
     number,
     standard_attributes,
     task_of,
@@ -86,8 +87,12 @@ def _turn(events: list[Event], provider: str) -> Task:
     return task_of(turn_key(events), "codex.turn", events, root, steps)
 
 
+def _status(event: Event) -> str:
+    return event.get("http.response.status_code") or event.get("status")
+
+
 def _failure(event: Event) -> str | None:
-    status = event.get("http.response.status_code") or event.get("status")
+    status = _status(event)
     error = event.get("error.message") or event.get("error")
     if number(status) >= 400 or error:
         return error or f"HTTP {status}"
@@ -99,8 +104,7 @@ def _model(event: Event, provider: str, extra: dict[str, Any]) -> dict[str, Any]
 
 
 def _failed_attempt(event: Event, provider: str, error: str) -> Draft:
-    status = event.get("http.response.status_code") or event.get("status")
-    extra = {sc.ERROR_TYPE: str(int(number(status)))} if number(status) >= 400 else {}
+    extra = http_error(_status(event))
     draft = Draft(
         f"attempt:{event.time_ns}:{event.record_hash}",
         "codex.api_request",

@@ -22,6 +22,7 @@ from tokentrail.collector.coding.model import (
     Draft,
     Event,
     Task,
+    http_error,
     nest_in_subagents,
     number,
     standard_attributes,
@@ -83,10 +84,13 @@ def _task(prompt: str, events: list[Event]) -> Task:
 
 def _model_call(event: Event, requested_at: int | None) -> Draft:
     status = event.get("status_code")
-    extra: dict[str, Any] = {sc.GEN_AI_PROVIDER_NAME: _PROVIDER, sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT}
-    failed = event.name == "api_error" or number(status) >= 400
-    if failed and number(status) >= 400:
-        extra[sc.ERROR_TYPE] = str(int(number(status)))
+    error_type = http_error(status)
+    extra: dict[str, Any] = {
+        sc.GEN_AI_PROVIDER_NAME: _PROVIDER,
+        sc.GEN_AI_OPERATION_NAME: sc.OP_CHAT,
+        **error_type,
+    }
+    failed = event.name == "api_error" or bool(error_type)
     end = event.time_ns
     start = requested_at if requested_at is not None and requested_at <= end else end - event.duration_ns()
     response_id = event.get("response_id")

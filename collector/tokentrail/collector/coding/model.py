@@ -15,7 +15,7 @@ from typing import Any
 from tokentrail import semconv as sc
 from tokentrail.collector.coding.events import SOURCE_ATTRIBUTE
 
-__all__ = ["STANDARD", "Draft", "Event", "Task", "number", "standard_attributes"]
+__all__ = ["STANDARD", "Draft", "Event", "Task", "http_error", "number", "standard_attributes"]
 
 #: the attributes every event of a session repeats (who, which install, which session and
 #: prompt): the root of each task carries them, the steps do not repeat them
@@ -52,6 +52,13 @@ def number(value: str | None) -> float:
     except ValueError:
         return 0.0
     return result if result == result else 0.0  # NaN
+
+
+def http_error(status: str) -> dict[str, str]:
+    """The error type of a failed request whose HTTP status is `status` (as sent, text), when it
+    is one ({} when none was sent or it is no error)."""
+    code = number(status)
+    return {sc.ERROR_TYPE: str(int(code))} if code >= 400 else {}
 
 
 @dataclass(slots=True)

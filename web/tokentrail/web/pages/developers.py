@@ -178,15 +178,13 @@ def _from_metrics(client: Client, f: TraceFilter, by: str) -> dict[str, Any]:
     days = usage_metrics.reconcile_with_traces(client, f.project, start, end, pricer=_prices())
     metrics_usd = sum(d.metrics_cost_usd or 0.0 for d in days)
     traces_usd = sum(d.traces_cost_usd or 0.0 for d in days)
-    per_developer: dict[str, list[float]] = {}
+    traced: dict[str, float] = {}  # developer → the cost of their traces
     for d in days:
-        pair = per_developer.setdefault(d.developer, [0.0, 0.0])
-        pair[0] += d.metrics_cost_usd or 0.0
-        pair[1] += d.traces_cost_usd or 0.0
+        traced[d.developer] = traced.get(d.developer, 0.0) + (d.traces_cost_usd or 0.0)
     ordered = sorted(groups.values(), key=lambda g: -g["cost_usd"])
     for group in ordered:
-        if by == "developer" and group["key"] in per_developer:
-            group["traces_cost_usd"] = per_developer[group["key"]][1]
+        if by == "developer" and group["key"] in traced:
+            group["traces_cost_usd"] = traced[group["key"]]
     return {
         "rows": ordered,
         "metrics_usd": metrics_usd,

@@ -45,7 +45,7 @@ zero); its findings say so with a wasted cost of None.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,37 +125,31 @@ def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
     model calls run (a coding agent's subagent, started as a tool) is an agent run of its own."""
     by_id = {s["span_id"]: s for s in spans}
     runs = {s["span_id"] for s in spans if s["step_kind"] == "agent"} | _model_running_tools(spans, by_id)
-    found: dict[str, str] = {}
-    for span in spans:
-        seen = set()
-        parent = span["parent_span_id"]
-        scope = ""
-        while parent and parent in by_id and parent not in seen:
-            seen.add(parent)
-            if parent in runs:
-                scope = parent
-                break
-            parent = by_id[parent]["parent_span_id"]
-        found[span["span_id"]] = scope
-    return found
+    return {
+        span["span_id"]: next((a["span_id"] for a in _ancestors(span, by_id) if a["span_id"] in runs), "")
+        for span in spans
+    }
+
+
+def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The span's parent, its parent's parent… as far as the trace holds them (a cycle ends it)."""
+    seen: set[str] = set()
+    parent = span["parent_span_id"]
+    while parent and parent in by_id and parent not in seen:
+        seen.add(parent)
+        yield by_id[parent]
+        parent = by_id[parent]["parent_span_id"]
 
 
 def _model_running_tools(spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> set[str]:
-    """Tool spans with a model call beneath them."""
+    """Tool spans with a model call beneath them (below any agent span between them)."""
     tools: set[str] = set()
     for span in spans:
         if span["step_kind"] != "llm":
             continue
-        seen: set[str] = set()
-        parent = span["parent_span_id"]
-        while parent and parent in by_id and parent not in seen:
-            seen.add(parent)
-            if by_id[parent]["step_kind"] == "agent":
-                break
-            if by_id[parent]["step_kind"] == "tool":
-                tools.add(parent)
-                break
-            parent = by_id[parent]["parent_span_id"]
+        nearest = next((a for a in _ancestors(span, by_id) if a["step_kind"] in ("agent", "tool")), None)
+        if nearest is not None and nearest["step_kind"] == "tool":
+            tools.add(nearest["span_id"])
     return tools
 
 

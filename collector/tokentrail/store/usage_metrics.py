@@ -83,9 +83,11 @@ __all__ = [
     "TOKEN_METRICS",
     "Reconciliation",
     "TokenMetric",
+    "Usage",
     "UsageRow",
     "daily_usage",
     "increments",
+    "read_usage",
     "reconcile_with_traces",
 ]
 
@@ -373,9 +375,22 @@ def _grains(found: Iterable[Row]) -> dict[_Grain, _Sums]:
     return grains
 
 
+#: a window's metric points, summed and priced per day, developer, team, repository, model and
+#: coding agent (`read_usage`): what `daily_usage` and `reconcile_with_traces` are made from
+Usage = dict[_Grain, _Sums]
+
+
+def read_usage(
+    client: Client, project: str, start: datetime, end: datetime, *, pricer: PriceBook | None = None
+) -> Usage:
+    """The window's usage, read and priced once, for a caller that wants both `daily_usage` and
+    `reconcile_with_traces` of it."""
+    return _priced_grains(client, project, start, end, pricer)
+
+
 def _priced_grains(
     client: Client, project: str, start: datetime, end: datetime, pricer: PriceBook | None
-) -> dict[_Grain, _Sums]:
+) -> Usage:
     params = {
         **_window(project, start, end),
         "metrics": _METRICS,
@@ -420,27 +435,37 @@ def daily_usage(
     period: Period = "day",
     *,
     pricer: PriceBook | None = None,
+    usage: Usage | None = None,
 ) -> list[UsageRow]:
     """Cost, tokens, commits and pull requests in [start, end) per day (or week) and per value of
-    `by` (one of GROUPS), from the coding agents' metrics; see the module's docstring."""
+    `by` (one of GROUPS), from the coding agents' metrics; see the module's docstring. `usage`: the
+    window's, if already read (`read_usage`)."""
     if by not in GROUPS:
         raise ValueError(f"by must be one of {', '.join(GROUPS)}, got {by!r}")
     if period not in ("day", "week"):
         raise ValueError(f"period must be day or week, got {period!r}")
     totals: dict[tuple[date, str], _Sums] = defaultdict(_Sums)
-    for grain, sums in _priced_grains(client, project, start, end, pricer).items():
+    grains = usage if usage is not None else _priced_grains(client, project, start, end, pricer)
+    for grain, sums in grains.items():
         totals[(_period_start(grain.day, period), getattr(grain, by))].add(sums)
     found = [_usage_row(day, key, sums) for (day, key), sums in totals.items()]
     return sorted(found, key=lambda r: (r.day, -(r.cost_usd or 0.0), r.key))
 
 
 def reconcile_with_traces(
-    client: Client, project: str, start: datetime, end: datetime, *, pricer: PriceBook | None = None
+    client: Client,
+    project: str,
+    start: datetime,
+    end: datetime,
+    *,
+    pricer: PriceBook | None = None,
+    usage: Usage | None = None,
 ) -> list[Reconciliation]:
     """Per developer and day in [start, end): the coding agents' cost from their metrics beside the
-    cost of their traces; see the module's docstring."""
+    cost of their traces; see the module's docstring. `usage`: the window's, if already read."""
     metrics: dict[tuple[date, str], _Sums] = defaultdict(_Sums)
-    for grain, priced in _priced_grains(client, project, start, end, pricer).items():
+    grains = usage if usage is not None else _priced_grains(client, project, start, end, pricer)
+    for grain, priced in grains.items():
         if grain.coding_agent:
             metrics[(grain.day, grain.developer)].add(priced)
     traces = {

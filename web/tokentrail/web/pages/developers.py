@@ -165,7 +165,8 @@ def _from_metrics(client: Client, f: TraceFilter, by: str) -> dict[str, Any]:
     start = datetime.fromtimestamp(f.start_ns / 1e9, UTC) if f.start_ns else datetime(1970, 1, 1, tzinfo=UTC)
     end = datetime.fromtimestamp(f.end_ns / 1e9, UTC) if f.end_ns else datetime.now(UTC) + timedelta(days=1)
     groups: dict[str, dict[str, Any]] = {}
-    for row in usage_metrics.daily_usage(client, f.project, start, end, by, pricer=_prices()):
+    usage = usage_metrics.read_usage(client, f.project, start, end, pricer=_prices())
+    for row in usage_metrics.daily_usage(client, f.project, start, end, by, usage=usage):
         group = groups.setdefault(
             row.key, {"key": row.key, "cost_usd": 0.0, "unpriced_tokens": 0, "commits": 0, "pull_requests": 0}
         )
@@ -175,7 +176,7 @@ def _from_metrics(client: Client, f: TraceFilter, by: str) -> dict[str, Any]:
         group["pull_requests"] += row.pull_requests
     if not groups:
         return {"rows": []}
-    days = usage_metrics.reconcile_with_traces(client, f.project, start, end, pricer=_prices())
+    days = usage_metrics.reconcile_with_traces(client, f.project, start, end, usage=usage)
     metrics_usd = sum(d.metrics_cost_usd or 0.0 for d in days)
     traces_usd = sum(d.traces_cost_usd or 0.0 for d in days)
     traced: dict[str, float] = {}  # developer → the cost of their traces

@@ -177,3 +177,59 @@ def test_status_sends_a_read_key_when_one_is_needed(settings, store):
         from_env = _run("status", "--url", url, "--json", TOKENTRAIL_API_KEY="read-key-0123456789")
         assert from_env.returncode == 0
         assert json.loads(from_env.stdout)["spool"]["directory"] == str(keyed.spool_dir)
+
+
+def test_accounts_change_while_the_server_runs(tmp_path):
+    """The running server holds the embedded database; the commands reach it through the server,
+    and what they change counts from the next request."""
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.support.access import sign_in
+    from tests.support.collector import collector_env, free_port, start_collector_process
+
+    port, ui_port = free_port(), free_port()
+    env = collector_env(str(tmp_path), port, TOKENTRAIL_UI_PORT=str(ui_port), TOKENTRAIL_AUTH="password")
+    proc = start_collector_process(env, port, command="up")
+    try:
+        added = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tokentrail",
+                "users",
+                "add",
+                "ops@example.com",
+                "--project",
+                "alpha",
+                "--password-stdin",
+            ],
+            input="a long passphrase\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert added.returncode == 0, added.stderr
+        web = httpx.Client(base_url=f"http://127.0.0.1:{ui_port}")
+        assert sign_in(web, "ops@example.com", "wrong passphrase").status_code == 401
+        signed = sign_in(web, "ops@example.com", "a long passphrase", "/traces")
+        assert (signed.status_code, signed.headers["location"]) == (303, "/traces")
+        assert web.get("/traces").status_code == 200
+
+        removed = subprocess.run(
+            [sys.executable, "-m", "tokentrail", "users", "remove", "ops@example.com"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert removed.returncode == 0, removed.stderr
+        after = web.get("/traces", follow_redirects=False)
+        assert after.status_code == 303 and after.headers["location"].startswith("/signin")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -60,15 +60,15 @@ def _server_settings() -> Any:
         raise SystemExit(f"tokentrail: {exc}") from None
 
 
-def _open_store(settings: Any, hint: str = "") -> tuple[Any, list[Any]]:
-    """The database, migrated (and the migrations applied now); a clear exit when the embedded
-    one is held by a running server."""
+def _open_store(settings: Any) -> tuple[Any, list[Any]]:
+    """The database, migrated (and the migrations applied now). The embedded one, while a running
+    server holds it, through that server's endpoint; a clear exit when it cannot be reached."""
     from tokentrail.store import DatabaseInUse, connect, migrate
 
     try:
         store = connect(settings)
     except DatabaseInUse as exc:
-        raise SystemExit(f"tokentrail: {exc}{hint}") from None
+        raise SystemExit(f"tokentrail: {exc}") from None
     try:
         return store, migrate(store)
     except BaseException:
@@ -337,11 +337,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from tokentrail.pricing import PriceBook
 
     settings = _server_settings()
-    store, _ = _open_store(
-        settings,
-        "\nThe running server analyses traces itself as they complete; stop it to "
-        "re-analyse a time range of the embedded database.",
-    )
+    store, _ = _open_store(settings)
     try:
         start = time.monotonic()
         with _Progress("traces") as progress:
@@ -359,7 +355,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     from tokentrail.pricing import PriceBook
 
     settings = _server_settings()
-    store, _ = _open_store(settings, "\nStop the server to reprice the embedded database.")
+    store, _ = _open_store(settings)
     try:
         prices = PriceBook()
         with _Progress("spans") as progress:
@@ -453,12 +449,6 @@ def _waste_table(report: dict[str, Any], by: str) -> Any:
     return table
 
 
-_KEYS_HINT = (
-    "\nStop the server to manage the keys of the embedded database; with a ClickHouse server "
-    "(TOKENTRAIL_CLICKHOUSE_URL) keys are managed while collectors run."
-)
-
-
 def _keys_store() -> tuple[Any, Any, Any]:
     """The settings, the migrated store and the keys module, for `projects` and `keys`."""
     try:
@@ -466,7 +456,7 @@ def _keys_store() -> tuple[Any, Any, Any]:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise _needs_server_extras(exc) from None
     settings = _server_settings()
-    store, _ = _open_store(settings, _KEYS_HINT)
+    store, _ = _open_store(settings)
     return settings, store, keys
 
 
@@ -571,6 +561,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="run collector and web UI on the embedded database (one process)")
     sub.add_parser("collector", help="run only the OTLP collector")
     sub.add_parser("web", help="run only the web UI")
+    sub.add_parser(
+        "database",
+        help="serve only the embedded database (ClickHouse HTTP interface), for collectors and UIs "
+        "in other processes",
+    )
     sub.add_parser("migrate", help="apply database migrations")
     status = sub.add_parser("status", help="show the running collector's counters")
     status.add_argument("--url", help="status URL (default: the local collector)")
@@ -649,8 +644,7 @@ def _key_parsers(sub: Any) -> None:
 
 def _cmd_users(args: argparse.Namespace) -> int:
     settings = _server_settings()
-    hint = "\nStop the server to change the accounts of the embedded database."
-    return cli_users.run(args, lambda: _open_store(settings, hint)[0])
+    return cli_users.run(args, lambda: _open_store(settings)[0])
 
 
 _COMMANDS = {
@@ -663,6 +657,7 @@ _COMMANDS = {
     "up": _cmd_up,
     "collector": _cmd_up,
     "web": _cmd_up,
+    "database": _cmd_up,
     "migrate": _cmd_migrate,
     "status": _cmd_status,
     "projects": _cmd_projects,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import datetime
 
 import pytest
 from opentelemetry import context as otel_context
@@ -11,6 +13,8 @@ from opentelemetry import trace as otel
 from tests.support.recorder import Recorder, prices, text
 from tokentrail.analysis.run import Analyzer
 from tokentrail.server.settings import SettingsError, from_env
+from tokentrail.store import claims
+from tokentrail.store import ledger as stored_ledger
 
 
 def test_quiet_traces_are_analysed_once_and_again_after_a_late_span(settings, store):
@@ -41,6 +45,91 @@ def test_quiet_traces_are_analysed_once_and_again_after_a_late_span(settings, st
         "SELECT total_usd, duplicate_usd, findings FROM trace_waste FINAL"
     ).result_rows
     assert findings2 == 1 and total2 == pytest.approx(2 * total) and duplicate == pytest.approx(total)
+
+
+def _quiet_traces(store, n: int) -> set[str]:
+    """`n` stored traces of one call each, quiet for a second; their ids."""
+    rec = Recorder()
+    for i in range(n):
+        with rec.span(f"invoke_agent a{i}", gen_ai__operation__name="invoke_agent", gen_ai__agent__name="a"):
+            rec.chat("gpt-4o", "openai", 900 + i, 40, messages=text(f"hello {i}"))
+    rec.store(store.client)
+    time.sleep(1.1)
+    found = {r[0] for r in store.client.query("SELECT DISTINCT trace_id FROM traces").result_rows}
+    assert len(found) == n
+    return found
+
+
+def _analysed(store) -> list[str]:
+    return [
+        r[0]
+        for r in store.client.query("SELECT trace_id FROM trace_waste FINAL ORDER BY trace_id").result_rows
+    ]
+
+
+def test_collectors_on_one_database_analyse_each_trace_once(settings, store):
+    traces = _quiet_traces(store, 60)
+    quiet = settings.with_(waste_idle_seconds=1.0)
+    analyzers = [Analyzer(store.new_client(), quiet, prices()) for _ in range(3)]
+    start = threading.Barrier(len(analyzers))
+
+    def run(analyzer: Analyzer) -> None:
+        start.wait()
+        while analyzer.run_once():
+            pass
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in analyzers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    counts = [(a.analyzed, a.left_to_others) for a in analyzers]
+    assert sum(a.analyzed for a in analyzers) == len(traces), counts
+    assert _analysed(store) == sorted(traces)
+    assert all(a.run_once() == 0 for a in analyzers)
+
+
+def test_of_concurrent_claims_to_the_same_work_exactly_one_wins(store):
+    when = datetime(2026, 11, 30, 10, 0)
+    items = [("p", f"trace-{i}", when) for i in range(200)]
+    won: dict[str, set[claims.Item]] = {}
+    start = threading.Barrier(4)
+
+    def claim_all(holder: str) -> None:
+        client = store.new_client()
+        start.wait()
+        won[holder] = claims.claim(client, "analysis", holder, items, 600)
+        client.close()
+
+    threads = [threading.Thread(target=claim_all, args=(f"collector-{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(len(w) for w in won.values()) == len(items)  # none twice...
+    assert set().union(*won.values()) == set(items)  # ...and none left
+    # a new version of a subject is new work; another kind of work is claimed apart
+    later = [("p", "trace-0", datetime(2026, 11, 30, 11, 0))]
+    assert claims.claim(store.client, "analysis", "collector-9", later, 600) == set(later)
+    assert claims.claim(store.client, "budget_alert", "collector-9", items[:1], 600) == set(items[:1])
+
+
+def test_a_trace_claimed_by_a_collector_that_died_is_claimed_again(settings, store, monkeypatch):
+    import tokentrail.analysis.run as run
+
+    traces = _quiet_traces(store, 3)
+    quiet = settings.with_(waste_idle_seconds=1.0)
+    due = [
+        (r["project"], r["trace_id"], r["version"])
+        for r in stored_ledger.pending_traces(store.client, lookback_s=86_400, idle_ms=1000, limit=10)
+    ]
+    assert claims.claim(store.client, "analysis", "gone:1:dead", due, 600) == set(due)
+    alive = Analyzer(store.client, quiet, prices())
+    assert (alive.run_once(), alive.left_to_others) == (0, 3)
+    monkeypatch.setattr(run, "CLAIM_LEASE_SECONDS", 3)
+    time.sleep(2)  # with the second the claims took to settle, the dead one's have outlived the lease
+    assert alive.run_once() == 3
+    assert _analysed(store) == sorted(traces)
 
 
 def test_waste_settings_are_checked():

@@ -17,6 +17,7 @@ def test_migrate_creates_schema_and_is_idempotent(store):
     assert [r[0] for r in recorded] == [m.version for m in load_migrations()]
 
 
+@pytest.mark.embedded_only
 def test_second_process_is_told_the_database_is_in_use(settings, store):
     code = (
         "from tokentrail.server.settings import from_env\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from bs4 import BeautifulSoup
 from fastapi.testclient import TestClient
 
@@ -73,7 +74,7 @@ def form_token(page: Any) -> str:
     return str(found["value"])
 
 
-def sign_in(web: TestClient, email: str, password: str, next_url: str = "/") -> Any:
+def sign_in(web: TestClient | httpx.Client, email: str, password: str, next_url: str = "/") -> Any:
     """Fill in and send the sign-in form, as a browser would (the answer is not followed)."""
     token = form_token(web.get("/signin"))
     return web.post(

@@ -21,6 +21,7 @@ from typing import Any
 
 from tokentrail.server.settings import Budget, parse_budgets
 from tokentrail.store import budgets as stored
+from tokentrail.store import claims
 
 __all__ = ["Budget", "BudgetAlerter", "BudgetStatus", "evaluate", "parse_budgets"]
 
@@ -65,6 +66,10 @@ def evaluate(client: Any, budgets: list[Budget], now: datetime | None = None) ->
     return statuses
 
 
+#: an alert claimed by a collector that died without sending it is claimed again after this long
+_ALERT_LEASE_SECONDS = 900
+
+
 class BudgetAlerter:
     """Checks the budgets every `interval` seconds and posts a JSON alert to the webhook."""
 
@@ -77,6 +82,7 @@ class BudgetAlerter:
         self.interval = interval
         self.ui_url = ui_url
         self.sent = 0
+        self.name = claims.holder_name()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -87,6 +93,9 @@ class BudgetAlerter:
         for status in evaluate(self.client, self.budgets, now):
             if status.state == "ok" or (status.budget.key, status.period_start) in done:
                 continue
+            item = ("", status.budget.key, status.period_start.replace(tzinfo=None))
+            if not claims.claim(self.client, "budget_alert", self.name, [item], _ALERT_LEASE_SECONDS):
+                continue  # another collector on the same database sends this one
             self._post(status)
             stored.record_alert(
                 self.client, status.budget.key, status.period_start.replace(tzinfo=None), status.projected_usd

@@ -30,6 +30,7 @@ from tokentrail.analysis.judge import Judged, Known, TraceInfo, init_worker, jud
 from tokentrail.analysis.ledger import Previous, Thresholds
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings
+from tokentrail.store import claims
 from tokentrail.store import ledger as stored
 
 __all__ = ["Analyzer", "analyze_range", "analyze_traces"]
@@ -210,11 +211,17 @@ def _write(client: Any, judged: Judged) -> None:
     )
 
 
+#: a claimed trace not analysed within this long (its collector died) is claimed again
+CLAIM_LEASE_SECONDS = 600
+
+
 class Analyzer:
-    """Background analysis of traces that have gone quiet."""
+    """Background analysis of traces that have gone quiet. Each due trace is claimed first
+    (tokentrail.store.claims): of several collectors on one database, one analyses it."""
 
     def __init__(self, client: Any, settings: Settings, prices: PriceBook, *, interval: float = 5.0) -> None:
         self.client = client
+        self.name = claims.holder_name()
         self.settings = settings
         self.prices = prices
         self.interval = interval
@@ -222,6 +229,8 @@ class Analyzer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.analyzed = 0
+        #: due traces another collector claimed first
+        self.left_to_others = 0
 
     def run_once(self, limit: int = 5000) -> int:
         params = {
@@ -229,9 +238,15 @@ class Analyzer:
             "idle_ms": int(self.settings.waste_idle_seconds * 1000),
             "limit": limit,
         }
+        due = [
+            (r["project"], r["trace_id"], r["version"]) for r in stored.pending_traces(self.client, **params)
+        ]
+        won = claims.claim(self.client, "analysis", self.name, due, CLAIM_LEASE_SECONDS)
+        self.left_to_others += len(due) - len(won)
         by_project: dict[str, list[str]] = defaultdict(list)
-        for row in stored.pending_traces(self.client, **params):
-            by_project[row["project"]].append(row["trace_id"])
+        for project, trace_id, version in due:
+            if (project, trace_id, version) in won:
+                by_project[project].append(trace_id)
         done = 0
         for project, ids in by_project.items():
             done += analyze_traces(self.client, project, ids, self.prices, self.thresholds)

@@ -33,15 +33,16 @@ def _iso(timestamp: float) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def writer_config(settings: Settings) -> WriterConfig:
-    """How the writer batches and paces its work, from the settings."""
+def writer_config(settings: Settings, *, embedded: bool) -> WriterConfig:
+    """How the writer batches and paces its work, from the settings (`embedded`: whether this
+    process runs the database engine itself)."""
     return WriterConfig(
         batch_spans=settings.writer_batch_spans,
         idle_seconds=settings.writer_flush_seconds,
         summary_seconds=settings.summary_interval_seconds,
         workers=settings.writer_workers,
         # staged files are read by ClickHouse itself: only the embedded database runs here
-        stage_dir=settings.spool_dir / "staging" if settings.embedded else None,
+        stage_dir=settings.spool_dir / "staging" if embedded else None,
         task_attribute=settings.task_type_attribute,
         redactor=Redactor.from_settings(settings),
     )
@@ -57,7 +58,7 @@ class Collector:
             store.new_client(),
             self.spool,
             self.stats,
-            writer_config(settings),
+            writer_config(settings, embedded=store.embedded),
             pricer=pricer,
             summary_client=store.new_client(),
         )

@@ -117,6 +117,12 @@ class Settings:
     otlp_http_port: int = 4318
     otlp_grpc_port: int = 4317
     ui_port: int = 4320
+    #: the embedded database's ClickHouse HTTP interface (tokentrail.server.clickhouse_http):
+    #: where it listens (port 0: any free port, found in the endpoint file) and its password
+    #: (empty: a new random one at each start, written only to the endpoint file)
+    database_host: str = "127.0.0.1"
+    database_port: int = 0
+    database_password: str = ""
     #: the web UI's listen address, apart from the collector's `host`
     ui_host: str = "127.0.0.1"
     #: the Host header values the web UI answers (a name elsewhere is refused: DNS rebinding)
@@ -283,6 +289,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         otlp_http_port=_int(env, "TOKENTRAIL_OTLP_HTTP_PORT", 4318, 0, 65535),
         otlp_grpc_port=_int(env, "TOKENTRAIL_OTLP_GRPC_PORT", 4317, 0, 65535),
         ui_port=_int(env, "TOKENTRAIL_UI_PORT", 4320, 0, 65535),
+        **_database_endpoint(env),
         **_sign_in(env),
         api_keys=_api_keys(env.get("TOKENTRAIL_API_KEYS", "")),
         key_cache_seconds=_float(env, "TOKENTRAIL_KEY_CACHE_SECONDS", 2.0, 3600),
@@ -309,6 +316,21 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         redact_patterns=_redact_patterns(env.get("TOKENTRAIL_REDACT_PATTERNS", "")),
         redact_keys=_redact_keys(env.get("TOKENTRAIL_REDACT_KEYS", "")),
     )
+
+
+def _database_endpoint(env: Mapping[str, str]) -> dict[str, Any]:
+    host = env.get("TOKENTRAIL_DATABASE_HOST", "").strip() or "127.0.0.1"
+    password = env.get("TOKENTRAIL_DATABASE_PASSWORD", "")
+    if not is_loopback(host) and len(password) < 16:
+        raise SettingsError(
+            f"TOKENTRAIL_DATABASE_HOST={host!r} is reachable from other machines: set "
+            "TOKENTRAIL_DATABASE_PASSWORD (16 characters or more) for its clients"
+        )
+    return {
+        "database_host": host,
+        "database_port": _int(env, "TOKENTRAIL_DATABASE_PORT", 0, 0, 65535),
+        "database_password": password,
+    }
 
 
 def is_loopback(host: str) -> bool:

@@ -1,11 +1,19 @@
 """ClickHouse access for both modes: embedded chDB and a ClickHouse server over HTTP.
 
 One URL setting chooses; everything above `connect` is the same clickhouse-connect client.
+
+The embedded database belongs to the one process that opened it. That process serves it over
+ClickHouse's HTTP interface (tokentrail.server.clickhouse_http) and says where in an endpoint file
+beside the database (mode 0600: whoever may read the database's files may use it). Another process
+that finds the database in use connects there instead, so `tokentrail keys revoke`, `users add`
+and the reports work while `tokentrail up` runs, and several collectors can share one database.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +24,19 @@ import clickhouse_connect
 
 from tokentrail.server.settings import Settings
 
-__all__ = ["Client", "DatabaseInUse", "Store", "connect"]
+__all__ = ["Client", "DatabaseInUse", "Store", "connect", "endpoint_file", "publish_endpoint"]
+
+logger = logging.getLogger("tokentrail")
 
 Client = Any  # clickhouse_connect.driver.Client; the package ships no precise types
 
 
 class DatabaseInUse(RuntimeError):
-    """The embedded database directory is held by another process."""
+    """The embedded database directory is held by another process (`holder`: its pid)."""
+
+    def __init__(self, message: str, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 @dataclass
@@ -32,9 +46,20 @@ class Store:
     settings: Settings
     client: Client
     _lock: Path | None = None
+    #: where this process reaches the database: the settings' URL, or the endpoint of the process
+    #: that holds the embedded database
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self.url = self.url or self.settings.clickhouse_url
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this process runs the database engine itself (it can read files it stages)."""
+        return self.url.startswith("chdb:")
 
     def new_client(self) -> Client:
-        return _client(self.settings, self.settings.database)
+        return _client(self.settings, self.settings.database, self.url)
 
     def close(self) -> None:
         try:
@@ -73,8 +98,9 @@ def _lock_embedded(settings: Settings) -> Path:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise DatabaseInUse(
-            f"the embedded database {path} is in use by pid {holder}. Stop that Tokentrail "
-            "process, or ask it through its HTTP API (`tokentrail status` does)."
+            f"the embedded database {path} is in use by pid {holder}, which serves it to no "
+            "other process (yet: is it starting?). Try again, or stop that process.",
+            holder,
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -92,8 +118,37 @@ def _unlock_embedded(lock_path: Path) -> None:
         os.close(entry[0])
 
 
-def _client(settings: Settings, database: str | None) -> Client:
-    url = settings.clickhouse_url
+def endpoint_file(settings: Settings) -> Path:
+    """Where the process holding the embedded database says how to reach it."""
+    path = _chdb_path(settings.clickhouse_url)
+    return path.parent / f".{path.name}.endpoint"
+
+
+def publish_endpoint(settings: Settings, url: str) -> Path:
+    """Write the endpoint file (readable by this user only); returns its path."""
+    target = endpoint_file(settings)
+    staging = target.with_name(f"{target.name}.{os.getpid()}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": url, "pid": os.getpid()}, out)
+    os.replace(staging, target)
+    return target
+
+
+def _running_endpoint(settings: Settings, busy: DatabaseInUse) -> str:
+    """The URL the holder of the embedded database serves it at; re-raises `busy` if none."""
+    try:
+        published = json.loads(endpoint_file(settings).read_text())
+        url, pid = str(published["url"]), int(published["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise busy from None
+    if str(pid) != busy.holder:
+        raise busy  # a file left by an earlier process
+    return url
+
+
+def _client(settings: Settings, database: str | None, url: str = "") -> Client:
+    url = url or settings.clickhouse_url
     if url.startswith("chdb:"):
         return clickhouse_connect.get_client(
             dsn=url,
@@ -112,15 +167,25 @@ def _client(settings: Settings, database: str | None) -> Client:
 
 
 def connect(settings: Settings, *, create_database: bool = True) -> Store:
-    """Open the store; in embedded mode this process becomes the database's only user."""
-    lock = _lock_embedded(settings) if settings.embedded else None
+    """Open the store. In embedded mode this process becomes the database's only user, unless
+    another process holds it: then this one is a client of that process's endpoint."""
+    lock: Path | None = None
+    url = settings.clickhouse_url
+    if settings.embedded:
+        try:
+            lock = _lock_embedded(settings)
+        except DatabaseInUse as busy:
+            url = _running_endpoint(settings, busy)
+            logger.debug(
+                "the embedded database is held by pid %s: using it through its endpoint", busy.holder
+            )
     try:
         if create_database:
-            admin = _client(settings, None)
+            admin = _client(settings, None, url)
             on_cluster = f" ON CLUSTER {settings.cluster}" if settings.cluster else ""
             admin.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}{on_cluster}")
             admin.close()
-        return Store(settings, _client(settings, settings.database), lock)
+        return Store(settings, _client(settings, settings.database, url), lock, url)
     except BaseException:
         if lock is not None:
             _unlock_embedded(lock)

@@ -78,7 +78,7 @@ GROUP BY step, step_kind, provider, model
 
 # every project's: the background analysis serves them all
 _PENDING = """
-SELECT t.project AS project, t.trace_id AS trace_id FROM (
+SELECT t.project AS project, t.trace_id AS trace_id, t.updated AS version FROM (
     SELECT project, trace_id, max(updated_at) AS updated FROM traces
     WHERE updated_at > now64(3) - toIntervalSecond({lookback:UInt32})
     GROUP BY project, trace_id
@@ -164,8 +164,9 @@ def evidence(client: Any, project: str) -> list[Row]:
 
 
 def pending_traces(client: Any, lookback_s: int, idle_ms: int, limit: int) -> list[Row]:
-    """(project, trace_id) of traces changed in the last `lookback_s` seconds, quiet for
-    `idle_ms`, and not analysed since they changed; the longest waiting first."""
+    """(project, trace_id, version) of traces changed in the last `lookback_s` seconds, quiet for
+    `idle_ms`, and not analysed since they changed (version: when they last changed); the
+    longest waiting first."""
     return rows(client, _PENDING, {"lookback": lookback_s, "idle_ms": idle_ms, "limit": limit})
 
 

@@ -41,6 +41,32 @@ def test_settings_are_strict():
     with pytest.raises(SettingsError, match="empty key"):
         from_env({"TOKENTRAIL_API_KEYS": ":proj"})
     assert from_env({"TOKENTRAIL_API_KEYS": "k1:team-a, k2"}).api_keys == {"k1": "team-a", "k2": "default"}
+    with pytest.raises(SettingsError, match="TOKENTRAIL_DATABASE_HOST='0.0.0.0' is reachable from other machines"):
+        from_env({"TOKENTRAIL_DATABASE_HOST": "0.0.0.0"})
+    exposed = from_env({"TOKENTRAIL_DATABASE_HOST": "0.0.0.0", "TOKENTRAIL_DATABASE_PASSWORD": "x" * 16})
+    assert (exposed.database_host, exposed.database_port) == ("0.0.0.0", 0)
+
+
+@pytest.mark.embedded_only
+def test_an_endpoint_file_left_by_another_process_is_not_believed(settings, store):
+    """The database is held by this process, which serves no endpoint; a file naming another
+    process (one that died) must not send the other process elsewhere."""
+    from tokentrail.store.connection import endpoint_file
+
+    endpoint_file(settings).write_text('{"url": "http://tokentrail:x@127.0.0.1:9", "pid": 1}')
+    try:
+        code = (
+            "from tokentrail.server.settings import from_env\n"
+            "from tokentrail.store import connect, DatabaseInUse\n"
+            "try:\n"
+            f"    connect(from_env({{'TOKENTRAIL_CLICKHOUSE_URL': {settings.clickhouse_url!r}}}))\n"
+            "except DatabaseInUse as e:\n"
+            "    print('IN USE', e)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert "IN USE" in out.stdout and "serves it to no other process" in out.stdout, out.stderr
+    finally:
+        endpoint_file(settings).unlink()
 
 
 def test_reopen_after_close(settings):

@@ -8,6 +8,11 @@ count is then checked in ClickHouse itself (count of distinct rows), and peak RS
 collector takes `TOKENTRAIL_WRITER_*` and `TOKENTRAIL_REDACT*` from the environment
 (`TOKENTRAIL_REDACT=none` measures ingest without redaction).
 
+Two write paths are measured, run by run in turn (`--transport`): `embedded`, the collector holding
+the chDB database itself, and `http`, the collector writing over ClickHouse's HTTP interface (the
+path taken with a ClickHouse server) to `tokentrail database` holding the same engine in its own
+process. The peak RSS is the collector's and its flattening workers'.
+
 The default run (150,000 spans, ~7 s) measures sustained ingest. Shorter runs mostly measure
 their edges: the first chunk flattened before anything can be inserted, and the last insert
 with nothing left to overlap it.
@@ -30,7 +35,13 @@ from pathlib import Path
 import httpx
 
 from bench.payloads import encoded_batches
-from tests.support.collector import collector_env, free_port, start_collector_process
+from tests.support.collector import (
+    child_pids,
+    collector_env,
+    free_port,
+    start_collector_process,
+    start_database_process,
+)
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -51,14 +62,24 @@ def _count_in_clickhouse(env: dict[str, str]) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def run_once(payloads: list[bytes], spans_per_request: int, concurrency: int) -> dict[str, float]:
+def _peak_rss_with_workers_mib(pid: int) -> float:
+    return _peak_rss_mib(pid) + sum(_peak_rss_mib(child) for child in child_pids(pid))
+
+
+def run_once(
+    payloads: list[bytes], spans_per_request: int, concurrency: int, transport: str = "embedded"
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tokentrail-bench-") as tmp:
         port = free_port()
         extra = {
             k: v for k, v in os.environ.items() if k.startswith(("TOKENTRAIL_WRITER_", "TOKENTRAIL_REDACT"))
         }
-        proc = start_collector_process(collector_env(tmp, port, **extra), port)
-        env = collector_env(tmp, port)
+        database = None
+        if transport == "http":
+            database, _ = start_database_process(Path(tmp) / "db")
+            extra["TOKENTRAIL_CLICKHOUSE_URL"] = f"chdb://{Path(tmp) / 'db' / 'chdb'}"
+        proc = start_collector_process(collector_env(f"{tmp}/collector", port, **extra), port)
+        env = collector_env(f"{tmp}/collector", port, **extra)
         url = f"http://127.0.0.1:{port}"
         queue = list(payloads)
         lock = threading.Lock()
@@ -98,10 +119,13 @@ def run_once(payloads: list[bytes], spans_per_request: int, concurrency: int) ->
                 break
             time.sleep(0.05)
         persisted = time.perf_counter() - start
-        rss = _peak_rss_mib(proc.pid)
+        rss = _peak_rss_with_workers_mib(proc.pid)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
         counted = _count_in_clickhouse(env)
+        if database is not None:
+            database.send_signal(signal.SIGTERM)
+            database.wait(timeout=120)
         if counted != total:
             raise SystemExit(f"ClickHouse holds {counted} spans, expected {total}")
         return {
@@ -119,32 +143,37 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1000, help="spans per request")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--transport", default="embedded,http", help="write paths to measure, in turn: embedded, http"
+    )
     args = parser.parse_args()
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    if not transports or set(transports) - {"embedded", "http"}:
+        parser.error("--transport takes embedded, http or both")
     payloads = encoded_batches(args.requests, spans_per_request=args.spans, seed=7)
     size = sum(map(len, payloads)) / (args.requests * args.spans)
     print(
         f"{args.requests} requests x {args.spans} spans, {size:.0f} bytes/span, concurrency {args.concurrency}"
     )
-    results = []
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in transports}
     for i in range(args.runs):
-        result = run_once(payloads, args.spans, args.concurrency)
-        results.append(result)
-        print(
-            f"run {i + 1}: persisted {result['persisted_per_s']:,.0f} spans/s, acknowledged "
-            f"{result['ack_per_s']:,.0f} spans/s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
-            f"503s {result['refused']:.0f}"
-        )
-    print(
-        json.dumps(
-            {
-                "median_persisted_spans_per_s": round(
-                    statistics.median(r["persisted_per_s"] for r in results)
-                ),
-                "median_acknowledged_spans_per_s": round(statistics.median(r["ack_per_s"] for r in results)),
-                "max_peak_rss_mib": round(max(r["peak_rss_mib"] for r in results)),
-            }
-        )
-    )
+        for transport in transports:
+            result = run_once(payloads, args.spans, args.concurrency, transport)
+            results[transport].append(result)
+            print(
+                f"run {i + 1} {transport:8}: persisted {result['persisted_per_s']:,.0f} spans/s, "
+                f"acknowledged {result['ack_per_s']:,.0f} spans/s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
+                f"503s {result['refused']:.0f}"
+            )
+    summary = {
+        transport: {
+            "median_persisted_spans_per_s": round(statistics.median(r["persisted_per_s"] for r in runs)),
+            "median_acknowledged_spans_per_s": round(statistics.median(r["ack_per_s"] for r in runs)),
+            "max_peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
+        }
+        for transport, runs in results.items()
+    }
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -5,44 +5,22 @@ them routed by trace id, as the OpenTelemetry Collector's load-balancing exporte
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.collector import chat_request, collector_env, free_port, scrape, start_collector_process
-
-
-def _start_database(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = collector_env(str(data_dir), free_port())
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tokentrail", "database"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    published = data_dir / ".chdb.endpoint"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "exited")
-        if published.exists():
-            url = json.loads(published.read_text())["url"]
-            base = "http://" + url.split("@", 1)[1]
-            try:
-                if httpx.get(f"{base}/ping", timeout=1).text == "Ok.\n":
-                    return proc, url
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("`tokentrail database` did not start")
+from tests.support.collector import (
+    chat_request,
+    collector_env,
+    free_port,
+    scrape,
+    start_collector_process,
+    start_database_process,
+)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -59,7 +37,7 @@ def _query(url: str, sql: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_three_collectors_share_one_database_each_trace_stored_and_analysed_once(tmp_path):
-    database, url = _start_database(tmp_path / "db")
+    database, url = start_database_process(tmp_path / "db")
     collectors = []
     try:
         for n in range(3):

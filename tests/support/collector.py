@@ -135,6 +135,33 @@ def start_collector_process(
     raise RuntimeError("collector did not become healthy")
 
 
+def start_database_process(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `tokentrail database` on `data_dir` and wait until its endpoint answers; returns the
+    process and the endpoint's URL (with the user and password it published)."""
+    env = collector_env(str(data_dir), free_port())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tokentrail", "database"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    published = data_dir / ".chdb.endpoint"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode()[-2000:] if proc.stderr else "exited")
+        if published.exists():
+            url = json.loads(published.read_text())["url"]
+            try:
+                if httpx.get(f"http://{url.split('@', 1)[1]}/ping", timeout=1).text == "Ok.\n":
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("`tokentrail database` did not start")
+
+
 def chat_request(
     rng: random.Random, spans: int, service: str, name: str = "chat step", input_tokens: int | None = None
 ) -> tuple[bytes, list[str]]:

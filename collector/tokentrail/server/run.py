@@ -16,7 +16,7 @@ import uvicorn
 
 from tokentrail.collector.http import server_config
 from tokentrail.server.settings import Settings
-from tokentrail.store import Store, connect, migrate
+from tokentrail.store import Store, connect, upgrade
 
 __all__ = ["serve"]
 
@@ -114,9 +114,11 @@ def _announce(settings: Settings, *, collector: bool, web: bool, web_app: Any) -
 
 def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> None:
     store = connect(settings)
-    applied = migrate(store)
-    if applied:
-        logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
+    done = upgrade(store)
+    if done.applied:
+        logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done.applied))
+    for change in done.retention:
+        logger.info("%s", change)
     servers: list[_Server] = []
     background = _Background()
     try:

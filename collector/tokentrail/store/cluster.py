@@ -39,6 +39,7 @@ __all__ = [
     "ClusterError",
     "check",
     "delete_rows",
+    "delete_statement",
     "local_name",
     "statements",
     "zookeeper_path",
@@ -257,16 +258,22 @@ def check(client: Any, cluster: str, database: str) -> None:
         )
 
 
-def delete_rows(client: Any, table: str, where: str, parameters: dict[str, Any]) -> None:
-    """`DELETE FROM {table} WHERE {where}`, a lightweight delete (`where` binds `parameters`). A
-    Distributed table takes no DELETE: on a cluster the rows go from its local table on every shard."""
+def delete_statement(table: str, engine_full: str, where: str) -> str:
+    """The lightweight DELETE of `table`'s rows matching `where`, given the table's engine (its
+    `system.tables.engine_full`): a Distributed table takes no DELETE, so on a cluster the rows
+    go from its local table on every shard."""
     if not _NAME.match(table):
         raise ValueError(f"{table!r} is not a table name")
+    target = table
+    if distributed := _DISTRIBUTED.match(engine_full):
+        target = f"{distributed['database']}.{distributed['table']} ON CLUSTER {distributed['cluster']}"
+    return f"DELETE FROM {target} WHERE {where}"
+
+
+def delete_rows(client: Any, table: str, where: str, parameters: dict[str, Any]) -> None:
+    """Delete `table`'s rows matching `where` (which binds `parameters`), on a single server or a cluster."""
     found = client.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {table:String}",
         parameters={"table": table},
     ).result_rows
-    target = table
-    if found and (distributed := _DISTRIBUTED.match(found[0][0])):
-        target = f"{distributed['database']}.{distributed['table']} ON CLUSTER {distributed['cluster']}"
-    client.command(f"DELETE FROM {target} WHERE {where}", parameters=parameters)
+    client.command(delete_statement(table, found[0][0] if found else "", where), parameters=parameters)

@@ -26,6 +26,7 @@ _COLUMNS = """event, toUnixTimestamp64Nano(timestamp) AS time_ns, sequence, prom
 _SESSION = "project = {project:String} AND tool = {tool:String} AND session_id = {session:String}"
 _WITHIN = "timestamp BETWEEN fromUnixTimestamp64Nano({lo:Int64}) AND fromUnixTimestamp64Nano({hi:Int64})"
 
+# co-sharded: both sides read one session, and a session's events are on one shard
 _PROMPT_EVENTS = f"""
 SELECT {_COLUMNS} FROM agent_events FINAL
 WHERE {_SESSION} AND prompt_id IN (

@@ -55,7 +55,9 @@ def traces_with_outcome(columns: str, where: str, joins: str = "", *, bounded: b
         kind: _VERDICTS.format(
             latest=_LATEST.format(
                 kind=kind,
-                targets=f" AND target_id GLOBAL IN (SELECT {column} FROM traces WHERE {where})" if bounded else "",
+                targets=f" AND target_id GLOBAL IN (SELECT {column} FROM traces WHERE {where})"
+                if bounded
+                else "",
             )
         )
         for kind, column in TARGETS.items()

@@ -41,11 +41,14 @@ class Found:
         return f"{self.path}:{self.line}: {' '.join(self.text.split())[:90]}"
 
 
-def _text(node: ast.expr) -> str | None:
+def _text(node: ast.AST) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.JoinedStr):
-        return "".join(part.value if isinstance(part, ast.Constant) else HOLE for part in node.values)
+        return "".join(
+            part.value if isinstance(part, ast.Constant) and isinstance(part.value, str) else HOLE
+            for part in node.values
+        )
     return None
 
 
@@ -54,44 +57,31 @@ def scan_source(source: str, path: Path) -> list[Found]:
     joins adjacent literals, as Python does)."""
     tree = ast.parse(source)
     lines = source.splitlines()
+    parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     # the literal parts of f-strings are read with their f-string; docstrings are prose
     skip = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
-    skip |= {
-        id(node.value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-    }
+    skip |= {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
     found = []
-    for statement in ast.walk(tree):
-        if not isinstance(statement, ast.stmt):
+    for node in ast.walk(tree):
+        text = _text(node) if id(node) not in skip else None
+        if text is None or not isinstance(node, ast.expr) or not _SUBQUERY.search(text):
             continue
-        for node in ast.walk(statement):
-            text = _text(node) if isinstance(node, ast.expr) and id(node) not in skip else None
-            if text is None or not _SUBQUERY.search(text):
-                continue
-            owner = _innermost_statement(statement, node)
-            if owner is not statement:
-                continue  # reported with the statement that holds it
-            marked = _comments(lines, statement.lineno, getattr(node, "end_lineno", node.lineno))
-            for match in _SUBQUERY.finditer(text):
-                found.append(
-                    Found(
-                        path,
-                        node.lineno + text[: match.start()].count("\n"),
-                        text[match.start() : match.start() + 120],
-                        bool(match["global"] or match["global2"]),
-                        "co-sharded" in marked,
-                        frozenset(t for t in _TABLE.findall(text) if t in SHARD_KEYS),
-                    )
+        statement: ast.AST = node
+        while not isinstance(statement, ast.stmt):
+            statement = parents[id(statement)]
+        marked = _comments(lines, statement.lineno, node.end_lineno or node.lineno)
+        for match in _SUBQUERY.finditer(text):
+            found.append(
+                Found(
+                    path,
+                    node.lineno + text[: match.start()].count("\n"),
+                    text[match.start() : match.start() + 120],
+                    bool(match["global"] or match["global2"]),
+                    "co-sharded" in marked,
+                    frozenset(t for t in _TABLE.findall(text) if t in SHARD_KEYS),
                 )
+            )
     return found
-
-
-def _innermost_statement(statement: ast.stmt, node: ast.AST) -> ast.stmt:
-    for child in ast.iter_child_nodes(statement):
-        if isinstance(child, ast.stmt) and any(n is node for n in ast.walk(child)):
-            return _innermost_statement(child, node)
-    return statement
 
 
 def _comments(lines: list[str], first: int, last: int) -> str:

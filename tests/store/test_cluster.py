@@ -92,7 +92,9 @@ def test_every_table_is_replicated_per_shard_behind_a_distributed_table_of_its_n
     assert set(cluster) == set(single) | {local_name(t) for t in single}
     for table, create in single.items():
         local = local_name(table)
-        family, args = re.search(r"^ENGINE = (\w+)MergeTree(?:\((.*)\))?$", create, re.M).groups()
+        merge_tree = re.search(r"^ENGINE = (\w+)MergeTree(?:\((.*)\))?$", create, re.M)
+        assert merge_tree, create
+        family, args = merge_tree.groups()
         replicated = ", ".join(
             filter(None, (f"'/clickhouse/tables/{{shard}}/{{database}}/{local}'", "'{replica}'", args))
         )
@@ -119,7 +121,9 @@ def test_rows_that_replace_one_another_share_a_shard_and_a_trace_lives_on_one(st
     single = _creates(_format(store.client, schema_statements()))
     cluster = _creates(_format(store.client, _cluster_statements()))
     for table, create in single.items():
-        key = re.search(r"'\w+_local', (.+)\)$", cluster[table])[1]
+        distributed = re.search(r"'\w+_local', (.+)\)$", cluster[table])
+        assert distributed, cluster[table]
+        key = distributed[1]
         columns, order_by = _columns(create), _order_by(create)
         if "trace_id" in order_by:
             assert key == "cityHash64(trace_id)", table

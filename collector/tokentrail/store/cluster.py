@@ -25,7 +25,8 @@ Queries need two settings in the profile of the user Tokentrail connects as (`ch
 run without them): `distributed_product_mode = 'local'`, so that an `IN (SELECT ...)` or `JOIN`
 between tables sharded alike runs on each shard over its local tables (every other one is written
 `GLOBAL IN` / `GLOBAL JOIN`), and `insert_distributed_sync = 1`, so that an insert is on its
-shards when it returns: the collector reads back the spans it has just written.
+shards when it returns: the writer then moves its spool checkpoint past it, and reads back the
+spans it has just written.
 """
 
 from __future__ import annotations

@@ -123,11 +123,15 @@ def upgrade(store: Store, directory: Path | None = None) -> Upgrade:
         row[0]: row[1]
         for row in client.query("SELECT version, checksum FROM schema_migrations FINAL").result_rows
     }
+    # every statement worked out first: a migration cluster mode has no rule for stops all of them
+    pending = [
+        (migration, migration_statements(migration, cluster, database))
+        for migration in load_migrations(directory)
+        if migration.version not in done
+    ]
     applied = []
-    for migration in load_migrations(directory):
-        if migration.version in done:
-            continue
-        for stmt in migration_statements(migration, cluster, database):
+    for migration, statements in pending:
+        for stmt in statements:
             client.command(stmt)
         client.insert(
             "schema_migrations",

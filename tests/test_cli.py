@@ -31,6 +31,18 @@ def test_migrate_applies_once_then_reports_up_to_date(tmp_path):
     assert "is up to date (0 applied now)" in second.stdout
 
 
+def test_migrate_says_what_the_retention_changed(tmp_path):
+    from tokentrail.store.retention import TELEMETRY
+
+    first = _run("migrate", TOKENTRAIL_DATA_DIR=str(tmp_path), TOKENTRAIL_RETENTION_DAYS="14")
+    assert first.returncode == 0, first.stderr
+    for table in TELEMETRY:
+        assert f"retention of {table}: 14 days (was forever)" in first.stdout
+    second = _run("migrate", TOKENTRAIL_DATA_DIR=str(tmp_path), TOKENTRAIL_RETENTION_DAYS="14")
+    assert second.returncode == 0
+    assert "retention" not in second.stdout
+
+
 def test_bad_setting_stops_with_a_message_naming_it(tmp_path):
     out = _run("migrate", TOKENTRAIL_DATA_DIR=str(tmp_path), TOKENTRAIL_CLICKHOUSE_URL="mysql://x")
     assert out.returncode != 0

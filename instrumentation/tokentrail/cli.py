@@ -60,17 +60,22 @@ def _server_settings() -> Any:
         raise SystemExit(f"tokentrail: {exc}") from None
 
 
-def _open_store(settings: Any) -> tuple[Any, list[Any]]:
-    """The database, migrated (and the migrations applied now). The embedded one, while a running
-    server holds it, through that server's endpoint; a clear exit when it cannot be reached."""
-    from tokentrail.store import DatabaseInUse, connect, migrate
+def _open_store(settings: Any) -> tuple[Any, Any]:
+    """The database, migrated (and what that changed: `tokentrail.store.Upgrade`). The embedded
+    one, while a running server holds it, through that server's endpoint; a clear exit when it
+    cannot be reached, or a cluster is not set up for it."""
+    from tokentrail.store import DatabaseInUse, connect, upgrade
+    from tokentrail.store.cluster import ClusterError
 
     try:
         store = connect(settings)
     except DatabaseInUse as exc:
         raise SystemExit(f"tokentrail: {exc}") from None
     try:
-        return store, migrate(store)
+        return store, upgrade(store)
+    except ClusterError as exc:
+        store.close()
+        raise SystemExit(f"tokentrail: {exc}") from None
     except BaseException:
         store.close()
         raise
@@ -80,11 +85,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from tokentrail.server.run import serve
     from tokentrail.server.settings import SettingsError
     from tokentrail.store import DatabaseInUse
+    from tokentrail.store.cluster import ClusterError
 
     settings = _server_settings()
     try:
         serve(settings, collector=args.command in ("up", "collector"), web=args.command in ("up", "web"))
-    except (DatabaseInUse, SettingsError) as exc:
+    except (DatabaseInUse, SettingsError, ClusterError) as exc:
         raise SystemExit(f"tokentrail: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"tokentrail: cannot start: {exc}") from None
@@ -93,11 +99,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     settings = _server_settings()
-    store, applied = _open_store(settings)
+    store, done = _open_store(settings)
     store.close()
-    for m in applied:
+    for m in done.applied:
         print(f"applied {m.version:04d}_{m.name}")
-    print(f"database {settings.database} is up to date ({len(applied)} applied now)")
+    for change in done.retention:
+        print(change)
+    print(f"database {settings.database} is up to date ({len(done.applied)} applied now)")
     return 0
 
 
@@ -566,7 +574,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve only the embedded database (ClickHouse HTTP interface), for collectors and UIs "
         "in other processes",
     )
-    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser("migrate", help="apply database migrations and the retention (TOKENTRAIL_RETENTION_DAYS)")
     status = sub.add_parser("status", help="show the running collector's counters")
     status.add_argument("--url", help="status URL (default: the local collector)")
     status.add_argument("--json", action="store_true", help="print JSON")

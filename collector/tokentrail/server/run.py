@@ -25,7 +25,7 @@ import uvicorn
 
 from tokentrail.collector.http import server_config
 from tokentrail.server.settings import Settings
-from tokentrail.store import Store, connect, migrate
+from tokentrail.store import Store, connect, upgrade
 from tokentrail.store.connection import endpoint_file, publish_endpoint
 
 __all__ = ["serve"]
@@ -197,9 +197,11 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
     try:
         if store.embedded:
             database = _Database(settings, store)
-        applied = migrate(store)
-        if applied:
-            logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in applied))
+        done = upgrade(store)
+        if done.applied:
+            logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done.applied))
+        for change in done.retention:
+            logger.info("%s", change)
         if collector:
             app = background.start(settings, store)
             servers.append(_Server(server_config(app, settings, settings.otlp_http_port)))

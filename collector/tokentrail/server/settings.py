@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "AUTH_MODES",
+    "MAX_RETENTION_DAYS",
     "REDACT_DEFAULT",
     "REDACT_SETS",
     "Budget",
@@ -111,8 +112,11 @@ class Settings:
     #: `chdb:///abs/path` (embedded) or `http(s)://user:password@host:8123`.
     clickhouse_url: str
     database: str = "tokentrail"
-    #: ClickHouse cluster name for `ON CLUSTER` DDL; empty for a single server or chDB.
+    #: ClickHouse cluster name: the schema becomes replicated tables sharded across it
+    #: (tokentrail.store.cluster); empty for a single server or chDB.
     cluster: str = ""
+    #: days telemetry is kept (a TTL on every telemetry table, set by `migrate`); 0 keeps it forever
+    retention_days: int = 0
     host: str = "127.0.0.1"
     otlp_http_port: int = 4318
     otlp_grpc_port: int = 4317
@@ -245,6 +249,28 @@ def _json_body_limit(env: Mapping[str, str], max_body: int) -> int:
     return value
 
 
+#: the longest retention: a row's time plus this stays within what a ClickHouse DateTime holds
+#: (up to 2106), which the TTL is computed in
+MAX_RETENTION_DAYS = 10_000
+
+
+def _retention_days(raw: str) -> int:
+    """TOKENTRAIL_RETENTION_DAYS: a whole number of days, 1 to MAX_RETENTION_DAYS; 0 or unset: forever."""
+    name = "TOKENTRAIL_RETENTION_DAYS"
+    keep = "or 0 (or unset) to keep it forever"
+    if not raw.strip():
+        return 0
+    try:
+        days = int(raw.strip())
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a whole number of days: give how many days to keep telemetry, {keep}"
+        ) from None
+    if not 0 <= days <= MAX_RETENTION_DAYS:
+        raise SettingsError(f"{name}={days} must be 1 to {MAX_RETENTION_DAYS} days, {keep}")
+    return days
+
+
 def _api_keys(raw: str) -> dict[str, str]:
     """`key1:project1,key2:project2`; a key without a project maps to `default`."""
     keys: dict[str, str] = {}
@@ -285,6 +311,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         clickhouse_url=url,
         database=database,
         cluster=cluster,
+        retention_days=_retention_days(env.get("TOKENTRAIL_RETENTION_DAYS", "")),
         host=env.get("TOKENTRAIL_HOST", "127.0.0.1"),
         otlp_http_port=_int(env, "TOKENTRAIL_OTLP_HTTP_PORT", 4318, 0, 65535),
         otlp_grpc_port=_int(env, "TOKENTRAIL_OTLP_GRPC_PORT", 4317, 0, 65535),

@@ -8,15 +8,17 @@ between collector and web; neither imports the other, both import this package.
 from __future__ import annotations
 
 from tokentrail.store.connection import Client, DatabaseInUse, Store, connect
-from tokentrail.store.migrations import Migration, load_migrations, migrate, migrations_dir
+from tokentrail.store.migrations import Migration, Upgrade, load_migrations, migrate, migrations_dir, upgrade
 
 __all__ = [
     "Client",
     "DatabaseInUse",
     "Migration",
     "Store",
+    "Upgrade",
     "connect",
     "load_migrations",
     "migrate",
     "migrations_dir",
+    "upgrade",
 ]

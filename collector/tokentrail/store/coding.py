@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from tokentrail.store._rows import Row, rows
+from tokentrail.store.cluster import delete_rows
 
 __all__ = ["own_spans", "prompt_events", "sessions_of_traces", "turn_events", "withdraw_stale"]
 
@@ -25,6 +26,7 @@ _COLUMNS = """event, toUnixTimestamp64Nano(timestamp) AS time_ns, sequence, prom
 _SESSION = "project = {project:String} AND tool = {tool:String} AND session_id = {session:String}"
 _WITHIN = "timestamp BETWEEN fromUnixTimestamp64Nano({lo:Int64}) AND fromUnixTimestamp64Nano({hi:Int64})"
 
+# co-sharded: both sides read one session, and a session's events are on one shard
 _PROMPT_EVENTS = f"""
 SELECT {_COLUMNS} FROM agent_events FINAL
 WHERE {_SESSION} AND prompt_id IN (
@@ -77,10 +79,8 @@ SELECT trace_id, span_id FROM spans FINAL
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND attributes['tokentrail.source'] = 'events'
 """
 
-_DELETE_SPANS = """
-DELETE FROM spans
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}
-"""
+_STALE_SPANS = "project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}"
+_OF_TRACES = "project = {project:String} AND trace_id IN {trace_ids:Array(String)}"
 
 #: what is derived from a trace, deleted with it
 _DERIVED = ("traces", "trace_waste", "waste_findings", "model_steps")
@@ -128,9 +128,11 @@ def withdraw_stale(client: Any, project: str, written: dict[str, set[str]], synt
     ]
     if not stale:
         return set()
-    client.command(
-        _DELETE_SPANS,
-        parameters={
+    delete_rows(
+        client,
+        "spans",
+        _STALE_SPANS,
+        {
             "project": project,
             "trace_ids": sorted({r["trace_id"] for r in stale}),
             "span_ids": sorted({r["span_id"] for r in stale}),
@@ -139,8 +141,5 @@ def withdraw_stale(client: Any, project: str, written: dict[str, set[str]], synt
     emptied = {r["trace_id"] for r in stale if r["trace_id"] in synthetic and not written.get(r["trace_id"])}
     if emptied:
         for table in _DERIVED:
-            client.command(
-                f"DELETE FROM {table} WHERE project = {{project:String}} AND trace_id IN {{trace_ids:Array(String)}}",
-                parameters={"project": project, "trace_ids": sorted(emptied)},
-            )
+            delete_rows(client, table, _OF_TRACES, {"project": project, "trace_ids": sorted(emptied)})
     return emptied

@@ -29,6 +29,7 @@ GROUPS = {
     "model": "",
 }
 # a trace's team: the named attribute on its root span, else on the root span's resource
+# (co-sharded: spans per trace, joined to traces by trace_id)
 _TEAMS = """LEFT JOIN (
     SELECT trace_id, any(if(attributes[{{team_attribute:String}}] != '', attributes[{{team_attribute:String}}],
                             resource_attributes[{{team_attribute:String}}])) AS team
@@ -40,9 +41,10 @@ _PER_TASK = (
     "sum(cost) AS cost_usd, avg(cost) AS mean_usd, quantileExact(0.5)(cost) AS p50_usd, "
     "quantileExact(0.95)(cost) AS p95_usd, sum(unpriced) AS unpriced_calls"
 )
-# the billable calls of the filter's tasks `o`, as `s`
+# the billable calls of the filter's tasks `o`, as `s` (the tasks carry their outcomes, which are
+# not sharded by trace: GLOBAL)
 _CALLS = (
-    "FROM spans AS s FINAL JOIN ({tasks}) AS o ON o.trace_id = s.trace_id {joins}"
+    "FROM spans AS s FINAL GLOBAL JOIN ({tasks}) AS o ON o.trace_id = s.trace_id {joins}"
     "WHERE s.project = {{project:String}} AND s.billable = 1{since}{model}"
 )
 
@@ -105,6 +107,7 @@ def advice(client: Client, f: TraceFilter) -> list[dict[str, Any]]:
     judged (tasks with an outcome), oversized_usd (what the oversized-model rule found) and
     suggestion (its reason)."""
     where, _ = window(f)
+    # co-sharded: the findings of the latest analyses, per trace, joined to spans by trace_id
     oversized = (
         "LEFT JOIN (SELECT trace_id, span_id, ifNull(wasted_usd, 0) AS wasted, reason FROM waste_findings "
         "WHERE project = {project:String} AND detector = 'oversized_model' AND (trace_id, analyzed_at) IN "

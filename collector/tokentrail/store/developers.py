@@ -65,7 +65,7 @@ ORDERS = {
 MAX_GROUPS = 2000
 
 # each trace's latest ledger, as `w`: its analysed cost, its waste and findings; 0s before its
-# first analysis (w_analyzed = 0)
+# first analysis (w_analyzed = 0). co-sharded: trace_waste joined to traces by trace_id
 _WASTE = """LEFT JOIN (
     SELECT trace_id, total_usd AS w_total, total_usd - productive_usd AS w_wasted, findings AS w_findings,
         1 AS w_analyzed
@@ -109,7 +109,7 @@ _PROMPT = (
     "t.coding_agent AS coding_agent, w.w_wasted AS wasted_usd, w.w_findings AS findings, w.w_analyzed AS analyzed"
 )
 
-# the findings of each trace's latest analysis, per trace of a page
+# the findings of each trace's latest analysis, per trace of a page (co-sharded: by trace_id)
 _FINDINGS = """
 SELECT trace_id, count() AS findings, countIf(detector = 'retry') AS retries FROM waste_findings
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
@@ -206,6 +206,7 @@ def _one_session(f: TraceFilter, session_id: str) -> tuple[str, str, dict[str, A
     clauses, params = window(f)
     clauses += ["conversation_id = {session:String}", "coding_agent != ''"]
     where = " AND ".join(clauses)
+    # co-sharded: trace_waste and traces, by trace_id
     ledgers = f"project = {{project:String}} AND trace_id IN (SELECT trace_id FROM traces WHERE {where})"
     return where, _WASTE.format(where=ledgers), {**params, "session": session_id}
 

@@ -53,6 +53,7 @@ SORTS = ("start", "cost", "waste", "tokens", "duration", "spans")
 INTEGER_SORTS = frozenset({"start", "tokens", "duration", "spans"})
 
 #: traces with each one's waste from its latest analysis; `analyzed` is 0 for a trace not analysed yet
+# (co-sharded: trace_waste joined to traces by trace_id)
 TRACES_WITH_WASTE = """traces FINAL LEFT JOIN (
     SELECT trace_id, total_usd - productive_usd AS wasted_usd, 1 AS analyzed FROM trace_waste FINAL
     WHERE project = {project:String}) AS w USING (trace_id)"""
@@ -73,6 +74,7 @@ _TESTS = {
         f"OR ({{coding_agent:String}} = '{ANY_CODING_AGENT}' AND coding_agent != ''))"
     ),
 }
+# co-sharded: over `traces` rows, by trace_id
 _HAS_WASTE = (
     "trace_id IN (SELECT trace_id FROM trace_waste FINAL WHERE project = {project:String} "
     "AND total_usd - productive_usd > 0)"
@@ -156,7 +158,7 @@ def trace_where(f: TraceFilter, *, waste_joined: bool = False) -> tuple[str, dic
     if f.has_waste:
         clauses.append("wasted_usd > 0" if waste_joined else _HAS_WASTE)
     if f.q:
-        # span-name text over the spans of the same window
+        # span-name text over the spans of the same window (co-sharded: traces and spans by trace_id)
         clauses.append(
             "trace_id IN (SELECT trace_id FROM spans WHERE project = {project:String}"
             + since(f, "start_time")
@@ -171,6 +173,7 @@ def matching_traces(f: TraceFilter, column: str = "trace_id") -> tuple[str, dict
     if f.is_default:
         return "", {}
     where, params = trace_where(f)
+    # co-sharded: `column` is the trace id of a table sharded by trace (every caller's)
     return f" AND {column} IN (SELECT trace_id FROM traces FINAL WHERE {where})", params
 
 

@@ -76,7 +76,7 @@ WHERE project = {project:String} AND start_time > now64(9) - INTERVAL 30 DAY
 GROUP BY step, step_kind, provider, model
 """
 
-# every project's: the background analysis serves them all
+# every project's: the background analysis serves them all (co-sharded: per trace, by trace_id)
 _PENDING = """
 SELECT t.project AS project, t.trace_id AS trace_id, t.updated AS version FROM (
     SELECT project, trace_id, max(updated_at) AS updated FROM traces
@@ -99,7 +99,7 @@ WHERE project = {project:String}
 ORDER BY trace_id
 """
 
-# the findings of each trace's latest analysis
+# the findings of each trace's latest analysis (co-sharded: by trace_id)
 _FINDINGS_BY_DETECTOR = """
 SELECT detector, count() AS findings, sum(ifNull(wasted_usd, 0)) AS usd FROM waste_findings
 WHERE project = {project:String}
@@ -133,6 +133,7 @@ def conversation_traces(client: Any, project: str, conversations: Sequence[str],
     return rows(client, _CONVERSATIONS, params)
 
 
+# co-sharded: spans of the same traces, by trace_id
 _MAIN_RUN_STEPS = """
 SELECT trace_id, span_id, step_kind, step_subkind, tool_name, tool_args_hash, tool_args_hash != 0 AS has_tool_args
 FROM spans FINAL

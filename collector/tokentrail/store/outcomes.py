@@ -5,6 +5,9 @@ An outcome judges a trace, a task id or a conversation id; a trace takes the out
 three. Per target, the latest outcome of each name counts (a ticket reopened after it was
 resolved). A trace *failed* if any of those says failure, *succeeded* if none failed and one says
 success, and is *unknown* otherwise (no outcome, or outcomes with a value but no verdict).
+
+On a cluster outcomes are sharded by their target, not by trace (tokentrail.store.cluster), so
+every join and `IN` between traces and outcomes is GLOBAL.
 """
 
 from __future__ import annotations
@@ -52,7 +55,9 @@ def traces_with_outcome(columns: str, where: str, joins: str = "", *, bounded: b
         kind: _VERDICTS.format(
             latest=_LATEST.format(
                 kind=kind,
-                targets=f" AND target_id IN (SELECT {column} FROM traces WHERE {where})" if bounded else "",
+                targets=f" AND target_id GLOBAL IN (SELECT {column} FROM traces WHERE {where})"
+                if bounded
+                else "",
             )
         )
         for kind, column in TARGETS.items()
@@ -64,9 +69,9 @@ SELECT {columns},
     ot.outcomes + ok.outcomes + oc.outcomes AS outcomes
 FROM (SELECT * FROM traces FINAL WHERE {where}) AS t
 {joins}
-LEFT JOIN {verdicts["trace"]} AS ot ON ot.target_id = t.trace_id
-LEFT JOIN {verdicts["task"]} AS ok ON ok.target_id = t.task_id
-LEFT JOIN {verdicts["conversation"]} AS oc ON oc.target_id = t.conversation_id
+GLOBAL LEFT JOIN {verdicts["trace"]} AS ot ON ot.target_id = t.trace_id
+GLOBAL LEFT JOIN {verdicts["task"]} AS ok ON ok.target_id = t.task_id
+GLOBAL LEFT JOIN {verdicts["conversation"]} AS oc ON oc.target_id = t.conversation_id
 """
 
 
@@ -78,7 +83,7 @@ def traces_judged(columns: str, where: str) -> str:
     parts = [
         f"SELECT {columns}, l.name AS name, concat('{kind}:', l.target_id) AS target, ifNull(l.ok, 2) AS ok "
         f"FROM (SELECT * FROM traces FINAL WHERE {where}) AS t "
-        f"INNER JOIN ({_LATEST.format(kind=kind, targets='')}) AS l ON l.target_id = t.{column}"
+        f"GLOBAL INNER JOIN ({_LATEST.format(kind=kind, targets='')}) AS l ON l.target_id = t.{column}"
         for kind, column in TARGETS.items()
     ]
     return "\nUNION ALL\n".join(parts)

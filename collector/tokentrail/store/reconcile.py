@@ -27,7 +27,7 @@ __all__ = ["file_outcomes", "reconcile", "summarize", "unbill_duplicates"]
 
 # First the few wrapper parents, from narrow columns; then only those rows are rewritten (reading
 # every column of every span of the traces, to find none in most batches, was the slow part).
-# Two different response ids are two requests, both billed.
+# Two different response ids are two requests, both billed. (co-sharded: spans of the same traces)
 _WRAPPER_PARENTS = """
 SELECT p.trace_id AS trace_id, p.span_id AS span_id FROM (
     SELECT trace_id, span_id, response_id FROM spans FINAL
@@ -44,7 +44,8 @@ WHERE p.response_id = '' OR c.response_id = '' OR p.response_id = c.response_id
 GROUP BY p.trace_id, p.span_id
 """
 
-# Billable spans sharing a response id with another billable span of their trace.
+# Billable spans sharing a response id with another billable span of their trace (co-sharded: the
+# spans of the same traces, grouped by trace).
 _TWINS = """
 SELECT trace_id, response_id, span_id,
     input_messages != '' OR output_messages != '' AS has_content,

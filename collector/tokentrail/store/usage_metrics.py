@@ -183,6 +183,7 @@ WHERE time >= fromUnixTimestamp64Nano({start_ns:Int64})
 """
 
 # Increments summed per day and per everything a row of `daily_usage` may be keyed or priced by.
+# (GLOBAL IN: on a cluster, points are sharded by series, and a service's by no one key.)
 _USAGE = f"""
 SELECT toDate(time, 'UTC') AS day, metric,
     {_attribute("user.email", "user.account_uuid", "user.account_id", "user.id")} AS developer,
@@ -196,7 +197,7 @@ SELECT toDate(time, 'UTC') AS day, metric,
             '') AS token_type,
     sum(increment) AS amount
 FROM ({_INCREMENTS})
-WHERE NOT (startsWith(metric, 'gen_ai.') AND service_name IN (
+WHERE NOT (startsWith(metric, 'gen_ai.') AND service_name GLOBAL IN (
     SELECT DISTINCT service_name FROM metric_points
     WHERE project = {{project:String}} AND metric IN {{agent_token_metrics:Array(String)}}
         AND time >= fromUnixTimestamp64Nano({{start_ns:Int64}}) AND time < fromUnixTimestamp64Nano({{end_ns:Int64}})))

@@ -60,6 +60,7 @@ class WasteReader:
         """The range's findings of the latest analyses, the model filter's calls only."""
         where, params = self._range(f)
         model, more = model_is(f)
+        # co-sharded: over waste_findings rows, by trace_id
         sql = (
             "project = {project:String} AND (trace_id, analyzed_at) IN "
             f"(SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE {where}){model}"
@@ -91,6 +92,7 @@ class WasteReader:
         """Per model: the cost of its billable calls in the range's traces, and in how many."""
         where, params = self._range(f)
         model, more = model_is(f)
+        # co-sharded: spans and trace_waste, by trace_id
         sql = (
             "SELECT model, sum(ifNull(cost_usd, 0)) AS total_usd, uniqExact(trace_id) AS traces FROM spans FINAL "
             f"WHERE project = {{project:String}} AND billable = 1{model} "
@@ -123,6 +125,7 @@ class WasteReader:
         """How many of the filter's traces have no analysis yet."""
         where, params = trace_where(f)
         clauses, _ = window(f)
+        # co-sharded: traces and trace_waste, by trace_id
         sql = (
             f"SELECT count() AS n FROM traces FINAL WHERE {where} AND trace_id NOT IN "
             f"(SELECT trace_id FROM trace_waste FINAL WHERE {' AND '.join(clauses)})"

@@ -92,7 +92,7 @@ def test_every_table_is_replicated_per_shard_behind_a_distributed_table_of_its_n
     assert set(cluster) == set(single) | {local_name(t) for t in single}
     for table, create in single.items():
         local = local_name(table)
-        merge_tree = re.search(r"^ENGINE = (\w+)MergeTree(?:\((.*)\))?$", create, re.M)
+        merge_tree = re.search(r"^ENGINE = (\w*)MergeTree(?:\((.*)\))?$", create, re.M)
         assert merge_tree, create
         family, args = merge_tree.groups()
         replicated = ", ".join(

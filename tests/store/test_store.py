@@ -42,7 +42,7 @@ def test_settings_are_strict():
         from_env({"TOKENTRAIL_API_KEYS": ":proj"})
     assert from_env({"TOKENTRAIL_API_KEYS": "k1:team-a, k2"}).api_keys == {"k1": "team-a", "k2": "default"}
     with pytest.raises(
-        SettingsError, match="TOKENTRAIL_DATABASE_HOST='0.0.0.0' is reachable from other machines"
+        SettingsError, match=r"TOKENTRAIL_DATABASE_HOST='0\.0\.0\.0' is reachable from other machines"
     ):
         from_env({"TOKENTRAIL_DATABASE_HOST": "0.0.0.0"})
     exposed = from_env({"TOKENTRAIL_DATABASE_HOST": "0.0.0.0", "TOKENTRAIL_DATABASE_PASSWORD": "x" * 16})

@@ -199,7 +199,9 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
             database = _Database(settings, store)
         done = upgrade(store)
         if done.applied:
-            logger.info("applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done.applied))
+            logger.info(
+                "applied migrations: %s", ", ".join(f"{m.version:04d}_{m.name}" for m in done.applied)
+            )
         for change in done.retention:
             logger.info("%s", change)
         if collector:

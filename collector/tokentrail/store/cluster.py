@@ -21,8 +21,9 @@ With `TOKENTRAIL_CLICKHOUSE_CLUSTER` set, `migrate` runs every statement of the 
 A lightweight DELETE on a Distributed table is refused, so every DELETE goes through `delete_rows`,
 which in cluster mode deletes from each shard's local table, `ON CLUSTER`.
 
-Queries need two settings in the profile of the user Tokentrail connects as (`check` refuses to
-run without them): `distributed_product_mode = 'local'`, so that an `IN (SELECT ...)` or `JOIN`
+Queries need two settings, which Tokentrail's connections ask for in cluster mode (`check` refuses
+to run without them, e.g. when a read-only profile forbids changing them):
+`distributed_product_mode = 'local'`, so that an `IN (SELECT ...)` or `JOIN`
 between tables sharded alike runs on each shard over its local tables (every other one is written
 `GLOBAL IN` / `GLOBAL JOIN`), and `insert_distributed_sync = 1`, so that an insert is on its
 shards when it returns: the writer then moves its spool checkpoint past it, and reads back the
@@ -77,6 +78,8 @@ SHARD_KEYS = {
     "outcomes": "cityHash64(target_id)",
     # Small tables read through the Distributed table, by their key.
     "budget_alerts": "cityHash64(budget)",
+    # A subject's claims on one shard, stamped by one clock: the earliest is the earliest
+    "claims": "cityHash64(subject)",
     "projects": "cityHash64(name)",
     "api_keys": "cityHash64(key_id)",
     "users": "cityHash64(email)",
@@ -241,8 +244,9 @@ def check(client: Any, cluster: str, database: str) -> None:
         needs.append("insert_distributed_sync = 1 (it is 0)")
     if needs:
         raise ClusterError(
-            f"cluster mode (TOKENTRAIL_CLICKHOUSE_CLUSTER={cluster}) needs the ClickHouse user's profile to "
-            f"set {' and '.join(needs)}: see the Cluster section of deploy/README.md"
+            f"cluster mode (TOKENTRAIL_CLICKHOUSE_CLUSTER={cluster}) needs {' and '.join(needs)}, which "
+            "Tokentrail's connections ask for: the ClickHouse user's profile must allow them (or set them); "
+            "see the Cluster section of deploy/README.md"
         )
     single = [
         name

@@ -28,6 +28,9 @@ __all__ = ["Client", "DatabaseInUse", "Store", "connect", "endpoint_file", "publ
 
 logger = logging.getLogger("tokentrail")
 
+#: what a connection asks for in cluster mode (tokentrail.store.cluster says why)
+CLUSTER_SETTINGS = {"distributed_product_mode": "local", "insert_distributed_sync": 1}
+
 Client = Any  # clickhouse_connect.driver.Client; the package ships no precise types
 
 
@@ -163,6 +166,7 @@ def _client(settings: Settings, database: str | None, url: str = "") -> Client:
         password=parts.password or "",
         secure=parts.scheme == "https",
         database=database,
+        settings=CLUSTER_SETTINGS if settings.cluster else None,
     )
 
 

@@ -12,7 +12,8 @@ linger until the next merge of their part: hours, not seconds.
 
 Not telemetry, never expired here (`KEPT`): projects, API keys, users and their memberships, the
 UI's sessions (their own TTL ends them a day after they expire), the budget alerts already sent
-(one row per budget and period: deleting one would send its alert again) and migrate's records.
+(one row per budget and period: deleting one would send its alert again), the collectors' claims
+(their own TTL ends them after a day) and migrate's records.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ KEPT = (
     "memberships",
     "ui_sessions",
     "budget_alerts",
+    "claims",
     "schema_migrations",
     "schema_retention",
 )

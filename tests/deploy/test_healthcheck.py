@@ -24,11 +24,23 @@ def healthcheck() -> ModuleType:
     return module
 
 
-def first_process(tmp_path: Path, *argv: str) -> str:
-    """A stand-in for /proc/1/cmdline: the arguments, each ended by a NUL byte."""
-    path = tmp_path / "cmdline"
-    path.write_bytes(b"".join(a.encode() + b"\0" for a in argv))
-    return str(path)
+class Container:
+    """The health check run as in a container whose first process runs `tokentrail COMMAND`."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.cmdline = tmp_path / "cmdline"  # a stand-in for /proc/1/cmdline
+        self.setenv = monkeypatch.setenv
+
+    def check(self, command: str) -> int:
+        argv = ["/usr/local/bin/python", "/usr/local/bin/tokentrail", command]
+        self.cmdline.write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+        status: int = healthcheck().main(str(self.cmdline))
+        return status
+
+
+@pytest.fixture
+def container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Container:
+    return Container(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -46,50 +58,37 @@ def test_role_is_the_tokentrail_command_the_process_runs(argv: list[str], comman
 
 
 def test_a_collector_is_healthy_while_its_health_endpoint_answers(
-    settings: Any,
-    store: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    settings: Any, store: Any, container: Container, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    check = healthcheck()
-    cmdline = first_process(tmp_path, "/usr/local/bin/python", "/usr/local/bin/tokentrail", "collector")
-    monkeypatch.setenv("TOKENTRAIL_HOST", "0.0.0.0")
+    container.setenv("TOKENTRAIL_HOST", "0.0.0.0")
     with running_collector(settings, store) as running:
         port = running.http_url.rsplit(":", 1)[1]
-        monkeypatch.setenv("TOKENTRAIL_OTLP_HTTP_PORT", port)
-        assert check.main(cmdline) == 0
-    assert check.main(cmdline) == 1
+        container.setenv("TOKENTRAIL_OTLP_HTTP_PORT", port)
+        assert container.check("collector") == 0
+    assert container.check("collector") == 1
     assert f"http://127.0.0.1:{port}/health did not answer" in capsys.readouterr().err
 
 
 def test_a_web_ui_with_sign_in_is_healthy_under_a_name_it_answers(
-    settings: Any,
-    store: Any,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    settings: Any, store: Any, container: Container, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    check = healthcheck()
-    cmdline = first_process(tmp_path, "/usr/local/bin/python", "/usr/local/bin/tokentrail", "web")
     served = settings.with_(auth="password", ui_hosts=("tokentrail.example.com", "localhost"))
     with serving(create_app(served, store)) as url:
-        monkeypatch.setenv("TOKENTRAIL_UI_PORT", url.rsplit(":", 1)[1])
-        monkeypatch.setenv("TOKENTRAIL_AUTH", "password")
-        monkeypatch.setenv("TOKENTRAIL_UI_HOSTS", "tokentrail.example.com")
-        assert check.main(cmdline) == 0
+        container.setenv("TOKENTRAIL_UI_PORT", url.rsplit(":", 1)[1])
+        container.setenv("TOKENTRAIL_AUTH", "password")
+        container.setenv("TOKENTRAIL_UI_HOSTS", "tokentrail.example.com")
+        assert container.check("web") == 0
         # a name the UI does not answer to is refused, and the check says so
-        monkeypatch.setenv("TOKENTRAIL_UI_HOSTS", "elsewhere.example.com")
-        assert check.main(cmdline) == 1
+        container.setenv("TOKENTRAIL_UI_HOSTS", "elsewhere.example.com")
+        assert container.check("web") == 1
     assert "answered HTTP 400" in capsys.readouterr().err
 
 
 def test_a_one_off_command_is_healthy_and_bad_settings_are_not(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    container: Container, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    check = healthcheck()
-    monkeypatch.setenv("TOKENTRAIL_OTLP_HTTP_PORT", str(free_port()))  # nothing listens there
-    assert check.main(first_process(tmp_path, "/usr/local/bin/tokentrail", "migrate")) == 0
-    monkeypatch.setenv("TOKENTRAIL_OTLP_HTTP_PORT", "http")
-    assert check.main(first_process(tmp_path, "/usr/local/bin/tokentrail", "collector")) == 1
+    container.setenv("TOKENTRAIL_OTLP_HTTP_PORT", str(free_port()))  # nothing listens there
+    assert container.check("migrate") == 0
+    container.setenv("TOKENTRAIL_OTLP_HTTP_PORT", "http")
+    assert container.check("collector") == 1
     assert "TOKENTRAIL_OTLP_HTTP_PORT='http' is not a whole number" in capsys.readouterr().err

@@ -4,11 +4,19 @@ build needs in its context, and runs as a user that is not root."""
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
+
+import pytest
 
 from tests.deploy.files import REPO, dockerfile_env, dockerfile_instructions
+from tests.support.collector import free_port
 
 
 def extras(command: str) -> set[str]:
@@ -53,6 +61,14 @@ def copied_sources() -> list[str]:
     return sources
 
 
+def dockerignore() -> list[str]:
+    return [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
 def ignored(path: str, patterns: list[str]) -> bool:
     """Whether .dockerignore leaves `path` out of the build context (last matching pattern wins)."""
     verdict = False
@@ -69,11 +85,7 @@ def ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_the_build_context_holds_everything_the_build_copies_and_the_package_needs() -> None:
-    patterns = [
-        line.strip()
-        for line in (REPO / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    patterns = dockerignore()
     sources = copied_sources()
     for source in sources:
         assert (REPO / source).exists(), source
@@ -108,3 +120,66 @@ def test_health_check_is_the_copied_script_run_with_python() -> None:
     assert (REPO / copies[argv[1]]).is_file()
     entrypoint = [rest for word, rest in dockerfile_instructions() if word == "ENTRYPOINT"]
     assert entrypoint == ['["tokentrail"]']
+
+
+def build_context(into: Path) -> Path:
+    """The files `docker build .` would send: the tracked ones .dockerignore does not leave out."""
+    patterns = dockerignore()
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        if not ignored(name, patterns) and (REPO / name).is_file():
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, into / name)
+    return into
+
+
+@pytest.mark.slow
+def test_the_images_install_command_builds_a_working_server(tmp_path: Path) -> None:
+    """The Dockerfile's COPY and `pip install` steps, run in a fresh virtual environment from the
+    build context .dockerignore leaves: the installed `tokentrail` applies every migration of
+    the repository, and the health check runs on the installed package alone."""
+    context = build_context(tmp_path / "context")
+    src = tmp_path / "src"
+    for source in copied_sources():
+        target = src / source.rstrip("/")
+        if (context / source).is_dir():
+            shutil.copytree(context / source, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(context / source, target)
+    runs = " && ".join(rest for word, rest in dockerfile_instructions() if word == "RUN")
+    (install,) = [c.strip() for c in runs.split("&&") if c.strip().startswith("pip install")]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    argv = shlex.split(install)
+    subprocess.run([str(venv / "bin/pip"), *argv[1:], "--quiet"], cwd=src, check=True, timeout=900)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENTRAIL_", "OTEL_", "PYTHON"))}
+    env["TOKENTRAIL_DATA_DIR"] = str(tmp_path / "data")
+    migrated = subprocess.run(
+        [str(venv / "bin/tokentrail"), "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    migrations = sorted((REPO / "migrations").glob("*.sql"))
+    assert f"({len(migrations)} applied now)" in migrated.stdout
+    assert f"applied {migrations[-1].stem}" in migrated.stdout
+    # the health check, on the installed package alone, finds no collector where none listens
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"/usr/local/bin/python\0/usr/local/bin/tokentrail\0collector\0")
+    env["TOKENTRAIL_OTLP_HTTP_PORT"] = str(free_port())
+    script = (
+        f"import sys; sys.path.insert(0, {str(src / 'deploy')!r}); import healthcheck; "
+        f"sys.exit(healthcheck.main({str(cmdline)!r}))"
+    )
+    check = subprocess.run(
+        [str(venv / "bin/python"), "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert check.returncode == 1
+    assert f"127.0.0.1:{env['TOKENTRAIL_OTLP_HTTP_PORT']}/health did not answer" in check.stderr

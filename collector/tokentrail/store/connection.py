@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 
@@ -162,8 +162,9 @@ def _client(settings: Settings, database: str | None, url: str = "") -> Client:
     return clickhouse_connect.get_client(
         host=parts.hostname or "localhost",
         port=parts.port or (8443 if parts.scheme == "https" else 8123),
-        username=parts.username or "default",
-        password=parts.password or "",
+        # percent-encoded in the URL (an @, : or / in a password), as URLs spell them
+        username=unquote(parts.username or "default"),
+        password=unquote(parts.password or ""),
         secure=parts.scheme == "https",
         database=database,
         settings=CLUSTER_SETTINGS if settings.cluster else None,

@@ -306,7 +306,10 @@ def test_kill_9_anywhere_in_the_spool_write_path(tmp_path: Path) -> None:
         assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else ""
         time.sleep(rng.uniform(0.005, 0.08))
         proc.kill()
-        output, errors = proc.communicate()
+        # read through the same buffered files as the readline above: communicate() reads the
+        # pipes' descriptors and would miss what readline had already buffered past "ready"
+        output, errors = proc.stdout.read(), proc.stderr.read() if proc.stderr else b""
+        proc.wait()
         _injected["kill -9 in the spool's write path"] += 1
         assert b"Traceback" not in errors, errors.decode()[-2000:]
         text = output.decode(errors="replace")

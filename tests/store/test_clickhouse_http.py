@@ -19,6 +19,9 @@ import pyarrow as pa
 import pytest
 import zstandard
 
+#: generous: a busy machine (the whole suite on two cores) answers slowly, not wrongly
+TIMEOUT = 60
+
 
 @pytest.fixture
 def server(clickhouse_http: str) -> Iterator[tuple[str, tuple[str, str], str]]:
@@ -27,9 +30,9 @@ def server(clickhouse_http: str) -> Iterator[tuple[str, tuple[str, str], str]]:
     base = f"http://{parts.hostname}:{parts.port}"
     auth = (parts.username or "", parts.password or "")
     database = f"h_{uuid.uuid4().hex[:10]}"
-    httpx.post(base, auth=auth, content=f"CREATE DATABASE {database}").raise_for_status()
+    httpx.post(timeout=TIMEOUT, url=base, auth=auth, content=f"CREATE DATABASE {database}").raise_for_status()
     yield base, auth, database
-    httpx.post(base, auth=auth, content=f"DROP DATABASE IF EXISTS {database}")
+    httpx.post(timeout=TIMEOUT, url=base, auth=auth, content=f"DROP DATABASE IF EXISTS {database}")
 
 
 def _client(clickhouse_http: str, database: str) -> clickhouse_connect.driver.Client:
@@ -45,8 +48,8 @@ def _client(clickhouse_http: str, database: str) -> clickhouse_connect.driver.Cl
 
 def test_ping_and_a_plain_query(server):
     base, auth, _ = server
-    assert httpx.get(f"{base}/ping").text == "Ok.\n"
-    answer = httpx.get(base, params={"query": "SELECT 1 + 1"}, auth=auth)
+    assert httpx.get(timeout=TIMEOUT, url=f"{base}/ping").text == "Ok.\n"
+    answer = httpx.get(timeout=TIMEOUT, url=base, params={"query": "SELECT 1 + 1"}, auth=auth)
     assert (answer.status_code, answer.text) == (200, "2\n")
     assert answer.headers["X-ClickHouse-Format"] == "TabSeparated"
     assert answer.headers["X-ClickHouse-Timezone"]
@@ -64,7 +67,7 @@ def test_ping_and_a_plain_query(server):
 )
 def test_every_request_needs_the_password(server, how):
     base, _, _ = server
-    answer = httpx.post(base, content="SELECT 1", **how)
+    answer = httpx.post(timeout=TIMEOUT, url=base, content="SELECT 1", **how)
     assert answer.status_code == 401
     assert answer.headers["X-ClickHouse-Exception-Code"] == "516"
     assert "Authentication failed" in answer.text and "AUTHENTICATION_FAILED" in answer.text
@@ -73,9 +76,14 @@ def test_every_request_needs_the_password(server, how):
 def test_the_password_in_headers_or_parameters_also_works(server):
     base, (user, password), _ = server
     by_headers = httpx.post(
-        base, content="SELECT 7", headers={"X-ClickHouse-User": user, "X-ClickHouse-Key": password}
+        timeout=TIMEOUT,
+        url=base,
+        content="SELECT 7",
+        headers={"X-ClickHouse-User": user, "X-ClickHouse-Key": password},
     )
-    by_params = httpx.post(base, content="SELECT 8", params={"user": user, "password": password})
+    by_params = httpx.post(
+        timeout=TIMEOUT, url=base, content="SELECT 8", params={"user": user, "password": password}
+    )
     assert (by_headers.text, by_params.text) == ("7\n", "8\n")
 
 
@@ -90,7 +98,7 @@ def test_the_password_in_headers_or_parameters_also_works(server):
 )
 def test_errors_carry_clickhouse_code_message_and_status(server, sql, status, code):
     base, auth, database = server
-    answer = httpx.post(base, params={"database": database}, content=sql, auth=auth)
+    answer = httpx.post(timeout=TIMEOUT, url=base, params={"database": database}, content=sql, auth=auth)
     assert answer.status_code == status
     assert answer.headers["X-ClickHouse-Exception-Code"] == code
     assert answer.text.startswith(f"Code: {code}. DB::Exception:")
@@ -98,7 +106,7 @@ def test_errors_carry_clickhouse_code_message_and_status(server, sql, status, co
 
 def test_parameters_are_bound_by_the_engine_never_spliced(server):
     base, auth, database = server
-    client = httpx.Client(auth=auth)
+    client = httpx.Client(timeout=TIMEOUT, auth=auth)
     client.post(base, params={"database": database}, content="CREATE TABLE t (s String) ENGINE = Memory")
     hostile = "x'); DROP TABLE t; SELECT ('\\"
     answer = client.post(
@@ -126,19 +134,22 @@ def test_parameters_are_bound_by_the_engine_never_spliced(server):
 def test_settings_apply_to_the_query_and_unknown_ones_are_refused(server):
     base, auth, _ = server
     limited = httpx.post(
-        base,
+        timeout=TIMEOUT,
+        url=base,
         params={"max_result_rows": "5", "result_overflow_mode": "throw"},
         content="SELECT number FROM system.numbers LIMIT 100",
         auth=auth,
     )
     assert limited.status_code == 500 and limited.headers["X-ClickHouse-Exception-Code"] == "396"
-    unknown = httpx.post(base, params={"no_such_setting": "1"}, content="SELECT 1", auth=auth)
+    unknown = httpx.post(
+        timeout=TIMEOUT, url=base, params={"no_such_setting": "1"}, content="SELECT 1", auth=auth
+    )
     assert unknown.status_code == 400 and unknown.headers["X-ClickHouse-Exception-Code"] == "115"
 
 
 def test_insert_data_in_the_body_in_each_encoding(server):
     base, auth, database = server
-    client = httpx.Client(auth=auth, params={"database": database})
+    client = httpx.Client(timeout=TIMEOUT, auth=auth, params={"database": database})
     client.post(
         base, content="CREATE TABLE t (n UInt32, s String) ENGINE = MergeTree ORDER BY n"
     ).raise_for_status()
@@ -166,7 +177,7 @@ def test_insert_data_in_the_body_in_each_encoding(server):
 
 def test_a_broken_compressed_body_is_refused_and_nothing_is_inserted(server):
     base, auth, database = server
-    client = httpx.Client(auth=auth, params={"database": database})
+    client = httpx.Client(timeout=TIMEOUT, auth=auth, params={"database": database})
     client.post(base, content="CREATE TABLE t (n UInt32) ENGINE = Memory").raise_for_status()
     answer = client.post(
         base,
@@ -181,7 +192,8 @@ def test_a_broken_compressed_body_is_refused_and_nothing_is_inserted(server):
 def test_answers_are_compressed_when_asked(server):
     base, auth, _ = server
     answer = httpx.post(
-        base,
+        timeout=TIMEOUT,
+        url=base,
         params={"enable_http_compression": "1"},
         content="SELECT number FROM system.numbers LIMIT 10000",
         headers={"Accept-Encoding": "zstd"},
@@ -189,13 +201,15 @@ def test_answers_are_compressed_when_asked(server):
     )
     assert answer.headers["Content-Encoding"] == "zstd"
     assert answer.text.splitlines()[-1] == "9999"  # httpx decoded it
-    plain = httpx.post(base, content="SELECT 1", headers={"Accept-Encoding": "zstd"}, auth=auth)
+    plain = httpx.post(
+        timeout=TIMEOUT, url=base, content="SELECT 1", headers={"Accept-Encoding": "zstd"}, auth=auth
+    )
     assert "Content-Encoding" not in plain.headers
 
 
 def test_a_session_keeps_its_state_and_is_one_request_at_a_time(server):
     base, auth, _ = server
-    client = httpx.Client(auth=auth)
+    client = httpx.Client(timeout=TIMEOUT, auth=auth)
     session = {"session_id": uuid.uuid4().hex}
     client.post(base, params=session, content="CREATE TEMPORARY TABLE scratch (n UInt8)").raise_for_status()
     client.post(base, params=session, content="INSERT INTO scratch VALUES (1), (2)").raise_for_status()
@@ -211,7 +225,7 @@ def test_a_session_keeps_its_state_and_is_one_request_at_a_time(server):
     slow.start()
     try:
         for _ in range(200):
-            busy = httpx.post(base, params=session, content="SELECT 1", auth=auth)
+            busy = httpx.post(timeout=TIMEOUT, url=base, params=session, content="SELECT 1", auth=auth)
             if busy.status_code != 200:
                 break
         assert busy.status_code == 503 and busy.headers["X-ClickHouse-Exception-Code"] == "373"
@@ -222,7 +236,10 @@ def test_a_session_keeps_its_state_and_is_one_request_at_a_time(server):
 def test_a_form_with_query_and_parameters(server):
     base, auth, _ = server
     answer = httpx.post(
-        base, files={"query": (None, "SELECT {a:UInt8} * 2"), "param_a": (None, "21")}, auth=auth
+        timeout=TIMEOUT,
+        url=base,
+        files={"query": (None, "SELECT {a:UInt8} * 2"), "param_a": (None, "21")},
+        auth=auth,
     )
     assert (answer.status_code, answer.text) == (200, "42\n")
 

@@ -274,7 +274,10 @@ class SpanBatch:
         self.redactor = redactor
         #: values redacted, by (project, rule)
         self.redactions: Counter[tuple[str, str]] = Counter()
+        #: the rows of the request being added; then, as columns, in `batches`
         self.rows: list[list[Any]] = []
+        self.batches: list[pa.RecordBatch] = []
+        self._count = 0
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
         self.outcome_traces: set[tuple[str, str]] = set()
@@ -282,18 +285,32 @@ class SpanBatch:
         self.sessions = Touched()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._count + len(self.rows)
 
     def arrow(self) -> bytes:
-        """The batch as one Arrow IPC stream."""
-        columns = zip(*self.rows, strict=True) if self.rows else [()] * len(SPAN_SCHEMA)
-        arrays = [
-            pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)
-        ]
+        """The batch as one Arrow IPC stream (a record batch a request)."""
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, SPAN_SCHEMA) as stream:
-            stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA))
+        self._write(sink)
         return bytes(sink.getvalue())
+
+    def write_arrow(self, path: Path) -> None:
+        """The batch as one Arrow IPC stream, written to a file (no copy of it held in memory)."""
+        with pa.OSFile(str(path), "wb") as sink:
+            self._write(sink)
+
+    def _write(self, sink: pa.NativeFile) -> None:
+        self._columns()
+        with pa.ipc.new_stream(sink, SPAN_SCHEMA) as stream:
+            for batch in self.batches or [_record_batch([])]:
+                stream.write_batch(batch)
+
+    def _columns(self) -> None:
+        """Turn the rows added so far into a record batch: a request's rows at a time, so that the
+        Python objects of one request are held at once, not a whole chunk's."""
+        if self.rows:
+            self.batches.append(_record_batch(self.rows))
+            self._count += len(self.rows)
+            self.rows = []
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
         """Add the spans of a request, span by span (what one span allocates is reused by the
@@ -313,6 +330,7 @@ class SpanBatch:
                     add_span(span, where, res_values, scan, resource)
                     added += 1
         tally(self.redactions, project, scan.run())
+        self._columns()
         return added
 
     def _add_span(
@@ -360,6 +378,12 @@ class SpanBatch:
                 self.sessions.add_trace(
                     project, found[0], trace_id, span.start_time_unix_nano, span.end_time_unix_nano
                 )
+
+
+def _record_batch(rows: list[list[Any]]) -> pa.RecordBatch:
+    columns = zip(*rows, strict=True) if rows else [()] * len(SPAN_SCHEMA)
+    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
 
 
 def _events(span: Span, scan: Scan) -> _Events:
@@ -619,12 +643,11 @@ class Flattened:
         self.span_arrow = b""
         self.span_file: Path | None = None
         if len(spans):
-            data = spans.arrow()
             if stage_dir is None:
-                self.span_arrow = data
+                self.span_arrow = spans.arrow()
             else:
                 self.span_file = stage_dir / f"{uuid.uuid4().hex}.arrow"
-                self.span_file.write_bytes(data)
+                spans.write_arrow(self.span_file)
         self.traces = spans.traces
         self.outcome_traces = spans.outcome_traces
         self.log_count = len(logs)

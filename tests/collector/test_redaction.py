@@ -612,7 +612,7 @@ def test_columns_made_from_redacted_attributes_are_redacted_and_not_counted_agai
     batch.add("p", request)
     [row] = pa.ipc.open_stream(batch.arrow()).read_all().to_pylist()
     maps = ("attributes", "resource_attributes")
-    column = {name: dict(value) if name in maps else value for name, value in row.items()}
+    column: dict[str, Any] = {name: dict(value) if name in maps else value for name, value in row.items()}
     assert list(column) == list(SPAN_COLUMNS)
     assert column["resource_attributes"]["session.id"] == column["conversation_id"] == "[REDACTED:email]"
     assert column["attributes"]["gen_ai.prompt.0.content"] == "use [REDACTED:api_key]"

@@ -3,8 +3,10 @@
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
 Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a tuple
 (no dict per row, no call per column), built in three parts by three functions, in the order the
-table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
-as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
+table's columns are declared in; a request's rows are turned into columns (an Arrow record batch)
+once the request is added and redacted, so that only one request's Python objects are held at a
+time, and the batch goes to ClickHouse as one Arrow stream of them: built column by column in C++,
+and read by ClickHouse without parsing text.
 
 Redaction (`redact`): the values of denied attribute keys are replaced before the normalizer reads
 them; the rest runs once a request's rows are built, on every text they keep (attribute maps, names,
@@ -241,6 +243,7 @@ _NO_LINKS: tuple[list[Any], ...] = ([], [], [], [])  # shared, never changed
 _Where = tuple[str, str, str, str, dict[str, str]]
 #: a span's events: for the normalizer, and the events.* columns
 _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
+_NO_EVENTS: _Events = ([], ([], [], []))  # shared, never changed
 
 #: the cells of a span's row that hold text as it was sent (redaction searches them), those the
 #: normalizer made from its attributes (redacted as what they were made of was), and the content
@@ -387,6 +390,8 @@ def _record_batch(rows: list[list[Any]]) -> pa.RecordBatch:
 
 
 def _events(span: Span, scan: Scan) -> _Events:
+    if not span.events:
+        return _NO_EVENTS
     events: list[tuple[str, dict[str, Any]]] = []
     times: list[int] = []
     names: list[str] = []

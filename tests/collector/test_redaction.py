@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -609,8 +610,10 @@ def test_columns_made_from_redacted_attributes_are_redacted_and_not_counted_agai
         kv.key, kv.value.string_value = name, value
     batch = SpanBatch(redactor=Redactor(("secrets", "emails")))
     batch.add("p", request)
-    [row] = batch.rows
-    column = {name: row[i] for i, name in enumerate(SPAN_COLUMNS)}
+    [row] = pa.ipc.open_stream(batch.arrow()).read_all().to_pylist()
+    maps = ("attributes", "resource_attributes")
+    column: dict[str, Any] = {name: dict(value) if name in maps else value for name, value in row.items()}
+    assert list(column) == list(SPAN_COLUMNS)
     assert column["resource_attributes"]["session.id"] == column["conversation_id"] == "[REDACTED:email]"
     assert column["attributes"]["gen_ai.prompt.0.content"] == "use [REDACTED:api_key]"
     assert json.loads(column["input_messages"])[0]["parts"][0]["content"] == "use [REDACTED:api_key]"

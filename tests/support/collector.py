@@ -135,10 +135,15 @@ def start_collector_process(
     raise RuntimeError("collector did not become healthy")
 
 
-def start_database_process(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_database_process(
+    data_dir: Path, pythonpath: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start `tokentrail database` on `data_dir` and wait until its endpoint answers; returns the
-    process and the endpoint's URL (with the user and password it published)."""
+    process and the endpoint's URL (with the user and password it published). `pythonpath`: the
+    source tree to run (default: this one)."""
     env = collector_env(str(data_dir), free_port())
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     proc = subprocess.Popen(
         [sys.executable, "-m", "tokentrail", "database"],
         env=env,

@@ -24,13 +24,17 @@ __all__ = [
 ]
 
 
+#: one encoder for every call (`json.dumps` with options builds one a call)
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
 def as_json(value: Any) -> str:
     """Text for a message attribute: strings are kept as sent, structures are encoded."""
     if value is None or value == "":
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _encode(value)
 
 
 def from_text(text: Any, role: str) -> str:

@@ -8,7 +8,18 @@ import base64
 import json
 from typing import Any
 
-__all__ = ["json_default", "text"]
+__all__ = ["compact_json", "json_default", "text"]
+
+
+def json_default(value: Any) -> Any:
+    """What JSON holds for a value it has no form for: bytes in base64, anything else as text."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+#: compact JSON, non-ASCII kept (one encoder: `json.dumps` with options builds one a call)
+compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=json_default).encode
 
 
 def text(value: Any) -> str:
@@ -24,11 +35,4 @@ def text(value: Any) -> str:
         return base64.b64encode(value).decode()
     if value is None:
         return ""
-    return json.dumps(value, ensure_ascii=False, default=json_default, separators=(",", ":"))
-
-
-def json_default(value: Any) -> Any:
-    """What JSON holds for a value it has no form for: bytes in base64, anything else as text."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return str(value)
+    return compact_json(value)

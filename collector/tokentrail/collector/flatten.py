@@ -3,8 +3,10 @@
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
 Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a tuple
 (no dict per row, no call per column), built in three parts by three functions, in the order the
-table's columns are declared in; the batch is turned into columns once, and handed to ClickHouse
-as an Arrow stream: built column by column in C++, and read by ClickHouse without parsing text.
+table's columns are declared in; a request's rows are turned into columns (an Arrow record batch)
+once the request is added and redacted, so that only one request's Python objects are held at a
+time, and the batch goes to ClickHouse as one Arrow stream of them: built column by column in C++,
+and read by ClickHouse without parsing text.
 
 Redaction (`redact`): the values of denied attribute keys are replaced before the normalizer reads
 them; the rest runs once a request's rows are built, on every text they keep (attribute maps, names,
@@ -241,6 +243,7 @@ _NO_LINKS: tuple[list[Any], ...] = ([], [], [], [])  # shared, never changed
 _Where = tuple[str, str, str, str, dict[str, str]]
 #: a span's events: for the normalizer, and the events.* columns
 _Events = tuple[list[tuple[str, dict[str, Any]]], tuple[list[int], list[str], list[dict[str, str]]]]
+_NO_EVENTS: _Events = ([], ([], [], []))  # shared, never changed
 
 #: the cells of a span's row that hold text as it was sent (redaction searches them), those the
 #: normalizer made from its attributes (redacted as what they were made of was), and the content
@@ -274,7 +277,10 @@ class SpanBatch:
         self.redactor = redactor
         #: values redacted, by (project, rule)
         self.redactions: Counter[tuple[str, str]] = Counter()
+        #: the rows of the request being added; then, as columns, in `batches`
         self.rows: list[list[Any]] = []
+        self.batches: list[pa.RecordBatch] = []
+        self._count = 0
         self.traces: set[tuple[str, str]] = set()
         #: traces with a span that records an outcome: only these need outcomes filed
         self.outcome_traces: set[tuple[str, str]] = set()
@@ -282,18 +288,32 @@ class SpanBatch:
         self.sessions = Touched()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self._count + len(self.rows)
 
     def arrow(self) -> bytes:
-        """The batch as one Arrow IPC stream."""
-        columns = zip(*self.rows, strict=True) if self.rows else [()] * len(SPAN_SCHEMA)
-        arrays = [
-            pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)
-        ]
+        """The batch as one Arrow IPC stream (a record batch a request)."""
         sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, SPAN_SCHEMA) as stream:
-            stream.write_batch(pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA))
+        self._write(sink)
         return bytes(sink.getvalue())
+
+    def write_arrow(self, path: Path) -> None:
+        """The batch as one Arrow IPC stream, written to a file (no copy of it held in memory)."""
+        with pa.OSFile(str(path), "wb") as sink:
+            self._write(sink)
+
+    def _write(self, sink: pa.NativeFile) -> None:
+        self._columns()
+        with pa.ipc.new_stream(sink, SPAN_SCHEMA) as stream:
+            for batch in self.batches or [_record_batch([])]:
+                stream.write_batch(batch)
+
+    def _columns(self) -> None:
+        """Turn the rows added so far into a record batch: a request's rows at a time, so that the
+        Python objects of one request are held at once, not a whole chunk's."""
+        if self.rows:
+            self.batches.append(_record_batch(self.rows))
+            self._count += len(self.rows)
+            self.rows = []
 
     def add(self, project: str, request: ExportTraceServiceRequest) -> int:
         """Add the spans of a request, span by span (what one span allocates is reused by the
@@ -313,6 +333,7 @@ class SpanBatch:
                     add_span(span, where, res_values, scan, resource)
                     added += 1
         tally(self.redactions, project, scan.run())
+        self._columns()
         return added
 
     def _add_span(
@@ -362,7 +383,15 @@ class SpanBatch:
                 )
 
 
+def _record_batch(rows: list[list[Any]]) -> pa.RecordBatch:
+    columns = zip(*rows, strict=True) if rows else [()] * len(SPAN_SCHEMA)
+    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
+
+
 def _events(span: Span, scan: Scan) -> _Events:
+    if not span.events:
+        return _NO_EVENTS
     events: list[tuple[str, dict[str, Any]]] = []
     times: list[int] = []
     names: list[str] = []
@@ -619,12 +648,11 @@ class Flattened:
         self.span_arrow = b""
         self.span_file: Path | None = None
         if len(spans):
-            data = spans.arrow()
             if stage_dir is None:
-                self.span_arrow = data
+                self.span_arrow = spans.arrow()
             else:
                 self.span_file = stage_dir / f"{uuid.uuid4().hex}.arrow"
-                self.span_file.write_bytes(data)
+                spans.write_arrow(self.span_file)
         self.traces = spans.traces
         self.outcome_traces = spans.outcome_traces
         self.log_count = len(logs)

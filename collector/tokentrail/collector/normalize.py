@@ -308,10 +308,13 @@ def _hash(*parts: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+_sorted_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _canonical(text: str) -> str:
     """JSON with sorted keys, so equal structures hash alike whatever their key order."""
     try:
-        return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return _sorted_json(json.loads(text))
     except (ValueError, TypeError):
         return text
 

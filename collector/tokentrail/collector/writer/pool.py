@@ -98,9 +98,11 @@ class FlattenPool:
         return self._executor is None
 
     def start(self) -> None:
-        """Start the workers (process spawn, imports, price catalog) now, not on the first job."""
+        """Start the workers (process spawn, imports, price catalog) now, not on the first jobs:
+        the executor starts a process per job submitted while none is idle, so one job each."""
         if self._executor is not None:
-            self._executor.submit(_flatten_in_worker, [])
+            for _ in range(self.workers):
+                self._executor.submit(_flatten_in_worker, [])
 
     def submit(self, records: list[Record]) -> Job:
         items = [_item(r) for r in records]

@@ -4,12 +4,13 @@ Kubernetes objects its commands use, and the metrics it says to watch."""
 from __future__ import annotations
 
 import re
-from typing import Any
+import signal
+from pathlib import Path
 
 import httpx
 
 from tests.deploy.files import DEPLOY, K8S, REPO, compose_file, manifests
-from tests.support.collector import running_collector
+from tests.support.collector import collector_env, free_port, start_collector_process
 
 GUIDE = REPO / "docs/production.md"
 
@@ -51,12 +52,19 @@ def test_the_guides_kubectl_commands_name_objects_of_the_manifests() -> None:
         assert ("service", service) in objects, service
 
 
-def test_the_metrics_the_guide_names_are_served(settings: Any, store: Any) -> None:
+def test_the_metrics_the_guide_names_are_served(tmp_path: Path) -> None:
+    """Asked of a real `tokentrail collector`: it serves the analysis' counters beside the
+    collector's own."""
     guide = GUIDE.read_text()
     named = set(re.findall(r"\b(tokentrail_[a-z_]+)", guide))
     assert len(named) >= 10
-    with running_collector(settings, store) as running:
-        exposition = httpx.get(f"{running.http_url}/metrics").text
+    port = free_port()
+    proc = start_collector_process(collector_env(str(tmp_path), port), port)
+    try:
+        exposition = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
     served = set(re.findall(r"^# TYPE (\S+)", exposition, re.MULTILINE))
     served |= set(re.findall(r"^(tokentrail_[a-z_]+)", exposition, re.MULTILINE))
     missing = sorted(n for n in named if n not in served and n.removesuffix("_bucket") not in served)

@@ -37,7 +37,7 @@ SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, toUnixTimesta
     duration_ns, status_code, tool_name, tool_args_hash, tool_args_hash != 0 AS has_tool_args,
     model, request_model, provider, agent_name, input_tokens,
     output_tokens, cache_read_tokens, cache_reported, billable, cost_usd, input_hash, system_hash, requested_tools,
-    finish_reasons, error_type, retry_attempt, ingested_at
+    finish_reasons, error_type, retry_attempt, toUnixTimestamp64Milli(ingested_at) AS ingested_at
 FROM spans
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 ORDER BY trace_id, start_time, span_id
@@ -116,7 +116,7 @@ FROM trace_waste FINAL WHERE project = {project:String}
 def spans_stream(client: Any, project: str, trace_ids: Sequence[str]) -> bytes:
     """The traces' spans as one Arrow stream, in trace and start order, columns named as the
     ledger reads them (`start_ns`, `model`, `has_tool_args`…). Rows a later write replaced are
-    still there (the newest by `ingested_at` counts)."""
+    still there (the newest by `ingested_at`, in Unix milliseconds, counts)."""
     params = {"project": project, "trace_ids": list(trace_ids)}
     return bytes(client.raw_query(_SPANS, parameters=params, fmt="ArrowStream"))
 

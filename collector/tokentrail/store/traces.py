@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokentrail.store._rows import Client, first, rows
-from tokentrail.store.filters import INTEGER_SORTS, TRACES_WITH_WASTE, TraceFilter, trace_where, window
+from tokentrail.store.filters import (
+    INTEGER_SORTS,
+    TRACES_WITH_WASTE,
+    TraceFilter,
+    trace_where,
+    traces_with_waste,
+    window,
+)
 
 __all__ = [
     "Page",
@@ -120,8 +127,19 @@ def traces(client: Client, f: TraceFilter) -> Page:
         where += f" AND ({key}, trace_id) {op} ({{cursor_value:{key_type}}}, {{cursor_trace:String}})"
         params["cursor_value"], params["cursor_trace"] = f.cursor
     params["limit"] = f.limit + 1
+    if f.sort != "waste" and not f.has_waste:
+        # the page's ids first, from the summaries' sort and filter columns alone; then only those
+        # rows are read whole and joined with their waste
+        ids = f"SELECT trace_id FROM traces FINAL WHERE {where} ORDER BY {key} {order}, trace_id {order} LIMIT {{limit:UInt32}}"
+        params["page"] = [r["trace_id"] for r in rows(client, ids, params)]
+        source, where = (
+            traces_with_waste("trace_id IN {page:Array(String)}"),
+            ("project = {project:String} AND trace_id IN {page:Array(String)}"),
+        )
+    else:
+        source = TRACES_WITH_WASTE
     sql = (
-        f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} "
+        f"{_TRACE}, {key} AS sort_value FROM {source} WHERE {where} "
         f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
     )
     page = page_of(rows(client, sql, params), f.limit, "sort_value", "trace_id")
@@ -160,7 +178,8 @@ def has_data(client: Client, project: str) -> bool:
 
 def trace(client: Client, project: str, trace_id: str) -> dict[str, Any] | None:
     """One trace's summary with its waste, or None while the summary is still being computed."""
-    sql = f"{_TRACE} FROM {TRACES_WITH_WASTE} WHERE project = {{project:String}} AND trace_id = {{trace_id:String}}"
+    one = "trace_id = {trace_id:String}"
+    sql = f"{_TRACE} FROM {traces_with_waste(one)} WHERE project = {{project:String}} AND {one}"
     return first(client, sql, {"project": project, "trace_id": trace_id})
 
 

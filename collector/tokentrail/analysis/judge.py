@@ -83,6 +83,12 @@ WASTE_SCHEMA = pa.schema(
         ("unpriced_calls", pa.uint32()),
         ("outcome", _S),
         ("analyzed_at", _MS),
+        ("detectors", pa.list_(_S)),
+        ("detector_findings", pa.list_(pa.uint32())),
+        ("detector_usd", pa.list_(_F)),
+        ("detector_tokens", pa.list_(_U64)),
+        ("detector_top_usd", pa.list_(_F)),
+        ("detectors_recorded", pa.uint8()),
     ]
 )
 FINDING_SCHEMA = pa.schema(
@@ -340,6 +346,30 @@ def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
         "findings": len(ledger.findings),
         "unpriced_calls": ledger.unpriced_calls,
         "outcome": ledger.outcome,
+        **_per_detector(ledger.findings),
+    }
+
+
+def _per_detector(findings: list[Finding]) -> dict[str, Any]:
+    """The findings summed per detector, in the order the detectors first found something: the
+    ledger's `detector_*` columns (a finding of unknown price counts $0, as the report counts it)."""
+    count: dict[str, int] = {}
+    usd: dict[str, float] = {}
+    tokens: dict[str, int] = {}
+    top: dict[str, float] = {}
+    for f in findings:
+        dollars = f.wasted_usd or 0.0
+        count[f.detector] = count.get(f.detector, 0) + 1
+        usd[f.detector] = usd.get(f.detector, 0.0) + dollars
+        tokens[f.detector] = tokens.get(f.detector, 0) + f.wasted_tokens
+        top[f.detector] = max(top.get(f.detector, dollars), dollars)
+    return {
+        "detectors": list(count),
+        "detector_findings": list(count.values()),
+        "detector_usd": list(usd.values()),
+        "detector_tokens": list(tokens.values()),
+        "detector_top_usd": list(top.values()),
+        "detectors_recorded": 1,
     }
 
 

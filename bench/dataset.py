@@ -26,6 +26,7 @@ rows, their sizes and the spread of values, not in week-to-week variety.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -44,7 +45,7 @@ from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings, from_env
 from tokentrail.store import Store, connect, migrate
 
-__all__ = ["BASE_SPANS", "Dataset", "ensure_spans", "one_trace", "open_dataset"]
+__all__ = ["BASE_SPANS", "Dataset", "ensure_spans", "one_trace", "open_dataset", "reanalyse"]
 
 #: spans loaded through the write path; more are copies of these
 BASE_SPANS = 1_000_000
@@ -67,6 +68,8 @@ class Dataset:
     traces: int
     big: dict[int, str]
     path: Path
+    #: how many times over the base is held (1: no copies)
+    copies: int = 1
 
     def close(self) -> None:
         self.store.close()
@@ -87,15 +90,22 @@ def open_dataset(spans: int, seed: int = 11, root: Path | None = None) -> Datase
         building.mkdir(parents=True)
         start = time.perf_counter()
         dataset = _open(building)
-        _build(dataset, spans, seed)
+        copies = _build(dataset, spans, seed)
         dataset.close()
-        (building / "manifest.json").write_text(
-            json.dumps({"spans": spans, "seed": seed, "version": _VERSION, "big": dataset.big}, indent=1)
-        )
+        manifest_text = {
+            "spans": spans,
+            "seed": seed,
+            "version": _VERSION,
+            "big": dataset.big,
+            "copies": copies,
+        }
+        (building / "manifest.json").write_text(json.dumps(manifest_text, indent=1))
         building.rename(path)
         print(f"built {path} in {time.perf_counter() - start:.0f}s", flush=True)
     dataset = _open(path)
-    dataset.big = {int(k): v for k, v in json.loads(manifest.read_text())["big"].items()}
+    recorded = json.loads(manifest.read_text())
+    dataset.big = {int(k): v for k, v in recorded["big"].items()}
+    dataset.copies = recorded.get("copies", math.ceil(spans / BASE_SPANS))
     dataset.spans, dataset.traces = _counts(dataset.store)
     return dataset
 
@@ -125,7 +135,8 @@ def one_trace(spans: int, rng: random.Random) -> tuple[bytes, str]:
     return request.SerializeToString(), scope.spans[0].trace_id.hex()
 
 
-def _build(dataset: Dataset, spans: int, seed: int) -> None:
+def _build(dataset: Dataset, spans: int, seed: int) -> int:
+    """Fill the dataset; returns how many times over it holds the base."""
     store, pricer = dataset.store, PriceBook()
     rng = random.Random(7)
     for n in BIG_TRACES:
@@ -135,18 +146,34 @@ def _build(dataset: Dataset, spans: int, seed: int) -> None:
     start = time.perf_counter()
     base = ensure_spans(store, min(spans, BASE_SPANS), pricer, seed)
     print(f"base: {base:,} spans in {time.perf_counter() - start:.0f}s", flush=True)
-    start = time.perf_counter()
-    analysed = analyze_range(store.client, _PROJECT, 0, 2**62, pricer)
-    print(f"base: {analysed:,} traces analysed in {time.perf_counter() - start:.0f}s", flush=True)
     copies = max(1, math.ceil(spans / base))
     for k in range(1, copies):
         start = time.perf_counter()
-        _copy(store, k)
-        print(f"copy {k} of {copies - 1}: {time.perf_counter() - start:.0f}s", flush=True)
-    for table in ("traces", "trace_waste"):
-        store.client.command(f"OPTIMIZE TABLE {table} FINAL")
+        _copy(store, k, ("spans", "traces"))
+        print(f"spans, copy {k} of {copies - 1}: {time.perf_counter() - start:.0f}s", flush=True)
+    store.client.command("OPTIMIZE TABLE traces FINAL")
+    reanalyse(dataset, copies)
+    return copies
 
 
+def reanalyse(dataset: Dataset, copies: int) -> None:
+    """Analyse the base for waste again, from scratch, and copy its ledgers, findings and evidence
+    into every copy: what a dataset holds after the analysis changed what it writes."""
+    store = dataset.store
+    for table in _LEDGER_TABLES:
+        store.client.command(f"TRUNCATE TABLE {table}")
+    first = store.client.query("SELECT toUnixTimestamp64Nano(min(start_time)) FROM traces").result_rows[0][0]
+    start = time.perf_counter()
+    analysed = analyze_range(store.client, _PROJECT, first, first + _PERIOD_S * 10**9, PriceBook())
+    print(f"base: {analysed:,} traces analysed in {time.perf_counter() - start:.0f}s", flush=True)
+    for k in range(1, copies):
+        start = time.perf_counter()
+        _copy(store, k, _LEDGER_TABLES)
+        print(f"ledgers, copy {k} of {copies - 1}: {time.perf_counter() - start:.0f}s", flush=True)
+    store.client.command("OPTIMIZE TABLE trace_waste FINAL")
+
+
+_LEDGER_TABLES = ("trace_waste", "waste_findings", "model_steps")
 # table -> (columns to replace in a copy, whether to read the newest row per trace only)
 _COPIED = {
     "spans": (
@@ -167,10 +194,12 @@ _COPIED = {
 }
 
 
-def _copy(store: Store, k: int) -> None:
-    """Copy the base (the rows that start in the first period) as copy `k`, `k` periods later."""
+def _copy(store: Store, k: int, tables: tuple[str, ...]) -> None:
+    """Copy the base's rows of `tables` (the rows that start in the first period) as copy `k`, `k`
+    periods later."""
     conversation = "if(conversation_id = '', '', concat(conversation_id, '.', toString({k:UInt32})))"
-    for table, replaced in _COPIED.items():
+    for table in tables:
+        replaced = _COPIED[table]
         columns = replaced.replace("{conversation}", conversation)
         source = f"{table} FINAL" if table in ("traces", "trace_waste") else table
         store.client.command(
@@ -200,3 +229,23 @@ def ensure_spans(store: Store, spans: int, pricer: PriceBook, seed: int = 11) ->
         print(f"  loaded {have:,} spans, {time.perf_counter() - start:.0f}s", flush=True)
     store.client.command("OPTIMIZE TABLE traces FINAL")
     return have
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--spans", type=int, default=10_000_000)
+    parser.add_argument(
+        "--reanalyse", action="store_true", help="analyse the dataset again and copy its new ledgers"
+    )
+    args = parser.parse_args()
+    data = open_dataset(args.spans)
+    if args.reanalyse:
+        reanalyse(data, data.copies)
+    print(f"{data.path}: {data.spans:,} spans, {data.traces:,} traces")
+    data.close()
+
+
+if __name__ == "__main__":
+    main()

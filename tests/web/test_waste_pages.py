@@ -286,3 +286,16 @@ def test_findings_per_detector_and_the_costliest_whatever_wrote_the_ledgers(web,
             assert [(x["trace_id"], x["span_id"]) for x in listed] == [
                 (t, s) for t, s, d in everything if detector in ("", d)
             ][:limit]
+
+
+def test_traces_not_analysed_yet_are_counted(web, store):
+    """Traces that arrived after the last analysis are counted as not analysed, on the waste
+    report and in the trace list's totals."""
+    _seed(store)
+    assert web.get("/waste.json").json()["not_analyzed"] == 0
+    rec = Recorder()
+    for _ in range(2):
+        productive(rec)
+    rec.store(store.client)
+    assert web.get("/waste.json").json()["not_analyzed"] == 2
+    assert web.get("/traces.json").json()["totals"]["not_analyzed"] == 2

@@ -19,6 +19,7 @@ from typing import Any
 from tokentrail.store._rows import Client, first, rows
 from tokentrail.store.filters import (
     INTEGER_SORTS,
+    SORTED_JOIN,
     TRACES_WITH_WASTE,
     TraceFilter,
     trace_where,
@@ -136,11 +137,12 @@ def traces(client: Client, f: TraceFilter) -> Page:
             traces_with_waste("trace_id IN {page:Array(String)}"),
             ("project = {project:String} AND trace_id IN {page:Array(String)}"),
         )
+        settings = ""
     else:
-        source = TRACES_WITH_WASTE
+        source, settings = TRACES_WITH_WASTE, SORTED_JOIN
     sql = (
         f"{_TRACE}, {key} AS sort_value FROM {source} WHERE {where} "
-        f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
+        f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}{settings}"
     )
     page = page_of(rows(client, sql, params), f.limit, "sort_value", "trace_id")
     for row in page.rows:
@@ -152,7 +154,7 @@ def totals(client: Client, f: TraceFilter) -> dict[str, Any]:
     """Counts, tokens, cost (with its median and p95 over fully priced traces) and waste of the
     filter's traces; a percentile is None where no trace is fully priced."""
     where, params = trace_where(f, waste_joined=True)
-    row = first(client, _TOTALS.format(source=TRACES_WITH_WASTE, where=where), params) or {}
+    row = first(client, _TOTALS.format(source=TRACES_WITH_WASTE, where=where) + SORTED_JOIN, params) or {}
     for key in ("cost_p50", "cost_p95"):  # NaN when no trace is fully priced
         if not row["traces"] or row[key] != row[key]:
             row[key] = None

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tokentrail.store._rows import Client, first, rows
-from tokentrail.store.filters import TraceFilter, matching_traces, model_is, trace_where, window
+from tokentrail.store.filters import SORTED_JOIN, TraceFilter, matching_traces, model_is, trace_where, window
 
 __all__ = ["DIMENSIONS", "WasteReader"]
 
@@ -166,39 +166,39 @@ class WasteReader:
         clauses, _ = window(f)
         # co-sharded: traces and trace_waste, by trace_id
         sql = (
-            f"SELECT count() AS n FROM traces FINAL WHERE {where} AND trace_id NOT IN "
-            f"(SELECT trace_id FROM trace_waste FINAL WHERE {' AND '.join(clauses)})"
+            "SELECT countIf(analyzed = 0) AS n FROM (SELECT analyzed FROM traces FINAL LEFT JOIN "
+            f"(SELECT trace_id, 1 AS analyzed FROM trace_waste FINAL WHERE {' AND '.join(clauses)}) AS w "
+            f"USING (trace_id) WHERE {where}){SORTED_JOIN}"
         )
         return int((first(self.client, sql, params) or {})["n"])
 
     def findings(self, f: TraceFilter, detector: str, limit: int) -> list[dict[str, Any]]:
         """The range's findings (of one detector, or all), costliest first."""
-        where, params = self._current(f)
-        params = {**params, "detector": detector, "limit": limit}
+        params: dict[str, Any] = {"detector": detector, "limit": limit}
+        ledgers = ""
         if not f.model:
             # Only traces whose costliest finding is among the `limit` costliest traces' can hold
             # one of the `limit` costliest findings; ledgers without sums per detector may all.
-            top = "if({detector:String} = '', arrayMax(detector_top_usd), detector_top_usd[indexOf(detectors, {detector:String})])"
+            top = (
+                "if({detector:String} = '', arrayMax(detector_top_usd), "
+                "detector_top_usd[indexOf(detectors, {detector:String})])"
+            )
             found = "(has(detectors, {detector:String}) OR ({detector:String} = '' AND notEmpty(detectors)))"
             ranged, more = self._range(f)
-            params.update(more)
             sql = (
-                f"SELECT {top} AS top FROM trace_waste FINAL WHERE {ranged} AND detectors_recorded = 1 AND {found} "
-                "ORDER BY top DESC LIMIT 1 OFFSET {offset:UInt32}"
+                f"SELECT {top} AS top FROM trace_waste FINAL WHERE {ranged} AND detectors_recorded = 1 "
+                f"AND {found} ORDER BY top DESC LIMIT 1 OFFSET {{offset:UInt32}}"
             )
-            least = first(self.client, sql, {**params, "offset": max(limit, 1) - 1})
+            least = first(self.client, sql, {**more, **params, "offset": max(limit, 1) - 1})
             params["least"] = least["top"] if least else 0.0
-            # co-sharded: over waste_findings rows, by trace_id
-            where += (
-                f" AND trace_id IN (SELECT trace_id FROM trace_waste FINAL WHERE {ranged} "
-                f"AND (detectors_recorded = 0 OR ({found} AND {top} >= {{least:Float64}})))"
-            )
+            ledgers = f"(detectors_recorded = 0 OR ({found} AND {top} >= {{least:Float64}}))"
+        where, more = self._current(f, ledgers)
         sql = (
             f"SELECT {_FINDING} FROM waste_findings WHERE {where} "
             "AND ({detector:String} = '' OR detector = {detector:String}) "
             "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id, span_id LIMIT {limit:UInt32}"
         )
-        return rows(self.client, sql, params)
+        return rows(self.client, sql, {**more, **params})
 
     # --- one trace -----------------------------------------------------------------------------
 

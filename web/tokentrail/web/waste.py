@@ -18,6 +18,7 @@ from tokentrail.store.waste import WasteReader
 __all__ = [
     "BUCKETS",
     "LABELS",
+    "add_detail",
     "by_model",
     "cell",
     "findings",
@@ -97,21 +98,28 @@ def ledger(waste: WasteReader, project: str, trace_id: str) -> dict[str, Any] | 
 
 
 def findings(
-    client: Client, project: str, found: list[dict[str, Any]], *, stale_items: bool = True
+    client: Client, project: str, found: list[dict[str, Any]], *, detail: bool = True
 ) -> list[dict[str, Any]]:
     """Findings as shown: the evidence decoded, and on a context-bloat finding the largest item
-    its call carried along (`stale_item`, where message content was captured). Without
-    `stale_items` that is left None, for `name_stale_items` to fill in on the findings shown:
-    it reads each bloated call's captured input."""
+    its call carried along (`stale_item`, where message content was captured). Without `detail`
+    the evidence stays as stored and `stale_item` None, for `add_detail` to fill in on the
+    findings shown: a large trace has thousands, and the page shows fifty."""
     for x in found:
-        try:
-            x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
-        except ValueError:
-            x["evidence"] = {}
         x["stale_item"] = None
-    if stale_items:
-        name_stale_items(client, project, found)
+    if detail:
+        add_detail(client, project, found)
     return found
+
+
+def add_detail(client: Client, project: str, found: list[dict[str, Any]]) -> None:
+    """Decode the evidence of these findings (from `findings`) and name their stale items."""
+    for x in found:
+        if isinstance(x["evidence"], str):
+            try:
+                x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
+            except ValueError:
+                x["evidence"] = {}
+    name_stale_items(client, project, found)
 
 
 def name_stale_items(client: Client, project: str, found: list[dict[str, Any]]) -> None:

@@ -76,8 +76,8 @@ def trace_view(
 ) -> dict[str, Any]:
     trace_id, spans, truncated = _spans(client, project, trace_id)
     reader = waste.reader(client)
-    # the largest stale item of a bloated call is named where a finding is shown (`_stale_items`)
-    findings = waste.findings(client, project, reader.trace_findings(project, trace_id), stale_items=False)
+    # a finding's evidence and stale item are worked out where it is shown (`_detailed`)
+    findings = waste.findings(client, project, reader.trace_findings(project, trace_id), detail=False)
     position = {s["span_id"]: i for i, s in enumerate(spans)}
     findings.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))  # in timeline order
     shown = findings
@@ -178,24 +178,24 @@ def span_json(data: dict[str, Any]) -> dict[str, Any]:
     return {"project": data["project"], "trace_id": data["trace_id"], "span": span}
 
 
-def _stale_items(client: Client, data: dict[str, Any], key: str) -> dict[str, Any]:
-    """`data` with the stale items of its findings under `key` named (the page shows the
+def _detailed(client: Client, data: dict[str, Any], key: str) -> dict[str, Any]:
+    """`data` with the evidence and stale items of its findings under `key` (the page shows the
     costliest findings only; a large trace has thousands)."""
-    waste.name_stale_items(client, data["project"], data[key])
+    waste.add_detail(client, data["project"], data[key])
     return data
 
 
 # each .json route before its page: `{trace_id}` alone would also match "abc.json"
 @router.get("/trace/{trace_id}.json")
 def trace_twin(data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)) -> Response:
-    return render.json(trace_json(_stale_items(client, data, "findings")))
+    return render.json(trace_json(_detailed(client, data, "findings")))
 
 
 @router.get("/trace/{trace_id}", response_class=HTMLResponse)
 def trace_page(
     request: Request, data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)
 ) -> Response:
-    return render.html(request, "trace.html", _stale_items(client, data, "findings_shown"))
+    return render.html(request, "trace.html", _detailed(client, data, "findings_shown"))
 
 
 @router.get("/trace/{trace_id}/rows", response_class=HTMLResponse)

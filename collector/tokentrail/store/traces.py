@@ -51,11 +51,18 @@ _SORT_KEYS = {
     "waste": "wasted_usd",
 }
 
-_TRACE = """
+# a trace's own columns; with its waste (`_TRACE`) where it is read joined with its ledger
+_TRACE_OWN = """
 SELECT trace_id, toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, toValidUTF8(root_name) AS root_name,
     service_name, agent_name, models, span_count, llm_calls, tool_calls, error_count, input_tokens, output_tokens,
-    cache_read_tokens, reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status,
-    wasted_usd, analyzed
+    cache_read_tokens, reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status
+"""
+_TRACE = _TRACE_OWN + ", wasted_usd, analyzed"
+
+# the waste of given traces (co-sharded: trace_waste, by trace_id)
+_WASTE_OF = """
+SELECT trace_id, total_usd - productive_usd AS wasted_usd FROM trace_waste FINAL
+WHERE project = {project:String} AND trace_id IN {page:Array(String)}
 """
 
 _TOTALS = """
@@ -128,26 +135,36 @@ def traces(client: Client, f: TraceFilter) -> Page:
         where += f" AND ({key}, trace_id) {op} ({{cursor_value:{key_type}}}, {{cursor_trace:String}})"
         params["cursor_value"], params["cursor_trace"] = f.cursor
     params["limit"] = f.limit + 1
-    if f.sort != "waste" and not f.has_waste:
-        # the page's ids first, from the summaries' sort and filter columns alone; then only those
-        # rows are read whole and joined with their waste
-        ids = f"SELECT trace_id FROM traces FINAL WHERE {where} ORDER BY {key} {order}, trace_id {order} LIMIT {{limit:UInt32}}"
-        params["page"] = [r["trace_id"] for r in rows(client, ids, params)]
-        source, where = (
-            traces_with_waste("trace_id IN {page:Array(String)}"),
-            ("project = {project:String} AND trace_id IN {page:Array(String)}"),
-        )
-        settings = ""
+    sorted_by = f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
+    if f.sort == "waste" or f.has_waste:
+        sql = f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} {sorted_by}{SORTED_JOIN}"
+        found = rows(client, sql, params)
     else:
-        source, settings = TRACES_WITH_WASTE, SORTED_JOIN
-    sql = (
-        f"{_TRACE}, {key} AS sort_value FROM {source} WHERE {where} "
-        f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}{settings}"
-    )
-    page = page_of(rows(client, sql, params), f.limit, "sort_value", "trace_id")
+        # the page from the summaries alone, then the waste of its traces: joining every ledger
+        # to find fifty would read them all
+        found = rows(
+            client, f"{_TRACE_OWN}, {key} AS sort_value FROM traces FINAL WHERE {where} {sorted_by}", params
+        )
+        ids = [r["trace_id"] for r in found]
+        wasted = {r["trace_id"]: r["wasted_usd"] for r in rows(client, _WASTE_OF, {**params, "page": ids})}
+        # as the join gives them: 0 and not analysed where a trace has no ledger yet
+        found = [
+            {
+                **_without(r, "sort_value"),
+                "wasted_usd": wasted.get(r["trace_id"], 0.0),
+                "analyzed": int(r["trace_id"] in wasted),
+                "sort_value": r["sort_value"],
+            }
+            for r in found
+        ]
+    page = page_of(found, f.limit, "sort_value", "trace_id")
     for row in page.rows:
         del row["sort_value"]
     return page
+
+
+def _without(row: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != key}
 
 
 def totals(client: Client, f: TraceFilter) -> dict[str, Any]:

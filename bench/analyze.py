@@ -1,21 +1,19 @@
 """Waste analysis over a whole database: `python -m bench.analyze [--spans 1000000]`.
 
-Loads realistic agent traces (bench.payloads, ~20 spans a trace), then times
-`analyze_range` over all of them: read the spans' typed columns, run the ledger per trace, write
+Opens a database of realistic agent traces (bench.payloads, ~20 spans a trace; built once and
+kept, see bench.dataset), then times `analyze_range` over all of them: read the spans' typed columns, run the ledger per trace, write
 `trace_waste` and `waste_findings`. Prints the wall time, traces/s and what was found.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
-from bench.dataset import ensure_spans
+from bench.dataset import open_dataset
 from tokentrail.analysis.run import analyze_range
 from tokentrail.pricing import PriceBook
-from tokentrail.server.settings import from_env
-from tokentrail.store import connect, ledger, migrate
+from tokentrail.store import ledger
 
 
 def main() -> None:
@@ -24,27 +22,27 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     pricer = PriceBook()
-    with tempfile.TemporaryDirectory(prefix="tokentrail-bench-analyze-") as tmp:
-        store = connect(from_env({"TOKENTRAIL_DATA_DIR": tmp}))
-        migrate(store)
-        spans = ensure_spans(store, args.spans, pricer)
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            traces = analyze_range(store.client, "default", 0, 2**62, pricer)
-            times.append(time.perf_counter() - start)
-        best = sorted(times)[len(times) // 2]
-        print(
-            f"analysed {traces:,} traces ({spans:,} spans): median {best:.1f}s of {args.runs} runs "
-            f"({traces / best:,.0f} traces/s, {spans / best:,.0f} spans/s)"
-        )
-        found = ledger.findings_by_detector(store.client, "default")
-        total = ledger.waste_totals(store.client, "default")
-        print(
-            f"spend ${total['spend']:,.2f}, wasted ${total['wasted']:,.2f}; findings: "
-            + ", ".join(f"{r['detector']} {r['findings']:,} (${r['usd']:,.2f})" for r in found)
-        )
-        store.close()
+    data = open_dataset(args.spans)
+    store, spans = data.store, data.spans
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        traces = analyze_range(store.client, "default", 0, 2**62, pricer)
+        times.append(time.perf_counter() - start)
+    best = sorted(times)[len(times) // 2]
+    print(
+        f"analysed {traces:,} traces ({spans:,} spans): median {best:.1f}s of {args.runs} runs "
+        f"({traces / best:,.0f} traces/s, {spans / best:,.0f} spans/s; runs "
+        + ", ".join(f"{t:.1f}" for t in times)
+        + ")"
+    )
+    found = ledger.findings_by_detector(store.client, "default")
+    total = ledger.waste_totals(store.client, "default")
+    print(
+        f"spend ${total['spend']:,.2f}, wasted ${total['wasted']:,.2f}; findings: "
+        + ", ".join(f"{r['detector']} {r['findings']:,} (${r['usd']:,.2f})" for r in found)
+    )
+    data.close()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from bench.ui import _median_ms, _one_trace
+from bench.dataset import one_trace as _one_trace
+from bench.ui import _median_ms
 from tests.support.coding_agents import TOOLS, day_long_session, emit_events
 from tests.support.collector import running_collector
 from tokentrail.collector.coding import sessions

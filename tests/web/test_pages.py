@@ -173,6 +173,30 @@ def test_trace_page_is_a_nested_timeline(web, store, rec: Recorder):
     assert (api["context"][1]["carried"], api["context"][1]["new"]) == (1280, 120)
 
 
+def test_trace_page_shows_each_span_once_as_last_written(web, store, rec: Recorder):
+    """A span written again (re-sent, repriced) has several rows until the table merges them:
+    the timeline shows it once, as written last."""
+    trace_id = support_run(rec)
+    rec.store(store.client)
+    for name, age in (("plan, written later", "+ 5"), ("plan, written earlier", "- 5")):
+        store.client.command(
+            "INSERT INTO spans SELECT * REPLACE ({name:String} AS name, "
+            f"ingested_at {age} AS ingested_at) FROM (SELECT * FROM spans "
+            "WHERE trace_id = {trace_id:String} AND name = 'plan support')",
+            parameters={"name": name, "trace_id": trace_id},
+        )
+    spans = web.get(f"/trace/{trace_id}.json").json()["spans"]
+    assert [s["name"] for s in spans[:2]] == ["invoke_agent support", "plan, written later"]
+    ids = [s["span_id"] for s in spans]
+    assert (
+        len(ids)
+        == len(set(ids))
+        == store.client.query(
+            "SELECT uniqExact(span_id) FROM spans WHERE trace_id = {t:String}", parameters={"t": trace_id}
+        ).result_rows[0][0]
+    )
+
+
 def test_span_detail_shows_tokens_cost_messages_and_tool(web, store, rec: Recorder):
     trace_id = support_run(rec)
     rec.store(store.client)

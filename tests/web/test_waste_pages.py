@@ -15,6 +15,8 @@ from tests.support.corpus import agent, call, duplicate, loop, oversized, produc
 from tests.support.recorder import Recorder, prices
 from tokentrail.analysis.run import analyze_range
 from tokentrail.cli import main as cli
+from tokentrail.store.filters import TraceFilter
+from tokentrail.web.waste import reader as waste_reader
 
 
 def _seed(store: Any) -> dict[str, float]:
@@ -223,3 +225,77 @@ def test_span_detail_shows_where_a_cost_came_from(web, store):
     shown = cost(spans["gpt-4o-2024-08-06"] if "gpt-4o-2024-08-06" in spans else spans["gpt-4o"])
     assert "$0.0200" in shown and "reported by the emitter" in shown
     assert f"the catalog gives ${gpt4o:.4f}" in shown and f"{(0.02 - gpt4o) / gpt4o:.0%} above" in shown
+
+
+def _detectors_from_findings(store: Any) -> dict[str, tuple[int, int, float]]:
+    """Per detector, from the latest findings one by one: (findings, traces, wasted dollars)."""
+    found = store.client.query(
+        "SELECT detector, count(), uniqExact(trace_id), sum(ifNull(wasted_usd, 0)) FROM waste_findings "
+        "WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL) GROUP BY detector"
+    ).result_rows
+    return {d: (n, traces, usd) for d, n, traces, usd in found}
+
+
+def _forget_sums(store: Any, where: str) -> None:
+    """Make these ledgers look written before they held their sums per detector (migration 0013)."""
+    store.client.command(
+        "ALTER TABLE trace_waste UPDATE detectors = [], detector_findings = [], detector_usd = [], "
+        f"detector_tokens = [], detector_top_usd = [], detectors_recorded = 0 WHERE {where} "
+        "SETTINGS mutations_sync = 1"
+    )
+
+
+@pytest.mark.parametrize("older", ["none", "half", "all"])
+def test_findings_per_detector_and_the_costliest_whatever_wrote_the_ledgers(web, store, older):
+    """The report's detectors and costliest findings count every latest finding, whether the
+    ledgers hold their sums per detector or were written before they did (read one by one)."""
+    _seed(store)
+    if older != "none":
+        _forget_sums(store, "1" if older == "all" else "cityHash64(trace_id) % 2 = 0")
+    expected = _detectors_from_findings(store)
+    report = web.get("/waste.json").json()
+    shown = {d["detector"]: d for d in report["detectors"]}
+    assert {d: (r["findings"], r["traces"]) for d, r in shown.items()} == {
+        d: (n, traces) for d, (n, traces, _) in expected.items()
+    }
+    for detector, (_, _, usd) in expected.items():
+        assert shown[detector]["wasted_usd"] == pytest.approx(usd, rel=1e-9, abs=1e-12)
+        example = shown[detector]["example_trace"]
+        costliest = store.client.query(
+            "SELECT max(ifNull(wasted_usd, 0)) FROM waste_findings WHERE detector = {d:String} AND "
+            "(trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL)",
+            parameters={"d": detector},
+        ).result_rows[0][0]
+        of_example = store.client.query(
+            "SELECT max(ifNull(wasted_usd, 0)), groupArray(reason) FROM waste_findings WHERE detector = {d:String} "
+            "AND trace_id = {t:String} AND (trace_id, analyzed_at) IN "
+            "(SELECT trace_id, analyzed_at FROM trace_waste FINAL)",
+            parameters={"d": detector, "t": example},
+        ).result_rows[0]
+        assert of_example[0] == costliest and shown[detector]["example_reason"] in of_example[1]
+    everything = store.client.query(
+        "SELECT trace_id, span_id, detector FROM waste_findings WHERE (trace_id, analyzed_at) IN "
+        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL) "
+        "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id, span_id"
+    ).result_rows
+    assert [(t["trace_id"], t["span_id"]) for t in report["top"]] == [(t, s) for t, s, _ in everything[:10]]
+    reader = waste_reader(store.client)
+    for detector in ("", *expected):
+        for limit in (1, 3, 1000):
+            listed = reader.findings(TraceFilter("default"), detector, limit)
+            assert [(x["trace_id"], x["span_id"]) for x in listed] == [
+                (t, s) for t, s, d in everything if detector in ("", d)
+            ][:limit]
+
+
+def test_traces_not_analysed_yet_are_counted(web, store):
+    """Traces that arrived after the last analysis are counted as not analysed, on the waste
+    report and in the trace list's totals."""
+    _seed(store)
+    assert web.get("/waste.json").json()["not_analyzed"] == 0
+    rec = Recorder()
+    for _ in range(2):
+        productive(rec)
+    rec.store(store.client)
+    assert web.get("/waste.json").json()["not_analyzed"] == 2
+    assert web.get("/traces.json").json()["totals"]["not_analyzed"] == 2

@@ -5,6 +5,7 @@ same function runs in-process or in a worker process, which only ever sees bytes
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -83,6 +84,12 @@ WASTE_SCHEMA = pa.schema(
         ("unpriced_calls", pa.uint32()),
         ("outcome", _S),
         ("analyzed_at", _MS),
+        ("detectors", pa.list_(_S)),
+        ("detector_findings", pa.list_(pa.uint32())),
+        ("detector_usd", pa.list_(_F)),
+        ("detector_tokens", pa.list_(_U64)),
+        ("detector_top_usd", pa.list_(_F)),
+        ("detectors_recorded", pa.uint8()),
     ]
 )
 FINDING_SCHEMA = pa.schema(
@@ -208,6 +215,20 @@ def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return spans
 
 
+def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """`newest_copies` of a table's rows. The rows are built column by column (converting a whole
+    column at once is many times faster than row by row), and grouped by trace directly when no
+    span has a second copy, the usual case."""
+    columns = table.to_pydict()
+    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    if table.group_by(["trace_id", "span_id"]).aggregate([]).num_rows < table.num_rows:
+        return newest_copies(rows)
+    spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        spans[row["trace_id"]].append(row)
+    return spans
+
+
 def judge(
     prices: Any,
     spans_stream: bytes,
@@ -221,7 +242,7 @@ def judge(
     (`tokentrail.store.ledger.spans_stream`); `info`: per trace its summary and outcome (a trace
     without one is left for later: its summary is not written yet); `previous`: per trace the last
     model call of its conversation's previous trace."""
-    spans = newest_copies(pa.ipc.open_stream(spans_stream).read_all().to_pylist())
+    spans = _by_trace(pa.ipc.open_stream(spans_stream).read_all())
     traces = {trace_id: rows for trace_id, rows in spans.items() if trace_id in info}
     now = int(datetime.now(tz=UTC).timestamp() * 1000)
     evidence = Evidence(stored)
@@ -263,9 +284,15 @@ def init_worker(prices: Any) -> None:
 
 
 def judge_in_worker(*args: Any) -> Judged:
-    """`judge` in a worker process, with the price book it started with."""
+    """`judge` in a worker process, with the price book it started with. The cycle collector
+    waits meanwhile: a chunk makes a few hundred thousand objects that live until its rows are
+    written, and would be scanned again and again for nothing (the process does nothing else)."""
     assert _worker_prices is not None
-    return judge(_worker_prices, *args)
+    gc.disable()
+    try:
+        return judge(_worker_prices, *args)
+    finally:
+        gc.enable()
 
 
 class _Steps:
@@ -326,6 +353,30 @@ def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
         "findings": len(ledger.findings),
         "unpriced_calls": ledger.unpriced_calls,
         "outcome": ledger.outcome,
+        **_per_detector(ledger.findings),
+    }
+
+
+def _per_detector(findings: list[Finding]) -> dict[str, Any]:
+    """The findings summed per detector, in the order the detectors first found something: the
+    ledger's `detector_*` columns (a finding of unknown price counts $0, as the report counts it)."""
+    count: dict[str, int] = {}
+    usd: dict[str, float] = {}
+    tokens: dict[str, int] = {}
+    top: dict[str, float] = {}
+    for f in findings:
+        dollars = f.wasted_usd or 0.0
+        count[f.detector] = count.get(f.detector, 0) + 1
+        usd[f.detector] = usd.get(f.detector, 0.0) + dollars
+        tokens[f.detector] = tokens.get(f.detector, 0) + f.wasted_tokens
+        top[f.detector] = max(top.get(f.detector, dollars), dollars)
+    return {
+        "detectors": list(count),
+        "detector_findings": list(count.values()),
+        "detector_usd": list(usd.values()),
+        "detector_tokens": list(tokens.values()),
+        "detector_top_usd": list(top.values()),
+        "detectors_recorded": 1,
     }
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "INTEGER_SORTS",
     "MAX_NS",
     "MIN_NS",
+    "SORTED_JOIN",
     "SORTS",
     "TRACES_WITH_WASTE",
     "TraceFilter",
@@ -38,6 +39,7 @@ __all__ = [
     "model_is",
     "since",
     "trace_where",
+    "traces_with_waste",
     "window",
 ]
 
@@ -52,11 +54,25 @@ SORTS = ("start", "cost", "waste", "tokens", "duration", "spans")
 #: sort keys bound as Int64 (the others are Float64): a cursor on them must hold an integer
 INTEGER_SORTS = frozenset({"start", "tokens", "duration", "spans"})
 
-#: traces with each one's waste from its latest analysis; `analyzed` is 0 for a trace not analysed yet
-# (co-sharded: trace_waste joined to traces by trace_id)
-TRACES_WITH_WASTE = """traces FINAL LEFT JOIN (
-    SELECT trace_id, total_usd - productive_usd AS wasted_usd, 1 AS analyzed FROM trace_waste FINAL
-    WHERE project = {project:String}) AS w USING (trace_id)"""
+
+def traces_with_waste(narrow: str = "") -> str:
+    """`traces` joined with each trace's waste from its latest analysis (`analyzed` is 0 for a
+    trace not analysed yet). `narrow`, a test of `trace_id`, keeps the ledgers read to the traces
+    the caller selects: the ledgers of every trace make a large join."""
+    # co-sharded: trace_waste joined to traces by trace_id
+    return (
+        "traces FINAL LEFT JOIN (SELECT trace_id, total_usd - productive_usd AS wasted_usd, 1 AS analyzed "
+        "FROM trace_waste FINAL WHERE project = {project:String}"
+        + (f" AND {narrow}" if narrow else "")
+        + ") AS w USING (trace_id)"
+    )
+
+
+#: traces with each one's waste (`traces_with_waste`)
+TRACES_WITH_WASTE = traces_with_waste()
+#: how a statement joins every trace with its ledger: by merging the two, which are sorted alike
+#: (by trace id), rather than by a hash table of every ledger; about half the time at 500,000 traces
+SORTED_JOIN = " SETTINGS join_algorithm = 'full_sorting_merge'"
 
 # filter field -> its test on a `traces` row
 _TESTS = {

@@ -37,7 +37,7 @@ SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, toUnixTimesta
     duration_ns, status_code, tool_name, tool_args_hash, tool_args_hash != 0 AS has_tool_args,
     model, request_model, provider, agent_name, input_tokens,
     output_tokens, cache_read_tokens, cache_reported, billable, cost_usd, input_hash, system_hash, requested_tools,
-    finish_reasons, error_type, retry_attempt, ingested_at
+    finish_reasons, error_type, retry_attempt, toUnixTimestamp64Milli(ingested_at) AS ingested_at
 FROM spans
 WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 ORDER BY trace_id, start_time, span_id
@@ -116,7 +116,7 @@ FROM trace_waste FINAL WHERE project = {project:String}
 def spans_stream(client: Any, project: str, trace_ids: Sequence[str]) -> bytes:
     """The traces' spans as one Arrow stream, in trace and start order, columns named as the
     ledger reads them (`start_ns`, `model`, `has_tool_args`…). Rows a later write replaced are
-    still there (the newest by `ingested_at` counts)."""
+    still there (the newest by `ingested_at`, in Unix milliseconds, counts)."""
     params = {"project": project, "trace_ids": list(trace_ids)}
     return bytes(client.raw_query(_SPANS, parameters=params, fmt="ArrowStream"))
 
@@ -133,15 +133,18 @@ def conversation_traces(client: Any, project: str, conversations: Sequence[str],
     return rows(client, _CONVERSATIONS, params)
 
 
-# co-sharded: spans of the same traces, by trace_id
+# Each span's newest copy (as FINAL would keep it: far cheaper over the scattered traces of a
+# conversation, which touch most of the table) of the tool calls, compactions and roots: one read,
+# where asking for the roots in a subquery read the traces twice.
 _MAIN_RUN_STEPS = """
-SELECT trace_id, span_id, step_kind, step_subkind, tool_name, tool_args_hash, tool_args_hash != 0 AS has_tool_args
-FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
-  AND (step_kind = 'tool' OR step_subkind = 'compaction')
-  AND (trace_id, parent_span_id) IN (
-      SELECT trace_id, span_id FROM spans
-      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND parent_span_id = '')
+SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, tool_name, tool_args_hash, has_tool_args FROM (
+    SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, tool_name, tool_args_hash,
+        tool_args_hash != 0 AS has_tool_args, start_time
+    FROM spans
+    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+    ORDER BY trace_id, span_id, ingested_at DESC
+    LIMIT 1 BY trace_id, span_id)
+WHERE step_kind = 'tool' OR step_subkind = 'compaction' OR parent_span_id = ''
 ORDER BY trace_id, start_time, span_id
 """
 
@@ -149,7 +152,14 @@ ORDER BY trace_id, start_time, span_id
 def main_run_steps(client: Any, project: str, trace_ids: Sequence[str]) -> list[Row]:
     """The tool calls and compactions directly under each trace's root (its main run), in start
     order: trace_id, span_id, step_kind, step_subkind, tool_name, tool_args_hash, has_tool_args."""
-    return rows(client, _MAIN_RUN_STEPS, {"project": project, "trace_ids": list(trace_ids)})
+    found = rows(client, _MAIN_RUN_STEPS, {"project": project, "trace_ids": list(trace_ids)})
+    roots = {(r["trace_id"], r["span_id"]) for r in found if r["parent_span_id"] == ""}
+    return [
+        {k: v for k, v in r.items() if k != "parent_span_id"}
+        for r in found
+        if (r["step_kind"] == "tool" or r["step_subkind"] == "compaction")
+        and (r["trace_id"], r["parent_span_id"]) in roots
+    ]
 
 
 def last_model_calls(client: Any, project: str, trace_ids: Sequence[str]) -> list[Row]:

@@ -15,13 +15,18 @@ from tokentrail.store._rows import Client, first, rows
 
 __all__ = ["input_messages", "span", "spans"]
 
+# each span's newest copy (as FINAL would keep it, which merges across every part of the table's
+# partitions and costs several times the read of one trace)
 _SPANS = """
-SELECT span_id, parent_span_id, toValidUTF8(substring(name, 1, 300)) AS name, step_kind,
-    toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, status_code, service_name, agent_name, tool_name,
-    model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, billable, cost_usd,
-    retry_attempt, error_type, step_subkind, finish_reasons
-FROM spans FINAL
-WHERE project = {project:String} AND trace_id = {trace_id:String}
+SELECT * EXCEPT (start_time, ingested_at) FROM (
+    SELECT span_id, parent_span_id, toValidUTF8(substring(name, 1, 300)) AS name, step_kind,
+        toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, status_code, service_name, agent_name, tool_name,
+        model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, billable,
+        cost_usd, retry_attempt, error_type, step_subkind, finish_reasons, start_time, ingested_at
+    FROM spans
+    WHERE project = {project:String} AND trace_id = {trace_id:String}
+    ORDER BY span_id, ingested_at DESC
+    LIMIT 1 BY span_id)
 ORDER BY start_time, span_id
 LIMIT {limit:UInt32}
 """

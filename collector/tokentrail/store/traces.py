@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokentrail.store._rows import Client, first, rows
-from tokentrail.store.filters import INTEGER_SORTS, TRACES_WITH_WASTE, TraceFilter, trace_where, window
+from tokentrail.store.filters import (
+    INTEGER_SORTS,
+    SORTED_JOIN,
+    TRACES_WITH_WASTE,
+    TraceFilter,
+    trace_where,
+    traces_with_waste,
+    window,
+)
 
 __all__ = [
     "Page",
@@ -43,11 +51,18 @@ _SORT_KEYS = {
     "waste": "wasted_usd",
 }
 
-_TRACE = """
+# a trace's own columns; with its waste (`_TRACE`) where it is read joined with its ledger
+_TRACE_OWN = """
 SELECT trace_id, toUnixTimestamp64Nano(start_time) AS start_ns, duration_ns, toValidUTF8(root_name) AS root_name,
     service_name, agent_name, models, span_count, llm_calls, tool_calls, error_count, input_tokens, output_tokens,
-    cache_read_tokens, reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status,
-    wasted_usd, analyzed
+    cache_read_tokens, reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status
+"""
+_TRACE = _TRACE_OWN + ", wasted_usd, analyzed"
+
+# the waste of given traces (co-sharded: trace_waste, by trace_id)
+_WASTE_OF = """
+SELECT trace_id, total_usd - productive_usd AS wasted_usd FROM trace_waste FINAL
+WHERE project = {project:String} AND trace_id IN {page:Array(String)}
 """
 
 _TOTALS = """
@@ -120,21 +135,43 @@ def traces(client: Client, f: TraceFilter) -> Page:
         where += f" AND ({key}, trace_id) {op} ({{cursor_value:{key_type}}}, {{cursor_trace:String}})"
         params["cursor_value"], params["cursor_trace"] = f.cursor
     params["limit"] = f.limit + 1
-    sql = (
-        f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} "
-        f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
-    )
-    page = page_of(rows(client, sql, params), f.limit, "sort_value", "trace_id")
+    sorted_by = f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
+    if f.sort == "waste" or f.has_waste:
+        sql = f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} {sorted_by}{SORTED_JOIN}"
+        found = rows(client, sql, params)
+    else:
+        # the page from the summaries alone, then the waste of its traces: joining every ledger
+        # to find fifty would read them all
+        found = rows(
+            client, f"{_TRACE_OWN}, {key} AS sort_value FROM traces FINAL WHERE {where} {sorted_by}", params
+        )
+        ids = [r["trace_id"] for r in found]
+        wasted = {r["trace_id"]: r["wasted_usd"] for r in rows(client, _WASTE_OF, {**params, "page": ids})}
+        # as the join gives them: 0 and not analysed where a trace has no ledger yet
+        found = [
+            {
+                **_without(r, "sort_value"),
+                "wasted_usd": wasted.get(r["trace_id"], 0.0),
+                "analyzed": int(r["trace_id"] in wasted),
+                "sort_value": r["sort_value"],
+            }
+            for r in found
+        ]
+    page = page_of(found, f.limit, "sort_value", "trace_id")
     for row in page.rows:
         del row["sort_value"]
     return page
+
+
+def _without(row: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != key}
 
 
 def totals(client: Client, f: TraceFilter) -> dict[str, Any]:
     """Counts, tokens, cost (with its median and p95 over fully priced traces) and waste of the
     filter's traces; a percentile is None where no trace is fully priced."""
     where, params = trace_where(f, waste_joined=True)
-    row = first(client, _TOTALS.format(source=TRACES_WITH_WASTE, where=where), params) or {}
+    row = first(client, _TOTALS.format(source=TRACES_WITH_WASTE, where=where) + SORTED_JOIN, params) or {}
     for key in ("cost_p50", "cost_p95"):  # NaN when no trace is fully priced
         if not row["traces"] or row[key] != row[key]:
             row[key] = None
@@ -160,7 +197,8 @@ def has_data(client: Client, project: str) -> bool:
 
 def trace(client: Client, project: str, trace_id: str) -> dict[str, Any] | None:
     """One trace's summary with its waste, or None while the summary is still being computed."""
-    sql = f"{_TRACE} FROM {TRACES_WITH_WASTE} WHERE project = {{project:String}} AND trace_id = {{trace_id:String}}"
+    one = "trace_id = {trace_id:String}"
+    sql = f"{_TRACE} FROM {traces_with_waste(one)} WHERE project = {{project:String}} AND {one}"
     return first(client, sql, {"project": project, "trace_id": trace_id})
 
 

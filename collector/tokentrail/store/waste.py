@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tokentrail.store._rows import Client, first, rows
-from tokentrail.store.filters import TraceFilter, matching_traces, model_is, trace_where, window
+from tokentrail.store.filters import SORTED_JOIN, TraceFilter, matching_traces, model_is, trace_where, window
 
 __all__ = ["DIMENSIONS", "WasteReader"]
 
@@ -56,14 +56,16 @@ class WasteReader:
         narrowed, more = matching_traces(f)
         return " AND ".join(clauses) + narrowed, {**params, **more}
 
-    def _current(self, f: TraceFilter) -> tuple[str, dict[str, Any]]:
-        """The range's findings of the latest analyses, the model filter's calls only."""
+    def _current(self, f: TraceFilter, ledgers: str = "") -> tuple[str, dict[str, Any]]:
+        """The range's findings of the latest analyses, the model filter's calls only; with
+        `ledgers`, a further test of the `trace_waste` rows, only those ledgers' findings."""
         where, params = self._range(f)
         model, more = model_is(f)
         # co-sharded: over waste_findings rows, by trace_id
         sql = (
             "project = {project:String} AND (trace_id, analyzed_at) IN "
-            f"(SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE {where}){model}"
+            f"(SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE {where}"
+            f"{' AND ' + ledgers if ledgers else ''}){model}"
         )
         return sql, {**params, **more}
 
@@ -111,15 +113,52 @@ class WasteReader:
 
     def by_detector(self, f: TraceFilter) -> list[dict[str, Any]]:
         """Per detector: how often, how much, and the trace where it cost most (an example)."""
-        where, params = self._current(f)
+        if f.model:  # per call: only the findings know their model
+            return [_drop_top(r) for r in self._detectors_of_findings(f, "")]
+        where, params = self._range(f)
+        # the ledgers' sums per detector; the findings themselves only of ledgers written without them
+        sql = (
+            "SELECT detector, sum(n) AS findings, count() AS traces, sum(usd) AS wasted_usd, "
+            "sum(tokens) AS wasted_tokens, argMax(trace_id, most) AS example_trace, max(most) AS top FROM ("
+            "SELECT trace_id, detectors, detector_findings, detector_usd, detector_tokens, detector_top_usd "
+            f"FROM trace_waste FINAL WHERE {where} AND detectors_recorded = 1) "
+            "ARRAY JOIN detectors AS detector, detector_findings AS n, detector_usd AS usd, "
+            "detector_tokens AS tokens, detector_top_usd AS most GROUP BY detector"
+        )
+        found = {r["detector"]: {**r, "example_reason": ""} for r in rows(self.client, sql, params)}
+        for r in _example_reasons(self.client, f.project, found.values()):
+            found[r["detector"]]["example_reason"] = r["reason"]
+        for r in self._detectors_of_findings(f, "detectors_recorded = 0") if self._older_ledgers(f) else []:
+            mine = found.get(r["detector"])
+            if mine is None:
+                found[r["detector"]] = r
+                continue
+            for key in ("findings", "traces", "wasted_usd", "wasted_tokens"):
+                mine[key] += r[key]
+            if r["top"] > mine["top"]:
+                mine.update(
+                    example_trace=r["example_trace"], example_reason=r["example_reason"], top=r["top"]
+                )
+        return sorted((_drop_top(r) for r in found.values()), key=lambda r: -r["wasted_usd"])
+
+    def _detectors_of_findings(self, f: TraceFilter, ledgers: str) -> list[dict[str, Any]]:
+        """`by_detector` from the findings one by one (of the ledgers `ledgers` selects), with
+        each detector's costliest finding's dollars (`top`)."""
+        where, params = self._current(f, ledgers)
         sql = (
             "SELECT detector, count() AS findings, uniqExact(trace_id) AS traces, sum(usd) AS wasted_usd, "
             "sum(tokens) AS wasted_tokens, argMax(trace_id, usd) AS example_trace, "
-            "argMax(reason, usd) AS example_reason FROM (SELECT detector, trace_id, reason, "
+            "argMax(reason, usd) AS example_reason, max(usd) AS top FROM (SELECT detector, trace_id, reason, "
             f"ifNull(wasted_usd, 0) AS usd, wasted_tokens AS tokens FROM waste_findings WHERE {where}) "
             "GROUP BY detector ORDER BY wasted_usd DESC"
         )
         return rows(self.client, sql, params)
+
+    def _older_ledgers(self, f: TraceFilter) -> bool:
+        """Whether any ledger of the range was written without its sums per detector."""
+        where, params = self._range(f)
+        sql = f"SELECT count() AS n FROM trace_waste FINAL WHERE {where} AND detectors_recorded = 0"
+        return bool((first(self.client, sql, params) or {})["n"])
 
     def not_analyzed(self, f: TraceFilter) -> int:
         """How many of the filter's traces have no analysis yet."""
@@ -127,20 +166,39 @@ class WasteReader:
         clauses, _ = window(f)
         # co-sharded: traces and trace_waste, by trace_id
         sql = (
-            f"SELECT count() AS n FROM traces FINAL WHERE {where} AND trace_id NOT IN "
-            f"(SELECT trace_id FROM trace_waste FINAL WHERE {' AND '.join(clauses)})"
+            "SELECT countIf(analyzed = 0) AS n FROM (SELECT analyzed FROM traces FINAL LEFT JOIN "
+            f"(SELECT trace_id, 1 AS analyzed FROM trace_waste FINAL WHERE {' AND '.join(clauses)}) AS w "
+            f"USING (trace_id) WHERE {where}){SORTED_JOIN}"
         )
         return int((first(self.client, sql, params) or {})["n"])
 
     def findings(self, f: TraceFilter, detector: str, limit: int) -> list[dict[str, Any]]:
         """The range's findings (of one detector, or all), costliest first."""
-        where, params = self._current(f)
+        params: dict[str, Any] = {"detector": detector, "limit": limit}
+        ledgers = ""
+        if not f.model:
+            # Only traces whose costliest finding is among the `limit` costliest traces' can hold
+            # one of the `limit` costliest findings; ledgers without sums per detector may all.
+            top = (
+                "if({detector:String} = '', arrayMax(detector_top_usd), "
+                "detector_top_usd[indexOf(detectors, {detector:String})])"
+            )
+            found = "(has(detectors, {detector:String}) OR ({detector:String} = '' AND notEmpty(detectors)))"
+            ranged, more = self._range(f)
+            sql = (
+                f"SELECT {top} AS top FROM trace_waste FINAL WHERE {ranged} AND detectors_recorded = 1 "
+                f"AND {found} ORDER BY top DESC LIMIT 1 OFFSET {{offset:UInt32}}"
+            )
+            least = first(self.client, sql, {**more, **params, "offset": max(limit, 1) - 1})
+            params["least"] = least["top"] if least else 0.0
+            ledgers = f"(detectors_recorded = 0 OR ({found} AND {top} >= {{least:Float64}}))"
+        where, more = self._current(f, ledgers)
         sql = (
             f"SELECT {_FINDING} FROM waste_findings WHERE {where} "
             "AND ({detector:String} = '' OR detector = {detector:String}) "
             "ORDER BY ifNull(wasted_usd, 0) DESC, wasted_tokens DESC, trace_id, span_id LIMIT {limit:UInt32}"
         )
-        return rows(self.client, sql, {**params, "detector": detector, "limit": limit})
+        return rows(self.client, sql, {**more, **params})
 
     # --- one trace -----------------------------------------------------------------------------
 
@@ -163,3 +221,37 @@ class WasteReader:
         """span_id, detector and reason of the trace's latest findings: the timeline's badges."""
         sql = f"SELECT span_id, detector, reason FROM waste_findings WHERE {_OF_TRACE} ORDER BY detector, span_id"
         return rows(self.client, sql, {"project": project, "trace_id": trace_id})
+
+
+_DETECTOR_COLUMNS = (
+    "detector",
+    "findings",
+    "traces",
+    "wasted_usd",
+    "wasted_tokens",
+    "example_trace",
+    "example_reason",
+)
+
+
+def _drop_top(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of `by_detector`, its columns in their order."""
+    return {k: row[k] for k in _DETECTOR_COLUMNS}
+
+
+def _example_reasons(client: Client, project: str, found: Any) -> list[dict[str, Any]]:
+    """detector, reason: of each example trace, the reason of that detector's costliest finding
+    in its latest analysis."""
+    pairs = [(r["detector"], r["example_trace"]) for r in found]
+    if not pairs:
+        return []
+    # co-sharded: over waste_findings rows, by trace_id
+    sql = (
+        "SELECT detector, trace_id, argMax(reason, ifNull(wasted_usd, 0)) AS reason FROM waste_findings "
+        "WHERE project = {project:String} AND trace_id IN {traces:Array(String)} AND (trace_id, analyzed_at) IN "
+        "(SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE project = {project:String} "
+        "AND trace_id IN {traces:Array(String)}) GROUP BY detector, trace_id"
+    )
+    wanted = set(pairs)
+    params = {"project": project, "traces": sorted({t for _, t in pairs})}
+    return [r for r in rows(client, sql, params) if (r["detector"], r["trace_id"]) in wanted]

@@ -15,7 +15,18 @@ from tokentrail.store import spans as span_reads
 from tokentrail.store.filters import TraceFilter
 from tokentrail.store.waste import WasteReader
 
-__all__ = ["BUCKETS", "LABELS", "by_model", "cell", "findings", "ledger", "reader", "report_row"]
+__all__ = [
+    "BUCKETS",
+    "LABELS",
+    "add_detail",
+    "by_model",
+    "cell",
+    "findings",
+    "ledger",
+    "name_stale_items",
+    "reader",
+    "report_row",
+]
 
 LABELS = {
     "retry": "Retries",
@@ -86,23 +97,36 @@ def ledger(waste: WasteReader, project: str, trace_id: str) -> dict[str, Any] | 
     }
 
 
-def findings(client: Client, project: str, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def findings(
+    client: Client, project: str, found: list[dict[str, Any]], *, detail: bool = True
+) -> list[dict[str, Any]]:
     """Findings as shown: the evidence decoded, and on a context-bloat finding the largest item
-    its call carried along (`stale_item`, where message content was captured)."""
+    its call carried along (`stale_item`, where message content was captured). Without `detail`
+    the evidence stays as stored and `stale_item` None, for `add_detail` to fill in on the
+    findings shown: a large trace has thousands, and the page shows fifty."""
     for x in found:
-        try:
-            x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
-        except ValueError:
-            x["evidence"] = {}
         x["stale_item"] = None
-    _name_stale_items(client, project, [x for x in found if x["detector"] == "context_bloat"])
+    if detail:
+        add_detail(client, project, found)
     return found
 
 
-def _name_stale_items(client: Client, project: str, bloated: list[dict[str, Any]]) -> None:
-    """Token counts alone cannot say which tool output a bloated call carried; its captured
-    input can. The billed leaf may be a client library's span under a framework's: the content is
-    then on the parent."""
+def add_detail(client: Client, project: str, found: list[dict[str, Any]]) -> None:
+    """Decode the evidence of these findings (from `findings`) and name their stale items."""
+    for x in found:
+        if isinstance(x["evidence"], str):
+            try:
+                x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
+            except ValueError:
+                x["evidence"] = {}
+    name_stale_items(client, project, found)
+
+
+def name_stale_items(client: Client, project: str, found: list[dict[str, Any]]) -> None:
+    """Set `stale_item` on the context-bloat findings among `found`. Token counts alone cannot
+    say which tool output a bloated call carried; its captured input can. The billed leaf may be
+    a client library's span under a framework's: the content is then on the parent."""
+    bloated = [x for x in found if x["detector"] == "context_bloat"]
     if not bloated:
         return
     keys = {(x["trace_id"], x["span_id"]) for x in bloated}

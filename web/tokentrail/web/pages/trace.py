@@ -76,7 +76,8 @@ def trace_view(
 ) -> dict[str, Any]:
     trace_id, spans, truncated = _spans(client, project, trace_id)
     reader = waste.reader(client)
-    findings = waste.findings(client, project, reader.trace_findings(project, trace_id))
+    # a finding's evidence and stale item are worked out where it is shown (`_detailed`)
+    findings = waste.findings(client, project, reader.trace_findings(project, trace_id), detail=False)
     position = {s["span_id"]: i for i, s in enumerate(spans)}
     findings.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))  # in timeline order
     shown = findings
@@ -149,7 +150,8 @@ def span_view(
         for t, n, a in zip(span["events_time"], span["events_name"], span["events_attributes"], strict=False)
     ]
     system = json_or_text(span["system_instructions"])
-    findings = waste.findings(client, project, waste.reader(client).trace_findings(project, trace_id))
+    found = waste.reader(client).trace_findings(project, trace_id)
+    findings = waste.findings(client, project, [x for x in found if x["span_id"] == span_id])
     return {
         "project": project,
         "trace_id": trace_id,
@@ -163,7 +165,7 @@ def span_view(
         "system": parts(system) if system is not None else None,
         "tool_arguments": clip(span["tool_arguments"]) if span["tool_arguments"] else None,
         "tool_result": clip(span["tool_result"]) if span["tool_result"] else None,
-        "findings": [x for x in findings if x["span_id"] == span_id],
+        "findings": findings,
         "labels": waste.LABELS,
     }
 
@@ -176,15 +178,24 @@ def span_json(data: dict[str, Any]) -> dict[str, Any]:
     return {"project": data["project"], "trace_id": data["trace_id"], "span": span}
 
 
+def _detailed(client: Client, data: dict[str, Any], key: str) -> dict[str, Any]:
+    """`data` with the evidence and stale items of its findings under `key` (the page shows the
+    costliest findings only; a large trace has thousands)."""
+    waste.add_detail(client, data["project"], data[key])
+    return data
+
+
 # each .json route before its page: `{trace_id}` alone would also match "abc.json"
 @router.get("/trace/{trace_id}.json")
-def trace_twin(data: dict[str, Any] = Depends(trace_view)) -> Response:
-    return render.json(trace_json(data))
+def trace_twin(data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)) -> Response:
+    return render.json(trace_json(_detailed(client, data, "findings")))
 
 
 @router.get("/trace/{trace_id}", response_class=HTMLResponse)
-def trace_page(request: Request, data: dict[str, Any] = Depends(trace_view)) -> Response:
-    return render.html(request, "trace.html", data)
+def trace_page(
+    request: Request, data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)
+) -> Response:
+    return render.html(request, "trace.html", _detailed(client, data, "findings_shown"))
 
 
 @router.get("/trace/{trace_id}/rows", response_class=HTMLResponse)

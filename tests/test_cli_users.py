@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -128,11 +129,22 @@ def test_refusals_say_why_and_change_nothing(same_database, monkeypatch, args, s
 
 
 def test_the_installed_command_reads_the_password_from_stdin(tmp_path):
+
+    env = {"TOKENTRAIL_DATA_DIR": str(tmp_path)}
+    added = _add_ops_user({**_clean_env(), **env})
+    assert added.returncode == 0, added.stderr
+    assert "a long passphrase" not in added.stdout + added.stderr
+    listed = _run("users", "list", **env)
+    assert "ops@example.com\talpha\tpassword" in listed.stdout
+
+
+def _add_ops_user(env: dict[str, str]) -> Any:
+    """`tokentrail users add ops@example.com --project alpha`, the password piped in, as a user
+    runs the installed command."""
     import subprocess
     import sys
 
-    env = {"TOKENTRAIL_DATA_DIR": str(tmp_path)}
-    added = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -148,12 +160,8 @@ def test_the_installed_command_reads_the_password_from_stdin(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**_clean_env(), **env},
+        env=env,
     )
-    assert added.returncode == 0, added.stderr
-    assert "a long passphrase" not in added.stdout + added.stderr
-    listed = _run("users", "list", **env)
-    assert "ops@example.com\talpha\tpassword" in listed.stdout
 
 
 def _clean_env() -> dict[str, str]:
@@ -195,24 +203,7 @@ def test_accounts_change_while_the_server_runs(tmp_path):
     env = collector_env(str(tmp_path), port, TOKENTRAIL_UI_PORT=str(ui_port), TOKENTRAIL_AUTH="password")
     proc = start_collector_process(env, port, command="up")
     try:
-        added = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "tokentrail",
-                "users",
-                "add",
-                "ops@example.com",
-                "--project",
-                "alpha",
-                "--password-stdin",
-            ],
-            input="a long passphrase\n",
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        added = _add_ops_user(env)
         assert added.returncode == 0, added.stderr
         web = httpx.Client(base_url=f"http://127.0.0.1:{ui_port}")
         assert sign_in(web, "ops@example.com", "wrong passphrase").status_code == 401

@@ -38,7 +38,6 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -152,7 +151,7 @@ class _Handle:
 class Endpoint:
     """The engine side: runs requests on chDB handles over one database path."""
 
-    def __init__(self, path: str, *, user: str, password: str, version: str = "") -> None:
+    def __init__(self, path: str, *, user: str, password: str) -> None:
         self.path = path
         self.user = user
         self.password = password
@@ -160,11 +159,10 @@ class Endpoint:
         self._sessions_lock = threading.Lock()
         probe = self._open()
         try:
-            row = probe.conn.query("SELECT version(), timezone()", "TabSeparated").bytes().decode()
+            #: the engine's time zone, which answers name (X-ClickHouse-Timezone)
+            self.timezone = probe.conn.query("SELECT timezone()", "TabSeparated").bytes().decode().strip()
         finally:
             probe.conn.close()
-        engine_version, self.timezone = row.rstrip("\n").split("\t")
-        self.version = version or engine_version
 
     def _open(self) -> _Handle:
         return _Handle(cast(Any, chdb).connect(self.path))
@@ -424,8 +422,8 @@ def _error_response(error: QueryError, query_id: str) -> Response:
     )
 
 
-def create_app(endpoint: Endpoint, *, on_query: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app; `on_query` is called once per answered query (for counters)."""
+def create_app(endpoint: Endpoint) -> Starlette:
+    """The ASGI app."""
 
     async def ping(request: Request) -> Response:
         return PlainTextResponse("Ok.\n")
@@ -440,8 +438,6 @@ def create_app(endpoint: Endpoint, *, on_query: Callable[[], None] | None = None
             if error.code == 22 and request.method == "GET" and not request.query_params:
                 return PlainTextResponse("Ok.\n")
             return _error_response(error, query_id)
-        if on_query is not None:
-            on_query()
         headers = {
             "X-ClickHouse-Query-Id": query_id,
             "X-ClickHouse-Format": fmt,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import os
 import secrets
@@ -63,7 +64,7 @@ DATABASE_USER = "tokentrail"
 class _Database:
     """The embedded database's ClickHouse HTTP endpoint, when this process holds the database."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings) -> None:
         from tokentrail.server.clickhouse_http import Endpoint, create_app
 
         self.settings = settings
@@ -85,9 +86,9 @@ class _Database:
         self.file = publish_endpoint(settings, f"http://{DATABASE_USER}:{self.password}@{host}:{self.port}")
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, KeyError):
             # only this process's file: a later process may have published its own
-            if endpoint_file(self.settings).read_text().find(f'"pid": {os.getpid()}') >= 0:
+            if json.loads(endpoint_file(self.settings).read_text())["pid"] == os.getpid():
                 self.file.unlink()
         self.endpoint.close()
         self.socket.close()
@@ -196,7 +197,7 @@ def serve(settings: Settings, *, collector: bool = True, web: bool = True) -> No
     database: _Database | None = None
     try:
         if store.embedded:
-            database = _Database(settings, store)
+            database = _Database(settings)
         done = upgrade(store)
         if done.applied:
             logger.info(

@@ -80,7 +80,9 @@ _TRANSPORT = frozenset(
 _SETTING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 # an INSERT whose data follows its FORMAT clause, after one line break: the statement, then data
-_INSERT_WITH_DATA = re.compile(rb"^(\s*INSERT\s+INTO\s.*?\sFORMAT\s+\w+)[ \t]*(?:\r?\n|$)", re.I | re.S)
+_INSERT_WITH_DATA = re.compile(
+    rb"^((?P<into>\s*INSERT\s+INTO\s.*?)\sFORMAT\s+(?P<format>\w+))[ \t]*(?:\r?\n|$)", re.I | re.S
+)
 _CODE = re.compile(r"Code:\s*(\d+)")
 _SESSION_TIMEOUT = 60.0
 _MAX_SESSION_TIMEOUT = 3600.0
@@ -263,18 +265,10 @@ class Endpoint:
         return bytes(result.bytes() or b""), out_format, summary
 
     def _insert(self, conn: Any, request: _Request) -> tuple[bytes, str, dict[str, Any]]:
-        fmt = _TRAILING_FORMAT.search(request.query)
-        if fmt is None:
-            raise QueryError(
-                62,
-                "Code: 62. DB::Exception: an INSERT with data in the request body needs a FORMAT "
-                "clause at the end of its query. (SYNTAX_ERROR)",
-            )
-        statement = request.query[: fmt.start()]
-        assert request.insert_data is not None
-        data = request.insert_data
+        into, fmt = request.insert_into, request.insert_format
+        data = request.insert_data or b""
         start = time.monotonic()
-        inserter = conn.send_insert(statement, fmt[1])
+        inserter = conn.send_insert(into, fmt)
         try:
             step = 1 << 20
             for offset in range(0, len(data), step):
@@ -284,7 +278,7 @@ class Endpoint:
             inserter.cancel()
             raise
         summary = {"written_bytes": str(len(data)), "elapsed_ns": str(int((time.monotonic() - start) * 1e9))}
-        return b"", fmt[1], summary
+        return b"", fmt, summary
 
 
 @dataclass
@@ -293,7 +287,10 @@ class _Request:
     params: dict[str, str]
     settings: dict[str, str]
     query_params: dict[str, str]
-    insert_data: bytes | None
+    #: an INSERT with data after its FORMAT clause: the data, the statement before FORMAT, the format
+    insert_data: bytes | None = None
+    insert_into: str = ""
+    insert_format: str = ""
 
 
 def _number(value: str | None, default: float) -> float:
@@ -390,10 +387,15 @@ async def _parse(request: Request) -> _Request:
         text += b"\n" + body
     elif body:
         text = body
-    insert_data: bytes | None = None
     statement = _INSERT_WITH_DATA.match(text)
+    insert: dict[str, Any] = {}
     if statement is not None:
-        query, insert_data = statement[1].decode(), text[statement.end() :]
+        query = statement[1].decode()
+        insert = {
+            "insert_data": text[statement.end() :],
+            "insert_into": statement["into"].decode(),
+            "insert_format": statement["format"].decode(),
+        }
     else:
         try:
             query = text.decode()
@@ -411,7 +413,7 @@ async def _parse(request: Request) -> _Request:
         if not _SETTING.match(key):
             raise QueryError(115, f"Code: 115. DB::Exception: Unknown setting {key!r}. (UNKNOWN_SETTING)")
         settings[key] = value
-    return _Request(query.strip(), params, settings, query_params, insert_data)
+    return _Request(query.strip(), params, settings, query_params, **insert)
 
 
 def _error_response(error: QueryError, query_id: str) -> Response:

@@ -2,8 +2,9 @@
 
 One image runs `tokentrail up`, `collector` or `web`, or a one-off command (`migrate`, `users`,
 `demo`…). The check reads which from the command line of the container's first process, then
-asks the collector's /health (`up`, `collector`) or the web UI (`web`) for a static file, which
-needs no sign-in, naming a host the UI answers (the first of TOKENTRAIL_UI_HOSTS). A one-off
+asks the collector's /health (`up`, `collector`) or the web UI's (`web`), which needs no sign-in
+and answers 503 while the database does not answer, naming a host the UI answers (the first of
+TOKENTRAIL_UI_HOSTS). A one-off
 command has no server to ask and counts as healthy while it runs. Ports and addresses come from
 the same settings the server reads, so the check follows TOKENTRAIL_OTLP_HTTP_PORT and
 TOKENTRAIL_UI_PORT.
@@ -52,7 +53,7 @@ def probe(command: str, settings: Settings) -> tuple[str, dict[str, str]] | None
     if command == "web":
         name = settings.ui_hosts[0]
         host = f"[{name}]" if ":" in name else name
-        url = f"http://{_address(settings.ui_host)}:{settings.ui_port}/static/favicon.svg"
+        url = f"http://{_address(settings.ui_host)}:{settings.ui_port}/health"
         return url, {"Host": f"{host}:{settings.ui_port}"}
     return f"http://{_address(settings.host)}:{settings.otlp_http_port}/health", {}
 

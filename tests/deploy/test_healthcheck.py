@@ -13,7 +13,10 @@ import pytest
 from tests.deploy.files import DEPLOY
 from tests.support.collector import free_port, running_collector
 from tests.web.conftest import serving
+from tokentrail.store import Store
+from tokentrail.store.keys import KeyRing
 from tokentrail.web.app import create_app
+from tokentrail.web.auth import RingKeys
 
 
 def healthcheck() -> ModuleType:
@@ -82,6 +85,17 @@ def test_a_web_ui_with_sign_in_is_healthy_under_a_name_it_answers(
         container.setenv("TOKENTRAIL_UI_HOSTS", "elsewhere.example.com")
         assert container.check("web") == 1
     assert "answered HTTP 400" in capsys.readouterr().err
+
+
+def test_a_web_ui_whose_database_does_not_answer_is_unhealthy(
+    settings: Any, store: Any, container: Container, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut_off = Store(settings, store.client, url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    keys = RingKeys(KeyRing(settings, store.new_client()))
+    with serving(create_app(settings, cut_off, keys=keys)) as url:
+        container.setenv("TOKENTRAIL_UI_PORT", url.rsplit(":", 1)[1])
+        assert container.check("web") == 1
+    assert "answered HTTP 503" in capsys.readouterr().err
 
 
 def test_a_one_off_command_is_healthy_and_bad_settings_are_not(

@@ -157,12 +157,15 @@ def test_container_ports_and_probes_are_the_ones_the_servers_answer_on() -> None
                 assert container[probe]["httpGet"] == {"path": "/health", "port": "otlp-http"}
         elif role == "web":
             assert ports_by_name(container) == {"ui": settings.ui_port}
+            # ready when the database answers (/health); alive while a static file is served
+            assert container["readinessProbe"]["httpGet"]["path"] == "/health"
             for probe in ("readinessProbe", "livenessProbe"):
                 get = container[probe]["httpGet"]
                 assert get["port"] == "ui"
-                # a static file, which needs no sign-in, asked for under a name the UI answers
-                static = get["path"].removeprefix("/static/")
-                assert (REPO / "web/tokentrail/web/static" / static).is_file()
+                if probe == "livenessProbe":
+                    static = get["path"].removeprefix("/static/")
+                    assert (REPO / "web/tokentrail/web/static" / static).is_file()
+                # neither needs sign-in; both name a host the UI answers
                 assert {h["name"]: h["value"] for h in get["httpHeaders"]}["Host"] in settings.ui_hosts
 
 

@@ -7,7 +7,8 @@ import time. A bad parameter (`BadRequest`) is a 400 and a missing trace or span
 security headers: span content is untrusted, so no inline or foreign script can run, whatever
 slips through.
 
-Every route depends on `tokentrail.web.auth.authenticate` and `check_form_token`: a caller who
+Every route but `/health` (`tokentrail.web.pages.health`: whether the database answers, nothing
+more) depends on `tokentrail.web.auth.authenticate` and `check_form_token`: a caller who
 has not signed in gets 401 on a `.json`/`.csv` route and the sign-in form on a page, one asking
 for a project not theirs 403, and a form posted without its token 403. A request naming a host
 that is not ours (`TOKENTRAIL_UI_HOSTS`) is refused before anything else: a page on another
@@ -47,6 +48,7 @@ from tokentrail.web.auth import (
 from tokentrail.web.clients import Clients
 from tokentrail.web.filters import BadRequest, NotFound
 from tokentrail.web.pages import ROUTERS
+from tokentrail.web.pages.health import health
 from tokentrail.web.sessions import SESSION_COOKIE, TOKEN_COOKIE, Signer, Throttle, secret_key
 
 __all__ = ["create_app"]
@@ -178,6 +180,7 @@ def create_app(settings: Settings, store: Store, *, keys: KeyVerifier | None = N
     # a 10,000-span trace page is ~5 MB of repetitive HTML and ~10x smaller compressed
     app.add_middleware(GZipMiddleware, minimum_size=2048)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    app.add_route("/health", health, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Unauthenticated, _unauthenticated)

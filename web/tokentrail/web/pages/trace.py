@@ -22,7 +22,7 @@ from tokentrail.web.filters import NotFound, check_id, whole_number
 from tokentrail.web.messages import clip, json_or_text, messages, parts
 from tokentrail.web.timeline import ChartColumn, ContextStep, chart_columns, context_steps, layout
 
-__all__ = ["router", "rows_view", "span_json", "span_view", "trace_json", "trace_view"]
+__all__ = ["json_view", "router", "rows_view", "span_json", "span_view", "trace_json", "trace_view"]
 
 #: a trace page shows at most this many spans (the JSON API says when it cut)
 MAX_TRACE_SPANS = 50_000
@@ -71,38 +71,78 @@ def _chart_flags(
     return flags
 
 
-def trace_view(
-    trace_id: str, project: str = Depends(_project.project), client: Client = Depends(get_client)
-) -> dict[str, Any]:
+def _trace(client: Client, project: str, trace_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the page and its JSON twin both show (summary, ledger, timeline, context split), and
+    the spans they come from."""
     trace_id, spans, truncated = _spans(client, project, trace_id)
-    reader = waste.reader(client)
-    # a finding's evidence and stale item are worked out where it is shown (`_detailed`)
-    findings = waste.findings(client, project, reader.trace_findings(project, trace_id), detail=False)
-    position = {s["span_id"]: i for i, s in enumerate(spans)}
-    findings.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))  # in timeline order
-    shown = findings
-    if len(findings) > MAX_FINDINGS_SHOWN:  # the costliest; the JSON twin lists every one
-        shown = sorted(findings, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
-    steps = context_steps(spans)
-    chart = chart_columns(steps)
-    return {
+    data = {
         "project": project,
         "trace_id": trace_id,
         # the summary lags the spans by a second or two; a trace still arriving has none yet
         "summary": trace_reads.trace(client, project, trace_id),
-        "findings_shown": shown,
-        "ledger": waste.ledger(reader, project, trace_id),
-        "findings": findings,
-        "marks": _marks(findings),
-        "names": {s["span_id"]: s["name"] for s in spans},
-        "labels": waste.LABELS,
+        "ledger": waste.ledger(waste.reader(client), project, trace_id),
         "timeline": layout(spans),
-        "page_rows": PAGE_ROWS,
-        "context": steps,
-        "chart": chart,
-        "chart_flags": _chart_flags(steps, chart, findings),
+        "context": context_steps(spans),
         "truncated": truncated,
     }
+    return data, spans
+
+
+def _in_timeline_order(found: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    position = {s["span_id"]: i for i, s in enumerate(spans)}
+    found.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))
+    return found
+
+
+def _in_full(
+    client: Client, project: str, trace_id: str, picked: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The findings `picked` among the trace's badges (`trace_marks`), read in full and in their
+    order, with their evidence and stale items worked out."""
+    if not picked:
+        return []
+    spans = sorted({x["span_id"] for x in picked})
+    stored = {
+        (x["detector"], x["span_id"]): x
+        for x in waste.reader(client).trace_findings(project, trace_id, spans)
+    }
+    # a finding missing here was replaced by a newer analysis between the two reads
+    found = [stored[key] for x in picked if (key := (x["detector"], x["span_id"])) in stored]
+    return waste.findings(client, project, found)
+
+
+def trace_view(
+    trace_id: str, project: str = Depends(_project.project), client: Client = Depends(get_client)
+) -> dict[str, Any]:
+    """The page's data. Every finding shows as a badge and a chart flag; only the costliest are
+    listed in full (the JSON twin has every one)."""
+    data, spans = _trace(client, project, trace_id)
+    trace_id = data["trace_id"]
+    found = _in_timeline_order(waste.reader(client).trace_marks(project, trace_id), spans)
+    shown = found
+    if len(found) > MAX_FINDINGS_SHOWN:
+        shown = sorted(found, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
+    chart = chart_columns(data["context"])
+    return {
+        **data,
+        "findings_shown": _in_full(client, project, trace_id, shown),
+        "findings": found,
+        "marks": _marks(found),
+        "names": {s["span_id"]: s["name"] for s in spans},
+        "labels": waste.LABELS,
+        "page_rows": PAGE_ROWS,
+        "chart": chart,
+        "chart_flags": _chart_flags(data["context"], chart, found),
+    }
+
+
+def json_view(
+    trace_id: str, project: str = Depends(_project.project), client: Client = Depends(get_client)
+) -> dict[str, Any]:
+    """The JSON twin's data: what the page shows, every finding in full."""
+    data, spans = _trace(client, project, trace_id)
+    found = waste.reader(client).trace_findings(project, data["trace_id"])
+    return {**data, "findings": _in_timeline_order(waste.findings(client, project, found), spans)}
 
 
 def trace_json(data: dict[str, Any]) -> dict[str, Any]:
@@ -150,8 +190,9 @@ def span_view(
         for t, n, a in zip(span["events_time"], span["events_name"], span["events_attributes"], strict=False)
     ]
     system = json_or_text(span["system_instructions"])
-    found = waste.reader(client).trace_findings(project, trace_id)
-    findings = waste.findings(client, project, [x for x in found if x["span_id"] == span_id])
+    findings = waste.findings(
+        client, project, waste.reader(client).trace_findings(project, trace_id, [span_id])
+    )
     return {
         "project": project,
         "trace_id": trace_id,
@@ -178,24 +219,15 @@ def span_json(data: dict[str, Any]) -> dict[str, Any]:
     return {"project": data["project"], "trace_id": data["trace_id"], "span": span}
 
 
-def _detailed(client: Client, data: dict[str, Any], key: str) -> dict[str, Any]:
-    """`data` with the evidence and stale items of its findings under `key` (the page shows the
-    costliest findings only; a large trace has thousands)."""
-    waste.add_detail(client, data["project"], data[key])
-    return data
-
-
 # each .json route before its page: `{trace_id}` alone would also match "abc.json"
 @router.get("/trace/{trace_id}.json")
-def trace_twin(data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)) -> Response:
-    return render.json(trace_json(_detailed(client, data, "findings")))
+def trace_twin(data: dict[str, Any] = Depends(json_view)) -> Response:
+    return render.json(trace_json(data))
 
 
 @router.get("/trace/{trace_id}", response_class=HTMLResponse)
-def trace_page(
-    request: Request, data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)
-) -> Response:
-    return render.html(request, "trace.html", _detailed(client, data, "findings_shown"))
+def trace_page(request: Request, data: dict[str, Any] = Depends(trace_view)) -> Response:
+    return render.html(request, "trace.html", data)
 
 
 @router.get("/trace/{trace_id}/rows", response_class=HTMLResponse)

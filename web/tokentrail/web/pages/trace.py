@@ -71,6 +71,13 @@ def _chart_flags(
     return flags
 
 
+def _chart_top(chart: list[ChartColumn]) -> int:
+    """The chart's scale: its tallest input and its tallest output, stacked (at least 1)."""
+    if not chart:
+        return 1
+    return max(max(c.step.input_tokens for c in chart) + max(c.step.output for c in chart), 1)
+
+
 def _trace(client: Client, project: str, trace_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """What the page and its JSON twin both show (summary, ledger, timeline, context split), and
     the spans they come from."""
@@ -133,6 +140,8 @@ def trace_view(
         "page_rows": PAGE_ROWS,
         "chart": chart,
         "chart_flags": _chart_flags(data["context"], chart, found),
+        "chart_top": _chart_top(chart),
+        "peak_input": max((s.input_tokens for s in data["context"]), default=0),
     }
 
 

@@ -51,11 +51,12 @@ class Row:
     @property
     def width(self) -> float:
         """Percent of the trace's duration the bar covers (a 1 µs span is still visible)."""
-        width = max(self.span["duration_ns"] / self.total_ns * 100, _MIN_WIDTH)
+        width: float = max(self.span["duration_ns"] / self.total_ns * 100, _MIN_WIDTH)
         return round(min(width, 100 - self._left()), 3)
 
     def _left(self) -> float:
-        return min((self.span["start_ns"] - self.start_ns) / self.total_ns * 100, 100 - _MIN_WIDTH)
+        left: float = (self.span["start_ns"] - self.start_ns) / self.total_ns * 100
+        return min(left, 100 - _MIN_WIDTH)
 
 
 @dataclass

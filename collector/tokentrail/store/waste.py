@@ -204,10 +204,11 @@ class WasteReader:
 
     def ledger(self, project: str, trace_id: str) -> dict[str, Any] | None:
         """The trace's latest ledger: each bucket's dollars, total_usd, wasted_tokens,
-        unpriced_calls, outcome, analyzed_at; None before its first analysis."""
+        unpriced_calls, outcome, analyzed_at and how many findings it has; None before its first
+        analysis."""
         buckets = ", ".join(f"{b}_usd AS {b}" for b in self.buckets)
         sql = (
-            f"SELECT {buckets}, total_usd, wasted_tokens, unpriced_calls, outcome, analyzed_at "
+            f"SELECT {buckets}, total_usd, wasted_tokens, unpriced_calls, outcome, analyzed_at, findings "
             "FROM trace_waste FINAL WHERE project = {project:String} AND trace_id = {trace_id:String}"
         )
         return first(self.client, sql, {"project": project, "trace_id": trace_id})

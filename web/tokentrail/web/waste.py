@@ -83,9 +83,9 @@ def by_model(waste: WasteReader, f: TraceFilter) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["wasted_usd"], str(r["key"])))
 
 
-def ledger(waste: WasteReader, project: str, trace_id: str) -> dict[str, Any] | None:
-    """One trace's ledger: its buckets, total, waste, wasted tokens, unpriced calls, outcome."""
-    row = waste.ledger(project, trace_id)
+def ledger(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One trace's ledger as shown, from its row (`WasteReader.ledger`): its buckets, total,
+    waste, wasted tokens, unpriced calls, outcome."""
     if row is None:
         return None
     return {

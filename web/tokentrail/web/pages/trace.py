@@ -81,21 +81,22 @@ def _chart_top(chart: list[ChartColumn]) -> int:
     return max(max(c.step.input_tokens for c in chart) + max(c.step.output for c in chart), 1)
 
 
-def _trace(client: Client, project: str, trace_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """What the page and its JSON twin both show (summary, ledger, timeline, context split), and
-    the spans they come from."""
+def _trace(client: Client, project: str, trace_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """What the page and its JSON twin both show (summary, ledger, timeline, context split), the
+    spans they come from, and how many findings the ledger has."""
     trace_id, spans, truncated = _spans(client, project, trace_id)
+    ledger = waste.reader(client).ledger(project, trace_id)
     data = {
         "project": project,
         "trace_id": trace_id,
         # the summary lags the spans by a second or two; a trace still arriving has none yet
         "summary": trace_reads.trace(client, project, trace_id),
-        "ledger": waste.ledger(waste.reader(client), project, trace_id),
+        "ledger": waste.ledger(ledger),
         "timeline": layout(spans),
         "context": context_steps(spans),
         "truncated": truncated,
     }
-    return data, spans
+    return data, spans, ledger["findings"] if ledger else 0
 
 
 def _in_timeline_order(found: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,36 +105,42 @@ def _in_timeline_order(found: list[dict[str, Any]], spans: list[dict[str, Any]])
     return found
 
 
-def _in_full(
-    client: Client, project: str, trace_id: str, picked: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The findings `picked` among the trace's badges (`trace_marks`), read in full and in their
-    order, with their evidence and stale items worked out."""
-    if not picked:
-        return []
-    spans = sorted({x["span_id"] for x in picked})
-    stored = {
-        (x["detector"], x["span_id"]): x
-        for x in waste.reader(client).trace_findings(project, trace_id, spans)
-    }
+def _costliest(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings a page lists: all of them, or the costliest (the JSON twin lists every one)."""
+    if len(found) <= MAX_FINDINGS_SHOWN:
+        return found
+    return sorted(found, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
+
+
+def _page_findings(
+    client: Client, project: str, trace_id: str, spans: list[dict[str, Any]], expected: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every finding in timeline order, the ones the page lists in full). With more findings
+    than a page lists, every one is read as a badge (span, detector, reason, dollars) and only the
+    listed ones in full: a large trace has thousands, and their evidence is most of what they
+    weigh. `expected`: how many the ledger says there are."""
+    reader = waste.reader(client)
+    if expected <= MAX_FINDINGS_SHOWN:
+        found = _in_timeline_order(reader.trace_findings(project, trace_id), spans)
+        return found, waste.findings(client, project, _costliest(found))
+    found = _in_timeline_order(reader.trace_marks(project, trace_id), spans)
+    picked = _costliest(found)
+    stored = reader.trace_findings(project, trace_id, sorted({x["span_id"] for x in picked}))
+    by_key = {(x["detector"], x["span_id"]): x for x in stored}
     # a finding missing here was replaced by a newer analysis between the two reads
-    found = [stored[key] for x in picked if (key := (x["detector"], x["span_id"])) in stored]
-    return waste.findings(client, project, found)
+    shown = [by_key[key] for x in picked if (key := (x["detector"], x["span_id"])) in by_key]
+    return found, waste.findings(client, project, shown)
 
 
 def trace_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
     """The page's data. Every finding shows as a badge and a chart flag; only the costliest are
     listed in full (the JSON twin has every one)."""
-    data, spans = _trace(client, project, trace_id)
-    trace_id = data["trace_id"]
-    found = _in_timeline_order(waste.reader(client).trace_marks(project, trace_id), spans)
-    shown = found
-    if len(found) > MAX_FINDINGS_SHOWN:
-        shown = sorted(found, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
+    data, spans, expected = _trace(client, project, trace_id)
+    found, shown = _page_findings(client, project, data["trace_id"], spans, expected)
     chart = chart_columns(data["context"])
     return {
         **data,
-        "findings_shown": _in_full(client, project, trace_id, shown),
+        "findings_shown": shown,
         "findings": found,
         "marks": _marks(found),
         "names": {s["span_id"]: s["name"] for s in spans},
@@ -148,7 +155,7 @@ def trace_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
 
 def json_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
     """The JSON twin's data: what the page shows, every finding in full."""
-    data, spans = _trace(client, project, trace_id)
+    data, spans, _ = _trace(client, project, trace_id)
     found = waste.reader(client).trace_findings(project, data["trace_id"])
     return {**data, "findings": _in_timeline_order(waste.findings(client, project, found), spans)}
 

@@ -3,6 +3,10 @@
 timeline. The page renders the first `PAGE_ROWS` timeline rows; htmx fetches the rest from
 `/trace/{id}/rows`, which reads only the spans (and the findings' badges) and lays them out. One
 span in full (`/trace/{id}/span/{span_id}`, `.json`) is a partial for htmx or a page of its own.
+
+For a large trace: past `MAX_FINDINGS_SHOWN` findings the page reads every finding as a badge
+and only the listed ones in full, the layout places only the bars that are drawn, the rows read a
+span's columns by key, and the cycle collector waits while the page is built (`_collector_paused`).
 """
 
 from __future__ import annotations

@@ -104,6 +104,7 @@ def _trace(client: Client, project: str, trace_id: str) -> tuple[dict[str, Any],
 
 
 def _in_timeline_order(found: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`found` sorted as the timeline shows their spans (a span the trace lacks last), by detector."""
     position = {s["span_id"]: i for i, s in enumerate(spans)}
     found.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))
     return found

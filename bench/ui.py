@@ -3,7 +3,8 @@ the reports over a 10M-span database. The database is built once and kept (bench
 how and where); pages are fetched in-process through the ASGI app (query + template), median of
 repeated runs.
 
-Run: `python -m bench.ui [--spans 10000000]`.
+Run: `python -m bench.ui [--spans 10000000] [--trace-only]` (`--trace-only`: the trace pages alone,
+for comparing one change to them quickly).
 """
 
 from __future__ import annotations
@@ -31,10 +32,32 @@ def _median_ms(client: TestClient, url: str, runs: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
+def _others(web: TestClient, spans: int, runs: int) -> None:
+    """The trace list and the reports."""
+    first: Any = web.get("/traces.json?range=all").json()
+    cases = [
+        ("list, all time, newest first", "/traces?range=all"),
+        ("list, all time, by cost", "/traces?range=all&sort=cost"),
+        ("list, by waste, only traces with waste", "/traces?range=all&sort=waste&has_waste=1"),
+        ("waste report by agent", "/waste?range=all&by=agent"),
+        ("waste report by model", "/waste?range=all&by=model"),
+        ("list, next page (keyset)", "/traces?range=all&cursor=" + first["next"]["cursor"]),
+        ("list, one model", "/traces?range=all&model=gpt-4o-2024-08-06"),
+        ("list, span-name search", "/traces?range=all&q=refund"),
+        ("list JSON, all time", "/traces.json?range=all"),
+        ("conversations, all time", "/conversations?range=all"),
+    ]
+    print(f"{f'at {spans:,} spans':<44}{'median ms':>10}{'HTML KB':>10}")
+    for label, url in cases:
+        ms, size = _median_ms(web, url, runs * 2)
+        print(f"{label:<44}{ms:>10.1f}{size / 1024:>10.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spans", type=int, default=10_000_000, help="spans in the database")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--trace-only", action="store_true", help="time the trace pages alone")
     args = parser.parse_args()
     start = time.perf_counter()
     data = open_dataset(args.spans)
@@ -46,23 +69,8 @@ def main() -> None:
         for n, trace_id in sorted(data.big.items()):
             ms, size = _median_ms(web, f"/trace/{trace_id}", args.runs)
             print(f"{f'{n:,} spans':<44}{ms:>10.1f}{size / 1024:>10.0f}")
-        first: Any = web.get("/traces.json?range=all").json()
-        cases = [
-            ("list, all time, newest first", "/traces?range=all"),
-            ("list, all time, by cost", "/traces?range=all&sort=cost"),
-            ("list, by waste, only traces with waste", "/traces?range=all&sort=waste&has_waste=1"),
-            ("waste report by agent", "/waste?range=all&by=agent"),
-            ("waste report by model", "/waste?range=all&by=model"),
-            ("list, next page (keyset)", "/traces?range=all&cursor=" + first["next"]["cursor"]),
-            ("list, one model", "/traces?range=all&model=gpt-4o-2024-08-06"),
-            ("list, span-name search", "/traces?range=all&q=refund"),
-            ("list JSON, all time", "/traces.json?range=all"),
-            ("conversations, all time", "/conversations?range=all"),
-        ]
-        print(f"{f'at {data.spans:,} spans':<44}{'median ms':>10}{'HTML KB':>10}")
-        for label, url in cases:
-            ms, size = _median_ms(web, url, args.runs * 2)
-            print(f"{label:<44}{ms:>10.1f}{size / 1024:>10.0f}")
+        if not args.trace_only:
+            _others(web, data.spans, args.runs)
     data.close()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokentrail.analysis.ledger import BUCKETS, Thresholds, analyze
+from tokentrail.analysis.ledger import BUCKETS, Thresholds, analyze, context_per_call
 
 MODELS = {"big": (5e-6, 2.5e-6, 2e-5), "small": (1.5e-7, 7.5e-8, 6e-7), "nocache": (1e-6, 1e-6, 2e-6)}
 #: a span row as the analysis reads it (tokentrail.analysis.run), every column at its empty value
@@ -272,3 +272,44 @@ def test_reading_again_what_the_run_read_charges_the_asking_calls_share():
     assert c2 is not None and rereads[0].wasted_usd is not None
     assert math.isclose(rereads[0].wasted_usd, c2 / 2)
     assert math.isclose(ledger.buckets["duplicate"], c2 / 2)
+
+
+def test_each_call_belongs_to_its_nearest_agent_run_whatever_the_tree():
+    """A call's agent run is its nearest agent ancestor, or a tool that runs models itself: through
+    deep trees, parents the trace lacks and parent cycles (bad input) alike."""
+
+    def span(span_id: str, parent: str, kind: str) -> dict[str, Any]:
+        return {**SPAN, "span_id": span_id, "parent_span_id": parent, "step_kind": kind}
+
+    def llm(span_id: str, parent: str) -> dict[str, Any]:
+        call = span(span_id, parent, "llm")
+        call.update(billable=1, input_tokens=100, output_tokens=10, model="small", cost_usd=0.001)
+        return call
+
+    spans = [
+        span("a", "", "agent"),
+        span("t", "a", "tool"),
+        llm("in-tool", "t"),
+        span("g", "a", "other"),
+        llm("in-step", "g"),
+        *(span(f"d{i}", f"d{i - 1}" if i else "a", "other") for i in range(300)),
+        llm("deep", "d299"),
+        span("x", "y", "agent"),
+        span("y", "x", "other"),
+        llm("in-cycle", "y"),
+        llm("under-cycling-agent", "x"),
+        span("z", "z", "other"),
+        llm("self-parented", "z"),
+        llm("orphan", "missing"),
+        llm("top", ""),
+    ]
+    assert {c.call.span["span_id"]: c.call.scope for c in context_per_call(spans)} == {
+        "in-tool": "t",
+        "in-step": "a",
+        "deep": "a",
+        "in-cycle": "x",
+        "under-cycling-agent": "x",
+        "self-parented": "",
+        "orphan": "",
+        "top": "",
+    }

@@ -101,6 +101,37 @@ def test_trace_page_marks_waste_where_it_happened(web, store):
     assert "iteration 2 of 3" in detail.select_one(".waste-callout").get_text()
 
 
+def test_a_trace_with_more_findings_than_its_page_lists(web, store):
+    """Past 50 findings the page lists the 50 costliest in full (rule and formula), in order of
+    cost, says how many there are, and still badges every finding on its row; the JSON twin has
+    every one in full."""
+    rec = Recorder()
+    calls = 60
+    with agent(rec, "refunds", outcome=False):  # a failed task: each call's whole cost is waste
+        for i in range(calls):
+            call(rec, f"c{i}", "gpt-4o", 100 + 10 * i, 10)  # each call costs more than the one before
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    (trace,) = web.get("/traces.json").json()["traces"]
+    page = _soup(web.get(f"/trace/{trace['trace_id']}"))
+    listed = page.select(".waste-panel .finding")
+    costliest = list(range(calls - 1, calls - 51, -1))
+    assert [f.select_one("a.span-link").get_text() for f in listed] == [
+        f"chat gpt-4o [c{i}]" for i in costliest
+    ]
+    for finding, i in zip(listed, costliest, strict=True):
+        assert finding["data-detector"] == "no_outcome"
+        assert f"whole cost: {100 + 10 * i:,} input" in finding.select_one(".formula").get_text()
+        assert "rule no_outcome.failure" in finding.select_one("details summary").get_text(" ", strip=True)
+    assert f"The 50 costliest of {calls} findings" in page.select_one(".waste-panel .findings").get_text()
+    rows = {r.select_one(".wf-name").get_text(): r for r in page.select("#wf .wf-row")}
+    for i in range(calls):
+        (badge,) = rows[f"chat gpt-4o [c{i}]"].select(".badge.waste")
+        assert "bk-no_outcome" in badge["class"]
+    api = web.get(f"/trace/{trace['trace_id']}.json").json()["findings"]
+    assert sorted(x["evidence"]["input_tokens"] for x in api) == [100 + 10 * i for i in range(calls)]
+
+
 def test_list_filters_and_sorts_by_waste(web, store):
     wasted = _seed(store)
     with_waste = web.get("/traces.json", params={"has_waste": "1", "sort": "waste"}).json()["traces"]

@@ -125,10 +125,7 @@ def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
     model calls run (a coding agent's subagent, started as a tool) is an agent run of its own."""
     by_id = {s["span_id"]: s for s in spans}
     runs = {s["span_id"] for s in spans if s["step_kind"] == "agent"} | _model_running_tools(spans, by_id)
-    return {
-        span["span_id"]: next((a["span_id"] for a in _ancestors(span, by_id) if a["span_id"] in runs), "")
-        for span in spans
-    }
+    return _nearest(spans, by_id, runs)
 
 
 def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -141,16 +138,52 @@ def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Iterat
         parent = by_id[parent]["parent_span_id"]
 
 
+def _nearest(
+    spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]], wanted: set[str]
+) -> dict[str, str]:
+    """span id -> span id of its nearest ancestor (`_ancestors`) among `wanted`, "" for none. A
+    span whose parent is not wanted has its parent's answer, so each path up the tree is walked
+    once however many spans hang below it; a path that runs into a parent cycle (bad input) is
+    walked span by span as `_ancestors` does."""
+    nearest: dict[str, str] = {}
+    for span in spans:
+        path: list[str] = []  # spans that share the answer found above them
+        on_path: set[str] = set()
+        span_id = span["span_id"]
+        answer: str | None = None
+        while span_id not in nearest:
+            path.append(span_id)
+            on_path.add(span_id)
+            parent = by_id[span_id]["parent_span_id"]
+            if not parent or parent not in by_id:
+                answer = ""
+                break
+            if parent in wanted:
+                answer = parent
+                break
+            if parent in on_path:
+                break  # a cycle
+            span_id = parent
+        else:
+            answer = nearest[span_id]
+        for below in path:
+            if answer is None:
+                walk = _ancestors(by_id[below], by_id)
+                nearest[below] = next((a["span_id"] for a in walk if a["span_id"] in wanted), "")
+            else:
+                nearest[below] = answer
+    return nearest
+
+
 def _model_running_tools(spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> set[str]:
     """Tool spans with a model call beneath them (below any agent span between them)."""
-    tools: set[str] = set()
-    for span in spans:
-        if span["step_kind"] != "llm":
-            continue
-        nearest = next((a for a in _ancestors(span, by_id) if a["step_kind"] in ("agent", "tool")), None)
-        if nearest is not None and nearest["step_kind"] == "tool":
-            tools.add(nearest["span_id"])
-    return tools
+    steps = {span_id for span_id, s in by_id.items() if s["step_kind"] in ("agent", "tool")}
+    nearest = _nearest(spans, by_id, steps)
+    return {
+        step
+        for s in spans
+        if s["step_kind"] == "llm" and (step := nearest[s["span_id"]]) and by_id[step]["step_kind"] == "tool"
+    }
 
 
 def _failed(span: dict[str, Any]) -> bool:

@@ -16,7 +16,9 @@ from tokentrail.store._rows import Client, first, rows
 __all__ = ["input_messages", "span", "spans"]
 
 # each span's newest copy (as FINAL would keep it, which merges across every part of the table's
-# partitions and costs several times the read of one trace)
+# partitions and costs several times the read of one trace). Read in the sort key's order, the
+# rows of every part that holds some of the trace are merged into one ordered stream: for a
+# 10,000-span trace that costs more than reading them at once and sorting (~48 ms against ~30)
 _SPANS = """
 SELECT * EXCEPT (start_time, ingested_at) FROM (
     SELECT span_id, parent_span_id, toValidUTF8(substring(name, 1, 300)) AS name, step_kind,
@@ -29,6 +31,7 @@ SELECT * EXCEPT (start_time, ingested_at) FROM (
     LIMIT 1 BY span_id)
 ORDER BY start_time, span_id
 LIMIT {limit:UInt32}
+SETTINGS optimize_read_in_order = 0
 """
 
 _SPAN = """

@@ -204,22 +204,35 @@ class WasteReader:
 
     def ledger(self, project: str, trace_id: str) -> dict[str, Any] | None:
         """The trace's latest ledger: each bucket's dollars, total_usd, wasted_tokens,
-        unpriced_calls, outcome, analyzed_at; None before its first analysis."""
+        unpriced_calls, outcome, analyzed_at and how many findings it has; None before its first
+        analysis."""
         buckets = ", ".join(f"{b}_usd AS {b}" for b in self.buckets)
         sql = (
-            f"SELECT {buckets}, total_usd, wasted_tokens, unpriced_calls, outcome, analyzed_at "
+            f"SELECT {buckets}, total_usd, wasted_tokens, unpriced_calls, outcome, analyzed_at, findings "
             "FROM trace_waste FINAL WHERE project = {project:String} AND trace_id = {trace_id:String}"
         )
         return first(self.client, sql, {"project": project, "trace_id": trace_id})
 
-    def trace_findings(self, project: str, trace_id: str) -> list[dict[str, Any]]:
-        """The findings of the trace's latest analysis, by detector and span."""
-        sql = f"SELECT {_FINDING} FROM waste_findings WHERE {_OF_TRACE} ORDER BY detector, span_id"
-        return rows(self.client, sql, {"project": project, "trace_id": trace_id})
+    def trace_findings(
+        self, project: str, trace_id: str, span_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The findings of the trace's latest analysis, by detector and span; with `span_ids`,
+        only the findings on those spans."""
+        params: dict[str, Any] = {"project": project, "trace_id": trace_id}
+        only = ""
+        if span_ids is not None:
+            only, params["span_ids"] = " AND span_id IN {span_ids:Array(String)}", list(span_ids)
+        sql = f"SELECT {_FINDING} FROM waste_findings WHERE {_OF_TRACE}{only} ORDER BY detector, span_id"
+        return rows(self.client, sql, params)
 
     def trace_marks(self, project: str, trace_id: str) -> list[dict[str, Any]]:
-        """span_id, detector and reason of the trace's latest findings: the timeline's badges."""
-        sql = f"SELECT span_id, detector, reason FROM waste_findings WHERE {_OF_TRACE} ORDER BY detector, span_id"
+        """span_id, detector, reason and wasted_usd of the trace's latest findings, by detector and
+        span: the timeline's badges, and what picks the findings a page lists in full (a large
+        trace has thousands, and their evidence is most of what a finding weighs)."""
+        sql = (
+            "SELECT span_id, detector, reason, wasted_usd FROM waste_findings "
+            f"WHERE {_OF_TRACE} ORDER BY detector, span_id"
+        )
         return rows(self.client, sql, {"project": project, "trace_id": trace_id})
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ __all__ = [
 
 #: step kinds the UI colours; anything else shows as "other"
 KINDS = ("agent", "plan", "llm", "tool", "retry", "retrieval", "embedding", "other")
+_KNOWN = frozenset(KINDS)
 
 #: above this many spans, subtrees below `_DEEP` start collapsed so the page stays light
 _COLLAPSE_ABOVE = 500
@@ -30,17 +30,33 @@ _DEEP = 2
 _MIN_WIDTH = 0.2  # percent: a 1 µs span is still a visible, clickable bar
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     span: dict[str, Any]
     depth: int
     children: int
     kind: str
-    left: float  # percent of the trace's duration
-    width: float
     hidden: bool  # under a collapsed ancestor
     collapsed: bool  # its own children start hidden
     orphan: bool  # its parent is not in the trace (not received, or still on its way)
+    start_ns: int  # the trace's time axis: its start and length
+    total_ns: int
+
+    # The bar's place is worked out when it is drawn: a page draws 1,000 of a trace's rows.
+    @property
+    def left(self) -> float:
+        """Percent of the trace's duration before the bar starts."""
+        return round(self._left(), 3)
+
+    @property
+    def width(self) -> float:
+        """Percent of the trace's duration the bar covers (a 1 µs span is still visible)."""
+        width: float = max(self.span["duration_ns"] / self.total_ns * 100, _MIN_WIDTH)
+        return round(min(width, 100 - self._left()), 3)
+
+    def _left(self) -> float:
+        left: float = (self.span["start_ns"] - self.start_ns) / self.total_ns * 100
+        return min(left, 100 - _MIN_WIDTH)
 
 
 @dataclass
@@ -51,21 +67,17 @@ class Timeline:
     ticks: list[tuple[float, int]]  # (percent, offset ns)
 
 
-def _kind(value: str) -> str:
-    return value if value in KINDS else "other"
-
-
 def layout(spans: Sequence[dict[str, Any]]) -> Timeline:
     """Depth-first rows (children in start order) with bar positions on the trace's time axis."""
     if not spans:
         return Timeline([], 0, 0, [])
     ids = {s["span_id"] for s in spans}
-    children: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    children: dict[str, list[dict[str, Any]]] = {}
     roots: list[dict[str, Any]] = []
     for span in spans:  # already in start order
         parent = span["parent_span_id"]
         if parent and parent in ids and parent != span["span_id"]:
-            children[parent].append(span)
+            children.setdefault(parent, []).append(span)
         else:
             roots.append(span)
     start = min(s["start_ns"] for s in spans)
@@ -74,6 +86,7 @@ def layout(spans: Sequence[dict[str, Any]]) -> Timeline:
     collapse = len(spans) > _COLLAPSE_ABOVE
     rows: list[Row] = []
     seen: set[str] = set()
+    leaf: list[dict[str, Any]] = []
     # (span, depth, hidden); a stack instead of recursion: agent traces can nest deeply
     stack: list[tuple[dict[str, Any], int, bool]] = [(r, 0, False) for r in reversed(roots)]
     pending = iter(spans)
@@ -85,27 +98,27 @@ def layout(spans: Sequence[dict[str, Any]]) -> Timeline:
                 break
             stack.append((rest, 0, False))
         span, depth, hidden = stack.pop()
-        if span["span_id"] in seen:  # a parent cycle in bad input; show each span once
+        span_id, parent, kind = span["span_id"], span["parent_span_id"], span["step_kind"]
+        if span_id in seen:  # a parent cycle in bad input; show each span once
             continue
-        seen.add(span["span_id"])
-        kids = children.get(span["span_id"], [])
+        seen.add(span_id)
+        kids = children.get(span_id, leaf)
         collapsed = collapse and depth >= _DEEP and bool(kids)
-        left = (span["start_ns"] - start) / total * 100
-        width = max(span["duration_ns"] / total * 100, _MIN_WIDTH)
         rows.append(
             Row(
                 span=span,
                 depth=depth,
                 children=len(kids),
-                kind=_kind(span["step_kind"]),
-                left=round(min(left, 100 - _MIN_WIDTH), 3),
-                width=round(min(width, 100 - min(left, 100 - _MIN_WIDTH)), 3),
+                kind=kind if kind in _KNOWN else "other",
                 hidden=hidden,
                 collapsed=collapsed,
-                orphan=bool(span["parent_span_id"]) and span["parent_span_id"] not in ids,
+                orphan=bool(parent) and parent not in ids,
+                start_ns=start,
+                total_ns=total,
             )
         )
-        stack.extend((kid, depth + 1, hidden or collapsed) for kid in reversed(kids))
+        if kids:
+            stack.extend([(kid, depth + 1, hidden or collapsed) for kid in reversed(kids)])
     ticks = [(p * 20.0, total * p // 5) for p in range(6)]
     return Timeline(rows, start, total, ticks)
 

@@ -18,7 +18,6 @@ from tokentrail.store.waste import WasteReader
 __all__ = [
     "BUCKETS",
     "LABELS",
-    "add_detail",
     "by_model",
     "cell",
     "findings",
@@ -84,9 +83,9 @@ def by_model(waste: WasteReader, f: TraceFilter) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-r["wasted_usd"], str(r["key"])))
 
 
-def ledger(waste: WasteReader, project: str, trace_id: str) -> dict[str, Any] | None:
-    """One trace's ledger: its buckets, total, waste, wasted tokens, unpriced calls, outcome."""
-    row = waste.ledger(project, trace_id)
+def ledger(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One trace's ledger as shown, from its row (`WasteReader.ledger`): its buckets, total,
+    waste, wasted tokens, unpriced calls, outcome."""
     if row is None:
         return None
     return {
@@ -97,29 +96,18 @@ def ledger(waste: WasteReader, project: str, trace_id: str) -> dict[str, Any] | 
     }
 
 
-def findings(
-    client: Client, project: str, found: list[dict[str, Any]], *, detail: bool = True
-) -> list[dict[str, Any]]:
+def findings(client: Client, project: str, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Findings as shown: the evidence decoded, and on a context-bloat finding the largest item
-    its call carried along (`stale_item`, where message content was captured). Without `detail`
-    the evidence stays as stored and `stale_item` None, for `add_detail` to fill in on the
-    findings shown: a large trace has thousands, and the page shows fifty."""
+    its call carried along (`stale_item`, where message content was captured)."""
     for x in found:
         x["stale_item"] = None
-    if detail:
-        add_detail(client, project, found)
-    return found
-
-
-def add_detail(client: Client, project: str, found: list[dict[str, Any]]) -> None:
-    """Decode the evidence of these findings (from `findings`) and name their stale items."""
-    for x in found:
         if isinstance(x["evidence"], str):
             try:
                 x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
             except ValueError:
                 x["evidence"] = {}
     name_stale_items(client, project, found)
+    return found
 
 
 def name_stale_items(client: Client, project: str, found: list[dict[str, Any]]) -> None:

@@ -3,10 +3,17 @@
 timeline. The page renders the first `PAGE_ROWS` timeline rows; htmx fetches the rest from
 `/trace/{id}/rows`, which reads only the spans (and the findings' badges) and lays them out. One
 span in full (`/trace/{id}/span/{span_id}`, `.json`) is a partial for htmx or a page of its own.
+
+For a large trace: past `MAX_FINDINGS_SHOWN` findings the page reads every finding as a badge
+and only the listed ones in full, the layout places only the bars that are drawn, the rows read a
+span's columns by key, and the cycle collector waits while the page is built (`_collector_paused`).
 """
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -22,7 +29,7 @@ from tokentrail.web.filters import NotFound, check_id, whole_number
 from tokentrail.web.messages import clip, json_or_text, messages, parts
 from tokentrail.web.timeline import ChartColumn, ContextStep, chart_columns, context_steps, layout
 
-__all__ = ["router", "rows_view", "span_json", "span_view", "trace_json", "trace_view"]
+__all__ = ["json_view", "router", "rows_view", "span_json", "span_view", "trace_json", "trace_view"]
 
 #: a trace page shows at most this many spans (the JSON API says when it cut)
 MAX_TRACE_SPANS = 50_000
@@ -71,38 +78,91 @@ def _chart_flags(
     return flags
 
 
-def trace_view(
-    trace_id: str, project: str = Depends(_project.project), client: Client = Depends(get_client)
-) -> dict[str, Any]:
+def _chart_top(chart: list[ChartColumn]) -> int:
+    """The chart's scale: its tallest input and its tallest output, stacked (at least 1)."""
+    if not chart:
+        return 1
+    return max(max(c.step.input_tokens for c in chart) + max(c.step.output for c in chart), 1)
+
+
+def _trace(client: Client, project: str, trace_id: str) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    """What the page and its JSON twin both show (summary, ledger, timeline, context split), the
+    spans they come from, and how many findings the ledger has."""
     trace_id, spans, truncated = _spans(client, project, trace_id)
-    reader = waste.reader(client)
-    # a finding's evidence and stale item are worked out where it is shown (`_detailed`)
-    findings = waste.findings(client, project, reader.trace_findings(project, trace_id), detail=False)
-    position = {s["span_id"]: i for i, s in enumerate(spans)}
-    findings.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))  # in timeline order
-    shown = findings
-    if len(findings) > MAX_FINDINGS_SHOWN:  # the costliest; the JSON twin lists every one
-        shown = sorted(findings, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
-    steps = context_steps(spans)
-    chart = chart_columns(steps)
-    return {
+    ledger = waste.reader(client).ledger(project, trace_id)
+    data = {
         "project": project,
         "trace_id": trace_id,
         # the summary lags the spans by a second or two; a trace still arriving has none yet
         "summary": trace_reads.trace(client, project, trace_id),
-        "findings_shown": shown,
-        "ledger": waste.ledger(reader, project, trace_id),
-        "findings": findings,
-        "marks": _marks(findings),
-        "names": {s["span_id"]: s["name"] for s in spans},
-        "labels": waste.LABELS,
+        "ledger": waste.ledger(ledger),
         "timeline": layout(spans),
-        "page_rows": PAGE_ROWS,
-        "context": steps,
-        "chart": chart,
-        "chart_flags": _chart_flags(steps, chart, findings),
+        "context": context_steps(spans),
         "truncated": truncated,
     }
+    return data, spans, ledger["findings"] if ledger else 0
+
+
+def _in_timeline_order(found: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`found` sorted as the timeline shows their spans (a span the trace lacks last), by detector."""
+    position = {s["span_id"]: i for i, s in enumerate(spans)}
+    found.sort(key=lambda x: (position.get(x["span_id"], len(spans)), x["detector"]))
+    return found
+
+
+def _costliest(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings a page lists: all of them, or the costliest (the JSON twin lists every one)."""
+    if len(found) <= MAX_FINDINGS_SHOWN:
+        return found
+    return sorted(found, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
+
+
+def _page_findings(
+    client: Client, project: str, trace_id: str, spans: list[dict[str, Any]], expected: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(every finding in timeline order, the ones the page lists in full). With more findings
+    than a page lists, every one is read as a badge (span, detector, reason, dollars) and only the
+    listed ones in full: a large trace has thousands, and their evidence is most of what they
+    weigh. `expected`: how many the ledger says there are."""
+    reader = waste.reader(client)
+    if expected <= MAX_FINDINGS_SHOWN:
+        found = _in_timeline_order(reader.trace_findings(project, trace_id), spans)
+        return found, waste.findings(client, project, _costliest(found))
+    found = _in_timeline_order(reader.trace_marks(project, trace_id), spans)
+    picked = _costliest(found)
+    stored = reader.trace_findings(project, trace_id, sorted({x["span_id"] for x in picked}))
+    by_key = {(x["detector"], x["span_id"]): x for x in stored}
+    # a finding missing here was replaced by a newer analysis between the two reads
+    shown = [by_key[key] for x in picked if (key := (x["detector"], x["span_id"])) in by_key]
+    return found, waste.findings(client, project, shown)
+
+
+def trace_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
+    """The page's data. Every finding shows as a badge and a chart flag; only the costliest are
+    listed in full (the JSON twin has every one)."""
+    data, spans, expected = _trace(client, project, trace_id)
+    found, shown = _page_findings(client, project, data["trace_id"], spans, expected)
+    chart = chart_columns(data["context"])
+    return {
+        **data,
+        "findings_shown": shown,
+        "findings": found,
+        "marks": _marks(found),
+        "names": {s["span_id"]: s["name"] for s in spans},
+        "labels": waste.LABELS,
+        "page_rows": PAGE_ROWS,
+        "chart": chart,
+        "chart_flags": _chart_flags(data["context"], chart, found),
+        "chart_top": _chart_top(chart),
+        "peak_input": max((s.input_tokens for s in data["context"]), default=0),
+    }
+
+
+def json_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
+    """The JSON twin's data: what the page shows, every finding in full."""
+    data, spans, _ = _trace(client, project, trace_id)
+    found = waste.reader(client).trace_findings(project, data["trace_id"])
+    return {**data, "findings": _in_timeline_order(waste.findings(client, project, found), spans)}
 
 
 def trace_json(data: dict[str, Any]) -> dict[str, Any]:
@@ -114,14 +174,8 @@ def trace_json(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rows_view(
-    trace_id: str,
-    params: dict[str, str] = Depends(_rows.params),
-    project: str = Depends(_rows.project),
-    client: Client = Depends(get_client),
-) -> dict[str, Any]:
+def rows_view(client: Client, project: str, trace_id: str, first: int) -> dict[str, Any]:
     """Timeline rows from `first` on: the spans laid out, with their waste badges."""
-    first = whole_number(params, "first", 0, 0, MAX_TRACE_SPANS)
     trace_id, spans, _ = _spans(client, project, trace_id)
     return {
         "project": project,
@@ -150,8 +204,9 @@ def span_view(
         for t, n, a in zip(span["events_time"], span["events_name"], span["events_attributes"], strict=False)
     ]
     system = json_or_text(span["system_instructions"])
-    found = waste.reader(client).trace_findings(project, trace_id)
-    findings = waste.findings(client, project, [x for x in found if x["span_id"] == span_id])
+    findings = waste.findings(
+        client, project, waste.reader(client).trace_findings(project, trace_id, [span_id])
+    )
     return {
         "project": project,
         "trace_id": trace_id,
@@ -178,30 +233,55 @@ def span_json(data: dict[str, Any]) -> dict[str, Any]:
     return {"project": data["project"], "trace_id": data["trace_id"], "span": span}
 
 
-def _detailed(client: Client, data: dict[str, Any], key: str) -> dict[str, Any]:
-    """`data` with the evidence and stale items of its findings under `key` (the page shows the
-    costliest findings only; a large trace has thousands)."""
-    waste.add_detail(client, data["project"], data[key])
-    return data
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector waits while a trace's page is built. A large trace makes tens of
+    thousands of small containers (a dict per span and finding, a row per span) that live until
+    the page is rendered and form no cycles: the collector would walk them, and everything else
+    the process holds, several times a page for nothing (~90 ms of a 10,000-span page's ~400).
+    Reference counting frees them as ever. Two pages built at once may resume it early: that
+    costs only time."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 # each .json route before its page: `{trace_id}` alone would also match "abc.json"
 @router.get("/trace/{trace_id}.json")
-def trace_twin(data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)) -> Response:
-    return render.json(trace_json(_detailed(client, data, "findings")))
+def trace_twin(
+    trace_id: str, project: str = Depends(_project.project), client: Client = Depends(get_client)
+) -> Response:
+    with _collector_paused():
+        return render.json(trace_json(json_view(client, project, trace_id)))
 
 
 @router.get("/trace/{trace_id}", response_class=HTMLResponse)
 def trace_page(
-    request: Request, data: dict[str, Any] = Depends(trace_view), client: Client = Depends(get_client)
+    request: Request,
+    trace_id: str,
+    project: str = Depends(_project.project),
+    client: Client = Depends(get_client),
 ) -> Response:
-    return render.html(request, "trace.html", _detailed(client, data, "findings_shown"))
+    with _collector_paused():
+        return render.html(request, "trace.html", trace_view(client, project, trace_id))
 
 
 @router.get("/trace/{trace_id}/rows", response_class=HTMLResponse)
-def trace_rows(request: Request, data: dict[str, Any] = Depends(rows_view)) -> Response:
+def trace_rows(
+    request: Request,
+    trace_id: str,
+    params: dict[str, str] = Depends(_rows.params),
+    project: str = Depends(_rows.project),
+    client: Client = Depends(get_client),
+) -> Response:
     """The next waterfall rows of a large trace, for htmx to put in place of its button."""
-    return render.html(request, "_wf_rows.html", data)
+    first = whole_number(params, "first", 0, 0, MAX_TRACE_SPANS)
+    with _collector_paused():
+        return render.html(request, "_wf_rows.html", rows_view(client, project, trace_id, first))
 
 
 @router.get("/trace/{trace_id}/span/{span_id}.json")

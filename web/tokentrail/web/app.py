@@ -177,8 +177,9 @@ def create_app(settings: Settings, store: Store, *, keys: KeyVerifier | None = N
     app.state.clock = time.time
     app.add_middleware(_Guard)
     app.add_middleware(_SecurityHeaders)
-    # a 10,000-span trace page is ~5 MB of repetitive HTML and ~10x smaller compressed
-    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    # a large trace page is ~1 MB of repetitive HTML and ~12x smaller compressed; zlib's default
+    # level 6 compresses it in ~13 ms, Starlette's default 9 in ~23 ms for 4% less
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=6)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
     app.add_route("/health", health, methods=["GET"], include_in_schema=False)
     app.add_exception_handler(BadRequest, _bad_request)

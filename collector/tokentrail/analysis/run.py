@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from bisect import bisect_right
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -72,13 +73,15 @@ def analyze_traces(
     asked: dict[str, tuple[int, set[str]]] = {}  # trace -> (its chunk, the kinds of its short answers)
     judged = 0
     with ThreadPoolExecutor(1, thread_name_prefix="tokentrail-analysis-io") as io, pool or nullcontext():
-        fetching = io.submit(_fetch, client, project, chunks[0])
+        # a run of several chunks reads its summaries and conversations once, for all of them
+        run = io.submit(_Earlier, client, project, ids).result() if len(chunks) > 1 else None
+        fetching = io.submit(_fetch, client, project, chunks[0], run)
         judging: deque[tuple[int, Future[Judged]]] = deque()
         writing: list[Future[None]] = []
         for k in range(len(chunks)):
             chunk = fetching.result()
             if k + 1 < len(chunks):
-                fetching = io.submit(_fetch, client, project, chunks[k + 1])
+                fetching = io.submit(_fetch, client, project, chunks[k + 1], run)
             args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
             if pool is not None:
                 judging.append((k, pool.submit(judge_in_worker, *args)))
@@ -138,50 +141,130 @@ def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def _fetch(client: Any, project: str, ids: list[str]) -> _Chunk:
+def _fetch(client: Any, project: str, ids: list[str], run: _Earlier | None = None) -> _Chunk:
     spans = stored.spans_stream(client, project, ids)
-    info = {r["trace_id"]: TraceInfo.from_row(r) for r in stored.trace_summaries(client, project, ids)}
-    return _Chunk(ids, spans, info, _previous_traces(client, project, info))
+    if run is not None:
+        info = {trace_id: run.info[trace_id] for trace_id in ids if trace_id in run.info}
+    else:
+        info = _summaries(client, project, ids)
+    return _Chunk(ids, spans, info, _previous_traces(client, project, info, run))
 
 
-def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo]) -> dict[str, Previous]:
-    """trace id -> the last model call of the trace before it in its conversation, by its agent,
-    and the reads of the conversation's last few traces still in its context. (A new task of one
-    chat re-sends its history; another agent's task in the same conversation need not.)"""
-    mine = {trace_id: trace for trace_id, trace in info.items() if trace.conversation_id}
-    if not mine:
-        return {}
-    since = min(trace.start_ns for trace in mine.values()) - 7 * 86_400 * 10**9
-    conversations = sorted({trace.conversation_id for trace in mine.values()})
-    by_conversation: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-    for row in stored.conversation_traces(client, project, conversations, since):
-        by_conversation[(row["conversation_id"], row["agent_name"])].append(
-            (row["start_ns"], row["trace_id"])
+#: trace ids a query names at most: ClickHouse reads far longer IN lists very slowly
+_IDS_PER_QUERY = 5000
+#: how far back a conversation's earlier traces are looked for
+_CONVERSATION_LOOKBACK_NS = 7 * 86_400 * 10**9
+
+
+def _summaries(client: Any, project: str, ids: list[str]) -> dict[str, TraceInfo]:
+    info: dict[str, TraceInfo] = {}
+    for i in range(0, len(ids), _IDS_PER_QUERY):
+        batch = ids[i : i + _IDS_PER_QUERY]
+        info.update(
+            {r["trace_id"]: TraceInfo.from_row(r) for r in stored.trace_summaries(client, project, batch)}
         )
-    earlier: dict[str, list[str]] = {}  # trace -> the traces before it, oldest first
+    return info
+
+
+# (conversation, agent) -> its traces' (start_ns, trace_id), in start order
+_Conversations = dict[tuple[str, str], list[tuple[int, str]]]
+
+
+class _Earlier:
+    """What a run of several chunks reads once rather than per chunk: its traces' summaries, and
+    the earlier traces of their conversations (their order, since a week before the run's first
+    trace; the last model call and the main run's steps of each). A chunk's traces are spread over
+    the whole table, and so are their conversations: read per chunk, they made one scattered read
+    of most of the table each."""
+
+    def __init__(self, client: Any, project: str, ids: list[str]) -> None:
+        self.client, self.project = client, project
+        self.info = _summaries(client, project, ids)
+        mine = {trace_id: trace for trace_id, trace in self.info.items() if trace.conversation_id}
+        self.since = min((t.start_ns for t in mine.values()), default=0) - _CONVERSATION_LOOKBACK_NS
+        conversations = sorted({t.conversation_id for t in mine.values()})
+        rows = stored.conversation_traces(client, project, conversations, self.since) if mine else []
+        self.conversations = _by_conversation(rows)
+        self.last: dict[str, Previous] = {}
+        self.steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.read: set[str] = set()
+        self.chains(mine, self.since)
+
+    def chains(self, mine: dict[str, TraceInfo], since: int) -> dict[str, list[str]]:
+        """`_chains` of these traces, counting only the traces that started after `since` (as
+        `stored.conversation_traces` would have given them), with the calls and steps of every
+        trace in them read."""
+        earlier = _chains(self.conversations, mine, since)
+        wanted = sorted({t for chain in earlier.values() for t in chain} - self.read)
+        for i in range(0, len(wanted), _IDS_PER_QUERY):
+            batch = wanted[i : i + _IDS_PER_QUERY]
+            self.last.update(
+                {
+                    r["trace_id"]: _last_call(r)
+                    for r in stored.last_model_calls(self.client, self.project, batch)
+                }
+            )
+            for row in stored.main_run_steps(self.client, self.project, batch):
+                self.steps[row["trace_id"]].append(row)
+            self.read.update(batch)
+        return earlier
+
+
+def _last_call(r: dict[str, Any]) -> Previous:
+    return Previous(
+        r["trace_id"], r["span_id"], asked_model(r), r["input_tokens"], r["output_tokens"], r["end_ns"]
+    )
+
+
+def _by_conversation(rows: list[dict[str, Any]]) -> _Conversations:
+    found: _Conversations = defaultdict(list)
+    for row in rows:
+        found[(row["conversation_id"], row["agent_name"])].append((row["start_ns"], row["trace_id"]))
+    for starts in found.values():
+        starts.sort()
+    return dict(found)
+
+
+def _chains(conversations: _Conversations, mine: dict[str, TraceInfo], since: int) -> dict[str, list[str]]:
+    """trace -> the traces before it in its conversation by its agent, oldest first: up to
+    `_READS_LOOKBACK` of those that started after `since`."""
+    earlier: dict[str, list[str]] = {}
     for trace_id, trace in mine.items():
-        starts = sorted(by_conversation.get((trace.conversation_id, trace.agent_name), []))
+        starts = conversations.get((trace.conversation_id, trace.agent_name), [])
+        starts = starts[bisect_right(starts, (since, chr(0x10FFFF))) :]
         here = next((i for i, (_, other) in enumerate(starts) if other == trace_id), 0)
         if here > 0:
             earlier[trace_id] = [t for _, t in starts[max(0, here - _READS_LOOKBACK) : here]]
-    if not earlier:
+    return earlier
+
+
+def _previous_traces(
+    client: Any, project: str, info: dict[str, TraceInfo], run: _Earlier | None = None
+) -> dict[str, Previous]:
+    """trace id -> the last model call of the trace before it in its conversation, by its agent,
+    and the reads of the conversation's last few traces still in its context. (A new task of one
+    chat re-sends its history; another agent's task in the same conversation need not.) With
+    `run`, from what it read for the whole run."""
+    mine = {trace_id: trace for trace_id, trace in info.items() if trace.conversation_id}
+    if not mine:
         return {}
-    before = {trace: chain[-1] for trace, chain in earlier.items()}
-    last = {
-        r["trace_id"]: Previous(
-            r["trace_id"], r["span_id"], asked_model(r), r["input_tokens"], r["output_tokens"], r["end_ns"]
-        )
-        for r in stored.last_model_calls(client, project, sorted(set(before.values())))
-    }
-    steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in stored.main_run_steps(
-        client, project, sorted({t for chain in earlier.values() for t in chain})
-    ):
-        steps[row["trace_id"]].append(row)
+    since = min(trace.start_ns for trace in mine.values()) - _CONVERSATION_LOOKBACK_NS
+    if run is not None and since >= run.since:
+        earlier = run.chains(mine, since)
+        last, steps = run.last, run.steps
+    else:
+        conversations = sorted({trace.conversation_id for trace in mine.values()})
+        rows = stored.conversation_traces(client, project, conversations, since)
+        earlier = _chains(_by_conversation(rows), mine, since)
+        before = sorted({chain[-1] for chain in earlier.values()})
+        last = {r["trace_id"]: _last_call(r) for r in stored.last_model_calls(client, project, before)}
+        steps = defaultdict(list)
+        for row in stored.main_run_steps(client, project, sorted({t for c in earlier.values() for t in c})):
+            steps[row["trace_id"]].append(row)
     return {
-        trace: replace(last[prev], reads=_fresh_reads([steps[t] for t in earlier[trace]]))
-        for trace, prev in before.items()
-        if prev in last
+        trace: replace(last[chain[-1]], reads=_fresh_reads([steps.get(t, []) for t in chain]))
+        for trace, chain in earlier.items()
+        if chain[-1] in last
     }
 
 

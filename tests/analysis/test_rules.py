@@ -145,6 +145,35 @@ def test_a_conversations_next_task_misses_the_cache_its_last_one_left(store):
     assert "the conversation's previous task" in misses["turn2"]["reason"]
 
 
+@pytest.mark.parametrize(("chunk", "per_read"), [(1, 1), (1, 3), (2, 2)])
+def test_a_conversations_earlier_traces_are_found_however_the_run_is_cut(store, monkeypatch, chunk, per_read):
+    """A run of several chunks reads its conversations once for all of them, and its spans several
+    chunks at a time: each trace still finds its conversation's previous trace, whichever chunk and
+    read it is in, as a run of one chunk finds it."""
+    monkeypatch.setattr(run, "_CHUNK", chunk)
+    monkeypatch.setattr(run, "_CHUNKS_PER_READ", per_read)
+    monkeypatch.setattr(run, "_CHUNKS_PER_WRITE", per_read)
+    rec = Recorder()
+    inputs = [3000, 3500, 4000, 4600, 5300]
+    for n, inp in enumerate(inputs):
+        _conversation_turn(rec, "chat", f"turn{n}", inp, 0)
+        _conversation_turn(
+            rec, "billing", f"other{n}", inp // 2, 0
+        )  # another agent: a conversation of its own
+        rec.tick(60_000)  # a minute apart: within the cache's lifetime
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices(), workers=0)
+    misses = {
+        f["name"].split("[")[1].rstrip("]"): f["tokens"]
+        for f in _findings(store)
+        if f["detector"] == "cache_miss"
+    }
+    # each task after the first carried over its agent's previous task (its input + 100 output tokens)
+    expected = {f"turn{n}": min(inp, inputs[n - 1] + 100) for n, inp in enumerate(inputs) if n}
+    expected |= {f"other{n}": min(inp // 2, inputs[n - 1] // 2 + 100) for n, inp in enumerate(inputs) if n}
+    assert misses == expected
+
+
 def test_a_cheaper_model_is_suggested_only_on_evidence_from_this_project(store, monkeypatch):
     """Evidence is the same kind of step done well by the cheaper model; where in the run it was
     seen does not matter (traces are judged in chunks, here of one trace each)."""

@@ -26,6 +26,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from tokentrail.analysis.calls import asked_model
 from tokentrail.analysis.judge import Judged, Known, TraceInfo, init_worker, judge, judge_in_worker
 from tokentrail.analysis.ledger import Previous, Thresholds
@@ -39,6 +42,10 @@ __all__ = ["Analyzer", "analyze_range", "analyze_traces"]
 logger = logging.getLogger("tokentrail.analysis")
 
 _CHUNK = 1000
+#: chunks read in one query, and written in one insert a table: a query or an insert costs a
+#: good part of its time whatever its size
+_CHUNKS_PER_READ = 5
+_CHUNKS_PER_WRITE = 5
 
 
 @dataclass
@@ -72,33 +79,41 @@ def analyze_traces(
     seen_in: dict[str, set[int]] = defaultdict(set)  # kind of step -> the chunks with evidence of it
     asked: dict[str, tuple[int, set[str]]] = {}  # trace -> (its chunk, the kinds of its short answers)
     judged = 0
+    reads = [chunks[i : i + _CHUNKS_PER_READ] for i in range(0, len(chunks), _CHUNKS_PER_READ)]
     with ThreadPoolExecutor(1, thread_name_prefix="tokentrail-analysis-io") as io, pool or nullcontext():
         # a run of several chunks reads its summaries and conversations once, for all of them
         run = io.submit(_Earlier, client, project, ids).result() if len(chunks) > 1 else None
-        fetching = io.submit(_fetch, client, project, chunks[0], run)
+        fetching = io.submit(_fetch, client, project, reads[0], run)
         judging: deque[tuple[int, Future[Judged]]] = deque()
         writing: list[Future[None]] = []
-        for k in range(len(chunks)):
-            chunk = fetching.result()
-            if k + 1 < len(chunks):
-                fetching = io.submit(_fetch, client, project, chunks[k + 1], run)
-            args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
-            if pool is not None:
-                judging.append((k, pool.submit(judge_in_worker, *args)))
-            else:
-                done: Future[Judged] = Future()
-                done.set_result(judge(prices, *args))
-                judging.append((k, done))
-            while judging and (len(judging) >= max(workers, 1) or k == len(chunks) - 1):
-                index, future = judging.popleft()
-                result = future.result()
-                for step, *_ in result.step_rows:
-                    seen_in[step].add(index)
-                asked.update({trace: (index, keys) for trace, keys in result.candidates.items()})
-                judged += result.traces
-                writing.append(io.submit(_write, client, result))
-                if progress is not None:
-                    progress(judged, len(ids))
+        unwritten: list[Judged] = []
+        k = 0
+        for r in range(len(reads)):
+            fetched = fetching.result()
+            if r + 1 < len(reads):
+                fetching = io.submit(_fetch, client, project, reads[r + 1], run)
+            for chunk in fetched:
+                args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
+                if pool is not None:
+                    judging.append((k, pool.submit(judge_in_worker, *args)))
+                else:
+                    done: Future[Judged] = Future()
+                    done.set_result(judge(prices, *args))
+                    judging.append((k, done))
+                k += 1
+                while judging and (len(judging) >= max(workers, 1) or k == len(chunks)):
+                    index, future = judging.popleft()
+                    result = future.result()
+                    for step, *_ in result.step_rows:
+                        seen_in[step].add(index)
+                    asked.update({trace: (index, keys) for trace, keys in result.candidates.items()})
+                    judged += result.traces
+                    unwritten.append(result)
+                    if len(unwritten) >= _CHUNKS_PER_WRITE or k == len(chunks):
+                        writing.append(io.submit(_write, client, unwritten))
+                        unwritten = []
+                    if progress is not None:
+                        progress(judged, len(ids))
         for written in writing:
             written.result()
     again = [trace for trace, (index, keys) in asked.items() if any(seen_in[key] - {index} for key in keys)]
@@ -141,13 +156,30 @@ def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def _fetch(client: Any, project: str, ids: list[str], run: _Earlier | None = None) -> _Chunk:
+def _fetch(client: Any, project: str, chunks: list[list[str]], run: _Earlier | None = None) -> list[_Chunk]:
+    """These chunks' spans (read at once), summaries and previous traces."""
+    ids = [trace_id for chunk in chunks for trace_id in chunk]
     spans = stored.spans_stream(client, project, ids)
     if run is not None:
         info = {trace_id: run.info[trace_id] for trace_id in ids if trace_id in run.info}
     else:
         info = _summaries(client, project, ids)
-    return _Chunk(ids, spans, info, _previous_traces(client, project, info, run))
+    table = pa.ipc.open_stream(spans).read_all() if len(chunks) > 1 else None
+    fetched = []
+    for chunk in chunks:
+        mine = {trace_id: info[trace_id] for trace_id in chunk if trace_id in info}
+        if table is not None:
+            ours = pc.is_in(table["trace_id"], value_set=pa.array(chunk, table.schema.field("trace_id").type))
+            spans = _stream(table.filter(ours))
+        fetched.append(_Chunk(chunk, spans, mine, _previous_traces(client, project, mine, run)))
+    return fetched
+
+
+def _stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as out:
+        out.write_table(table)
+    return bytes(sink.getvalue())
 
 
 #: trace ids a query names at most: ClickHouse reads far longer IN lists very slowly
@@ -286,12 +318,23 @@ def _fresh_reads(traces: list[list[dict[str, Any]]]) -> dict[tuple[str, int], st
     return seen
 
 
-def _write(client: Any, judged: Judged) -> None:
-    # trace_waste last: a trace's ledger row says its analysis is complete
-    stored.write_streams(
-        client,
-        {"model_steps": judged.steps, "waste_findings": judged.findings, "trace_waste": judged.waste},
-    )
+def _write(client: Any, judged: list[Judged]) -> None:
+    """Insert the rows of these chunks, one insert a table. trace_waste last: a trace's ledger
+    row says its analysis is complete."""
+    streams = {
+        "model_steps": [j.steps for j in judged],
+        "waste_findings": [j.findings for j in judged],
+        "trace_waste": [j.waste for j in judged],
+    }
+    stored.write_streams(client, {table: _joined(parts) for table, parts in streams.items()})
+
+
+def _joined(streams: list[bytes]) -> bytes:
+    """Arrow streams of one schema as one (empty bytes: no rows)."""
+    tables = [pa.ipc.open_stream(s).read_all() for s in streams if s]
+    if len(tables) <= 1:
+        return next((s for s in streams if s), b"")
+    return _stream(pa.concat_tables(tables))
 
 
 #: a claimed trace not analysed within this long (its collector died) is claimed again

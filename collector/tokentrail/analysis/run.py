@@ -87,6 +87,9 @@ def analyze_traces(
         judging: deque[tuple[int, Future[Judged]]] = deque()
         writing: list[Future[None]] = []
         unwritten: list[Judged] = []
+        # one chunk more than there are workers waits its turn: a worker that finishes first
+        # starts on it at once rather than waiting for the oldest chunk's result to be taken
+        depth = workers + 1 if pool is not None else 1
         k = 0
         for r in range(len(reads)):
             fetched = fetching.result()
@@ -101,7 +104,7 @@ def analyze_traces(
                     done.set_result(judge(prices, *args))
                     judging.append((k, done))
                 k += 1
-                while judging and (len(judging) >= max(workers, 1) or k == len(chunks)):
+                while judging and (len(judging) >= depth or k == len(chunks)):
                     index, future = judging.popleft()
                     result = future.result()
                     for step, *_ in result.step_rows:

@@ -174,6 +174,38 @@ def test_a_conversations_earlier_traces_are_found_however_the_run_is_cut(store, 
     assert misses == expected
 
 
+@pytest.mark.parametrize(("chunk", "per_read"), [(1000, 5), (1, 1), (1, 3), (2, 2)])
+def test_a_read_an_earlier_task_of_the_conversation_made_is_found_however_the_run_is_cut(
+    store, monkeypatch, chunk, per_read
+):
+    """The reads of a conversation's earlier tasks are still in the context of its next one: each
+    task that reads a file again that the previous task read (and nothing changed since) is charged
+    for it, whichever chunk and read the previous task is in; a task after an edit is not."""
+    monkeypatch.setattr(run, "_CHUNK", chunk)
+    monkeypatch.setattr(run, "_CHUNKS_PER_READ", per_read)
+    monkeypatch.setattr(run, "_CHUNKS_PER_WRITE", per_read)
+    rec = Recorder()
+    edits = {3}  # the task that edits the file after reading it
+    for n in range(6):
+        with rec.span(
+            "invoke_agent coder",
+            5,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="coder",
+            gen_ai__conversation__id="conv-7",
+        ):
+            call(rec, f"task{n}", "gpt-4o", 2000 + 100 * n, 50, finish="tool_calls")
+            tool(rec, "Read", '{"file_path": "app.py"}')
+            if n in edits:
+                tool(rec, "Edit", '{"file_path": "app.py"}')
+        rec.tick(60_000)
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices(), workers=0)
+    rereads = {f["name"] for f in _findings(store) if f["rule"] == "duplicate.reread"}
+    # every task after the first read again what the one before it read, unless that one edited it
+    assert rereads == {f"chat gpt-4o [task{n}]" for n in range(1, 6) if n - 1 not in edits}
+
+
 def test_a_cheaper_model_is_suggested_only_on_evidence_from_this_project(store, monkeypatch):
     """Evidence is the same kind of step done well by the cheaper model; where in the run it was
     seen does not matter (traces are judged in chunks, here of one trace each)."""

@@ -145,14 +145,25 @@ def test_a_conversations_next_task_misses_the_cache_its_last_one_left(store):
     assert "the conversation's previous task" in misses["turn2"]["reason"]
 
 
-@pytest.mark.parametrize(("chunk", "per_read"), [(1, 1), (1, 3), (2, 2)])
-def test_a_conversations_earlier_traces_are_found_however_the_run_is_cut(store, monkeypatch, chunk, per_read):
-    """A run of several chunks reads its conversations once for all of them, and its spans several
-    chunks at a time: each trace still finds its conversation's previous trace, whichever chunk and
-    read it is in, as a run of one chunk finds it."""
+#: (traces a chunk, chunks a read, chunks whose conversations are read together)
+_CUTS = [(1000, 5, 50), (1, 1, 50), (1, 3, 50), (2, 2, 50), (1, 2, 4), (1, 3, 2)]
+
+
+def _cut(monkeypatch: pytest.MonkeyPatch, chunk: int, per_read: int, per_run: int) -> None:
     monkeypatch.setattr(run, "_CHUNK", chunk)
     monkeypatch.setattr(run, "_CHUNKS_PER_READ", per_read)
     monkeypatch.setattr(run, "_CHUNKS_PER_WRITE", per_read)
+    monkeypatch.setattr(run, "_CHUNKS_PER_RUN", per_run)
+
+
+@pytest.mark.parametrize(("chunk", "per_read", "per_run"), _CUTS)
+def test_a_conversations_earlier_traces_are_found_however_the_run_is_cut(
+    store, monkeypatch, chunk, per_read, per_run
+):
+    """A run of several chunks reads its conversations once for all of them (or for parts of the
+    run), and its spans several chunks at a time: each trace still finds its conversation's
+    previous trace, whichever chunk, read and part it is in, as a run of one chunk finds it."""
+    _cut(monkeypatch, chunk, per_read, per_run)
     rec = Recorder()
     inputs = [3000, 3500, 4000, 4600, 5300]
     for n, inp in enumerate(inputs):
@@ -174,16 +185,14 @@ def test_a_conversations_earlier_traces_are_found_however_the_run_is_cut(store, 
     assert misses == expected
 
 
-@pytest.mark.parametrize(("chunk", "per_read"), [(1000, 5), (1, 1), (1, 3), (2, 2)])
+@pytest.mark.parametrize(("chunk", "per_read", "per_run"), _CUTS)
 def test_a_read_an_earlier_task_of_the_conversation_made_is_found_however_the_run_is_cut(
-    store, monkeypatch, chunk, per_read
+    store, monkeypatch, chunk, per_read, per_run
 ):
     """The reads of a conversation's earlier tasks are still in the context of its next one: each
     task that reads a file again that the previous task read (and nothing changed since) is charged
     for it, whichever chunk and read the previous task is in; a task after an edit is not."""
-    monkeypatch.setattr(run, "_CHUNK", chunk)
-    monkeypatch.setattr(run, "_CHUNKS_PER_READ", per_read)
-    monkeypatch.setattr(run, "_CHUNKS_PER_WRITE", per_read)
+    _cut(monkeypatch, chunk, per_read, per_run)
     rec = Recorder()
     edits = {3}  # the task that edits the file after reading it
     for n in range(6):

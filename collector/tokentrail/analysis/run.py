@@ -49,6 +49,9 @@ _CHUNK = 1000
 #: good part of its time whatever its size
 _CHUNKS_PER_READ = 5
 _CHUNKS_PER_WRITE = 5
+#: chunks whose conversations are read together: ~50,000 traces' earlier traces take a few
+#: hundred MB
+_CHUNKS_PER_RUN = 50
 
 
 @dataclass
@@ -85,8 +88,20 @@ def analyze_traces(
     reads = [chunks[i : i + _CHUNKS_PER_READ] for i in range(0, len(chunks), _CHUNKS_PER_READ)]
     with ThreadPoolExecutor(1, thread_name_prefix="tokentrail-analysis-io") as io, pool or nullcontext():
         # a run of several chunks reads its summaries and conversations once, for all of them
-        run = io.submit(_Earlier, client, project, ids).result() if len(chunks) > 1 else None
-        fetching = io.submit(_fetch, client, project, reads[0], run)
+        # (in parts of up to `_CHUNKS_PER_RUN` chunks: what it reads of them takes memory)
+        runs: dict[int, Future[_Earlier | None]] = {}
+
+        per_part = max(1, _CHUNKS_PER_RUN // _CHUNKS_PER_READ)  # reads
+
+        def fetch(r: int) -> Future[list[_Chunk]]:
+            part = r // per_part
+            if part not in runs:
+                runs.clear()  # the part before is no longer needed
+                mine = [t for read in reads[part * per_part : (part + 1) * per_part] for c in read for t in c]
+                runs[part] = io.submit(_Earlier, client, project, mine) if len(chunks) > 1 else _none()
+            return io.submit(_fetch_in, client, project, reads[r], runs[part])
+
+        fetching = fetch(0)
         judging: deque[tuple[int, Future[Judged]]] = deque()
         writing: list[Future[None]] = []
         unwritten: list[Judged] = []
@@ -97,7 +112,7 @@ def analyze_traces(
         for r in range(len(reads)):
             fetched = fetching.result()
             if r + 1 < len(reads):
-                fetching = io.submit(_fetch, client, project, reads[r + 1], run)
+                fetching = fetch(r + 1)
             for chunk in fetched:
                 args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
                 if pool is not None:
@@ -188,6 +203,19 @@ def _stream(table: pa.Table) -> bytes:
     return bytes(sink.getvalue())
 
 
+def _fetch_in(
+    client: Any, project: str, chunks: list[list[str]], run: Future[_Earlier | None]
+) -> list[_Chunk]:
+    # on the I/O thread, after the run's reading (submitted to it before)
+    return _fetch(client, project, chunks, run.result())
+
+
+def _none() -> Future[_Earlier | None]:
+    done: Future[_Earlier | None] = Future()
+    done.set_result(None)
+    return done
+
+
 #: trace ids a query names at most: ClickHouse reads far longer IN lists very slowly
 _IDS_PER_QUERY = 5000
 #: how far back a conversation's earlier traces are looked for
@@ -221,7 +249,13 @@ class _Earlier:
         mine = {trace_id: trace for trace_id, trace in self.info.items() if trace.conversation_id}
         self.since = min((t.start_ns for t in mine.values()), default=0) - _CONVERSATION_LOOKBACK_NS
         conversations = sorted({t.conversation_id for t in mine.values()})
-        rows = stored.conversation_traces(client, project, conversations, self.since) if mine else []
+        rows = [
+            row
+            for i in range(0, len(conversations), _IDS_PER_QUERY)
+            for row in stored.conversation_traces(
+                client, project, conversations[i : i + _IDS_PER_QUERY], self.since
+            )
+        ]
         self.conversations = _by_conversation(rows)
         self.last: dict[str, Previous] = {}
         self.steps: dict[str, list[dict[str, Any]]] = defaultdict(list)

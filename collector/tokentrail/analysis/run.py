@@ -7,12 +7,13 @@ time range (`tokentrail analyze --since 7d`).
 A run reads chunks of traces (their spans' typed columns, as an Arrow stream), works out their
 ledgers (`tokentrail.analysis.judge`, in-process or, for long ranges, in worker processes) and
 writes the rows back as Arrow streams; a second thread reads the next chunks and writes the last
-ones meanwhile, several chunks a query and an insert. A run of several chunks first reads, once,
-its traces' summaries and the earlier traces of their conversations (the last model call and the
-main run's steps of each), which each chunk's judgement needs: its traces are spread over the whole
-table, and so are their conversations. The oversized-model rule's evidence is what earlier runs stored plus what each chunk
-shows; traces whose verdict depends on evidence another chunk of the same run brought are judged
-once more at the end, so the result does not depend on how the traces were cut into chunks.
+ones meanwhile, several chunks a query and an insert. A run of several chunks first reads, once
+for up to 50 chunks, its traces' summaries and the earlier traces of their conversations (the
+last model call and the main run's steps of each), which each chunk's judgement needs: its traces
+are spread over the whole table, and so are their conversations. The oversized-model rule's
+evidence is what earlier runs stored plus what each chunk shows; traces whose verdict depends on
+evidence another chunk of the same run brought are judged once more at the end, so the result
+does not depend on how the traces were cut into chunks.
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ class _Earlier:
         ]
         self.conversations = _by_conversation(rows)
         self.last: dict[str, Previous] = {}
-        self.steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.steps: dict[str, list[_Step]] = defaultdict(list)
         self.read: set[str] = set()
         self.chains(mine, self.since)
 
@@ -278,7 +278,7 @@ class _Earlier:
                 }
             )
             for row in stored.main_run_steps(self.client, self.project, batch):
-                self.steps[row["trace_id"]].append(row)
+                self.steps[row["trace_id"]].append(_step(row))
             self.read.update(batch)
         return earlier
 
@@ -333,7 +333,7 @@ def _previous_traces(
         last = {r["trace_id"]: _last_call(r) for r in stored.last_model_calls(client, project, before)}
         steps = defaultdict(list)
         for row in stored.main_run_steps(client, project, sorted({t for c in earlier.values() for t in c})):
-            steps[row["trace_id"]].append(row)
+            steps[row["trace_id"]].append(_step(row))
     return {
         trace: replace(last[chain[-1]], reads=_fresh_reads([steps.get(t, []) for t in chain]))
         for trace, chain in earlier.items()
@@ -345,15 +345,26 @@ def _previous_traces(
 _READS_LOOKBACK = 5
 
 
-def _fresh_reads(traces: list[list[dict[str, Any]]]) -> dict[tuple[str, int], str]:
+# a main run's step as the reads need it: whether it only read, what it read (tool, arguments
+# hash; None: no arguments recorded), its span
+_Step = tuple[bool, tuple[str, int] | None, str]
+
+
+def _step(row: dict[str, Any]) -> _Step:
+    """A row of `stored.main_run_steps`, kept small: a run holds those of ~300,000 steps."""
+    what = (row["tool_name"], int(row["tool_args_hash"])) if row["has_tool_args"] else None
+    return row["step_subkind"] == "read", what, row["span_id"]
+
+
+def _fresh_reads(traces: list[list[_Step]]) -> dict[tuple[str, int], str]:
     """The reads of these main runs (oldest first) that nothing after them may have changed: a
     tool that may write, or a compaction, clears what was read before it."""
     seen: dict[tuple[str, int], str] = {}
     for steps in traces:
-        for step in steps:
-            if step["step_subkind"] == "read":
-                if step["has_tool_args"]:
-                    seen.setdefault((step["tool_name"], int(step["tool_args_hash"])), step["span_id"])
+        for only_reads, what, span_id in steps:
+            if only_reads:
+                if what is not None:
+                    seen.setdefault(what, span_id)
             else:
                 seen.clear()
     return seen

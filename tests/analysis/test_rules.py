@@ -145,6 +145,76 @@ def test_a_conversations_next_task_misses_the_cache_its_last_one_left(store):
     assert "the conversation's previous task" in misses["turn2"]["reason"]
 
 
+#: (traces a chunk, chunks a read, chunks whose conversations are read together)
+_CUTS = [(1000, 5, 50), (1, 1, 50), (1, 3, 50), (2, 2, 50), (1, 2, 4), (1, 3, 2)]
+
+
+def _cut(monkeypatch: pytest.MonkeyPatch, chunk: int, per_read: int, per_run: int) -> None:
+    monkeypatch.setattr(run, "_CHUNK", chunk)
+    monkeypatch.setattr(run, "_CHUNKS_PER_READ", per_read)
+    monkeypatch.setattr(run, "_CHUNKS_PER_WRITE", per_read)
+    monkeypatch.setattr(run, "_CHUNKS_PER_RUN", per_run)
+
+
+@pytest.mark.parametrize(("chunk", "per_read", "per_run"), _CUTS)
+def test_a_conversations_earlier_traces_are_found_however_the_run_is_cut(
+    store, monkeypatch, chunk, per_read, per_run
+):
+    """A run of several chunks reads its conversations once for all of them (or for parts of the
+    run), and its spans several chunks at a time: each trace still finds its conversation's
+    previous trace, whichever chunk, read and part it is in, as a run of one chunk finds it."""
+    _cut(monkeypatch, chunk, per_read, per_run)
+    rec = Recorder()
+    inputs = [3000, 3500, 4000, 4600, 5300]
+    for n, inp in enumerate(inputs):
+        _conversation_turn(rec, "chat", f"turn{n}", inp, 0)
+        _conversation_turn(
+            rec, "billing", f"other{n}", inp // 2, 0
+        )  # another agent: a conversation of its own
+        rec.tick(60_000)  # a minute apart: within the cache's lifetime
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices(), workers=0)
+    misses = {
+        f["name"].split("[")[1].rstrip("]"): f["tokens"]
+        for f in _findings(store)
+        if f["detector"] == "cache_miss"
+    }
+    # each task after the first carried over its agent's previous task (its input + 100 output tokens)
+    expected = {f"turn{n}": min(inp, inputs[n - 1] + 100) for n, inp in enumerate(inputs) if n}
+    expected |= {f"other{n}": min(inp // 2, inputs[n - 1] // 2 + 100) for n, inp in enumerate(inputs) if n}
+    assert misses == expected
+
+
+@pytest.mark.parametrize(("chunk", "per_read", "per_run"), _CUTS)
+def test_a_read_an_earlier_task_of_the_conversation_made_is_found_however_the_run_is_cut(
+    store, monkeypatch, chunk, per_read, per_run
+):
+    """The reads of a conversation's earlier tasks are still in the context of its next one: each
+    task that reads a file again that the previous task read (and nothing changed since) is charged
+    for it, whichever chunk and read the previous task is in; a task after an edit is not."""
+    _cut(monkeypatch, chunk, per_read, per_run)
+    rec = Recorder()
+    edits = {3}  # the task that edits the file after reading it
+    for n in range(6):
+        with rec.span(
+            "invoke_agent coder",
+            5,
+            gen_ai__operation__name="invoke_agent",
+            gen_ai__agent__name="coder",
+            gen_ai__conversation__id="conv-7",
+        ):
+            call(rec, f"task{n}", "gpt-4o", 2000 + 100 * n, 50, finish="tool_calls")
+            tool(rec, "Read", '{"file_path": "app.py"}')
+            if n in edits:
+                tool(rec, "Edit", '{"file_path": "app.py"}')
+        rec.tick(60_000)
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices(), workers=0)
+    rereads = {f["name"] for f in _findings(store) if f["rule"] == "duplicate.reread"}
+    # every task after the first read again what the one before it read, unless that one edited it
+    assert rereads == {f"chat gpt-4o [task{n}]" for n in range(1, 6) if n - 1 not in edits}
+
+
 def test_a_cheaper_model_is_suggested_only_on_evidence_from_this_project(store, monkeypatch):
     """Evidence is the same kind of step done well by the cheaper model; where in the run it was
     seen does not matter (traces are judged in chunks, here of one trace each)."""

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import gc
 import json
+import json.encoder
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -128,7 +129,21 @@ STEP_SCHEMA = pa.schema(
     ]
 )
 
-_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """JSON without spaces, as `json.dumps(o, separators=(",", ":"), ensure_ascii=False)` writes
+    it. A chunk's ~14,000 findings each encode their evidence: the encoder `json` builds on every
+    call (and its check for circular data) cost about as much as the encoding itself, so the same C
+    encoder is built once here, where the interpreter has it."""
+    plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return plain.encode
+    encode = make(None, plain.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    return lambda o: "".join(encode(o, 0))
+
+
+_compact = _compact_encoder()
 
 # (step, step kind, provider) -> model -> the traces it did the step in (up to 1,000 of them)
 Known = dict[tuple[str, str, str], dict[str, set[str]]]
@@ -220,7 +235,8 @@ def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
     column at once is many times faster than row by row), and grouped by trace directly when no
     span has a second copy, the usual case."""
     columns = table.to_pydict()
-    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    names = list(columns)  # (the columns of a table are all as long: no need to check each row)
+    rows = [dict(zip(names, values, strict=False)) for values in zip(*columns.values(), strict=False)]
     if table.group_by(["trace_id", "span_id"]).aggregate([]).num_rows < table.num_rows:
         return newest_copies(rows)
     spans: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -6,10 +6,14 @@ time range (`tokentrail analyze --since 7d`).
 
 A run reads chunks of traces (their spans' typed columns, as an Arrow stream), works out their
 ledgers (`tokentrail.analysis.judge`, in-process or, for long ranges, in worker processes) and
-writes the rows back as Arrow streams; a second thread reads the next chunk and writes the last
-one meanwhile. The oversized-model rule's evidence is what earlier runs stored plus what each chunk
-shows; traces whose verdict depends on evidence another chunk of the same run brought are judged
-once more at the end, so the result does not depend on how the traces were cut into chunks.
+writes the rows back as Arrow streams; a second thread reads the next chunks and writes the last
+ones meanwhile, several chunks a query and an insert. A run of several chunks first reads, once
+for up to 50 chunks, its traces' summaries and the earlier traces of their conversations (the
+last model call and the main run's steps of each), which each chunk's judgement needs: its traces
+are spread over the whole table, and so are their conversations. The oversized-model rule's
+evidence is what earlier runs stored plus what each chunk shows; traces whose verdict depends on
+evidence another chunk of the same run brought are judged once more at the end, so the result
+does not depend on how the traces were cut into chunks.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ import logging
 import multiprocessing
 import threading
 import time
+from bisect import bisect_right
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from tokentrail.analysis.calls import asked_model
 from tokentrail.analysis.judge import Judged, Known, TraceInfo, init_worker, judge, judge_in_worker
@@ -38,6 +46,13 @@ __all__ = ["Analyzer", "analyze_range", "analyze_traces"]
 logger = logging.getLogger("tokentrail.analysis")
 
 _CHUNK = 1000
+#: chunks read in one query, and written in one insert a table: a query or an insert costs a
+#: good part of its time whatever its size
+_CHUNKS_PER_READ = 5
+_CHUNKS_PER_WRITE = 5
+#: chunks whose conversations are read together: ~50,000 traces' earlier traces take a few
+#: hundred MB
+_CHUNKS_PER_RUN = 50
 
 
 @dataclass
@@ -71,31 +86,56 @@ def analyze_traces(
     seen_in: dict[str, set[int]] = defaultdict(set)  # kind of step -> the chunks with evidence of it
     asked: dict[str, tuple[int, set[str]]] = {}  # trace -> (its chunk, the kinds of its short answers)
     judged = 0
+    reads = [chunks[i : i + _CHUNKS_PER_READ] for i in range(0, len(chunks), _CHUNKS_PER_READ)]
     with ThreadPoolExecutor(1, thread_name_prefix="tokentrail-analysis-io") as io, pool or nullcontext():
-        fetching = io.submit(_fetch, client, project, chunks[0])
+        # a run of several chunks reads its summaries and conversations once, for all of them
+        # (in parts of up to `_CHUNKS_PER_RUN` chunks: what it reads of them takes memory)
+        runs: dict[int, Future[_Earlier | None]] = {}
+
+        per_part = max(1, _CHUNKS_PER_RUN // _CHUNKS_PER_READ)  # reads
+
+        def fetch(r: int) -> Future[list[_Chunk]]:
+            part = r // per_part
+            if part not in runs:
+                runs.clear()  # the part before is no longer needed
+                mine = [t for read in reads[part * per_part : (part + 1) * per_part] for c in read for t in c]
+                runs[part] = io.submit(_Earlier, client, project, mine) if len(chunks) > 1 else _none()
+            return io.submit(_fetch_in, client, project, reads[r], runs[part])
+
+        fetching = fetch(0)
         judging: deque[tuple[int, Future[Judged]]] = deque()
         writing: list[Future[None]] = []
-        for k in range(len(chunks)):
-            chunk = fetching.result()
-            if k + 1 < len(chunks):
-                fetching = io.submit(_fetch, client, project, chunks[k + 1])
-            args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
-            if pool is not None:
-                judging.append((k, pool.submit(judge_in_worker, *args)))
-            else:
-                done: Future[Judged] = Future()
-                done.set_result(judge(prices, *args))
-                judging.append((k, done))
-            while judging and (len(judging) >= max(workers, 1) or k == len(chunks) - 1):
-                index, future = judging.popleft()
-                result = future.result()
-                for step, *_ in result.step_rows:
-                    seen_in[step].add(index)
-                asked.update({trace: (index, keys) for trace, keys in result.candidates.items()})
-                judged += result.traces
-                writing.append(io.submit(_write, client, result))
-                if progress is not None:
-                    progress(judged, len(ids))
+        unwritten: list[Judged] = []
+        # one chunk more than there are workers waits its turn: a worker that finishes first
+        # starts on it at once rather than waiting for the oldest chunk's result to be taken
+        depth = workers + 1 if pool is not None else 1
+        k = 0
+        for r in range(len(reads)):
+            fetched = fetching.result()
+            if r + 1 < len(reads):
+                fetching = fetch(r + 1)
+            for chunk in fetched:
+                args = (chunk.spans, chunk.info, chunk.previous, known, project, t)
+                if pool is not None:
+                    judging.append((k, pool.submit(judge_in_worker, *args)))
+                else:
+                    done: Future[Judged] = Future()
+                    done.set_result(judge(prices, *args))
+                    judging.append((k, done))
+                k += 1
+                while judging and (len(judging) >= depth or k == len(chunks)):
+                    index, future = judging.popleft()
+                    result = future.result()
+                    for step, *_ in result.step_rows:
+                        seen_in[step].add(index)
+                    asked.update({trace: (index, keys) for trace, keys in result.candidates.items()})
+                    judged += result.traces
+                    unwritten.append(result)
+                    if len(unwritten) >= _CHUNKS_PER_WRITE or k == len(chunks):
+                        writing.append(io.submit(_write, client, unwritten))
+                        unwritten = []
+                    if progress is not None:
+                        progress(judged, len(ids))
         for written in writing:
             written.result()
     again = [trace for trace, (index, keys) in asked.items() if any(seen_in[key] - {index} for key in keys)]
@@ -138,50 +178,166 @@ def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
     )
 
 
-def _fetch(client: Any, project: str, ids: list[str]) -> _Chunk:
+def _fetch(client: Any, project: str, chunks: list[list[str]], run: _Earlier | None = None) -> list[_Chunk]:
+    """These chunks' spans (read at once), summaries and previous traces."""
+    ids = [trace_id for chunk in chunks for trace_id in chunk]
     spans = stored.spans_stream(client, project, ids)
-    info = {r["trace_id"]: TraceInfo.from_row(r) for r in stored.trace_summaries(client, project, ids)}
-    return _Chunk(ids, spans, info, _previous_traces(client, project, info))
+    if run is not None:
+        info = {trace_id: run.info[trace_id] for trace_id in ids if trace_id in run.info}
+    else:
+        info = _summaries(client, project, ids)
+    table = pa.ipc.open_stream(spans).read_all() if len(chunks) > 1 else None
+    fetched = []
+    for chunk in chunks:
+        mine = {trace_id: info[trace_id] for trace_id in chunk if trace_id in info}
+        if table is not None:
+            ours = pc.is_in(table["trace_id"], value_set=pa.array(chunk, table.schema.field("trace_id").type))
+            spans = _stream(table.filter(ours))
+        fetched.append(_Chunk(chunk, spans, mine, _previous_traces(client, project, mine, run)))
+    return fetched
 
 
-def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo]) -> dict[str, Previous]:
-    """trace id -> the last model call of the trace before it in its conversation, by its agent,
-    and the reads of the conversation's last few traces still in its context. (A new task of one
-    chat re-sends its history; another agent's task in the same conversation need not.)"""
-    mine = {trace_id: trace for trace_id, trace in info.items() if trace.conversation_id}
-    if not mine:
-        return {}
-    since = min(trace.start_ns for trace in mine.values()) - 7 * 86_400 * 10**9
-    conversations = sorted({trace.conversation_id for trace in mine.values()})
-    by_conversation: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-    for row in stored.conversation_traces(client, project, conversations, since):
-        by_conversation[(row["conversation_id"], row["agent_name"])].append(
-            (row["start_ns"], row["trace_id"])
+def _stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as out:
+        out.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def _fetch_in(
+    client: Any, project: str, chunks: list[list[str]], run: Future[_Earlier | None]
+) -> list[_Chunk]:
+    # on the I/O thread, after the run's reading (submitted to it before)
+    return _fetch(client, project, chunks, run.result())
+
+
+def _none() -> Future[_Earlier | None]:
+    done: Future[_Earlier | None] = Future()
+    done.set_result(None)
+    return done
+
+
+#: trace ids a query names at most: ClickHouse reads far longer IN lists very slowly
+_IDS_PER_QUERY = 5000
+#: how far back a conversation's earlier traces are looked for
+_CONVERSATION_LOOKBACK_NS = 7 * 86_400 * 10**9
+
+
+def _summaries(client: Any, project: str, ids: list[str]) -> dict[str, TraceInfo]:
+    info: dict[str, TraceInfo] = {}
+    for i in range(0, len(ids), _IDS_PER_QUERY):
+        batch = ids[i : i + _IDS_PER_QUERY]
+        info.update(
+            {r["trace_id"]: TraceInfo.from_row(r) for r in stored.trace_summaries(client, project, batch)}
         )
-    earlier: dict[str, list[str]] = {}  # trace -> the traces before it, oldest first
+    return info
+
+
+# (conversation, agent) -> its traces' (start_ns, trace_id), in start order
+_Conversations = dict[tuple[str, str], list[tuple[int, str]]]
+
+
+class _Earlier:
+    """What a run of several chunks reads once rather than per chunk: its traces' summaries, and
+    the earlier traces of their conversations (their order, since a week before the run's first
+    trace; the last model call and the main run's steps of each). A chunk's traces are spread over
+    the whole table, and so are their conversations: read per chunk, they made one scattered read
+    of most of the table each."""
+
+    def __init__(self, client: Any, project: str, ids: list[str]) -> None:
+        self.client, self.project = client, project
+        self.info = _summaries(client, project, ids)
+        mine = {trace_id: trace for trace_id, trace in self.info.items() if trace.conversation_id}
+        self.since = min((t.start_ns for t in mine.values()), default=0) - _CONVERSATION_LOOKBACK_NS
+        conversations = sorted({t.conversation_id for t in mine.values()})
+        rows = [
+            row
+            for i in range(0, len(conversations), _IDS_PER_QUERY)
+            for row in stored.conversation_traces(
+                client, project, conversations[i : i + _IDS_PER_QUERY], self.since
+            )
+        ]
+        self.conversations = _by_conversation(rows)
+        self.last: dict[str, Previous] = {}
+        self.steps: dict[str, list[_Step]] = defaultdict(list)
+        self.read: set[str] = set()
+        self.chains(mine, self.since)
+
+    def chains(self, mine: dict[str, TraceInfo], since: int) -> dict[str, list[str]]:
+        """`_chains` of these traces, counting only the traces that started after `since` (as
+        `stored.conversation_traces` would have given them), with the calls and steps of every
+        trace in them read."""
+        earlier = _chains(self.conversations, mine, since)
+        wanted = sorted({t for chain in earlier.values() for t in chain} - self.read)
+        for i in range(0, len(wanted), _IDS_PER_QUERY):
+            batch = wanted[i : i + _IDS_PER_QUERY]
+            self.last.update(
+                {
+                    r["trace_id"]: _last_call(r)
+                    for r in stored.last_model_calls(self.client, self.project, batch)
+                }
+            )
+            for row in stored.main_run_steps(self.client, self.project, batch):
+                self.steps[row["trace_id"]].append(_step(row))
+            self.read.update(batch)
+        return earlier
+
+
+def _last_call(r: dict[str, Any]) -> Previous:
+    return Previous(
+        r["trace_id"], r["span_id"], asked_model(r), r["input_tokens"], r["output_tokens"], r["end_ns"]
+    )
+
+
+def _by_conversation(rows: list[dict[str, Any]]) -> _Conversations:
+    found: _Conversations = defaultdict(list)
+    for row in rows:
+        found[(row["conversation_id"], row["agent_name"])].append((row["start_ns"], row["trace_id"]))
+    for starts in found.values():
+        starts.sort()
+    return dict(found)
+
+
+def _chains(conversations: _Conversations, mine: dict[str, TraceInfo], since: int) -> dict[str, list[str]]:
+    """trace -> the traces before it in its conversation by its agent, oldest first: up to
+    `_READS_LOOKBACK` of those that started after `since`."""
+    earlier: dict[str, list[str]] = {}
     for trace_id, trace in mine.items():
-        starts = sorted(by_conversation.get((trace.conversation_id, trace.agent_name), []))
+        starts = conversations.get((trace.conversation_id, trace.agent_name), [])
+        starts = starts[bisect_right(starts, (since, chr(0x10FFFF))) :]
         here = next((i for i, (_, other) in enumerate(starts) if other == trace_id), 0)
         if here > 0:
             earlier[trace_id] = [t for _, t in starts[max(0, here - _READS_LOOKBACK) : here]]
-    if not earlier:
+    return earlier
+
+
+def _previous_traces(
+    client: Any, project: str, info: dict[str, TraceInfo], run: _Earlier | None = None
+) -> dict[str, Previous]:
+    """trace id -> the last model call of the trace before it in its conversation, by its agent,
+    and the reads of the conversation's last few traces still in its context. (A new task of one
+    chat re-sends its history; another agent's task in the same conversation need not.) With
+    `run`, from what it read for the whole run."""
+    mine = {trace_id: trace for trace_id, trace in info.items() if trace.conversation_id}
+    if not mine:
         return {}
-    before = {trace: chain[-1] for trace, chain in earlier.items()}
-    last = {
-        r["trace_id"]: Previous(
-            r["trace_id"], r["span_id"], asked_model(r), r["input_tokens"], r["output_tokens"], r["end_ns"]
-        )
-        for r in stored.last_model_calls(client, project, sorted(set(before.values())))
-    }
-    steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in stored.main_run_steps(
-        client, project, sorted({t for chain in earlier.values() for t in chain})
-    ):
-        steps[row["trace_id"]].append(row)
+    since = min(trace.start_ns for trace in mine.values()) - _CONVERSATION_LOOKBACK_NS
+    if run is not None and since >= run.since:
+        earlier = run.chains(mine, since)
+        last, steps = run.last, run.steps
+    else:
+        conversations = sorted({trace.conversation_id for trace in mine.values()})
+        rows = stored.conversation_traces(client, project, conversations, since)
+        earlier = _chains(_by_conversation(rows), mine, since)
+        before = sorted({chain[-1] for chain in earlier.values()})
+        last = {r["trace_id"]: _last_call(r) for r in stored.last_model_calls(client, project, before)}
+        steps = defaultdict(list)
+        for row in stored.main_run_steps(client, project, sorted({t for c in earlier.values() for t in c})):
+            steps[row["trace_id"]].append(_step(row))
     return {
-        trace: replace(last[prev], reads=_fresh_reads([steps[t] for t in earlier[trace]]))
-        for trace, prev in before.items()
-        if prev in last
+        trace: replace(last[chain[-1]], reads=_fresh_reads([steps.get(t, []) for t in chain]))
+        for trace, chain in earlier.items()
+        if chain[-1] in last
     }
 
 
@@ -189,26 +345,48 @@ def _previous_traces(client: Any, project: str, info: dict[str, TraceInfo]) -> d
 _READS_LOOKBACK = 5
 
 
-def _fresh_reads(traces: list[list[dict[str, Any]]]) -> dict[tuple[str, int], str]:
+# a main run's step as the reads need it: whether it only read, what it read (tool, arguments
+# hash; None: no arguments recorded), its span
+_Step = tuple[bool, tuple[str, int] | None, str]
+
+
+def _step(row: dict[str, Any]) -> _Step:
+    """A row of `stored.main_run_steps`, kept small: a run holds those of ~300,000 steps."""
+    what = (row["tool_name"], int(row["tool_args_hash"])) if row["has_tool_args"] else None
+    return row["step_subkind"] == "read", what, row["span_id"]
+
+
+def _fresh_reads(traces: list[list[_Step]]) -> dict[tuple[str, int], str]:
     """The reads of these main runs (oldest first) that nothing after them may have changed: a
     tool that may write, or a compaction, clears what was read before it."""
     seen: dict[tuple[str, int], str] = {}
     for steps in traces:
-        for step in steps:
-            if step["step_subkind"] == "read":
-                if step["has_tool_args"]:
-                    seen.setdefault((step["tool_name"], int(step["tool_args_hash"])), step["span_id"])
+        for only_reads, what, span_id in steps:
+            if only_reads:
+                if what is not None:
+                    seen.setdefault(what, span_id)
             else:
                 seen.clear()
     return seen
 
 
-def _write(client: Any, judged: Judged) -> None:
-    # trace_waste last: a trace's ledger row says its analysis is complete
-    stored.write_streams(
-        client,
-        {"model_steps": judged.steps, "waste_findings": judged.findings, "trace_waste": judged.waste},
-    )
+def _write(client: Any, judged: list[Judged]) -> None:
+    """Insert the rows of these chunks, one insert a table. trace_waste last: a trace's ledger
+    row says its analysis is complete."""
+    streams = {
+        "model_steps": [j.steps for j in judged],
+        "waste_findings": [j.findings for j in judged],
+        "trace_waste": [j.waste for j in judged],
+    }
+    stored.write_streams(client, {table: _joined(parts) for table, parts in streams.items()})
+
+
+def _joined(streams: list[bytes]) -> bytes:
+    """Arrow streams of one schema as one (empty bytes: no rows)."""
+    tables = [pa.ipc.open_stream(s).read_all() for s in streams if s]
+    if len(tables) <= 1:
+        return next((s for s in streams if s), b"")
+    return _stream(pa.concat_tables(tables))
 
 
 #: a claimed trace not analysed within this long (its collector died) is claimed again

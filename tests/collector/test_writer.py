@@ -13,6 +13,7 @@ from tests.support.otlp import TRACE, add_span
 from tokentrail.collector.spool import KIND_TRACES, Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer, WriterConfig
+from tokentrail.collector.writer.pool import FlattenPool
 
 
 def _framework_wrapping_client_call() -> bytes:
@@ -563,3 +564,20 @@ def test_a_staging_path_clickhouse_would_read_as_a_pattern_still_works(store, sp
         writer.stop()
     assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(3,)]
     assert not list(stage.iterdir())
+
+
+def test_a_flattening_worker_loads_neither_pandas_nor_the_database_client(spool, tmp_path):
+    request = ExportTraceServiceRequest()
+    add_span(request, "0000000000000001", "", "step")
+    spool.append(KIND_TRACES, "default", request.SerializeToString())
+    pool = FlattenPool(1, tmp_path / "staging", None)
+    try:
+        rows = pool.submit(list(spool.read(spool.checkpoint, payloads=False))).rows.result()
+        assert rows.span_count == 1 and rows.span_file is not None and rows.span_file.exists()
+        executor = pool._executor
+        assert executor is not None
+        loaded = executor.submit(eval, "sorted(__import__('sys').modules)").result()
+    finally:
+        pool.shutdown()
+    assert "pyarrow" in loaded, "the worker flattened in it"
+    assert not {"pandas", "clickhouse_connect", "chdb", "tokentrail.collector.writer"} & set(loaded)

@@ -34,7 +34,7 @@ def test_second_process_is_told_the_database_is_in_use(settings, store):
     assert "is in use by pid" in out.stdout
 
 
-def test_the_embedded_engine_merges_a_column_at_a_time_and_frees_memory_at_once(tmp_path):
+def test_the_embedded_engine_merges_a_column_at_a_time_and_frees_memory_sooner(tmp_path):
     code = (
         "from tokentrail.server.settings import from_env\n"
         "from tokentrail.store import connect\n"

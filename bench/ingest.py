@@ -375,7 +375,9 @@ def main() -> None:
             print(
                 f"{transport}: {old['median_persisted_spans_per_s']:,} -> "
                 f"{new['median_persisted_spans_per_s']:,} spans/s persisted (x{ratio:.2f}), "
-                f"share of ceiling {old['median_share_of_ceiling']:.0%} -> {new['median_share_of_ceiling']:.0%}"
+                f"share of ceiling {old['median_share_of_ceiling']:.0%} -> {new['median_share_of_ceiling']:.0%}; "
+                f"peak memory of collector and workers, RSS {old['max_peak_rss_mib']:,} -> "
+                f"{new['max_peak_rss_mib']:,} MiB, PSS {old['max_peak_pss_mib']:,} -> {new['max_peak_pss_mib']:,} MiB"
             )
     print(json.dumps(summary))
 

@@ -3,7 +3,7 @@
 Pre-encoded 1,000-span ExportTraceServiceRequest payloads (~2 KB a span, realistic GenAI
 attributes) are sent concurrently over OTLP/HTTP to `tokentrail collector` running on its own
 embedded database. The clock stops when the collector reports every span stored; the stored
-count is then checked in ClickHouse itself (count of distinct rows), and peak RSS is read from
+count is then checked in ClickHouse itself (count of distinct rows), and peak memory is read from
 /proc. Run: `python -m bench.ingest [--requests 150] [--concurrency 4] [--runs 3]`. The
 collector takes `TOKENTRAIL_WRITER_*` and `TOKENTRAIL_REDACT*` from the environment
 (`TOKENTRAIL_REDACT=none` measures ingest without redaction).
@@ -11,7 +11,10 @@ collector takes `TOKENTRAIL_WRITER_*` and `TOKENTRAIL_REDACT*` from the environm
 Two write paths are measured, run by run in turn (`--transport`): `embedded`, the collector holding
 the chDB database itself, and `http`, the collector writing over ClickHouse's HTTP interface (the
 path taken with a ClickHouse server) to `tokentrail database` holding the same engine in its own
-process. The peak RSS is the collector's and its flattening workers'.
+process. The peak memory is the collector's and its flattening workers': the sum of their peak
+RSS (which counts a page shared by several of them, such as a library's, in each), and the peak
+of their summed PSS (which counts it once, split between them), sampled every 0.1 s; beside them,
+the peaks of anonymous (heap) and file-backed (libraries) resident memory.
 
 Each run also measures, in the same database, the engine's own ceiling: the stored rows copied by
 `INSERT INTO … SELECT` into a table made like `spans`, inside the engine (no parsing, no Python),
@@ -61,6 +64,64 @@ def _peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _kib_fields(path: str, names: tuple[str, ...]) -> dict[str, int]:
+    """Fields of a /proc file of `Name:  123 kB` lines, in KiB (missing: 0)."""
+    found = dict.fromkeys(names, 0)
+    for line in Path(path).read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in found:
+            found[name] = int(rest.split()[0])
+    return found
+
+
+class _MemorySampler:
+    """Samples the memory of the collector and its workers every `interval` seconds, on a thread
+    of its own: the peak of their summed PSS (proportional set size: a page shared by n processes,
+    such as a library's, counts 1/n in each, so the sum counts it once; /proc keeps no peak of it),
+    and each process's peak of anonymous and file-backed resident memory (the heap against mapped
+    libraries and files)."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak_pss_kib = 0
+        #: "collector" / "workers" -> the peaks of RssAnon and RssFile (workers: of their sums)
+        self.peaks: dict[str, dict[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        pss = 0
+        groups = {"collector": [self.pid], "workers": child_pids(self.pid)}
+        for group, pids in groups.items():
+            anon = file = 0
+            for pid in pids:
+                try:
+                    status = _kib_fields(f"/proc/{pid}/status", ("RssAnon", "RssFile"))
+                    pss += _kib_fields(f"/proc/{pid}/smaps_rollup", ("Pss",))["Pss"]
+                except (OSError, ValueError, IndexError):
+                    continue  # the process ended meanwhile
+                anon += status["RssAnon"]
+                file += status["RssFile"]
+            peaks = self.peaks.setdefault(group, {"anon": 0, "file": 0})
+            peaks["anon"] = max(peaks["anon"], anon)
+            peaks["file"] = max(peaks["file"], file)
+        self.peak_pss_kib = max(self.peak_pss_kib, pss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
 
 
 #: counts the stored spans, then times the engine copying them into a table made like `spans`
@@ -175,19 +236,21 @@ def run_once(
             "workers": _idle_cpu(workers),
             "database": _idle_cpu([database.pid]) if database is not None else 0.0,
         }
-        start = time.perf_counter()
-        threads = [threading.Thread(target=send) for _ in range(concurrency)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        acked = time.perf_counter() - start
-        while True:
-            stored = httpx.get(f"{url}/api/status").json()["stats"]["tokentrail_spans_stored_total"]
-            if stored >= total:
-                break
-            time.sleep(0.05)
-        persisted = time.perf_counter() - start
+        sampler = _MemorySampler(proc.pid)
+        with sampler:
+            start = time.perf_counter()
+            threads = [threading.Thread(target=send) for _ in range(concurrency)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            acked = time.perf_counter() - start
+            while True:
+                stored = httpx.get(f"{url}/api/status").json()["stats"]["tokentrail_spans_stored_total"]
+                if stored >= total:
+                    break
+                time.sleep(0.05)
+            persisted = time.perf_counter() - start
         rss = _peak_rss_with_workers_mib(proc.pid)
         collector_rss = _peak_rss_mib(proc.pid)
         collector_cpu = _cpu_seconds(proc.pid) - idle["collector"]
@@ -210,6 +273,11 @@ def run_once(
             "share": total / persisted / ceiling,
             "peak_rss_mib": rss,
             "collector_rss_mib": collector_rss,
+            "peak_pss_mib": sampler.peak_pss_kib / 1024,
+            "collector_anon_mib": sampler.peaks["collector"]["anon"] / 1024,
+            "collector_file_mib": sampler.peaks["collector"]["file"] / 1024,
+            "workers_anon_mib": sampler.peaks["workers"]["anon"] / 1024,
+            "workers_file_mib": sampler.peaks["workers"]["file"] / 1024,
             "refused": refused,
             "collector_us": collector_cpu / total * 1e6,
             "workers_us": workers_cpu / total * 1e6,
@@ -242,7 +310,10 @@ def _line(label: str, result: dict[str, float]) -> str:
         f"{label}: persisted {result['persisted_per_s']:,.0f} spans/s "
         f"({result['share']:.0%} of the engine's {result['ceiling_per_s']:,.0f} rows/s), "
         f"acknowledged {result['ack_per_s']:,.0f} spans/s, "
-        f"peak RSS {result['peak_rss_mib']:.0f} MiB (collector {result['collector_rss_mib']:.0f}), "
+        f"peak RSS {result['peak_rss_mib']:.0f} MiB (collector {result['collector_rss_mib']:.0f}; "
+        f"anonymous/file: collector {result['collector_anon_mib']:.0f}/{result['collector_file_mib']:.0f}, "
+        f"workers {result['workers_anon_mib']:.0f}/{result['workers_file_mib']:.0f}), "
+        f"peak PSS {result['peak_pss_mib']:.0f} MiB, "
         f"503s {result['refused']:.0f}; CPU µs/span: {cpu}"
     )
 
@@ -292,6 +363,7 @@ def main() -> None:
             "median_ceiling_rows_per_s": round(statistics.median(r["ceiling_per_s"] for r in runs)),
             "median_acknowledged_spans_per_s": round(statistics.median(r["ack_per_s"] for r in runs)),
             "max_peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs)),
+            "max_peak_pss_mib": round(max(r["peak_pss_mib"] for r in runs)),
             "median_collector_cpu_us_per_span": round(statistics.median(r["collector_us"] for r in runs), 1),
             "median_workers_cpu_us_per_span": round(statistics.median(r["workers_us"] for r in runs), 1),
             "median_database_cpu_us_per_span": round(statistics.median(r["database_us"] for r in runs), 1),
@@ -303,7 +375,9 @@ def main() -> None:
             print(
                 f"{transport}: {old['median_persisted_spans_per_s']:,} -> "
                 f"{new['median_persisted_spans_per_s']:,} spans/s persisted (x{ratio:.2f}), "
-                f"share of ceiling {old['median_share_of_ceiling']:.0%} -> {new['median_share_of_ceiling']:.0%}"
+                f"share of ceiling {old['median_share_of_ceiling']:.0%} -> {new['median_share_of_ceiling']:.0%}; "
+                f"peak memory of collector and workers, RSS {old['max_peak_rss_mib']:,} -> "
+                f"{new['max_peak_rss_mib']:,} MiB, PSS {old['max_peak_pss_mib']:,} -> {new['max_peak_pss_mib']:,} MiB"
             )
     print(json.dumps(summary))
 

@@ -13,6 +13,7 @@ from tests.support.otlp import TRACE, add_span
 from tokentrail.collector.spool import KIND_TRACES, Spool
 from tokentrail.collector.stats import Stats
 from tokentrail.collector.writer import Writer, WriterConfig
+from tokentrail.collector.writer.pool import FlattenPool
 
 
 def _framework_wrapping_client_call() -> bytes:
@@ -241,7 +242,10 @@ def _poison() -> bytes:
 def test_a_poison_record_holds_no_other_record_back(store, spool, tmp_path, workers):
     stats = Stats()
     writer = Writer(
-        store.new_client(), spool, stats, WriterConfig(workers=workers, stage_dir=tmp_path / "staging")
+        store.new_client(),
+        spool,
+        stats,
+        WriterConfig(workers=workers, stage_dir=tmp_path / "staging", reads_files=store.embedded),
     )
     poison = _poison()
     try:
@@ -269,7 +273,12 @@ def test_a_poison_record_holds_no_other_record_back(store, spool, tmp_path, work
 
 def test_a_record_damaged_on_disk_is_quarantined_and_the_others_stored(store, spool, tmp_path):
     stats = Stats()
-    writer = Writer(store.new_client(), spool, stats, WriterConfig(workers=1, stage_dir=tmp_path / "staging"))
+    writer = Writer(
+        store.new_client(),
+        spool,
+        stats,
+        WriterConfig(workers=1, stage_dir=tmp_path / "staging", reads_files=store.embedded),
+    )
     try:
         for n in range(3):
             request = ExportTraceServiceRequest()
@@ -431,7 +440,10 @@ def _every_field() -> bytes:
 @pytest.mark.parametrize("workers", [0, 1], ids=["in-process", "worker-staged"])
 def test_every_otel_field_survives_the_trip(store, spool, tmp_path, workers):
     writer = Writer(
-        store.new_client(), spool, Stats(), WriterConfig(workers=workers, stage_dir=tmp_path / "staging")
+        store.new_client(),
+        spool,
+        Stats(),
+        WriterConfig(workers=workers, stage_dir=tmp_path / "staging", reads_files=store.embedded),
     )
     try:
         spool.append(KIND_TRACES, "default", _every_field())
@@ -477,16 +489,25 @@ def test_every_otel_field_survives_the_trip(store, spool, tmp_path, workers):
 
 
 class _CountingClient:
-    """The real client, counting the span inserts it is asked for."""
+    """The real client, counting the span inserts it is asked for: the statements of those that
+    read staged files, and the pieces of each insert sent to the database (their sizes)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.span_inserts: list[str] = []
+        self.streamed: list[list[int]] = []
 
     def command(self, sql: str, **kw: Any) -> Any:
         if sql.startswith("INSERT INTO spans ("):
             self.span_inserts.append(sql)
         return self.client.command(sql, **kw)
+
+    def raw_insert(self, table: str, columns: Any, data: Any, **kw: Any) -> Any:
+        if table == "spans":
+            pieces = [data] if isinstance(data, bytes) else list(data)
+            self.streamed.append([len(piece) for piece in pieces])
+            data = iter(pieces)
+        return self.client.raw_insert(table, columns, data, **kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
@@ -499,9 +520,10 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
     client = _CountingClient(store.new_client())
     stats = Stats()
     # one span per chunk, four chunks per insert: eight requests take two inserts
-    writer = Writer(
-        client, spool, stats, WriterConfig(workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage)
+    config = WriterConfig(
+        workers=1, chunk_spans=1, batch_spans=4, stage_dir=stage, reads_files=store.embedded
     )
+    writer = Writer(client, spool, stats, config)
     assert not list(stage.iterdir()), "a previous run's staged chunks are cleared (the spool replays them)"
     for n in range(8):
         request = ExportTraceServiceRequest()
@@ -517,8 +539,12 @@ def test_chunks_flattened_apart_are_inserted_together(store, spool, tmp_path):
     finally:
         writer.stop()
     assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(8,)]
-    assert len(client.span_inserts) == 2
-    assert all("FROM INFILE" in sql and sql.count(".arrow") == 4 for sql in client.span_inserts)
+    if store.embedded:  # the database reads the four staged files of each insert itself
+        assert len(client.span_inserts) == 2 and not client.streamed
+        assert all("FROM INFILE" in sql and sql.count(".arrow") == 4 for sql in client.span_inserts)
+    else:  # they are sent to it, one stream each, a record batch at a time (never whole)
+        assert len(client.streamed) == 2 and not client.span_inserts
+        assert all(len(pieces) >= 4 for pieces in client.streamed)
     assert not list(stage.iterdir()), "staged chunks are removed once inserted"
     assert spool.backlog_bytes == 0
 
@@ -538,3 +564,20 @@ def test_a_staging_path_clickhouse_would_read_as_a_pattern_still_works(store, sp
         writer.stop()
     assert store.client.query("SELECT count() FROM spans FINAL").result_rows == [(3,)]
     assert not list(stage.iterdir())
+
+
+def test_a_flattening_worker_loads_neither_pandas_nor_the_database_client(spool, tmp_path):
+    request = ExportTraceServiceRequest()
+    add_span(request, "0000000000000001", "", "step")
+    spool.append(KIND_TRACES, "default", request.SerializeToString())
+    pool = FlattenPool(1, tmp_path / "staging", None)
+    try:
+        rows = pool.submit(list(spool.read(spool.checkpoint, payloads=False))).rows.result()
+        assert rows.span_count == 1 and rows.span_file is not None and rows.span_file.exists()
+        executor = pool._executor
+        assert executor is not None
+        loaded = executor.submit(eval, "sorted(__import__('sys').modules)").result()
+    finally:
+        pool.shutdown()
+    assert "pyarrow" in loaded, "the worker flattened in it"
+    assert not {"pandas", "clickhouse_connect", "chdb", "tokentrail.collector.writer"} & set(loaded)

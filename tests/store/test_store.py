@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,6 +32,27 @@ def test_second_process_is_told_the_database_is_in_use(settings, store):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "IN USE" in out.stdout, out.stderr
     assert "is in use by pid" in out.stdout
+
+
+def test_the_embedded_engine_merges_a_column_at_a_time_and_frees_memory_sooner(tmp_path):
+    code = (
+        "from tokentrail.server.settings import from_env\n"
+        "from tokentrail.store import connect\n"
+        f"store = connect(from_env({{'TOKENTRAIL_CLICKHOUSE_URL': 'chdb://{tmp_path / 'chdb'}'}}))\n"
+        'print(store.client.query("SELECT name, value FROM system.merge_tree_settings WHERE name IN '
+        "('vertical_merge_algorithm_min_rows_to_activate', 'vertical_merge_algorithm_min_columns_to_activate', "
+        "'max_compress_block_size') ORDER BY name\").result_rows)\n"
+        "stats = store.client.query('SELECT * FROM system.jemalloc_stats').result_rows[0][0]\n"
+        "print([line.strip() for line in stats.splitlines() if 'opt.dirty_decay_ms' in line])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JE_MALLOC_CONF"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    merge_settings, decay = out.stdout.strip().splitlines()[-2:]
+    assert merge_settings == (
+        "[('max_compress_block_size', '262144'), ('vertical_merge_algorithm_min_columns_to_activate', '1'), "
+        "('vertical_merge_algorithm_min_rows_to_activate', '1')]"
+    ), out.stderr
+    assert decay.startswith("['opt.dirty_decay_ms: 1000 ")
 
 
 def test_settings_are_strict():

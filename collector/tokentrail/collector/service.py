@@ -41,8 +41,10 @@ def writer_config(settings: Settings, *, embedded: bool) -> WriterConfig:
         idle_seconds=settings.writer_flush_seconds,
         summary_seconds=settings.summary_interval_seconds,
         workers=settings.writer_workers,
-        # staged files are read by ClickHouse itself: only the embedded database runs here
-        stage_dir=settings.spool_dir / "staging" if embedded else None,
+        # the embedded database reads the staged files itself; to a server the writer sends them
+        # a record batch at a time, so that an insert is never held in memory whole
+        stage_dir=settings.spool_dir / "staging",
+        reads_files=embedded,
         task_attribute=settings.task_type_attribute,
         redactor=Redactor.from_settings(settings),
     )

@@ -10,7 +10,7 @@ makes one part instead of one per file.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokentrail.store.connection import Client
@@ -47,8 +47,8 @@ def insert_span_files(client: Client, columns: Sequence[str], files: Sequence[Pa
     )
 
 
-def insert_span_stream(client: Client, columns: Sequence[str], stream: bytes) -> None:
-    """Span rows from one Arrow stream."""
+def insert_span_stream(client: Client, columns: Sequence[str], stream: bytes | Iterable[bytes]) -> None:
+    """Span rows from one Arrow stream, whole or in pieces (sent as they come)."""
     client.raw_insert("spans", list(columns), stream, settings=_SETTINGS, fmt="ArrowStream")
 
 

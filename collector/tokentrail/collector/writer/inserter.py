@@ -17,8 +17,9 @@ writer looks for the record to blame.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -97,30 +98,62 @@ def backoff(base: float, failures: int) -> float:
     return min(MAX_BACKOFF, base * 2.0 ** min(failures, 8))
 
 
-def _one_stream(streams: list[bytes]) -> bytes:
-    if len(streams) == 1:
-        return streams[0]
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, SPAN_SCHEMA) as out:
-        for data in streams:
-            for batch in pa.ipc.open_stream(data):
+class _Chunks:
+    """A write-only file that hands over what was written to it since the last `take`."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def _sources(streams: Sequence[bytes], files: Sequence[Path]) -> Iterator[pa.NativeFile]:
+    for data in streams:
+        yield pa.BufferReader(data)
+    for path in files:
+        with pa.OSFile(str(path)) as source:
+            yield source
+
+
+def _one_stream(streams: Sequence[bytes], files: Sequence[Path]) -> Iterator[bytes]:
+    """The record batches of several Arrow streams (in memory or staged files) as one stream,
+    handed over a record batch (a request's spans) at a time: the whole insert is never held in
+    memory, and a staged file is read as it is sent."""
+    chunks = _Chunks()
+    with pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), SPAN_SCHEMA) as out:
+        for source in _sources(streams, files):
+            for batch in pa.ipc.open_stream(source):
                 out.write_batch(batch)
-    return bytes(sink.getvalue())
+                yield chunks.take()
+    yield chunks.take()  # the end of the stream
 
 
-def insert(client: Any, batches: Sequence[Flattened]) -> None:
+def insert(client: Any, batches: Sequence[Flattened], *, reads_files: bool = False) -> None:
     """Insert flattened batches synchronously (acknowledged = written, not queued), as one
-    block per table."""
+    block per table. `reads_files`: the database runs in this process and reads staged files
+    itself (the embedded database); else they are sent to it."""
     streams = [b.span_arrow for b in batches if b.span_arrow]
     staged = [b.span_file for b in batches if b.span_file is not None]
-    if staged:
-        # Staged files exist only with the embedded database, which reads them itself.
-        if ingest.readable_as_one(staged):
-            ingest.insert_span_files(client, SPAN_COLUMNS, staged)
-        else:
-            streams += [f.read_bytes() for f in staged]
-    if streams:
-        ingest.insert_span_stream(client, SPAN_COLUMNS, _one_stream(streams))
+    if staged and reads_files and not streams and ingest.readable_as_one(staged):
+        ingest.insert_span_files(client, SPAN_COLUMNS, staged)
+    elif len(streams) == 1 and not staged:
+        ingest.insert_span_stream(client, SPAN_COLUMNS, streams[0])
+    elif streams or staged:
+        ingest.insert_span_stream(client, SPAN_COLUMNS, _one_stream(streams, staged))
     logs = [b.log_json for b in batches if b.log_json]
     if logs:
         ingest.insert_json_rows(client, "logs", LOG_COLUMNS, b"\n".join(logs))

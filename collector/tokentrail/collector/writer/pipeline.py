@@ -66,9 +66,11 @@ class WriterConfig:
     summary_seconds: float = 1.0
     #: worker processes that flatten; 0: on the writer's thread
     workers: int = 0
-    #: where workers stage flattened chunks as files; only for the embedded database, which reads
-    #: them from this process
+    #: where workers stage flattened chunks as files (none: they hand them back through a pipe)
     stage_dir: Path | None = None
+    #: the database runs in this process (embedded) and reads the staged files itself; else
+    #: the writer sends them to it, a record batch at a time
+    reads_files: bool = False
     #: the span attribute that names a task's type, for trace summaries
     task_attribute: str = ""
     #: what is redacted before anything is stored (None: nothing)
@@ -211,7 +213,7 @@ class Writer:
     def _insert(self, batches: list[Flattened], records: list[Record]) -> None:
         started = time.perf_counter()
         try:
-            insert(self.client, batches)
+            insert(self.client, batches, reads_files=self.config.reads_files)
         except Exception as exc:
             raise _Failure("insert", exc, records) from exc
         if batches:

@@ -3,13 +3,13 @@
 Flattening (protobuf to rows, normalization, pricing) is CPU-bound Python, so with `workers > 0`
 it runs in that many worker processes, spawned (never forked: the collector holds chDB), while
 the writer inserts earlier chunks. The writer hands a worker where a record's payload lies in its
-segment rather than the payload (the worker reads and checks it itself), and each worker builds
-its own price book once, and its own redactor from the one it is given (its settings). A worker outlives no collector: it exits when the process that started it
-is gone (a collector killed with -9 cannot stop it).
+segment rather than the payload (the worker reads and checks it itself). What runs in a worker is
+in tokentrail.collector.flatten_worker.
 
-A job's result is a `Flattened`: in memory, or, with the embedded database (`stage_dir`), an
-Arrow file the worker wrote under spool/staging/, which chDB reads directly, so that no batch
-crosses a pipe twice. A staged file is removed once inserted, or when its job is abandoned (the
+A job's result is a `Flattened`: in memory, or (`stage_dir`) an Arrow file the worker wrote under
+spool/staging/, which the embedded database reads directly and the writer otherwise sends to the
+database a record batch at a time, so that no batch crosses a pipe or is held whole in the
+collector. A staged file is removed once inserted, or when its job is abandoned (the
 writer stops or fails: the spool still holds the records, and they are replayed); the folder is
 cleared at start, since what a previous run left there is replayed too.
 
@@ -18,13 +18,10 @@ With `workers=0`, or once a worker process died, jobs are flattened on the write
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokentrail.collector.flatten import Flattened, SpoolItem, flatten_records
+from tokentrail.collector.flatten_worker import flatten_in_worker, init_worker
 from tokentrail.collector.redact import Redactor
 from tokentrail.collector.spool import Record
 from tokentrail.collector.writer.reader import approx_spans
@@ -68,8 +66,7 @@ class FlattenPool:
         pricer: PriceBook | None,
         redactor: Redactor | None = None,
     ) -> None:
-        """`stage_dir`: where workers stage their batches as files; only for the embedded
-        database, which reads them from this process."""
+        """`stage_dir`: where workers stage their batches as files."""
         self.pricer = pricer
         self.redactor = redactor
         self.workers = workers
@@ -83,7 +80,7 @@ class FlattenPool:
             self._executor = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding chDB
-                initializer=_init_worker,
+                initializer=init_worker,
                 initargs=(
                     os.getpid(),
                     pricer is not None,
@@ -102,13 +99,13 @@ class FlattenPool:
         the executor starts a process per job submitted while none is idle, so one job each."""
         if self._executor is not None:
             for _ in range(self.workers):
-                self._executor.submit(_flatten_in_worker, [])
+                self._executor.submit(flatten_in_worker, [])
 
     def submit(self, records: list[Record]) -> Job:
         items = [_item(r) for r in records]
         if self._executor is not None:
             try:
-                return Job(records, self._executor.submit(_flatten_in_worker, items))
+                return Job(records, self._executor.submit(flatten_in_worker, items))
             except BrokenProcessPool:
                 logger.error(
                     "the flattening worker process died; flattening on the writer thread from now on"
@@ -147,39 +144,3 @@ def abandon(jobs: Iterable[Job]) -> None:
     for job in jobs:
         job.rows.cancel()
         job.rows.add_done_callback(_discard_result)
-
-
-# --- in the worker process ---------------------------------------------------------------------
-
-_worker_pricer: PriceBook | None = None
-_worker_stage_dir: Path | None = None
-_worker_redactor: Redactor | None = None
-
-
-def _init_worker(parent: int, with_pricing: bool, stage_dir: str | None, redactor: Redactor | None) -> None:
-    """Each worker builds its own price book once, hands batches back as files in `stage_dir`
-    (if given), and exits when `parent` is gone. (The parent is given, not looked up: a collector
-    killed while this worker was starting would be taken for init, pid 1, and waited on forever.)
-    `redactor` arrives as its settings, compiled again here."""
-    global _worker_pricer, _worker_stage_dir, _worker_redactor
-    threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
-    _worker_stage_dir = Path(stage_dir) if stage_dir else None
-    _worker_redactor = redactor
-    if with_pricing:
-        _worker_pricer = PriceBook()
-
-
-def _exit_without(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def _flatten_in_worker(records: list[SpoolItem]) -> Flattened:
-    # A batch builds many small containers and no reference cycles: collecting garbage while it
-    # runs only walks them again and again.
-    gc.disable()
-    try:
-        return flatten_records(records, _worker_pricer, _worker_stage_dir, _worker_redactor)
-    finally:
-        gc.enable()

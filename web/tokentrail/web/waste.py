@@ -15,17 +15,7 @@ from tokentrail.store import spans as span_reads
 from tokentrail.store.filters import TraceFilter
 from tokentrail.store.waste import WasteReader
 
-__all__ = [
-    "BUCKETS",
-    "LABELS",
-    "by_model",
-    "cell",
-    "findings",
-    "ledger",
-    "name_stale_items",
-    "reader",
-    "report_row",
-]
+__all__ = ["BUCKETS", "LABELS", "by_model", "cell", "findings", "ledger", "reader", "report_row"]
 
 LABELS = {
     "retry": "Retries",
@@ -100,17 +90,16 @@ def findings(client: Client, project: str, found: list[dict[str, Any]]) -> list[
     """Findings as shown: the evidence decoded, and on a context-bloat finding the largest item
     its call carried along (`stale_item`, where message content was captured)."""
     for x in found:
+        try:
+            x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
+        except ValueError:
+            x["evidence"] = {}
         x["stale_item"] = None
-        if isinstance(x["evidence"], str):
-            try:
-                x["evidence"] = json.loads(x["evidence"]) if x["evidence"] else {}
-            except ValueError:
-                x["evidence"] = {}
-    name_stale_items(client, project, found)
+    _name_stale_items(client, project, found)
     return found
 
 
-def name_stale_items(client: Client, project: str, found: list[dict[str, Any]]) -> None:
+def _name_stale_items(client: Client, project: str, found: list[dict[str, Any]]) -> None:
     """Set `stale_item` on the context-bloat findings among `found`. Token counts alone cannot
     say which tool output a bloated call carried; its captured input can. The billed leaf may be
     a client library's span under a framework's: the content is then on the parent."""

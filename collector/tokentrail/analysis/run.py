@@ -99,7 +99,7 @@ def analyze_traces(
             if part not in runs:
                 runs.clear()  # the part before is no longer needed
                 mine = [t for read in reads[part * per_part : (part + 1) * per_part] for c in read for t in c]
-                runs[part] = io.submit(_Earlier, client, project, mine) if len(chunks) > 1 else _none()
+                runs[part] = io.submit(_Earlier.of, client, project, mine) if len(chunks) > 1 else _none()
             return io.submit(_fetch_in, client, project, reads[r], runs[part])
 
         fetching = fetch(0)
@@ -179,21 +179,20 @@ def _judges(prices: PriceBook, workers: int) -> ProcessPoolExecutor:
 
 
 def _fetch(client: Any, project: str, chunks: list[list[str]], run: _Earlier | None = None) -> list[_Chunk]:
-    """These chunks' spans (read at once), summaries and previous traces."""
+    """These chunks' spans (read at once), summaries and previous traces: from what `run` read for
+    the whole run, else (one chunk) read for this chunk alone."""
     ids = [trace_id for chunk in chunks for trace_id in chunk]
     spans = stored.spans_stream(client, project, ids)
-    if run is not None:
-        info = {trace_id: run.info[trace_id] for trace_id in ids if trace_id in run.info}
-    else:
-        info = _summaries(client, project, ids)
+    if run is None:
+        run = _Earlier(client, project, _summaries(client, project, ids))
     table = pa.ipc.open_stream(spans).read_all() if len(chunks) > 1 else None
     fetched = []
     for chunk in chunks:
-        mine = {trace_id: info[trace_id] for trace_id in chunk if trace_id in info}
+        mine = {trace_id: run.info[trace_id] for trace_id in chunk if trace_id in run.info}
         if table is not None:
             ours = pc.is_in(table["trace_id"], value_set=pa.array(chunk, table.schema.field("trace_id").type))
             spans = _stream(table.filter(ours))
-        fetched.append(_Chunk(chunk, spans, mine, _previous_traces(client, project, mine, run)))
+        fetched.append(_Chunk(chunk, spans, mine, _previous_traces(run, mine)))
     return fetched
 
 
@@ -238,15 +237,15 @@ _Conversations = dict[tuple[str, str], list[tuple[int, str]]]
 
 
 class _Earlier:
-    """What a run of several chunks reads once rather than per chunk: its traces' summaries, and
-    the earlier traces of their conversations (their order, since a week before the run's first
-    trace; the last model call and the main run's steps of each). A chunk's traces are spread over
-    the whole table, and so are their conversations: read per chunk, they made one scattered read
-    of most of the table each."""
+    """The summaries of some traces, and the earlier traces of their conversations (their order,
+    since a week before the first of them; the last model call and the main run's steps of those
+    it is asked for). A run of several chunks reads them once for all its chunks: a chunk's traces
+    are spread over the whole table, and so are their conversations, and read per chunk they made
+    one scattered read of most of the table each. A run of one chunk reads them for that chunk."""
 
-    def __init__(self, client: Any, project: str, ids: list[str]) -> None:
+    def __init__(self, client: Any, project: str, info: dict[str, TraceInfo]) -> None:
         self.client, self.project = client, project
-        self.info = _summaries(client, project, ids)
+        self.info = info
         mine = {trace_id: trace for trace_id, trace in self.info.items() if trace.conversation_id}
         self.since = min((t.start_ns for t in mine.values()), default=0) - _CONVERSATION_LOOKBACK_NS
         conversations = sorted({t.conversation_id for t in mine.values()})
@@ -260,27 +259,39 @@ class _Earlier:
         self.conversations = _by_conversation(rows)
         self.last: dict[str, Previous] = {}
         self.steps: dict[str, list[_Step]] = defaultdict(list)
-        self.read: set[str] = set()
+        self._last_read: set[str] = set()
+        self._steps_read: set[str] = set()
         self.chains(mine, self.since)
+
+    @classmethod
+    def of(cls, client: Any, project: str, ids: list[str]) -> _Earlier:
+        """For these traces, their summaries read first."""
+        return cls(client, project, _summaries(client, project, ids))
 
     def chains(self, mine: dict[str, TraceInfo], since: int) -> dict[str, list[str]]:
         """`_chains` of these traces, counting only the traces that started after `since` (as
-        `stored.conversation_traces` would have given them), with the calls and steps of every
-        trace in them read."""
+        `stored.conversation_traces` would have given them), with the last call of each chain's
+        newest trace and the steps of every trace in them read."""
         earlier = _chains(self.conversations, mine, since)
-        wanted = sorted({t for chain in earlier.values() for t in chain} - self.read)
-        for i in range(0, len(wanted), _IDS_PER_QUERY):
-            batch = wanted[i : i + _IDS_PER_QUERY]
+        for batch in _batches({chain[-1] for chain in earlier.values()} - self._last_read):
             self.last.update(
                 {
                     r["trace_id"]: _last_call(r)
                     for r in stored.last_model_calls(self.client, self.project, batch)
                 }
             )
+            self._last_read.update(batch)
+        for batch in _batches({t for chain in earlier.values() for t in chain} - self._steps_read):
             for row in stored.main_run_steps(self.client, self.project, batch):
                 self.steps[row["trace_id"]].append(_step(row))
-            self.read.update(batch)
+            self._steps_read.update(batch)
         return earlier
+
+
+def _batches(ids: set[str]) -> list[list[str]]:
+    """`ids` in order, at most `_IDS_PER_QUERY` a query."""
+    ordered = sorted(ids)
+    return [ordered[i : i + _IDS_PER_QUERY] for i in range(0, len(ordered), _IDS_PER_QUERY)]
 
 
 def _last_call(r: dict[str, Any]) -> Previous:
@@ -311,33 +322,20 @@ def _chains(conversations: _Conversations, mine: dict[str, TraceInfo], since: in
     return earlier
 
 
-def _previous_traces(
-    client: Any, project: str, info: dict[str, TraceInfo], run: _Earlier | None = None
-) -> dict[str, Previous]:
+def _previous_traces(run: _Earlier, info: dict[str, TraceInfo]) -> dict[str, Previous]:
     """trace id -> the last model call of the trace before it in its conversation, by its agent,
     and the reads of the conversation's last few traces still in its context. (A new task of one
-    chat re-sends its history; another agent's task in the same conversation need not.) With
-    `run`, from what it read for the whole run."""
+    chat re-sends its history; another agent's task in the same conversation need not.) `info`:
+    a chunk's traces, all among `run`'s, so that their week back starts no earlier than its."""
     mine = {trace_id: trace for trace_id, trace in info.items() if trace.conversation_id}
     if not mine:
         return {}
     since = min(trace.start_ns for trace in mine.values()) - _CONVERSATION_LOOKBACK_NS
-    if run is not None and since >= run.since:
-        earlier = run.chains(mine, since)
-        last, steps = run.last, run.steps
-    else:
-        conversations = sorted({trace.conversation_id for trace in mine.values()})
-        rows = stored.conversation_traces(client, project, conversations, since)
-        earlier = _chains(_by_conversation(rows), mine, since)
-        before = sorted({chain[-1] for chain in earlier.values()})
-        last = {r["trace_id"]: _last_call(r) for r in stored.last_model_calls(client, project, before)}
-        steps = defaultdict(list)
-        for row in stored.main_run_steps(client, project, sorted({t for c in earlier.values() for t in c})):
-            steps[row["trace_id"]].append(_step(row))
+    earlier = run.chains(mine, since)
     return {
-        trace: replace(last[chain[-1]], reads=_fresh_reads([steps.get(t, []) for t in chain]))
+        trace: replace(run.last[chain[-1]], reads=_fresh_reads([run.steps.get(t, []) for t in chain]))
         for trace, chain in earlier.items()
-        if chain[-1] in last
+        if chain[-1] in run.last
     }
 
 

@@ -6,12 +6,17 @@ every shard) or runs on each shard over the shard's local tables (the profile's
 `distributed_product_mode = 'local'`). The local form is right only when the two sides are sharded
 alike and matched on that key: the source says so with a comment holding `co-sharded` just above
 the statement (or inside it), and the tables its SQL names must then all share one sharding key.
+
+A subquery that only unfolds a bound list, `IN (SELECT arrayJoin({ids:Array(String)}))`, reads no
+table: it is the same set on every shard, and needs neither. It is the one form a bound list takes
+on the right of `IN` (`bare_bound_lists` finds the others, see tokentrail.store).
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +25,15 @@ from tokentrail.store.cluster import SHARD_KEYS
 #: stands for an interpolated value in an f-string's text
 HOLE = "\x00"
 
+#: a subquery that only unfolds a bound list (it reads no table)
+_UNFOLDED = r"\(\s*SELECT\s+arrayJoin\(\{\w+:Array\([\w()]+\)\}\)\s*\)"
 _SUBQUERY = re.compile(
     # a subquery, or a value put in that may be one, or SQL that goes on elsewhere
-    rf"\b(?P<global>GLOBAL\s+)?(?:NOT\s+)?IN\s*(?:\(\s*(?:SELECT\b|{HOLE})|{HOLE}|\(?\s*$)"
+    rf"\b(?P<global>GLOBAL\s+)?(?:NOT\s+)?IN\s*(?!{_UNFOLDED})(?:\(\s*(?:SELECT\b|{HOLE})|{HOLE}|\(?\s*$)"
     rf"|\b(?P<global2>GLOBAL\s+)?(?:(?:LEFT|RIGHT|INNER|FULL|OUTER|ANY|ALL|SEMI|ANTI|ASOF)\s+)*(?<!ARRAY )JOIN\b"
 )
+#: a bound list right of IN, as it is: `IN {ids:Array(String)}`
+_BARE_LIST = re.compile(r"\bIN\s*\{\w+:Array\(")
 _TABLE = re.compile(r"\b(?:FROM|JOIN)\s+(\w+)")
 
 
@@ -52,23 +61,31 @@ def _text(node: ast.AST) -> str | None:
     return None
 
 
-def scan_source(source: str, path: Path) -> list[Found]:
-    """Every IN-subquery and JOIN in the string literals of one module (implicit concatenation
-    joins adjacent literals, as Python does)."""
+def _literals(source: str) -> Iterator[tuple[ast.expr, str, ast.stmt]]:
+    """Each string literal of one module that is code, not prose, with the statement it is in
+    (implicit concatenation joins adjacent literals, as Python does; f-strings are read whole)."""
     tree = ast.parse(source)
-    lines = source.splitlines()
     parents = {id(child): node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     # the literal parts of f-strings are read with their f-string; docstrings are prose
     skip = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
     skip |= {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
-    found = []
     for node in ast.walk(tree):
         text = _text(node) if id(node) not in skip else None
-        if text is None or not isinstance(node, ast.expr) or not _SUBQUERY.search(text):
+        if text is None or not isinstance(node, ast.expr):
             continue
         statement: ast.AST = node
         while not isinstance(statement, ast.stmt):
             statement = parents[id(statement)]
+        yield node, text, statement
+
+
+def scan_source(source: str, path: Path) -> list[Found]:
+    """Every IN-subquery and JOIN in the string literals of one module."""
+    lines = source.splitlines()
+    found = []
+    for node, text, statement in _literals(source):
+        if not _SUBQUERY.search(text):
+            continue
         marked = _comments(lines, statement.lineno, node.end_lineno or node.lineno)
         for match in _SUBQUERY.finditer(text):
             found.append(
@@ -81,6 +98,16 @@ def scan_source(source: str, path: Path) -> list[Found]:
                     frozenset(t for t in _TABLE.findall(text) if t in SHARD_KEYS),
                 )
             )
+    return found
+
+
+def bare_bound_lists(source: str, path: Path) -> list[str]:
+    """Where a module's SQL puts a bound list right of `IN` as it is (`path:line: text`)."""
+    found = []
+    for node, text, _ in _literals(source):
+        for match in _BARE_LIST.finditer(text):
+            line = node.lineno + text[: match.start()].count("\n")
+            found.append(f"{path}:{line}: {text[match.start() : match.start() + 60]}")
     return found
 
 

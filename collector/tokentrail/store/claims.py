@@ -30,7 +30,7 @@ __all__ = ["claim", "holder_name"]
 _WINNERS = """
 SELECT project, subject, version, argMin(holder, (claimed_at, holder)) AS winner
 FROM claims
-WHERE kind = {kind:String} AND subject IN {subjects:Array(String)}
+WHERE kind = {kind:String} AND subject IN (SELECT arrayJoin({subjects:Array(String)}))
   AND claimed_at > now64(9) - toIntervalSecond({lease:UInt32})
 GROUP BY project, subject, version
 """

@@ -251,7 +251,7 @@ def check(client: Any, cluster: str, database: str) -> None:
     single = [
         name
         for name, engine in client.query(
-            "SELECT name, engine FROM system.tables WHERE database = {database:String} AND name IN {names:Array(String)}",
+            "SELECT name, engine FROM system.tables WHERE database = {database:String} AND name IN (SELECT arrayJoin({names:Array(String)}))",
             parameters={"database": database, "names": list(SHARD_KEYS)},
         ).result_rows
         if engine != "Distributed"

@@ -31,7 +31,7 @@ _PROMPT_EVENTS = f"""
 SELECT {_COLUMNS} FROM agent_events FINAL
 WHERE {_SESSION} AND prompt_id IN (
     SELECT DISTINCT prompt_id FROM agent_events
-    WHERE {_SESSION} AND prompt_id != '' AND (prompt_id IN {{prompts:Array(String)}} OR {_WITHIN}))
+    WHERE {_SESSION} AND prompt_id != '' AND (prompt_id IN (SELECT arrayJoin({{prompts:Array(String)}})) OR {_WITHIN}))
 ORDER BY timestamp, sequence, record_hash
 """
 
@@ -66,21 +66,24 @@ _OWN_SPANS = """
 SELECT trace_id, span_id, parent_span_id, step_kind, response_id,
     attributes['client_request_id'] AS client_request_id, tool_call_id
 FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND attributes['tokentrail.source'] = ''
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND attributes['tokentrail.source'] = ''
 """
 
 _SESSIONS_OF_TRACES = """
 SELECT DISTINCT trace_id, session_id FROM agent_events
-WHERE project = {project:String} AND tool = {tool:String} AND trace_id IN {trace_ids:Array(String)}
+WHERE project = {project:String} AND tool = {tool:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
 """
 
 _WRITTEN = """
 SELECT trace_id, span_id FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND attributes['tokentrail.source'] = 'events'
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND attributes['tokentrail.source'] = 'events'
 """
 
-_STALE_SPANS = "project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}"
-_OF_TRACES = "project = {project:String} AND trace_id IN {trace_ids:Array(String)}"
+_STALE_SPANS = (
+    "project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))"
+    " AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))"
+)
+_OF_TRACES = "project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))"
 
 #: what is derived from a trace, deleted with it
 _DERIVED = ("traces", "trace_waste", "waste_findings", "model_steps")

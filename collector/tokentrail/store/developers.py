@@ -112,10 +112,10 @@ _PROMPT = (
 # the findings of each trace's latest analysis, per trace of a page (co-sharded: by trace_id)
 _FINDINGS = """
 SELECT trace_id, count() AS findings, countIf(detector = 'retry') AS retries FROM waste_findings
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
   AND (trace_id, analyzed_at) IN (
       SELECT trace_id, analyzed_at FROM trace_waste FINAL
-      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)})
+      WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})))
 GROUP BY trace_id
 """
 

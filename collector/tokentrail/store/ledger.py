@@ -39,7 +39,7 @@ SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, toUnixTimesta
     output_tokens, cache_read_tokens, cache_reported, billable, cost_usd, input_hash, system_hash, requested_tools,
     finish_reasons, error_type, retry_attempt, toUnixTimestamp64Milli(ingested_at) AS ingested_at
 FROM spans
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
 ORDER BY trace_id, start_time, span_id
 """
 
@@ -48,12 +48,12 @@ _TRACES = traces_with_outcome(
     "t.trace_id AS trace_id, toUnixTimestamp64Nano(t.start_time) AS start_ns, t.service_name AS service_name, "
     "t.agent_name AS agent_name, t.user_id AS user_id, t.conversation_id AS conversation_id, "
     "t.task_type AS task_type, t.repository AS repository",
-    "project = {project:String} AND trace_id IN {trace_ids:Array(String)}",
+    "project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))",
 )
 
 _CONVERSATIONS = """
 SELECT trace_id, conversation_id, agent_name, toUnixTimestamp64Nano(start_time) AS start_ns FROM traces FINAL
-WHERE project = {project:String} AND conversation_id IN {conversations:Array(String)}
+WHERE project = {project:String} AND conversation_id IN (SELECT arrayJoin({conversations:Array(String)}))
   AND start_time > fromUnixTimestamp64Nano({since:Int64})
 """
 
@@ -65,7 +65,7 @@ SELECT trace_id, last.1 AS span_id, last.2 AS request_model, last.3 AS model, la
 FROM (
     SELECT trace_id, argMax((span_id, request_model, model, input_tokens, output_tokens, end_time), end_time) AS last
     FROM spans
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND step_kind = 'llm'
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1 AND step_kind = 'llm'
     GROUP BY trace_id
 )
 """
@@ -141,7 +141,7 @@ SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, tool_name, to
     SELECT trace_id, span_id, parent_span_id, step_kind, step_subkind, tool_name, tool_args_hash,
         tool_args_hash != 0 AS has_tool_args, start_time
     FROM spans
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
     ORDER BY trace_id, span_id, ingested_at DESC
     LIMIT 1 BY trace_id, span_id)
 WHERE step_kind = 'tool' OR step_subkind = 'compaction' OR parent_span_id = ''

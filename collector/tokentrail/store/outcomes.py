@@ -37,9 +37,9 @@ _LATEST_OF = """
 SELECT target_kind, target_id, name, argMax(success, recorded_at) AS ok, argMax(value, recorded_at) AS value
 FROM outcomes FINAL
 WHERE project = {project:String}
-  AND ((target_kind = 'trace' AND target_id IN {traces:Array(String)})
-       OR (target_kind = 'task' AND target_id IN {tasks:Array(String)})
-       OR (target_kind = 'conversation' AND target_id IN {conversations:Array(String)}))
+  AND ((target_kind = 'trace' AND target_id IN (SELECT arrayJoin({traces:Array(String)})))
+       OR (target_kind = 'task' AND target_id IN (SELECT arrayJoin({tasks:Array(String)})))
+       OR (target_kind = 'conversation' AND target_id IN (SELECT arrayJoin({conversations:Array(String)}))))
 GROUP BY target_kind, target_id, name
 ORDER BY target_kind, target_id, name
 """

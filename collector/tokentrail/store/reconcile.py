@@ -31,11 +31,11 @@ __all__ = ["file_outcomes", "reconcile", "summarize", "unbill_duplicates"]
 _WRAPPER_PARENTS = """
 SELECT p.trace_id AS trace_id, p.span_id AS span_id FROM (
     SELECT trace_id, span_id, response_id FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1
 ) AS p
 INNER JOIN (
     SELECT trace_id, parent_span_id, response_id FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
       AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != ''
       -- an earlier attempt of the parent's request was billed on its own, not repeated by it
       AND step_subkind != 'attempt'
@@ -51,10 +51,10 @@ SELECT trace_id, response_id, span_id,
     input_messages != '' OR output_messages != '' AS has_content,
     notEmpty(finish_reasons) AS has_finish_reasons
 FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND response_id != ''
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1 AND response_id != ''
   AND (trace_id, response_id) IN (
       SELECT trace_id, response_id FROM spans FINAL
-      WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND billable = 1 AND response_id != ''
+      WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1 AND response_id != ''
       GROUP BY trace_id, response_id HAVING count() > 1)
 ORDER BY trace_id, response_id, start_time, span_id
 """
@@ -65,8 +65,8 @@ SELECT * REPLACE (toUInt8(0) AS billable, now64(3) AS ingested_at)
 FROM (
     -- a subquery, because the REPLACE alias would shadow `billable` in this WHERE
     SELECT * FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
-      AND span_id IN {span_ids:Array(String)} AND billable = 1
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+      AND span_id IN (SELECT arrayJoin({span_ids:Array(String)})) AND billable = 1
 )
 """
 
@@ -121,7 +121,7 @@ FROM (
                 resource_attributes['repository'] != '', resource_attributes['repository'],
                 resource_attributes['vcs.repository.name']) AS repository_of
     FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
 )
 GROUP BY project, trace_id
 -- a trace that is only a standalone outcome (aimed at other work) is not a task of its own
@@ -150,7 +150,7 @@ FROM (
         attributes['tokentrail.outcome.trace_id'] AS target_trace, attributes['tokentrail.task.id'] AS task,
         lower(attributes['tokentrail.outcome.success']) AS verdict
     FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
       AND attributes['tokentrail.outcome.name'] != ''
 )
 """
@@ -166,7 +166,7 @@ SELECT project, 'trace', trace_id, concat(span_id, ':', toString(n)), e_attrs['t
     e_attrs['tokentrail.outcome.value'], e_time, trace_id
 FROM spans FINAL
 ARRAY JOIN events.name AS e_name, events.attributes AS e_attrs, events.time AS e_time, arrayEnumerate(events.name) AS n
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
   AND e_name = 'tokentrail.outcome' AND e_attrs['tokentrail.outcome.name'] != ''
   AND attributes['tokentrail.outcome.name'] = ''
 """
@@ -175,15 +175,15 @@ WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)}
 # updated_at), so the waste analysis looks at them again.
 _TARGETS = """
 SELECT DISTINCT target_kind, target_id FROM outcomes
-WHERE project = {project:String} AND source_trace_id IN {trace_ids:Array(String)}
-  AND NOT (target_kind = 'trace' AND target_id IN {trace_ids:Array(String)})
+WHERE project = {project:String} AND source_trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+  AND NOT (target_kind = 'trace' AND target_id IN (SELECT arrayJoin({trace_ids:Array(String)})))
 """
 
 _TOUCH = """
 INSERT INTO traces SELECT * REPLACE (now64(3) AS updated_at) FROM traces FINAL
 WHERE project = {project:String}
-  AND (trace_id IN {traces:Array(String)} OR task_id IN {tasks:Array(String)}
-       OR conversation_id IN {conversations:Array(String)})
+  AND (trace_id IN (SELECT arrayJoin({traces:Array(String)})) OR task_id IN (SELECT arrayJoin({tasks:Array(String)}))
+       OR conversation_id IN (SELECT arrayJoin({conversations:Array(String)})))
 """
 
 _CHUNK = 2000

@@ -90,7 +90,7 @@ def apply_retention(client: Any, days: int, cluster: str, database: str) -> list
     names = {local_name(t) if cluster else t: t for t in TELEMETRY}
     found = client.query(
         "SELECT name, engine_full FROM system.tables WHERE database = {database:String} "
-        "AND name IN {names:Array(String)}",
+        "AND name IN (SELECT arrayJoin({names:Array(String)}))",
         parameters={"database": database, "names": list(names)},
     ).result_rows
     has_ttl = {names[name]: " TTL " in engine for name, engine in found}

@@ -55,7 +55,7 @@ LIMIT 1
 
 _MESSAGES = """
 SELECT trace_id, span_id, parent_span_id, input_messages FROM spans
-WHERE project = {project:String} AND trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))
 """
 
 

@@ -62,7 +62,7 @@ _TRACE = _TRACE_OWN + ", wasted_usd, analyzed"
 # the waste of given traces (co-sharded: trace_waste, by trace_id)
 _WASTE_OF = """
 SELECT trace_id, total_usd - productive_usd AS wasted_usd FROM trace_waste FINAL
-WHERE project = {project:String} AND trace_id IN {page:Array(String)}
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({page:Array(String)}))
 """
 
 _TOTALS = """

@@ -173,7 +173,7 @@ FROM (
         row_number() OVER w AS n, lagInFrame(value) OVER w AS previous,
         lagInFrame(count) OVER w AS previous_count
     FROM metric_points FINAL
-    WHERE project = {project:String} AND metric IN {metrics:Array(String)}
+    WHERE project = {project:String} AND metric IN (SELECT arrayJoin({metrics:Array(String)}))
         AND kind IN ('sum', 'histogram', 'exponential_histogram', 'summary')
         AND time < fromUnixTimestamp64Nano({end_ns:Int64})
         AND (temporality = 'cumulative' OR time >= fromUnixTimestamp64Nano({start_ns:Int64}))
@@ -199,7 +199,7 @@ SELECT toDate(time, 'UTC') AS day, metric,
 FROM ({_INCREMENTS})
 WHERE NOT (startsWith(metric, 'gen_ai.') AND service_name GLOBAL IN (
     SELECT DISTINCT service_name FROM metric_points
-    WHERE project = {{project:String}} AND metric IN {{agent_token_metrics:Array(String)}}
+    WHERE project = {{project:String}} AND metric IN (SELECT arrayJoin({{agent_token_metrics:Array(String)}}))
         AND time >= fromUnixTimestamp64Nano({{start_ns:Int64}}) AND time < fromUnixTimestamp64Nano({{end_ns:Int64}})))
 GROUP BY day, metric, developer, team, repository, session, model, provider, token_type
 """

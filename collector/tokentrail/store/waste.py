@@ -221,7 +221,10 @@ class WasteReader:
         params: dict[str, Any] = {"project": project, "trace_id": trace_id}
         only = ""
         if span_ids is not None:
-            only, params["span_ids"] = " AND span_id IN {span_ids:Array(String)}", list(span_ids)
+            only, params["span_ids"] = (
+                " AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))",
+                list(span_ids),
+            )
         sql = f"SELECT {_FINDING} FROM waste_findings WHERE {_OF_TRACE}{only} ORDER BY detector, span_id"
         return rows(self.client, sql, params)
 
@@ -261,9 +264,9 @@ def _example_reasons(client: Client, project: str, found: Any) -> list[dict[str,
     # co-sharded: over waste_findings rows, by trace_id
     sql = (
         "SELECT detector, trace_id, argMax(reason, ifNull(wasted_usd, 0)) AS reason FROM waste_findings "
-        "WHERE project = {project:String} AND trace_id IN {traces:Array(String)} AND (trace_id, analyzed_at) IN "
+        "WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({traces:Array(String)})) AND (trace_id, analyzed_at) IN "
         "(SELECT trace_id, analyzed_at FROM trace_waste FINAL WHERE project = {project:String} "
-        "AND trace_id IN {traces:Array(String)}) GROUP BY detector, trace_id"
+        "AND trace_id IN (SELECT arrayJoin({traces:Array(String)}))) GROUP BY detector, trace_id"
     )
     wanted = set(pairs)
     params = {"project": project, "traces": sorted({t for _, t in pairs})}

@@ -5,6 +5,7 @@ Screenshots land in test-artifacts/ (kept by CI) for a person to look at.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -227,4 +228,58 @@ def test_developers_report_sessions_and_a_session_timeline(live, store, browser_
     assert "/trace/" in page.url and page.locator("#wf .wf-row").count() >= 3
     page.goto(live + "/developers/sessions?user=" + CAROL)
     assert page.locator("table.sessions tbody tr").count() == 1
+    assert page.problems == []
+
+
+def test_a_long_deep_trace_keeps_its_axis_labels_apart_and_its_span_names_readable(live, store, browser_page):
+    """A trace of 4 h 10 m reads round hours on its axis, labels apart; a model call 20 levels
+    deep with an error, a retry and a waste finding still shows most of its name."""
+    from contextlib import ExitStack
+
+    from opentelemetry.trace import SpanKind
+
+    from tests.support.corpus import agent, call
+    from tests.support.recorder import prices
+    from tokentrail.analysis.run import analyze_range
+
+    rec = Recorder()
+    name = "chat gpt-4o summarise the customer's order history"
+    with agent(rec, "writer"), ExitStack() as nested:
+        for depth in range(20):
+            nested.enter_context(rec.span(f"step {depth}", 5))
+        with rec.span(
+            name,
+            500,
+            SpanKind.CLIENT,
+            error="RateLimitError",
+            gen_ai__operation__name="chat",
+            gen_ai__provider__name="openai",
+            gen_ai__request__model="gpt-4o",
+            gen_ai__usage__input_tokens=3000,
+            gen_ai__usage__output_tokens=0,
+            tokentrail__retry__attempt=3,
+        ):
+            pass
+        call(rec, "again", "gpt-4o", 3000, 900)
+        rec.tick(250 * 60 * 1000)  # the run goes on 4 h 10 m
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    page = browser_page
+    page.goto(live + "/")
+    page.locator("table.traces td.name > a").first.click()
+    page.wait_for_selector("#wf .wf-row")
+
+    labels = page.locator(".wf-head .wf-axis span")
+    assert labels.all_inner_texts() == ["0", "1 h", "2 h", "3 h"]
+    boxes = [labels.nth(i).bounding_box() for i in range(labels.count())]
+    for left, right in pairwise(boxes):
+        assert left["x"] + left["width"] + 8 <= right["x"]  # apart, with room between
+
+    row = page.locator("#wf .wf-row").filter(has=page.locator(".badge.retry"))
+    assert row.locator(".badge").all_inner_texts()[:2] == ["#3", "✕"]
+    assert row.locator(".badge.waste").count() == 1
+    shown = row.locator(".wf-name").bounding_box()
+    label = row.locator(".wf-label").bounding_box()
+    assert shown["width"] >= 100 and label["width"] >= 260  # some 15 characters of the name
+    _shot(page, "trace-long-and-deep")
     assert page.problems == []

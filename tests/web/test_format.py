@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tokentrail.web.format import duration, tokens, usd
+from tokentrail.web.format import axis_duration, duration, tokens, usd
 
 
 def test_tokens():
@@ -42,3 +42,24 @@ def test_duration():
             7_500_000_000_000,
         )
     ] == ["—", "850 µs", "12 ms", "1.25 s", "42.0 s", "3 m 04 s", "2 h 05 m"]
+
+
+def test_axis_labels_are_as_short_as_a_round_value_allows():
+    ns, us, ms, sec, mins, hour = 1, 10**3, 10**6, 10**9, 60 * 10**9, 3600 * 10**9
+    cases = {
+        0: "0",
+        200 * ns: "200 ns",
+        5 * us: "5 µs",
+        1500 * us: "1.5 ms",
+        250 * ms: "250 ms",
+        2 * sec: "2 s",
+        2500 * ms: "2.5 s",
+        30 * sec: "30 s",
+        90 * sec: "1 m 30 s",
+        15 * mins: "15 m",
+        hour: "1 h",
+        90 * mins: "1 h 30 m",
+        24 * hour: "1 d",
+        36 * hour: "1 d 12 h",
+    }
+    assert {value: axis_duration(value) for value in cases} == cases

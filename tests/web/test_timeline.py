@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
-from tokentrail.web.timeline import context_steps, layout
+from tokentrail.web.timeline import axis_ticks, context_steps, layout
 
 
 def _span(
@@ -56,7 +57,30 @@ def test_depth_first_with_orphans_cycles_and_unknown_kinds():
     assert [r.kind for r in tl.rows] == ["agent", "llm", "other", "tool", "other", "other", "other"]
     assert tl.rows[4].orphan and not tl.rows[0].orphan
     assert (tl.rows[3].left, tl.rows[3].width) == (50.0, 50.0)
-    assert tl.duration_ns == 100 and tl.ticks[-1] == (100.0, 100)
+    assert tl.duration_ns == 100 and tl.ticks == [(0.0, 0), (20.0, 20), (40.0, 40), (60.0, 60), (80.0, 80)]
+
+
+def test_the_time_axis_reads_round_steps_a_fifth_of_it_apart_or_more():
+    hour = 3_600_000_000_000
+    assert [offset for _, offset in axis_ticks(250 * 60 * 10**9)] == [0, hour, 2 * hour, 3 * hour]
+    round_steps = {n * 10**k for k in range(9) for n in (1, 2, 5)}
+    round_steps |= {n * 10**9 for n in (1, 2, 5, 10, 15, 30)} | {
+        n * 60 * 10**9 for n in (1, 2, 5, 10, 15, 30)
+    }
+    round_steps |= {n * hour for n in (1, 2, 3, 6, 12, 24, 48, 96, 168, 336, 720)}
+    total = 1
+    while total < 90 * 24 * hour:  # 1 ns to 90 days, some 7% apart
+        ticks = axis_ticks(total)
+        offsets = [offset for _, offset in ticks]
+        step = offsets[1] if len(offsets) > 1 else 0
+        assert offsets[0] == 0 and ticks[0][0] == 0.0
+        if total >= 5:
+            assert step in round_steps and offsets == [k * step for k in range(len(offsets))], total
+            assert 2 <= len(ticks) <= 5, (total, ticks)
+            assert all(b - a >= 20.0 - 0.01 for (a, _), (b, _) in pairwise(ticks))
+        assert all(pct <= 92.0 for pct, _ in ticks)
+        assert all(abs(pct - offset / total * 100) < 0.001 for pct, offset in ticks)
+        total = total * 107 // 100 + 1
 
 
 def test_big_traces_start_with_deep_subtrees_collapsed():

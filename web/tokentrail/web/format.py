@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["FILTERS", "duration", "timestamp", "tokens", "usd"]
+__all__ = ["FILTERS", "axis_duration", "duration", "timestamp", "tokens", "usd"]
 
 _NONE = "—"
 
@@ -66,6 +66,36 @@ def duration(nanos: int | None) -> str:
     return f"{h} h {m:02d} m"
 
 
+#: (unit in ns, name), largest first: a time axis's labels use the largest that fits
+_AXIS_UNITS = [
+    (86_400_000_000_000, "d"),
+    (3_600_000_000_000, "h"),
+    (60_000_000_000, "m"),
+    (1_000_000_000, "s"),
+    (1_000_000, "ms"),
+    (1_000, "µs"),
+    (1, "ns"),
+]
+
+
+def axis_duration(nanos: int) -> str:
+    """A time axis's label, as short as a round value allows: 0, 200 ns, 1.5 ms, 30 s, 2 h, 3 d,
+    1 h 30 m (a label's remainder in the next unit down, if it has one)."""
+    if nanos <= 0:
+        return "0"
+    for i, (unit, name) in enumerate(_AXIS_UNITS):
+        if nanos < unit and unit > 1:
+            continue
+        whole, rest = divmod(nanos, unit)
+        if not rest:
+            return f"{whole} {name}"
+        if unit >= 60_000_000_000:  # minutes and up: the remainder in the next unit
+            sub, sub_name = _AXIS_UNITS[i + 1]
+            return f"{whole} {name} {round(rest / sub)} {sub_name}"
+        return f"{nanos / unit:.3f}".rstrip("0").rstrip(".") + f" {name}"
+    return f"{nanos} ns"
+
+
 def timestamp(value: datetime | int | None) -> str:
     """UTC, to the second: the UI says so in its header."""
     if value is None:
@@ -87,6 +117,7 @@ FILTERS: dict[str, Any] = {
     "tokens": tokens,
     "usd": usd,
     "duration": duration,
+    "axis_duration": axis_duration,
     "timestamp": timestamp,
     "percent": percent,
 }

@@ -15,6 +15,7 @@ __all__ = [
     "ContextStep",
     "Row",
     "Timeline",
+    "axis_ticks",
     "chart_columns",
     "context_steps",
     "layout",
@@ -28,6 +29,17 @@ _KNOWN = frozenset(KINDS)
 _COLLAPSE_ABOVE = 500
 _DEEP = 2
 _MIN_WIDTH = 0.2  # percent: a 1 µs span is still a visible, clickable bar
+
+_S, _M, _H = 1_000_000_000, 60_000_000_000, 3_600_000_000_000
+#: the time axis's steps: round values a reader adds up at a glance, from 1 ns to 30 days
+_STEPS = [
+    *(n * 10**k for k in range(9) for n in (1, 2, 5)),
+    *(n * _S for n in (1, 2, 5, 10, 15, 30)),
+    *(n * _M for n in (1, 2, 5, 10, 15, 30)),
+    *(n * _H for n in (1, 2, 3, 6, 12, 24, 48, 96, 168, 336, 720)),
+]
+_AXIS_INTERVALS = 5  # at most this many steps fit the axis
+_AXIS_END = 92.0  # percent: a label further right would run past the axis or into the one before
 
 
 @dataclass(slots=True)
@@ -119,8 +131,21 @@ def layout(spans: Sequence[dict[str, Any]]) -> Timeline:
         )
         if kids:
             stack.extend([(kid, depth + 1, hidden or collapsed) for kid in reversed(kids)])
-    ticks = [(p * 20.0, total * p // 5) for p in range(6)]
-    return Timeline(rows, start, total, ticks)
+    return Timeline(rows, start, total, axis_ticks(total))
+
+
+def axis_ticks(total_ns: int) -> list[tuple[float, int]]:
+    """The time axis's labels, (percent, offset ns): 0 and multiples of the smallest round step that
+    fits at most five times (a 4 h 10 m trace gets 0, 1 h, 2 h and 3 h). Labels sit at least a fifth
+    of the axis apart, and none close to its right end, so that none runs into another."""
+    step = next((s for s in _STEPS if total_ns <= s * _AXIS_INTERVALS), _STEPS[-1])
+    ticks = []
+    for k in range(total_ns // step + 1):
+        pct = k * step / total_ns * 100
+        if pct > _AXIS_END:
+            break
+        ticks.append((round(pct, 3), k * step))
+    return ticks
 
 
 @dataclass

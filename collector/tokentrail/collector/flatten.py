@@ -42,7 +42,7 @@ from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_s
 from tokentrail.collector.normalize import Normalized, normalize
 from tokentrail.collector.redact import OFF, Cells, Redactor, Scan, tally
 from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
-from tokentrail.pricing import PriceBook, price_call
+from tokentrail.pricing import PriceBook, call_cost
 
 if TYPE_CHECKING:
     from tokentrail.collector.metric_points import MetricBatch
@@ -91,22 +91,32 @@ def ts(nanos: int) -> str:
 
 
 def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(Python values for the normalizer, string values for the attribute Map column)."""
+    """(Python values for the normalizer, string values for the attribute Map column).
+
+    The ingest hot path, one attribute at a time: a non-empty `string_value` can only be a string
+    (the value is a oneof), so most attributes are read without asking which kind they are; an
+    integer's text is written here, without a call; the rest go through `any_value` and `_text`.
+    A key sent twice keeps its first place and its last value, in both maps."""
     values: dict[str, Any] = {}
-    others: list[str] = []
+    texts: dict[str, str] = {}
     for kv in kvs:
         value = kv.value
+        string = value.string_value
+        key = kv.key
+        if string:
+            values[key] = texts[key] = string
+            continue
         kind = value.WhichOneof("value")
-        # the hot path: most attributes are strings (kept inline: no call per attribute)
-        if kind == "string_value":
-            values[kv.key] = value.string_value
+        if kind == "int_value":
+            number = value.int_value
+            values[key] = number
+            texts[key] = str(number)
+        elif kind == "string_value":
+            values[key] = texts[key] = string
         else:
-            key = kv.key
-            values[key] = value.int_value if kind == "int_value" else any_value(value)
-            others.append(key)
-    texts = values.copy()  # the same strings; only the other kinds need a text form
-    for key in others:
-        texts[key] = _text(values[key])
+            decoded = any_value(value)
+            values[key] = decoded
+            texts[key] = _text(decoded)
     return values, texts
 
 
@@ -459,26 +469,23 @@ def _links(links: Iterable[Span.Link], scan: Scan) -> tuple[list[Any], ...]:
 
 def _derived_row(n: Normalized, pricer: PriceBook | None) -> tuple[Any, ...]:
     """The flags and the cost of a span, in the order of _DERIVED_COLUMNS."""
-    priced = price_call(
+    cost, source, version, catalog = call_cost(
         pricer,
         n.provider,
         (n.response_model, n.request_model),
-        billable=n.billable,
-        input_tokens=n.input_tokens,
-        output_tokens=n.output_tokens,
-        cache_read_tokens=n.cache_read_tokens,
-        cache_write_tokens=n.cache_write_tokens,
-        reported=n.reported_cost,
+        n.billable,
+        (n.input_tokens, n.output_tokens, n.cache_read_tokens, n.cache_write_tokens),
+        n.reported_cost,
     )
     return (
         1 if n.usage_reported else 0,
         1 if n.billable else 0,
         1 if n.cache_reported else 0,
         n.reported_cost,
-        priced.cost,
-        priced.source,
-        priced.version,
-        priced.catalog,
+        cost,
+        source,
+        version,
+        catalog,
     )
 
 

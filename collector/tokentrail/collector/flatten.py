@@ -394,9 +394,32 @@ class SpanBatch:
 
 
 def _record_batch(rows: list[list[Any]]) -> pa.RecordBatch:
+    """A request's rows as Arrow columns: each column converted at once, the resource attributes a
+    resource at a time (its spans share one map)."""
     columns = zip(*rows, strict=True) if rows else [()] * len(SPAN_SCHEMA)
-    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)]
+    arrays = [
+        convert(column) if convert is not None else pa.array(column, type=field.type)
+        for column, field, convert in zip(columns, SPAN_SCHEMA, _CONVERT, strict=True)
+    ]
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
+
+
+def _shared_maps(texts: Iterable[dict[str, str]]) -> pa.Array:
+    """A Map column whose rows are few maps, each shared by a run of rows (one object): each map
+    converted once, then repeated."""
+    shared: list[dict[str, str]] = []
+    at: list[int] = []
+    last = None
+    for one in texts:
+        if one is not last:
+            shared.append(one)
+            last = one
+        at.append(len(shared) - 1)
+    return pa.array(shared, type=_MAP).take(pa.array(at, type=pa.int32()))
+
+
+#: the columns `_record_batch` builds otherwise than with `pa.array`, by index
+_CONVERT = [_shared_maps if name == "resource_attributes" else None for name in SPAN_COLUMNS]
 
 
 def _events(span: Span, scan: Scan) -> _Events:

@@ -266,6 +266,8 @@ _MAX_COUNT = 1 << 40
 
 def _count(value: Any) -> int:
     """A token count from int, float or numeric text; anything else (negative, absurd) is 0."""
+    if type(value) is int:  # the usual case first (a bool is not one: its type is bool)
+        return value if 0 < value < _MAX_COUNT else 0
     if isinstance(value, bool) or value is None:
         return 0
     if isinstance(value, int):
@@ -333,14 +335,15 @@ def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str
         return "codex"
     if attrs.get(sc.GEN_AI_AGENT_NAME) == "gemini-cli" or service.startswith("gemini-cli"):
         return "gemini_cli"
-    if any(key in attrs for key in _PYDANTIC_AI):
+    if not attrs.keys().isdisjoint(_PYDANTIC_AI):  # any of them (tested in C: no generator a span)
         return "pydantic_ai"
     if "gen_ai.handoff.to_agent" in attrs or "gen_ai.guardrail.name" in attrs:
         return "openai_agents"
     if _str(resource.get("telemetry.sdk.name")) == "openlit" or "gen_ai.usage.cost" in attrs:
         return "openlit"
-    if any(key.startswith("gen_ai.") for key in attrs):
-        return "otel"
+    for key in attrs:
+        if key.startswith("gen_ai."):
+            return "otel"
     return ""
 
 

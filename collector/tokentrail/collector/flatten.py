@@ -93,9 +93,10 @@ def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]
     """(Python values for the normalizer, string values for the attribute Map column).
 
     The ingest hot path, one attribute at a time: a non-empty `string_value` can only be a string
-    (the value is a oneof), so most attributes are read without asking which kind they are; an
-    integer's text is written here, without a call; the rest go through `any_value` and `_text`.
-    A key sent twice keeps its first place and its last value, in both maps."""
+    and a non-zero `int_value` only an integer (the value is a oneof), so most attributes are read
+    without asking which kind they are; an integer's text is written here, without a call; the
+    rest go through `any_value` and `_text`. A key sent twice keeps its first place and its last
+    value, in both maps."""
     values: dict[str, Any] = {}
     texts: dict[str, str] = {}
     for kv in kvs:
@@ -105,11 +106,15 @@ def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]
         if string:
             values[key] = texts[key] = string
             continue
-        kind = value.WhichOneof("value")
-        if kind == "int_value":
-            number = value.int_value
+        number = value.int_value
+        if number:
             values[key] = number
             texts[key] = str(number)
+            continue
+        kind = value.WhichOneof("value")
+        if kind == "int_value":
+            values[key] = number
+            texts[key] = "0"
         elif kind == "string_value":
             values[key] = texts[key] = string
         else:

@@ -165,25 +165,14 @@ class PriceBook:
                 return float(_price(usage, model, rates.provider_id, at or datetime.now(tz=UTC)))
             except Exception:
                 return None
-        return _linear(rates, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
-
-    def _now(self, provider: str, model: str, tokens: tuple[int, int, int, int]) -> float | None:
-        """`cost` at today's prices, `tokens` as (input, output, cache read, cache write): the
-        ingest hot path (no keywords, no date)."""
-        rates = self._lookup(provider, model)
-        return None if rates is None else _linear(rates, *tokens)
-
-
-def _linear(rates: _Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int) -> float:
-    """USD for a call priced by its band's per-token rates."""
-    band = rates.band(input_tokens)
-    fresh = max(0, input_tokens - cache_read - cache_write)
-    return (
-        fresh * band.fresh_input
-        + cache_read * band.cache_read
-        + cache_write * band.cache_write
-        + output_tokens * band.output
-    )
+        band = rates.band(input_tokens)
+        fresh = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
+        return (
+            fresh * band.fresh_input
+            + cache_read_tokens * band.cache_read
+            + cache_write_tokens * band.cache_write
+            + output_tokens * band.output
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +217,22 @@ def call_cost(
     reported: float | None,
 ) -> tuple[float | None, str, str, float | None]:
     """`price_call` as a tuple (cost, source, version, catalog), `tokens` as (input, output, cache
-    read, cache write): what flattening calls for every span (a `Priced` and keywords cost more
-    than the arithmetic)."""
+    read, cache write): what flattening calls for every span (building a `Priced` costs more than
+    the arithmetic)."""
     catalog: float | None = None
     version = ""
     if billable and pricer is not None:
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens = tokens
         for model in dict.fromkeys(models):
             if model:
-                catalog = pricer._now(provider, model, tokens)
+                catalog = pricer.cost(
+                    provider,
+                    model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_read_tokens=cache_read_tokens,
+                    cache_write_tokens=cache_write_tokens,
+                )
                 if catalog is not None:
                     break
         version = pricer.version

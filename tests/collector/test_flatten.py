@@ -57,6 +57,7 @@ def test_attributes_of_every_kind_as_values_and_as_texts():
         ("ratio", 0.25),
         ("raw", b"\x00\xff"),
         ("list", ["a", 1, 2.5]),
+        ("strings", ["stop", 'say "hi"\n', "café", ""]),
         ("map", {"k": "v", "n": 3}),
         ("unset", None),
     ]
@@ -74,6 +75,7 @@ def test_attributes_of_every_kind_as_values_and_as_texts():
         "ratio": "0.25",
         "raw": base64.b64encode(b"\x00\xff").decode(),
         "list": json.dumps(["a", 1, 2.5], separators=(",", ":")),
+        "strings": json.dumps(["stop", 'say "hi"\n', "café", ""], ensure_ascii=False, separators=(",", ":")),
         "map": json.dumps({"k": "v", "n": 3}, separators=(",", ":")),
         "unset": "",
     }

@@ -1,11 +1,12 @@
 """Turn decoded OTLP requests into column-oriented row batches for ClickHouse.
 
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
-Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a tuple
-(no dict per row, no call per column), in the order the table's columns are declared in; a request's rows are turned into columns (an Arrow record batch)
-once the request is added and redacted, so that only one request's Python objects are held at a
-time, and the batch goes to ClickHouse as one Arrow stream of them: built column by column in C++,
-and read by ClickHouse without parsing text.
+Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a list
+(no dict per row, no call per column), in the order the table's columns are declared in; a
+request's rows are turned into columns (an Arrow record batch) once the request is added and
+redacted, so that only one request's Python objects are held at a time, and the batch goes to
+ClickHouse as one Arrow stream of them: built column by column in C++, and read by ClickHouse
+without parsing text.
 
 Redaction (`redact`): the values of denied attribute keys are replaced before the normalizer reads
 them; the rest runs once a request's rows are built, on every text they keep (attribute maps, names,

@@ -6,7 +6,7 @@ each stage is timed with `time.process_time` around the functions that do it:
 
 - decode: attribute lists read from the protobuf messages (`flatten.attributes`);
 - normalize: the conventions mapped onto the normalized columns (`flatten.normalize`);
-- price: the catalog's cost of each model call (`flatten.price_call`);
+- price: the catalog's cost of each model call (`flatten.call_cost`; in older trees `price_call`);
 - redact: the request's strings searched and redacted (`redact.Scan.run`);
 - columns: the rows built as Arrow columns (`flatten._record_batch`, a request at a time) and
   written as a stream (`flatten.SpanBatch.arrow`; in older trees, which build the columns there too);
@@ -39,7 +39,7 @@ _FLATTEN = "tokentrail.collector.flatten"
 _STAGES = {
     "decode": [(_FLATTEN, "attributes")],
     "normalize": [(_FLATTEN, "normalize")],
-    "price": [(_FLATTEN, "price_call")],
+    "price": [(_FLATTEN, "price_call"), (_FLATTEN, "call_cost")],
     "redact": [("tokentrail.collector.redact", "Scan.run")],
     "columns": [(_FLATTEN, "_record_batch"), (_FLATTEN, "SpanBatch.arrow")],
     "write": [(_FLATTEN, "SpanBatch.write_arrow")],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 
-from tokentrail.pricing import PriceBook
+from tokentrail.pricing import PriceBook, call_cost
 from tokentrail.providers import PROVIDERS, catalog_id
 
 
@@ -77,3 +77,27 @@ def test_every_provider_with_a_catalog_id_is_in_the_catalog():
     ids = {p.name: p.catalog for p in PROVIDERS if p.catalog}
     assert {name: i for name, i in ids.items() if i not in catalog} == {}
     assert catalog_id("aws.bedrock") == "aws" and catalog_id("ibm.watsonx.ai") is None
+
+
+def test_call_cost_follows_the_rule_for_each_kind_of_call():
+    """The served model first, then the asked-for one; a reported cost counts unless it is $0 for
+    a call with tokens; a call that is not billed has no cost; an unknown model, an unknown one."""
+    book = PriceBook()
+    tokens = (1200, 80, 1000, 0)  # input, output, cache read, cache write
+    catalog = _catalog("gpt-4o-mini", "openai", input_tokens=1200, output_tokens=80, cache_read_tokens=1000)
+
+    def cost(models: tuple[str, ...], billable: bool = True, reported: float | None = None) -> tuple:
+        return call_cost(book, "openai", models, billable, tokens, reported)
+
+    computed = cost(("", "gpt-4o-mini"))
+    assert computed[1:3] == ("computed", book.version)
+    assert computed[0] == computed[3] == pytest.approx(catalog)
+    assert cost(("no-such-snapshot", "gpt-4o-mini"))[0] == pytest.approx(catalog)  # the asked-for model
+    assert cost(("no-such-model",)) == (None, "unknown", book.version, None)
+    assert cost(("gpt-4o-mini",), billable=False) == (None, "", "", None)
+    reported = cost(("gpt-4o-mini",), reported=0.25)
+    assert reported[:3] == (0.25, "reported", book.version)
+    assert reported[3] == pytest.approx(catalog)  # the catalog's figure beside it
+    assert cost(("gpt-4o-mini",), reported=0.0)[1] == "computed"  # $0 for a call with tokens
+    assert call_cost(book, "openai", ("gpt-4o-mini",), True, (0, 0, 0, 0), 0.0)[:2] == (0.0, "reported")
+    assert call_cost(None, "openai", ("gpt-4o-mini",), True, tokens, None) == (None, "unknown", "", None)

@@ -26,7 +26,7 @@ from genai_prices.types import TieredPrices
 
 from tokentrail.providers import catalog_id
 
-__all__ = ["PriceBook", "Priced", "price_call"]
+__all__ = ["PriceBook", "Priced", "call_cost", "price_call"]
 
 logger = logging.getLogger("tokentrail.collector")
 
@@ -204,24 +204,44 @@ def price_call(
     gospel: it counts, unless it is $0 for a call with tokens, which emitters report when they could
     not price it (OpenLIT without its price list); then the catalog's price counts. The catalog's
     figure is kept beside a reported one, so a difference can be shown."""
+    tokens = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+    return Priced(*call_cost(pricer, provider, models, billable, tokens, reported))
+
+
+def call_cost(
+    pricer: PriceBook | None,
+    provider: str,
+    models: Sequence[str],
+    billable: bool,
+    tokens: tuple[int, int, int, int],
+    reported: float | None,
+) -> tuple[float | None, str, str, float | None]:
+    """`price_call` as a tuple (cost, source, version, catalog), `tokens` as (input, output, cache
+    read, cache write): what flattening calls for every span (building a `Priced` costs more than
+    the arithmetic)."""
     catalog: float | None = None
     version = ""
     if billable and pricer is not None:
-        for model in dict.fromkeys(m for m in models if m):
-            catalog = pricer.cost(
-                provider,
-                model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_read_tokens=cache_read_tokens,
-                cache_write_tokens=cache_write_tokens,
-            )
-            if catalog is not None:
-                break
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens = tokens
+        for model in dict.fromkeys(models):
+            if model:
+                catalog = pricer.cost(
+                    provider,
+                    model,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cache_read_tokens=cache_read_tokens,
+                    cache_write_tokens=cache_write_tokens,
+                )
+                if catalog is not None:
+                    break
         version = pricer.version
-    has_tokens = input_tokens > 0 or output_tokens > 0
-    if reported is not None and not (reported == 0 and has_tokens):
-        return Priced(reported, "reported", version, catalog)
+    if reported is not None and not (reported == 0 and (tokens[0] > 0 or tokens[1] > 0)):
+        return reported, "reported", version, catalog
     if not billable:
-        return Priced(None, "", "", None)
-    return Priced(catalog, "computed" if catalog is not None else "unknown", version, catalog)
+        return _UNBILLED
+    return catalog, "computed" if catalog is not None else "unknown", version, catalog
+
+
+#: what a call that is not billed costs: nothing known, from nowhere
+_UNBILLED: tuple[float | None, str, str, float | None] = (None, "", "", None)

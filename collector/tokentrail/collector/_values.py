@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from json.encoder import encode_basestring
 from typing import Any
 
 __all__ = ["compact_json", "json_default", "text"]
@@ -35,4 +36,9 @@ def text(value: Any) -> str:
         return base64.b64encode(value).decode()
     if value is None:
         return ""
+    if type(value) is list:
+        try:  # a list of strings (finish reasons, tags), written as `compact_json` would, without its encoder
+            return "[" + ",".join(map(encode_basestring, value)) + "]"
+        except TypeError:  # an item that is not a string
+            pass
     return compact_json(value)

@@ -1,12 +1,12 @@
 """Turn decoded OTLP requests into column-oriented row batches for ClickHouse.
 
 Span rows are the OTel fields plus the normalized columns (`normalize`) and cost (`pricing`).
-Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a tuple
-(no dict per row, no call per column), built in three parts by three functions, in the order the
-table's columns are declared in; a request's rows are turned into columns (an Arrow record batch)
-once the request is added and redacted, so that only one request's Python objects are held at a
-time, and the batch goes to ClickHouse as one Arrow stream of them: built column by column in C++,
-and read by ClickHouse without parsing text.
+Everything here is pure and CPU-bound; it is the ingest hot path, so a span's row is a list
+(no dict per row, no call per column), in the order the table's columns are declared in; a
+request's rows are turned into columns (an Arrow record batch) once the request is added and
+redacted, so that only one request's Python objects are held at a time, and the batch goes to
+ClickHouse as one Arrow stream of them: built column by column in C++, and read by ClickHouse
+without parsing text.
 
 Redaction (`redact`): the values of denied attribute keys are replaced before the normalizer reads
 them; the rest runs once a request's rows are built, on every text they keep (attribute maps, names,
@@ -42,7 +42,7 @@ from tokentrail.collector.coding.events import TOOLS, Touched, recognize, span_s
 from tokentrail.collector.normalize import Normalized, normalize
 from tokentrail.collector.redact import OFF, Cells, Redactor, Scan, tally
 from tokentrail.collector.spool import KIND_LOGS, KIND_METRICS, KIND_TRACES, Stored, load_payload
-from tokentrail.pricing import PriceBook, price_call
+from tokentrail.pricing import PriceBook, call_cost
 
 if TYPE_CHECKING:
     from tokentrail.collector.metric_points import MetricBatch
@@ -91,22 +91,37 @@ def ts(nanos: int) -> str:
 
 
 def attributes(kvs: Iterable[KeyValue]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(Python values for the normalizer, string values for the attribute Map column)."""
+    """(Python values for the normalizer, string values for the attribute Map column).
+
+    The ingest hot path, one attribute at a time: a non-empty `string_value` can only be a string
+    and a non-zero `int_value` only an integer (the value is a oneof), so most attributes are read
+    without asking which kind they are; an integer's text is written here, without a call; the
+    rest go through `any_value` and `_text`. A key sent twice keeps its first place and its last
+    value, in both maps."""
     values: dict[str, Any] = {}
-    others: list[str] = []
+    texts: dict[str, str] = {}
     for kv in kvs:
         value = kv.value
+        string = value.string_value
+        key = kv.key
+        if string:
+            values[key] = texts[key] = string
+            continue
+        number = value.int_value
+        if number:
+            values[key] = number
+            texts[key] = str(number)
+            continue
         kind = value.WhichOneof("value")
-        # the hot path: most attributes are strings (kept inline: no call per attribute)
-        if kind == "string_value":
-            values[kv.key] = value.string_value
+        if kind == "int_value":
+            values[key] = number
+            texts[key] = "0"
+        elif kind == "string_value":
+            values[key] = texts[key] = string
         else:
-            key = kv.key
-            values[key] = value.int_value if kind == "int_value" else any_value(value)
-            others.append(key)
-    texts = values.copy()  # the same strings; only the other kinds need a text form
-    for key in others:
-        texts[key] = _text(values[key])
+            decoded = any_value(value)
+            values[key] = decoded
+            texts[key] = _text(decoded)
     return values, texts
 
 
@@ -119,10 +134,9 @@ _CONTENT_KEYS = (
     (sc.GEN_AI_TOOL_CALL_RESULT, "tool_result"),
 )
 
-# The spans table's columns, in three parts: a span's row is built as three tuples, one a part,
-# by three functions, each in the order its part lists. (Inserts name their columns: the order is
-# the Arrow schema's, nothing else.)
-#: the OTel fields, from `_otel_row`
+# The spans table's columns, in three parts, in the order a span's row lists them
+# (`SpanBatch._add_span`). (Inserts name their columns: the order is the Arrow schema's, nothing else.)
+#: the OTel fields
 _OTEL_COLUMNS = (
     "project",
     "trace_id",
@@ -252,6 +266,8 @@ _OWN_CELLS = tuple(
     SPAN_COLUMNS.index(c) for c in ("trace_state", "name", "scope_name", "scope_version", "status_message")
 )
 _CONTENT_COLUMNS = tuple(column for _, column in _CONTENT_KEYS)
+#: (attribute, column, its bit in `moved`) of each content attribute
+_CONTENT_BITS = tuple((key, column, 1 << bit) for bit, (key, column) in enumerate(_CONTENT_KEYS))
 _MADE_CELLS = tuple(
     SPAN_COLUMNS.index(c)
     for c in ("service_name", *_NORMALIZED_COLUMNS)
@@ -339,27 +355,46 @@ class SpanBatch:
     def _add_span(
         self, span: Span, where: _Where, res_values: dict[str, Any], scan: Scan, resource: int
     ) -> None:
-        """`resource`: where the scan holds the span's resource attributes."""
+        """`resource`: where the scan holds the span's resource attributes. (Each field of the
+        span is read once: every read of a protobuf field builds a new Python object.)"""
         values, texts = attributes(span.attributes)
         scan.deny(values, texts)
         since = scan.mark()
-        events = _events(span, scan)
-        n = normalize(
-            span.name,
-            values,
-            res_values,
-            is_error=span.status.code == 2,
-            events=events[0],
-            client=span.kind == 3,
-        )  # SPAN_KIND_CLIENT
+        span_events = span.events
+        events = _events(span_events, scan) if span_events else _NO_EVENTS
+        name, kind, status = span.name, span.kind, span.status
+        code = status.code
+        n = normalize(name, values, res_values, is_error=code == 2, events=events[0], client=kind == 3)
         moved = 0
-        for bit, (key, column) in enumerate(_CONTENT_KEYS):
+        for key, column, bit in _CONTENT_BITS:
             if key in texts and getattr(n, column):
                 del texts[key]  # stored once, in its own column
-                moved |= 1 << bit
+                moved |= bit
         trace_id = span.trace_id.hex()
+        start, end = span.start_time_unix_nano, span.end_time_unix_nano
+        project, service, scope_name, scope_version, res_texts = where
+        links = span.links
         row = [
-            *_otel_row(span, trace_id, where, texts, events[1], scan),
+            # the OTel fields, in the order of _OTEL_COLUMNS
+            project,
+            trace_id,
+            span.span_id.hex(),
+            span.parent_span_id.hex(),
+            span.trace_state,
+            name,
+            _SPAN_KINDS[kind] if kind < 6 else "UNSPECIFIED",
+            start,
+            end,
+            end - start if end > start else 0,
+            service,
+            scope_name,
+            scope_version,
+            res_texts,
+            texts,
+            _STATUS[code] if code < 3 else "UNSET",
+            status.message,
+            *events[1],
+            *(_links(links, scan) if links else _NO_LINKS),
             *_normalized_values(n),
             *_derived_row(n, self.pricer),
         ]
@@ -369,80 +404,65 @@ class SpanBatch:
             own, made = _cells(moved)
             scan.cells(row, own)
             scan.made(row, made, since, resource)
-        project = where[0]
         self.traces.add((project, trace_id))
-        if sc.TT_OUTCOME_NAME in values or sc.TT_OUTCOME_EVENT in events[1][1]:
+        if _OUTCOME_NAME in values or _OUTCOME_EVENT in events[1][1]:
             self.outcome_traces.add((project, trace_id))
         if n.convention in TOOLS:
             found = span_session(n.convention, values, n.conversation_id)
             if found is not None and found[2]:
-                self.sessions.add(project, found, span.start_time_unix_nano, span.end_time_unix_nano)
+                self.sessions.add(project, found, start, end)
             elif found is not None:
-                self.sessions.add_trace(
-                    project, found[0], trace_id, span.start_time_unix_nano, span.end_time_unix_nano
-                )
+                self.sessions.add_trace(project, found[0], trace_id, start, end)
+
+
+_OUTCOME_NAME, _OUTCOME_EVENT = sc.TT_OUTCOME_NAME, sc.TT_OUTCOME_EVENT
 
 
 def _record_batch(rows: list[list[Any]]) -> pa.RecordBatch:
+    """A request's rows as Arrow columns: each column converted at once, the resource attributes a
+    resource at a time (its spans share one map)."""
     columns = zip(*rows, strict=True) if rows else [()] * len(SPAN_SCHEMA)
-    arrays = [pa.array(column, type=field.type) for column, field in zip(columns, SPAN_SCHEMA, strict=True)]
+    arrays = [
+        convert(column) if convert is not None else pa.array(column, type=field.type)
+        for column, field, convert in zip(columns, SPAN_SCHEMA, _CONVERT, strict=True)
+    ]
     return pa.RecordBatch.from_arrays(arrays, schema=SPAN_SCHEMA)
 
 
-def _events(span: Span, scan: Scan) -> _Events:
-    if not span.events:
-        return _NO_EVENTS
+def _shared_maps(texts: Iterable[dict[str, str]]) -> pa.Array:
+    """A Map column whose rows are few maps, each shared by a run of rows (one object): each map
+    converted once, then repeated."""
+    shared: list[dict[str, str]] = []
+    at: list[int] = []
+    last = None
+    for one in texts:
+        if one is not last:
+            shared.append(one)
+            last = one
+        at.append(len(shared) - 1)
+    return pa.array(shared, type=_MAP).take(pa.array(at, type=pa.int32()))
+
+
+#: the columns `_record_batch` builds otherwise than with `pa.array`, by index
+_CONVERT = [_shared_maps if name == "resource_attributes" else None for name in SPAN_COLUMNS]
+
+
+def _events(span_events: Iterable[Span.Event], scan: Scan) -> _Events:
+    """A span's events (it has some): for the normalizer, and the events.* columns."""
     events: list[tuple[str, dict[str, Any]]] = []
     times: list[int] = []
     names: list[str] = []
     texts: list[dict[str, str]] = []
-    for ev in span.events:
+    for ev in span_events:
         ev_values, ev_texts = attributes(ev.attributes)
         scan.pair(ev_values, ev_texts)
-        events.append((ev.name, ev_values))
+        name = ev.name
+        events.append((name, ev_values))
         times.append(ev.time_unix_nano)
-        names.append(ev.name)
+        names.append(name)
         texts.append(ev_texts)
-    if names:
-        scan.strings(names)
+    scan.strings(names)
     return events, (times, names, texts)
-
-
-def _otel_row(
-    span: Span,
-    trace_id: str,
-    where: _Where,
-    texts: dict[str, str],
-    events: tuple[list[int], list[str], list[dict[str, str]]],
-    scan: Scan,
-) -> tuple[Any, ...]:
-    """The OTel fields of a span, in the order of _OTEL_COLUMNS."""
-    project, service, scope_name, scope_version, res_texts = where
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    kind, status = span.kind, span.status
-    code = status.code
-    links = span.links
-    return (
-        project,
-        trace_id,
-        span.span_id.hex(),
-        span.parent_span_id.hex(),
-        span.trace_state,
-        span.name,
-        _SPAN_KINDS[kind] if kind < 6 else "UNSPECIFIED",
-        start,
-        end,
-        end - start if end > start else 0,
-        service,
-        scope_name,
-        scope_version,
-        res_texts,
-        texts,
-        _STATUS[code] if code < 3 else "UNSET",
-        status.message,
-        *events,
-        *(_links(links, scan) if links else _NO_LINKS),
-    )
 
 
 def _links(links: Iterable[Span.Link], scan: Scan) -> tuple[list[Any], ...]:
@@ -459,26 +479,23 @@ def _links(links: Iterable[Span.Link], scan: Scan) -> tuple[list[Any], ...]:
 
 def _derived_row(n: Normalized, pricer: PriceBook | None) -> tuple[Any, ...]:
     """The flags and the cost of a span, in the order of _DERIVED_COLUMNS."""
-    priced = price_call(
+    cost, source, version, catalog = call_cost(
         pricer,
         n.provider,
         (n.response_model, n.request_model),
-        billable=n.billable,
-        input_tokens=n.input_tokens,
-        output_tokens=n.output_tokens,
-        cache_read_tokens=n.cache_read_tokens,
-        cache_write_tokens=n.cache_write_tokens,
-        reported=n.reported_cost,
+        n.billable,
+        (n.input_tokens, n.output_tokens, n.cache_read_tokens, n.cache_write_tokens),
+        n.reported_cost,
     )
     return (
         1 if n.usage_reported else 0,
         1 if n.billable else 0,
         1 if n.cache_reported else 0,
         n.reported_cost,
-        priced.cost,
-        priced.source,
-        priced.version,
-        priced.catalog,
+        cost,
+        source,
+        version,
+        catalog,
     )
 
 

@@ -266,6 +266,8 @@ _MAX_COUNT = 1 << 40
 
 def _count(value: Any) -> int:
     """A token count from int, float or numeric text; anything else (negative, absurd) is 0."""
+    if type(value) is int:  # the usual case first (a bool is not one: its type is bool)
+        return value if 0 < value < _MAX_COUNT else 0
     if isinstance(value, bool) or value is None:
         return 0
     if isinstance(value, int):
@@ -333,14 +335,15 @@ def _convention(attrs: Mapping[str, Any], resource: Mapping[str, Any], name: str
         return "codex"
     if attrs.get(sc.GEN_AI_AGENT_NAME) == "gemini-cli" or service.startswith("gemini-cli"):
         return "gemini_cli"
-    if any(key in attrs for key in _PYDANTIC_AI):
+    if not attrs.keys().isdisjoint(_PYDANTIC_AI):  # any of them (tested in C: no generator a span)
         return "pydantic_ai"
     if "gen_ai.handoff.to_agent" in attrs or "gen_ai.guardrail.name" in attrs:
         return "openai_agents"
     if _str(resource.get("telemetry.sdk.name")) == "openlit" or "gen_ai.usage.cost" in attrs:
         return "openlit"
-    if any(key.startswith("gen_ai.") for key in attrs):
-        return "otel"
+    for key in attrs:
+        if key.startswith("gen_ai."):
+            return "otel"
     return ""
 
 
@@ -513,17 +516,24 @@ def _messages_into(
         _, n.output_messages, finish = _messages.openllmetry(attrs, "gen_ai.completion.")
         n.finish_reasons = n.finish_reasons or finish
     if not n.input_messages:  # v1.26-1.27: one string, as an attribute or a span event
-        prompt = attrs.get("gen_ai.prompt") or next(
-            (a.get("gen_ai.prompt") for e, a in events if e == "gen_ai.content.prompt"), None
-        )
+        prompt = attrs.get("gen_ai.prompt") or _event_value(events, "gen_ai.content.prompt", "gen_ai.prompt")
         n.input_messages = _messages.from_text(prompt, "user") or _messages.from_text(
             attrs.get("user_prompt"), "user"
         )
     if not n.output_messages:
-        completion = attrs.get("gen_ai.completion") or next(
-            (a.get("gen_ai.completion") for e, a in events if e == "gen_ai.content.completion"), None
+        completion = attrs.get("gen_ai.completion") or _event_value(
+            events, "gen_ai.content.completion", "gen_ai.completion"
         )
         n.output_messages = _messages.from_text(completion, "assistant")
+
+
+def _event_value(events: Sequence[tuple[str, Mapping[str, Any]]], name: str, key: str) -> Any:
+    """The attribute `key` of the span's first event called `name` (None without one). A loop, not
+    a generator: most spans have no events, and this runs for every span."""
+    for event, attrs in events:
+        if event == name:
+            return attrs.get(key)
+    return None
 
 
 def _tool_into(n: Normalized, attrs: Mapping[str, Any], convention: str) -> None:
@@ -707,9 +717,7 @@ def _error_into(
     if not n.error_type and status >= 400:
         n.error_type = str(status)
     if not n.error_type and is_error:
-        n.error_type = (
-            next((_str(a.get("exception.type")) for e, a in events if e == "exception"), "") or "_OTHER"
-        )
+        n.error_type = _str(_event_value(events, "exception", "exception.type")) or "_OTHER"
     n.retry_attempt = min(_count(_first(attrs, _RETRY)), 65535)
     if n.step_subkind == "attempt":
         n.retry_attempt = min(_count(attrs.get("pydantic_ai.model_request.attempt")) + 1, 65535)

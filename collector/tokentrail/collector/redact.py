@@ -345,7 +345,7 @@ class Redactor:
                 deny = judged[key] = self._denies(key.lower()) is not None
                 if deny:
                     self._denied.add(key)
-        if self._denied.isdisjoint(texts):
+        if not self._denied or self._denied.isdisjoint(texts):  # no key denied yet: nothing to look for
             return 0
         hits = self._denied.intersection(texts)
         mark = f"[REDACTED:{DENIED_KEY}]"

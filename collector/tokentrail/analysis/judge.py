@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -250,15 +251,17 @@ def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
     """`newest_copies` of a table's rows. The rows are built column by column (converting a whole
     column at once is many times faster than row by row), and grouped by trace directly when no
-    span has a second copy, the usual case."""
-    columns = table.to_pydict()
-    names = list(columns)  # (the columns of a table are all as long: no need to check each row)
-    rows = [dict(zip(names, values, strict=False)) for values in zip(*columns.values(), strict=False)]
-    if table.group_by(["trace_id", "span_id"]).aggregate([]).num_rows < table.num_rows:
+    span id comes twice, the usual case (else a span may have a second copy)."""
+    names = table.schema.names
+    columns = [column.to_pylist() for column in table.columns]
+    # (the columns of a table are all as long: no need to check each row)
+    rows = [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
+    trace_ids, span_ids = columns[names.index("trace_id")], columns[names.index("span_id")]
+    if len(set(span_ids)) < len(span_ids):
         return newest_copies(rows)
     spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        spans[row["trace_id"]].append(row)
+    for trace_id, row in zip(trace_ids, rows, strict=True):
+        spans[trace_id].append(row)
     return spans
 
 
@@ -278,6 +281,8 @@ def judge(
     spans = _by_trace(pa.ipc.open_stream(spans_stream).read_all())
     traces = {trace_id: rows for trace_id, rows in spans.items() if trace_id in info}
     now = int(datetime.now(tz=UTC).timestamp() * 1000)
+    # a chunk asks for a few models' prices and windows over and over
+    unit_prices, windows = cache(prices.unit_prices), cache(prices.context_window)
     evidence = Evidence(stored)
     steps = _Steps(project, now)
     for trace_id, rows in traces.items():
@@ -288,13 +293,13 @@ def judge(
         trace = info[trace_id]
         ledger = analyze(
             rows,
-            prices.unit_prices,
+            unit_prices,
             evidence,
             t,
             outcome=trace.outcome,
             previous=previous.get(trace_id),
             task_type=trace.task_type,
-            windows=prices.context_window,
+            windows=windows,
             repository=trace.repository,
         )
         where = _where(project, trace_id, trace, now)
@@ -435,8 +440,7 @@ _FINDING_FIELDS = (
 
 
 def _finding_columns(columns: _Columns, findings: list[Finding]) -> None:
-    """The findings' own columns, for a whole chunk at once: each field read off every finding
-    in one C-level pass (`attrgetter`), the evidence encoded as JSON."""
-    fields = list(zip(*map(attrgetter(*(f for _, f in _FINDING_FIELDS)), findings), strict=True))
-    for (name, _), values in zip(_FINDING_FIELDS, fields or [()] * len(_FINDING_FIELDS), strict=True):
+    """The findings' own columns, for a whole chunk at once, the evidence encoded as JSON."""
+    for name, attribute in _FINDING_FIELDS:
+        values = map(attrgetter(attribute), findings)
         columns.columns[name].extend(map(_compact, values) if name == "evidence" else values)

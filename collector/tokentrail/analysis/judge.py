@@ -206,12 +206,11 @@ class _Columns:
             self.columns[name].append(value)
         self.rows += 1
 
-    def extend(self, count: int, shared: dict[str, Any], own: dict[str, list[Any]]) -> None:
-        """`count` rows of one group: its `shared` values once, `own` one value a row."""
+    def extend(self, count: int, shared: dict[str, Any]) -> None:
+        """`count` rows of one group, with its `shared` values (their own columns are added by
+        name, a value a row)."""
         for name, value in shared.items():
             self.columns[name].append(value)
-        for name, values in own.items():
-            self.columns[name].extend(values)
         self.group_of.extend([self.groups] * count)
         self.groups += 1
         self.rows += count
@@ -304,7 +303,7 @@ def judge(
         )
         where = _where(project, trace_id, trace, now)
         waste.add({**where, **_ledger_columns(ledger)})
-        found.extend(len(ledger.findings), where, {})
+        found.extend(len(ledger.findings), where)
         findings.extend(ledger.findings)
     _finding_columns(found, findings)
     step_rows = _Columns(STEP_SCHEMA)
@@ -392,7 +391,7 @@ def _where(project: str, trace_id: str, trace: TraceInfo, now: int) -> dict[str,
 def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
     return {
         "total_usd": ledger.total_usd,
-        **dict(zip(_BUCKET_COLUMNS, ledger.buckets.values(), strict=True)),
+        **{name: ledger.buckets[b] for name, b in zip(_BUCKET_COLUMNS, BUCKETS, strict=True)},
         "wasted_tokens": ledger.wasted_tokens,
         "findings": len(ledger.findings),
         "unpriced_calls": ledger.unpriced_calls,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from datetime import datetime
 
+import pyarrow as pa
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel
 
 from tests.support.recorder import Recorder, prices, text
-from tokentrail.analysis.run import Analyzer
+from tokentrail.analysis.run import Analyzer, _split
 from tokentrail.server.settings import SettingsError, from_env
 from tokentrail.store import claims
 from tokentrail.store import ledger as stored_ledger
@@ -177,3 +179,29 @@ def test_stored_waste_totals_are_the_latest_ledgers(settings, store):
     assert totals == {"spend": pytest.approx(spend), "wasted": pytest.approx(wasted)} and wasted > 0
     assert duplicate == {"detector": "duplicate", "findings": 2, "usd": pytest.approx(wasted)}
     assert ledger.waste_totals(store.client, "other") == {"spend": 0.0, "wasted": 0.0}
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_spans_read_for_several_chunks_go_each_to_its_chunk(shuffled):
+    """The spans of several chunks, read at once in trace id order, are cut into one stream a
+    chunk: each holds exactly its chunk's traces' rows, in the order read, whether the chunks'
+    ids come in that order too (a range's) or not (traces due in the order they went quiet)."""
+    traces = [f"t{n:02d}" for n in range(10)]
+    rows = [(trace, f"{trace}-s{k}") for trace in traces for k in range(_spans_of(trace))]
+    whole = pa.table({"trace_id": [t for t, _ in rows], "span_id": [s for _, s in rows]})
+    table = pa.concat_tables([whole.slice(0, 7), whole.slice(7)])  # read in several batches
+    ids = [*traces, "t99"]  # a trace with no spans read
+    if shuffled:
+        random.Random(3).shuffle(ids)
+    chunks = [ids[i : i + 3] for i in range(0, len(ids), 3)]
+    parts = [pa.ipc.open_stream(part).read_all() for part in _split(table, chunks)]
+    for chunk, part in zip(chunks, parts, strict=True):
+        assert part.schema == table.schema
+        assert list(zip(part["trace_id"].to_pylist(), part["span_id"].to_pylist(), strict=True)) == [
+            row for row in rows if row[0] in chunk
+        ]
+
+
+def _spans_of(trace: str) -> int:
+    """Spans of a test trace: a few, and none for some."""
+    return int(trace[1:]) % 4

@@ -139,9 +139,13 @@ def contexts(
         if span["step_kind"] != "llm" or (call.failed and not call.tokens) or not int(span["input_tokens"]):
             continue  # a failed attempt (or an empty answer) that reported nothing carried nothing
         before = last.get(call.scope)
-        if before is not None and any(
-            scope == call.scope and before.span["start_ns"] < end <= span["start_ns"]
-            for scope, end in compactions
+        if (
+            compactions
+            and before is not None
+            and any(
+                scope == call.scope and before.span["start_ns"] < end <= span["start_ns"]
+                for scope, end in compactions
+            )
         ):
             del last[call.scope], first[call.scope]
         inp = int(span["input_tokens"])

@@ -4,7 +4,8 @@ model call with the cost it has left."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from tokentrail.server.settings import Thresholds
@@ -28,10 +29,11 @@ class Call:
     cost: float | None
     remaining: float
     failed: bool
+    #: `asked_model` of its span, which the rules compare again and again
+    model: str = field(init=False)
 
-    @property
-    def model(self) -> str:
-        return asked_model(self.span)
+    def __post_init__(self) -> None:
+        self.model = asked_model(self.span)
 
     @property
     def tokens(self) -> int:
@@ -47,6 +49,7 @@ class Call:
         return self.remaining if self.cost is not None else None
 
 
+@cache  # a few prices, over and over: rounding is what costs
 def per_mtok(usd_per_token: float) -> float:
     return round(usd_per_token * 1e6, 6)
 

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -186,20 +188,31 @@ class Judged:
 
 
 class _Columns:
-    """A table's rows gathered column by column, by name, into one Arrow stream: a trace's own
-    columns are repeated down its findings without building a row for each."""
+    """A table's rows gathered column by column, by name, into one Arrow stream. The columns a
+    group of rows shares (a trace's own, down its findings) hold one value a group, repeated in
+    Arrow when the stream is made rather than as a Python value a row."""
 
-    def __init__(self, schema: pa.Schema) -> None:
+    def __init__(self, schema: pa.Schema, shared: Iterable[str] = ()) -> None:
         self.schema = schema
         self.columns: dict[str, list[Any]] = {name: [] for name in schema.names}
+        self.shared = frozenset(shared)
+        self.group_of: list[int] = []  # each row's group, when columns are shared
+        self.groups = 0
         self.rows = 0
 
-    def extend(self, count: int, shared: dict[str, Any], own: dict[str, list[Any]]) -> None:
-        """`count` rows: each `shared` value in every one of them, `own` one value a row."""
+    def add(self, row: dict[str, Any]) -> None:
+        """One row, of a table without shared columns."""
+        for name, value in row.items():
+            self.columns[name].append(value)
+        self.rows += 1
+
+    def extend(self, count: int, shared: dict[str, Any]) -> None:
+        """`count` rows of one group, with its `shared` values (their own columns are added by
+        name, a value a row)."""
         for name, value in shared.items():
-            self.columns[name].extend([value] * count)
-        for name, values in own.items():
-            self.columns[name].extend(values)
+            self.columns[name].append(value)
+        self.group_of.extend([self.groups] * count)
+        self.groups += 1
         self.rows += count
 
     def stream(self) -> bytes:
@@ -207,7 +220,11 @@ class _Columns:
         out or filled short makes the batch fail, never shifts it."""
         if not self.rows:
             return b""
-        arrays = [pa.array(self.columns[field.name], type=field.type) for field in self.schema]
+        rows = pa.array(self.group_of, pa.int64()) if self.shared else None
+        arrays = []
+        for column in self.schema:
+            values = pa.array(self.columns[column.name], type=column.type)
+            arrays.append(values.take(rows) if rows is not None and column.name in self.shared else values)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, self.schema) as out:
             out.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
@@ -233,15 +250,17 @@ def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
 def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
     """`newest_copies` of a table's rows. The rows are built column by column (converting a whole
     column at once is many times faster than row by row), and grouped by trace directly when no
-    span has a second copy, the usual case."""
-    columns = table.to_pydict()
-    names = list(columns)  # (the columns of a table are all as long: no need to check each row)
-    rows = [dict(zip(names, values, strict=False)) for values in zip(*columns.values(), strict=False)]
-    if table.group_by(["trace_id", "span_id"]).aggregate([]).num_rows < table.num_rows:
+    span id comes twice, the usual case (else a span may have a second copy)."""
+    names = table.schema.names
+    columns = [column.to_pylist() for column in table.columns]
+    # (the columns of a table are all as long: no need to check each row)
+    rows = [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
+    trace_ids, span_ids = columns[names.index("trace_id")], columns[names.index("span_id")]
+    if len(set(span_ids)) < len(span_ids):
         return newest_copies(rows)
     spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        spans[row["trace_id"]].append(row)
+    for trace_id, row in zip(trace_ids, rows, strict=True):
+        spans[trace_id].append(row)
     return spans
 
 
@@ -261,32 +280,37 @@ def judge(
     spans = _by_trace(pa.ipc.open_stream(spans_stream).read_all())
     traces = {trace_id: rows for trace_id, rows in spans.items() if trace_id in info}
     now = int(datetime.now(tz=UTC).timestamp() * 1000)
+    # a chunk asks for a few models' prices and windows over and over
+    unit_prices, windows = cache(prices.unit_prices), cache(prices.context_window)
     evidence = Evidence(stored)
     steps = _Steps(project, now)
     for trace_id, rows in traces.items():
         steps.add(trace_id, rows, info[trace_id], evidence, t)
-    waste, findings = _Columns(WASTE_SCHEMA), _Columns(FINDING_SCHEMA)
+    waste, found = _Columns(WASTE_SCHEMA), _Columns(FINDING_SCHEMA, _WHERE)
+    findings: list[Finding] = []
     for trace_id, rows in traces.items():
         trace = info[trace_id]
         ledger = analyze(
             rows,
-            prices.unit_prices,
+            unit_prices,
             evidence,
             t,
             outcome=trace.outcome,
             previous=previous.get(trace_id),
             task_type=trace.task_type,
-            windows=prices.context_window,
+            windows=windows,
             repository=trace.repository,
         )
         where = _where(project, trace_id, trace, now)
-        waste.extend(1, {**where, **_ledger_columns(ledger)}, {})
-        findings.extend(len(ledger.findings), where, _finding_columns(ledger.findings))
+        waste.add({**where, **_ledger_columns(ledger)})
+        found.extend(len(ledger.findings), where)
+        findings.extend(ledger.findings)
+    _finding_columns(found, findings)
     step_rows = _Columns(STEP_SCHEMA)
     for row in steps.rows.values():
-        step_rows.extend(1, row, {})
+        step_rows.add(row)
     return Judged(
-        waste.rows, waste.stream(), findings.stream(), step_rows.stream(), steps.seen, steps.candidates
+        waste.rows, waste.stream(), found.stream(), step_rows.stream(), steps.seen, steps.candidates
     )
 
 
@@ -348,23 +372,26 @@ class _Steps:
             row["calls"] += 1
 
 
+#: the columns a trace's ledger and its findings share
+_WHERE = ("project", "trace_id", "start_time", "service_name", "agent_name", "user_id", "analyzed_at")
+_BUCKET_COLUMNS = tuple(f"{b}_usd" for b in BUCKETS)
+
+
 def _where(project: str, trace_id: str, trace: TraceInfo, now: int) -> dict[str, Any]:
-    """The columns a trace's ledger and its findings share."""
-    return {
-        "project": project,
-        "trace_id": trace_id,
-        "start_time": trace.start_ns,
-        "service_name": trace.service_name,
-        "agent_name": trace.agent_name,
-        "user_id": trace.user_id,
-        "analyzed_at": now,
-    }
+    """The columns a trace's ledger and its findings share (`_WHERE`)."""
+    return dict(
+        zip(
+            _WHERE,
+            (project, trace_id, trace.start_ns, trace.service_name, trace.agent_name, trace.user_id, now),
+            strict=True,
+        )
+    )
 
 
 def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
     return {
         "total_usd": ledger.total_usd,
-        **{f"{b}_usd": ledger.buckets[b] for b in BUCKETS},
+        **{name: ledger.buckets[b] for name, b in zip(_BUCKET_COLUMNS, BUCKETS, strict=True)},
         "wasted_tokens": ledger.wasted_tokens,
         "findings": len(ledger.findings),
         "unpriced_calls": ledger.unpriced_calls,
@@ -376,36 +403,43 @@ def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
 def _per_detector(findings: list[Finding]) -> dict[str, Any]:
     """The findings summed per detector, in the order the detectors first found something: the
     ledger's `detector_*` columns (a finding of unknown price counts $0, as the report counts it)."""
-    count: dict[str, int] = {}
-    usd: dict[str, float] = {}
-    tokens: dict[str, int] = {}
-    top: dict[str, float] = {}
+    sums: dict[str, list[Any]] = {}  # detector -> [findings, usd, tokens, top usd]
     for f in findings:
         dollars = f.wasted_usd or 0.0
-        count[f.detector] = count.get(f.detector, 0) + 1
-        usd[f.detector] = usd.get(f.detector, 0.0) + dollars
-        tokens[f.detector] = tokens.get(f.detector, 0) + f.wasted_tokens
-        top[f.detector] = max(top.get(f.detector, dollars), dollars)
+        found = sums.get(f.detector)
+        if found is None:
+            sums[f.detector] = [1, dollars, f.wasted_tokens, dollars]
+        else:
+            found[0] += 1
+            found[1] += dollars
+            found[2] += f.wasted_tokens
+            found[3] = max(found[3], dollars)
     return {
-        "detectors": list(count),
-        "detector_findings": list(count.values()),
-        "detector_usd": list(usd.values()),
-        "detector_tokens": list(tokens.values()),
-        "detector_top_usd": list(top.values()),
+        "detectors": list(sums),
+        "detector_findings": [s[0] for s in sums.values()],
+        "detector_usd": [s[1] for s in sums.values()],
+        "detector_tokens": [s[2] for s in sums.values()],
+        "detector_top_usd": [s[3] for s in sums.values()],
         "detectors_recorded": 1,
     }
 
 
-def _finding_columns(findings: list[Finding]) -> dict[str, list[Any]]:
-    return {
-        "detector": [f.detector for f in findings],
-        "span_id": [f.span_id for f in findings],
-        "related_span_ids": [f.related for f in findings],
-        "wasted_usd": [f.wasted_usd for f in findings],
-        "wasted_tokens": [f.wasted_tokens for f in findings],
-        "reason": [f.reason for f in findings],
-        "model": [f.model for f in findings],
-        "rule": [f.rule for f in findings],
-        "evidence": [_compact(f.evidence) for f in findings],
-        "time_lost_ns": [f.time_lost_ns for f in findings],
-    }
+_FINDING_FIELDS = (
+    ("detector", "detector"),
+    ("span_id", "span_id"),
+    ("related_span_ids", "related"),
+    ("wasted_usd", "wasted_usd"),
+    ("wasted_tokens", "wasted_tokens"),
+    ("reason", "reason"),
+    ("model", "model"),
+    ("rule", "rule"),
+    ("evidence", "evidence"),
+    ("time_lost_ns", "time_lost_ns"),
+)
+
+
+def _finding_columns(columns: _Columns, findings: list[Finding]) -> None:
+    """The findings' own columns, for a whole chunk at once, the evidence encoded as JSON."""
+    for name, attribute in _FINDING_FIELDS:
+        values = map(attrgetter(attribute), findings)
+        columns.columns[name].extend(map(_compact, values) if name == "evidence" else values)

@@ -120,10 +120,17 @@ class Ledger:
 Waste = Callable[..., None]
 
 
-def _scopes(spans: Sequence[dict[str, Any]]) -> dict[str, str]:
+# span id -> its span: the index of a trace's spans that the rules share
+_ById = dict[str, dict[str, Any]]
+
+
+def _by_id(spans: Sequence[dict[str, Any]]) -> _ById:
+    return {s["span_id"]: s for s in spans}
+
+
+def _scopes(spans: Sequence[dict[str, Any]], by_id: _ById) -> dict[str, str]:
     """span id -> span id of its nearest agent ancestor (itself excluded). A tool under which
     model calls run (a coding agent's subagent, started as a tool) is an agent run of its own."""
-    by_id = {s["span_id"]: s for s in spans}
     runs = {s["span_id"] for s in spans if s["step_kind"] == "agent"} | _model_running_tools(spans, by_id)
     return _nearest(spans, by_id, runs)
 
@@ -176,7 +183,11 @@ def _nearest(
 
 
 def _model_running_tools(spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> set[str]:
-    """Tool spans with a model call beneath them (below any agent span between them)."""
+    """Tool spans with a model call beneath them (below any agent span between them). A tool
+    with none beneath it has no span beneath it at all, the usual case: no walk up the tree then."""
+    tools = {span_id for span_id, s in by_id.items() if s["step_kind"] == "tool"}
+    if tools.isdisjoint([s["parent_span_id"] for s in spans]):
+        return set()
     steps = {span_id for span_id, s in by_id.items() if s["step_kind"] in ("agent", "tool")}
     nearest = _nearest(spans, by_id, steps)
     return {
@@ -194,11 +205,10 @@ def _failed(span: dict[str, Any]) -> bool:
     )
 
 
-def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str]) -> list[Call]:
+def _calls(spans: Sequence[dict[str, Any]], scopes: dict[str, str], by_id: _ById) -> list[Call]:
     """The trace's model calls in start order: billed leaves, and failed attempts that were not
     billed. A leaf under a framework's span of the same call takes what only the framework span
     recorded (content, finish reasons): the leaf knows the usage, the framework the conversation."""
-    by_id = {s["span_id"]: s for s in spans}
     wrappers = {
         s["parent_span_id"]
         for s in spans
@@ -302,14 +312,15 @@ def analyze(
     `outcome` is the trace's verdict from the outcomes table ("success", "failure" or "" when
     unknown); `previous` is the last model call of the conversation's previous trace, for cache
     misses across traces."""
-    scopes = _scopes(spans)
-    calls = _calls(spans, scopes)
+    by_id = _by_id(spans)
+    scopes = _scopes(spans, by_id)
+    calls = _calls(spans, scopes, by_id)
     waste = _Charges()
     done: set[str] = set()
     _retries(calls, spans, waste, done)
     _cycles(spans, calls, scopes, t, waste, done)
     _rereads(spans, calls, scopes, waste, done, previous.reads if previous is not None else None)
-    _duplicate_requests(calls, spans, waste, done)
+    _duplicate_requests(calls, by_id, waste, done)
     outcome = _no_outcome(spans, calls, t, outcome, waste, done)
     if outcome != "failure":
         avoidable.apply(
@@ -665,10 +676,7 @@ def _charge_rereads(waste: Waste, call: Call, reads: list[tuple[str, str, str]],
     )
 
 
-def _duplicate_requests(
-    calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]
-) -> None:
-    by_id = {s["span_id"]: s for s in spans}
+def _duplicate_requests(calls: list[Call], by_id: _ById, waste: Waste, done: set[str]) -> None:
     seen: dict[tuple[str, str, int, int], str] = {}
     for call in calls:
         # The same input size too: an emitter that records only part of the input (some drop tool
@@ -715,7 +723,7 @@ def _ended_in_error(spans: Sequence[dict[str, Any]]) -> bool:
     workflows = {s["span_id"] for s in roots if s["step_kind"] == "agent" and s["step_subkind"] == "workflow"}
     if not workflows:
         return False
-    scopes = _scopes(spans)
+    scopes = _scopes(spans, _by_id(spans))
     agents = [s for s in spans if s["step_kind"] == "agent" and scopes[s["span_id"]] in workflows]
     return bool(agents) and max(agents, key=lambda s: s["start_ns"])["status_code"] == "ERROR"
 
@@ -764,7 +772,7 @@ def successful_steps(
     ]
     if not short:
         return [], set()
-    keys = step_keys(spans, _scopes(spans), task_type, repository)
+    keys = step_keys(spans, _scopes(spans, _by_id(spans)), task_type, repository)
     asked = {keys[s["span_id"]] for s in short if keys.get(s["span_id"])}
     if trace_failed(spans, outcome, t)[1]:
         return [], asked
@@ -781,4 +789,5 @@ def context_per_call(spans: Sequence[dict[str, Any]]) -> list[avoidable.Context]
     """Each successful model call's input split as the context rules split it (cached, carried over
     from the run's previous call, new, and how much of it is stale): the trace page's context chart
     shows what the ledger charges."""
-    return avoidable.contexts(_calls(spans, _scopes(spans)))
+    by_id = _by_id(spans)
+    return avoidable.contexts(_calls(spans, _scopes(spans, by_id), by_id))

@@ -185,15 +185,32 @@ def _fetch(client: Any, project: str, chunks: list[list[str]], run: _Earlier | N
     spans = stored.spans_stream(client, project, ids)
     if run is None:
         run = _Earlier(client, project, _summaries(client, project, ids))
-    table = pa.ipc.open_stream(spans).read_all() if len(chunks) > 1 else None
+    parts = _split(pa.ipc.open_stream(spans).read_all(), chunks) if len(chunks) > 1 else [spans]
     fetched = []
-    for chunk in chunks:
+    for chunk, part in zip(chunks, parts, strict=True):
         mine = {trace_id: run.info[trace_id] for trace_id in chunk if trace_id in run.info}
-        if table is not None:
-            ours = pc.is_in(table["trace_id"], value_set=pa.array(chunk, table.schema.field("trace_id").type))
-            spans = _stream(table.filter(ours))
-        fetched.append(_Chunk(chunk, spans, mine, _previous_traces(run, mine)))
+        fetched.append(_Chunk(chunk, part, mine, _previous_traces(run, mine)))
     return fetched
+
+
+def _split(table: pa.Table, chunks: list[list[str]]) -> list[bytes]:
+    """Each chunk's rows of spans read for several chunks, as a stream of its own. The rows come
+    in trace id order: when the chunks' ids do too (a range's are read in id order), each chunk's
+    rows are one slice of them, and otherwise they are picked out."""
+    ids = pa.array([trace_id for chunk in chunks for trace_id in chunk], table.schema.field("trace_id").type)
+    where = pc.index_in(table["trace_id"], value_set=ids)  # each row's trace's place in `ids`
+    in_order = table.num_rows < 2 or pc.all(pc.less_equal(where[:-1], where[1:])).as_py()
+    parts = []
+    start = 0
+    for chunk in chunks:
+        end = start + len(chunk)
+        if in_order:
+            first, last = (pc.sum(pc.less(where, bound), min_count=0).as_py() for bound in (start, end))
+            parts.append(_stream(table.slice(first, last - first)))
+        else:
+            parts.append(_stream(table.filter(pc.and_(pc.greater_equal(where, start), pc.less(where, end)))))
+        start = end
+    return parts
 
 
 def _stream(table: pa.Table) -> bytes:

@@ -151,11 +151,13 @@ ORDER BY trace_id, start_time, span_id
 
 def main_run_steps(client: Any, project: str, trace_ids: Sequence[str]) -> list[Row]:
     """The tool calls and compactions directly under each trace's root (its main run), in start
-    order: trace_id, span_id, step_kind, step_subkind, tool_name, tool_args_hash, has_tool_args."""
+    order: trace_id, span_id, parent_span_id (the root's), step_kind, step_subkind, tool_name,
+    tool_args_hash, has_tool_args. (A run reads those of a few hundred thousand steps: the rows
+    are passed on as read.)"""
     found = rows(client, _MAIN_RUN_STEPS, {"project": project, "trace_ids": list(trace_ids)})
     roots = {(r["trace_id"], r["span_id"]) for r in found if r["parent_span_id"] == ""}
     return [
-        {k: v for k, v in r.items() if k != "parent_span_id"}
+        r
         for r in found
         if (r["step_kind"] == "tool" or r["step_subkind"] == "compaction")
         and (r["trace_id"], r["parent_span_id"]) in roots

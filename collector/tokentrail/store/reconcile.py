@@ -63,7 +63,8 @@ WHERE billable = 1 AND response_id != ''
 GROUP BY trace_id, response_id HAVING count() > 1
 """
 
-# The billable spans of those groups: the twins, with what each recorded.
+# The billable spans of those groups: the twins, with what each recorded (co-sharded: the spans of
+# the same traces, their groups from those traces).
 _TWINS = """
 SELECT trace_id, response_id, span_id,
     input_messages != '' OR output_messages != '' AS has_content,

@@ -119,3 +119,31 @@ def test_reconcile_runs_every_job_and_again_changes_nothing(store):
     assert reconcile(client, [("default", TRACE_ID)]) == 1  # a replayed batch: nothing counts twice
     assert (_billable(client), _summary(client)) == as_written
     assert client.query("SELECT count() FROM outcomes FINAL").result_rows == [(1,)]
+
+
+def test_only_the_newest_version_of_a_span_counts(store):
+    """A span re-sent changed, its older version still in a part of its own beside the newer: the
+    reconciler picks the trace's rows before FINAL merges them, yet what it derives comes from the
+    newest version only. The older root recorded an outcome; the newer one does not."""
+    client = store.client
+    client.command("SYSTEM STOP MERGES spans")  # keep both versions apart, as before a merge
+    load(client, "default", [_request()])
+    resent = ExportTraceServiceRequest()
+    add_span(
+        resent,
+        "00000000000000e1",
+        "",
+        "invoke_agent support",
+        gen_ai__operation__name="invoke_agent",
+        gen_ai__agent__name="support",
+    )
+    load(client, "default", [resent.SerializeToString()])
+    assert client.query("SELECT count() FROM spans WHERE span_id = '00000000000000e1'").result_rows == [(2,)]
+    client.command("TRUNCATE TABLE outcomes")
+    client.command("TRUNCATE TABLE traces")
+
+    assert reconcile(client, [("default", TRACE_ID)]) == 1
+    assert client.query("SELECT count() FROM outcomes").result_rows == [(0,)]
+    summary = _summary(client)
+    # five spans, each once; the two model calls the first load left billed
+    assert (summary["span_count"], summary["llm_calls"], summary["input_tokens"]) == (5, 2, 1800)

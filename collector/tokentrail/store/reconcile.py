@@ -14,6 +14,14 @@ replayed span never counts twice and a span that arrives late is folded in:
 
 `reconcile` runs them, in that order, for a set of (project, trace id) pairs: the writer after
 each batch, `reprice` after rewriting costs, and any other writer of spans.
+
+Every read of `spans FINAL` picks its traces in PREWHERE, and only there: FINAL applies WHERE
+after it has merged the versions of each row, so with WHERE alone every row of the granules the
+traces lie in (with random trace ids, most of a small table) was read and merged whole, maps and
+all, to keep a few. PREWHERE filters as the rows are read, before that merge; it may, because
+project and trace id are part of the sorting key, the same in every version of a span, so it
+keeps or drops all of them and the merge sees the same rows per span as before. A condition on
+any other column (`billable`, which a later version may change) stays in WHERE, after the merge.
 """
 
 from __future__ import annotations
@@ -31,12 +39,13 @@ __all__ = ["file_outcomes", "reconcile", "summarize", "unbill_duplicates"]
 _WRAPPER_PARENTS = """
 SELECT p.trace_id AS trace_id, p.span_id AS span_id FROM (
     SELECT trace_id, span_id, response_id FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1
+    PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+    WHERE billable = 1
 ) AS p
 INNER JOIN (
     SELECT trace_id, parent_span_id, response_id FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
-      AND step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != ''
+    PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+    WHERE step_kind = 'llm' AND usage_reported = 1 AND parent_span_id != ''
       -- an earlier attempt of the parent's request was billed on its own, not repeated by it
       AND step_subkind != 'attempt'
 ) AS c ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
@@ -44,18 +53,25 @@ WHERE p.response_id = '' OR c.response_id = '' OR p.response_id = c.response_id
 GROUP BY p.trace_id, p.span_id
 """
 
-# Billable spans sharing a response id with another billable span of their trace (co-sharded: the
-# spans of the same traces, grouped by trace).
+# Response ids that two billable spans of a trace share (co-sharded: the spans of the same traces,
+# grouped by trace). Rare (a client traced beside a framework), and found from narrow columns, so
+# that _TWINS reads the spans' messages for these traces only, and usually not at all.
+_TWIN_GROUPS = """
+SELECT trace_id, response_id FROM spans FINAL
+PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+WHERE billable = 1 AND response_id != ''
+GROUP BY trace_id, response_id HAVING count() > 1
+"""
+
+# The billable spans of those groups: the twins, with what each recorded (co-sharded: the spans of
+# the same traces, their groups from those traces).
 _TWINS = """
 SELECT trace_id, response_id, span_id,
     input_messages != '' OR output_messages != '' AS has_content,
     notEmpty(finish_reasons) AS has_finish_reasons
 FROM spans FINAL
-WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1 AND response_id != ''
-  AND (trace_id, response_id) IN (
-      SELECT trace_id, response_id FROM spans FINAL
-      WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND billable = 1 AND response_id != ''
-      GROUP BY trace_id, response_id HAVING count() > 1)
+PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+WHERE billable = 1 AND (trace_id, response_id) IN (SELECT arrayJoin({groups:Array(Tuple(String, String))}))
 ORDER BY trace_id, response_id, start_time, span_id
 """
 
@@ -65,8 +81,9 @@ SELECT * REPLACE (toUInt8(0) AS billable, now64(3) AS ingested_at)
 FROM (
     -- a subquery, because the REPLACE alias would shadow `billable` in this WHERE
     SELECT * FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
-      AND span_id IN (SELECT arrayJoin({span_ids:Array(String)})) AND billable = 1
+    PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+      AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))
+    WHERE billable = 1
 )
 """
 
@@ -121,7 +138,7 @@ FROM (
                 resource_attributes['repository'] != '', resource_attributes['repository'],
                 resource_attributes['vcs.repository.name']) AS repository_of
     FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+    PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
 )
 GROUP BY project, trace_id
 -- a trace that is only a standalone outcome (aimed at other work) is not a task of its own
@@ -150,8 +167,8 @@ FROM (
         attributes['tokentrail.outcome.trace_id'] AS target_trace, attributes['tokentrail.task.id'] AS task,
         lower(attributes['tokentrail.outcome.success']) AS verdict
     FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
-      AND attributes['tokentrail.outcome.name'] != ''
+    PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+    WHERE attributes['tokentrail.outcome.name'] != ''
 )
 """
 
@@ -166,8 +183,8 @@ SELECT project, 'trace', trace_id, concat(span_id, ':', toString(n)), e_attrs['t
     e_attrs['tokentrail.outcome.value'], e_time, trace_id
 FROM spans FINAL
 ARRAY JOIN events.name AS e_name, events.attributes AS e_attrs, events.time AS e_time, arrayEnumerate(events.name) AS n
-WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
-  AND e_name = 'tokentrail.outcome' AND e_attrs['tokentrail.outcome.name'] != ''
+PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
+WHERE e_name = 'tokentrail.outcome' AND e_attrs['tokentrail.outcome.name'] != ''
   AND attributes['tokentrail.outcome.name'] = ''
 """
 
@@ -195,7 +212,7 @@ def unbill_duplicates(client: Any, project: str, trace_ids: list[str]) -> int:
     params = {"project": project, "trace_ids": trace_ids}
     unbill = {(r["trace_id"], r["span_id"]) for r in rows(client, _WRAPPER_PARENTS, params)}
     # a wrapper and its leaf are not twins: the leaf stays billed
-    twins = [r for r in rows(client, _TWINS, params) if (r["trace_id"], r["span_id"]) not in unbill]
+    twins = [r for r in _twins(client, project, trace_ids) if (r["trace_id"], r["span_id"]) not in unbill]
     unbill.update(_extra_twins(twins))
     if unbill:
         client.command(
@@ -207,6 +224,20 @@ def unbill_duplicates(client: Any, project: str, trace_ids: list[str]) -> int:
             },
         )
     return len(unbill)
+
+
+def _twins(client: Any, project: str, trace_ids: list[str]) -> list[Row]:
+    """The billable spans that share a response id with another of their trace, in start order
+    within each (trace, response id). In the common case, no such pair, their messages are not
+    read at all."""
+    groups = [
+        (r["trace_id"], r["response_id"])
+        for r in rows(client, _TWIN_GROUPS, {"project": project, "trace_ids": trace_ids})
+    ]
+    if not groups:
+        return []
+    params = {"project": project, "trace_ids": sorted({t for t, _ in groups}), "groups": groups}
+    return rows(client, _TWINS, params)
 
 
 def _extra_twins(twins: list[Row]) -> list[tuple[str, str]]:

@@ -69,3 +69,15 @@ def test_the_metrics_the_guide_names_are_served(tmp_path: Path) -> None:
     served |= set(re.findall(r"^(tokentrail_[a-z_]+)", exposition, re.MULTILINE))
     missing = sorted(n for n in named if n not in served and n.removesuffix("_bucket") not in served)
     assert missing == []
+
+
+def test_the_docs_links_to_files_of_the_repository_resolve() -> None:
+    pages = [REPO / "README.md", DEPLOY / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(REPO)}: {target}"
+            checked += 1
+    assert checked >= 1

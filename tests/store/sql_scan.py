@@ -26,7 +26,7 @@ from tokentrail.store.cluster import SHARD_KEYS
 HOLE = "\x00"
 
 #: a subquery that only unfolds a bound list (it reads no table)
-_UNFOLDED = r"\(\s*SELECT\s+arrayJoin\(\{\w+:Array\([\w()]+\)\}\)\s*\)"
+_UNFOLDED = r"\(\s*SELECT\s+arrayJoin\(\{\w+:Array\([\w(), ]+\)\}\)\s*\)"
 _SUBQUERY = re.compile(
     # a subquery, or a value put in that may be one, or SQL that goes on elsewhere
     rf"\b(?P<global>GLOBAL\s+)?(?:NOT\s+)?IN\s*(?!{_UNFOLDED})(?:\(\s*(?:SELECT\b|{HOLE})|{HOLE}|\(?\s*$)"

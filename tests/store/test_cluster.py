@@ -269,6 +269,8 @@ C = "SELECT 1 FROM traces WHERE trace_id GLOBAL IN (SELECT target_id FROM outcom
 D = "SELECT 1 FROM spans WHERE trace_id IN " f"({C})"
 # co-sharded: both by trace
 E = "SELECT 1 FROM spans WHERE trace_id IN (SELECT trace_id FROM traces) ARRAY JOIN events.name AS n"
+F = "SELECT 1 FROM spans WHERE (trace_id, response_id) IN (SELECT arrayJoin({pairs:Array(Tuple(String, String))}))"
+G = "SELECT 1 FROM spans WHERE trace_id IN (SELECT arrayJoin({ids:Array(String)}))"
 """
     found = problems(scan_source(source, Path("example.py")))
     assert [line.split(":")[1] for line in found] == ["2", "4", "6"]

@@ -83,17 +83,15 @@ def axis_duration(nanos: int) -> str:
     1 h 30 m (a label's remainder in the next unit down, if it has one)."""
     if nanos <= 0:
         return "0"
-    for i, (unit, name) in enumerate(_AXIS_UNITS):
-        if nanos < unit and unit > 1:
-            continue
-        whole, rest = divmod(nanos, unit)
-        if not rest:
-            return f"{whole} {name}"
-        if unit >= 60_000_000_000:  # minutes and up: the remainder in the next unit
-            sub, sub_name = _AXIS_UNITS[i + 1]
-            return f"{whole} {name} {round(rest / sub)} {sub_name}"
-        return f"{nanos / unit:.3f}".rstrip("0").rstrip(".") + f" {name}"
-    return f"{nanos} ns"
+    i = next(i for i, (unit, _) in enumerate(_AXIS_UNITS) if nanos >= unit)  # 1 ns at the least
+    unit, name = _AXIS_UNITS[i]
+    whole, rest = divmod(nanos, unit)
+    if not rest:
+        return f"{whole} {name}"
+    if name in ("d", "h", "m"):  # the remainder in the next unit down
+        sub, sub_name = _AXIS_UNITS[i + 1]
+        return f"{whole} {name} {round(rest / sub)} {sub_name}"
+    return f"{nanos / unit:.3f}".rstrip("0").rstrip(".") + f" {name}"
 
 
 def timestamp(value: datetime | int | None) -> str:

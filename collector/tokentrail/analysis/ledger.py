@@ -135,7 +135,7 @@ def _scopes(spans: Sequence[dict[str, Any]], by_id: _ById) -> dict[str, str]:
     return _nearest(spans, by_id, runs)
 
 
-def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _ancestors(span: dict[str, Any], by_id: _ById) -> Iterator[dict[str, Any]]:
     """The span's parent, its parent's parent… as far as the trace holds them (a cycle ends it)."""
     seen: set[str] = set()
     parent = span["parent_span_id"]
@@ -145,9 +145,7 @@ def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Iterat
         parent = by_id[parent]["parent_span_id"]
 
 
-def _nearest(
-    spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]], wanted: set[str]
-) -> dict[str, str]:
+def _nearest(spans: Sequence[dict[str, Any]], by_id: _ById, wanted: set[str]) -> dict[str, str]:
     """span id -> span id of its nearest ancestor (`_ancestors`) among `wanted`, "" for none. A
     span whose parent is not wanted has its parent's answer, so each path up the tree is walked
     once however many spans hang below it; a path that runs into a parent cycle (bad input) is
@@ -182,7 +180,7 @@ def _nearest(
     return nearest
 
 
-def _model_running_tools(spans: Sequence[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> set[str]:
+def _model_running_tools(spans: Sequence[dict[str, Any]], by_id: _ById) -> set[str]:
     """Tool spans with a model call beneath them (below any agent span between them). A tool
     with none beneath it has no span beneath it at all, the usual case: no walk up the tree then."""
     tools = {span_id for span_id, s in by_id.items() if s["step_kind"] == "tool"}

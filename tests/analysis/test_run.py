@@ -116,6 +116,53 @@ def test_of_concurrent_claims_to_the_same_work_exactly_one_wins(store):
     assert claims.claim(store.client, "budget_alert", "collector-9", items[:1], 600) == set(items[:1])
 
 
+class _SlowInsert:
+    """A client whose claims insert is stamped when it starts but seen only once `go` is set, as
+    on a server that delays an insert under merge pressure."""
+
+    def __init__(self, client, stamped: threading.Event, go: threading.Event) -> None:
+        self.client, self.stamped, self.go = client, stamped, go
+
+    def insert(self, table, data, column_names, settings):
+        stamp = self.client.query("SELECT now64(9)").result_rows[0][0]
+        self.stamped.set()
+        self.go.wait(30)
+        rows = [[*row, stamp] for row in data]
+        return self.client.insert(table, rows, column_names=[*column_names, "claimed_at"], settings=settings)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_a_claim_whose_insert_was_slow_never_makes_two_winners(store):
+    when = datetime(2026, 11, 30, 10, 0)
+    contested, alone = ("p", "trace-1", when), ("p", "trace-2", when)
+    stamped, fast_done = threading.Event(), threading.Event()
+    won: dict[str, set[claims.Item]] = {}
+
+    def slow() -> None:
+        client = _SlowInsert(store.new_client(), stamped, fast_done)
+        won["slow"] = claims.claim(client, "analysis", "slow", [contested, alone], 600)
+
+    def fast() -> None:
+        stamped.wait(30)  # the slow claim is stamped first, but is not seen yet
+        won["fast"] = claims.claim(store.new_client(), "analysis", "fast", [contested], 600)
+        fast_done.set()
+
+    threads = [threading.Thread(target=slow), threading.Thread(target=fast)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # the fast one read before the slow claim was seen and won; the slow one sees it and leaves
+    # the contested item to it, and keeps what no one else claimed
+    assert won == {"fast": {contested}, "slow": {alone}}
+    stamps = store.client.query(
+        "SELECT holder FROM claims WHERE subject = 'trace-1' ORDER BY claimed_at"
+    ).result_rows
+    assert stamps == [("slow",), ("fast",)]  # the slow claim is the earlier one
+
+
 def test_a_trace_claimed_by_a_collector_that_died_is_claimed_again(settings, store, monkeypatch):
     import tokentrail.analysis.run as run
 

@@ -5,6 +5,8 @@ Screenshots land in test-artifacts/ (kept by CI) for a person to look at.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,8 @@ def test_developers_report_sessions_and_a_session_timeline(live, store, browser_
     seed_team(store, outcomes_of(store))
     # a longer working session: prompts of varying length, pauses for review, a lunch break
     rec = claude_code("payments", "acme/api")
+    # from 21:00 yesterday (UTC): the ~6 h session runs past midnight, whenever the test runs
+    rec.clock = int(datetime.combine(date.today() - timedelta(days=1), dt_time(21), UTC).timestamp()) * 10**9
     for i in range(24):
         rec.tick([20_000, 90_000, 240_000, 45 * 60_000][i % 4] if i != 12 else 50 * 60_000)
         calls = [Call(400 + 37 * i, 120 + 11 * i, 15_000 + 900 * i, 300)] * (1 + i % 3)
@@ -222,6 +226,16 @@ def test_developers_report_sessions_and_a_session_timeline(live, store, browser_
     assert page.locator("table.timeline tr.idle").count() >= 6
     assert page.evaluate("document.documentElement.scrollWidth") <= 1400
     _shot(page, "developer-session-timeline")
+    labels = page.locator(".axis-head span")
+    texts = labels.all_inner_texts()
+    assert texts[0].startswith(f"{date.today() - timedelta(days=1):%m-%d} 21:"), texts
+    # dated again where the day changed, times alone otherwise
+    assert [len(t.split()) for t in texts[1:]].count(2) == 1, texts
+    assert any(t.startswith(f"{date.today():%m-%d} 0") for t in texts[1:]), texts
+    boxes = [labels.nth(i).bounding_box() for i in range(labels.count())]
+    assert all(b["x"] + b["width"] + 8 <= c["x"] for b, c in pairwise(boxes)), boxes
+    after_midnight = page.locator("table.timeline tr.prompt").last.locator("td.nowrap")
+    assert after_midnight.locator(".sub").inner_text().startswith(f"{date.today():%m-%d}")
 
     page.locator("table.timeline tr.prompt .bar").nth(3).click()  # a prompt opens its trace
     page.wait_for_selector("#wf .wf-row")
@@ -283,3 +297,4 @@ def test_a_long_deep_trace_keeps_its_axis_labels_apart_and_its_span_names_readab
     assert shown["width"] >= 100 and label["width"] >= 260  # some 15 characters of the name
     _shot(page, "trace-long-and-deep")
     assert page.problems == []
+

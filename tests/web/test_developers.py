@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -428,3 +429,28 @@ def test_a_team_that_sends_metrics_only_still_sees_its_cost_per_developer(web, s
     assert data["metrics"]["traces_usd"] == 0 and data["metrics"]["apart"] is None
     page = BeautifulSoup(web.get("/developers?range=30d").text, "html.parser")
     assert page.select_one("section.from-metrics tr[data-key='dana@acme.example']") is not None
+
+
+def test_the_session_axis_dates_its_first_label_and_where_the_day_changes():
+    from tokentrail.web.pages.developers import _ticks
+
+    def at(day: int, hour: int, minute: int = 0) -> int:
+        return int(datetime(2026, 11, day, hour, minute, tzinfo=UTC).timestamp()) * 10**9
+
+    assert [t["label"] for t in _ticks(at(29, 9), at(29, 17))] == [
+        "09:00",
+        "11:00",
+        "13:00",
+        "15:00",
+        "17:00",
+    ]
+    assert [t["label"] for t in _ticks(at(29, 21), at(30, 5))] == [
+        "11-29 21:00",
+        "23:00",
+        "11-30 01:00",
+        "03:00",
+        "05:00",
+    ]
+    assert [t["pct"] for t in _ticks(at(29, 21), at(30, 5))] == [0, 25, 50, 75, 100]
+    short = [t["label"] for t in _ticks(at(29, 9), at(29, 9, 1))]
+    assert short[0] == "09:00:00" and short[-1] == "09:01:00"

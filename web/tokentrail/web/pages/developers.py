@@ -375,7 +375,8 @@ def _lay_out(
     first_day = _moment(t0).date()
     for p in prompts:
         start = _moment(p["start_ns"])
-        p["started"] = start.strftime("%H:%M:%S" if start.date() == first_day else "%m-%d %H:%M:%S")
+        p["started"] = start.strftime("%H:%M:%S")
+        p["started_day"] = start.strftime("%m-%d") if start.date() != first_day else ""
         p["left_pct"] = max(0.0, (p["start_ns"] - t0) / span * 100)
         p["width_pct"] = min(max(p["duration_ns"] / span * 100, 0.0), 100.0 - p["left_pct"])
         p["gap_ns"] = max(p["start_ns"] - latest_end, 0) if latest_end is not None else None
@@ -392,12 +393,17 @@ def _moment(ns: int) -> datetime:
 
 
 def _ticks(t0: int, t1: int) -> list[dict[str, Any]]:
-    """Five labelled times along the session's axis (UTC; with the date when it spans days)."""
+    """Five labelled times along the session's axis (UTC). A session that spans days gives the
+    date on its first label and wherever the day changes, and times alone between: five labels
+    with dates do not fit the axis's width."""
     moments = [_moment(t0 + (t1 - t0) * i // 4) for i in range(5)]
-    shape = "%H:%M" if moments[0].date() == moments[-1].date() else "%m-%d %H:%M"
-    if t1 - t0 < 120 * 10**9:
-        shape += ":%S"
-    return [{"pct": i * 25, "label": m.strftime(shape)} for i, m in enumerate(moments)]
+    shape = "%H:%M:%S" if t1 - t0 < 120 * 10**9 else "%H:%M"
+    spans_days = moments[0].date() != moments[-1].date()
+    ticks = []
+    for i, m in enumerate(moments):
+        dated = spans_days and (i == 0 or m.date() != moments[i - 1].date())
+        ticks.append({"pct": i * 25, "label": m.strftime(f"%m-%d {shape}" if dated else shape)})
+    return ticks
 
 
 def session(client: Client, f: TraceFilter, session_id: str, limit: int) -> dict[str, Any]:

@@ -20,11 +20,13 @@ from bench.dataset import open_dataset
 from tokentrail.web.app import create_app
 
 
-def _median_ms(client: TestClient, url: str, runs: int) -> tuple[float, int]:
+def _median_ms(
+    client: TestClient, url: str, runs: int, headers: dict[str, str] | None = None
+) -> tuple[float, int]:
     times, size = [], 0
     for _ in range(runs):
         start = time.perf_counter()
-        response = client.get(url)
+        response = client.get(url, headers=headers)
         times.append((time.perf_counter() - start) * 1000)
         if response.status_code != 200:
             raise RuntimeError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
@@ -35,21 +37,24 @@ def _median_ms(client: TestClient, url: str, runs: int) -> tuple[float, int]:
 def _others(web: TestClient, spans: int, runs: int) -> None:
     """The trace list and the reports."""
     first: Any = web.get("/traces.json?range=all").json()
-    cases = [
+    cases: list[tuple[str, ...]] = [
         ("list, all time, newest first", "/traces?range=all"),
         ("list, all time, by cost", "/traces?range=all&sort=cost"),
         ("list, by waste, only traces with waste", "/traces?range=all&sort=waste&has_waste=1"),
         ("waste report by agent", "/waste?range=all&by=agent"),
         ("waste report by model", "/waste?range=all&by=model"),
         ("list, next page (keyset)", "/traces?range=all&cursor=" + first["next"]["cursor"]),
+        ("list, next page as htmx swaps it", "/traces?range=all&cursor=" + first["next"]["cursor"], "page"),
+        ("list, filter change as htmx swaps it", "/traces?range=all&sort=cost", "results"),
         ("list, one model", "/traces?range=all&model=gpt-4o-2024-08-06"),
         ("list, span-name search", "/traces?range=all&q=refund"),
         ("list JSON, all time", "/traces.json?range=all"),
         ("conversations, all time", "/conversations?range=all"),
     ]
     print(f"{f'at {spans:,} spans':<44}{'median ms':>10}{'HTML KB':>10}")
-    for label, url in cases:
-        ms, size = _median_ms(web, url, runs * 2)
+    for label, url, *target in cases:
+        headers = {"HX-Request": "true", "HX-Target": target[0]} if target else None
+        ms, size = _median_ms(web, url, runs * 2, headers)
         print(f"{label:<44}{ms:>10.1f}{size / 1024:>10.0f}")
 
 

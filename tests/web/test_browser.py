@@ -298,3 +298,42 @@ def test_a_long_deep_trace_keeps_its_axis_labels_apart_and_its_span_names_readab
     _shot(page, "trace-long-and-deep")
     assert page.problems == []
 
+
+def _costs(page: Any) -> list[float]:
+    cells = page.locator("table.traces tbody tr td:nth-child(7)").all_inner_texts()
+    return [float(c.strip().lstrip("$").replace(",", "")) for c in cells]
+
+
+def test_the_list_keeps_its_order_through_a_filter_change_and_pages_without_recounting(
+    live, store, browser_page
+):
+    rec = Recorder()
+    for i in range(12):  # costs in no particular order of time
+        rec.chat("gpt-4o", "openai", 1000 * ((i * 5) % 12 + 1), 10, agent="a" if i % 3 else "b")
+    rec.store(store.client)
+    page = browser_page
+    page.goto(live + "/traces?limit=3")
+    assert page.locator("[data-total=traces]").inner_text() == "12"
+    page.locator("table.traces th a", has_text="Cost").click()
+    page.wait_for_url("**sort=cost**")
+    expect(page.locator("table.traces th.sorted")).to_have_text("Cost ↓")
+    first = _costs(page)
+    assert first == sorted(first, reverse=True) and len(first) == 3
+
+    page.select_option("select[name=agent]", "a")  # the filter form sends the order it was given
+    page.wait_for_url("**agent=a**")
+    expect(page.locator("[data-total=traces]")).to_have_text("8")
+    assert "sort=cost" in page.url
+    top = _costs(page)
+    assert top == sorted(top, reverse=True) and top[0] <= first[0]
+
+    page.locator("#page a[rel=next]").click()  # the next three; the totals stay as they were
+    page.wait_for_url("**cursor=**")
+    expect(page.locator("table.traces tbody tr")).to_have_count(3)
+    rest = _costs(page)
+    assert rest == sorted(rest, reverse=True) and rest[0] <= top[-1]
+    assert page.locator("[data-total=traces]").inner_text() == "8"
+    _shot(page, "traces-sorted-filtered-next")
+    page.reload()  # the URL alone gives the same page, totals read again
+    assert _costs(page) == rest and page.locator("[data-total=traces]").inner_text() == "8"
+    assert page.problems == []

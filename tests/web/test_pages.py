@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from bs4 import BeautifulSoup
 
@@ -121,6 +122,49 @@ def test_keyset_pages_cover_every_trace_once_in_order(web, store, rec: Recorder)
             key = {"start": "start_ns", "cost": "cost_usd", "duration": "duration_ns"}.get(sort)
             values = [t[key] if key else t["input_tokens"] + t["output_tokens"] for t in seen]
             assert values == sorted(values, reverse=direction == "desc"), (sort, direction)
+
+
+def test_htmx_reads_only_what_the_swapped_part_shows(web, store, rec: Recorder, monkeypatch):
+    from tokentrail.store import traces as reads
+
+    for i in range(7):
+        rec.chat("gpt-4o-mini", "openai", 100 + i * 10, 10)
+    rec.store(store.client)
+    read: list[str] = []
+
+    def counted(name: str, real: Any) -> Any:
+        def reading(*args: Any) -> Any:
+            read.append(name)
+            return real(*args)
+
+        return reading
+
+    for name in ("totals", "facets", "projects"):
+        monkeypatch.setattr(reads, name, counted(name, getattr(reads, name)))
+
+    def part(target: str | None, **params: str) -> Any:
+        read.clear()
+        headers = {"HX-Request": "true", "HX-Target": target} if target else {}
+        return _soup(web.get("/traces", params={"limit": "3", "sort": "cost", **params}, headers=headers))
+
+    whole = part(None)
+    assert sorted(read) == ["facets", "projects", "totals"] and whole.select_one("select[name=model]")
+    # a filter change: the totals and a page, not the menus
+    results = part("results", min_cost="0")
+    assert read == ["totals"] and _stat(results, "Traces") == "7" and not results.select("select")
+    # sorting or paging changes no total: the page of traces alone, with the order the form sends next
+    following = whole.select_one("#page nav.pager a[rel=next]")
+    assert following["hx-target"] == "#page"
+    page = part("page", cursor=parse_qs(urlsplit(following["hx-get"]).query)["cursor"][0])
+    assert read == [] and not page.select(".totals")
+    assert len(page.select("table.traces tbody tr")) == 3
+    assert {i["name"]: i["value"] for i in page.select("input[form=trace-filters]")} == {
+        "sort": "cost",
+        "dir": "desc",
+        "limit": "3",
+    }
+    links = [a["href"] for soup in (whole, page) for a in soup.select("table.traces td.name > a")]
+    assert len(set(links)) == 6  # the next three, not the first again
 
 
 def test_project_scoping(web, store, rec: Recorder):

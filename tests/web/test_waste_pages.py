@@ -276,6 +276,68 @@ def _forget_sums(store: Any, where: str) -> None:
     )
 
 
+def _by_model_from_spans(store: Any, model: str = "") -> dict[str, dict[str, Any]]:
+    """Per model, from the billable spans and the latest findings one by one: traces, cost,
+    findings, wasted tokens and each detector's wasted dollars."""
+    only = " AND model = {m:String}" if model else ""
+    out: dict[str, dict[str, Any]] = {}
+    for name, traces, cost in store.client.query(
+        "SELECT model, uniqExact(trace_id), sum(ifNull(cost_usd, 0)) FROM spans FINAL WHERE billable = 1"
+        f"{only} AND trace_id IN (SELECT trace_id FROM trace_waste) GROUP BY model",
+        parameters={"m": model},
+    ).result_rows:
+        out[name] = {"traces": traces, "total_usd": cost, "findings": 0, "wasted_tokens": 0, "buckets": {}}
+    for name, detector, n, tokens, usd in store.client.query(
+        "SELECT model, detector, count(), sum(wasted_tokens), sum(ifNull(wasted_usd, 0)) FROM waste_findings "
+        f"WHERE (trace_id, analyzed_at) IN (SELECT trace_id, analyzed_at FROM trace_waste FINAL){only} "
+        "GROUP BY model, detector",
+        parameters={"m": model},
+    ).result_rows:
+        out[name]["findings"] += n
+        out[name]["wasted_tokens"] += tokens
+        out[name]["buckets"][detector] = usd
+    return out
+
+
+def _forget_model_sums(store: Any, where: str) -> None:
+    """Make these ledgers look written before they held their sums per model (migration 0014)."""
+    store.client.command(
+        "ALTER TABLE trace_waste UPDATE call_models = [], call_model_usd = [], finding_models = [], "
+        "finding_detectors = [], finding_counts = [], finding_usd = [], finding_tokens = [], "
+        f"models_recorded = 0 WHERE {where} SETTINGS mutations_sync = 1"
+    )
+
+
+@pytest.mark.parametrize("older", ["none", "half", "all"])
+def test_the_report_by_model_counts_every_call_and_finding_whatever_wrote_the_ledgers(web, store, older):
+    """The report by model adds up each model's billable calls and the findings on them, whether
+    the ledgers hold their sums per model or were written before they did (read one by one)."""
+    _seed(store)
+    if older != "none":
+        _forget_model_sums(store, "1" if older == "all" else "cityHash64(trace_id) % 2 = 0")
+    recorded = store.client.query("SELECT countIf(models_recorded = 1), count() FROM trace_waste FINAL")
+    assert recorded.result_rows[0][0] == {"none": recorded.result_rows[0][1], "all": 0}.get(
+        older, recorded.result_rows[0][0]
+    )
+    for model in ("", "gpt-4o"):
+        expected = _by_model_from_spans(store, model)
+        assert len(expected) >= (1 if model else 3)
+        params = {"by": "model", **({"model": model} if model else {})}
+        shown = {r["key"]: r for r in web.get("/waste.json", params=params).json()["rows"]}
+        assert set(shown) == set(expected), model
+        for name, e in expected.items():
+            row = shown[name]
+            assert (row["traces"], row["findings"], row["wasted_tokens"]) == (
+                e["traces"],
+                e["findings"],
+                e["wasted_tokens"],
+            ), name
+            assert row["total_usd"] == pytest.approx(e["total_usd"], rel=1e-9, abs=1e-12)
+            for detector, usd in e["buckets"].items():
+                assert row["buckets"][detector] == pytest.approx(usd, rel=1e-9, abs=1e-12), (name, detector)
+    assert any(r["wasted_usd"] > 0 for r in shown.values())
+
+
 @pytest.mark.parametrize("older", ["none", "half", "all"])
 def test_findings_per_detector_and_the_costliest_whatever_wrote_the_ledgers(web, store, older):
     """The report's detectors and costliest findings count every latest finding, whether the

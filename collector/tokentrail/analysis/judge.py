@@ -93,6 +93,14 @@ WASTE_SCHEMA = pa.schema(
         ("detector_tokens", pa.list_(_U64)),
         ("detector_top_usd", pa.list_(_F)),
         ("detectors_recorded", pa.uint8()),
+        ("call_models", pa.list_(_S)),
+        ("call_model_usd", pa.list_(_F)),
+        ("finding_models", pa.list_(_S)),
+        ("finding_detectors", pa.list_(_S)),
+        ("finding_counts", pa.list_(pa.uint32())),
+        ("finding_usd", pa.list_(_F)),
+        ("finding_tokens", pa.list_(_U64)),
+        ("models_recorded", pa.uint8()),
     ]
 )
 FINDING_SCHEMA = pa.schema(
@@ -397,6 +405,7 @@ def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
         "unpriced_calls": ledger.unpriced_calls,
         "outcome": ledger.outcome,
         **_per_detector(ledger.findings),
+        **_per_model(ledger),
     }
 
 
@@ -421,6 +430,30 @@ def _per_detector(findings: list[Finding]) -> dict[str, Any]:
         "detector_tokens": [s[2] for s in sums.values()],
         "detector_top_usd": [s[3] for s in sums.values()],
         "detectors_recorded": 1,
+    }
+
+
+def _per_model(ledger: Ledger) -> dict[str, Any]:
+    """The ledger's cost per model, and its findings summed per model and detector: the ledger's
+    `call_*`, `finding_*` columns."""
+    sums: dict[tuple[str, str], list[Any]] = {}  # (model, detector) -> [findings, usd, tokens]
+    for f in ledger.findings:
+        found = sums.get((f.model, f.detector))
+        if found is None:
+            sums[(f.model, f.detector)] = [1, f.wasted_usd or 0.0, f.wasted_tokens]
+        else:
+            found[0] += 1
+            found[1] += f.wasted_usd or 0.0
+            found[2] += f.wasted_tokens
+    return {
+        "call_models": list(ledger.model_usd),
+        "call_model_usd": list(ledger.model_usd.values()),
+        "finding_models": [model for model, _ in sums],
+        "finding_detectors": [detector for _, detector in sums],
+        "finding_counts": [s[0] for s in sums.values()],
+        "finding_usd": [s[1] for s in sums.values()],
+        "finding_tokens": [s[2] for s in sums.values()],
+        "models_recorded": 1,
     }
 
 

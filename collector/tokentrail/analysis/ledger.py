@@ -111,6 +111,8 @@ class Ledger:
     wasted_tokens: int
     unpriced_calls: int
     outcome: str  # "success", "failure" or ""
+    #: model -> the cost of its billable calls (a call of unknown price counts 0)
+    model_usd: dict[str, float] = field(default_factory=dict)
 
     @property
     def wasted_usd(self) -> float:
@@ -328,9 +330,14 @@ def analyze(
     buckets = waste.buckets
     buckets["productive"] = sum(c.remaining for c in calls if c.cost is not None)
     total = sum(c.cost for c in calls if c.cost is not None and c.span["billable"])
+    model_usd: dict[str, float] = {}
+    for c in calls:
+        if c.span["billable"]:
+            model = c.span["model"]
+            model_usd[model] = model_usd.get(model, 0.0) + (c.cost or 0.0)
     wasted_tokens = sum(f.wasted_tokens for f in waste.findings)
     unpriced = sum(1 for c in calls if c.cost is None)
-    return Ledger(total, buckets, waste.findings, wasted_tokens, unpriced, outcome)
+    return Ledger(total, buckets, waste.findings, wasted_tokens, unpriced, outcome, model_usd)
 
 
 def _retries(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste, done: set[str]) -> None:

@@ -91,25 +91,48 @@ class WasteReader:
         return first(self.client, sql, params) or {}
 
     def model_costs(self, f: TraceFilter) -> list[dict[str, Any]]:
-        """Per model: the cost of its billable calls in the range's traces, and in how many."""
+        """Per model: the cost of its billable calls in the range's traces, and in how many. From
+        the ledgers' sums per model; the calls themselves only of ledgers written without them."""
         where, params = self._range(f)
+        only, more = _model_entry(f)
+        sql = (
+            "SELECT model, sum(usd) AS total_usd, count() AS traces FROM ("
+            f"SELECT call_models, call_model_usd FROM trace_waste FINAL WHERE {where} AND models_recorded = 1) "
+            f"ARRAY JOIN call_models AS model, call_model_usd AS usd{only} GROUP BY model"
+        )
+        found = rows(self.client, sql, {**params, **more})
+        if not self._older_ledgers(f, "models_recorded"):
+            return found
         model, more = model_is(f)
         # co-sharded: spans and trace_waste, by trace_id
         sql = (
             "SELECT model, sum(ifNull(cost_usd, 0)) AS total_usd, uniqExact(trace_id) AS traces FROM spans FINAL "
-            f"WHERE project = {{project:String}} AND billable = 1{model} "
-            f"AND trace_id IN (SELECT trace_id FROM trace_waste FINAL WHERE {where}) GROUP BY model"
+            f"WHERE project = {{project:String}} AND billable = 1{model} AND trace_id IN "
+            f"(SELECT trace_id FROM trace_waste FINAL WHERE {where} AND models_recorded = 0) GROUP BY model"
         )
-        return rows(self.client, sql, {**params, **more})
+        return _summed(found, rows(self.client, sql, {**params, **more}), ("model",))
 
     def model_waste(self, f: TraceFilter) -> list[dict[str, Any]]:
-        """Per model and detector: wasted_usd, wasted_tokens and findings on its calls."""
-        where, params = self._current(f)
+        """Per model and detector: wasted_usd, wasted_tokens and findings on its calls. From the
+        ledgers' sums; the findings themselves only of ledgers written without them."""
+        where, params = self._range(f)
+        only, more = _model_entry(f)
+        sql = (
+            "SELECT model, detector, sum(usd) AS wasted_usd, sum(tokens) AS wasted_tokens, sum(n) AS findings "
+            "FROM (SELECT finding_models, finding_detectors, finding_counts, finding_usd, finding_tokens "
+            f"FROM trace_waste FINAL WHERE {where} AND models_recorded = 1) "
+            "ARRAY JOIN finding_models AS model, finding_detectors AS detector, finding_counts AS n, "
+            f"finding_usd AS usd, finding_tokens AS tokens{only} GROUP BY model, detector"
+        )
+        found = rows(self.client, sql, {**params, **more})
+        if not self._older_ledgers(f, "models_recorded"):
+            return found
+        where, params = self._current(f, "models_recorded = 0")
         sql = (
             "SELECT model, detector, sum(ifNull(wasted_usd, 0)) AS wasted_usd, sum(wasted_tokens) AS wasted_tokens, "
             f"count() AS findings FROM waste_findings WHERE {where} GROUP BY model, detector"
         )
-        return rows(self.client, sql, params)
+        return _summed(found, rows(self.client, sql, params), ("model", "detector"))
 
     def by_detector(self, f: TraceFilter) -> list[dict[str, Any]]:
         """Per detector: how often, how much, and the trace where it cost most (an example)."""
@@ -128,7 +151,8 @@ class WasteReader:
         found = {r["detector"]: {**r, "example_reason": ""} for r in rows(self.client, sql, params)}
         for r in _example_reasons(self.client, f.project, found.values()):
             found[r["detector"]]["example_reason"] = r["reason"]
-        for r in self._detectors_of_findings(f, "detectors_recorded = 0") if self._older_ledgers(f) else []:
+        older = self._older_ledgers(f, "detectors_recorded")
+        for r in self._detectors_of_findings(f, "detectors_recorded = 0") if older else []:
             mine = found.get(r["detector"])
             if mine is None:
                 found[r["detector"]] = r
@@ -154,10 +178,11 @@ class WasteReader:
         )
         return rows(self.client, sql, params)
 
-    def _older_ledgers(self, f: TraceFilter) -> bool:
-        """Whether any ledger of the range was written without its sums per detector."""
+    def _older_ledgers(self, f: TraceFilter, recorded: str) -> bool:
+        """Whether any ledger of the range was written without the sums its flag `recorded`
+        (`detectors_recorded`, `models_recorded`) says it holds."""
         where, params = self._range(f)
-        sql = f"SELECT count() AS n FROM trace_waste FINAL WHERE {where} AND detectors_recorded = 0"
+        sql = f"SELECT count() AS n FROM trace_waste FINAL WHERE {where} AND {recorded} = 0"
         return bool((first(self.client, sql, params) or {})["n"])
 
     def not_analyzed(self, f: TraceFilter) -> int:
@@ -248,6 +273,24 @@ _DETECTOR_COLUMNS = (
     "example_trace",
     "example_reason",
 )
+
+
+def _model_entry(f: TraceFilter) -> tuple[str, dict[str, Any]]:
+    """` WHERE model = the model filter` over a ledger's entries per model, or "" without one."""
+    return (" WHERE model = {model:String}", {"model": f.model}) if f.model else ("", {})
+
+
+def _summed(
+    rows: list[dict[str, Any]], more: list[dict[str, Any]], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Rows of the same sums over two sets of traces (no trace in both), added up by `keys`."""
+    found = {tuple(r[k] for k in keys): dict(r) for r in rows}
+    for r in more:
+        mine = found.setdefault(tuple(r[k] for k in keys), {**r, **{k: 0 for k in r if k not in keys}})
+        for k in r:
+            if k not in keys:
+                mine[k] += r[k]
+    return list(found.values())
 
 
 def _drop_top(row: dict[str, Any]) -> dict[str, Any]:

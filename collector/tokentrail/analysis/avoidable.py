@@ -108,7 +108,7 @@ def step_keys(
     return keys
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """A model call's input as the context rules see it."""
 

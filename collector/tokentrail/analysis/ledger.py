@@ -86,7 +86,7 @@ _TRUNCATED = frozenset(
 _RETRIED_STATUS = frozenset({"408", "409", "429"})
 
 
-@dataclass
+@dataclass(slots=True)
 class Finding:
     detector: str
     span_id: str

@@ -308,8 +308,9 @@ def judge(
     spans = _by_trace(pa.ipc.open_stream(spans_stream).read_all())
     traces = {trace_id: rows for trace_id, rows in spans.items() if trace_id in info}
     now = int(datetime.now(tz=UTC).timestamp() * 1000)
-    # a chunk asks for a few models' prices and windows over and over
-    unit_prices, windows = cache(prices.unit_prices), cache(prices.context_window)
+    # a chunk asks for a few models' windows over and over; their prices too, but for calls of
+    # all sizes (a price may depend on the input's size): few calls ask for one a second time
+    unit_prices, windows = prices.unit_prices, cache(prices.context_window)
     evidence = Evidence(stored)
     steps = _Steps(project, now)
     for trace_id, rows in traces.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import json.encoder
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -253,18 +254,22 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     """The table's rows as dicts, built column by column (converting a whole column at once is
     many times faster than row by row). A text column of few values (a model, a kind of step) is
     converted through its distinct values: its rows share one string object a value, made and
-    freed once rather than once a row."""
+    freed once rather than once a row. The column names, and those shared values, are the
+    interpreter's own copies of those strings (`sys.intern`): the rules look each row up by names
+    written in the code, and compare and index those values again and again, which the same
+    object answers at once where an equal one is compared character by character."""
     columns = []
     for column in table.columns:
         if pa.types.is_string(column.type) and len(column) > 1:
             encoded = column.combine_chunks().dictionary_encode()
             if len(encoded.dictionary) <= len(column) // 2:
-                values = encoded.dictionary.to_pylist()
+                values = list(map(sys.intern, encoded.dictionary.to_pylist()))
                 columns.append(list(map(values.__getitem__, encoded.indices.to_pylist())))
                 continue
         columns.append(column.to_pylist())
+    names = list(map(sys.intern, table.schema.names))
     # (the columns of a table are all as long: no need to check each row)
-    return list(map(dict, map(zip, repeat(table.schema.names), zip(*columns, strict=False))))
+    return list(map(dict, map(zip, repeat(names), zip(*columns, strict=False))))
 
 
 def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:

@@ -66,3 +66,11 @@ def test_a_span_read_twice_counts_once_as_its_newest_copy() -> None:
     assert [s["span_id"] for s in grouped["a"]] == ["s0", "s1"]
     assert grouped["a"][0]["input_tokens"] == 999
     assert [s["span_id"] for s in grouped["b"]] == ["s2"]
+
+
+def test_a_missing_text_value_stays_missing_among_repeated_ones() -> None:
+    """A text column of few values with a gap (a nullable column) still reads None there."""
+    rows = _span_rows(["a", "a", "a", "b"])
+    rows[1]["model"] = None
+    grouped = _by_trace(pa.Table.from_pylist(rows))
+    assert [s["model"] for s in grouped["a"]] == [r["model"] for r in rows[:3]]

@@ -260,7 +260,7 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     object answers at once where an equal one is compared character by character."""
     columns = []
     for column in table.columns:
-        if pa.types.is_string(column.type) and len(column) > 1:
+        if pa.types.is_string(column.type) and len(column) > 1 and not column.null_count:
             encoded = column.combine_chunks().dictionary_encode()
             if len(encoded.dictionary) <= len(column) // 2:
                 values = list(map(sys.intern, encoded.dictionary.to_pylist()))
@@ -283,7 +283,7 @@ def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
     if not len(span_ids):
         return {}
     trace_ids = table.column("trace_id").combine_chunks()
-    rows = _rows(table.drop_columns(["trace_id", "ingested_at"]))
+    rows = _rows(table.drop_columns([c for c in ("trace_id", "ingested_at") if c in table.schema.names]))
     changes = pc.indices_nonzero(pc.not_equal(trace_ids[1:], trace_ids[:-1])).to_pylist()
     starts = [0, *(i + 1 for i in changes)]
     spans: dict[str, list[dict[str, Any]]] = {}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokentrail.analysis.judge import _compact
+from tokentrail.analysis.judge import _by_trace, _compact
 
 _VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -22,3 +23,54 @@ def test_evidence_is_written_as_json_dumps_writes_it(evidence: dict[str, Any]) -
     """The evidence column holds each finding's numbers as compact JSON, non-ASCII text as is:
     byte for byte what `json.dumps` makes of them, which the pages and exports read back."""
     assert _compact(evidence) == json.dumps(evidence, separators=(",", ":"), ensure_ascii=False)
+
+
+def _span_rows(order: list[str]) -> list[dict[str, Any]]:
+    """A span row a trace id of `order`, in that order: its kind and model repeat across rows
+    (as a chunk's do), its span id does not."""
+    return [
+        {
+            "trace_id": trace_id,
+            "span_id": f"s{i}",
+            "step_kind": ("llm", "tool")[i % 2],
+            "model": ("gpt-4o", "", "claude-sonnet-4-5")[i % 3],
+            "input_tokens": 100 * i,
+            "ingested_at": 1000 + i,
+        }
+        for i, trace_id in enumerate(order)
+    ]
+
+
+def test_a_chunks_spans_are_grouped_by_trace_in_their_order_whatever_order_the_rows_come_in() -> None:
+    """Each trace gets its own spans, in the order they were read, with what the rules read of
+    them; a trace whose rows are not all together still gets all of them."""
+    order = ["b", "b", "a", "a", "a", "c", "b", "c", "c", "a"]
+    rows = _span_rows(order)
+    grouped = _by_trace(pa.Table.from_pylist(rows))
+    assert list(grouped) == list(dict.fromkeys(order))
+    for trace_id, spans in grouped.items():
+        mine = [r for r in rows if r["trace_id"] == trace_id]
+        assert [s["span_id"] for s in spans] == [r["span_id"] for r in mine]
+        for span, row in zip(spans, mine, strict=True):
+            assert {k: span[k] for k in ("step_kind", "model", "input_tokens")} == {
+                k: row[k] for k in ("step_kind", "model", "input_tokens")
+            }
+
+
+def test_a_span_read_twice_counts_once_as_its_newest_copy() -> None:
+    """A span rewritten (a summary, a reprice) has two rows until the table merges them: the one
+    written last stands, in the place the span was first read."""
+    rows = _span_rows(["a", "a", "b"])
+    again = {**rows[0], "input_tokens": 999, "ingested_at": rows[0]["ingested_at"] + 5}
+    grouped = _by_trace(pa.Table.from_pylist([*rows, again]))
+    assert [s["span_id"] for s in grouped["a"]] == ["s0", "s1"]
+    assert grouped["a"][0]["input_tokens"] == 999
+    assert [s["span_id"] for s in grouped["b"]] == ["s2"]
+
+
+def test_a_missing_text_value_stays_missing_among_repeated_ones() -> None:
+    """A text column of few values with a gap (a nullable column) still reads None there."""
+    rows = _span_rows(["a", "a", "a", "b"])
+    rows[1]["model"] = None
+    grouped = _by_trace(pa.Table.from_pylist(rows))
+    assert [s["model"] for s in grouped["a"]] == [r["model"] for r in rows[:3]]

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokentrail.analysis.calls import Call, Thresholds, asked_model, per_mtok, usd_formula
+from tokentrail.analysis.calls import Call, Thresholds, per_mtok, usd_formula
 
 __all__ = [
     "NORMAL_FINISH",
@@ -108,7 +108,7 @@ def step_keys(
     return keys
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """A model call's input as the context rules see it."""
 
@@ -205,15 +205,14 @@ def apply(
         # 6. cache miss
         missed = c.carried - excess_fresh
         observable = span.get("cache_reported", True) or cache_seen
-        origin = c.before.span if c.before is not None else None
         if (
-            (origin is not None or c.across is not None)
+            (c.before is not None or c.across is not None)
             and observable
             and missed >= t.cache_min_tokens
             and unit is not None
             and unit[1] < unit[0]
         ):
-            _cache_miss(call, origin, c.across, missed, unit, priced, t, waste)
+            _cache_miss(call, c.before, c.across, missed, unit, priced, t, waste)
         # 7. oversized model
         if short and priced and evidence is not None:
             step = keys.get(span["span_id"], "")
@@ -317,7 +316,7 @@ def _context_bloat(
 
 def _cache_miss(
     call: Call,
-    origin: dict[str, Any] | None,
+    before: Call | None,
     across: Previous | None,
     missed: int,
     unit: tuple[float, float, float],
@@ -326,9 +325,10 @@ def _cache_miss(
     waste: Waste,
 ) -> None:
     span = call.span
-    if origin is not None:
+    if before is not None:
+        origin = before.span
         prev_model, prev_end, prev_id = (
-            asked_model(origin),
+            before.model,
             origin["start_ns"] + origin["duration_ns"],
             origin["span_id"],
         )
@@ -338,7 +338,7 @@ def _cache_miss(
         prev_model, prev_end, prev_id = across.model, across.end_ns, across.span_id
         where = f"the conversation's previous task (trace {across.trace_id[:12]}…)"
     gap = (span["start_ns"] - prev_end) / 1e9
-    model = asked_model(span)
+    model = call.model
     if prev_model != model:
         why, rule = f"the model changed from {prev_model}", "cache_miss.model_changed"
     elif gap > t.cache_ttl_seconds:

@@ -20,7 +20,7 @@ def asked_model(span: Mapping[str, Any]) -> str:
     return str(span.get("request_model") or span["model"])
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """A model call of the trace, and how much of its cost no rule has charged yet."""
 

@@ -8,15 +8,18 @@ from __future__ import annotations
 import gc
 import json
 import json.encoder
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tokentrail.analysis.ledger import (
     BUCKETS,
@@ -255,20 +258,50 @@ def newest_copies(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return spans
 
 
-def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
-    """`newest_copies` of a table's rows. The rows are built column by column (converting a whole
-    column at once is many times faster than row by row), and grouped by trace directly when no
-    span id comes twice, the usual case (else a span may have a second copy)."""
-    names = table.schema.names
-    columns = [column.to_pylist() for column in table.columns]
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The table's rows as dicts, built column by column (converting a whole column at once is
+    many times faster than row by row). A text column of few values (a model, a kind of step) is
+    converted through its distinct values: its rows share one string object a value, made and
+    freed once rather than once a row. The column names, and those shared values, are the
+    interpreter's own copies of those strings (`sys.intern`): the rules look each row up by names
+    written in the code, and compare and index those values again and again, which the same
+    object answers at once where an equal one is compared character by character."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_string(column.type) and len(column) > 1 and not column.null_count:
+            encoded = column.combine_chunks().dictionary_encode()
+            if len(encoded.dictionary) <= len(column) // 2:
+                values = list(map(sys.intern, encoded.dictionary.to_pylist()))
+                columns.append(list(map(values.__getitem__, encoded.indices.to_pylist())))
+                continue
+        columns.append(column.to_pylist())
+    names = list(map(sys.intern, table.schema.names))
     # (the columns of a table are all as long: no need to check each row)
-    rows = [dict(zip(names, values, strict=False)) for values in zip(*columns, strict=False)]
-    trace_ids, span_ids = columns[names.index("trace_id")], columns[names.index("span_id")]
-    if len(set(span_ids)) < len(span_ids):
-        return newest_copies(rows)
-    spans: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for trace_id, row in zip(trace_ids, rows, strict=True):
-        spans[trace_id].append(row)
+    return list(map(dict, map(zip, repeat(names), zip(*columns, strict=False))))
+
+
+def _by_trace(table: pa.Table) -> dict[str, list[dict[str, Any]]]:
+    """`newest_copies` of a table's rows. When no span id comes twice, the usual case (else a span
+    may have a second copy), the rows hold only what the rules read (not the trace id, nor when
+    the row was written), and each run of rows of one trace (the query orders them by trace) is
+    cut out of the list in one piece."""
+    span_ids = table.column("span_id")
+    if pc.count_distinct(span_ids).as_py() < len(span_ids):
+        return newest_copies(_rows(table))
+    if not len(span_ids):
+        return {}
+    trace_ids = table.column("trace_id").combine_chunks()
+    rows = _rows(table.drop_columns([c for c in ("trace_id", "ingested_at") if c in table.schema.names]))
+    changes = pc.indices_nonzero(pc.not_equal(trace_ids[1:], trace_ids[:-1])).to_pylist()
+    starts = [0, *(i + 1 for i in changes)]
+    spans: dict[str, list[dict[str, Any]]] = {}
+    for trace_id, start, end in zip(
+        trace_ids.take(starts).to_pylist(), starts, [*starts[1:], len(rows)], strict=True
+    ):
+        if trace_id in spans:  # rows not in trace order: the runs of a trace, one after the other
+            spans[trace_id].extend(rows[start:end])
+        else:
+            spans[trace_id] = rows[start:end]
     return spans
 
 
@@ -288,8 +321,9 @@ def judge(
     spans = _by_trace(pa.ipc.open_stream(spans_stream).read_all())
     traces = {trace_id: rows for trace_id, rows in spans.items() if trace_id in info}
     now = int(datetime.now(tz=UTC).timestamp() * 1000)
-    # a chunk asks for a few models' prices and windows over and over
-    unit_prices, windows = cache(prices.unit_prices), cache(prices.context_window)
+    # a chunk asks for a few models' windows over and over; their prices too, but for calls of
+    # all sizes (a price may depend on the input's size): few calls ask for one a second time
+    unit_prices, windows = prices.unit_prices, cache(prices.context_window)
     evidence = Evidence(stored)
     steps = _Steps(project, now)
     for trace_id, rows in traces.items():

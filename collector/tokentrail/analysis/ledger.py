@@ -86,7 +86,7 @@ _TRUNCATED = frozenset(
 _RETRIED_STATUS = frozenset({"408", "409", "429"})
 
 
-@dataclass
+@dataclass(slots=True)
 class Finding:
     detector: str
     span_id: str
@@ -413,13 +413,17 @@ def _failed_calls_tried_again(calls: list[Call], waste: Waste, done: set[str]) -
 
 
 def _http_attempts(calls: list[Call], spans: Sequence[dict[str, Any]], waste: Waste) -> None:
-    """(b) Attempts an HTTP client made inside one model call."""
+    """(b) Attempts an HTTP client made inside one model call. (Most traces have no attempt
+    spans: the model calls are indexed only when some span may be one.)"""
+    maybe = [s for s in spans if s["step_subkind"] == "http" or s["step_kind"] == "retry"]
+    if not maybe:
+        return
     attempts: dict[str, list[dict[str, Any]]] = defaultdict(list)
     call_of = {c.span["span_id"]: c for c in calls}
     parents = {s["span_id"]: s for s in spans if s["step_kind"] in ("llm", "embedding")}
-    for span in spans:
+    for span in maybe:
         owner = span["parent_span_id"]
-        if owner in parents and (span["step_subkind"] == "http" or span["step_kind"] == "retry"):
+        if owner in parents:
             attempts[owner].append(span)
     for owner, tries in attempts.items():
         found = call_of.get(owner) or next((c for c in calls if c.span["parent_span_id"] == owner), None)

@@ -132,6 +132,25 @@ def test_a_trace_with_more_findings_than_its_page_lists(web, store):
     assert sorted(x["evidence"]["input_tokens"] for x in api) == [100 + 10 * i for i in range(calls)]
 
 
+def test_findings_of_equal_cost_at_the_cut_are_listed_in_timeline_order(web, store):
+    """Past 50 findings, those that cost as much as the last listed one are listed in the order
+    of their spans on the timeline: the 20 costly calls that came last, then the first 30 of 40
+    calls of equal cost."""
+    rec = Recorder()
+    with agent(rec, "refunds", outcome=False):  # a failed task: each call's whole cost is waste
+        for i in range(40):
+            call(rec, f"c{i}", "gpt-4o", 1000, 10)  # all cost the same
+        for i in range(40, 60):
+            call(rec, f"c{i}", "gpt-4o", 2000 + 10 * i, 10)  # each costs more than the one before
+    rec.store(store.client)
+    analyze_range(store.client, "default", 0, 2**62, prices())
+    (trace,) = web.get("/traces.json").json()["traces"]
+    page = _soup(web.get(f"/trace/{trace['trace_id']}"))
+    listed = [f.select_one("a.span-link").get_text() for f in page.select(".waste-panel .finding")]
+    expected = [*range(59, 39, -1), *range(30)]
+    assert listed == [f"chat gpt-4o [c{i}]" for i in expected]
+
+
 def test_list_filters_and_sorts_by_waste(web, store):
     wasted = _seed(store)
     with_waste = web.get("/traces.json", params={"has_waste": "1", "sort": "waste"}).json()["traces"]

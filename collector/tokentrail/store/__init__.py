@@ -7,7 +7,8 @@ between collector and web; neither imports the other, both import this package.
 A bound list of ids is always read as a subquery, `trace_id IN (SELECT arrayJoin({ids:Array(String)}))`:
 written as `IN {ids:Array(String)}`, a list of more than about 26,000 ids turns a query over a
 MergeTree table from a fifth of a second into minutes. tests/store/test_bound_lists.py
-holds every query to the form.
+holds every query to the form. Where the subquery's set would not narrow the granules read (span
+ids within given traces), the list is tested with `has({ids:Array(String)}, span_id)` instead.
 """
 
 from __future__ import annotations

@@ -53,9 +53,13 @@ WHERE project = {project:String} AND trace_id = {trace_id:String} AND span_id = 
 LIMIT 1
 """
 
+# The span ids are tested with has(): the set of a subquery (IN (SELECT arrayJoin(...))) does not
+# narrow the granules read, so every span of the traces had its messages read and dropped (50 calls
+# of a 1,000-span trace: ~23 ms against ~12; of a 10,000-span one ~33 against ~21). has() narrows
+# them as a bound list would, and stays fast with 40,000 ids (a count: 167 ms against 137).
 _MESSAGES = """
 SELECT trace_id, span_id, parent_span_id, input_messages FROM spans
-WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))
+WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND has({span_ids:Array(String)}, span_id)
 """
 
 

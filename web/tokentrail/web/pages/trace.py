@@ -12,6 +12,7 @@ span's columns by key, and the cycle collector waits while the page is built (`_
 from __future__ import annotations
 
 import gc
+import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -110,31 +111,41 @@ def _in_timeline_order(found: list[dict[str, Any]], spans: list[dict[str, Any]])
     return found
 
 
-def _costliest(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The findings a page lists: all of them, or the costliest (the JSON twin lists every one)."""
+def _costliest(found: list[dict[str, Any]], spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings a page lists: all of them, or the costliest, those of equal cost in timeline
+    order (the JSON twin lists every one). Only the findings that cost at least the last listed
+    one are put in timeline order: a large trace has thousands."""
     if len(found) <= MAX_FINDINGS_SHOWN:
         return found
-    return sorted(found, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
+    least = heapq.nlargest(MAX_FINDINGS_SHOWN, (x["wasted_usd"] or 0.0 for x in found))[-1]
+    dearest = _in_timeline_order([x for x in found if (x["wasted_usd"] or 0.0) >= least], spans)
+    return sorted(dearest, key=lambda x: -(x["wasted_usd"] or 0.0))[:MAX_FINDINGS_SHOWN]
 
 
 def _page_findings(
     client: Client, project: str, trace_id: str, spans: list[dict[str, Any]], expected: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(every finding in timeline order, the ones the page lists in full). With more findings
-    than a page lists, every one is read as a badge (span, detector, reason, dollars) and only the
-    listed ones in full: a large trace has thousands, and their evidence is most of what they
+    """(every finding, the ones the page lists in full). With more findings than a page lists,
+    every one is read as a badge (span, detector, reason, dollars), by detector and span, and only
+    the listed ones in full: a large trace has thousands, and their evidence is most of what they
     weigh. `expected`: how many the ledger says there are."""
     reader = waste.reader(client)
     if expected <= MAX_FINDINGS_SHOWN:
         found = _in_timeline_order(reader.trace_findings(project, trace_id), spans)
-        return found, waste.findings(client, project, _costliest(found))
-    found = _in_timeline_order(reader.trace_marks(project, trace_id), spans)
-    picked = _costliest(found)
+        return found, waste.findings(client, project, _costliest(found, spans))
+    found = reader.trace_marks(project, trace_id)
+    picked = _costliest(found, spans)
     stored = reader.trace_findings(project, trace_id, sorted({x["span_id"] for x in picked}))
     by_key = {(x["detector"], x["span_id"]): x for x in stored}
     # a finding missing here was replaced by a newer analysis between the two reads
     shown = [by_key[key] for x in picked if (key := (x["detector"], x["span_id"])) in by_key]
     return found, waste.findings(client, project, shown)
+
+
+def _names(spans: list[dict[str, Any]], shown: list[dict[str, Any]]) -> dict[str, str]:
+    """span id -> name of the spans the listed findings charge or point to."""
+    wanted = {x["span_id"] for x in shown} | {r for x in shown for r in x["related"]}
+    return {s["span_id"]: s["name"] for s in spans if s["span_id"] in wanted}
 
 
 def trace_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
@@ -148,7 +159,7 @@ def trace_view(client: Client, project: str, trace_id: str) -> dict[str, Any]:
         "findings_shown": shown,
         "findings": found,
         "marks": _marks(found),
-        "names": {s["span_id"]: s["name"] for s in spans},
+        "names": _names(spans, shown),
         "labels": waste.LABELS,
         "page_rows": PAGE_ROWS,
         "chart": chart,

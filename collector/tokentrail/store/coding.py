@@ -81,7 +81,7 @@ WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Ar
 
 _STALE_SPANS = (
     "project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))"
-    " AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))"
+    " AND has({span_ids:Array(String)}, span_id)"
 )
 _OF_TRACES = "project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))"
 

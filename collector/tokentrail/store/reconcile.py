@@ -82,7 +82,7 @@ FROM (
     -- a subquery, because the REPLACE alias would shadow `billable` in this WHERE
     SELECT * FROM spans FINAL
     PREWHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)}))
-      AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))
+      AND has({span_ids:Array(String)}, span_id)
     WHERE billable = 1
 )
 """

@@ -40,7 +40,7 @@ SELECT * REPLACE (
     now64(3) AS ingested_at)
 FROM (
     SELECT * FROM spans FINAL
-    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND span_id IN (SELECT arrayJoin({ids:Array(String)}))
+    WHERE project = {project:String} AND trace_id IN (SELECT arrayJoin({trace_ids:Array(String)})) AND has({ids:Array(String)}, span_id)
 )
 """
 

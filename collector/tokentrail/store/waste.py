@@ -247,7 +247,7 @@ class WasteReader:
         only = ""
         if span_ids is not None:
             only, params["span_ids"] = (
-                " AND span_id IN (SELECT arrayJoin({span_ids:Array(String)}))",
+                " AND has({span_ids:Array(String)}, span_id)",
                 list(span_ids),
             )
         sql = f"SELECT {_FINDING} FROM waste_findings WHERE {_OF_TRACE}{only} ORDER BY detector, span_id"

@@ -443,20 +443,27 @@ def _ledger_columns(ledger: Ledger) -> dict[str, Any]:
     }
 
 
-def _per_detector(findings: list[Finding]) -> dict[str, Any]:
-    """The findings summed per detector, in the order the detectors first found something: the
-    ledger's `detector_*` columns (a finding of unknown price counts $0, as the report counts it)."""
-    sums: dict[str, list[Any]] = {}  # detector -> [findings, usd, tokens, top usd]
+def _sums(findings: list[Finding], key: Callable[[Finding], Any]) -> dict[Any, list[Any]]:
+    """The findings summed per `key`, in the order the keys first come: [findings, usd, tokens,
+    top usd] (a finding of unknown price counts $0, as the report counts it)."""
+    sums: dict[Any, list[Any]] = {}
     for f in findings:
-        dollars = f.wasted_usd or 0.0
-        found = sums.get(f.detector)
+        dollars, k = f.wasted_usd or 0.0, key(f)
+        found = sums.get(k)
         if found is None:
-            sums[f.detector] = [1, dollars, f.wasted_tokens, dollars]
+            sums[k] = [1, dollars, f.wasted_tokens, dollars]
         else:
             found[0] += 1
             found[1] += dollars
             found[2] += f.wasted_tokens
             found[3] = max(found[3], dollars)
+    return sums
+
+
+def _per_detector(findings: list[Finding]) -> dict[str, Any]:
+    """The findings summed per detector, in the order the detectors first found something: the
+    ledger's `detector_*` columns."""
+    sums = _sums(findings, attrgetter("detector"))
     return {
         "detectors": list(sums),
         "detector_findings": [s[0] for s in sums.values()],
@@ -470,15 +477,7 @@ def _per_detector(findings: list[Finding]) -> dict[str, Any]:
 def _per_model(ledger: Ledger) -> dict[str, Any]:
     """The ledger's cost per model, and its findings summed per model and detector: the ledger's
     `call_*`, `finding_*` columns."""
-    sums: dict[tuple[str, str], list[Any]] = {}  # (model, detector) -> [findings, usd, tokens]
-    for f in ledger.findings:
-        found = sums.get((f.model, f.detector))
-        if found is None:
-            sums[(f.model, f.detector)] = [1, f.wasted_usd or 0.0, f.wasted_tokens]
-        else:
-            found[0] += 1
-            found[1] += f.wasted_usd or 0.0
-            found[2] += f.wasted_tokens
+    sums = _sums(ledger.findings, attrgetter("model", "detector"))
     return {
         "call_models": list(ledger.model_usd),
         "call_model_usd": list(ledger.model_usd.values()),

@@ -59,9 +59,11 @@ def traces_with_waste(narrow: str = "") -> str:
     """`traces` joined with each trace's waste from its latest analysis (`analyzed` is 0 for a
     trace not analysed yet). `narrow`, a test of `trace_id`, keeps the ledgers read to the traces
     the caller selects: the ledgers of every trace make a large join."""
-    # co-sharded: trace_waste joined to traces by trace_id
+    # co-sharded: trace_waste joined to traces by trace_id. A trace has one ledger at the most
+    # (FINAL, one project), so ANY gives the rows ALL would, and a merge moves on at a trace's
+    # first match: about 0.6 of the time at 500,000 traces.
     return (
-        "traces FINAL LEFT JOIN (SELECT trace_id, total_usd - productive_usd AS wasted_usd, 1 AS analyzed "
+        "traces FINAL ANY LEFT JOIN (SELECT trace_id, total_usd - productive_usd AS wasted_usd, 1 AS analyzed "
         "FROM trace_waste FINAL WHERE project = {project:String}"
         + (f" AND {narrow}" if narrow else "")
         + ") AS w USING (trace_id)"
@@ -71,8 +73,10 @@ def traces_with_waste(narrow: str = "") -> str:
 #: traces with each one's waste (`traces_with_waste`)
 TRACES_WITH_WASTE = traces_with_waste()
 #: how a statement joins every trace with its ledger: by merging the two, which are sorted alike
-#: (by trace id), rather than by a hash table of every ledger; about half the time at 500,000 traces
-SORTED_JOIN = " SETTINGS join_algorithm = 'full_sorting_merge'"
+#: (by trace id), rather than by a hash table of every ledger; about half the time at 500,000
+#: traces. A hash table where the engine makes the join one the merge does not do: with a filter
+#: on the ledger's side (has waste) or none of the traces' rows possible, ANY LEFT becomes a semi join.
+SORTED_JOIN = " SETTINGS join_algorithm = 'full_sorting_merge,hash'"
 
 # filter field -> its test on a `traces` row
 _TESTS = {

@@ -191,7 +191,7 @@ class WasteReader:
         clauses, _ = window(f)
         # co-sharded: traces and trace_waste, by trace_id
         sql = (
-            "SELECT countIf(analyzed = 0) AS n FROM (SELECT analyzed FROM traces FINAL LEFT JOIN "
+            "SELECT countIf(analyzed = 0) AS n FROM (SELECT analyzed FROM traces FINAL ANY LEFT JOIN "
             f"(SELECT trace_id, 1 AS analyzed FROM trace_waste FINAL WHERE {' AND '.join(clauses)}) AS w "
             f"USING (trace_id) WHERE {where}){SORTED_JOIN}"
         )

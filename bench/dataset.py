@@ -20,6 +20,9 @@ How it is made:
    analysed: what the analysis finds in a trace depends only on the trace and its conversation,
    and each copy's conversations are its own. Span ids are unchanged (they are unique per trace).
 
+`python -m bench.dataset --resummarize` writes a kept dataset's trace summaries again from its
+spans after the summary gained columns; `--reanalyse` analyses it again after the ledger did.
+
 A 10M-span dataset is therefore ten weeks of the same week of traffic, shifted: realistic in its
 rows, their sizes and the spread of values, not in week-to-week variety.
 """
@@ -44,8 +47,9 @@ from tokentrail.collector.writer import load
 from tokentrail.pricing import PriceBook
 from tokentrail.server.settings import Settings, from_env
 from tokentrail.store import Store, connect, migrate
+from tokentrail.store.reconcile import summarize
 
-__all__ = ["BASE_SPANS", "Dataset", "ensure_spans", "one_trace", "open_dataset", "reanalyse"]
+__all__ = ["BASE_SPANS", "Dataset", "ensure_spans", "one_trace", "open_dataset", "reanalyse", "resummarize"]
 
 #: spans loaded through the write path; more are copies of these
 BASE_SPANS = 1_000_000
@@ -173,6 +177,21 @@ def reanalyse(dataset: Dataset, copies: int) -> None:
     store.client.command("OPTIMIZE TABLE trace_waste FINAL")
 
 
+def resummarize(dataset: Dataset) -> None:
+    """Write every trace's summary again from its spans, as the collector writes it now: what a
+    dataset holds after the summary changed what it writes (`traces` gained columns)."""
+    store = dataset.store
+    ids = [r[0] for r in store.client.query("SELECT DISTINCT trace_id FROM traces").result_rows]
+    start = time.perf_counter()
+    for i in range(0, len(ids), 50_000):
+        summarize(store.client, _PROJECT, ids[i : i + 50_000])
+        print(
+            f"  summaries: {min(i + 50_000, len(ids)):,} of {len(ids):,}, {time.perf_counter() - start:.0f}s",
+            flush=True,
+        )
+    store.client.command("OPTIMIZE TABLE traces FINAL")
+
+
 _LEDGER_TABLES = ("trace_waste", "waste_findings", "model_steps")
 # table -> (columns to replace in a copy, whether to read the newest row per trace only)
 _COPIED = {
@@ -239,8 +258,13 @@ def main() -> None:
     parser.add_argument(
         "--reanalyse", action="store_true", help="analyse the dataset again and copy its new ledgers"
     )
+    parser.add_argument(
+        "--resummarize", action="store_true", help="write every trace's summary again from its spans"
+    )
     args = parser.parse_args()
     data = open_dataset(args.spans)
+    if args.resummarize:
+        resummarize(data)
     if args.reanalyse:
         reanalyse(data, data.copies)
     print(f"{data.path}: {data.spans:,} spans, {data.traces:,} traces")

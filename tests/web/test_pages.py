@@ -85,6 +85,52 @@ def test_filters_narrow_the_list(web, store, rec: Recorder):
     assert agents == ["billing", "triage"]
 
 
+def test_the_span_name_search_finds_any_span_whatever_wrote_the_summary(web, store, rec: Recorder):
+    """The search tests the names kept on each trace's summary. A summary written before they were
+    kept, or of a trace with more distinct span names than it keeps, has its spans' names read."""
+    kept = support_run(rec, agent="billing")
+    old = support_run(rec, agent="triage")
+    with rec.agent_run("crawler", "c-many", "u-1"):
+        for i in range(250):  # more distinct names than a summary keeps
+            with rec.span(f"fetch page-{i:03d}", 1):
+                pass
+    rec.store(store.client)
+    client = store.client
+    many = client.query("SELECT trace_id FROM traces FINAL WHERE agent_name = 'crawler'").result_rows[0][0]
+    kept_names = client.query(
+        "SELECT span_names, names_recorded FROM traces FINAL WHERE trace_id = {t:String}",
+        parameters={"t": kept},
+    ).result_rows[0]
+    assert "execute_tool lookup_order" in kept_names[0] and kept_names[1] == 1
+    assert client.query(
+        "SELECT length(span_names), names_recorded FROM traces FINAL WHERE trace_id = {t:String}",
+        parameters={"t": many},
+    ).result_rows == [(0, 0)]
+    # a summary as written before names were kept
+    client.command(
+        "INSERT INTO traces SELECT * REPLACE ([] AS span_names, 0 AS names_recorded, now64(3) + 1 AS updated_at) "
+        "FROM traces FINAL WHERE trace_id = {t:String}",
+        parameters={"t": old},
+    )
+    assert client.query(
+        "SELECT names_recorded FROM traces FINAL WHERE trace_id = {t:String}", parameters={"t": old}
+    ).result_rows == [(0,)]
+
+    def found(q: str, **params: str) -> set[str]:
+        page = web.get("/traces.json", params={"q": q, **params}).json()
+        ids = {t["trace_id"] for t in page["traces"]}
+        assert page["totals"]["traces"] == len(ids)
+        return ids
+
+    assert found("LOOKUP_order") == {kept, old}
+    assert found("lookup", agent="triage") == {old}
+    assert found("page-249") == {many} and found("PAGE-0") == {many}
+    assert found("invoke_agent") == {kept, old, many}
+    assert found("no such span") == set()
+    # the search narrows the waste report's traces the same way
+    assert web.get("/waste.json", params={"q": "fetch page", "range": "all"}).status_code == 200
+
+
 def test_bad_parameters_get_a_clear_400(web):
     for params, message in [
         ({"range": "3w"}, "range must be one of 1h, 6h, 24h, 7d, 30d, 90d, all"),

@@ -178,11 +178,18 @@ def trace_where(f: TraceFilter, *, waste_joined: bool = False) -> tuple[str, dic
     if f.has_waste:
         clauses.append("wasted_usd > 0" if waste_joined else _HAS_WASTE)
     if f.q:
-        # span-name text over the spans of the same window (co-sharded: traces and spans by trace_id)
+        # span-name text: in the names kept on the trace's summary, or, where it has none kept
+        # (written before they were, or more distinct names than it keeps), in its spans' names.
+        # Those traces are picked from every summary row without names, not the newest only: a
+        # few more traces at the most, read without merging (co-sharded: traces and spans by
+        # trace_id).
         clauses.append(
-            "trace_id IN (SELECT trace_id FROM spans WHERE project = {project:String}"
+            "(arrayExists(n -> positionCaseInsensitiveUTF8(n, {q:String}) > 0, span_names) OR names_recorded = 0"
+            " AND trace_id IN (SELECT trace_id FROM spans WHERE project = {project:String}"
             + since(f, "start_time")
-            + " AND positionCaseInsensitiveUTF8(name, {q:String}) > 0)"
+            + " AND trace_id IN (SELECT trace_id FROM traces WHERE project = {project:String}"
+            + since(f, "start_time")
+            + " AND names_recorded = 0) AND positionCaseInsensitiveUTF8(name, {q:String}) > 0))"
         )
         params["q"] = f.q
     return " AND ".join(clauses), params

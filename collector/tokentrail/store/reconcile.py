@@ -92,7 +92,7 @@ INSERT INTO traces (project, trace_id, start_time, end_time, duration_ns, root_s
     service_name, services, agent_name, agents, models, span_count, llm_calls, tool_calls,
     error_count, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
     reasoning_tokens, cost_usd, unpriced_calls, conversation_id, user_id, status, task_id, task_type,
-    coding_agent, team, repository)
+    coding_agent, team, repository, span_names, names_recorded)
 SELECT
     project,
     trace_id,
@@ -129,7 +129,10 @@ SELECT
        argMinIf(attributes['tokentrail.task.type'], start_time, attributes['tokentrail.task.type'] != '')),
     anyIf(convention, convention IN ('claude_code', 'codex', 'gemini_cli')),
     anyIf(team_of, team_of != ''),
-    anyIf(repository_of, repository_of != '')
+    anyIf(repository_of, repository_of != ''),
+    -- the span-name search's: up to 200 distinct names, else none (and the search reads the spans)
+    if(length(groupUniqArray(201)(name) AS names) <= 200, arraySort(names), []),
+    toUInt8(length(names) <= 200)
 FROM (
     SELECT *, model, if(attributes[{task_attribute:String}] != '', attributes[{task_attribute:String}],
                         resource_attributes[{task_attribute:String}]) AS named,

@@ -101,3 +101,34 @@ def test_reopen_after_close(settings):
     assert st.client.query("SELECT count() FROM spans").result_rows == [(0,)]
     st.client.command(f"DROP DATABASE {settings.database}")
     st.close()
+
+
+def test_a_join_the_merge_cannot_do_runs_with_a_hash_table_and_other_errors_are_raised(store):
+    """`joined` merges traces with their ledgers; where the engine makes the join a semi join (a
+    filter on the ledger's side), the merge refuses it and the statement runs with a hash table."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    from tokentrail.store._rows import joined, rows
+    from tokentrail.store.filters import TRACES_WITH_WASTE
+
+    client = store.client
+    client.command(
+        "INSERT INTO traces (project, trace_id, start_time, span_count) VALUES "
+        "('default', 'a', now64(9), 1), ('default', 'b', now64(9), 2)"
+    )
+    client.command(
+        "INSERT INTO trace_waste (project, trace_id, start_time, total_usd, productive_usd) VALUES "
+        "('default', 'b', now64(9), 3, 1)"
+    )
+    sql = f"SELECT trace_id, wasted_usd FROM {TRACES_WITH_WASTE} WHERE wasted_usd > 0"
+    params = {"project": "default"}
+    with pytest.raises(DatabaseError, match="NOT_IMPLEMENTED"):
+        rows(client, sql + " SETTINGS join_algorithm = 'full_sorting_merge'", params)
+    assert joined(client, sql, params) == [{"trace_id": "b", "wasted_usd": 2.0}]
+    everything = f"SELECT trace_id, analyzed FROM {TRACES_WITH_WASTE} ORDER BY trace_id"
+    assert joined(client, everything, params) == [
+        {"trace_id": "a", "analyzed": 0},
+        {"trace_id": "b", "analyzed": 1},
+    ]
+    with pytest.raises(DatabaseError, match="no_such_column"):
+        joined(client, f"SELECT no_such_column FROM {TRACES_WITH_WASTE}", params)

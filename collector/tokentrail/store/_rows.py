@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import DatabaseError
+
 from tokentrail.store.connection import Client
 
-__all__ = ["Client", "Row", "first", "rows"]
+__all__ = ["Client", "Row", "first", "joined", "rows"]
 
 Row = dict[str, Any]
 
@@ -25,3 +27,17 @@ def first(client: Client, sql: str, params: dict[str, Any] | None = None) -> Row
     """The statement's first row, or None when it has none."""
     found: Row | None = client.query(sql, parameters=params or {}).first_item
     return found
+
+
+def joined(client: Client, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
+    """The rows of a statement that joins every trace with its ledger: by merging the two, which
+    are sorted alike (by trace id), rather than by a hash table of every ledger (about half the
+    time at 500,000 traces). The engine makes some joins a kind the merge does not do (ANY LEFT
+    with a filter on the ledger's side, or one no trace can pass, becomes a semi join): those run
+    again with a hash table. `sql` has no SETTINGS of its own."""
+    try:
+        return rows(client, sql + " SETTINGS join_algorithm = 'full_sorting_merge'", params)
+    except DatabaseError as e:
+        if "NOT_IMPLEMENTED" not in str(e) or "join_algorithm" not in str(e):
+            raise
+    return rows(client, sql + " SETTINGS join_algorithm = 'hash'", params)

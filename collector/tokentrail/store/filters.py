@@ -31,7 +31,6 @@ __all__ = [
     "INTEGER_SORTS",
     "MAX_NS",
     "MIN_NS",
-    "SORTED_JOIN",
     "SORTS",
     "TRACES_WITH_WASTE",
     "TraceFilter",
@@ -72,11 +71,6 @@ def traces_with_waste(narrow: str = "") -> str:
 
 #: traces with each one's waste (`traces_with_waste`)
 TRACES_WITH_WASTE = traces_with_waste()
-#: how a statement joins every trace with its ledger: by merging the two, which are sorted alike
-#: (by trace id), rather than by a hash table of every ledger; about half the time at 500,000
-#: traces. A hash table where the engine makes the join one the merge does not do: with a filter
-#: on the ledger's side (has waste) or none of the traces' rows possible, ANY LEFT becomes a semi join.
-SORTED_JOIN = " SETTINGS join_algorithm = 'full_sorting_merge,hash'"
 
 # filter field -> its test on a `traces` row
 _TESTS = {

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.store._rows import Client, first, rows
+from tokentrail.store._rows import Client, first, joined, rows
 from tokentrail.store.filters import (
     INTEGER_SORTS,
-    SORTED_JOIN,
     TRACES_WITH_WASTE,
     TraceFilter,
     trace_where,
@@ -137,8 +136,8 @@ def traces(client: Client, f: TraceFilter) -> Page:
     params["limit"] = f.limit + 1
     sorted_by = f"ORDER BY sort_value {order}, trace_id {order} LIMIT {{limit:UInt32}}"
     if f.sort == "waste" or f.has_waste:
-        sql = f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} {sorted_by}{SORTED_JOIN}"
-        found = rows(client, sql, params)
+        sql = f"{_TRACE}, {key} AS sort_value FROM {TRACES_WITH_WASTE} WHERE {where} {sorted_by}"
+        found = joined(client, sql, params)
     else:
         # the page from the summaries alone, then the waste of its traces: joining every ledger
         # to find fifty would read them all
@@ -171,7 +170,7 @@ def totals(client: Client, f: TraceFilter) -> dict[str, Any]:
     """Counts, tokens, cost (with its median and p95 over fully priced traces) and waste of the
     filter's traces; a percentile is None where no trace is fully priced."""
     where, params = trace_where(f, waste_joined=True)
-    row = first(client, _TOTALS.format(source=TRACES_WITH_WASTE, where=where) + SORTED_JOIN, params) or {}
+    row = joined(client, _TOTALS.format(source=TRACES_WITH_WASTE, where=where), params)[0]
     for key in ("cost_p50", "cost_p95"):  # NaN when no trace is fully priced
         if not row["traces"] or row[key] != row[key]:
             row[key] = None

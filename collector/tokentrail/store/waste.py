@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tokentrail.store._rows import Client, first, rows
-from tokentrail.store.filters import SORTED_JOIN, TraceFilter, matching_traces, model_is, trace_where, window
+from tokentrail.store._rows import Client, first, joined, rows
+from tokentrail.store.filters import TraceFilter, matching_traces, model_is, trace_where, window
 
 __all__ = ["DIMENSIONS", "WasteReader"]
 
@@ -193,9 +193,9 @@ class WasteReader:
         sql = (
             "SELECT countIf(analyzed = 0) AS n FROM (SELECT analyzed FROM traces FINAL ANY LEFT JOIN "
             f"(SELECT trace_id, 1 AS analyzed FROM trace_waste FINAL WHERE {' AND '.join(clauses)}) AS w "
-            f"USING (trace_id) WHERE {where}){SORTED_JOIN}"
+            f"USING (trace_id) WHERE {where})"
         )
-        return int((first(self.client, sql, params) or {})["n"])
+        return int(joined(self.client, sql, params)[0]["n"])
 
     def findings(self, f: TraceFilter, detector: str, limit: int) -> list[dict[str, Any]]:
         """The range's findings (of one detector, or all), costliest first."""

@@ -1,8 +1,9 @@
 """Running a read and getting its rows as dicts keyed by column name.
 
-Every reader of this package goes through `rows` / `first`: a row is read by the names its SELECT
-gives its columns (`expr AS name`), never by position. Parameters are always bound server-side
-(`{name:Type}` in the statement, the value in `params`).
+Every reader of this package goes through `rows` / `first` (or `joined`, for a statement that joins
+traces with their ledgers): a row is read by the names its SELECT gives its columns
+(`expr AS name`), never by position. Parameters are always bound server-side (`{name:Type}` in the
+statement, the value in `params`).
 """
 
 from __future__ import annotations

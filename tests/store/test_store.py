@@ -132,3 +132,37 @@ def test_a_join_the_merge_cannot_do_runs_with_a_hash_table_and_other_errors_are_
     ]
     with pytest.raises(DatabaseError, match="no_such_column"):
         joined(client, f"SELECT no_such_column FROM {TRACES_WITH_WASTE}", params)
+
+
+def test_a_bound_list_of_strings_reaches_the_engine_as_it_was_given(store):
+    """`bound` writes the literal itself: quotes, backslashes, tabs, newlines, backticks and
+    non-ASCII text arrive unchanged, as do an empty list and the lists it leaves to the client."""
+    from tokentrail.store._rows import rows
+
+    tricky = [
+        "plain",
+        "it's",
+        "back\\slash",
+        "tab\there",
+        "new\nline",
+        "`tick`",
+        "",
+        "é ü 字",
+        "\\'",
+        'say "hi"',
+    ]
+    ids = [f"{i:032x}" for i in range(3)]
+    for values in (tricky, ids, [], ["'"]):
+        got = rows(
+            store.client, "SELECT {v:Array(String)} AS v, length({v:Array(String)}) AS n", {"v": values}
+        )
+        assert got == [{"v": values, "n": len(values)}]
+    got = rows(store.client, "SELECT {n:Array(UInt64)} AS n, {s:String} AS s", {"n": [1, 2], "s": "a'b"})
+    assert got == [{"n": [1, 2], "s": "a'b"}]
+    inside = rows(
+        store.client,
+        "SELECT x FROM (SELECT arrayJoin(['it''s', 'other', 'tab\\there']) AS x)"
+        " WHERE x IN (SELECT arrayJoin({v:Array(String)})) ORDER BY x",
+        {"v": tricky},
+    )
+    assert [r["x"] for r in inside] == ["it's", "tab\there"]

@@ -9,6 +9,8 @@ written as `IN {ids:Array(String)}`, a list of more than about 26,000 ids turns 
 MergeTree table from a fifth of a second into minutes. tests/store/test_bound_lists.py
 holds every query to the form. Where the subquery's set would not narrow the granules read (span
 ids within given traces), the list is tested with `has({ids:Array(String)}, span_id)` instead.
+Every statement binds its parameters through `_rows.bound`, which writes a list of strings as its
+literal at once, where the client escapes it a character at a time.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 Every reader of this package goes through `rows` / `first` (or `joined`, for a statement that joins
 traces with their ledgers): a row is read by the names its SELECT gives its columns
 (`expr AS name`), never by position. Parameters are always bound server-side (`{name:Type}` in the
-statement, the value in `params`).
+statement, the value in `params`); `bound` writes a list of strings (ids, mostly) as its
+`Array(String)` value at C speed, where the client escapes it a character at a time (~6 µs an id,
+0.3 s for the 50,000 ids of an analysis's read): every statement of this package binds its
+parameters through it.
 """
 
 from __future__ import annotations
@@ -14,19 +17,47 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from tokentrail.store.connection import Client
 
-__all__ = ["Client", "Row", "first", "joined", "rows"]
+__all__ = ["Client", "Row", "Strings", "bound", "first", "joined", "rows"]
 
 Row = dict[str, Any]
+
+#: what the client escapes in a string value, with a backslash before it
+_ESCAPED = ("\\", "'", "`", "\t", "\n")
+_ESCAPES = str.maketrans({c: "\\" + c for c in _ESCAPED})
+
+
+class Strings:
+    """A list of strings as an `Array(String)` parameter's value: the literal the client writes for
+    it (`['a', 'b']`, each string escaped as it escapes one), written at once."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, values: list[str]) -> None:
+        joined = "', '".join(values)
+        if any(c in joined for c in _ESCAPED):
+            joined = "', '".join([v.translate(_ESCAPES) for v in values])
+        self.literal = f"['{joined}']" if values else "[]"
+
+    def __str__(self) -> str:  # what the client sends for a value of a type it does not know
+        return self.literal
+
+
+def bound(params: dict[str, Any] | None) -> dict[str, Any]:
+    """`params` with each list of strings as `Strings`."""
+    return {
+        name: Strings(value) if type(value) is list and all(type(v) is str for v in value) else value
+        for name, value in (params or {}).items()
+    }
 
 
 def rows(client: Client, sql: str, params: dict[str, Any] | None = None) -> list[Row]:
     """The statement's rows, each a dict in the column order of its SELECT."""
-    return list(client.query(sql, parameters=params or {}).named_results())
+    return list(client.query(sql, parameters=bound(params)).named_results())
 
 
 def first(client: Client, sql: str, params: dict[str, Any] | None = None) -> Row | None:
     """The statement's first row, or None when it has none."""
-    found: Row | None = client.query(sql, parameters=params or {}).first_item
+    found: Row | None = client.query(sql, parameters=bound(params)).first_item
     return found
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tokentrail.store._rows import bound
+
 __all__ = [
     "LOCAL_SUFFIX",
     "SHARD_KEYS",
@@ -252,7 +254,7 @@ def check(client: Any, cluster: str, database: str) -> None:
         name
         for name, engine in client.query(
             "SELECT name, engine FROM system.tables WHERE database = {database:String} AND name IN (SELECT arrayJoin({names:Array(String)}))",
-            parameters={"database": database, "names": list(SHARD_KEYS)},
+            parameters=bound({"database": database, "names": list(SHARD_KEYS)}),
         ).result_rows
         if engine != "Distributed"
     ]
@@ -279,6 +281,6 @@ def delete_rows(client: Any, table: str, where: str, parameters: dict[str, Any])
     """Delete `table`'s rows matching `where` (which binds `parameters`), on a single server or a cluster."""
     found = client.query(
         "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {table:String}",
-        parameters={"table": table},
+        parameters=bound({"table": table}),
     ).result_rows
-    client.command(delete_statement(table, found[0][0] if found else "", where), parameters=parameters)
+    client.command(delete_statement(table, found[0][0] if found else "", where), parameters=bound(parameters))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from tokentrail.store._rows import Row, rows
+from tokentrail.store._rows import Row, bound, rows
 from tokentrail.store.outcomes import traces_with_outcome
 
 __all__ = [
@@ -118,7 +118,7 @@ def spans_stream(client: Any, project: str, trace_ids: Sequence[str]) -> bytes:
     ledger reads them (`start_ns`, `model`, `has_tool_args`…). Rows a later write replaced are
     still there (the newest by `ingested_at`, in Unix milliseconds, counts)."""
     params = {"project": project, "trace_ids": list(trace_ids)}
-    return bytes(client.raw_query(_SPANS, parameters=params, fmt="ArrowStream"))
+    return bytes(client.raw_query(_SPANS, parameters=bound(params), fmt="ArrowStream"))
 
 
 def trace_summaries(client: Any, project: str, trace_ids: Sequence[str]) -> list[Row]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tokentrail.store._rows import Row, rows
+from tokentrail.store._rows import Row, bound, rows
 
 __all__ = ["file_outcomes", "reconcile", "summarize", "unbill_duplicates"]
 
@@ -220,11 +220,13 @@ def unbill_duplicates(client: Any, project: str, trace_ids: list[str]) -> int:
     if unbill:
         client.command(
             _UNBILL,
-            parameters={
-                "project": project,
-                "trace_ids": sorted({t for t, _ in unbill}),
-                "span_ids": sorted({s for _, s in unbill}),
-            },
+            parameters=bound(
+                {
+                    "project": project,
+                    "trace_ids": sorted({t for t, _ in unbill}),
+                    "span_ids": sorted({s for _, s in unbill}),
+                }
+            ),
         )
     return len(unbill)
 
@@ -261,27 +263,29 @@ def summarize(client: Any, project: str, trace_ids: list[str], task_attribute: s
     resource attribute that names a trace's task type; `tokentrail.task.type` when it is absent."""
     client.command(
         _SUMMARIZE,
-        parameters={"project": project, "trace_ids": trace_ids, "task_attribute": task_attribute},
+        parameters=bound({"project": project, "trace_ids": trace_ids, "task_attribute": task_attribute}),
     )
 
 
 def file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
     """File the outcomes these traces' spans carry, and touch the other targets they judge."""
     params = {"project": project, "trace_ids": trace_ids}
-    client.command(_OUTCOMES, parameters=params)
-    client.command(_OUTCOME_EVENTS, parameters=params)
+    client.command(_OUTCOMES, parameters=bound(params))
+    client.command(_OUTCOME_EVENTS, parameters=bound(params))
     targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
     for row in rows(client, _TARGETS, params):
         targets[row["target_kind"]].append(row["target_id"])
     if any(targets.values()):
         client.command(
             _TOUCH,
-            parameters={
-                "project": project,
-                "traces": targets["trace"],
-                "tasks": targets["task"],
-                "conversations": targets["conversation"],
-            },
+            parameters=bound(
+                {
+                    "project": project,
+                    "traces": targets["trace"],
+                    "tasks": targets["task"],
+                    "conversations": targets["conversation"],
+                }
+            ),
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tokentrail.store._rows import Row, rows
+from tokentrail.store._rows import Row, bound, rows
 
 __all__ = ["CostChange", "model_calls", "rewrite_costs"]
 
@@ -68,15 +68,17 @@ def rewrite_costs(client: Any, project: str, changes: Sequence[CostChange], vers
     """Rewrite these spans whole with their new cost columns, priced by catalog `version`."""
     client.command(
         _REWRITE,
-        parameters={
-            "project": project,
-            "trace_ids": sorted({c.trace_id for c in changes}),
-            "ids": [c.span_id for c in changes],
-            "costs": [c.cost_usd for c in changes],
-            "sources": [c.cost_source for c in changes],
-            "reported": [c.reported_cost_usd for c in changes],
-            "catalog": [c.catalog_cost_usd for c in changes],
-            "version": version,
-        },
+        parameters=bound(
+            {
+                "project": project,
+                "trace_ids": sorted({c.trace_id for c in changes}),
+                "ids": [c.span_id for c in changes],
+                "costs": [c.cost_usd for c in changes],
+                "sources": [c.cost_source for c in changes],
+                "reported": [c.reported_cost_usd for c in changes],
+                "catalog": [c.catalog_cost_usd for c in changes],
+                "version": version,
+            }
+        ),
         settings={"async_insert": 0},
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokentrail.store._rows import bound
 from tokentrail.store.cluster import local_name
 
 __all__ = ["KEPT", "RECORD_TABLE", "TELEMETRY", "RetentionChange", "apply_retention", "ttl_statement"]
@@ -91,7 +92,7 @@ def apply_retention(client: Any, days: int, cluster: str, database: str) -> list
     found = client.query(
         "SELECT name, engine_full FROM system.tables WHERE database = {database:String} "
         "AND name IN (SELECT arrayJoin({names:Array(String)}))",
-        parameters={"database": database, "names": list(names)},
+        parameters=bound({"database": database, "names": list(names)}),
     ).result_rows
     has_ttl = {names[name]: " TTL " in engine for name, engine in found}
     changes = []

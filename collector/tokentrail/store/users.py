@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from tokentrail.store._rows import first, rows
+from tokentrail.store._rows import bound, first, rows
 
 __all__ = [
     "PROJECT",
@@ -255,4 +255,6 @@ def revoke_session(client: Any, sid: str) -> None:
 
 def revoke_sessions(client: Any, email: str) -> None:
     """End every session of the account (a new password, a removed account)."""
-    client.command(_REVOKE_ALL, parameters={"email": email, "now": _now()}, settings={"async_insert": 0})
+    client.command(
+        _REVOKE_ALL, parameters=bound({"email": email, "now": _now()}), settings={"async_insert": 0}
+    )

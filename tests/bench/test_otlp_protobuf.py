@@ -120,9 +120,7 @@ def test_the_engines_normalization_agrees_with_the_collectors(chdb_dir: Path, tm
         assert engine[name].to_pylist() == [
             int(v) if isinstance(v, bool) else v for v in python[name].to_pylist()
         ], name
-    billed = [
-        (e, p) for e, p in zip(engine["cost_usd"].to_pylist(), python["cost_usd"].to_pylist(), strict=True)
-    ]
+    billed = list(zip(engine["cost_usd"].to_pylist(), python["cost_usd"].to_pylist(), strict=True))
     assert sum(p is not None for _, p in billed) > 0
     for e, p in billed:
         assert (e is None) == (p is None)

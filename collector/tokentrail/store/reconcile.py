@@ -269,9 +269,9 @@ def summarize(client: Any, project: str, trace_ids: list[str], task_attribute: s
 
 def file_outcomes(client: Any, project: str, trace_ids: list[str]) -> None:
     """File the outcomes these traces' spans carry, and touch the other targets they judge."""
-    params = {"project": project, "trace_ids": trace_ids}
-    client.command(_OUTCOMES, parameters=bound(params))
-    client.command(_OUTCOME_EVENTS, parameters=bound(params))
+    params = bound({"project": project, "trace_ids": trace_ids})  # written once for its three statements
+    client.command(_OUTCOMES, parameters=params)
+    client.command(_OUTCOME_EVENTS, parameters=params)
     targets: dict[str, list[str]] = {"trace": [], "task": [], "conversation": []}
     for row in rows(client, _TARGETS, params):
         targets[row["target_kind"]].append(row["target_id"])

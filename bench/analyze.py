@@ -13,6 +13,7 @@ import time
 from bench.dataset import open_dataset
 from tokentrail.analysis.run import analyze_range
 from tokentrail.pricing import PriceBook
+from tokentrail.server.no_pandas import leave_out_pandas
 from tokentrail.store import ledger
 
 
@@ -21,6 +22,7 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    leave_out_pandas()  # as `tokentrail analyze` does
     pricer = PriceBook()
     data = open_dataset(args.spans)
     store, spans = data.store, data.spans

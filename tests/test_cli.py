@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.collector import running_collector
 
@@ -127,6 +128,9 @@ def test_up_serves_otlp_over_http_and_grpc(tmp_path):
             time.sleep(0.2)
         assert [t["root_name"] for t in listed] == ["chat gpt-4o", "chat gpt-4o"]
         assert "Tokentrail" in httpx.get(f"{ui}/").text
+        # having migrated, stored and served, the process has not loaded pandas (chDB installs
+        # it; nothing here uses it: ~40 MB)
+        assert "/pandas/" not in (Path("/proc") / str(proc.pid) / "maps").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

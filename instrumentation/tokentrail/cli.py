@@ -50,10 +50,14 @@ def _table(*columns: str, right: Collection[str] = (), footer: Sequence[str] = (
 
 
 def _server_settings() -> Any:
+    """The server's settings, for a command that runs server code (which never needs pandas:
+    `tokentrail.server.no_pandas`)."""
     try:
+        from tokentrail.server.no_pandas import leave_out_pandas
         from tokentrail.server.settings import SettingsError, from_env
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise _needs_server_extras(exc) from None
+    leave_out_pandas()
     try:
         return from_env()
     except SettingsError as exc:

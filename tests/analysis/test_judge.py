@@ -94,3 +94,17 @@ def test_a_missing_text_value_stays_missing_among_repeated_ones() -> None:
     rows[1]["model"] = None
     grouped = _by_trace(pa.Table.from_pylist(rows))
     assert [s["model"] for s in grouped["a"]] == [r["model"] for r in rows[:3]]
+
+
+def test_a_judging_worker_builds_arrays_without_loading_pandas() -> None:
+    """pyarrow imports pandas (chDB installs it) the first time it builds an array from Python
+    lists, as a judgement does: ~40 MB and ~0.5 s a worker that nothing there uses."""
+    from tokentrail.analysis.run import _judges
+    from tokentrail.pricing import PriceBook
+
+    with _judges(PriceBook(), 1) as pool:
+        built, loaded = pool.submit(
+            eval, "(len(__import__('pyarrow').array(['a', 'b'])), sorted(__import__('sys').modules))"
+        ).result()
+    assert built == 2
+    assert "pyarrow" in loaded and "pandas" not in loaded

@@ -31,6 +31,7 @@ from tokentrail.analysis.ledger import (
     analyze,
     successful_steps,
 )
+from tokentrail.server.no_pandas import leave_out_pandas
 
 __all__ = [
     "FINDING_SCHEMA",
@@ -369,8 +370,10 @@ _worker_prices: Any = None
 
 
 def init_worker(prices: Any) -> None:
-    """A worker process's start: the price book its judgements use."""
+    """A worker process's start: the price book its judgements use (and no pandas,
+    `tokentrail.server.no_pandas`)."""
     global _worker_prices
+    leave_out_pandas()
     _worker_prices = prices
 
 

@@ -8,26 +8,23 @@ exits when the collector that started it is gone (a collector killed with -9 can
 
 Two things keep a worker's memory down: pyarrow allocates from the C library's heap (its default
 pool keeps what it freed for reuse: tens of MB more per worker), and pandas is not imported
-(pyarrow imports it, if installed, the first time it builds an array from Python lists, only to
-check whether they are pandas objects: ~30 MB per worker that flattening never uses).
+(`tokentrail.server.no_pandas`).
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.abc
 import os
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 
 from tokentrail.collector.flatten import Flattened, SpoolItem, flatten_records
 from tokentrail.collector.redact import Redactor
 from tokentrail.pricing import PriceBook
+from tokentrail.server.no_pandas import leave_out_pandas
 
 __all__ = ["flatten_in_worker", "init_worker"]
 
@@ -41,21 +38,12 @@ def init_worker(parent: int, with_pricing: bool, stage_dir: str | None, redactor
     this worker was starting would be taken for init, pid 1, and waited on forever.)"""
     global _pricer, _stage_dir, _redactor
     threading.Thread(target=_exit_without, args=(parent,), daemon=True).start()
-    sys.meta_path.insert(0, _NoPandas())
+    leave_out_pandas()
     pa.set_memory_pool(pa.system_memory_pool())
     _stage_dir = Path(stage_dir) if stage_dir else None
     _redactor = redactor
     if with_pricing:
         _pricer = PriceBook()
-
-
-class _NoPandas(importlib.abc.MetaPathFinder):
-    """Makes `import pandas` fail as if it were not installed (pyarrow then does without it)."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
-        if name.partition(".")[0] == "pandas":
-            raise ModuleNotFoundError(f"No module named {name!r} (left out of flattening workers)", name=name)
-        return None
 
 
 def _exit_without(parent: int) -> None:

@@ -4,7 +4,7 @@ commands, and the flattening and judging workers.
 chDB depends on pandas, so it is installed beside the engine. pyarrow (building an array from
 Python lists) and clickhouse-connect (inserting rows) import it the first time they are called,
 only to check whether what they were given is a pandas object, which in these processes it never
-is. The import costs ~40 MB resident in every process that makes it, and ~0.5 s of CPU.
+is. The import costs ~38 MiB resident in every process that makes it, and ~0.25 s of CPU.
 `leave_out_pandas` makes that import fail as if pandas were not installed; both libraries then do
 without it.
 """

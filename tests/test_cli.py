@@ -129,7 +129,7 @@ def test_up_serves_otlp_over_http_and_grpc(tmp_path):
         assert [t["root_name"] for t in listed] == ["chat gpt-4o", "chat gpt-4o"]
         assert "Tokentrail" in httpx.get(f"{ui}/").text
         # having migrated, stored and served, the process has not loaded pandas (chDB installs
-        # it; nothing here uses it: ~40 MB)
+        # it; nothing here uses it: 38 MiB)
         assert "/pandas/" not in (Path("/proc") / str(proc.pid) / "maps").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -98,7 +98,7 @@ def test_a_missing_text_value_stays_missing_among_repeated_ones() -> None:
 
 def test_a_judging_worker_builds_arrays_without_loading_pandas() -> None:
     """pyarrow imports pandas (chDB installs it) the first time it builds an array from Python
-    lists, as a judgement does: ~40 MB and ~0.5 s a worker that nothing there uses."""
+    lists, as a judgement does: 38 MiB and 0.25 s of CPU a worker that nothing there uses."""
     from tokentrail.analysis.run import _judges
     from tokentrail.pricing import PriceBook
 

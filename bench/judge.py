@@ -4,8 +4,8 @@
 These machines' speed swings by 2× from hour to hour (one chunk's judgement took 0.35 to 0.8 CPU-s
 on one day), so small changes to the rules cannot be told apart by their time. The number of
 instructions a program runs hardly depends on what else the machine is doing: two counts of the
-same code and input differed by 0.55% (the libraries' threads are scheduled otherwise from run to
-run), enough to tell a change of a few percent. So this takes the first `--chunks` chunks of 1,000
+same code and input differed by 0.55% (probably the libraries' threads, scheduled otherwise from
+run to run), enough to tell a change of a few percent. So this takes the first `--chunks` chunks of 1,000
 traces of the 1M-span dataset (`bench.dataset`), with their summaries, previous traces and the
 stored evidence as `analyze_range` reads them, and saves them. It then judges them
 (`tokentrail.analysis.judge.judge`, with the cycle collector off as in a worker) in a child process

@@ -49,6 +49,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import tree_pythonpath
 from bench.payloads import encoded_batches
 from tests.support.collector import (
     child_pids,
@@ -176,7 +177,7 @@ def _tree(ref: str, into: Path) -> str:
     root = Path(__file__).resolve().parent.parent
     archive = subprocess.run(["git", "-C", str(root), "archive", ref], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return os.pathsep.join(str(into / part) for part in ("instrumentation", "collector", "web", ""))
+    return tree_pythonpath(into)
 
 
 def _peak_rss_with_workers_mib(pid: int) -> float:

@@ -5,12 +5,12 @@ These machines' speed swings by 2× from hour to hour (one chunk's judgement too
 on one day), so small changes to the rules cannot be told apart by their time. The number of
 instructions a program runs hardly depends on what else the machine is doing: two counts of the
 same code and input differed by 0.55% (probably the libraries' threads, scheduled otherwise from
-run to run), enough to tell a change of a few percent. So this takes the first `--chunks` chunks of 1,000
-traces of the 1M-span dataset (`bench.dataset`), with their summaries, previous traces and the
-stored evidence as `analyze_range` reads them, and saves them. It then judges them
-(`tokentrail.analysis.judge.judge`, with the cycle collector off as in a worker) in a child process
-under callgrind, twice: once with no chunk (the start: imports, the price catalog) and once with
-all of them. The difference over the traces judged is the instructions a trace.
+run to run), enough to tell a change of a few percent. So this takes the first `--chunks` chunks of
+1,000 traces of the 1M-span dataset (`bench.dataset`), with their summaries, previous traces and
+the stored evidence as `analyze_range` reads them, and saves them. It then judges them as a worker
+does (`tokentrail.analysis.judge.judge_in_worker`) in a child process under callgrind, twice: once
+with no chunk (the start: imports, the price catalog) and once with all of them. The difference
+over the traces judged is the instructions a trace.
 
 `--tree DIR` judges the same input with another checkout's code as well (a git worktree of the
 code before a change, say), in turns with this one. The input is pickled: both trees must read the
@@ -21,7 +21,6 @@ two.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import pickle
 import re
@@ -32,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench import tree_pythonpath
 
 #: what callgrind prints last: the instructions the program ran
 _COLLECTED = re.compile(r"Collected : (\d+)")
@@ -57,20 +58,19 @@ def save_chunks(client: Any, project: str, ids: list[str], path: Path, size: int
 
 
 def judge_saved(path: Path, count: int) -> tuple[int, float]:
-    """Judge the first `count` saved chunks; returns the traces judged and the CPU seconds."""
-    from tokentrail.analysis.judge import judge
+    """Judge the first `count` saved chunks as a worker process does; returns the traces judged
+    and the CPU seconds."""
+    from tokentrail.analysis.judge import init_worker, judge_in_worker
     from tokentrail.analysis.ledger import Thresholds
     from tokentrail.pricing import PriceBook
-    from tokentrail.server.no_pandas import leave_out_pandas
 
-    leave_out_pandas()  # as the workers do
+    init_worker(PriceBook())
     saved = pickle.loads(path.read_bytes())
-    prices, thresholds = PriceBook(), Thresholds()
+    thresholds = Thresholds()
     traces = 0
-    gc.disable()
     started = time.process_time()
     for spans, info, previous in saved["chunks"][:count]:
-        traces += judge(prices, spans, info, previous, saved["known"], saved["project"], thresholds).traces
+        traces += judge_in_worker(spans, info, previous, saved["known"], saved["project"], thresholds).traces
     return traces, time.process_time() - started
 
 
@@ -82,15 +82,11 @@ def collected(stderr: str) -> int:
     return int(found[-1])
 
 
-def _pythonpath(tree: Path) -> str:
-    return os.pathsep.join(str(tree / part) for part in ("collector", "instrumentation", "web", "."))
-
-
 def count(tree: Path, path: Path, chunks: int) -> tuple[int, int]:
     """Instructions to start and judge `chunks` saved chunks with `tree`'s code, and the traces
     judged."""
     # a fixed hash seed: sets of strings in the same order from run to run
-    env = dict(os.environ, PYTHONPATH=_pythonpath(tree), PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=tree_pythonpath(tree), PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="1")
     command = [sys.executable, "-m", "bench.judge", "--judge", str(path), "--count", str(chunks)]
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
@@ -100,8 +96,7 @@ def count(tree: Path, path: Path, chunks: int) -> tuple[int, int]:
         text=True,
         check=True,
     )
-    traces = int(done.stdout.split()[0]) if done.stdout.strip() else 0
-    return collected(done.stderr), traces
+    return collected(done.stderr), int(done.stdout.split()[0])
 
 
 def per_trace(tree: Path, path: Path, chunks: int) -> tuple[float, int]:

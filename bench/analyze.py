@@ -8,6 +8,10 @@ the engine's threads with them) and the judging workers (its children, counted o
 ended them), per span, and how many cores the run kept busy on average. On a machine whose cores
 are all busy the wall time is about the CPU time over the cores: a change that saves no CPU saves
 no time.
+
+The rules' thresholds come from `TOKENTRAIL_WASTE_*`, as for `tokentrail analyze` (the README
+documents each): `TOKENTRAIL_WASTE_CACHE_MIN_TOKENS=1000000000` times the analysis with the
+cache-miss rule out of reach, say. Each run rewrites the kept database's ledgers with them.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from bench.dataset import open_dataset
+from tokentrail.analysis.ledger import Thresholds
 from tokentrail.analysis.run import analyze_range
 from tokentrail.pricing import PriceBook
 from tokentrail.server.no_pandas import leave_out_pandas
+from tokentrail.server.settings import from_env
 from tokentrail.store import ledger
 
 
@@ -55,6 +61,11 @@ def describe(run: Run, spans: int) -> str:
     )
 
 
+def thresholds() -> Thresholds:
+    """The rules' thresholds `tokentrail analyze` would use here (`TOKENTRAIL_WASTE_*`)."""
+    return from_env().waste
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spans", type=int, default=1_000_000)
@@ -62,12 +73,15 @@ def main() -> None:
     args = parser.parse_args()
     leave_out_pandas()  # as `tokentrail analyze` does
     pricer = PriceBook()
+    t = thresholds()
+    if t != Thresholds():
+        print(f"thresholds: {t}")
     data = open_dataset(args.spans)
     store, spans = data.store, data.spans
     traces = 0
     runs = []
     for n in range(args.runs):
-        run, traces = timed(lambda: analyze_range(store.client, "default", 0, 2**62, pricer))
+        run, traces = timed(lambda: analyze_range(store.client, "default", 0, 2**62, pricer, t))
         runs.append(run)
         print(f"run {n + 1}: {describe(run, spans)}", flush=True)
     times = [r.wall for r in runs]

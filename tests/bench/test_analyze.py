@@ -1,10 +1,13 @@
-"""`bench.analyze` times a run's CPU in this process and in the workers it starts and ends."""
+"""`bench.analyze` times a run's CPU in this process and in the workers it starts and ends, with the
+thresholds `tokentrail analyze` would use."""
 
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 
-from bench.analyze import describe, timed
+from bench.analyze import describe, thresholds, timed
+from tokentrail.analysis.ledger import Thresholds
 
 
 def _spin(seconds: float) -> None:
@@ -30,3 +33,10 @@ def test_a_runs_cpu_is_split_between_this_process_and_the_workers_it_ended():
     line = describe(run, 1_000_000)
     assert f"workers {run.workers_cpu:.1f}s ({run.workers_cpu:.1f} µs a span)" in line
     assert f"({(run.parent_cpu + run.workers_cpu) / run.wall:.2f} cores busy)" in line
+
+
+def test_the_rules_thresholds_come_from_the_environment_as_for_tokentrail_analyze(monkeypatch):
+    assert thresholds() == Thresholds()
+    monkeypatch.setenv("TOKENTRAIL_WASTE_CACHE_MIN_TOKENS", "1000000000")
+    monkeypatch.setenv("TOKENTRAIL_WASTE_BLOAT_MIN_TOKENS", "5000")
+    assert thresholds() == replace(Thresholds(), cache_min_tokens=1_000_000_000, bloat_min_tokens=5000)

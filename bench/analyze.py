@@ -9,7 +9,7 @@ ended them), per span, and how many cores the run kept busy on average. On a mac
 are all busy the wall time is about the CPU time over the cores: a change that saves no CPU saves
 no time.
 
-The rules' thresholds come from `TOKENTRAIL_WASTE_*`, as for `tokentrail analyze` (the README
+The rules' thresholds come from `TOKENTRAIL_WASTE_*`, as for `tokentrail analyze` (deploy/README.md
 documents each): `TOKENTRAIL_WASTE_CACHE_MIN_TOKENS=1000000000` times the analysis with the
 cache-miss rule out of reach, say. Each run rewrites the kept database's ledgers with them.
 """

@@ -2,6 +2,7 @@
 thresholds `tokentrail analyze` would use."""
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -36,6 +37,8 @@ def test_a_runs_cpu_is_split_between_this_process_and_the_workers_it_ended():
 
 
 def test_the_rules_thresholds_come_from_the_environment_as_for_tokentrail_analyze(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("TOKENTRAIL_WASTE_")]:
+        monkeypatch.delenv(name)
     assert thresholds() == Thresholds()
     monkeypatch.setenv("TOKENTRAIL_WASTE_CACHE_MIN_TOKENS", "1000000000")
     monkeypatch.setenv("TOKENTRAIL_WASTE_BLOAT_MIN_TOKENS", "5000")

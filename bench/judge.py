@@ -39,11 +39,13 @@ _COLLECTED = re.compile(r"Collected : (\d+)")
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def save_chunks(client: Any, project: str, ids: list[str], path: Path, size: int = 1000) -> int:
+def save_chunks(client: Any, project: str, ids: list[str], path: Path, size: int | None = None) -> int:
     """These traces' chunks as a run of `analyze_traces` reads them (spans, summaries, previous
-    traces), and the project's stored evidence, pickled to `path`; returns how many chunks."""
+    traces; `size` traces a chunk, by default a run's), and the project's stored evidence, pickled
+    to `path`; returns how many chunks."""
     from tokentrail.analysis import run
 
+    size = run._CHUNK if size is None else size
     chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
     earlier = run._Earlier.of(client, project, ids)
     fetched = run._fetch(client, project, chunks, earlier)
@@ -127,13 +129,14 @@ def main() -> None:
             "bench.judge counts instructions with valgrind: install it (Debian: apt-get install valgrind)\n",
         )
     from bench.dataset import open_dataset
+    from tokentrail.analysis.run import _CHUNK
     from tokentrail.store import ledger
 
     with tempfile.TemporaryDirectory(prefix="tokentrail-judge-") as scratch:
         path = Path(scratch) / "chunks.pickle"
         data = open_dataset(1_000_000)
         try:
-            ids = ledger.trace_ids_started(data.store.client, "default", 0, 2**62)[: args.chunks * 1000]
+            ids = ledger.trace_ids_started(data.store.client, "default", 0, 2**62)[: args.chunks * _CHUNK]
             save_chunks(data.store.client, "default", ids, path)
         finally:
             data.close()
